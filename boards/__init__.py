@@ -1,0 +1,1 @@
+"""Board support: amaranth-boards platforms and the host bridge."""

@@ -1,0 +1,1 @@
+"""The compiler: ONNX import, the IR, its passes, quantization and (later) code generation."""

@@ -1,0 +1,1 @@
+"""Simulators: the golden fixed-point interpreter (and later the instruction-level and RTL runs)."""
