@@ -1,0 +1,128 @@
+"""AcceleratorConfig: the single source of the accelerator's shape, and the named presets.
+
+Everything that sizes hardware — the compiler's tiling, the instruction simulator's cycle model
+and (later) the RTL — reads one frozen :class:`AcceleratorConfig`, passed explicitly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+__all__ = ["AcceleratorConfig", "PRESETS", "preset"]
+
+
+@dataclass(frozen=True)
+class AcceleratorConfig:
+    """Shape of one accelerator instance.
+
+    Parameters
+    ----------
+    groups : int
+        SIMD engine groups; each runs its own micro-program (MIMD across groups).
+    lanes : int
+        MAC lanes per group; each lane owns one output channel, the activation is broadcast.
+    data_width, acc_width : int
+        Activation/weight width and accumulator width in bits (int8 / int32).
+    act_banks, act_bank_bytes : int
+        Activation scratchpad banks behind the crossbar, and the bytes in each.
+    weight_bytes : int
+        Weight buffer per group, in bytes; half of it is filled while the other half is used.
+    param_entries : int
+        Per-group post-processing parameter memory (bias, multiplier, shift per channel).
+    uop_depth : int
+        Micro-op memory depth per group, in micro-ops.
+    fifo_depth : int
+        Depth of the FIFOs between each group's access and execute engines.
+    axi_data_width : int
+        External memory data width in bits (bytes per cycle = axi_data_width / 8).
+    mem_latency : int
+        External memory latency in cycles per burst.
+    burst_bytes : int
+        Largest DMA burst; each burst pays ``mem_latency`` once.
+    clock_mhz : float
+        Target clock, used only to turn cycles into time in reports.
+    """
+
+    groups: int = 16
+    lanes: int = 8
+    data_width: int = 8
+    acc_width: int = 32
+    act_banks: int = 16
+    act_bank_bytes: int = 16384
+    weight_bytes: int = 32768
+    param_entries: int = 1024
+    uop_depth: int = 64
+    fifo_depth: int = 8
+    axi_data_width: int = 512
+    mem_latency: int = 32
+    burst_bytes: int = 4096
+    clock_mhz: float = 200.0
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "clock_mhz":
+                ok = isinstance(value, (int, float)) and value > 0
+            else:
+                ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+            if not ok:
+                raise ValueError(f"AcceleratorConfig.{f.name} must be a positive "
+                                 f"{'number' if f.name == 'clock_mhz' else 'integer'}, "
+                                 f"not {value!r}")
+        if self.data_width != 8 or self.acc_width != 32:
+            raise ValueError(f"only int8 data with int32 accumulators is supported, not "
+                             f"data_width={self.data_width}, acc_width={self.acc_width}")
+        if self.axi_data_width % 8 or self.axi_data_width & (self.axi_data_width - 1):
+            raise ValueError(f"AcceleratorConfig.axi_data_width must be a power of two >= 8, "
+                             f"not {self.axi_data_width!r}")
+
+    @property
+    def total_lanes(self):
+        """MAC lanes in the whole machine."""
+        return self.groups * self.lanes
+
+    @property
+    def act_bytes(self):
+        """On-chip activation memory in bytes."""
+        return self.act_banks * self.act_bank_bytes
+
+    @property
+    def axi_bytes(self):
+        """External memory bytes per cycle."""
+        return self.axi_data_width // 8
+
+    def replace(self, **changes):
+        """A copy with ``changes`` applied (validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+#: Named presets. ``sim`` is a simulation-only machine large enough that compute dominates;
+#: the board presets are sized to the devices (see docs/architecture.md, "Targets").
+PRESETS = {
+    "sim": AcceleratorConfig(),
+    # ULX3S-85F, LFE5U-85F: 156 18x18 multipliers (128 lanes + 8 requantizers), ~468 KB EBR
+    # (256 KB activations, 8 x 16 KB weights), 16-bit SDRAM.
+    "ulx3s": AcceleratorConfig(groups=8, lanes=16, act_banks=8, act_bank_bytes=32768,
+                               weight_bytes=16384, param_entries=512, uop_depth=32,
+                               axi_data_width=16, mem_latency=12, burst_bytes=512,
+                               clock_mhz=50.0),
+    # iCEBreaker, iCE40UP5K: 8 DSPs (4 lanes + 2 requantizers), 128 KB SPRAM as 4 activation
+    # banks, weights from the 8-bit host/flash port.
+    "icebreaker": AcceleratorConfig(groups=2, lanes=2, act_banks=4, act_bank_bytes=32768,
+                                    weight_bytes=2048, param_entries=256, uop_depth=16,
+                                    fifo_depth=4, axi_data_width=8, mem_latency=16,
+                                    burst_bytes=256, clock_mhz=12.0),
+}
+
+
+def preset(name):
+    """The preset config ``name``; ``ValueError`` naming the choices otherwise."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown target {name!r}; choose from {', '.join(PRESETS)}") \
+            from None
