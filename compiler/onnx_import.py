@@ -27,7 +27,7 @@ from . import ir
 __all__ = ["import_model", "load_onnx", "SUPPORTED_OPS", "OPSET_RANGE"]
 
 #: Default-domain opsets the op handlers understand; others are converted to ``OPSET_TARGET``.
-OPSET_RANGE = (11, 23)
+OPSET_RANGE = (11, onnx.defs.onnx_opset_version())
 OPSET_TARGET = 17
 
 _HANDLERS = {}
@@ -224,16 +224,21 @@ def import_model(path_or_model, batch=None):
     graph_inputs = [v for v in model.graph.input if v.name not in consts]
     graph = ir.new_graph(inputs=[v.name for v in graph_inputs])
     build = _Builder(graph, batch)
-    for value in graph_inputs:
-        shape = shapes[value.name]
-        if value.type.tensor_type.elem_type not in (onnx.TensorProto.FLOAT,
-                                                    onnx.TensorProto.DOUBLE,
-                                                    onnx.TensorProto.FLOAT16):
-            raise ModelError(f"input {value.name!r} is not a float tensor")
-        ir.add_node(graph, value.name, ir.Input(), (), shape[1:])
-
     problems = []
     broken = set()  # tensors that depend on an unsupported node
+    for value in graph_inputs:
+        if not value.type.HasField("tensor_type") or value.name not in shapes:
+            problems.append((value.name, "input", "only tensors of static shape (but for the "
+                             "batch axis) are supported"))
+            broken.add(value.name)
+            continue
+        kind = value.type.tensor_type.elem_type
+        if kind not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE,
+                        onnx.TensorProto.FLOAT16):
+            problems.append((value.name, "input", f"{onnx.TensorProto.DataType.Name(kind)} "
+                             "tensors are not supported (float inputs only)"))
+            broken.add(value.name)
+        ir.add_node(graph, value.name, ir.Input(), (), shapes[value.name][1:])
     for onnx_node in model.graph.node:
         label = onnx_node.name or onnx_node.output[0]
         try:
@@ -586,11 +591,12 @@ def _arith(build, node, a, b):
 
 @_op("Concat")
 def _concat(build, node, *xs, axis):
-    xs = [_tensor(x, "Concat input") for x in xs]
-    rank = len(build.shape(xs[0])) + 1
+    rank = len(node_rank := (build.shape(xs[0]) if isinstance(xs[0], str) else xs[0].shape[1:]))
+    rank += 1
     axis = axis + rank if axis < 0 else axis
     if axis == 0:
         raise Unsupported("concatenation along the batch axis")
+    xs = [_tensor(x, "Concat input") for x in xs]
     if len(xs) == 1:
         build.alias[node.output[0]] = xs[0]
         return
