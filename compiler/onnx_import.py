@@ -250,13 +250,15 @@ def import_model(path_or_model, batch=None):
         if folded is not None:
             consts.update(zip(onnx_node.output, folded))
             continue
-        if any(i in broken for i in onnx_node.input):
-            broken.update(onnx_node.output)
-            continue
         handler = _HANDLERS.get(onnx_node.op_type) if onnx_node.domain in ("", "ai.onnx") \
             else None
         if handler is None:
             problems.append((label, onnx_node.op_type, "operator not supported"))
+            broken.update(onnx_node.output)
+            continue
+        if any(i in broken for i in onnx_node.input):
+            # A supported op after an unsupported one cannot be checked (its operand has no
+            # IR value), but unsupported ops further on are still reported.
             broken.update(onnx_node.output)
             continue
         args = [consts[i] if i in consts else (build.name(i) if i else None)
@@ -591,8 +593,8 @@ def _arith(build, node, a, b):
 
 @_op("Concat")
 def _concat(build, node, *xs, axis):
-    rank = len(node_rank := (build.shape(xs[0]) if isinstance(xs[0], str) else xs[0].shape[1:]))
-    rank += 1
+    first = build.shape(xs[0]) if isinstance(xs[0], str) else xs[0].shape[1:]
+    rank = len(first) + 1
     axis = axis + rank if axis < 0 else axis
     if axis == 0:
         raise Unsupported("concatenation along the batch axis")

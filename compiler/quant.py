@@ -1,0 +1,370 @@
+"""int8 quantization: calibration, and the integer parameters of every IR op.
+
+Every value is int8 with zero point 0 and a real step ``scale`` (``real = q * scale``), so a zero
+activation is the integer 0: the sparse core skips it and padding is zero without arithmetic.
+:func:`quantize` attaches to each node its ``scale`` and, in ``Node.q``, one of the records below;
+their ``apply`` methods are the integer semantics that the golden interpreter
+(:mod:`flexigan.sim.golden`) runs and that the hardware matches bit for bit. docs/numerics.md is
+the contract in prose.
+
+Host-side rounding (weights, biases, offsets, LUT entries, input quantization) is
+:func:`round_half_up`, ``floor(x + 0.5)``; device-side rounding is :func:`rshift_round`.
+
+============  =========================================================================
+op            ``Node.q``
+============  =========================================================================
+Input         None
+Conv, ConvT,  :class:`Compute`: int8 weights, int32 bias, per-output-channel
+Dense         :class:`Requant`
+Affine        :class:`Requant` with offset
+Activation    :class:`Lut`
+Add           :class:`Sum`
+InstanceNorm  :class:`Norm`
+Concat        tuple of (:class:`Requant` or None), one per input
+Pad           the int8 pad value (constant mode) or None (reflect)
+other layout  None
+============  =========================================================================
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ..errors import FitError, ModelError
+from ..sim import golden
+from . import ir
+
+__all__ = ["Requant", "Compute", "Lut", "Sum", "Norm", "round_half_up", "sat8", "rshift_round",
+           "requant", "calibrate", "quantize", "MAX_SHIFT", "NORM_FRAC"]
+
+#: Largest requantization shift: a 32-bit accumulator times a 16-bit multiplier is 47 bits.
+MAX_SHIFT = 47
+#: Signed 16-bit multipliers; the most negative code is not used, so they are symmetric.
+MULT_LIMIT = 1 << 15
+#: Bias and offset words are int32.
+INT32_LIMIT = 1 << 31
+#: Fractional bits of InstanceNorm's per-channel gain and offset.
+NORM_FRAC = 16
+#: The range given to a value that is identically zero on the calibration data: its scale does
+#: not matter for the data seen, and 1 keeps every ratio that involves it moderate.
+ZERO_RANGE = 1.0
+
+
+def round_half_up(x):
+    """Host-side rounding to the nearest integer, ties towards +inf: ``floor(x + 0.5)``."""
+    return np.floor(np.asarray(x, dtype=np.float64) + 0.5)
+
+
+def sat8(v):
+    """Saturate integers to int8 [-128, 127]."""
+    return np.clip(v, -128, 127).astype(np.int8)
+
+
+def rshift_round(v, shift):
+    """``(v + 2**(shift-1)) >> shift`` (arithmetic shift: round half up), and ``v`` for shift 0.
+
+    ``(1 << shift) >> 1`` is the rounding term for every shift, 0 included. ``v`` and ``shift``
+    are int64 arrays (or ints) that broadcast.
+    """
+    v = np.asarray(v, dtype=np.int64)
+    shift = np.asarray(shift, dtype=np.int64)
+    return (v + ((np.int64(1) << shift) >> 1)) >> shift
+
+
+def _channels(p, ndim, channel_axis):
+    """A per-channel parameter vector shaped to broadcast along ``channel_axis`` of ``ndim``."""
+    return p.reshape((-1,) + (1,) * (ndim - channel_axis - 1))
+
+
+@dataclass(frozen=True, eq=False)
+class Requant:
+    """Per-channel fixed-point rescaling ``y = sat8(rshift_round(acc * multiplier + offset,
+    shift))``.
+
+    ``multiplier`` (signed 16-bit), ``shift`` (0..47) and ``offset`` (int32) are int64 arrays of
+    shape ``(C,)`` or ``(1,)`` (one value for all channels).
+    """
+
+    multiplier: np.ndarray
+    shift: np.ndarray
+    offset: np.ndarray
+
+    def apply(self, acc, channel_axis=1):
+        """Requantize the integer array ``acc`` (|acc| < 2**31) whose channels are along
+        ``channel_axis``; returns int8."""
+        acc = np.asarray(acc, dtype=np.int64)
+        m, s, b = (_channels(p, acc.ndim, channel_axis)
+                   for p in (self.multiplier, self.shift, self.offset))
+        return sat8(rshift_round(acc * m + b, s))
+
+
+@dataclass(frozen=True, eq=False)
+class Compute:
+    """Integer Conv, ConvTranspose or Dense: ``acc = sum(x * weight) + bias`` (int32), then
+    ``requant.apply(acc)``. ``weight`` is int8 in the op's layout, in [-127, 127]; ``bias`` is an
+    int64 array of int32 values, one per output channel."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    requant: Requant
+
+
+@dataclass(frozen=True, eq=False)
+class Lut:
+    """Activation look-up table: ``y = table[c][x + 128]``; ``table`` is int8 ``(C, 256)``
+    (per-channel PReLU) or ``(1, 256)``."""
+
+    table: np.ndarray
+
+    def apply(self, x, channel_axis=1):
+        """Look up the int8 array ``x`` whose channels are along ``channel_axis``."""
+        index = x.astype(np.intp) + 128
+        if self.table.shape[0] == 1:
+            return self.table[0][index]
+        rows = _channels(np.arange(self.table.shape[0]), x.ndim, channel_axis)
+        return self.table[rows, index]
+
+
+@dataclass(frozen=True, eq=False)
+class Sum:
+    """Element-wise sum of two int8 tensors of different scales:
+    ``y = sat8(rshift_round(a * multiplier_a + b * multiplier_b, shift))``."""
+
+    multiplier_a: int
+    multiplier_b: int
+    shift: int
+
+    def apply(self, a, b):
+        """The sum of the int8 arrays ``a`` and ``b``; returns int8."""
+        acc = a.astype(np.int64) * self.multiplier_a + b.astype(np.int64) * self.multiplier_b
+        return sat8(rshift_round(acc, self.shift))
+
+
+@dataclass(frozen=True, eq=False)
+class Norm:
+    """Integer instance normalization (see docs/numerics.md).
+
+    Per sample and channel ``c`` over its ``n`` spatial positions, with ``S1 = sum x``,
+    ``S2 = sum x*x`` and ``D = n*S2 - S1*S1`` (``n**2`` times the variance, in int8 steps)::
+
+        R = isqrt((D + eps) << 2*NORM_FRAC)                     # sqrt(D + eps) * 2**NORM_FRAC
+        K = div_round(gain[c] << 2*NORM_FRAC, R << gain_shift[c])  if R else 0
+        y = sat8(rshift_round((n*x - S1) * K + offset[c], NORM_FRAC))
+
+    with ``div_round(a, b) = floor(a / b + 1/2)`` for ``b > 0``. ``gain``/``gain_shift`` are the
+    16-bit fixed-point ``scale[c] / s_out``, ``offset = round(bias[c] / s_out * 2**NORM_FRAC)``
+    and ``eps = round(epsilon * n**2 / s_in**2)``.
+    """
+
+    gain: np.ndarray
+    gain_shift: np.ndarray
+    offset: np.ndarray
+    eps: int
+
+    def apply(self, x):
+        """Normalize the int8 array ``x`` of shape ``(N, C, ...)``; returns int8."""
+        xs = x.astype(np.int64).reshape(x.shape[0], x.shape[1], -1)
+        n = xs.shape[2]
+        s1 = xs.sum(axis=2)
+        s2 = (xs * xs).sum(axis=2)
+        k = np.zeros(s1.shape, dtype=np.int64)
+        for (i, c), total in np.ndenumerate(s1):
+            # Python integers: (D + eps) << 32 exceeds 64 bits for large n.
+            r = math.isqrt((n * int(s2[i, c]) - int(total) ** 2 + self.eps) << 2 * NORM_FRAC)
+            if r:
+                a = int(self.gain[c]) << 2 * NORM_FRAC
+                b = r << int(self.gain_shift[c])
+                k[i, c] = (2 * a + b) // (2 * b)
+        centred = n * xs - s1[:, :, None]
+        y = rshift_round(centred * k[:, :, None] + self.offset[None, :, None], NORM_FRAC)
+        return sat8(y).reshape(x.shape)
+
+
+def _shifts(ratio, offset=None):
+    """Per element, the largest shift <= MAX_SHIFT with ``|round(ratio * 2**shift)| < 2**15``
+    (and ``|round(offset * 2**shift)| < 2**31`` when offsets are given), or -1 if even shift 0
+    does not fit."""
+    candidates = np.arange(MAX_SHIFT + 1)
+    scaled = np.ldexp(ratio[:, None], candidates)
+    fits = np.abs(round_half_up(scaled)) < MULT_LIMIT
+    if offset is not None:
+        fits &= np.abs(round_half_up(np.ldexp(offset[:, None], candidates))) < INT32_LIMIT
+    # |round(r * 2**s)| grows with s, so the shifts that fit are a prefix of the candidates.
+    return fits.sum(axis=1) - 1
+
+
+def _at_shift(values, shift, limit):
+    """``round(values * 2**shift)`` clamped to ``(-limit, limit)``.
+
+    The clamp only acts when even shift 0 does not fit: then ``|ratio| >= 2**15`` and every
+    non-zero accumulator saturates either way, so the result is still exact.
+    """
+    return np.clip(round_half_up(np.ldexp(values, shift)), 1 - limit, limit - 1).astype(np.int64)
+
+
+def requant(ratio, offset=None):
+    """The :class:`Requant` closest to ``y = acc * ratio + offset`` (reals, per channel).
+
+    The shift is the largest (<= 47) that keeps the multiplier within signed 16 bits and, with
+    ``offset``, the offset within int32; a ratio too small for shift 47 gets multiplier 0.
+    """
+    ratio = np.atleast_1d(np.asarray(ratio, dtype=np.float64))
+    real_offset = None if offset is None else np.broadcast_to(
+        np.asarray(offset, dtype=np.float64), ratio.shape)
+    shift = np.maximum(_shifts(ratio, real_offset), 0)
+    offset_q = np.zeros(ratio.shape, dtype=np.int64) if real_offset is None else \
+        _at_shift(real_offset, shift, INT32_LIMIT)
+    return Requant(_at_shift(ratio, shift, MULT_LIMIT), shift.astype(np.int64), offset_q)
+
+
+def calibrate(graph, feeds):
+    """The max-abs range of every IR value on the calibration ``feeds`` (run in float).
+
+    Values that are identically zero get range ``ZERO_RANGE``. Raises :class:`ModelError` if a
+    value is not finite (the float model overflows on the calibration data).
+    """
+    ranges = {}
+    for name, value in golden.run_float(graph, feeds, keep=True).items():
+        r = float(np.max(np.abs(value))) if value.size else 0.0
+        if not math.isfinite(r):
+            raise ModelError(f"calibration: value {name!r} is not finite on the calibration "
+                             "inputs")
+        ranges[name] = r if r > 0 else ZERO_RANGE
+    return ranges
+
+
+def _weight_rows(op, weight):
+    """``weight`` as ``(Cout, fan_in)``: one row per output channel."""
+    if isinstance(op, ir.ConvTranspose):
+        cin, cout_g = weight.shape[:2]
+        w = weight.reshape(op.group, cin // op.group, cout_g, -1)
+        return w.transpose(0, 2, 1, 3).reshape(op.group * cout_g, -1)
+    return weight.reshape(weight.shape[0], -1)
+
+
+def _weight_from_rows(op, rows):
+    """The inverse of :func:`_weight_rows`."""
+    if isinstance(op, ir.ConvTranspose):
+        cin, cout_g = op.weight.shape[:2]
+        w = rows.reshape(op.group, cout_g, cin // op.group, -1).transpose(0, 2, 1, 3)
+        return w.reshape(op.weight.shape)
+    return rows.reshape(op.weight.shape)
+
+
+def _compute(name, n, ins, s_out):
+    s_in = ins[0].scale
+    rows = _weight_rows(n.op, n.op.weight)
+    peak = np.abs(rows).max(axis=1)
+    w_scale = np.where(peak > 0, peak / 127, 1.0)
+    w_q = np.clip(round_half_up(rows / w_scale[:, None]), -127, 127)
+    bias_q = round_half_up(n.op.bias / (s_in * w_scale))
+    # Worst case |sum x*w| is fan_in * 128 * 127 (x in [-128, 127], w in [-127, 127]); the
+    # fan-in counts every kernel tap, which also bounds the zero-inserted (--no-reorder) lowering.
+    worst = float(np.max(np.abs(bias_q))) + rows.shape[1] * 128 * 127
+    if worst >= INT32_LIMIT:
+        raise FitError(f"{name}: the int32 accumulator can overflow (|bias| + fan-in * 128 * 127 "
+                       f"= {worst:.0f} >= 2**31); the bias is too large for the input's scale "
+                       f"{s_in:.3g}")
+    weight = _weight_from_rows(n.op, w_q).astype(np.int8)
+    return Compute(weight, bias_q.astype(np.int64), requant(s_in * w_scale / s_out))
+
+
+def _affine(name, n, ins, s_out):
+    scale, shift = np.broadcast_arrays(n.op.scale, n.op.shift)
+    return requant(scale * ins[0].scale / s_out, shift / s_out)
+
+
+def _activation(name, n, ins, s_out):
+    grid = np.arange(-128, 128, dtype=np.float64)[None, :] * ins[0].scale
+    # (1, 256), or (C, 256) when PReLU's per-channel slope broadcasts against the grid.
+    return Lut(sat8(round_half_up(n.op(grid, channel_axis=0) / s_out)))
+
+
+def _add(name, n, ins, s_out):
+    ratios = np.array([ins[0].scale, ins[1].scale]) / s_out
+    shift = max(0, int(_shifts(ratios).min()))
+    m_a, m_b = _at_shift(ratios, shift, MULT_LIMIT)
+    return Sum(int(m_a), int(m_b), shift)
+
+
+def _instance_norm(name, n, ins, s_out):
+    s_in = ins[0].scale
+    size = math.prod(n.shape[1:])
+    # |n*x - S1| <= 255 n and |K| <= 2**31 keep the per-element product within int64.
+    if size >= 1 << 24:
+        raise FitError(f"{name}: InstanceNorm over {size} positions exceeds the supported 2**24")
+    gain = requant(n.op.scale / s_out)
+    offset = round_half_up(np.ldexp(n.op.bias / s_out, NORM_FRAC)).astype(np.int64)
+    eps = int(round_half_up(n.op.epsilon * size ** 2 / s_in ** 2))
+    return Norm(gain.multiplier, gain.shift, offset, eps)
+
+
+def _concat(name, n, ins, s_out):
+    return tuple(None if i.scale == s_out else requant(i.scale / s_out) for i in ins)
+
+
+def _pad(name, n, ins, s_out):
+    if n.op.mode != "constant":
+        return None
+    return int(sat8(round_half_up(n.op.value / s_out)))
+
+
+_COMPUTED = {ir.Conv: _compute, ir.ConvTranspose: _compute, ir.Dense: _compute,
+             ir.Affine: _affine, ir.Activation: _activation, ir.Add: _add,
+             ir.InstanceNorm: _instance_norm}
+_SAME_SCALE = (ir.Reshape, ir.Transpose, ir.Pad, ir.Upsample, ir.DepthToSpace)
+
+
+def _range(ranges, name):
+    try:
+        return ranges[name]
+    except KeyError:
+        raise ValueError(f"ranges has no entry for value {name!r}") from None
+
+
+def _scale(name, n, ins, ranges):
+    """The output step of value ``name``."""
+    if isinstance(n.op, _SAME_SCALE):
+        return ins[0].scale
+    if isinstance(n.op, ir.Concat):
+        return max(i.scale for i in ins)
+    if isinstance(n.op, ir.Activation) and n.op.kind in ("tanh", "sigmoid"):
+        return 1.0 / 127
+    return _range(ranges, name) / 127
+
+
+def quantize(graph, ranges):
+    """A quantized copy of ``graph``: every node gets ``scale`` and integer parameters ``q``.
+
+    Parameters
+    ----------
+    graph : networkx.DiGraph
+        A float IR graph (not changed).
+    ranges : dict of str to float
+        Max-abs range of each value (see :func:`calibrate`); values whose scale is inherited
+        (layout ops, Concat) or known (Tanh, Sigmoid) need none.
+
+    Raises
+    ------
+    FitError
+        If a layer's int32 accumulator could overflow.
+    """
+    out = graph.copy()
+    for name, n in ir.topo_nodes(graph):
+        ins = [ir.node(out, i) for i in n.inputs]
+        scale = _scale(name, n, ins, ranges)
+        if isinstance(n.op, ir.Input):
+            q = None
+        elif isinstance(n.op, ir.Concat):
+            q = _concat(name, n, ins, scale)
+        elif isinstance(n.op, ir.Pad):
+            q = _pad(name, n, ins, scale)
+        elif isinstance(n.op, _SAME_SCALE):
+            q = None
+        else:
+            q = _COMPUTED[type(n.op)](name, n, ins, scale)
+        out.nodes[name]["node"] = replace(n, scale=float(scale), q=q)
+    return out

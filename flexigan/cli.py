@@ -1,0 +1,126 @@
+"""The ``flexigan`` command line: a thin shell over :mod:`flexigan.flow`.
+
+User errors (:class:`~flexigan.errors.FlexiganError`, bad arguments) print one line on stderr and
+exit with status 1; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import __version__, flow
+from .errors import FlexiganError, UsageError
+
+__all__ = ["main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing usage and exiting with status 2."""
+
+    def error(self, message):
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _fmt(count):
+    return f"{count / 1e6:9.3f}M"
+
+
+def _print_inspect(report):
+    print(f"model: {report['model']}")
+    for kind in ("inputs", "outputs"):
+        print(f"{kind}: " + ", ".join(f"{k} {tuple(v)}" for k, v in report[kind].items()))
+    header = (f"{'layer':32} {'op':14} {'output':16} {'params':>9} {'useful':>10} "
+              f"{'phase':>10} {'zero-ins':>10}")
+    print(header)
+    print("-" * len(header))
+    for row in report["layers"]:
+        print(f"{row['name'][:32]:32} {row['op']:14} {str(tuple(row['output_shape'])):16} "
+              f"{row['params']:9d} {_fmt(row['macs_useful'])} {_fmt(row['macs_phase'])} "
+              f"{_fmt(row['macs_zero_insertion'])}")
+    t = report["totals"]
+    print("-" * len(header))
+    print(f"{'total':64} {t['params']:9d} {_fmt(t['macs_useful'])} {_fmt(t['macs_phase'])} "
+          f"{_fmt(t['macs_zero_insertion'])}")
+    if t["macs_zero_insertion"]:
+        waste = 1 - t["macs_useful"] / t["macs_zero_insertion"]
+        print(f"a zero-insertion engine wastes {waste:.1%} of its multiplies "
+              f"({t['macs_zero_insertion'] / max(t['macs_useful'], 1):.2f}x the useful work); "
+              f"phase sub-convolutions spend {t['macs_phase'] / max(t['macs_useful'], 1):.3f}x")
+
+
+def _cmd_inspect(args):
+    report = flow.inspect_model(args.model)
+    if args.json:
+        print(json.dumps(report, indent=1))
+    else:
+        _print_inspect(report)
+
+
+def _cmd_compile(args):
+    manifest = flow.compile_model(args.model, args.output, calibrate=args.calibrate,
+                                  force=args.force)
+    t = manifest["totals"]
+    print(f"compiled {args.model} -> {args.output}: {len(manifest['layers'])} layers, "
+          f"{t['macs_useful'] / 1e6:.2f} M useful MACs per sample")
+
+
+def _cmd_simulate(args):
+    report = flow.simulate(args.folder, args.engine, args.input, args.output)
+    line = f"{report['engine']}: output {tuple(report['output_shape'])} -> {report['output_file']}"
+    if "sqnr_db" in report:
+        line += f"; SQNR vs onnxruntime float {report['sqnr_db']} dB"
+    print(line)
+
+
+def _parser():
+    parser = _Parser(prog="flexigan", description="Compile GANs from ONNX to a zero-free "
+                     "MIMD-SIMD FPGA accelerator on open tools.")
+    parser.add_argument("--version", action="version", version=f"flexigan {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("inspect", help="layers, shapes, parameters and MAC counts of a model")
+    p.add_argument("model", help="ONNX model file")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(run=_cmd_inspect)
+
+    p = sub.add_parser("compile", help="quantize and compile a model into an output folder")
+    p.add_argument("model", help="ONNX model file")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--calibrate", metavar="INPUTS",
+                   help=".npy/.npz calibration inputs (default: generated)")
+    p.add_argument("--force", action="store_true", help="overwrite a non-empty output folder")
+    p.set_defaults(run=_cmd_compile)
+
+    p = sub.add_parser("simulate", help="run a compiled model")
+    p.add_argument("folder", help="output folder of `flexigan compile`")
+    p.add_argument("--engine", default="golden", choices=["golden"],
+                   help="golden: the fixed-point reference interpreter")
+    p.add_argument("--input", required=True, help=".npy/.npz model inputs")
+    p.add_argument("--output", help="where to write the output (default: FOLDER/output.npy)")
+    p.set_defaults(run=_cmd_simulate)
+    return parser
+
+
+def main(argv=None):
+    """Run the command line; return the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    try:
+        args = _parser().parse_args(argv)
+        args.run(args)
+    except FlexiganError as exc:
+        if debug:
+            raise
+        print(f"flexigan: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("flexigan: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""The command line as a user runs it: reports, files written, and one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from flexigan.cli import main
+from flexigan.errors import ModelError
+from tests.helpers import EXAMPLES, make_model, save, tiny_generator
+
+DCGAN_G = str(EXAMPLES / "dcgan64/generator.onnx")
+
+
+def run(capsys, *argv):
+    status = main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def assert_one_line_error(status, err, *fragments):
+    assert status == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("flexigan: error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_inspect_dcgan64_generator_mac_counts(capsys):
+    status, out, _ = run(capsys, "inspect", DCGAN_G, "--json")
+    assert status == 0
+    totals = json.loads(out)["totals"]
+    assert totals["macs_useful"] == pytest.approx(90.5e6, rel=0.01)
+    assert totals["macs_phase"] == pytest.approx(104.6e6, rel=0.01)
+    assert totals["macs_zero_insertion"] == pytest.approx(428.3e6, rel=0.01)
+    assert totals["params"] == pytest.approx(3.58e6, rel=0.01)
+
+
+def test_inspect_table_shows_waste(capsys):
+    status, out, _ = run(capsys, "inspect", DCGAN_G)
+    assert status == 0
+    assert "ConvTranspose" in out and "(3, 64, 64)" in out
+    assert "a zero-insertion engine wastes 78.9% of its multiplies (4.73x the useful work)" in out
+
+
+def test_inspect_lists_every_unsupported_node(tmp_path, capsys):
+    nodes = [helper.make_node("Softmax", ["x"], ["a"], name="soft"),
+             helper.make_node("MaxPool", ["a"], ["b"], name="pool", kernel_shape=[2, 2])]
+    path = save(make_model(nodes, [("x", [1, 1, 4, 4])], [("b", [1, 1, 3, 3])]),
+                tmp_path / "bad.onnx")
+    status, _, err = run(capsys, "inspect", str(path))
+    assert_one_line_error(status, err, "unsupported: 2 node(s)", "soft (Softmax)",
+                          "pool (MaxPool)")
+
+
+@pytest.mark.parametrize("argv, fragments", [
+    (["inspect"], ["the following arguments are required: model"]),
+    (["frobnicate"], ["invalid choice: 'frobnicate'"]),
+    (["inspect", "nowhere.onnx"], ["cannot read nowhere.onnx"]),
+    (["simulate", ".", "--engine", "magic", "--input", "x.npy"], ["invalid choice: 'magic'"]),
+    (["compile", DCGAN_G], ["-o/--output"]),
+])
+def test_bad_arguments_are_one_line_errors(capsys, argv, fragments):
+    status, _, err = run(capsys, *argv)
+    assert_one_line_error(status, err, *fragments)
+
+
+def test_debug_shows_the_traceback():
+    with pytest.raises(ModelError):
+        main(["--debug", "inspect", "nowhere.onnx"])
+
+
+def test_compile_then_simulate_golden(tmp_path, capsys):
+    model = save(tiny_generator(), tmp_path / "g.onnx")
+    out = tmp_path / "out"
+    status, text, _ = run(capsys, "compile", str(model), "-o", str(out))
+    assert status == 0 and "compiled" in text
+    manifest = json.loads((out / "manifest.json").read_text())
+    layers = {row["name"]: row for row in manifest["layers"]}
+    assert layers["c2"]["macs_useful"] < layers["c2"]["macs_zero_insertion"]
+    assert layers["c2"]["quant"] is not None and layers["c2"]["scale"] > 0
+    assert (out / "quantized.npz").is_file() and (out / "model.onnx").is_file()
+
+    latents = np.random.default_rng(1).standard_normal((5, 4, 1, 1))
+    np.save(tmp_path / "z.npy", latents)
+    status, text, _ = run(capsys, "simulate", str(out), "--engine", "golden",
+                          "--input", str(tmp_path / "z.npy"), "--output", str(tmp_path / "y.npy"))
+    assert status == 0 and "SQNR" in text
+    assert np.load(tmp_path / "y.npy").shape == (5, 2, 4, 4)
+    report = json.loads((out / "sim_report.json").read_text())
+    assert report["engine"] == "golden" and report["output_shape"] == [5, 2, 4, 4]
+    assert report["sqnr_db"] > 25
+    assert {row["name"] for row in report["layers"]} >= {"c2", "image"}
+
+
+def test_compile_refuses_a_non_empty_output_folder(tmp_path, capsys):
+    model = save(tiny_generator(), tmp_path / "g.onnx")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    status, _, err = run(capsys, "compile", str(model), "-o", str(out))
+    assert_one_line_error(status, err, "is not empty; use --force")
+    assert (out / "keep.txt").read_text() == "precious" and len(list(out.iterdir())) == 1
+    status, _, _ = run(capsys, "compile", str(model), "-o", str(out), "--force")
+    assert status == 0 and (out / "manifest.json").is_file()
+
+
+def test_compile_with_calibration_file_and_wrong_input_shape(tmp_path, capsys):
+    model = save(tiny_generator(), tmp_path / "g.onnx")
+    np.savez(tmp_path / "cal.npz", z=np.random.default_rng(0).standard_normal((8, 4, 1, 1)))
+    status, _, _ = run(capsys, "compile", str(model), "-o", str(tmp_path / "a"),
+                       "--calibrate", str(tmp_path / "cal.npz"))
+    assert status == 0
+    np.save(tmp_path / "bad.npy", np.zeros((2, 5)))
+    status, _, err = run(capsys, "simulate", str(tmp_path / "a"), "--input",
+                         str(tmp_path / "bad.npy"))
+    assert_one_line_error(status, err, "input 'z'", "has shape (2, 5)", "expects (N, 4, 1, 1)")
+
+
+def test_simulate_needs_a_compiled_folder(tmp_path, capsys):
+    status, _, err = run(capsys, "simulate", str(tmp_path), "--input", "x.npy")
+    assert_one_line_error(status, err, "is not a compiled model folder")
+
+
+def test_console_script_exit_status(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not onnx at all")
+    result = subprocess.run([sys.executable, "-m", "flexigan", "inspect", str(bad)],
+                            capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "not a valid ONNX file" in result.stderr
+    assert "Traceback" not in result.stderr
