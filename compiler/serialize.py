@@ -59,7 +59,7 @@ def save_graph(graph, path):
     for index, (name, n) in enumerate(ir.topo_nodes(graph)):
         nodes.append({"name": name, "node": _encode(n, arrays, f"n{index}")})
     doc = {"format": FORMAT, "graph": {k: v for k, v in graph.graph.items()}, "nodes": nodes}
-    np.savez_compressed(path, __graph__=np.array(json.dumps(doc)), **arrays)
+    np.savez(path, __graph__=np.array(json.dumps(doc)), **arrays)
 
 
 def load_graph(path):
