@@ -38,7 +38,7 @@ from ..sim import golden
 from . import ir
 
 __all__ = ["Requant", "Compute", "Lut", "Sum", "Norm", "round_half_up", "sat8", "rshift_round",
-           "requant", "calibrate", "quantize", "MAX_SHIFT", "NORM_FRAC"]
+           "requant", "calibrate", "quantize", "MAX_SHIFT", "NORM_FRAC", "ZERO_RANGE"]
 
 #: Largest requantization shift: a 32-bit accumulator times a 16-bit multiplier is 47 bits.
 MAX_SHIFT = 47
@@ -199,8 +199,9 @@ def _shifts(ratio, offset=None):
 def _at_shift(values, shift, limit):
     """``round(values * 2**shift)`` clamped to ``(-limit, limit)``.
 
-    The clamp only acts when even shift 0 does not fit: then ``|ratio| >= 2**15`` and every
-    non-zero accumulator saturates either way, so the result is still exact.
+    The clamp only acts when even shift 0 does not fit: a ratio of 2**15 or more saturates every
+    non-zero accumulator, and an offset of 2**31 output steps every output, either way; so the
+    result is still exact.
     """
     return np.clip(round_half_up(np.ldexp(values, shift)), 1 - limit, limit - 1).astype(np.int64)
 
@@ -236,8 +237,9 @@ def calibrate(graph, feeds):
     return ranges
 
 
-def _weight_rows(op, weight):
-    """``weight`` as ``(Cout, fan_in)``: one row per output channel."""
+def _weight_rows(op):
+    """``op.weight`` as ``(Cout, fan_in)``: one row per output channel."""
+    weight = op.weight
     if isinstance(op, ir.ConvTranspose):
         cin, cout_g = weight.shape[:2]
         w = weight.reshape(op.group, cin // op.group, cout_g, -1)
@@ -256,7 +258,7 @@ def _weight_from_rows(op, rows):
 
 def _compute(name, n, ins, s_out):
     s_in = ins[0].scale
-    rows = _weight_rows(n.op, n.op.weight)
+    rows = _weight_rows(n.op)
     peak = np.abs(rows).max(axis=1)
     w_scale = np.where(peak > 0, peak / 127, 1.0)
     w_q = np.clip(round_half_up(rows / w_scale[:, None]), -127, 127)
@@ -319,10 +321,12 @@ _SAME_SCALE = (ir.Reshape, ir.Transpose, ir.Pad, ir.Upsample, ir.DepthToSpace)
 
 
 def _range(ranges, name):
-    try:
-        return ranges[name]
-    except KeyError:
-        raise ValueError(f"ranges has no entry for value {name!r}") from None
+    if name not in ranges:
+        raise ValueError(f"ranges has no entry for value {name!r}")
+    r = ranges[name]
+    if not (math.isfinite(r) and r > 0):
+        raise ValueError(f"ranges[{name!r}] must be a positive finite number, not {r!r}")
+    return r
 
 
 def _scale(name, n, ins, ranges):

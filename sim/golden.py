@@ -36,8 +36,9 @@ def _conv(x, weight, op):
     acc = np.zeros((g, n * ho * wo, cout_g))
     for i in range(kh):
         for j in range(kw):
-            patch = xp[:, i * dh:i * dh + sh * (ho - 1) + 1:sh, j * dw:j * dw + sw * (wo - 1) + 1:sw]
-            acc += patch.reshape(-1, g, cin_g).transpose(1, 0, 2) @ wt[i, j]
+            rows = slice(i * dh, i * dh + sh * (ho - 1) + 1, sh)
+            cols = slice(j * dw, j * dw + sw * (wo - 1) + 1, sw)
+            acc += xp[:, rows, cols].reshape(-1, g, cin_g).transpose(1, 0, 2) @ wt[i, j]
     return acc.transpose(1, 0, 2).reshape(n, ho, wo, cout).transpose(0, 3, 1, 2)
 
 
@@ -56,9 +57,10 @@ def _conv_transpose(x, weight, op):
     wt = weight.reshape(g, cin_g, cout_g, kh, kw)
     for i in range(kh):
         for j in range(kw):
-            contrib = (xg @ wt[..., i, j]).transpose(1, 0, 2).reshape(n, h, w, g, cout_g)
-            buf[:, i * dh:i * dh + sh * (h - 1) + 1:sh, j * dw:j * dw + sw * (w - 1) + 1:sw] += \
-                contrib
+            rows = slice(i * dh, i * dh + sh * (h - 1) + 1, sh)
+            cols = slice(j * dw, j * dw + sw * (w - 1) + 1, sw)
+            product = (xg @ wt[..., i, j]).transpose(1, 0, 2)
+            buf[:, rows, cols] += product.reshape(n, h, w, g, cout_g)
     out = buf[:, top:top + ho, left:left + wo].reshape(n, ho, wo, g * cout_g)
     return out.transpose(0, 3, 1, 2)
 
@@ -151,14 +153,10 @@ def _int_step(n, xs):
         return _LAYOUT[kind](op, xs[0])
     if kind is ir.Pad:
         return _pad(op, xs[0], q)
-    if kind is ir.Affine:
+    if kind in (ir.Affine, ir.Activation):
         return q.apply(xs[0], channel_axis=1)
-    if kind is ir.Activation:
-        return q.apply(xs[0], channel_axis=1)
-    if kind is ir.InstanceNorm:
-        return q.apply(xs[0])
-    if kind is ir.Add:
-        return q.apply(xs[0], xs[1])
+    if kind in (ir.InstanceNorm, ir.Add):
+        return q.apply(*xs)
     if kind is ir.Concat:
         parts = [x if r is None else r.apply(x, channel_axis=1) for x, r in zip(xs, q)]
         return np.concatenate(parts, axis=op.axis + 1)
