@@ -12,6 +12,7 @@ import sys
 
 from . import __version__, flow
 from .errors import FlexiganError, UsageError
+from .hw.config import PRESETS
 
 __all__ = ["main"]
 
@@ -59,19 +60,40 @@ def _cmd_inspect(args):
 
 
 def _cmd_compile(args):
+    config = flow.target_config(args.target, args.groups, args.lanes)
     manifest = flow.compile_model(args.model, args.output, calibrate=args.calibrate,
-                                  force=args.force)
+                                  force=args.force, config=config, target=args.target,
+                                  reorder=not args.no_reorder, sparse=not args.no_sparse)
     t = manifest["totals"]
     print(f"compiled {args.model} -> {args.output}: {len(manifest['layers'])} layers, "
-          f"{t['macs_useful'] / 1e6:.2f} M useful MACs per sample")
+          f"{t['macs_useful'] / 1e6:.2f} M useful MACs per sample, "
+          f"{manifest['program']['instructions']} instructions for {args.target} "
+          f"({config.groups} groups x {config.lanes} lanes)")
 
 
 def _cmd_simulate(args):
-    report = flow.simulate(args.folder, args.engine, args.input, args.output)
+    report = flow.simulate(args.folder, args.engine, args.input, args.output,
+                           sparse=False if args.no_sparse else None)
     line = f"{report['engine']}: output {tuple(report['output_shape'])} -> {report['output_file']}"
     if "sqnr_db" in report:
         line += f"; SQNR vs onnxruntime float {report['sqnr_db']} dB"
     print(line)
+    if "cycles" in report:
+        print(f"{report['cycles']} cycles for {report['batch']} sample(s); utilization "
+              f"{report['utilization']:.1%}; compute bound {report['compute_bound_cycles']:.0f}, "
+              f"memory bound {report['memory_bound_cycles']:.0f} cycles; "
+              f"{report['macs_skipped']} MACs skipped; bit-exact with golden: "
+              f"{'yes' if report['bit_exact_vs_golden'] else 'NO'}")
+
+
+def _positive(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
+    return value
 
 
 def _parser():
@@ -92,12 +114,24 @@ def _parser():
     p.add_argument("--calibrate", metavar="INPUTS",
                    help=".npy/.npz calibration inputs (default: generated)")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty output folder")
+    p.add_argument("--target", default="sim", choices=sorted(PRESETS),
+                   help="accelerator preset (default: sim)")
+    p.add_argument("--groups", type=_positive, help="engine groups (default: the target's)")
+    p.add_argument("--lanes", type=_positive, help="MAC lanes per group (default: the target's)")
+    p.add_argument("--no-reorder", action="store_true",
+                   help="lower transposed convolutions by zero insertion (the conventional "
+                        "baseline)")
+    p.add_argument("--no-sparse", action="store_true",
+                   help="turn the sparse cores' zero skipping off")
     p.set_defaults(run=_cmd_compile)
 
     p = sub.add_parser("simulate", help="run a compiled model")
     p.add_argument("folder", help="output folder of `flexigan compile`")
-    p.add_argument("--engine", default="golden", choices=["golden"],
-                   help="golden: the fixed-point reference interpreter")
+    p.add_argument("--engine", default="golden", choices=flow.ENGINES,
+                   help="golden: the fixed-point reference interpreter; isa: the "
+                        "instruction-level simulator with its cycle model")
+    p.add_argument("--no-sparse", action="store_true",
+                   help="isa: run with zero skipping off, whatever the compiled setting")
     p.add_argument("--input", required=True, help=".npy/.npz model inputs")
     p.add_argument("--output", help="where to write the output (default: FOLDER/output.npy)")
     p.set_defaults(run=_cmd_simulate)

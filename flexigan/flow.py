@@ -8,7 +8,13 @@ is a thin shell over them. A compiled model lives in an output folder:
 ``model.onnx``
     a copy of the source model, so the folder is self-contained (float reference);
 ``quantized.npz``
-    the quantized IR, which the golden interpreter runs.
+    the quantized IR, which the golden interpreter runs;
+``program.bin``, ``program.s``
+    the global program (binary, and its disassembly with every micro-program);
+``memory.bin``, ``program.json``
+    the external-memory image the program runs against (program, micro-ops, weights,
+    parameters, tables, room for activations) and its layout (where each tensor lives, which
+    instructions belong to which layer), with the accelerator config it was compiled for.
 """
 
 from __future__ import annotations
@@ -23,13 +29,16 @@ from pathlib import Path
 import numpy as np
 
 from .compiler import ir, macs, passes, quant
+from .compiler.lower import lower
 from .compiler.onnx_import import import_model, load_onnx
+from .compiler.program import load_program
 from .compiler.serialize import load_graph, save_graph
 from .errors import UsageError
-from .sim import golden
+from .hw.config import preset
+from .sim import golden, isa_sim
 
 __all__ = ["inspect_model", "compile_model", "simulate", "default_calibration", "load_inputs",
-           "float_reference"]
+           "float_reference", "target_config", "ENGINES"]
 
 CALIBRATION_SAMPLES = 64
 
@@ -168,7 +177,18 @@ def _sha256(path):
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def compile_model(model_path, out, calibrate=None, force=False, log=_log):
+def target_config(target="sim", groups=None, lanes=None):
+    """The :class:`AcceleratorConfig` of a named target, with groups/lanes overridden."""
+    try:
+        config = preset(target)
+        changes = {k: v for k, v in (("groups", groups), ("lanes", lanes)) if v is not None}
+        return config.replace(**changes) if changes else config
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def compile_model(model_path, out, calibrate=None, force=False, config=None, target="sim",
+                  reorder=True, sparse=True, log=_log):
     """Compile ``model_path`` into the folder ``out``; return the manifest (also written).
 
     Parameters
@@ -180,10 +200,20 @@ def compile_model(model_path, out, calibrate=None, force=False, log=_log):
     calibrate : path, optional
         ``.npy``/``.npz`` calibration inputs; generated ones (see :func:`default_calibration`)
         by default.
+    config : AcceleratorConfig, optional
+        The accelerator to compile for; the ``target`` preset by default.
+    target : str
+        Name recorded in the manifest (and the preset used when ``config`` is None).
+    reorder : bool
+        Zero-free transposed convolutions (True) or the zero-insertion baseline (False).
+    sparse : bool
+        Whether the accelerator's sparse cores skip zero activations (recorded for
+        ``simulate``).
     """
     model_path = Path(model_path)
+    config = config or target_config(target)
     out = _check_out(out, force)
-    steps = _Steps(5, log)
+    steps = _Steps(6, log)
     with steps("import"):
         graph = import_model(model_path)
     out.mkdir(parents=True, exist_ok=True)
@@ -194,8 +224,12 @@ def compile_model(model_path, out, calibrate=None, force=False, log=_log):
         ranges = quant.calibrate(graph, feeds)
     with steps("quantize"):
         qgraph = ir.verify(quant.quantize(graph, ranges), quantized=True)
+    with steps(f"lower for {target} ({config.groups} groups x {config.lanes} lanes"
+               f"{'' if reorder else ', no reorder'})"):
+        program = lower(qgraph, config, reorder=reorder)
     with steps("write"):
         save_graph(qgraph, out / "quantized.npz")
+        program.save(out)
         if model_path.resolve() != (out / "model.onnx").resolve():
             shutil.copyfile(model_path, out / "model.onnx")
         rows = layer_table(qgraph)
@@ -215,9 +249,13 @@ def compile_model(model_path, out, calibrate=None, force=False, log=_log):
             "calibration": str(calibrate) if calibrate else
             f"generated ({CALIBRATION_SAMPLES} samples, seed 0)",
             "steps": ["import", *[p.__name__ for p in passes.FLOAT_PASSES], "calibrate",
-                      "quantize"],
+                      "quantize", "lower"],
+            "target": target, "config": config.to_dict(), "reorder": reorder, "sparse": sparse,
+            "program": {"instructions": program.layout["code"], "image_bytes": len(program.image),
+                        "files": ["program.bin", "program.s", "memory.bin", "program.json"]},
             "totals": _totals(rows),
             "layers": rows,
+            "schedule": program.layout["layers"],
         }
         (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
@@ -250,31 +288,57 @@ def float_reference(model_path, feeds, names=()):
     return dict(zip(wanted, session.run(wanted, run_feeds)))
 
 
-def simulate(out, engine, input_path, output_path=None, log=_log):
-    """Run the compiled model in ``out`` on the inputs in ``input_path``.
+ENGINES = ("golden", "isa")
 
-    Writes the output (``output_path``, default ``out/output.npy``; ``.npz`` when the model has
-    several outputs) and ``out/sim_report.json``; returns the report.
+
+def _run_isa(out, qgraph, feeds, sparse):
+    """Outputs (dequantized) and report of the instruction-level simulator; the report also
+    says whether its int8 outputs equal the golden interpreter's bit for bit."""
+    if not (out / "program.json").is_file():
+        raise UsageError(f"{out} has no compiled program (program.json); recompile it")
+    manifest = json.loads((out / "manifest.json").read_text())
+    sparse = manifest.get("sparse", True) if sparse is None else sparse
+    ints = {name: golden.quantize_input(x, ir.node(qgraph, name).scale)
+            for name, x in feeds.items()}
+    out_int, report = isa_sim.simulate(load_program(out), ints, sparse=sparse)
+    expect = golden.run_int(qgraph, ints)
+    report["bit_exact_vs_golden"] = all(np.array_equal(v, expect[o]) for o, v in out_int.items())
+    return {o: golden.dequantize(v, ir.node(qgraph, o).scale) for o, v in out_int.items()}, report
+
+
+def simulate(out, engine, input_path, output_path=None, sparse=None, log=_log):
+    """Run the compiled model in ``out`` on the inputs in ``input_path`` with ``engine``.
+
+    ``golden`` is the fixed-point reference interpreter; ``isa`` the instruction-level
+    simulator running ``program.bin`` on the memory image (``sparse`` overrides the compiled
+    zero-skipping setting). Writes the output (``output_path``, default ``out/output.npy``;
+    ``.npz`` when the model has several outputs) and ``out/sim_report.json``; returns the report.
     """
     out = Path(out)
-    if engine != "golden":
-        raise UsageError(f"engine {engine!r} is not available (choose from: golden)")
+    if engine not in ENGINES:
+        raise UsageError(f"engine {engine!r} is not available (choose from: "
+                         f"{', '.join(ENGINES)})")
     if not (out / "quantized.npz").is_file():
         raise UsageError(f"{out} is not a compiled model folder (no quantized.npz); "
                          "run `flexigan compile` first")
     qgraph = load_graph(out / "quantized.npz")
     feeds = load_inputs(qgraph, input_path)
     start = time.perf_counter()
-    values = golden.run_quantized(qgraph, feeds, keep=True)
+    if engine == "golden":
+        values = golden.run_quantized(qgraph, feeds, keep=True)
+        outputs = {o: values[o] for o in qgraph.graph["outputs"]}
+        report = {"engine": engine}
+    else:
+        outputs, report = _run_isa(out, qgraph, feeds, sparse)
     elapsed = time.perf_counter() - start
-    outputs = {o: values[o] for o in qgraph.graph["outputs"]}
     onnx_names = dict(zip(qgraph.graph["outputs"], qgraph.graph["onnx_outputs"]))
-    report = {"engine": engine, "batch": int(next(iter(feeds.values())).shape[0]),
-              "output_shape": list(next(iter(outputs.values())).shape),
-              "outputs": {onnx_names[o]: {"shape": list(v.shape)} for o, v in outputs.items()},
-              "seconds": round(elapsed, 3)}
+    report.update({"batch": int(next(iter(feeds.values())).shape[0]),
+                   "output_shape": list(next(iter(outputs.values())).shape),
+                   "outputs": {onnx_names[o]: {"shape": list(v.shape)}
+                               for o, v in outputs.items()},
+                   "seconds": round(elapsed, 3)})
     layers = [n for n, node in ir.topo_nodes(qgraph)
-              if not isinstance(node.op, ir.Input) and "/" not in n]
+              if not isinstance(node.op, ir.Input) and "/" not in n] if engine == "golden" else []
     reference = float_reference(out / "model.onnx", feeds, layers) \
         if (out / "model.onnx").is_file() else None
     if reference is None:
@@ -284,9 +348,10 @@ def simulate(out, engine, input_path, output_path=None, log=_log):
             report["outputs"][onnx_names[o]]["sqnr_db"] = _db(
                 golden.sqnr_db(reference[onnx_names[o]], v))
         report["sqnr_db"] = min(x["sqnr_db"] for x in report["outputs"].values())
-        report["layers"] = [{"name": n, "op": _op_name(ir.node(qgraph, n).op),
-                             "sqnr_db": _db(golden.sqnr_db(reference[n], values[n]))}
-                            for n in layers if n in reference]
+        if engine == "golden":
+            report["layers"] = [{"name": n, "op": _op_name(ir.node(qgraph, n).op),
+                                 "sqnr_db": _db(golden.sqnr_db(reference[n], values[n]))}
+                                for n in layers if n in reference]
     output_path = Path(output_path) if output_path else \
         out / ("output.npy" if len(outputs) == 1 else "output.npz")
     _save_outputs(output_path, {onnx_names[o]: v for o, v in outputs.items()})

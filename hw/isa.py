@@ -102,6 +102,7 @@ class RunArgs(data.Struct):
     wgt_offset: unsigned(24)
     param_offset: unsigned(16)
     out_offset: unsigned(24)
+    lut_offset: unsigned(8)
 
 
 class BarrierArgs(data.Struct):
@@ -157,6 +158,7 @@ class ClearArgs(data.Struct):
 class PostArgs(data.Struct):
     use_lut: unsigned(1)
     lut: unsigned(8)
+    per_lane: unsigned(1)
 
 
 class WriteArgs(data.Struct):

@@ -134,3 +134,44 @@ def test_console_script_exit_status(tmp_path):
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "not a valid ONNX file" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_compile_for_a_target_then_simulate_isa(tmp_path, capsys):
+    model = save(tiny_generator(), tmp_path / "g.onnx")
+    out = tmp_path / "out"
+    status, text, _ = run(capsys, "compile", str(model), "-o", str(out), "--target", "ulx3s",
+                          "--groups", "2", "--lanes", "4")
+    assert status == 0 and "for ulx3s (2 groups x 4 lanes)" in text
+    for name in ("program.bin", "program.s", "memory.bin", "program.json"):
+        assert (out / name).is_file()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["groups"] == 2 and manifest["config"]["axi_data_width"] == 16
+    assert manifest["schedule"] and manifest["reorder"] is True
+    assert "RUN" in (out / "program.s").read_text()
+
+    np.save(tmp_path / "z.npy", np.random.default_rng(2).standard_normal((3, 4, 1, 1)))
+    status, text, _ = run(capsys, "simulate", str(out), "--engine", "isa", "--input",
+                          str(tmp_path / "z.npy"))
+    assert status == 0 and "bit-exact with golden: yes" in text
+    report = json.loads((out / "sim_report.json").read_text())
+    for field in ("engine", "cycles", "macs_useful", "macs_issued", "macs_skipped",
+                  "utilization", "compute_bound_cycles", "memory_bound_cycles", "dram_bytes",
+                  "layers", "output_shape"):
+        assert field in report
+    assert report["engine"] == "isa" and report["bit_exact_vs_golden"] is True
+    assert report["output_shape"] == [3, 2, 4, 4]
+    assert {"cycles", "macs_useful", "utilization"} <= set(report["layers"][0])
+    golden_out = np.load(out / "output.npy")
+    run(capsys, "simulate", str(out), "--engine", "golden", "--input", str(tmp_path / "z.npy"))
+    np.testing.assert_array_equal(np.load(out / "output.npy"), golden_out)
+
+
+@pytest.mark.parametrize("argv, fragments", [
+    (["--target", "fpga9000"], ["invalid choice: 'fpga9000'"]),
+    (["--groups", "0"], ["--groups: must be a positive integer, not '0'"]),
+    (["--lanes", "many"], ["--lanes: must be a positive integer, not 'many'"]),
+])
+def test_bad_target_arguments(tmp_path, capsys, argv, fragments):
+    status, _, err = run(capsys, "compile", DCGAN_G, "-o", str(tmp_path / "o"), *argv)
+    assert_one_line_error(status, err, *fragments)
+    assert not (tmp_path / "o").exists()

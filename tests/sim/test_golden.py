@@ -3,10 +3,10 @@
 import numpy as np
 import onnxruntime as ort
 import pytest
-from flexigan.compiler import ir, quant
-from flexigan.sim import golden
 from onnx import helper
 
+from flexigan.compiler import ir, quant
+from flexigan.sim import golden
 from tests.helpers import make_model
 
 RNG = np.random.default_rng(0)

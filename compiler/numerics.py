@@ -1,0 +1,63 @@
+"""A layer's integer constants in the form the machine reads them.
+
+The quantizer (:mod:`flexigan.compiler.quant`) gives a compute node int8 weights, an int32 bias
+and a :class:`~flexigan.compiler.quant.Requant`, and a fused activation a
+:class:`~flexigan.compiler.quant.Lut`. POST computes
+``sat8((acc * multiplier + ((1 << shift) >> 1)) >> shift)`` with ``acc`` started at the bias,
+which is ``Requant.apply`` for a zero offset (the quantizer's offset is only used by standalone
+Affine ops); the LUT is the activation's table. :class:`Post` packs them into PARAM entries and
+LUT tables, per lane tile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..sim.isa_sim import PARAM_DTYPE
+from . import ir
+
+__all__ = ["Post", "post"]
+
+
+@dataclass(frozen=True, eq=False)
+class Post:
+    """Constants of one layer: ``weight`` int8 in the IR op's layout, and per output channel
+    ``bias`` (int32 values), ``multiplier`` (int16), ``shift``; ``lut`` is None or int8
+    ``(1 or C, 256)``."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    multiplier: np.ndarray
+    shift: np.ndarray
+    lut: np.ndarray | None
+
+    def param_bytes(self, channels):
+        """The PARAM entries of output ``channels`` (one per lane), as bytes."""
+        entries = np.zeros(len(channels), PARAM_DTYPE)
+        entries["bias"] = self.bias[channels]
+        entries["multiplier"] = self.multiplier[channels]
+        entries["shift"] = self.shift[channels]
+        return entries.tobytes()
+
+    def lut_bytes(self, channels):
+        """The LUT tables of output ``channels``: one shared table, one per lane, or none."""
+        if self.lut is None:
+            return b""
+        table = self.lut[:1] if self.lut.shape[0] == 1 else self.lut[channels]
+        return np.ascontiguousarray(table, dtype=np.int8).tobytes()
+
+
+def post(graph, compute, activation=None):
+    """The :class:`Post` of compute node ``compute`` with its fused ``activation`` (a name or
+    None)."""
+    q = ir.node(graph, compute).q
+    cout = q.bias.shape[0]
+    r = q.requant
+    if np.any(r.offset != 0):
+        raise ValueError(f"{compute}: POST has no requantization offset; the quantizer gave "
+                         f"a compute layer one")
+    lut = None if activation is None else ir.node(graph, activation).q.table
+    return Post(q.weight, q.bias, np.broadcast_to(r.multiplier, (cout,)),
+                np.broadcast_to(r.shift, (cout,)), lut)

@@ -1,0 +1,512 @@
+"""The layer and memory plan: what the back end lowers, and where every tensor lives.
+
+:func:`plan` turns a quantized IR graph into :class:`Layer` s (a Conv, ConvTranspose or Gemm
+with its fused activation, in one normal form: a grouped convolution whose taps the segments of
+:mod:`flexigan.compiler.segments` enumerate) and :class:`Storage` s (one per materialized
+tensor, with the :class:`Grid` that places it in HWC order). Layout ops cost nothing: a Reshape
+aliases its operand's storage (a Gemm reading a flattened image reads the image with its
+columns permuted at compile time; a Gemm whose output is reshaped to an image writes it in HWC
+order), and a fused activation is a LUT in the producer's POST.
+
+Memory: model inputs and outputs live in external memory (their regions of the memory image);
+every other tensor lives in the ACT scratchpad, placed by a liveness-based first-fit allocator.
+A layer reads an external tensor through *windows* (the input rows a stage needs) and writes one
+through *staging* buffers (the output rows of a stage), both double-buffered when the layer
+runs in several stages. When the scratchpad is too small, the plan first cuts the layer into
+more stages and then *spills* the largest tensor to external memory; a layer that does not fit
+even so raises :class:`~flexigan.errors.FitError` naming it and the shortfall.
+
+``reorder=False`` plans the conventional baseline instead: every Conv and ConvTranspose reads a
+padded (and, for ConvTranspose, zero-inserted) copy of its input, laid out so by its producer or
+by the input region, with one segment of all taps, so padding and inserted zeros are MAC steps.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import FitError, UnsupportedError
+from . import ir, numerics, segments
+
+__all__ = ["Grid", "Storage", "Axis", "Layer", "Plan", "plan", "ALIGN"]
+
+#: Byte alignment of every buffer, in ACT and in external memory (one AXI burst beat of the
+#: widest preset), so DMA never splits a beat.
+ALIGN = 64
+
+
+def align(n):
+    return -(-n // ALIGN) * ALIGN
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Placement of a ``(C, H, W)`` tensor in an HWC array of ``rows x cols x C`` bytes.
+
+    Logical pixel ``(h, w)`` sits at row ``off_h + h*step_h``, column ``off_w + w*step_w``; the
+    other pixels of the array are zeros (the padding and inserted zeros of the conventional
+    baseline). Channel is the fastest axis.
+    """
+
+    channels: int
+    height: int
+    width: int
+    rows: int
+    cols: int
+    off_h: int = 0
+    off_w: int = 0
+    step_h: int = 1
+    step_w: int = 1
+
+    @classmethod
+    def dense(cls, shape):
+        c, h, w = (tuple(shape) + (1, 1))[:3]
+        return cls(c, h, w, h, w)
+
+    @property
+    def shape(self):
+        return (self.channels, self.height, self.width)
+
+    @property
+    def size(self):
+        return self.rows * self.cols * self.channels
+
+    @property
+    def row_bytes(self):
+        return self.cols * self.channels
+
+    @property
+    def gapped(self):
+        """Whether the array holds zeros between or around the pixels."""
+        return self.size != self.channels * self.height * self.width
+
+    def row(self, h):
+        """Array row of logical row ``h``."""
+        return self.off_h + h * self.step_h
+
+    def addr(self, c, h, w):
+        """Byte offset of element ``(c, h, w)``."""
+        return (self.row(h) * self.cols + self.off_w + w * self.step_w) * self.channels + c
+
+    def addresses(self):
+        """Byte offsets of every element, shape ``(C, H, W)`` (logical CHW order)."""
+        c, h, w = np.ogrid[:self.channels, :self.height, :self.width]
+        return self.addr(c, h, w)
+
+    def to_dict(self):
+        return dict(self.__dict__)
+
+
+@dataclass(eq=False)
+class Storage:
+    """One materialized tensor: its grid, who writes and reads it, and where it lives.
+
+    ``home`` is "act" (the scratchpad, at ``act_addr``) or "dram" (external memory, at
+    ``dram_addr`` of the memory image). ``producer`` is a layer index, None for a model input.
+    """
+
+    name: str
+    grid: Grid
+    producer: int | None
+    consumers: list[int] = field(default_factory=list)
+    output: bool = False
+    home: str = "act"
+    act_addr: int | None = None
+    dram_addr: int | None = None
+
+    @property
+    def size(self):
+        return self.grid.size
+
+    def last_use(self):
+        return max(self.consumers, default=self.producer)
+
+
+@dataclass(frozen=True)
+class Axis:
+    """Input geometry of a layer along one axis: segment input index ``i`` is array row (or
+    column) ``off + i*step`` of the source grid; ``size`` inputs; ``pad`` as in the segments."""
+
+    size: int
+    pad: int
+    off: int
+    step: int
+
+
+@dataclass(eq=False)
+class Layer:
+    """One lowered compute op in normal form (a grouped convolution, plus its fused POST).
+
+    ``weight`` is int8 ``(groups, cout_g, cin_g, kh, kw)``, indexed by the kernel taps of the
+    segments; ``transposed`` selects the transposed-convolution segments. ``chan_addr[n]`` is
+    the byte offset of output channel ``n`` from its pixel's address ``pixel_addr(h, w)`` in
+    the destination grid. ``rows_per_stage`` cuts the output rows into stages (see the module
+    docstring); ``windows``/``staging`` are the ACT addresses of the layer's buffers.
+    """
+
+    index: int
+    name: str
+    nodes: tuple[str, ...]
+    op: str
+    transposed: bool
+    weight: np.ndarray
+    stride: tuple[int, int]
+    dilation: tuple[int, int]
+    axes: tuple[Axis, Axis]
+    out_hw: tuple[int, int]
+    post: numerics.Post
+    src: Storage
+    dst: Storage
+    chan_addr: np.ndarray
+    rows_per_stage: int = 0
+    windows: list[int] = field(default_factory=list)
+    staging: list[int] = field(default_factory=list)
+
+    @property
+    def groups(self):
+        return self.weight.shape[0]
+
+    @property
+    def cout(self):
+        return self.weight.shape[0] * self.weight.shape[1]
+
+    @property
+    def cin_g(self):
+        return self.weight.shape[2]
+
+    def axis_segments(self, a):
+        """The :class:`~flexigan.compiler.segments.AxisSegment` s along axis ``a`` (0 rows)."""
+        ax = self.axes[a]
+        kernel = self.weight.shape[3 + a]
+        cut = segments.convt_axis if self.transposed else segments.conv_axis
+        return cut(ax.size, self.out_hw[a], kernel, self.stride[a], ax.pad, self.dilation[a])
+
+    def pixel_addr(self, h, w):
+        """Offset of output pixel ``(h, w)`` in the destination grid (0 for a 1x1 output
+        written into a reshaped grid: ``chan_addr`` places each channel)."""
+        g = self.dst.grid
+        return g.addr(0, h, w) if g.shape[1:] == self.out_hw else 0
+
+    def stages(self):
+        """Output row ranges ``[(r0, r1)]`` of the stages."""
+        rows = self.out_hw[0]
+        step = self.rows_per_stage or rows
+        return [(r, min(rows, r + step)) for r in range(0, rows, step)]
+
+    def window_rows(self, r0, r1):
+        """Source-array rows ``(lo, hi)`` that output rows ``[r0, r1)`` read (``lo == hi``:
+        none)."""
+        lo, hi = math.inf, -math.inf
+        ax = self.axes[0]
+        for seg in self.axis_segments(0):
+            seg = seg.clip(r0, r1)
+            if seg is None or not seg.ntaps:
+                continue
+            ends = [seg.in0 + m * seg.in_step + j * seg.tap_step
+                    for m in (0, seg.count - 1) for j in (0, seg.ntaps - 1)]
+            lo, hi = min(lo, min(ends)), max(hi, max(ends))
+        if lo > hi:
+            return 0, 0
+        return ax.off + lo * ax.step, ax.off + hi * ax.step + 1
+
+    def staging_rows(self, r0, r1):
+        """Destination-array rows ``(lo, hi)`` written by output rows ``[r0, r1)``: whole
+        rows of the grid from the first written one, so every stage of a buffer has the same
+        pattern of written bytes (and the zeros between them stay zero)."""
+        g = self.dst.grid
+        if g.shape[1:] != self.out_hw:
+            return 0, g.rows
+        return g.row(r0), min(g.rows, g.row(r1))
+
+
+@dataclass
+class Plan:
+    """Everything :mod:`flexigan.compiler.lower` needs: layers in order, storages, and the
+    model's input and output values with their storages."""
+
+    layers: list[Layer]
+    storages: list[Storage]
+    inputs: dict[str, Storage]
+    outputs: dict[str, Storage]
+    act_bytes: int
+
+
+# --- building the layers ------------------------------------------------------------------
+
+def _reshape_root(graph, name):
+    while isinstance(ir.node(graph, name).op, ir.Reshape):
+        name = ir.node(graph, name).inputs[0]
+    return name
+
+
+def _fused_activation(graph, name):
+    """The Activation fused into compute value ``name`` (possibly through Reshapes that keep
+    the channel axis), or None: it must be the only reader, and nothing in between a model
+    output."""
+    outputs = set(graph.graph["outputs"])
+    while True:
+        users = ir.consumers(graph, name)
+        if len(users) != 1 or name in outputs:
+            return None
+        user = ir.node(graph, users[0])
+        if isinstance(user.op, ir.Reshape):
+            name = users[0]
+            continue
+        if not isinstance(user.op, ir.Activation):
+            return None
+        per_channel = user.q is not None and user.q.table.shape[0] > 1
+        if per_channel and user.shape[0] != ir.node(graph, name).shape[0]:
+            return None
+        return users[0]
+
+
+def _normal_weight(op, w, in_shape):
+    """``(groups, cout_g, cin_g, kh, kw)`` view of a layer's integer weights."""
+    if isinstance(op, ir.Dense):
+        c, h, wd = (tuple(in_shape) + (1, 1))[:3]
+        return w.reshape(1, w.shape[0], c, h, wd)
+    g = op.group
+    if isinstance(op, ir.ConvTranspose):
+        cin, cout_g = w.shape[:2]
+        return w.reshape(g, cin // g, cout_g, *w.shape[2:]).transpose(0, 2, 1, 3, 4)
+    return w.reshape(g, w.shape[0] // g, *w.shape[1:])
+
+
+def _demand(op, a, size):
+    """Conventional baseline: ``(step, lead, trail)`` the consumer needs of its input's array
+    along axis ``a`` (lead/trail zero rows; negative: rows it does not read)."""
+    k = op.weight.shape[2 + a]
+    d = op.dilations[a]
+    if isinstance(op, ir.ConvTranspose):
+        return (op.strides[a], d * (k - 1) - op.pads[a],
+                d * (k - 1) - op.pads[2 + a] + op.output_padding[a])
+    return 1, op.pads[a], op.pads[2 + a]
+
+
+def plan(graph, config, reorder=True):
+    """The :class:`Plan` of a quantized IR graph on ``config``.
+
+    Raises
+    ------
+    UnsupportedError
+        listing every node that cannot be lowered, all at once.
+    FitError
+        when a layer's tensors cannot fit the activation scratchpad.
+    """
+    problems = []
+    outputs = list(graph.graph["outputs"])
+    order = ir.topo_nodes(graph)
+    computes, fused = [], {}
+    for name, n in order:
+        if isinstance(n.op, ir.COMPUTE_OPS):
+            computes.append(name)
+            act = _fused_activation(graph, name)
+            if act is not None:
+                fused[act] = name
+    for name, n in order:
+        if isinstance(n.op, (ir.Input, *ir.COMPUTE_OPS, ir.Reshape)) or name in fused:
+            continue
+        if isinstance(n.op, ir.Activation):
+            why = "standalone activation: not the only consumer of a Conv, ConvTranspose or Gemm"
+        else:
+            why = "not lowered by the back end yet"
+        problems.append((name, type(n.op).__name__, why))
+
+    # Each materialized value (model input or layer output) is a root; Reshapes alias it.
+    layer_out = {c: next((a for a, src in fused.items() if src == c), c) for c in computes}
+    roots = list(graph.graph["inputs"]) + [layer_out[c] for c in computes]
+    # A layer's output is stored in its compute op's shape (an activation fused through a
+    # Reshape is a view of it).
+    shape_of = {r: ir.node(graph, r).shape for r in graph.graph["inputs"]}
+    shape_of.update({layer_out[c]: ir.node(graph, c).shape for c in computes})
+    inputs = set(graph.graph["inputs"])
+    for name, n in order:
+        if not isinstance(n.op, ir.Reshape):
+            continue
+        root = _reshape_root(graph, name)
+        if root not in shape_of:
+            continue
+        users = [ir.node(graph, u).op for u in ir.consumers(graph, name)]
+        if n.shape == shape_of[root] or \
+                not any(isinstance(u, (ir.Conv, ir.ConvTranspose)) for u in users):
+            continue
+        # An image read through a reshape of a model input (the host lays it out) or of a
+        # vector (its producer writes each channel anywhere): store it as that image.
+        own = shape_of[root]
+        if own == ir.node(graph, root).shape and (root in inputs or math.prod(own[1:]) == 1):
+            shape_of[root] = n.shape
+        else:
+            problems.append((name, "Reshape", f"reshape {own} -> {n.shape} moves data in HWC "
+                                              "order"))
+
+    # Conventional baseline: each Conv/ConvTranspose asks for padding and zero insertion.
+    demands = {r: [] for r in roots}
+    if not reorder:
+        for c in computes:
+            n = ir.node(graph, c)
+            if isinstance(n.op, (ir.Conv, ir.ConvTranspose)):
+                root = _reshape_root(graph, n.inputs[0])
+                shape = shape_of[root]
+                demands[root].append((c, [_demand(n.op, a, shape[1 + a]) for a in range(2)]))
+    grids = {}
+    for r in roots:
+        c, h, w = (tuple(shape_of[r]) + (1, 1))[:3]
+        if not demands[r]:
+            grids[r] = Grid.dense((c, h, w))
+            continue
+        steps = {tuple(d[a][0] for a in range(2)) for _, d in demands[r]}
+        if len(steps) > 1:
+            why = f"reads {r!r} with another zero insertion than its other readers"
+            problems += [(name, "ConvTranspose", why) for name, _ in demands[r]]
+            grids[r] = Grid.dense((c, h, w))
+            continue
+        (sh, sw), = steps
+        off = [max(0, max(d[a][1] for _, d in demands[r])) for a in range(2)]
+        trail = [max(0, max(d[a][2] for _, d in demands[r])) for a in range(2)]
+        grids[r] = Grid(c, h, w, off[0] + (h - 1) * sh + 1 + trail[0],
+                        off[1] + (w - 1) * sw + 1 + trail[1], off[0], off[1], sh, sw)
+    if problems:
+        raise UnsupportedError(problems)
+
+    storages = {r: Storage(r, grids[r], None, output=False) for r in roots}
+    for r in graph.graph["inputs"]:
+        storages[r].home = "dram"
+    for o in outputs:
+        root = _reshape_root(graph, o)
+        storages[root].output = True
+        storages[root].home = "dram"
+
+    layers = []
+    for index, c in enumerate(computes):
+        n = ir.node(graph, c)
+        act = layer_out[c] if layer_out[c] != c else None
+        src = storages[_reshape_root(graph, n.inputs[0])]
+        dst = storages[layer_out[c]]
+        dst.producer = index
+        src.consumers.append(index)
+        post = numerics.post(graph, c, act)
+        weight = _normal_weight(n.op, post.weight, src.grid.shape)
+        g = src.grid
+        if isinstance(n.op, ir.Dense):
+            transposed, stride, dil = False, (1, 1), (1, 1)
+            axes = (Axis(g.height, 0, g.off_h, g.step_h), Axis(g.width, 0, g.off_w, g.step_w))
+            out_hw = (1, 1)
+        else:
+            stride, dil, out_hw = tuple(n.op.strides), tuple(n.op.dilations), n.shape[1:]
+            transposed = isinstance(n.op, ir.ConvTranspose)
+            if reorder:
+                axes = (Axis(g.height, n.op.pads[0], g.off_h, g.step_h),
+                        Axis(g.width, n.op.pads[1], g.off_w, g.step_w))
+            else:
+                # A dense convolution over the padded, zero-inserted array: all taps real.
+                lead = [_demand(n.op, a, 0)[1] for a in range(2)]
+                axes = (Axis(g.rows, lead[0] - g.off_h, 0, 1),
+                        Axis(g.cols, lead[1] - g.off_w, 0, 1))
+                if transposed:
+                    weight = weight[..., ::-1, ::-1]
+                    stride, transposed = (1, 1), False
+        if dst.grid.shape[1:] == tuple(out_hw):
+            chan_addr = np.arange(n.shape[0])
+        else:
+            chan_addr = dst.grid.addresses().ravel()
+        layers.append(Layer(index, layer_out[c], (c,) + ((act,) if act else ()),
+                            "Gemm" if isinstance(n.op, ir.Dense) else type(n.op).__name__,
+                            transposed, np.ascontiguousarray(weight), stride, dil, axes,
+                            tuple(out_hw), post, src, dst, chan_addr))
+
+    result = Plan(layers, list(storages.values()),
+                  {i: storages[i] for i in graph.graph["inputs"]},
+                  {o: storages[_reshape_root(graph, o)] for o in outputs}, config.act_bytes)
+    _place(result, config)
+    return result
+
+
+# --- memory ---------------------------------------------------------------------------------
+
+def _temps(layer, rows):
+    """ACT bytes of the ``(windows, staging buffers)`` of ``layer`` at ``rows`` per stage."""
+    layer.rows_per_stage = rows
+    stages = layer.stages()
+    copies = 2 if len(stages) > 1 else 1
+    windows, staging = [], []
+    if layer.src.home == "dram":
+        rb = layer.src.grid.row_bytes
+        windows = [align(max((hi - lo) * rb for lo, hi in
+                             (layer.window_rows(*s) for s in stages)))] * copies
+    if layer.dst.home == "dram":
+        rb = layer.dst.grid.row_bytes
+        staging = [align(max((hi - lo) * rb for lo, hi in
+                             (layer.staging_rows(*s) for s in stages)))] * copies
+    return windows, staging
+
+
+def _temp_bytes(layer, rows):
+    return sum(map(sum, _temps(layer, rows)))
+
+
+def _live(p, i):
+    return [s for s in p.storages if s.home == "act" and s.producer is not None
+            and s.producer <= i <= s.last_use()]
+
+
+def _fit_stages(p, layer):
+    """Most rows per stage that fit next to the tensors live at the layer, or None."""
+    free = p.act_bytes - sum(align(s.size) for s in _live(p, layer.index))
+    rows = layer.out_hw[0]
+    if _temp_bytes(layer, rows) <= free:
+        return rows
+    if layer.src.home != "dram" and layer.dst.home != "dram":
+        return None
+    lo, hi = 1, rows - 1      # the need falls as the stages shrink: bisect
+    if _temp_bytes(layer, lo) > free:
+        return None
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if _temp_bytes(layer, mid) <= free else (lo, mid - 1)
+    return lo
+
+
+def _place(p, config):
+    """Choose homes and stages, then allocate ACT; raise FitError when impossible."""
+    while True:
+        for layer in p.layers:
+            rows = _fit_stages(p, layer)
+            if rows is None:
+                break
+            layer.rows_per_stage = rows
+        else:
+            break
+        candidates = [s for s in _live(p, layer.index)]
+        if not candidates:
+            need = _temp_bytes(layer, 1) + sum(align(s.size) for s in _live(p, layer.index))
+            raise FitError(f"layer {layer.name!r}: needs {need} bytes of activation memory, "
+                           f"the target has {p.act_bytes} (short by {need - p.act_bytes})")
+        max(candidates, key=lambda s: s.size).home = "dram"
+
+    # First-fit allocation, largest first, of buffers whose lifetimes overlap.
+    items = [(s.size, s.producer, s.last_use(), s) for s in p.storages if s.home == "act"]
+    for layer in p.layers:
+        windows, staging = _temps(layer, layer.rows_per_stage)
+        items += [(size, layer.index, layer.index, (layer.windows, layer)) for size in windows]
+        items += [(size, layer.index, layer.index, (layer.staging, layer)) for size in staging]
+    placed = []
+    for size, first, last, what in sorted(items, key=lambda t: -t[0]):
+        addr = 0
+        for a, sz in sorted((a, sz) for a, sz, f, la in placed
+                            if f <= last and first <= la):
+            if addr + size <= a:
+                break
+            addr = max(addr, align(a + sz))
+        if addr + size > p.act_bytes:
+            layer = p.layers[first]
+            raise FitError(f"layer {layer.name!r}: needs {addr + size} bytes of activation "
+                           f"memory, the target has {p.act_bytes} "
+                           f"(short by {addr + size - p.act_bytes})")
+        placed.append((addr, size, first, last))
+        if isinstance(what, Storage):
+            what.act_addr = addr
+        else:
+            what[0].append(addr)

@@ -1,0 +1,99 @@
+"""A compiled program: the external-memory image and the map of what lies where.
+
+The image is what the accelerator's external memory holds before a frame: the global
+instructions at address 0 (the controller starts there), then the micro-programs, the constant
+tiles (weights, PARAM entries, LUTs), a zero region (for clearing padded buffers), the model's
+input and output regions, spilled tensors and the performance-counter block. ``layout`` says
+where each of those is, how a tensor's logical elements map to bytes of its region (a
+:class:`~flexigan.compiler.plan.Grid`), and the per-layer schedule; it is plain JSON.
+
+A folder written by :meth:`Program.save` holds ``program.bin`` (the global instructions),
+``memory.bin`` (the whole image), ``program.s`` (the listing of both levels) and
+``program.json`` (config and layout); :func:`load_program` reads it back.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..hw import isa
+from ..hw.config import AcceleratorConfig
+from . import asm
+
+__all__ = ["Program", "load_program", "tensor_addresses"]
+
+
+def tensor_addresses(entry):
+    """Byte addresses (in the image) of a tensor's elements, in logical order and shape.
+
+    ``entry`` is one value of ``layout["inputs"]`` or ``layout["outputs"]``: its region
+    ``addr``, logical ``shape`` and ``grid`` (see :class:`~flexigan.compiler.plan.Grid`).
+    """
+    g = entry["grid"]
+    c, h, w = np.ogrid[:g["channels"], :g["height"], :g["width"]]
+    offsets = ((g["off_h"] + h * g["step_h"]) * g["cols"] + g["off_w"] + w * g["step_w"]) \
+        * g["channels"] + c
+    return entry["addr"] + offsets.reshape(entry["shape"])
+
+
+@dataclass
+class Program:
+    """A compiled model for one :class:`~flexigan.hw.config.AcceleratorConfig`.
+
+    Attributes
+    ----------
+    config : AcceleratorConfig
+    image : bytes
+        The external-memory image; the global program starts at address 0.
+    layout : dict
+        JSON-able map: ``code`` (instruction count), ``regions`` (name -> ``[addr, bytes]``),
+        ``inputs``/``outputs`` (name -> ``addr``, ``shape``, ``scale``, ``grid``),
+        ``counters`` (address of the COUNTERS block), ``layers`` (the schedule: per layer its
+        name, op, instruction range ``[first, last)``, stages, work units and groups used).
+    """
+
+    config: AcceleratorConfig
+    image: bytes
+    layout: dict
+
+    @property
+    def code(self):
+        """The global instructions (``program.bin``)."""
+        return self.image[:self.layout["code"] * isa.GLOBAL_BYTES]
+
+    def listing(self):
+        """Assembly listing of the global program, then of every micro-program."""
+        lines = [f"# flexigan program: {self.layout['code']} global instructions", ""]
+        starts = {layer["first"]: layer for layer in self.layout["layers"]}
+        for index, line in enumerate(asm.disassemble(self.code).splitlines()):
+            if index in starts:
+                layer = starts[index]
+                lines.append(f"# layer {layer['name']} ({layer['op']})")
+            lines.append(line)
+        for addr, count in self.layout["uop_programs"]:
+            lines += ["", f"# micro-program at {addr:#x}, {count} micro-ops"]
+            lines += asm.disassemble(self.image[addr:addr + count * isa.UOP_BYTES],
+                                     "uop").splitlines()
+        return "\n".join(lines) + "\n"
+
+    def save(self, folder):
+        """Write ``program.bin``, ``memory.bin``, ``program.s`` and ``program.json``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "program.bin").write_bytes(self.code)
+        (folder / "memory.bin").write_bytes(self.image)
+        (folder / "program.s").write_text(self.listing())
+        (folder / "program.json").write_text(json.dumps(
+            {"config": self.config.to_dict(), "layout": self.layout}, indent=1) + "\n")
+
+
+def load_program(folder):
+    """The :class:`Program` saved in ``folder``."""
+    folder = Path(folder)
+    meta = json.loads((folder / "program.json").read_text())
+    return Program(AcceleratorConfig(**meta["config"]), (folder / "memory.bin").read_bytes(),
+                   meta["layout"])

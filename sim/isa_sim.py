@@ -1,0 +1,532 @@
+"""The instruction-level simulator: the living definition of the ISA, with a cycle model.
+
+:func:`run` executes a memory image (global program at address 0) on an
+:class:`~flexigan.hw.config.AcceleratorConfig`, decoding with :mod:`flexigan.hw.isa`, exactly as
+docs/isa.md specifies; its numerics are bit-exact with the golden interpreter
+(:func:`flexigan.sim.golden.run_int`). A RUN executes vectorised: the loop nest of its
+micro-program becomes an array of (pixel x tap) activation addresses, gathered and multiplied
+with the (tap x lane) weights in float64 (exact: every partial sum of int8 products stays far
+below 2**53), then POST and WRITE apply to all pixels at once. A RUN must not write what it
+reads (the compiler never does).
+
+Cycle model (event based, not cycle stepped). The controller issues one instruction per cycle
+into queues; BARRIER waits. One DMA engine serves DMA_LOAD/DMA_STORE/UOP_LOAD in order, each
+taking ``mem_latency`` per ``burst_bytes`` burst plus ``bytes / axi_bytes`` cycles. A group runs
+its RUNs in order; a RUN takes :data:`RUN_LATENCY` plus, per output pixel, ``max(1, steps)``
+cycles, where ``steps`` is the MAC loop's taps minus, with ``sparse``, the zero activations the
+sparse core drops (POST and WRITE of a pixel overlap the next pixel's MACs). Dependencies, as in
+docs/isa.md: a RUN waits for earlier DMA into its group's memories and for earlier DMA touching
+the ACT bytes it reads or writes; a DMA waits for earlier RUNs that read what it overwrites (or
+write what it stores). Crossbar: the groups of one ROUTE share its banks; a RUN that starts
+while more distinct activation streams (address patterns) run on them than there are banks is
+slowed by ``streams / banks``; groups reading the same stream share a broadcast read.
+
+:func:`simulate` runs a compiled :class:`~flexigan.compiler.program.Program` on int8 inputs and
+reports cycles, MAC counts, bounds and utilization per layer and in total.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..hw import isa
+from ..hw.post import PARAM_LAYOUT
+
+__all__ = ["RUN_LATENCY", "ISSUE_CYCLES", "PARAM_DTYPE", "lut_tables", "Result", "run",
+           "simulate", "report_fields"]
+
+#: Cycles a RUN spends filling and draining a group's pipeline (address generation, FIFOs,
+#: MAC, POST, WRITE) on top of its pixels.
+RUN_LATENCY = 8
+#: Cycles the global controller takes to issue one instruction.
+ISSUE_CYCLES = 1
+
+
+def _param_dtype():
+    fields = []
+    for name, f in PARAM_LAYOUT:
+        shape = f.shape
+        fields.append((name, f"<{'i' if shape.signed else 'u'}{shape.width // 8}"))
+    return np.dtype(fields)
+
+
+#: One PARAM entry as numpy reads it (from :data:`flexigan.hw.post.PARAM_LAYOUT`).
+PARAM_DTYPE = _param_dtype()
+assert PARAM_DTYPE.itemsize == isa.PARAM_BYTES
+
+
+def lut_tables(config):
+    """Activation tables per group: one per lane for each half of the double-buffered
+    per-tile constants."""
+    return 2 * config.lanes
+
+
+class ProgramError(ValueError):
+    """The program does something the ISA does not define (bad opcode, address out of range)."""
+
+
+@functools.cache
+def _decode(level, word):
+    return (isa.decode_global if level == "global" else isa.decode_uop)(word)
+
+
+@dataclass(frozen=True)
+class _Micro:
+    """A parsed micro-program: tap offsets of its loop nest, ACT/WGT registers, execute body."""
+
+    act: tuple
+    wgt: tuple
+    act_taps: np.ndarray
+    wgt_taps: np.ndarray
+    body: tuple
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(words):
+    loops = [(1, 0, 0)] * isa.LOOP_LEVELS
+    act, wgt, body = (0, 0, 0), (0, 0), []
+    for word in words:
+        op, f = _decode("uop", word)
+        if op == isa.UopOp.LOOP:
+            if f["level"] >= isa.LOOP_LEVELS:
+                raise ProgramError(f"LOOP level {f['level']} (levels are 0..2)")
+            loops[f["level"]] = (f["count"], f["act_stride"], f["wgt_stride"])
+        elif op == isa.UopOp.ACT:
+            act = (f["base"], f["row_stride"], f["col_stride"])
+        elif op == isa.UopOp.WGT:
+            wgt = (f["base"], f["lane_stride"])
+        elif op != isa.UopOp.NOP:
+            body.append((op, f))
+    grids = np.meshgrid(*(np.arange(c) for c, _, _ in loops), indexing="ij")
+    act_taps = sum(g * s for g, (_, s, _) in zip(grids, loops)).ravel()
+    wgt_taps = sum(g * s for g, (_, _, s) in zip(grids, loops)).ravel()
+    return _Micro(act, wgt, np.asarray(act_taps, np.int64), np.asarray(wgt_taps, np.int64),
+                  tuple(body))
+
+
+def requantize(acc, multiplier, shift):
+    """POST's requantization of int64 accumulators (docs/isa.md): saturated int8."""
+    shift = shift.astype(np.int64)
+    rounding = np.where(shift > 0, np.int64(1) << np.maximum(shift - 1, 0), 0)
+    return np.clip((acc * multiplier.astype(np.int64) + rounding) >> shift, -128, 127)
+
+
+class _Board:
+    """Intervals ``[lo, hi)`` of one memory with the time until which earlier work uses them."""
+
+    def __init__(self):
+        self.items = []
+
+    def add(self, lo, hi, until):
+        self.items.append((lo, hi, until))
+
+    def until(self, lo, hi, now):
+        self.items = [it for it in self.items if it[2] > now]
+        return max((t for a, b, t in self.items if a < hi and lo < b), default=0)
+
+
+@dataclass
+class Result:
+    """What a run leaves: the memory, total cycles, and per-instruction traces.
+
+    ``time[i]`` is the controller's clock after instruction ``i`` (for BARRIER its release,
+    for END the end of all work); ``macs_issued``, ``macs_skipped`` and ``dram_bytes`` are per
+    instruction; ``busy``/``stall`` are per group.
+    """
+
+    memory: np.ndarray
+    cycles: int
+    time: np.ndarray
+    macs_issued: np.ndarray
+    macs_skipped: np.ndarray
+    dram_bytes: np.ndarray
+    busy: list
+    stall: list
+    runs: int
+    counters: dict
+
+
+class _Machine:
+    def __init__(self, image, config, sparse):
+        self.config, self.sparse = config, sparse
+        self.mem = np.frombuffer(bytearray(image), dtype=np.uint8).copy()
+        g = config.groups
+        self.act = np.zeros(config.act_bytes, np.int8)
+        self.wgt = np.zeros((g, config.weight_bytes), np.int8)
+        self.param = np.zeros((g, config.param_entries), PARAM_DTYPE)
+        self.lut = np.zeros((g, lut_tables(config), isa.LUT_BYTES), np.int8)
+        self.uop = np.zeros((g, config.uop_depth), dtype=object)
+        self.uop[:] = 0
+        # Timing.
+        self.now = 0                            # controller clock
+        self.dma_free = 0
+        self.group_free = [0] * g
+        self.group_dma = [0] * g                # end of the last DMA into the group's memories
+        self.route = [(0, config.act_banks)] * g
+        self.stream = [None] * g
+        self.group_reads = [{s: _Board() for s in isa.Space} for _ in range(g)]
+        self.act_reads, self.act_writes = _Board(), _Board()
+        self.dma_act_writes, self.dma_act_reads = _Board(), _Board()
+        self.busy, self.stall = [0] * g, [0] * g
+        self.runs = 0
+        self.issued = self.skipped = self.dram = 0
+
+    # --- memories --------------------------------------------------------------------------
+
+    def _ext(self, addr, n):
+        if addr + n > len(self.mem):
+            raise ProgramError(f"external access [{addr:#x}, {addr + n:#x}) beyond the "
+                               f"{len(self.mem)}-byte image")
+        return slice(addr, addr + n)
+
+    def _local(self, space, addr, n, unit):
+        size = {isa.Space.ACT: self.config.act_bytes, isa.Space.WGT: self.config.weight_bytes,
+                isa.Space.PARAM: self.config.param_entries, isa.Space.LUT: lut_tables(self.config),
+                isa.Space.UOP: self.config.uop_depth}[space]
+        if n % unit or addr + n // unit > size:
+            raise ProgramError(f"{space.name} access of {n} bytes at {addr} does not fit "
+                               f"{size} entries of {unit} bytes")
+        return slice(addr, addr + n // unit)
+
+    def _groups(self, mask):
+        groups = [g for g in range(self.config.groups) if mask >> g & 1]
+        if mask >> self.config.groups:
+            raise ProgramError(f"group mask {mask:#x} names groups beyond {self.config.groups}")
+        return groups
+
+    # --- instructions ----------------------------------------------------------------------
+
+    def dma(self, op, a):
+        space, n, ext, local = a["space"], a["length"], a["ext_addr"], a["local_addr"]
+        if op == isa.GlobalOp.UOP_LOAD:
+            space = isa.Space.UOP
+        src = self._ext(ext, n)
+        start = max(self.now, self.dma_free)
+        if op == isa.GlobalOp.DMA_STORE:
+            if space != isa.Space.ACT:
+                raise ProgramError(f"DMA_STORE reads ACT only, not {space.name}")
+            rng = self._local(space, local, n, 1)
+            start = max(start, self.act_writes.until(local, local + n, self.now))
+            self.mem[src] = self.act[rng].view(np.uint8)
+        elif space == isa.Space.ACT:
+            rng = self._local(space, local, n, 1)
+            start = max(start, self.act_reads.until(local, local + n, self.now),
+                        self.act_writes.until(local, local + n, self.now))
+            self.act[rng] = self.mem[src].view(np.int8)
+        else:
+            unit = {isa.Space.WGT: 1, isa.Space.PARAM: isa.PARAM_BYTES,
+                    isa.Space.LUT: isa.LUT_BYTES, isa.Space.UOP: isa.UOP_BYTES}[space]
+            rng = self._local(space, local, n, unit)
+            data = self.mem[src]
+            for g in self._groups(a["group_mask"]):
+                start = max(start, self.group_reads[g][space].until(rng.start, rng.stop,
+                                                                    self.now))
+                if space == isa.Space.WGT:
+                    self.wgt[g, rng] = data.view(np.int8)
+                elif space == isa.Space.PARAM:
+                    self.param[g, rng] = data.view(PARAM_DTYPE)
+                elif space == isa.Space.LUT:
+                    self.lut[g, rng] = data.view(np.int8).reshape(-1, isa.LUT_BYTES)
+                else:
+                    words = data.reshape(-1, isa.UOP_BYTES)
+                    self.uop[g, rng] = [int.from_bytes(w.tobytes(), "little") for w in words]
+        cfg = self.config
+        end = start + -(-n // cfg.burst_bytes) * cfg.mem_latency + -(-n // cfg.axi_bytes)
+        self.dma_free = end
+        if op == isa.GlobalOp.DMA_STORE:
+            self.dma_act_reads.add(local, local + n, end)
+        elif space == isa.Space.ACT:
+            self.dma_act_writes.add(local, local + n, end)
+        else:
+            for g in self._groups(a["group_mask"]):
+                self.group_dma[g] = max(self.group_dma[g], end)
+        self.dram += n
+        return n
+
+    def run(self, a):
+        issued = skipped = 0
+        for g in self._groups(a["group_mask"]):
+            words = tuple(self.uop[g, a["uop_addr"]:a["uop_addr"] + a["uop_count"]])
+            if len(words) != a["uop_count"]:
+                raise ProgramError(f"RUN reads micro-ops beyond the {self.config.uop_depth}-"
+                                   "entry micro-op memory")
+            i, s = self._execute(g, _parse(words), a)
+            issued += i
+            skipped += s
+        self.runs += 1
+        return issued, skipped
+
+    def _check(self, name, addr, size):
+        if addr.size and (addr.min() < 0 or addr.max() >= size):
+            raise ProgramError(f"RUN {name} address {int(addr.min())}..{int(addr.max())} "
+                               f"outside [0, {size})")
+
+    def _execute(self, g, micro, a):
+        cfg, lanes = self.config, a["lanes"]
+        rows, cols = np.arange(a["rows"]), np.arange(a["cols"])
+        base, rs, cs = micro.act
+        pix = (a["act_offset"] + base + rows[:, None] * rs + cols[None, :] * cs).ravel()
+        lane = np.arange(lanes)
+        params = self.param[g, a["param_offset"]:a["param_offset"] + lanes]
+        if len(params) != lanes:
+            raise ProgramError("RUN reads PARAM entries beyond the PARAM memory")
+        npix = pix.size
+        acc = np.zeros((npix, lanes), np.int64)
+        y = None
+        steps = np.zeros(npix, np.int64)
+        act_lo, act_hi = cfg.act_bytes, 0
+        wgt_lo, wgt_hi = cfg.weight_bytes, 0
+        tables, write = set(), (0, 0)
+        for op, f in micro.body:
+            if op == isa.UopOp.CLEAR:
+                acc = np.broadcast_to(params["bias"].astype(np.int64) if f["use_bias"] else
+                                      np.zeros(lanes, np.int64), (npix, lanes)).copy()
+            elif op == isa.UopOp.MAC:
+                addr = pix[:, None] + micro.act_taps[None, :]
+                waddr = a["wgt_offset"] + micro.wgt[0] + lane[None, :] * micro.wgt[1] \
+                    + micro.wgt_taps[:, None]
+                self._check("activation", addr, cfg.act_bytes)
+                self._check("weight", waddr, cfg.weight_bytes)
+                if addr.size:
+                    act_lo, act_hi = min(act_lo, addr.min()), max(act_hi, addr.max() + 1)
+                if waddr.size:
+                    wgt_lo, wgt_hi = min(wgt_lo, waddr.min()), max(wgt_hi, waddr.max() + 1)
+                x = self.act[addr]
+                acc += (x.astype(np.float64) @ self.wgt[g][waddr].astype(np.float64)) \
+                    .astype(np.int64)
+                zeros = np.count_nonzero(x == 0, axis=1) if self.sparse else 0
+                steps += micro.act_taps.size - zeros
+            elif op == isa.UopOp.POST:
+                y = requantize(acc, params["multiplier"], params["shift"])
+                if f["use_lut"]:
+                    table = (a["lut_offset"] + f["lut"] + (lane if f["per_lane"] else 0)) \
+                        % lut_tables(cfg)
+                    table = np.broadcast_to(table, (lanes,))
+                    tables.update(int(t) for t in np.unique(table))
+                    y = self.lut[g][table[None, :], y + 128]
+            elif op == isa.UopOp.WRITE:
+                if y is None:
+                    raise ProgramError("WRITE before POST in a micro-program")
+                wbase, wrs, wcs, wls = f["base"], f["row_stride"], f["col_stride"], \
+                    f["lane_stride"]
+                out = (a["out_offset"] + wbase + rows[:, None] * wrs + cols[None, :] * wcs) \
+                    .ravel()[:, None] + lane[None, :] * wls
+                self._check("output", out, cfg.act_bytes)
+                self.act[out] = y
+                if out.size:
+                    write = (int(out.min()), int(out.max()) + 1)
+        macs = sum(micro.act_taps.size for op, _ in micro.body if op == isa.UopOp.MAC)
+        issued = int(steps.sum()) * lanes
+        skipped = (macs * npix - int(steps.sum())) * lanes
+        self.issued += issued
+        self.skipped += skipped
+        duration = RUN_LATENCY + int(np.maximum(steps, 1).sum())
+        self._time_run(g, a, micro, duration, (act_lo, act_hi), (wgt_lo, wgt_hi), write,
+                       tables, params.size)
+        return issued, skipped
+
+    def _time_run(self, g, a, micro, duration, act_range, wgt_range, write, tables, nparams):
+        ready = max(self.now, self.group_free[g])
+        start = max(ready, self.group_dma[g],
+                    self.dma_act_writes.until(*act_range, self.now) if act_range[0] <
+                    act_range[1] else 0,
+                    self.dma_act_writes.until(*write, self.now) if write[0] < write[1] else 0,
+                    self.dma_act_reads.until(*write, self.now) if write[0] < write[1] else 0)
+        # Crossbar: distinct activation streams on the banks of this group's route.
+        key = (a["act_offset"], a["rows"], a["cols"], micro.act, micro.act_taps.tobytes())
+        route = self.route[g]
+        streams = {key} | {self.stream[h] for h in range(self.config.groups)
+                           if h != g and self.route[h] == route and self.group_free[h] > start}
+        slowed = duration
+        if len(streams) > route[1]:
+            slowed = -(-duration * len(streams) // route[1])
+        end = start + slowed
+        self.busy[g] += duration
+        self.stall[g] += (start - ready) + (slowed - duration)
+        self.group_free[g] = end
+        self.stream[g] = key
+        if act_range[0] < act_range[1]:
+            self.act_reads.add(*act_range, end)
+        if write[0] < write[1]:
+            self.act_writes.add(*write, end)
+        boards = self.group_reads[g]
+        if wgt_range[0] < wgt_range[1]:
+            boards[isa.Space.WGT].add(*wgt_range, end)
+        boards[isa.Space.PARAM].add(a["param_offset"], a["param_offset"] + nparams, end)
+        for t in tables:
+            boards[isa.Space.LUT].add(t, t + 1, end)
+        boards[isa.Space.UOP].add(a["uop_addr"], a["uop_addr"] + a["uop_count"], end)
+
+    def barrier(self, mask):
+        self.now = max([self.now, self.dma_free] +
+                       [self.group_free[g] for g in self._groups(mask)])
+
+    def counters(self):
+        return {"cycles": self.now, "macs_issued": self.issued, "macs_skipped": self.skipped,
+                "dma_bytes": self.dram, "busy_cycles": sum(self.busy),
+                "stall_cycles": sum(self.stall), "runs": self.runs}
+
+
+COUNTER_NAMES = ("cycles", "macs_issued", "macs_skipped", "dma_bytes", "busy_cycles",
+                 "stall_cycles", "runs", "instructions")
+
+
+def run(image, config, sparse=True, max_instructions=10_000_000):
+    """Execute the global program at address 0 of ``image`` until END.
+
+    Parameters
+    ----------
+    image : bytes-like
+        External memory; not modified (the result holds the memory after the run).
+    config : AcceleratorConfig
+    sparse : bool
+        Whether the sparse core drops zero activations (cycles only; results are identical).
+
+    Returns
+    -------
+    Result
+    """
+    m = _Machine(image, config, sparse)
+    times, issued, skipped, dram = [], [], [], []
+    pc = 0
+    while True:
+        if len(times) >= max_instructions:
+            raise ProgramError(f"no END within {max_instructions} instructions")
+        word = int.from_bytes(m.mem[m._ext(pc, isa.GLOBAL_BYTES)].tobytes(), "little")
+        try:
+            op, a = _decode("global", word)
+        except ValueError:
+            raise ProgramError(f"bad global instruction at {pc:#x}") from None
+        pc += isa.GLOBAL_BYTES
+        i = s = n = 0
+        if op in (isa.GlobalOp.DMA_LOAD, isa.GlobalOp.DMA_STORE, isa.GlobalOp.UOP_LOAD):
+            n = m.dma(op, a)
+        elif op == isa.GlobalOp.RUN:
+            i, s = m.run(a)
+        elif op == isa.GlobalOp.ROUTE:
+            if a["bank_count"] < 1 or a["bank_first"] + a["bank_count"] > config.act_banks:
+                raise ProgramError(f"ROUTE to banks {a['bank_first']}+{a['bank_count']} of "
+                                   f"{config.act_banks}")
+            for g in m._groups(a["group_mask"]):
+                m.route[g] = (a["bank_first"], a["bank_count"])
+        elif op == isa.GlobalOp.BARRIER:
+            m.barrier(a["group_mask"])
+        elif op == isa.GlobalOp.COUNTERS:
+            m.barrier((1 << config.groups) - 1)
+            if a["action"] == isa.CounterAction.RESET:
+                m.issued = m.skipped = m.dram = m.runs = 0
+                m.busy, m.stall = [0] * config.groups, [0] * config.groups
+            else:
+                values = m.counters()
+                values["instructions"] = len(times) + 1
+                block = b"".join(int(values[k]).to_bytes(8, "little") for k in COUNTER_NAMES)
+                m.mem[m._ext(a["ext_addr"], len(block))] = np.frombuffer(block, np.uint8)
+        elif op == isa.GlobalOp.END:
+            m.barrier((1 << config.groups) - 1)
+        m.now += ISSUE_CYCLES if op not in (isa.GlobalOp.BARRIER, isa.GlobalOp.END) else 0
+        times.append(m.now)
+        issued.append(i)
+        skipped.append(s)
+        dram.append(n)
+        if op == isa.GlobalOp.END:
+            break
+    counters = m.counters()
+    counters["instructions"] = len(times)
+    return Result(m.mem, m.now, np.array(times), np.array(issued), np.array(skipped),
+                  np.array(dram), m.busy, m.stall, m.runs, counters)
+
+
+def report_fields():
+    """Names of the numbers :func:`simulate` reports per layer and in total."""
+    return ("cycles", "macs_useful", "macs_issued", "macs_skipped", "utilization",
+            "compute_bound_cycles", "memory_bound_cycles", "dram_bytes")
+
+
+def _figures(config, cycles, useful, issued, skipped, dram):
+    lanes = config.total_lanes
+    return {"cycles": int(cycles), "macs_useful": int(useful), "macs_issued": int(issued),
+            "macs_skipped": int(skipped),
+            "utilization": round(useful / (cycles * lanes), 4) if cycles else 0.0,
+            "compute_bound_cycles": round(useful / lanes, 1),
+            "memory_bound_cycles": round(dram / config.axi_bytes, 1), "dram_bytes": int(dram)}
+
+
+def simulate(program, inputs_int8, config=None, sparse=True):
+    """Run ``program`` once per sample of ``inputs_int8``; return ``(outputs, report)``.
+
+    Parameters
+    ----------
+    program : Program
+        From :func:`flexigan.compiler.lower.lower` (or ``load_program``).
+    inputs_int8 : dict of str to integer array
+        ``(N, *shape)`` int8 values per model input (the quantized IR's input names).
+    config : AcceleratorConfig, optional
+        Must be the program's (the default).
+    sparse : bool
+        Zero skipping on or off.
+
+    Returns
+    -------
+    outputs : dict of str to int8 array
+        ``(N, *shape)`` per model output.
+    report : dict
+        ``engine``, ``batch``, ``sparse``, ``output_shape``, the :func:`report_fields` for the
+        whole batch, ``groups`` (busy and stall cycles), ``counters`` (the COUNTERS block of the
+        last sample) and ``layers`` (the same fields per layer).
+    """
+    from ..compiler.program import tensor_addresses
+
+    config = config or program.config
+    if config != program.config:
+        raise ValueError("config differs from the one the program was compiled for")
+    layout = program.layout
+    batch = None
+    for name, entry in layout["inputs"].items():
+        if name not in inputs_int8:
+            raise ValueError(f"inputs_int8 has no array for input {name!r}")
+        x = np.asarray(inputs_int8[name])
+        if x.shape[1:] != tuple(entry["shape"]) or x.dtype.kind not in "iu" or \
+                (x.size and (x.min() < -128 or x.max() > 127)):
+            raise ValueError(f"inputs_int8[{name!r}] must be int8 values of shape "
+                             f"(N, {', '.join(map(str, entry['shape']))}), not {x.dtype} "
+                             f"{x.shape}")
+        batch = x.shape[0] if batch is None else batch
+    outputs = {name: [] for name in layout["outputs"]}
+    layers = layout["layers"]
+    totals = np.zeros((len(layers), 4), np.int64)   # cycles, issued, skipped, dram
+    busy, stall = np.zeros(config.groups, np.int64), np.zeros(config.groups, np.int64)
+    for n in range(batch):
+        image = np.frombuffer(bytearray(program.image), np.uint8).copy()
+        for name, entry in layout["inputs"].items():
+            image[tensor_addresses(entry)] = np.asarray(inputs_int8[name][n]).astype(np.int8) \
+                .view(np.uint8)
+        result = run(image.tobytes(), config, sparse)
+        for name, entry in layout["outputs"].items():
+            outputs[name].append(result.memory[tensor_addresses(entry)].view(np.int8))
+        for i, layer in enumerate(layers):
+            first, last = layer["first"], layer["last"]
+            start = result.time[first - 1] if first else 0
+            totals[i] += [result.time[last - 1] - start,
+                          result.macs_issued[first:last].sum(),
+                          result.macs_skipped[first:last].sum(),
+                          result.dram_bytes[first:last].sum()]
+        busy += result.busy
+        stall += result.stall
+    rows = []
+    for layer, (cycles, issued, skipped, dram) in zip(layers, totals):
+        rows.append({"name": layer["name"], "op": layer["op"],
+                     **_figures(config, cycles, layer["macs_useful"] * batch, issued, skipped,
+                                dram)})
+    total = totals.sum(axis=0)
+    useful = sum(layer["macs_useful"] for layer in layers) * batch
+    outputs = {name: np.stack(v) for name, v in outputs.items()}
+    report = {"engine": "isa", "batch": batch, "sparse": sparse,
+              "reorder": layout.get("reorder", True),
+              "output_shape": list(next(iter(outputs.values())).shape),
+              **_figures(config, total[0], useful, total[1], total[2], total[3]),
+              "groups": [{"busy": int(b), "stall": int(s)} for b, s in zip(busy, stall)],
+              "counters": result.counters, "layers": rows}
+    return outputs, report

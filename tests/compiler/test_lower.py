@@ -1,0 +1,218 @@
+"""The back end: every lowered program runs bit-exact with the golden interpreter.
+
+Each case builds a small ONNX model, quantizes it, lowers it (zero-free and conventional, on
+the ``sim`` preset and on a tiny machine that forces stages, spills, per-segment tiles and lane
+splits), runs it on the instruction-level simulator and compares with ``golden.run_int``.
+"""
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from flexigan.compiler import ir, passes, quant
+from flexigan.compiler.lower import lower
+from flexigan.compiler.onnx_import import import_model
+from flexigan.compiler.program import load_program
+from flexigan.errors import FitError, UnsupportedError
+from flexigan.flow import default_calibration
+from flexigan.hw import isa
+from flexigan.hw.config import AcceleratorConfig, preset
+from flexigan.sim import golden, isa_sim
+from tests.helpers import make_model, tiny_generator
+
+SIM = preset("sim")
+#: A machine small enough that the cases below need stages, spills, per-segment weight tiles
+#: and fewer lanes per tile; three groups so the work does not divide evenly.
+TINY = AcceleratorConfig(groups=3, lanes=4, act_banks=2, act_bank_bytes=1024, weight_bytes=384,
+                         param_entries=16, uop_depth=24, axi_data_width=32, mem_latency=4,
+                         burst_bytes=64)
+
+
+def quantized(model, samples=16):
+    """The quantized IR of ``model`` (path or ModelProto), and int8 test inputs."""
+    graph = passes.run_passes(import_model(model))
+    feeds = default_calibration(graph, samples=samples, seed=0)
+    qgraph = ir.verify(quant.quantize(graph, quant.calibrate(graph, feeds)), quantized=True)
+    test = default_calibration(graph, samples=2, seed=1)
+    return qgraph, {n: golden.quantize_input(v, ir.node(qgraph, n).scale)
+                    for n, v in test.items()}
+
+
+def check_bit_exact(qgraph, inputs, config=SIM, reorder=True, sparse=True):
+    """Lower, simulate and compare every output with the golden interpreter."""
+    program = lower(qgraph, config, reorder)
+    outputs, report = isa_sim.simulate(program, inputs, sparse=sparse)
+    expected = golden.run_int(qgraph, inputs)
+    for name in qgraph.graph["outputs"]:
+        np.testing.assert_array_equal(outputs[name], expected[name])
+    return program, report
+
+
+def _convt(cin, cout, hw, kernel, name="y", act="Relu", **attrs):
+    rng = np.random.default_rng(3)
+    group = attrs.get("group", 1)
+    nodes = [helper.make_node("ConvTranspose", ["x", "w", "b"], ["t"], kernel_shape=kernel,
+                              **attrs)]
+    out = "t"
+    if act:
+        nodes.append(helper.make_node(act, ["t"], [name]))
+        out = name
+    inits = {"w": rng.normal(0, 0.3, (cin, cout // group, *kernel)),
+             "b": rng.normal(0, 0.1, cout)}
+    return make_model(nodes, [("x", ["N", cin, *hw])], [(out, ["N", "c", "h", "w"])], inits)
+
+
+def _conv(cin, cout, hw, kernel, act="LeakyRelu", **attrs):
+    rng = np.random.default_rng(4)
+    group = attrs.get("group", 1)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=kernel, **attrs),
+             helper.make_node(act, ["c"], ["y"])]
+    inits = {"w": rng.normal(0, 0.3, (cout, cin // group, *kernel)),
+             "b": rng.normal(0, 0.1, cout)}
+    return make_model(nodes, [("x", ["N", cin, *hw])], [("y", ["N", "c", "h", "w"])], inits)
+
+
+def _project_and_reshape():
+    """z -> Gemm -> ReLU -> Reshape (C, 4, 4) -> ConvT k4 s2 p1 -> Flatten -> Gemm -> Sigmoid:
+    a vector reshaped to an image, and an image flattened into a Gemm (CHW order)."""
+    rng = np.random.default_rng(5)
+    nodes = [
+        helper.make_node("Gemm", ["z", "w1", "b1"], ["p"], transB=1),
+        helper.make_node("Relu", ["p"], ["r"]),
+        helper.make_node("Reshape", ["r", "shape"], ["img"]),
+        helper.make_node("ConvTranspose", ["img", "w2"], ["t"], kernel_shape=[4, 4],
+                         strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["t"], ["tr"]),
+        helper.make_node("Flatten", ["tr"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "w3"], ["s"], transB=1),
+        helper.make_node("Sigmoid", ["s"], ["y"]),
+    ]
+    inits = {"w1": rng.normal(0, 0.3, (6 * 16, 10)), "b1": rng.normal(0, 0.1, 6 * 16),
+             "shape": np.array([-1, 6, 4, 4]), "w2": rng.normal(0, 0.3, (6, 2, 4, 4)),
+             "w3": rng.normal(0, 0.1, (3, 2 * 8 * 8))}
+    return make_model(nodes, [("z", ["N", 10])], [("y", ["N", "c", "h", "w"])], inits)
+
+
+def _prelu_conv1d():
+    """A 1-D convolution (imported as 2-D with reshapes) followed by a per-channel PReLU."""
+    rng = np.random.default_rng(6)
+    nodes = [helper.make_node("ConvTranspose", ["x", "w"], ["t"], kernel_shape=[3], strides=[2],
+                              pads=[1, 0]),
+             helper.make_node("PRelu", ["t", "slope"], ["y"])]
+    inits = {"w": rng.normal(0, 0.4, (4, 6, 3)), "slope": rng.uniform(0, 0.5, (6, 1))}
+    return make_model(nodes, [("x", ["N", 4, 7])], [("y", ["N", "c", "h", "w"])], inits)
+
+
+CASES = {
+    "convt k3 s2 p1 op1 (tiny generator)": lambda: tiny_generator(),
+    "convt k5 s2 p2 op1": lambda: _convt(3, 5, (5, 4), [5, 5], strides=[2, 2],
+                                         pads=[2, 2, 2, 2], output_padding=[1, 1]),
+    "convt k4 s4": lambda: _convt(4, 3, (3, 3), [4, 4], strides=[4, 4], act="Tanh"),
+    "convt k3 s2 output_padding, asymmetric pads": lambda: _convt(
+        2, 4, (4, 5), [3, 3], strides=[2, 3], pads=[0, 1, 2, 0], output_padding=[1, 2]),
+    "convt groups 2, dilation 2": lambda: _convt(4, 6, (4, 4), [3, 2], strides=[2, 2],
+                                                 group=2, dilations=[2, 3], pads=[1, 1, 0, 1]),
+    "convt k1 s2 (outputs no tap reaches)": lambda: _convt(3, 2, (3, 3), [1, 1], strides=[2, 2],
+                                                           output_padding=[1, 1], act=None),
+    "convt of a 1x1 input (a Gemm)": lambda: _convt(5, 7, (1, 1), [4, 4], act="Sigmoid"),
+    "conv groups 3, stride 2, pads": lambda: _conv(6, 9, (7, 6), [3, 3], group=3,
+                                                   strides=[2, 2], pads=[1, 1, 1, 0]),
+    "conv depthwise, dilation 2": lambda: _conv(4, 4, (6, 6), [3, 3], group=4,
+                                                dilations=[2, 2], pads=[2, 2, 2, 2]),
+    "gemm, reshape to an image, flatten": _project_and_reshape,
+    "1-d convt with per-channel prelu": _prelu_conv1d,
+}
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def case(request):
+    return quantized(CASES[request.param]())
+
+
+@pytest.mark.parametrize("reorder", [True, False], ids=["zero-free", "conventional"])
+@pytest.mark.parametrize("config", [SIM, TINY], ids=["sim", "tiny"])
+def test_bit_exact_with_golden(case, config, reorder):
+    check_bit_exact(*case, config=config, reorder=reorder)
+
+
+def test_zero_free_issues_exactly_the_useful_macs():
+    # Without zero skipping, every issued MAC of the zero-free program is a useful one, and the
+    # conventional program issues the zero-insertion count.
+    qgraph, inputs = quantized(CASES["convt k5 s2 p2 op1"]())
+    _, report = check_bit_exact(qgraph, inputs, sparse=False)
+    assert report["macs_issued"] == report["macs_useful"]
+    _, conventional = check_bit_exact(qgraph, inputs, reorder=False, sparse=False)
+    assert conventional["macs_issued"] == 2 * 3 * 5 * 5 * 5 * 10 * 8  # batch 2, taps x outputs
+
+
+def test_uneven_phases_run_different_micro_programs_on_different_groups():
+    # k=5, s=2: phases of 9, 6, 6 and 4 taps; each group's RUNs use its phase's programs.
+    qgraph, inputs = quantized(CASES["convt k5 s2 p2 op1"]())
+    program, _ = check_bit_exact(qgraph, inputs)
+    taps_by_group = {}
+    code = program.code
+    for at in range(0, len(code), isa.GLOBAL_BYTES):
+        op, a = isa.decode_global(int.from_bytes(code[at:at + isa.GLOBAL_BYTES], "little"))
+        if op == isa.GlobalOp.UOP_LOAD:
+            words = program.image[a["ext_addr"]:a["ext_addr"] + a["length"]]
+            loops = [isa.decode_uop(int.from_bytes(words[i:i + 16], "little"))
+                     for i in range(0, len(words), 16)]
+            taps = np.prod([f["count"] for o, f in loops if o == isa.UopOp.LOOP
+                            and f["level"] < 2])
+            taps_by_group.setdefault(a["group_mask"], set()).add(int(taps))
+    interior = {9, 6, 4}
+    assert len(taps_by_group) > 1
+    assert any(interior & t for t in taps_by_group.values())
+    assert len({frozenset(t) for t in taps_by_group.values()}) > 1
+
+
+def test_program_is_deterministic_and_survives_save_and_load(tmp_path):
+    qgraph, inputs = quantized(tiny_generator())
+    program = lower(qgraph, SIM)
+    assert lower(qgraph, SIM).image == program.image
+    program.save(tmp_path)
+    loaded = load_program(tmp_path)
+    assert loaded.image == program.image and loaded.layout == program.layout
+    assert (tmp_path / "program.bin").read_bytes() == program.code
+    assert "RUN group_mask=" in (tmp_path / "program.s").read_text()
+    outputs, _ = isa_sim.simulate(loaded, inputs)
+    np.testing.assert_array_equal(outputs["image"], golden.run_int(qgraph, inputs)["image"])
+
+
+def test_reshape_and_flatten_cost_no_instructions():
+    qgraph, _ = quantized(_project_and_reshape())
+    program = lower(qgraph, SIM)
+    assert [layer["op"] for layer in program.layout["layers"]] == ["Gemm", "ConvTranspose",
+                                                                    "Gemm"]
+    assert program.layout["act_buffers"].keys() == {"r", "tr"}
+
+
+def test_activation_memory_shortfall_names_the_layer():
+    qgraph, _ = quantized(_convt(4, 8, (8, 8), [4, 4], strides=[2, 2], pads=[1, 1, 1, 1]))
+    small = TINY.replace(act_banks=1, act_bank_bytes=128)
+    with pytest.raises(FitError, match=r"^layer 'y': needs \d+ bytes of activation memory, "
+                                       r"the target has 128 \(short by \d+\)$"):
+        lower(qgraph, small)
+
+
+def test_weight_tile_shortfall_names_the_layer():
+    qgraph, _ = quantized(_convt(64, 8, (4, 4), [4, 4], strides=[2, 2], pads=[1, 1, 1, 1]))
+    with pytest.raises(FitError, match=r"^layer 'y': a weight tile needs 256 bytes per lane, "
+                                       r"half the weight buffer holds 192 \(short by 64\)$"):
+        lower(qgraph, TINY)
+
+
+def test_unsupported_ops_are_listed_together():
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[1, 1]),
+             helper.make_node("Add", ["c", "x"], ["s"]),
+             helper.make_node("Relu", ["s"], ["r"]),
+             helper.make_node("Resize", ["r", "", "scales"], ["y"], mode="nearest")]
+    model = make_model(nodes, [("x", ["N", 2, 3, 3])], [("y", ["N", "c", "h", "w"])],
+                       {"w": rng.normal(size=(2, 2, 1, 1)), "scales": [1.0, 1.0, 2.0, 2.0]})
+    qgraph, _ = quantized(model)
+    with pytest.raises(UnsupportedError) as err:
+        lower(qgraph, SIM)
+    assert [(name, op) for name, op, _ in err.value.problems] == [
+        ("s", "Add"), ("r", "Activation"), ("y", "Upsample")]
+    assert "standalone activation" in err.value.problems[1][2]

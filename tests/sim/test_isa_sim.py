@@ -1,0 +1,260 @@
+"""The instruction-level simulator: one test per instruction class against numpy (hand-written
+programs), the cycle model's rules, and the example models bit-exact with the golden
+interpreter, with the cycle bounds the project promises."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flexigan.compiler import asm, macs
+from flexigan.compiler.lower import lower
+from flexigan.hw import isa
+from flexigan.hw.config import AcceleratorConfig, preset
+from flexigan.sim import isa_sim
+from flexigan.sim.isa_sim import PARAM_DTYPE, RUN_LATENCY, ProgramError, run, simulate
+from tests.compiler.test_lower import check_bit_exact, quantized
+from tests.helpers import EXAMPLES
+
+ISA_DOC = Path(__file__).resolve().parents[2] / "docs" / "isa.md"
+SMALL = AcceleratorConfig(groups=2, lanes=2, act_banks=2, act_bank_bytes=256, weight_bytes=64,
+                          param_entries=8, uop_depth=16, axi_data_width=32, mem_latency=10,
+                          burst_bytes=16)
+X, W, P, L, U, OUT, CNT = 0x400, 0x440, 0x480, 0x500, 0x700, 0x800, 0x840
+
+
+def image(program, data):
+    """A 4 KiB memory image: the assembled global ``program`` at 0 and ``{addr: bytes}``."""
+    code = asm.assemble(program)
+    mem = bytearray(4096)
+    mem[:len(code)] = code
+    for addr, blob in data.items():
+        mem[addr:addr + len(blob)] = blob
+    return bytes(mem)
+
+
+def uops(text):
+    return asm.assemble(text, "uop")
+
+
+def params(bias, multiplier, shift):
+    entries = np.zeros(len(bias), PARAM_DTYPE)
+    entries["bias"], entries["multiplier"], entries["shift"] = bias, multiplier, shift
+    return entries.tobytes()
+
+
+# A 1-D convolution of 2 taps over x, 2 lanes, written with a column stride of 2 (every other
+# byte) from ACT 100.
+CONV1D = """
+    LOOP level=2 count=2 act_stride=1 wgt_stride=2
+    ACT col_stride=1
+    WGT lane_stride=1
+    CLEAR use_bias=1
+    MAC
+    POST use_lut={use_lut} lut=0 per_lane={per_lane}
+    WRITE col_stride=2 lane_stride=1
+"""
+
+
+def conv1d_program(use_lut=0, per_lane=0, count=7):
+    return f"""
+    COUNTERS action=RESET
+    DMA_LOAD space=ACT ext_addr={X} local_addr=0 length=4
+    DMA_LOAD space=WGT group_mask=0x1 ext_addr={W} local_addr=0 length=4
+    DMA_LOAD space=PARAM group_mask=0x1 ext_addr={P} local_addr=0 length=16
+    DMA_LOAD space=LUT group_mask=0x1 ext_addr={L} local_addr=2 length=512
+    UOP_LOAD space=UOP group_mask=0x1 ext_addr={U} local_addr=0 length={16 * count}
+    RUN group_mask=0x1 uop_addr=0 uop_count={count} rows=1 cols=3 lanes=2 out_offset=100 \
+        lut_offset=2
+    BARRIER group_mask=0x3
+    DMA_STORE space=ACT ext_addr={OUT} local_addr=100 length=6
+    COUNTERS action=STORE ext_addr={CNT}
+    END
+    """
+
+
+def conv1d_data(use_lut=0, per_lane=0):
+    x = np.array([1, 2, 0, 3], np.int8)
+    w = np.array([[5, -7], [-3, 2]], np.int8)          # [tap][lane]
+    tables = np.stack([np.arange(256) - 128, 127 - np.arange(256)]).astype(np.int8)
+    return x, w, tables, {
+        X: x.tobytes(), W: w.tobytes(), P: params([100, -20], [3000, 20000], [9, 15]),
+        L: tables.tobytes(), U: uops(CONV1D.format(use_lut=use_lut, per_lane=per_lane))}
+
+
+def conv1d_expected(x, w, tables, use_lut, per_lane):
+    acc = np.array([[100, -20]]) + np.stack([x[c:c + 2] @ w.astype(np.int64) for c in range(3)])
+    shift = np.array([9, 15])
+    y = np.clip((acc * np.array([3000, 20000]) + (1 << shift >> 1)) >> shift, -128, 127)
+    if use_lut:
+        y = tables[np.array([0, 1]) if per_lane else np.array([0, 0]), y + 128]
+    # Pixel c writes its lanes at 100 + 2c + l: the 3 x 2 outputs are contiguous.
+    return y.astype(np.int8).ravel()
+
+
+@pytest.mark.parametrize("use_lut, per_lane", [(0, 0), (1, 0), (1, 1)])
+def test_run_computes_the_loop_nest_requantizes_and_looks_up(use_lut, per_lane):
+    x, w, tables, data = conv1d_data(use_lut, per_lane)
+    result = run(image(conv1d_program(use_lut, per_lane), data), SMALL)
+    got = result.memory[OUT:OUT + 6].view(np.int8)
+    np.testing.assert_array_equal(got, conv1d_expected(x, w, tables, use_lut, per_lane))
+
+
+def test_sparse_core_drops_zero_activations_and_counts_them():
+    _, _, _, data = conv1d_data()
+    dense = run(image(conv1d_program(), data), SMALL, sparse=False)
+    sparse = run(image(conv1d_program(), data), SMALL, sparse=True)
+    # Pixels read [1, 2], [2, 0], [0, 3]: two zero activations, each a cycle of 2 lanes.
+    assert dense.counters["macs_issued"] == 3 * 2 * 2
+    assert sparse.counters["macs_issued"] == 4 * 2 and sparse.counters["macs_skipped"] == 4
+    assert dense.cycles - sparse.cycles == 2
+    np.testing.assert_array_equal(dense.memory[:CNT], sparse.memory[:CNT])
+    counters = np.frombuffer(sparse.memory[CNT:CNT + 64].tobytes(), "<u8")
+    assert dict(zip(isa_sim.COUNTER_NAMES, counters.tolist()))["macs_skipped"] == 4
+
+
+def test_run_takes_latency_plus_one_cycle_per_mac_step():
+    _, _, _, data = conv1d_data()
+    result = run(image(conv1d_program(), data), SMALL, sparse=False)
+    assert result.busy == [RUN_LATENCY + 3 * 2, 0]
+
+
+def test_dma_costs_latency_per_burst_plus_bytes_per_beat():
+    result = run(image(f"DMA_LOAD space=ACT ext_addr={X} length=40\nEND", {}), SMALL)
+    # 40 bytes: 3 bursts of 16 bytes (10 cycles each) + 10 beats of 4 bytes.
+    assert result.cycles == 3 * 10 + 10
+    assert result.counters["dma_bytes"] == 40
+
+
+def test_dma_into_a_weight_half_waits_for_the_run_reading_it():
+    _, _, _, data = conv1d_data()
+
+    def reload(local):
+        return run(image(conv1d_program().replace(
+            "BARRIER", f"DMA_LOAD space=WGT group_mask=0x1 ext_addr={W} local_addr={local} "
+                       "length=4\nBARRIER"), data), SMALL)
+
+    # The other half loads while the RUN reads the first; the same half waits for the RUN.
+    other, same = reload(32), reload(0)
+    assert same.cycles > other.cycles
+    np.testing.assert_array_equal(same.memory[OUT:OUT + 6], other.memory[OUT:OUT + 6])
+
+
+def _two_runs(act_offset_b, banks):
+    text = f"""
+    ROUTE group_mask=0x3 bank_first=0 bank_count={banks}
+    UOP_LOAD group_mask=0x3 ext_addr={U} local_addr=0 length={16 * 7}
+    RUN group_mask=0x1 uop_addr=0 uop_count=7 rows=1 cols=3 lanes=2 out_offset=100
+    RUN group_mask=0x2 uop_addr=0 uop_count=7 rows=1 cols=3 lanes=2 act_offset={act_offset_b} \
+        out_offset=120
+    END
+    """
+    return run(image(text, {U: uops(CONV1D.format(use_lut=0, per_lane=0))}), SMALL,
+               sparse=False)
+
+
+def test_crossbar_broadcast_and_conflicts():
+    shared = _two_runs(0, 1)
+    distinct = _two_runs(1, 1)
+    wide = _two_runs(1, 2)
+    assert shared.stall == wide.stall
+    # Two streams on one bank: the second RUN goes at half speed.
+    assert distinct.stall[1] - shared.stall[1] == RUN_LATENCY + 6
+    assert distinct.cycles > shared.cycles == wide.cycles
+
+
+def test_program_errors_are_reported():
+    with pytest.raises(ProgramError, match="outside"):
+        _, _, _, data = conv1d_data()
+        run(image(conv1d_program().replace("out_offset=100", "out_offset=510"), data), SMALL)
+    with pytest.raises(ProgramError, match="beyond"):
+        run(image(f"DMA_LOAD space=ACT ext_addr={4096 - 8} length=16\nEND", {}), SMALL)
+    with pytest.raises(ProgramError, match="bad global instruction"):
+        run(bytes([15]) + bytes(4095), SMALL)
+
+
+def test_every_opcode_is_documented():
+    doc = ISA_DOC.read_text()
+    names = [op.name for op in isa.GlobalOp] + [op.name for op in isa.UopOp]
+    missing = [n for n in names if not re.search(rf"`{n}`", doc)]
+    assert not missing
+
+
+def test_isa_doc_gives_every_field_with_its_width():
+    doc = ISA_DOC.read_text()
+    missing = []
+    for table in (isa.GLOBAL_ARGS, isa.UOP_ARGS):
+        for op, layout in table.items():
+            for name, shape in isa.fields_of(layout) if layout else ():
+                if isinstance(shape, type):          # an enum: named with its bit width
+                    text = f"{name}: {shape.__name__} ({shape.as_shape().width})"
+                else:
+                    text = f"{name}: {'s' if shape.signed else 'u'}{shape.width}"
+                if text not in doc:
+                    missing.append(f"{op.name}.{text}")
+    assert not missing
+
+
+# --- example models ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["digits/generator", "digits/discriminator",
+                                  "dcgan64/discriminator"])
+def test_example_models_bit_exact(name):
+    check_bit_exact(*quantized(EXAMPLES / f"{name}.onnx", samples=8))
+
+
+@pytest.fixture(scope="module")
+def dcgan():
+    return quantized(EXAMPLES / "dcgan64/generator.onnx", samples=8)
+
+
+@pytest.fixture(scope="module")
+def dcgan_reports(dcgan):
+    qgraph, inputs = dcgan
+    one = {k: v[:1] for k, v in inputs.items()}
+    return {(reorder, sparse): check_bit_exact(qgraph, one, reorder=reorder, sparse=sparse)[1]
+            for reorder in (True, False) for sparse in (True, False)}
+
+
+def test_dcgan64_generator_is_near_its_bound(dcgan_reports):
+    r = dcgan_reports[True, False]
+    assert r["cycles"] <= 1.15 * max(r["compute_bound_cycles"], r["memory_bound_cycles"])
+    assert r["macs_issued"] == r["macs_useful"] and r["macs_skipped"] == 0
+
+
+def test_dcgan64_generator_zero_free_beats_zero_insertion(dcgan, dcgan_reports):
+    conventional, zero_free = dcgan_reports[False, False], dcgan_reports[True, False]
+    assert conventional["cycles"] >= 3.5 * zero_free["cycles"]
+    total = macs.total(macs.graph_macs(dcgan[0]))
+    assert conventional["macs_issued"] == total.zero_insertion
+    assert zero_free["macs_useful"] == total.useful
+
+
+def test_dcgan64_sparse_core_skips_relu_zeros(dcgan_reports):
+    dense, sparse = dcgan_reports[True, False], dcgan_reports[True, True]
+    assert sparse["macs_skipped"] > 0
+    assert sparse["macs_issued"] + sparse["macs_skipped"] == dense["macs_issued"]
+    assert sparse["cycles"] < dense["cycles"]
+    # Zero insertion is what the sparse core drops in the conventional program.
+    assert dcgan_reports[False, True]["cycles"] < dcgan_reports[False, False]["cycles"]
+
+
+def test_report_fields_per_layer_add_up(dcgan_reports):
+    r = dcgan_reports[True, True]
+    assert [layer["name"] for layer in r["layers"]] == ["relu", "relu_1", "relu_2", "relu_3",
+                                                        "image"]
+    for field in ("cycles", "macs_useful", "macs_issued", "macs_skipped", "dram_bytes"):
+        assert sum(layer[field] for layer in r["layers"]) == r[field]
+    for row in [r, *r["layers"]]:
+        assert set(isa_sim.report_fields()) <= set(row)
+    assert r["counters"]["cycles"] <= r["cycles"]
+    assert r["engine"] == "isa" and r["output_shape"] == [1, 3, 64, 64]
+
+
+def test_ulx3s_dcgan64_generator_is_memory_bound(dcgan):
+    qgraph, inputs = dcgan
+    program = lower(qgraph, preset("ulx3s"))
+    _, r = simulate(program, {k: v[:1] for k, v in inputs.items()}, sparse=False)
+    assert r["memory_bound_cycles"] > r["compute_bound_cycles"]
+    assert r["cycles"] <= 1.25 * r["memory_bound_cycles"]
