@@ -1,0 +1,394 @@
+"""AXI4 burst engines (the accelerator's master port) and an AXI4-Lite register file.
+
+The signatures name their members as the AXI specification names its signals (``awaddr``,
+``rready``, ...), seen from the master, so the Verilog ports of a top-level component end in
+the names AXI verification IP binds to by prefix. Only what the
+accelerator uses is present: incrementing bursts, one ID, no locks, caches or QoS.
+"""
+
+from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2, exact_log2
+
+from .realign import beat_layout
+
+__all__ = ["axi4_read_signature", "axi4_write_signature", "axi4_signature",
+           "axi4_lite_signature", "burst_command_layout", "AxiBurstReader", "AxiBurstWriter",
+           "RegisterField", "register_addresses", "AxiLiteRegisters"]
+
+#: AXI4 ``AxBURST`` encoding of incrementing bursts.
+BURST_INCR = 1
+#: AXI4 bursts may not cross a 4 KiB boundary.
+BOUNDARY = 4096
+#: AXI4 INCR bursts have at most 256 beats.
+MAX_BEATS = 256
+
+
+def _check_data_width(data_width):
+    if data_width < 8 or data_width & (data_width - 1):
+        raise ValueError(f"AXI4 data_width must be a power of two >= 8, not {data_width!r}")
+
+
+def axi4_read_signature(*, addr_width, data_width, id_width=1):
+    """The read half of an AXI4 master interface (AR and R channels), as the master sees it."""
+    _check_data_width(data_width)
+    return wiring.Signature({
+        "arid": Out(id_width), "araddr": Out(addr_width), "arlen": Out(8), "arsize": Out(3),
+        "arburst": Out(2), "arvalid": Out(1), "arready": In(1),
+        "rid": In(id_width), "rdata": In(data_width), "rresp": In(2), "rlast": In(1),
+        "rvalid": In(1), "rready": Out(1),
+    })
+
+
+def axi4_write_signature(*, addr_width, data_width, id_width=1):
+    """The write half of an AXI4 master interface (AW, W and B), as the master sees it."""
+    _check_data_width(data_width)
+    return wiring.Signature({
+        "awid": Out(id_width), "awaddr": Out(addr_width), "awlen": Out(8), "awsize": Out(3),
+        "awburst": Out(2), "awvalid": Out(1), "awready": In(1),
+        "wdata": Out(data_width), "wstrb": Out(data_width // 8), "wlast": Out(1),
+        "wvalid": Out(1), "wready": In(1),
+        "bid": In(id_width), "bresp": In(2), "bvalid": In(1), "bready": Out(1),
+    })
+
+
+def axi4_signature(*, addr_width, data_width, id_width=1):
+    """An AXI4 master interface: ``read`` and ``write`` halves, as the master sees it.
+
+    A port ``axi`` of this signature becomes the Verilog ports ``axi__read__araddr`` ... and
+    ``axi__write__awaddr`` ....
+    """
+    kw = {"addr_width": addr_width, "data_width": data_width, "id_width": id_width}
+    return wiring.Signature({"read": Out(axi4_read_signature(**kw)),
+                             "write": Out(axi4_write_signature(**kw))})
+
+
+def axi4_lite_signature(*, addr_width, data_width=32):
+    """An AXI4-Lite master interface, as the master sees it."""
+    return wiring.Signature({
+        "awaddr": Out(addr_width), "awprot": Out(3), "awvalid": Out(1), "awready": In(1),
+        "wdata": Out(data_width), "wstrb": Out(data_width // 8), "wvalid": Out(1),
+        "wready": In(1),
+        "bresp": In(2), "bvalid": In(1), "bready": Out(1),
+        "araddr": Out(addr_width), "arprot": Out(3), "arvalid": Out(1), "arready": In(1),
+        "rdata": In(data_width), "rresp": In(2), "rvalid": In(1), "rready": Out(1),
+    })
+
+
+def burst_command_layout(addr_width=32):
+    """A transfer of ``beats`` whole beats from the beat-aligned byte address ``addr``."""
+    return data.StructLayout({"addr": unsigned(addr_width), "beats": unsigned(24)})
+
+
+class _BurstSplitter:
+    """Cuts a transfer into bursts of at most ``max_beats``, none crossing 4 KiB.
+
+    Shared by the reader's address channel and the writer's address and data channels, so they
+    agree on every burst's length.
+    """
+
+    def __init__(self, m, name, *, beat_bytes, max_beats):
+        self.addr = Signal(32, name=f"{name}_addr")
+        self.beats = Signal(24, name=f"{name}_beats")   # still to cover
+        self.length = Signal(range(max_beats + 1), name=f"{name}_length")
+        shift = exact_log2(beat_bytes)
+        to_boundary = Signal(range(BOUNDARY // beat_bytes + 1), name=f"{name}_to_boundary")
+        m.d.comb += to_boundary.eq((BOUNDARY - self.addr[:exact_log2(BOUNDARY)]) >> shift)
+        limit = Mux(to_boundary < max_beats, to_boundary, max_beats)
+        m.d.comb += self.length.eq(Mux(self.beats < limit, self.beats, limit))
+        self._shift = shift
+
+    def start(self, cmd):
+        return [self.addr.eq(cmd.addr), self.beats.eq(cmd.beats)]
+
+    def advance(self):
+        """Statements that move past the current burst."""
+        return [self.addr.eq(self.addr + (self.length << self._shift)),
+                self.beats.eq(self.beats - self.length)]
+
+
+def _max_beats(config):
+    return max(1, min(MAX_BEATS, config.burst_bytes // config.axi_bytes))
+
+
+class AxiBurstReader(wiring.Component):
+    """Reads whole beats from AXI4 memory in bursts and streams them out.
+
+    Contract: for each command accepted on ``cmd`` (only while not ``busy``), the ``beats``
+    beats from ``addr`` (beat-aligned) leave on ``o`` in address order, the final one with
+    ``last`` set. Bursts are at most ``min(256, burst_bytes / axi_bytes)`` beats and never cross
+    a 4 KiB boundary; all of a command's bursts are requested without waiting for data (one
+    ID, so data returns in order). ``o`` stalling stalls the R channel. A command of 0 beats
+    does nothing. ``busy`` is high from the command until its final beat has left.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+        ``axi_data_width`` and ``burst_bytes``.
+
+    Attributes
+    ----------
+    axi : Out(axi4_read_signature(addr_width=32, data_width=axi_data_width))
+    cmd : In(stream.Signature(burst_command_layout()))
+    o : Out(stream.Signature(beat_layout(axi_data_width)))
+        ``mask`` is all ones.
+    busy : Out(1)
+    """
+
+    def __init__(self, config):
+        self._config = config
+        dw = config.axi_data_width
+        super().__init__({
+            "axi": Out(axi4_read_signature(addr_width=32, data_width=dw)),
+            "cmd": In(stream.Signature(burst_command_layout())),
+            "o": Out(stream.Signature(beat_layout(dw))),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, axi = self._config, self.axi
+        bursts = _BurstSplitter(m, "ar", beat_bytes=cfg.axi_bytes, max_beats=_max_beats(cfg))
+        remaining = Signal(24)          # beats still to arrive on R
+        m.d.comb += [
+            axi.arid.eq(0), axi.arsize.eq(exact_log2(cfg.axi_bytes)), axi.arburst.eq(BURST_INCR),
+            axi.araddr.eq(bursts.addr), axi.arlen.eq(bursts.length - 1),
+            axi.arvalid.eq(bursts.beats != 0),
+        ]
+        with m.If(axi.arvalid & axi.arready):
+            m.d.sync += bursts.advance()
+
+        m.d.comb += [
+            self.busy.eq(remaining != 0),
+            self.cmd.ready.eq(remaining == 0),
+            self.o.payload.data.eq(axi.rdata),
+            self.o.payload.mask.eq(-1),
+            self.o.payload.last.eq(remaining == 1),
+            self.o.valid.eq(axi.rvalid & (remaining != 0)),
+            axi.rready.eq(self.o.ready & (remaining != 0)),
+        ]
+        with m.If(axi.rvalid & axi.rready):
+            m.d.sync += remaining.eq(remaining - 1)
+        with m.If(self.cmd.valid & self.cmd.ready):
+            m.d.sync += [bursts.start(self.cmd.payload), remaining.eq(self.cmd.payload.beats)]
+        return m
+
+
+class AxiBurstWriter(wiring.Component):
+    """Writes a stream of beats to AXI4 memory in bursts.
+
+    Contract: for each command accepted on ``cmd`` (only while not ``busy``), the next
+    ``beats`` beats of ``i`` are written from ``addr`` (beat-aligned) on, each with its byte
+    strobes. Bursts are cut as by :class:`AxiBurstReader`; addresses are issued ahead of data.
+    ``busy`` stays high until every burst's write response has arrived, so when it falls the
+    data is in memory. A command of 0 beats does nothing.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+
+    Attributes
+    ----------
+    axi : Out(axi4_write_signature(addr_width=32, data_width=axi_data_width))
+    cmd : In(stream.Signature(burst_command_layout()))
+    i : In(stream.Signature(beat_layout(axi_data_width)))
+        ``mask`` gives the byte strobes; ``last`` is not used.
+    busy : Out(1)
+    """
+
+    def __init__(self, config):
+        self._config = config
+        dw = config.axi_data_width
+        super().__init__({
+            "axi": Out(axi4_write_signature(addr_width=32, data_width=dw)),
+            "cmd": In(stream.Signature(burst_command_layout())),
+            "i": In(stream.Signature(beat_layout(dw))),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, axi = self._config, self.axi
+        kw = {"beat_bytes": cfg.axi_bytes, "max_beats": _max_beats(cfg)}
+        aw = _BurstSplitter(m, "aw", **kw)
+        w = _BurstSplitter(m, "w", **kw)
+        beat = Signal(range(MAX_BEATS + 1))       # beats sent of the current W burst
+        responses = Signal(24)                    # bursts whose response is outstanding
+        m.d.comb += [
+            axi.awid.eq(0), axi.awsize.eq(exact_log2(cfg.axi_bytes)),
+            axi.awburst.eq(BURST_INCR),
+            axi.awaddr.eq(aw.addr), axi.awlen.eq(aw.length - 1),
+            axi.awvalid.eq(aw.beats != 0),
+        ]
+        issued = axi.awvalid & axi.awready
+        answered = axi.bvalid & axi.bready
+        with m.If(issued):
+            m.d.sync += aw.advance()
+        m.d.sync += responses.eq(responses + issued - answered)
+
+        last = beat + 1 == w.length
+        m.d.comb += [
+            axi.wdata.eq(self.i.payload.data), axi.wstrb.eq(self.i.payload.mask),
+            axi.wlast.eq(last),
+            axi.wvalid.eq(self.i.valid & (w.beats != 0)),
+            self.i.ready.eq(axi.wready & (w.beats != 0)),
+            axi.bready.eq(1),
+        ]
+        with m.If(axi.wvalid & axi.wready):
+            with m.If(last):
+                m.d.sync += [beat.eq(0), w.advance()]
+            with m.Else():
+                m.d.sync += beat.eq(beat + 1)
+
+        m.d.comb += self.busy.eq((aw.beats != 0) | (w.beats != 0) | (responses != 0))
+        m.d.comb += self.cmd.ready.eq(~self.busy)
+        with m.If(self.cmd.valid & self.cmd.ready):
+            m.d.sync += [aw.start(self.cmd.payload), w.start(self.cmd.payload)]
+        return m
+
+
+class RegisterField:
+    """One field of an :class:`AxiLiteRegisters` map.
+
+    Parameters
+    ----------
+    name : str
+        Member name of the field's port.
+    width : int
+        1 to 64 bits; a field takes ``ceil(width / 32)`` consecutive 32-bit words, least
+        significant first.
+    access : str
+        ``"rw"``: a register the host writes and reads back (port ``Out(width)``);
+        ``"ro"``: a value the design drives (port ``In(width)``); reading its first word
+        snapshots the upper words, so a 64-bit counter reads consistently low then high;
+        ``"strobe"``: writing pulses the port (``Out(width)``) for one cycle with the written
+        bits; reads return 0.
+    """
+
+    ACCESS = ("rw", "ro", "strobe")
+
+    def __init__(self, name, width, access):
+        if not isinstance(width, int) or not 1 <= width <= 64:
+            raise ValueError(f"RegisterField width must be an integer from 1 to 64, not "
+                             f"{width!r}")
+        if access not in self.ACCESS:
+            raise ValueError(f"RegisterField access must be one of {self.ACCESS}, not "
+                             f"{access!r}")
+        self.name, self.width, self.access = name, width, access
+
+    @property
+    def words(self):
+        return (self.width + 31) // 32
+
+
+def register_addresses(fields):
+    """Byte address of each field's first word: fields in order, each on the next free word."""
+    addresses, word = {}, 0
+    for f in fields:
+        addresses[f.name] = 4 * word
+        word += f.words
+    return addresses
+
+
+class AxiLiteRegisters(wiring.Component):
+    """A map of 32-bit registers behind an AXI4-Lite slave port.
+
+    Contract: the fields of ``fields`` are laid out in order from byte address 0, each at the
+    next free 32-bit word (see :func:`register_addresses`). A write to a ``rw`` word updates the
+    bytes its strobes select; a write to a ``strobe`` field pulses the port; writes elsewhere
+    are ignored.
+    Reads of unmapped words return 0. Every access gets an OKAY response. One write and one read
+    can be in progress at a time.
+
+    Parameters
+    ----------
+    fields : list of RegisterField
+
+    Attributes
+    ----------
+    axil : In(axi4_lite_signature(addr_width=...))
+        ``addr_width`` covers the map (at least 4 bits).
+    <field.name> : Out or In(field.width)
+        One port per field (see :class:`RegisterField`).
+    """
+
+    def __init__(self, fields):
+        names = [f.name for f in fields]
+        if len(set(names)) != len(names) or "axil" in names:
+            raise ValueError(f"AxiLiteRegisters field names must be unique and not 'axil', "
+                             f"not {names!r}")
+        self._fields = list(fields)
+        self._words = {name: addr // 4 for name, addr in register_addresses(fields).items()}
+        words = sum(f.words for f in self._fields)
+        self._addr_width = max(4, ceil_log2(words) + 2)
+        members = {"axil": In(axi4_lite_signature(addr_width=self._addr_width))}
+        for f in self._fields:
+            members[f.name] = In(f.width) if f.access == "ro" else Out(f.width)
+        super().__init__(members)
+
+    @property
+    def addr_width(self):
+        """Bits of the AXI4-Lite byte address."""
+        return self._addr_width
+
+    def elaborate(self, platform):
+        m = Module()
+        axil = self.axil
+
+        # Write: address and data together, then the response.
+        b_pending = Signal()
+        take = axil.awvalid & axil.wvalid & ~b_pending
+        m.d.comb += [axil.awready.eq(take), axil.wready.eq(take), axil.bresp.eq(0),
+                     axil.bvalid.eq(b_pending)]
+        with m.If(take):
+            m.d.sync += b_pending.eq(1)
+        with m.Elif(axil.bready):
+            m.d.sync += b_pending.eq(0)
+        w_word = axil.awaddr[2:]
+        for f in self._fields:
+            port = getattr(self, f.name)
+            if f.access == "strobe":
+                m.d.sync += port.eq(0)
+            for k in range(f.words):
+                lo, hi = 32 * k, min(32 * k + 32, f.width)
+                hit = take & (w_word == self._words[f.name] + k)
+                if f.access == "rw":
+                    for byte in range((hi - lo + 7) // 8):
+                        b_lo, b_hi = lo + 8 * byte, min(lo + 8 * byte + 8, hi)
+                        with m.If(hit & axil.wstrb[byte]):
+                            m.d.sync += port[b_lo:b_hi].eq(axil.wdata[8 * byte:
+                                                                      8 * byte + b_hi - b_lo])
+                elif f.access == "strobe":
+                    with m.If(hit):
+                        m.d.sync += port[lo:hi].eq(axil.wdata[:hi - lo])
+
+        # Read: one outstanding; the data is registered.
+        r_pending = Signal()
+        r_data = Signal(32)
+        m.d.comb += [axil.arready.eq(~r_pending), axil.rvalid.eq(r_pending),
+                     axil.rdata.eq(r_data), axil.rresp.eq(0)]
+        with m.If(axil.arvalid & axil.arready):
+            m.d.sync += r_pending.eq(1)
+        with m.Elif(axil.rready):
+            m.d.sync += r_pending.eq(0)
+        r_word = axil.araddr[2:]
+        with m.If(axil.arvalid & axil.arready):
+            m.d.sync += r_data.eq(0)
+            for f in self._fields:
+                if f.access == "strobe":
+                    continue
+                port = getattr(self, f.name)
+                snapshot = None
+                if f.access == "ro" and f.words > 1:
+                    snapshot = Signal(f.width - 32, name=f"{f.name}_snapshot")
+                for k in range(f.words):
+                    lo, hi = 32 * k, min(32 * k + 32, f.width)
+                    with m.If(r_word == self._words[f.name] + k):
+                        if snapshot is None or k == 0:
+                            m.d.sync += r_data.eq(port[lo:hi])
+                        else:
+                            m.d.sync += r_data.eq(snapshot[lo - 32:hi - 32])
+                        if snapshot is not None and k == 0:
+                            m.d.sync += snapshot.eq(port[32:])
+        return m

@@ -1,0 +1,226 @@
+"""Crossbar: the banked activation scratchpad and the ports that reach it.
+
+The shared activation memory ``ACT`` is ``act_banks`` banks of ``act_bank_bytes`` bytes; bank
+``b`` holds byte addresses ``[b * act_bank_bytes, (b + 1) * act_bank_bytes)``. A bank word is
+``axi_bytes`` wide, so the DMA engine moves one AXI beat per bank access while a group reads one
+word and keeps the byte it needs. Each bank has one read and one write port per cycle.
+
+Reads come from the G groups' ports and from the DMA engine's. A bank serves one word per
+cycle: every port that asks a bank for that word is answered by the same access (a broadcast:
+the groups that share an input pay one read), the others wait. When ports ask one bank for
+different words, a round-robin arbiter per bank picks the word; a group port that waits counts
+a stall cycle. Writes (groups' ``WRITE`` results, DMA loads) are arbitrated the same way.
+
+``ROUTE`` sets which banks each group port may read (``bank_first .. bank_first + count - 1``);
+every bank is routed to every group after reset. A group read outside its route is still served,
+but raises the group's sticky ``route_fault`` bit: a compiler or program error, never silent.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2, exact_log2
+
+from . import isa
+
+__all__ = ["read_port_signature", "write_port_signature", "word_addr_width", "Crossbar"]
+
+
+def word_addr_width(config):
+    """Bits of a word address in the activation scratchpad (words of ``axi_bytes``)."""
+    return ceil_log2(config.act_bytes // config.axi_bytes)
+
+
+def read_port_signature(addr_width, data_width, tag_shape):
+    """A read port, as the requester sees it.
+
+    ``req`` carries a word address and a ``tag`` the crossbar returns with the word on ``resp``
+    exactly one cycle after ``req`` is accepted; ``resp`` is always ready, so a requester only
+    asks when it has room for the answer.
+    """
+    return wiring.Signature({
+        "req": Out(stream.Signature(data.StructLayout({
+            "addr": unsigned(addr_width), "tag": tag_shape}))),
+        "resp": In(stream.Signature(data.StructLayout({
+            "data": unsigned(data_width), "tag": tag_shape}), always_ready=True)),
+    })
+
+
+def write_port_signature(addr_width, data_width):
+    """A write port, as the writer sees it: word address, word, byte enables."""
+    return wiring.Signature({
+        "req": Out(stream.Signature(data.StructLayout({
+            "addr": unsigned(addr_width), "data": unsigned(data_width),
+            "mask": unsigned(data_width // 8)}))),
+    })
+
+
+def _round_robin(m, requests, pointer, name):
+    """The lowest-numbered requester at or after ``pointer``, else the lowest one."""
+    n = len(requests)
+    upper = Signal(n, name=f"{name}_upper")
+    choice = Signal(n, name=f"{name}_choice")
+    winner = Signal(range(max(n, 2)), name=f"{name}_winner")
+    m.d.comb += upper.eq(requests & ~((Const(1, n + 1) << pointer) - 1))
+    m.d.comb += choice.eq(Mux(upper.any(), upper, requests))
+    for i in reversed(range(n)):
+        with m.If(choice[i]):
+            m.d.comb += winner.eq(i)
+    return winner
+
+
+class Crossbar(wiring.Component):
+    """The activation scratchpad behind G group read/write ports and one DMA read/write port.
+
+    Contract:
+
+    - a read accepted on a ``rd``/``dma_rd`` port in cycle ``t`` is answered on its ``resp`` in
+      cycle ``t + 1`` with the word's value before any write accepted in cycle ``t``;
+    - all ports asking one bank for the same word in a cycle are accepted together; a bank
+      serves one word per cycle, round-robin among ports asking for different words;
+    - a write accepted in cycle ``t`` is visible to reads accepted from ``t + 1``; one write per
+      bank per cycle, round-robin;
+    - ``stalls[g]`` counts the cycles group port ``g`` had a read waiting; ``route_fault[g]`` is
+      set by a group read outside the group's route; ``clear`` zeroes both.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+        ``groups``, ``act_banks``, ``act_bank_bytes`` (powers of two) and ``axi_bytes`` (the
+        word size, which must divide ``act_bank_bytes``).
+    tag_shape : ShapeLike
+        What a read carries along to its answer.
+
+    Attributes
+    ----------
+    rd : In(read_port_signature(...)).array(groups)
+        Group read ports (``tag_shape`` tags).
+    wr : In(write_port_signature(...)).array(groups)
+        Group write ports.
+    dma_rd : In(read_port_signature(...))
+    dma_wr : In(write_port_signature(...))
+    route : In(stream.Signature(isa.RouteArgs, always_ready=True))
+    stalls : Out(data.ArrayLayout(unsigned(64), groups))
+    route_fault : Out(groups)
+    clear : In(1)
+    """
+
+    def __init__(self, config, tag_shape):
+        for name in ("act_banks", "act_bank_bytes"):
+            value = getattr(config, name)
+            if value & (value - 1):
+                raise ValueError(f"Crossbar needs AcceleratorConfig.{name} to be a power of "
+                                 f"two, not {value!r}")
+        if config.act_bank_bytes % config.axi_bytes:
+            raise ValueError(f"Crossbar needs axi_bytes ({config.axi_bytes}) to divide "
+                             f"act_bank_bytes, not {config.act_bank_bytes!r}")
+        if config.groups > 16:
+            raise ValueError(f"Crossbar supports at most 16 groups (ROUTE's group mask), not "
+                             f"{config.groups!r}")
+        self._config = config
+        aw, dw = word_addr_width(config), config.axi_data_width
+        read_sig = read_port_signature(aw, dw, tag_shape)
+        write_sig = write_port_signature(aw, dw)
+        super().__init__({
+            "rd": In(read_sig).array(config.groups),
+            "wr": In(write_sig).array(config.groups),
+            "dma_rd": In(read_sig),
+            "dma_wr": In(write_sig),
+            "route": In(stream.Signature(isa.RouteArgs, always_ready=True)),
+            "stalls": Out(data.ArrayLayout(unsigned(64), config.groups)),
+            "route_fault": Out(config.groups),
+            "clear": In(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._config
+        groups, banks = cfg.groups, cfg.act_banks
+        depth = cfg.act_bank_bytes // cfg.axi_bytes
+        row_bits = exact_log2(depth)
+        bank_bits = exact_log2(banks)
+        readers = [*self.rd, self.dma_rd]
+        writers = [*self.wr, self.dma_wr]
+
+        def bank_of(addr):
+            return addr[row_bits:] if bank_bits else Const(0, 1)
+
+        rd_grant = [Signal(name=f"rd_grant{i}") for i in range(len(readers))]
+        wr_grant = [Signal(name=f"wr_grant{i}") for i in range(len(writers))]
+        rd_bank = [Signal(range(max(banks, 2)), name=f"rd_bank{i}")
+                   for i in range(len(readers))]
+        bank_data = []
+        for b in range(banks):
+            mem = memory.Memory(shape=cfg.axi_data_width, depth=depth, init=[])
+            m.submodules[f"bank{b}"] = mem
+            rport = mem.read_port()
+            wport = mem.write_port(granularity=8)
+            bank_data.append(rport.data)
+
+            # Reads: one word per cycle, shared by every port that asks for it.
+            asking = Signal(len(readers), name=f"rd_ask{b}")
+            m.d.comb += asking.eq(Cat(p.req.valid & (bank_of(p.req.payload.addr) == b)
+                                      for p in readers))
+            rd_ptr = Signal(range(len(readers)), name=f"rd_ptr{b}")
+            winner = _round_robin(m, asking, rd_ptr, f"rd{b}")
+            word = Signal(row_bits, name=f"rd_word{b}")
+            for i, p in enumerate(readers):
+                with m.If(winner == i):
+                    m.d.comb += word.eq(p.req.payload.addr[:row_bits])
+            m.d.comb += [rport.addr.eq(word), rport.en.eq(asking.any())]
+            with m.If(asking.any()):
+                m.d.sync += rd_ptr.eq(Mux(winner == len(readers) - 1, 0, winner + 1))
+            for i, p in enumerate(readers):
+                with m.If(asking[i] & (p.req.payload.addr[:row_bits] == word)):
+                    m.d.comb += rd_grant[i].eq(1)
+                    m.d.sync += rd_bank[i].eq(b)
+
+            # Writes: one per cycle.
+            wanting = Signal(len(writers), name=f"wr_want{b}")
+            m.d.comb += wanting.eq(Cat(p.req.valid & (bank_of(p.req.payload.addr) == b)
+                                       for p in writers))
+            wr_ptr = Signal(range(len(writers)), name=f"wr_ptr{b}")
+            wwinner = _round_robin(m, wanting, wr_ptr, f"wr{b}")
+            with m.If(wanting.any()):
+                m.d.sync += wr_ptr.eq(Mux(wwinner == len(writers) - 1, 0, wwinner + 1))
+            for i, p in enumerate(writers):
+                with m.If(wanting.any() & (wwinner == i)):
+                    m.d.comb += [
+                        wport.addr.eq(p.req.payload.addr[:row_bits]),
+                        wport.data.eq(p.req.payload.data),
+                        wport.en.eq(p.req.payload.mask),
+                        wr_grant[i].eq(1),
+                    ]
+
+        for i, p in enumerate(readers):
+            m.d.comb += p.req.ready.eq(rd_grant[i])
+            m.d.sync += [
+                p.resp.valid.eq(rd_grant[i]),
+                p.resp.payload.tag.eq(p.req.payload.tag),
+            ]
+            m.d.comb += p.resp.payload.data.eq(bank_data[0])
+            for b in range(1, banks):
+                with m.If(rd_bank[i] == b):
+                    m.d.comb += p.resp.payload.data.eq(bank_data[b])
+        for i, p in enumerate(writers):
+            m.d.comb += p.req.ready.eq(wr_grant[i])
+
+        # Routes and the per-group counters.
+        first = Signal(data.ArrayLayout(8, groups))
+        count = Signal(data.ArrayLayout(9, groups), init=[banks] * groups)
+        with m.If(self.route.valid):
+            for g in range(groups):
+                with m.If(self.route.payload.group_mask[g]):
+                    m.d.sync += [first[g].eq(self.route.payload.bank_first),
+                                 count[g].eq(self.route.payload.bank_count)]
+        for g, p in enumerate(self.rd):
+            bank = bank_of(p.req.payload.addr)
+            outside = (bank < first[g]) | (bank >= first[g] + count[g])
+            with m.If(self.clear):
+                m.d.sync += [self.stalls[g].eq(0), self.route_fault[g].eq(0)]
+            with m.Else():
+                with m.If(p.req.valid & ~p.req.ready):
+                    m.d.sync += self.stalls[g].eq(self.stalls[g] + 1)
+                with m.If(p.req.valid & outside):
+                    m.d.sync += self.route_fault[g].eq(1)
+        return m

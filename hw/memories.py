@@ -1,0 +1,186 @@
+"""A group's local memories, written by the DMA engine one aligned chunk per cycle.
+
+The DMA engine delivers a transfer as *chunks*: ``axi_bytes`` bytes at a byte address aligned
+to ``axi_bytes``, with a byte mask (see :mod:`flexigan.hw.realign`). Every local memory takes
+one chunk per cycle, whatever its own element size, so loading the constants of a tile runs at
+the AXI rate:
+
+- :class:`ElementMemory` (PARAM entries, micro-ops, activation tables) reads one element per
+  cycle; its words are ``max(element, chunk)`` bytes wide and a read selects the element;
+- :class:`WeightBuffer` reads ``lanes`` consecutive bytes (one weight per lane) at any byte
+  address per cycle, from ``lanes`` interleaved banks.
+"""
+
+from amaranth.hdl import Array, Cat, Module, Signal, unsigned
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2, exact_log2
+
+__all__ = ["chunk_layout", "sync_read_signature", "ElementMemory", "WeightBuffer"]
+
+
+def _power_of_two(name, value):
+    if not isinstance(value, int) or value < 1 or value & (value - 1):
+        raise ValueError(f"{name} must be a positive power of two, not {value!r}")
+
+
+def chunk_layout(addr_width, chunk_bytes):
+    """One DMA chunk for a local memory: byte address (aligned), bytes, byte mask."""
+    return data.StructLayout({"addr": unsigned(addr_width), "data": unsigned(8 * chunk_bytes),
+                              "mask": unsigned(chunk_bytes)})
+
+
+def sync_read_signature(addr_width, shape):
+    """A synchronous read port, as the memory sees it: ``data`` follows ``addr`` by one cycle
+    of ``en``."""
+    return wiring.Signature({"en": In(1), "addr": In(addr_width), "data": Out(shape)})
+
+
+class ElementMemory(wiring.Component):
+    """``depth`` elements of ``element_bytes`` bytes (little-endian), chunk-written.
+
+    Contract: a chunk on ``w`` writes its masked bytes at byte addresses ``addr ..
+    addr + chunk_bytes - 1`` (``addr`` aligned to ``chunk_bytes``; element ``i`` is bytes
+    ``i * element_bytes ...``). ``r`` behaves like a synchronous memory read port: the element
+    at ``r.addr`` in a cycle with ``r.en`` is on ``r.data`` from the next cycle until the next
+    enabled read; a read and a write of the same bytes in one cycle returns the old bytes.
+
+    Parameters
+    ----------
+    element_bytes, depth, chunk_bytes : int
+        Powers of two.
+
+    Attributes
+    ----------
+    w : In(stream.Signature(chunk_layout(...), always_ready=True))
+    r : Out(sync_read_signature(ceil_log2(depth), 8 * element_bytes))
+    """
+
+    def __init__(self, *, element_bytes, depth, chunk_bytes):
+        for name, value in (("element_bytes", element_bytes), ("depth", depth),
+                            ("chunk_bytes", chunk_bytes)):
+            _power_of_two(f"ElementMemory {name}", value)
+        self._e, self._depth, self._c = element_bytes, depth, chunk_bytes
+        self._word = max(element_bytes, chunk_bytes)
+        if depth * element_bytes < self._word:
+            raise ValueError(f"ElementMemory of {depth * element_bytes} bytes is smaller than "
+                             f"one {self._word}-byte word")
+        super().__init__({
+            "w": In(stream.Signature(chunk_layout(ceil_log2(depth * element_bytes),
+                                                  chunk_bytes), always_ready=True)),
+            "r": Out(sync_read_signature(ceil_log2(depth), 8 * element_bytes)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        e, c, word = self._e, self._c, self._word
+        m.submodules.mem = mem = memory.Memory(shape=8 * word,
+                                               depth=self._depth * e // word, init=[])
+        wp = mem.write_port(granularity=8)
+        rp = mem.read_port()
+        chunk = self.w.payload
+        word_shift = exact_log2(word)
+        m.d.comb += wp.addr.eq(chunk.addr >> word_shift)
+        if word == c:
+            m.d.comb += wp.data.eq(chunk.data)
+            with m.If(self.w.valid):
+                m.d.comb += wp.en.eq(chunk.mask)
+        else:
+            # A chunk fills one part of a wider word.
+            part = chunk.addr[exact_log2(c):word_shift]
+            m.d.comb += wp.data.eq(Cat(chunk.data for _ in range(word // c)))
+            with m.If(self.w.valid):
+                m.d.comb += wp.en.eq(chunk.mask << (part * c))
+
+        per_word = word // e
+        m.d.comb += [rp.addr.eq(self.r.addr >> exact_log2(per_word)), rp.en.eq(self.r.en)]
+        if per_word == 1:
+            m.d.comb += self.r.data.eq(rp.data)
+        else:
+            sub = Signal(range(per_word))
+            with m.If(self.r.en):
+                m.d.sync += sub.eq(self.r.addr[:exact_log2(per_word)])
+            m.d.comb += self.r.data.eq(rp.data.word_select(sub, 8 * e))
+        return m
+
+
+class WeightBuffer(wiring.Component):
+    """A group's weight buffer: ``lanes`` weights per read, from any byte address.
+
+    Contract: chunks on ``w`` write bytes as :class:`ElementMemory` does. A read of ``r.addr
+    = a`` in a cycle with ``r.en`` puts bytes ``a, a + 1, ..., a + lanes - 1`` (modulo the
+    buffer size) on ``r.data[0] .. r.data[lanes - 1]`` from the next cycle until the next
+    enabled read.
+
+    Byte ``a`` lives in bank ``a mod lanes``, so any ``lanes`` consecutive bytes are in
+    different banks; a bank word holds ``max(1, chunk_bytes / lanes)`` bytes so that a chunk
+    writes each bank at most once.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+        ``lanes``, ``weight_bytes`` and ``axi_bytes`` (the chunk size), powers of two.
+
+    Attributes
+    ----------
+    w : In(stream.Signature(chunk_layout(...), always_ready=True))
+    r : Out(sync_read_signature(..., data.ArrayLayout(8, lanes)))
+    """
+
+    def __init__(self, config):
+        for name in ("lanes", "weight_bytes", "axi_bytes"):
+            _power_of_two(f"WeightBuffer: AcceleratorConfig.{name}", getattr(config, name))
+        self._config = config
+        aw = ceil_log2(config.weight_bytes)
+        super().__init__({
+            "w": In(stream.Signature(chunk_layout(aw, config.axi_bytes), always_ready=True)),
+            "r": Out(sync_read_signature(aw, data.ArrayLayout(8, config.lanes))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        lanes, c = self._config.lanes, self._config.axi_bytes
+        k = max(1, c // lanes)                       # bytes per bank word
+        depth = self._config.weight_bytes // (lanes * k)
+        lane_bits, k_bits = exact_log2(lanes), exact_log2(k)
+        chunk = self.w.payload
+        a = self.r.addr
+        rot = Signal(range(lanes))
+        with m.If(self.r.en):
+            m.d.sync += rot.eq(a[:lane_bits])
+        bank_bytes = []
+        for b in range(lanes):
+            mem = memory.Memory(shape=8 * k, depth=depth, init=[])
+            m.submodules[f"bank{b}"] = mem
+            wp = mem.write_port(granularity=8)
+            rp = mem.read_port()
+            if c >= lanes:
+                # The chunk covers k whole rows of ``lanes`` bytes: byte j*lanes + b is ours.
+                m.d.comb += [
+                    wp.addr.eq(chunk.addr >> exact_log2(c)),
+                    wp.data.eq(Cat(chunk.data.word_select(j * lanes + b, 8) for j in range(k))),
+                ]
+                with m.If(self.w.valid):
+                    m.d.comb += wp.en.eq(Cat(chunk.mask[j * lanes + b] for j in range(k)))
+            else:
+                # The chunk covers c bytes of one row: bank b takes byte b mod c if it is in it.
+                m.d.comb += [wp.addr.eq(chunk.addr >> lane_bits),
+                             wp.data.eq(chunk.data.word_select(b % c, 8))]
+                with m.If(self.w.valid & (chunk.addr[exact_log2(c):lane_bits] == b // c)):
+                    m.d.comb += wp.en.eq(chunk.mask[b % c])
+            # Bank b holds the byte of lane (b - a) mod lanes: a's row, or the next one.
+            row = Signal(len(a) - lane_bits + 1, name=f"row{b}")
+            m.d.comb += row.eq(a[lane_bits:] + (a[:lane_bits] > b))
+            m.d.comb += [rp.addr.eq(row >> k_bits), rp.en.eq(self.r.en)]
+            if k == 1:
+                bank_bytes.append(rp.data)
+            else:
+                sub = Signal(k_bits, name=f"sub{b}")
+                with m.If(self.r.en):
+                    m.d.sync += sub.eq(row[:k_bits])
+                bank_bytes.append(rp.data.word_select(sub, 8))
+        banks = Array(bank_bytes)
+        for lane in range(lanes):
+            m.d.comb += self.r.data[lane].eq(banks[(rot + lane)[:lane_bits] if lane_bits
+                                                   else 0])
+        return m

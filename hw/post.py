@@ -1,0 +1,149 @@
+"""Post-processing: bias, requantization int32 -> int8, and the activation look-up table.
+
+One ``Post`` serves all the lanes of a group, one lane per cycle: requantization needs a
+32 x 16-bit multiplier, and one per group (instead of one per lane) keeps the multipliers for
+the MAC lanes. Per docs/isa.md's ``POST``::
+
+    y = sat8((acc * multiplier + (1 << (shift - 1))) >> shift)      # shift 0: no rounding term
+    y = LUT[lut][y + 128] if use_lut else y
+
+with ``acc`` already including the bias when ``CLEAR use_bias`` started the pixel. The rounding
+is computed without a variable left shift: for ``shift >= 1``,
+``(x + 2**(shift-1)) >> shift == ((x >> (shift-1)) + 1) >> 1``, and ``(2*x) >> shift`` is
+``x >> (shift-1)`` for ``shift >= 1`` and ``2*x`` for ``shift == 0``, whose ``(2x + 1) >> 1``
+is ``x``: one formula for every shift, exact for shifts beyond the product's width too.
+"""
+
+from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from . import isa
+from .memories import ElementMemory, chunk_layout
+
+__all__ = ["PARAM_LAYOUT", "post_input_layout", "Post"]
+
+#: One PARAM entry as stored (isa.PARAM_BYTES little-endian bytes): see docs/isa.md.
+PARAM_LAYOUT = data.StructLayout({
+    "bias": signed(32),
+    "multiplier": signed(16),
+    "shift": unsigned(8),
+    "pad": unsigned(8),
+})
+assert PARAM_LAYOUT.size == 8 * isa.PARAM_BYTES
+
+
+def post_input_layout(config):
+    """One lane's requantization job: its accumulator, its PARAM entry and the POST operands.
+
+    ``bias`` is added to ``acc`` (give 0 when the pixel was cleared without bias).
+    """
+    return data.StructLayout({
+        "acc": signed(config.acc_width),
+        "bias": signed(32),
+        "multiplier": signed(16),
+        "shift": unsigned(8),
+        "use_lut": 1,
+        "lut": unsigned(8),
+    })
+
+
+class Post(wiring.Component):
+    """Pipelined requantizer with an activation look-up table, one value per cycle.
+
+    Contract: for each job accepted on ``i``, ``o`` carries, in order,
+    ``y = LUT[lut][r + 128] if use_lut else r`` with
+    ``r = sat8(((acc + bias) * multiplier + (1 << (shift - 1) if shift else 0)) >> shift)``,
+    computed exactly (no intermediate wraps). A job accepted in cycle ``t`` is on ``o`` from
+    cycle ``t + LATENCY`` when ``o`` is not stalled; ``o`` stalling stalls the whole pipeline.
+    ``lut`` selects one of ``lut_tables`` tables (taken modulo ``lut_tables``; a power of two).
+
+    The tables are written through ``lut_w`` in DMA chunks (see :mod:`flexigan.hw.memories`),
+    entry ``x`` of table ``t`` at byte address ``t * 256 + (x + 128)``; a write in the same
+    cycle as a read of the same entry returns the old value.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+    lut_tables : int
+        Tables of ``isa.LUT_BYTES`` entries; a power of two.
+
+    Attributes
+    ----------
+    i : In(stream.Signature(post_input_layout(config)))
+    o : Out(stream.Signature(signed(8)))
+    lut_w : In(stream.Signature(chunk_layout(...), always_ready=True))
+    """
+
+    #: Cycles from a job's acceptance on ``i`` to its result on ``o``.
+    LATENCY = 4
+
+    def __init__(self, config, lut_tables):
+        if not isinstance(lut_tables, int) or lut_tables < 1 or lut_tables & (lut_tables - 1):
+            raise ValueError(f"Post lut_tables must be a positive power of two, not "
+                             f"{lut_tables!r}")
+        self._config = config
+        self._lut_tables = lut_tables
+        depth = lut_tables * isa.LUT_BYTES
+        super().__init__({
+            "i": In(stream.Signature(post_input_layout(config))),
+            "o": Out(stream.Signature(signed(8))),
+            "lut_w": In(stream.Signature(chunk_layout(ceil_log2(depth), config.axi_bytes),
+                                         always_ready=True)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        job = self.i.payload
+        m.submodules.lut = lut = ElementMemory(
+            element_bytes=1, depth=self._lut_tables * isa.LUT_BYTES,
+            chunk_bytes=self._config.axi_bytes)
+        wiring.connect(m, wiring.flipped(self.lut_w), lut.w)
+        lut_r = lut.r
+
+        # All stages move together; a stalled output holds every stage (and the LUT read).
+        valid = [Signal(name=f"valid{k}") for k in range(1, self.LATENCY + 1)]
+        advance = ~valid[-1] | self.o.ready
+        m.d.comb += self.i.ready.eq(advance)
+        m.d.comb += lut_r.en.eq(advance)
+
+        total = Signal(signed(self._config.acc_width + 1))
+        product = Signal(signed(self._config.acc_width + 1 + 16))
+        y = Signal(signed(8))
+        mult, shift = Signal(signed(16)), [Signal(8, name=f"shift{k}") for k in (1, 2)]
+        use_lut = [Signal(name=f"use_lut{k}") for k in range(1, 5)]
+        table = [Signal(8, name=f"table{k}") for k in range(1, 4)]
+        y4 = Signal(signed(8))
+
+        # (2 * product) >> shift, then the rounding step; see the module docstring.
+        halved = Signal(signed(product.shape().width + 1))
+        m.d.comb += halved.eq(((product.as_signed() * 2) >> shift[1]) + 1)
+        rounded = halved >> 1
+        with m.If(advance):
+            m.d.sync += [
+                valid[0].eq(self.i.valid),
+                total.eq(job.acc + job.bias),
+                mult.eq(job.multiplier), shift[0].eq(job.shift),
+                use_lut[0].eq(job.use_lut), table[0].eq(job.lut),
+                # Stage 2: the multiplier (registered output).
+                valid[1].eq(valid[0]),
+                product.eq(total * mult), shift[1].eq(shift[0]),
+                use_lut[1].eq(use_lut[0]), table[1].eq(table[0]),
+                # Stage 3: round, shift, saturate.
+                valid[2].eq(valid[1]),
+                y.eq(Mux(rounded > 127, 127, Mux(rounded < -128, -128, rounded))),
+                use_lut[2].eq(use_lut[1]), table[2].eq(table[1]),
+                # Stage 4: the table read (the read port's register), or the value itself.
+                valid[3].eq(valid[2]),
+                y4.eq(y), use_lut[3].eq(use_lut[2]),
+            ]
+        index_bits = ceil_log2(self._lut_tables)
+        entry = y.as_unsigned() ^ Const(0x80, 8)    # y + 128, as an unsigned byte
+        m.d.comb += lut_r.addr.eq(entry if not index_bits else
+                                  (table[2][:index_bits] << 8) | entry)
+        m.d.comb += [
+            self.o.valid.eq(valid[3]),
+            self.o.payload.eq(Mux(use_lut[3], lut_r.data.as_signed(), y4)),
+        ]
+        return m

@@ -1,0 +1,129 @@
+"""Byte realignment between two word-aligned views of the same bytes (the DMA's data path).
+
+External memory is read and written in whole AXI beats, on-chip memories in whole words of the
+same width, and a DMA transfer of ``n`` bytes may start at any byte of either. ``Realign`` takes
+the source words that cover the transfer and produces the destination words that cover it,
+each with the byte mask of the bytes that belong to the transfer. Loads (external -> on-chip)
+and stores (on-chip -> external) both use it.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import exact_log2
+
+__all__ = ["beat_layout", "realign_command_layout", "covering_words", "Realign"]
+
+
+def beat_layout(data_width):
+    """A word on a DMA data path: its bytes, which of them count, and the end of a transfer."""
+    return data.StructLayout({"data": unsigned(data_width), "mask": unsigned(data_width // 8),
+                              "last": 1})
+
+
+def realign_command_layout(data_width):
+    """A transfer: byte offsets of its first byte in the first source and destination words,
+    and its length in bytes."""
+    return data.StructLayout({"src_offset": unsigned(exact_log2(data_width // 8)),
+                              "dst_offset": unsigned(exact_log2(data_width // 8)),
+                              "length": unsigned(24)})
+
+
+def covering_words(offset, length, data_width):
+    """Words of ``data_width`` bits that hold ``length`` bytes from byte ``offset`` of the
+    first (an Amaranth expression; 0 when ``length`` is 0)."""
+    nbytes = data_width // 8
+    return Mux(length == 0, 0, (offset + length + nbytes - 1) >> exact_log2(nbytes))
+
+
+class Realign(wiring.Component):
+    """Shifts a transfer's bytes from source word alignment to destination word alignment.
+
+    Contract: for each command accepted on ``cmd`` (only when idle) with ``length = n > 0``,
+    the component consumes ``ceil((src_offset + n) / W)`` words on ``i`` (``W`` bytes each; only
+    their ``data`` is used) holding the transfer from byte ``src_offset`` of the first word on,
+    and produces ``ceil((dst_offset + n) / W)`` words on ``o`` holding the same bytes from
+    byte ``dst_offset`` of the first word on. Each output ``mask`` marks the transfer's bytes;
+    other bytes are unspecified. The final output word has ``last`` set. A command with
+    ``n = 0`` is accepted and does nothing.
+
+    One word per cycle in steady state. When ``dst_offset < src_offset`` the first input word
+    is absorbed without output; when the transfer spills into one more destination word than
+    it has source words, that word is produced after the last input word.
+
+    Parameters
+    ----------
+    data_width : int
+        Word width in bits, a power of two >= 8.
+
+    Attributes
+    ----------
+    cmd : In(stream.Signature(realign_command_layout(data_width)))
+    i : In(stream.Signature(beat_layout(data_width)))
+    o : Out(stream.Signature(beat_layout(data_width)))
+    """
+
+    def __init__(self, data_width):
+        if data_width < 8 or data_width & (data_width - 1):
+            raise ValueError(f"Realign data_width must be a power of two >= 8, not "
+                             f"{data_width!r}")
+        self._width = data_width
+        super().__init__({
+            "cmd": In(stream.Signature(realign_command_layout(data_width))),
+            "i": In(stream.Signature(beat_layout(data_width))),
+            "o": Out(stream.Signature(beat_layout(data_width))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        nbytes = self._width // 8
+        shift = exact_log2(nbytes)
+        src_left = Signal(24)        # input words still to consume
+        dst_left = Signal(24)        # output words still to produce
+        absorb = Signal()            # the first input word is only stored
+        first = Signal()             # the next output is the transfer's first word
+        rotate = Signal(range(nbytes + 1))  # bytes of the previous word in each output word
+        start = Signal(range(nbytes))
+        end = Signal(range(nbytes))  # (dst_offset + n) mod W: bytes used of the final word
+        prev = Signal(self._width)
+
+        cmd = self.cmd.payload
+        with m.If(self.cmd.valid & self.cmd.ready & (cmd.length != 0)):
+            m.d.sync += [
+                src_left.eq(covering_words(cmd.src_offset, cmd.length, self._width)),
+                dst_left.eq(covering_words(cmd.dst_offset, cmd.length, self._width)),
+                absorb.eq(cmd.dst_offset < cmd.src_offset),
+                first.eq(1),
+                # Output byte b comes from the previous word's byte W - rotate + b when
+                # b < rotate, else from the current word's byte b - rotate.
+                rotate.eq((cmd.dst_offset - cmd.src_offset)[:shift]),
+                start.eq(cmd.dst_offset),
+                end.eq((cmd.dst_offset + cmd.length)[:shift]),
+            ]
+        m.d.comb += self.cmd.ready.eq((src_left == 0) & (dst_left == 0))
+
+        current = Mux(src_left != 0, self.i.payload.data, 0)
+        window = Cat(prev, current)
+        skip = Signal(range(nbytes + 1))    # bytes of the previous word not in the output
+        m.d.comb += skip.eq(nbytes - rotate)
+        m.d.comb += self.o.payload.data.eq(window >> (skip << 3))
+        full = Const((1 << nbytes) - 1, nbytes)
+        low = Mux(first, full & ~((Const(1, nbytes + 1) << start) - 1), full)
+        high = Mux((dst_left == 1) & (end != 0), (Const(1, nbytes + 1) << end) - 1, full)
+        m.d.comb += [self.o.payload.mask.eq(low & high), self.o.payload.last.eq(dst_left == 1)]
+
+        with m.If(absorb):
+            m.d.comb += self.i.ready.eq(1)
+            with m.If(self.i.valid):
+                m.d.sync += [prev.eq(self.i.payload.data), src_left.eq(src_left - 1),
+                             absorb.eq(0)]
+        with m.Elif(src_left != 0):
+            m.d.comb += [self.o.valid.eq(self.i.valid), self.i.ready.eq(self.o.ready)]
+            with m.If(self.i.valid & self.o.ready):
+                m.d.sync += [prev.eq(self.i.payload.data), src_left.eq(src_left - 1),
+                             dst_left.eq(dst_left - 1), first.eq(0)]
+        with m.Elif(dst_left != 0):
+            m.d.comb += self.o.valid.eq(1)
+            with m.If(self.o.ready):
+                m.d.sync += [dst_left.eq(dst_left - 1), first.eq(0)]
+        return m
