@@ -84,6 +84,14 @@ def _cmd_simulate(args):
               f"memory bound {report['memory_bound_cycles']:.0f} cycles; "
               f"{report['macs_skipped']} MACs skipped; bit-exact with golden: "
               f"{'yes' if report['bit_exact_vs_golden'] else 'NO'}")
+    if "roofline" in report:
+        r = report["roofline"]
+        line = f"per frame at batch 1 the {r['bound_at_batch_1']} bound dominates"
+        if r["bound_at_batch_1"] == "memory":
+            at = r["compute_bound_at_batch"]
+            line += (f"; batching weights across {at} frames makes it compute bound" if at else
+                     "; activation traffic alone keeps it memory bound at any batch")
+        print(line + " (roofline in sim_report.json)")
 
 
 def _positive(text):

@@ -134,7 +134,8 @@ class Result:
 
     ``time[i]`` is the controller's clock after instruction ``i`` (for BARRIER its release,
     for END the end of all work); ``macs_issued``, ``macs_skipped`` and ``dram_bytes`` are per
-    instruction; ``busy``/``stall`` are per group.
+    instruction; ``busy``/``stall`` are per group; ``dram_by_space`` splits the DMA bytes by
+    on-chip memory (``ACT`` traffic is per frame, the rest is the model's constants).
     """
 
     memory: np.ndarray
@@ -147,6 +148,7 @@ class Result:
     stall: list
     runs: int
     counters: dict
+    dram_by_space: dict
 
 
 class _Machine:
@@ -173,6 +175,7 @@ class _Machine:
         self.busy, self.stall = [0] * g, [0] * g
         self.runs = 0
         self.issued = self.skipped = self.dram = 0
+        self.dram_by_space = dict.fromkeys(isa.Space, 0)
 
     # --- memories --------------------------------------------------------------------------
 
@@ -244,6 +247,7 @@ class _Machine:
             for g in self._groups(a["group_mask"]):
                 self.group_dma[g] = max(self.group_dma[g], end)
         self.dram += n
+        self.dram_by_space[space] += n
         return n
 
     def run(self, a):
@@ -436,7 +440,8 @@ def run(image, config, sparse=True, max_instructions=10_000_000):
     counters = m.counters()
     counters["instructions"] = len(times)
     return Result(m.mem, m.now, np.array(times), np.array(issued), np.array(skipped),
-                  np.array(dram), m.busy, m.stall, m.runs, counters)
+                  np.array(dram), m.busy, m.stall, m.runs, counters,
+                  {space.name: n for space, n in m.dram_by_space.items()})
 
 
 def report_fields():
@@ -452,6 +457,36 @@ def _figures(config, cycles, useful, issued, skipped, dram):
             "utilization": round(useful / (cycles * lanes), 4) if cycles else 0.0,
             "compute_bound_cycles": round(useful / lanes, 1),
             "memory_bound_cycles": round(dram / config.axi_bytes, 1), "dram_bytes": int(dram)}
+
+
+#: Batch sizes the roofline analysis tabulates.
+ROOFLINE_BATCHES = (1, 2, 4, 8, 16, 32, 64)
+
+
+def roofline(config, macs_useful, act_bytes, constant_bytes, batches=ROOFLINE_BATCHES):
+    """Which bound dominates one frame, and how batching weights across frames moves it.
+
+    A batched schedule loads each tile's constants (weights, parameters, tables, micro-ops)
+    once and runs it over ``batch`` frames, so per frame the memory bound is
+    ``(act_bytes + constant_bytes / batch) / axi_bytes`` while the compute bound,
+    ``macs_useful / total_lanes``, stays. An estimate from one frame's traffic (activations
+    are assumed to stay where a batch-1 program keeps them), not a simulated batched program.
+    """
+    compute = macs_useful / config.total_lanes
+    rows = []
+    for batch in batches:
+        memory = (act_bytes + constant_bytes / batch) / config.axi_bytes
+        rows.append({"batch": batch, "compute_bound_cycles": round(compute, 1),
+                     "memory_bound_cycles": round(memory, 1),
+                     "bound": "memory" if memory > compute else "compute"})
+    crossover = next((r["batch"] for r in rows if r["bound"] == "compute"), None)
+    floor = act_bytes / config.axi_bytes
+    return {"bound_at_batch_1": rows[0]["bound"], "act_bytes_per_frame": int(act_bytes),
+            "constant_bytes": int(constant_bytes),
+            "compute_bound_at_batch": crossover,
+            "memory_bound_floor_cycles": round(floor, 1),
+            "memory_bound_at_any_batch": floor > compute,
+            "batches": rows}
 
 
 def simulate(program, inputs_int8, config=None, sparse=True):
@@ -475,7 +510,8 @@ def simulate(program, inputs_int8, config=None, sparse=True):
     report : dict
         ``engine``, ``batch``, ``sparse``, ``output_shape``, the :func:`report_fields` for the
         whole batch, ``groups`` (busy and stall cycles), ``counters`` (the COUNTERS block of the
-        last sample) and ``layers`` (the same fields per layer).
+        last sample), ``roofline`` (see :func:`roofline`; per frame) and ``layers`` (the same
+        fields per layer).
     """
     from ..compiler.program import tensor_addresses
 
@@ -515,6 +551,7 @@ def simulate(program, inputs_int8, config=None, sparse=True):
                           result.dram_bytes[first:last].sum()]
         busy += result.busy
         stall += result.stall
+        traffic = result.dram_by_space
     rows = []
     for layer, (cycles, issued, skipped, dram) in zip(layers, totals):
         rows.append({"name": layer["name"], "op": layer["op"],
@@ -528,5 +565,8 @@ def simulate(program, inputs_int8, config=None, sparse=True):
               "output_shape": list(next(iter(outputs.values())).shape),
               **_figures(config, total[0], useful, total[1], total[2], total[3]),
               "groups": [{"busy": int(b), "stall": int(s)} for b, s in zip(busy, stall)],
-              "counters": result.counters, "layers": rows}
+              "counters": result.counters,
+              "roofline": roofline(config, useful // batch, traffic["ACT"],
+                                   sum(n for space, n in traffic.items() if space != "ACT")),
+              "layers": rows}
     return outputs, report

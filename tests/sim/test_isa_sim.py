@@ -258,3 +258,22 @@ def test_ulx3s_dcgan64_generator_is_memory_bound(dcgan):
     _, r = simulate(program, {k: v[:1] for k, v in inputs.items()}, sparse=False)
     assert r["memory_bound_cycles"] > r["compute_bound_cycles"]
     assert r["cycles"] <= 1.25 * r["memory_bound_cycles"]
+    roof = r["roofline"]
+    assert roof["bound_at_batch_1"] == "memory"
+    assert roof["batches"][0]["memory_bound_cycles"] == pytest.approx(r["memory_bound_cycles"],
+                                                                     abs=1)
+    # Batching weights across frames moves the board to the compute bound.
+    at = roof["compute_bound_at_batch"]
+    assert at is not None and 1 < at <= 16
+    memory = [row["memory_bound_cycles"] for row in roof["batches"]]
+    assert memory == sorted(memory, reverse=True)
+    assert roof["act_bytes_per_frame"] + roof["constant_bytes"] == r["dram_bytes"]
+
+
+def test_roofline_splits_constants_from_frames():
+    config = AcceleratorConfig(groups=1, lanes=10, axi_data_width=8)
+    r = isa_sim.roofline(config, macs_useful=1000, act_bytes=50, constant_bytes=400,
+                         batches=(1, 4, 8))
+    assert [row["memory_bound_cycles"] for row in r["batches"]] == [450, 150, 100]
+    assert [row["bound"] for row in r["batches"]] == ["memory", "memory", "compute"]
+    assert r["compute_bound_at_batch"] == 8 and not r["memory_bound_at_any_batch"]
