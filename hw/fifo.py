@@ -11,8 +11,10 @@ class StreamFIFO(wiring.Component):
     """A synchronous FIFO whose ports are streams of ``shape``.
 
     Contract: payloads leave ``o`` in the order they entered ``i``; up to ``depth`` payloads
-    are held. The output is registered (``SyncFIFOBuffered``), so a payload entering an empty
-    queue is on ``o`` two cycles later and ``level`` counts it from the cycle after entry.
+    are held, and ``i`` is ready exactly when fewer are (``level < depth``), so a producer
+    may count its credits with ``level``. The output is registered (``SyncFIFOBuffered``), so
+    a payload entering an empty queue is on ``o`` two cycles later and ``level`` counts it
+    from the cycle after entry.
 
     Parameters
     ----------
@@ -43,11 +45,15 @@ class StreamFIFO(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         width = Shape.cast(self._shape).width
-        m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=width, depth=self._depth)
+        # SyncFIFOBuffered's output register is not part of its write side: with ``depth``
+        # entries it refuses a write while its inner memory is full even if the register is
+        # empty. One spare entry makes ``level < depth`` enough for a write.
+        m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=width, depth=self._depth + 1)
+        ready = queue.level < self._depth
         m.d.comb += [
             queue.w_data.eq(self.i.payload),
-            queue.w_en.eq(self.i.valid),
-            self.i.ready.eq(queue.w_rdy),
+            queue.w_en.eq(self.i.valid & ready),
+            self.i.ready.eq(ready),
             self.o.payload.eq(queue.r_data),
             self.o.valid.eq(queue.r_rdy),
             queue.r_en.eq(self.o.ready),
