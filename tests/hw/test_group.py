@@ -1,0 +1,357 @@
+# amaranth: UnusedElaboratable=no
+"""The engine group behind a real crossbar, bit for bit against the instruction simulator.
+
+Each case is one or more RUNs (a micro-program and its RUN operands) over random memories:
+the same bytes go to ``isa_sim.run`` (as a global program of DMA loads, UOP_LOAD, RUNs,
+BARRIER, DMA_STORE of all of ACT) and to the RTL (through the crossbar's and the groups' DMA
+ports); the ACT bytes afterwards, the MAC counters and the cycles per RUN are compared.
+"""
+
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+from amaranth.hdl import Elaboratable, Module
+from amaranth.lib.wiring import connect
+
+from flexigan.compiler import asm
+from flexigan.compiler.lower import lower
+from flexigan.hw import isa
+from flexigan.hw.config import AcceleratorConfig
+from flexigan.hw.crossbar import Crossbar
+from flexigan.hw.group import Group, act_tag_layout, lut_tables
+from flexigan.sim import isa_sim
+from flexigan.sim.isa_sim import PARAM_DTYPE
+from tests.compiler.test_lower import _conv, _convt, quantized
+from tests.hw.streams import Pauses, put, simulate
+
+CONFIG = AcceleratorConfig(groups=2, lanes=4, act_banks=4, act_bank_bytes=256, weight_bytes=256,
+                           param_entries=16, uop_depth=16, axi_data_width=32, mem_latency=4,
+                           burst_bytes=64)
+WORD = CONFIG.axi_bytes
+TABLES = lut_tables(CONFIG)
+
+
+class Fabric(Elaboratable):
+    """``groups`` Groups on the read and write ports of one Crossbar."""
+
+    def __init__(self, config):
+        self.xbar = Crossbar(config, act_tag_layout(config))
+        self.groups = [Group(config) for _ in range(config.groups)]
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.xbar = self.xbar
+        for g, group in enumerate(self.groups):
+            m.submodules[f"group{g}"] = group
+            connect(m, group.act_rd, self.xbar.rd[g])
+            connect(m, group.act_wr, self.xbar.wr[g])
+        return m
+
+
+@dataclass
+class Memories:
+    """Random contents of ACT and of every group's WGT, PARAM and LUT memories."""
+
+    act: np.ndarray
+    wgt: list
+    param: list
+    lut: list
+
+    @classmethod
+    def random(cls, seed, zeros=0.3):
+        rng = np.random.default_rng(seed)
+        act = rng.integers(-128, 128, CONFIG.act_bytes).astype(np.int8)
+        act[rng.random(act.size) < zeros] = 0
+        wgt, param, lut = [], [], []
+        for _ in range(CONFIG.groups):
+            wgt.append(rng.integers(-128, 128, CONFIG.weight_bytes).astype(np.int8))
+            p = np.zeros(CONFIG.param_entries, PARAM_DTYPE)
+            p["bias"] = rng.integers(-3000, 3000, p.size)
+            p["multiplier"] = rng.integers(-2 ** 15, 2 ** 15, p.size)
+            p["shift"] = rng.integers(8, 24, p.size)
+            param.append(p)
+            lut.append(rng.integers(-128, 128, (TABLES, isa.LUT_BYTES)).astype(np.int8))
+        return cls(act, wgt, param, lut)
+
+
+@dataclass
+class Run:
+    """One RUN on group ``group``: its micro-program (assembly or bytes) and operands."""
+
+    group: int
+    uops: object
+    args: dict = field(default_factory=dict)
+
+    @property
+    def code(self):
+        return asm.assemble(self.uops, "uop") if isinstance(self.uops, str) else self.uops
+
+    def operands(self, uop_addr):
+        a = {"uop_addr": uop_addr, "uop_count": len(self.code) // isa.UOP_BYTES, "lanes":
+             CONFIG.lanes, **self.args}
+        return a
+
+
+def _layout(runs):
+    """Micro-op addresses: each group's distinct programs, packed from 0."""
+    where, code = {}, [bytearray() for _ in range(CONFIG.groups)]
+    for run in runs:
+        key = (run.group, run.code)
+        if key not in where:
+            where[key] = len(code[run.group]) // isa.UOP_BYTES
+            code[run.group] += run.code
+    assert all(len(c) <= CONFIG.uop_depth * isa.UOP_BYTES for c in code)
+    return [where[run.group, run.code] for run in runs], code
+
+
+def reference(mem, runs, sparse):
+    """ACT after the RUNs, the counters and each group's busy cycles, from isa_sim."""
+    addrs, code = _layout(runs)
+    blobs, lines = bytearray(), []
+
+    def place(data):
+        at = 0x1000 + len(blobs)
+        blobs.extend(bytes(data) + bytes(-len(data) % 64))
+        return at
+
+    lines.append(f"DMA_LOAD space=ACT ext_addr={place(mem.act.tobytes())} length="
+                 f"{CONFIG.act_bytes}")
+    for g in range(CONFIG.groups):
+        mask = 1 << g
+        for space, data in (("WGT", mem.wgt[g].tobytes()), ("PARAM", mem.param[g].tobytes()),
+                            ("LUT", mem.lut[g].tobytes())):
+            lines.append(f"DMA_LOAD space={space} group_mask={mask} ext_addr={place(data)} "
+                         f"length={len(data)}")
+        if code[g]:
+            lines.append(f"UOP_LOAD group_mask={mask} ext_addr={place(code[g])} "
+                         f"length={len(code[g])}")
+    lines.append(f"BARRIER group_mask={(1 << CONFIG.groups) - 1}")
+    lines.append("COUNTERS action=RESET")
+    for run, addr in zip(runs, addrs):
+        operands = " ".join(f"{k}={v}" for k, v in run.operands(addr).items())
+        lines.append(f"RUN group_mask={1 << run.group} {operands}")
+    out, counters = place(bytes(CONFIG.act_bytes)), place(bytes(64))
+    lines += [f"BARRIER group_mask={(1 << CONFIG.groups) - 1}",
+              f"DMA_STORE space=ACT ext_addr={out} length={CONFIG.act_bytes}",
+              f"COUNTERS action=STORE ext_addr={counters}", "END"]
+    program = asm.assemble("\n".join(lines))
+    assert len(program) <= 0x1000
+    image = bytearray(0x1000) + blobs
+    image[:len(program)] = program
+    result = isa_sim.run(bytes(image), CONFIG, sparse=sparse)
+    act = result.memory[out:out + CONFIG.act_bytes].view(np.int8).copy()
+    return act, result.counters, result.busy
+
+
+def _chunks(data):
+    data = bytes(data)
+    for at in range(0, len(data), WORD):
+        yield at, int.from_bytes(data[at:at + WORD], "little")
+
+
+def hardware(mem, runs, sparse, competitor=0.0, seed=0):
+    """ACT after the RUNs on the RTL, its counters and each group's cycles from its first RUN
+    accepted to its last byte written."""
+    dut = Fabric(CONFIG)
+    addrs, code = _layout(runs)
+    act = {}
+    cycles = [0] * CONFIG.groups
+    counters = {}
+    loaded = []
+    finished = []
+
+    async def load_act(ctx):
+        for at, word in _chunks(mem.act.view(np.uint8)):
+            await put(ctx, dut.xbar.dma_wr.req, {"addr": at // WORD, "data": word,
+                                                  "mask": (1 << WORD) - 1})
+        loaded.append("act")
+
+    def load_group(g):
+        async def tb(ctx):
+            port = dut.groups[g].dma
+            for space, data in ((isa.Space.WGT, mem.wgt[g]), (isa.Space.PARAM, mem.param[g]),
+                                (isa.Space.LUT, mem.lut[g]), (isa.Space.UOP, code[g])):
+                for at, word in _chunks(np.asarray(data).tobytes() if len(data) else b""):
+                    ctx.set(port.valid, 1)
+                    ctx.set(port.payload, {"space": space, "chunk": {
+                        "addr": at, "data": word, "mask": (1 << WORD) - 1}})
+                    await ctx.tick()
+            ctx.set(port.valid, 0)
+            loaded.append(g)
+        return tb
+
+    def issue(g):
+        async def tb(ctx):
+            group = dut.groups[g]
+            ctx.set(group.bypass, not sparse)
+            while len(loaded) < 1 + CONFIG.groups:
+                await ctx.tick()
+            mine = [run.operands(addr) for run, addr in zip(runs, addrs) if run.group == g]
+            if mine:
+                n = 0   # cycles since the first RUN was accepted
+                for operands in mine:
+                    ctx.set(group.run.valid, 1)
+                    ctx.set(group.run.payload, {"group_mask": 1 << g, **operands})
+                    while True:
+                        _, _, ready = await ctx.tick().sample(group.run.ready)
+                        n += n != 0 or ready
+                        if ready:
+                            break
+                    ctx.set(group.run.valid, 0)
+                while ctx.get(group.busy):
+                    await ctx.tick()
+                    n += 1
+                cycles[g] = n
+            counters[g] = (ctx.get(group.macs_issued), ctx.get(group.macs_skipped),
+                           ctx.get(group.error))
+            finished.append(g)
+        return tb
+
+    quiet = []
+
+    async def noise(ctx):
+        # A competitor on the DMA read port: random words, so the groups' reads wait for
+        # their banks now and then.
+        rng = random.Random(seed)
+        pauses = Pauses(1 - competitor, seed)
+        while len(finished) < CONFIG.groups:
+            await put(ctx, dut.xbar.dma_rd.req, {"addr": rng.randrange(CONFIG.act_bytes // WORD),
+                                                  }, pauses)
+        quiet.append(1)
+
+    async def read_back(ctx):
+        while len(finished) < CONFIG.groups or (competitor and not quiet):
+            await ctx.tick()
+        await ctx.tick().repeat(2)
+        port = dut.xbar.dma_rd
+        words = CONFIG.act_bytes // WORD
+        ctx.set(port.req.valid, 1)
+        issued = 0
+        while len(act) < words:
+            ctx.set(port.req.payload, {"addr": issued % words})
+            _, _, ready, valid, data = await ctx.tick().sample(
+                port.req.ready, port.resp.valid, port.resp.payload.data)
+            if valid:
+                act[len(act)] = data
+            if ready:
+                issued += 1
+            if issued == words:
+                ctx.set(port.req.valid, 0)
+
+    benches = [load_act, *(load_group(g) for g in range(CONFIG.groups)),
+               *(issue(g) for g in range(CONFIG.groups))]
+    if competitor:
+        benches.append(noise)
+    simulate(dut, *benches, read_back, timeout=50_000)
+    data = b"".join(act[k].to_bytes(WORD, "little") for k in range(len(act)))
+    return np.frombuffer(data, np.int8), counters, cycles
+
+
+def compiled_runs(model):
+    """The RUNs of ``model``'s single layer compiled for CONFIG, with their micro-programs,
+    as many as fit each group's micro-op memory side by side."""
+    qgraph, _ = quantized(model)
+    program = lower(qgraph, CONFIG)
+    image = program.image
+    uops = [[bytes(isa.UOP_BYTES)] * CONFIG.uop_depth for _ in range(CONFIG.groups)]
+    runs = []
+    for at in range(0, len(program.code), isa.GLOBAL_BYTES):
+        op, a = isa.decode_global(int.from_bytes(program.code[at:at + isa.GLOBAL_BYTES],
+                                                 "little"))
+        groups = [g for g in range(CONFIG.groups) if a.get("group_mask", 0) >> g & 1]
+        if op == isa.GlobalOp.UOP_LOAD:
+            words = image[a["ext_addr"]:a["ext_addr"] + a["length"]]
+            for g in groups:
+                for k in range(0, len(words), isa.UOP_BYTES):
+                    uops[g][a["local_addr"] + k // isa.UOP_BYTES] = words[k:k + isa.UOP_BYTES]
+        elif op == isa.GlobalOp.RUN:
+            args = {k: v for k, v in a.items() if k not in ("group_mask", "uop_addr",
+                                                            "uop_count")}
+            for g in groups:
+                code = b"".join(uops[g][a["uop_addr"]:a["uop_addr"] + a["uop_count"]])
+                runs.append(Run(g, code, args))
+    kept, size = [], [set() for _ in range(CONFIG.groups)]
+    for run in runs:
+        programs = size[run.group] | {run.code}
+        if sum(len(c) for c in programs) <= CONFIG.uop_depth * isa.UOP_BYTES:
+            size[run.group] = programs
+            kept.append(run)
+    return kept
+
+
+def check(runs, seed=0, sparse=True, competitor=0.0, zeros=0.3):
+    """Run ``runs`` on isa_sim and on the RTL; the same ACT bytes and MAC counters, no error.
+    Returns each group's RTL cycles over its isa_sim busy cycles."""
+    mem = Memories.random(seed, zeros)
+    want, counters, busy = reference(mem, runs, sparse)
+    got, hw, cycles = hardware(mem, runs, sparse, competitor, seed)
+    written = np.count_nonzero(want != mem.act)
+    assert written, "the case writes nothing"
+    np.testing.assert_array_equal(got, want)
+    assert sum(i for i, _, _ in hw.values()) == counters["macs_issued"]
+    assert sum(s for _, s, _ in hw.values()) == counters["macs_skipped"]
+    assert not any(e for _, _, e in hw.values())
+    return [c / b for c, b in zip(cycles, busy) if b]
+
+
+# A 3x3 convolution over 2 input channels (HWC, 16-byte rows of 8 pixels) with stride 2 in
+# columns, 4 lanes whose outputs are 2 bytes apart.
+CONV = """
+    LOOP level=0 count=3 act_stride=16 wgt_stride=24
+    LOOP level=1 count=3 act_stride=2 wgt_stride=8
+    LOOP level=2 count=2 act_stride=1 wgt_stride=4
+    ACT row_stride=16 col_stride=4
+    WGT lane_stride=1
+    CLEAR use_bias={bias}
+    MAC
+    POST use_lut={lut} lut=1 per_lane={per_lane}
+    WRITE row_stride=32 col_stride=8 lane_stride=2
+"""
+
+
+def conv(bias=1, lut=0, per_lane=0, lanes=4, group=0, **args):
+    return Run(group, CONV.format(bias=bias, lut=lut, per_lane=per_lane),
+               {"rows": 3, "cols": 3, "lanes": lanes, "out_offset": 512, **args})
+
+
+@pytest.mark.parametrize("bias, lut, per_lane", [(1, 0, 0), (0, 1, 0), (1, 1, 1)])
+def test_conv(bias, lut, per_lane):
+    check([conv(bias, lut, per_lane, lut_offset=6, param_offset=3, wgt_offset=16)])
+
+
+def test_conv_dense_and_sparse_agree_with_the_counters():
+    for sparse in (False, True):
+        check([conv()], sparse=sparse, zeros=0.5)
+
+
+def test_fewer_lanes_than_the_group_has():
+    check([conv(lanes=3, lut=1, per_lane=1), conv(lanes=1, lut=1, per_lane=1, out_offset=700)])
+
+
+def test_crossbar_backpressure_from_a_competing_reader():
+    check([conv(lut=1)], competitor=0.7, seed=3)
+
+
+def test_two_groups_share_the_crossbar():
+    check([conv(group=0, lut=1, per_lane=1),
+           conv(group=1, bias=0, act_offset=5, out_offset=700)], competitor=0.3, seed=4)
+
+
+def test_compiled_conv():
+    runs = compiled_runs(_conv(3, 4, (6, 6), [3, 3], pads=[1, 1, 1, 1]))
+    check(runs, seed=5)
+
+
+def test_compiled_convtranspose_phases():
+    # k=3, s=2: phases of 4, 2, 2 and 1 taps, border segments with fewer.
+    runs = compiled_runs(_convt(2, 4, (4, 4), [3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
+                                output_padding=[1, 1]))
+    assert len({len(r.code) for r in runs}) > 1
+    check(runs, seed=6)
+
+
+def test_compiled_gemm():
+    runs = compiled_runs(_convt(10, 3, (1, 1), [1, 1], act="Sigmoid"))
+    check(runs, seed=7, sparse=False)
