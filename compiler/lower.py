@@ -76,6 +76,7 @@ class _Group:
     """What the compiler knows of one group's memories, to skip reloads."""
 
     halves: list = field(default_factory=lambda: [None, None])
+    whole: int | None = None    # the half whose tile's weights fill the whole buffer
     luts: list = field(default_factory=lambda: [None, None])
     last: int = 1
     uops: dict = field(default_factory=dict)
@@ -171,15 +172,7 @@ class _Lowering:
         cin = layer.cin_g
         phase_bytes = max(len(phase_r[a]) * len(phase_c[b]) for a in phase_r for b in phase_c)
         seg_bytes = max(1, max(r.ntaps * c.ntaps for r in rsegs for c in csegs)) * cin
-        lanes = min(cfg.lanes, layer.weight.shape[1])
-        per_segment = phase_bytes * cin * lanes > self.half
-        if per_segment and seg_bytes * lanes > self.half:
-            # Split along output channels: fewer lanes per tile.
-            lanes = self.half // seg_bytes
-            if not lanes:
-                raise FitError(f"layer {layer.name!r}: a weight tile needs {seg_bytes} bytes "
-                               f"per lane, half the weight buffer holds {self.half} "
-                               f"(short by {seg_bytes - self.half})")
+        per_segment, lanes = self._tiling(layer, phase_bytes * cin, seg_bytes)
         tiles = self._lane_tiles(layer, lanes)
         n_units = len(tiles) * (len(rsegs) * len(csegs) if per_segment
                                 else len(phase_r) * len(phase_c))
@@ -240,9 +233,31 @@ class _Lowering:
             self.code += post
         if following:
             for g, queue in enumerate(following[0][1]):
-                if queue:
+                # Not a tile that would overwrite weights this layer's runs still read.
+                if queue and len(queue[0].tile.wgt) <= self.half and \
+                        self.groups[g].whole is None:
                     self._tile_load(g, queue[0].tile, {"tiles": 0})
         self.emit("BARRIER", group_mask=self.all)
+
+    def _tiling(self, layer, phase_bytes, seg_bytes):
+        """``(per_segment, lanes)`` of the layer's weight tiles (bytes per lane: a phase's
+        ``phase_bytes``, a segment's ``seg_bytes``). A tile goes in half the weight buffer
+        (double buffered: the next tile loads while it runs) if one fits with every lane,
+        else in the whole buffer (single buffered: its load waits for the group's previous
+        tile, a short stall next to the runs of a tile this large), and only when a segment's
+        taps do not fit the whole buffer either are the lanes cut."""
+        cfg = self.config
+        lanes = min(cfg.lanes, layer.weight.shape[1])
+        for room in (self.half, cfg.weight_bytes):
+            for per_segment, size in ((False, phase_bytes), (True, seg_bytes)):
+                if size * lanes <= room:
+                    return per_segment, lanes
+        lanes = cfg.weight_bytes // seg_bytes
+        if not lanes:
+            raise FitError(f"layer {layer.name!r}: a weight tile needs {seg_bytes} bytes "
+                           f"per lane, the weight buffer holds {cfg.weight_bytes} "
+                           f"(short by {seg_bytes - cfg.weight_bytes})")
+        return phase_bytes * lanes > cfg.weight_bytes, lanes
 
     def _lane_tiles(self, layer, lanes):
         """``[(conv group, [channels])]``: runs of at most ``lanes`` output channels of one
@@ -322,19 +337,26 @@ class _Lowering:
     # --- groups --------------------------------------------------------------------------------
 
     def _tile_load(self, g, tile, stats):
-        """Half of group ``g``'s constant buffers holding ``tile``, loading it into the half
-        the group used least recently (double buffering) if it is not there."""
+        """``(half, weight address)`` of group ``g``'s constant buffers holding ``tile``,
+        loading it into the half the group used least recently (double buffering) if it is not
+        there. A tile larger than half the weight buffer takes all of it (its PARAM entries and
+        LUTs still go in one half)."""
         group, mask = self.groups[g], 1 << g
         if tile.key in group.halves:
-            return group.halves.index(tile.key)
+            h = group.halves.index(tile.key)
+            return h, 0 if group.whole == h else h * self.half
         h = 1 - group.last
+        whole = len(tile.wgt) > self.half
+        if whole or group.whole == 1 - h:
+            group.halves[1 - h] = None      # its weights are overwritten
+        group.whole = h if whole else None
         group.halves[h] = tile.key
         group.last = h
         stats["tiles"] += 1
         if tile.wgt:
             self.emit("DMA_LOAD", space=isa.Space.WGT, group_mask=mask,
                       ext_addr=self.image.put("constants", tile.wgt),
-                      local_addr=h * self.half, length=len(tile.wgt))
+                      local_addr=0 if whole else h * self.half, length=len(tile.wgt))
         self.emit("DMA_LOAD", space=isa.Space.PARAM, group_mask=mask,
                   ext_addr=self.image.put("constants", tile.params),
                   local_addr=h * self.param_half, length=len(tile.params))
@@ -344,10 +366,10 @@ class _Lowering:
             self.emit("DMA_LOAD", space=isa.Space.LUT, group_mask=mask,
                       ext_addr=self.image.put("constants", tile.lut),
                       local_addr=h * self.config.lanes, length=len(tile.lut))
-        return h
+        return h, 0 if whole else h * self.half
 
     def _unit(self, g, unit, stats):
-        h = self._tile_load(g, unit.tile, stats)
+        h, wgt_base = self._tile_load(g, unit.tile, stats)
         self.groups[g].last = h
         for run in unit.runs:
             addr = self._load_uops(g, run.program)
@@ -355,7 +377,7 @@ class _Lowering:
                       uop_count=len(run.program) // isa.UOP_BYTES,
                       param_offset=h * self.param_half, lut_offset=h * self.config.lanes,
                       **{**run.operands,
-                         "wgt_offset": h * self.half + run.operands["wgt_offset"]})
+                         "wgt_offset": wgt_base + run.operands["wgt_offset"]})
 
     def _load_uops(self, g, program):
         """UOP address of ``program`` in group ``g``, loading it (over the oldest programs when

@@ -196,10 +196,36 @@ def test_activation_memory_shortfall_names_the_layer():
 
 
 def test_weight_tile_shortfall_names_the_layer():
-    qgraph, _ = quantized(_convt(64, 8, (4, 4), [4, 4], strides=[2, 2], pads=[1, 1, 1, 1]))
-    with pytest.raises(FitError, match=r"^layer 'y': a weight tile needs 256 bytes per lane, "
-                                       r"half the weight buffer holds 192 \(short by 64\)$"):
+    qgraph, _ = quantized(_convt(100, 8, (2, 2), [4, 4], strides=[2, 2], pads=[1, 1, 1, 1]))
+    with pytest.raises(FitError, match=r"^layer 'y': a weight tile needs 400 bytes per lane, "
+                                       r"the weight buffer holds 384 \(short by 16\)$"):
         lower(qgraph, TINY)
+
+
+def _weight_loads(program):
+    loads = []
+    code = program.code
+    for at in range(0, len(code), isa.GLOBAL_BYTES):
+        op, a = isa.decode_global(int.from_bytes(code[at:at + isa.GLOBAL_BYTES], "little"))
+        if op == isa.GlobalOp.DMA_LOAD and a["space"] == isa.Space.WGT:
+            loads.append((a["local_addr"], a["length"]))
+    return loads
+
+
+@pytest.mark.parametrize("reorder", [True, False], ids=["zero-free", "conventional"])
+def test_a_tile_larger_than_half_the_weight_buffer_takes_all_of_it(reorder):
+    # 64 input channels x 4 taps (zero-free phase) or 16 taps (dense kernel) per lane: more
+    # than half the buffer for every lane, so the tile fills the whole buffer, single
+    # buffered, rather than running on fewer lanes.
+    qgraph, inputs = quantized(_convt(64, 8, (4, 4), [4, 4], strides=[2, 2], pads=[1, 1, 1, 1]))
+    taps = 4 if reorder else 16
+    config = TINY.replace(weight_bytes=taps * 64 * 4, act_bank_bytes=8192)
+    program, report = check_bit_exact(qgraph, inputs, config=config, reorder=reorder,
+                                      sparse=False)
+    assert program.layout["layers"][0]["lanes_per_tile"] == 4
+    assert set(_weight_loads(program)) == {(0, config.weight_bytes)}
+    assert report["macs_issued"] == (report["macs_useful"] if reorder else
+                                     2 * 8 * 64 * 16 * 8 * 8)
 
 
 def test_unsupported_ops_are_listed_together():
