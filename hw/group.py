@@ -472,7 +472,7 @@ class PostWriter(wiring.Component):
     Contract: for each job on ``jobs`` (in order), for lanes ``l < lanes``: reads
     ``PARAM[param_offset + l]``, computes POST (table ``(lut + (l if per_lane else 0)) mod
     tables``) and writes the byte to ``ACT[out_addr + l * lane_stride]`` through ``port``.
-    One lane per cycle; a job takes ``lanes + 1`` cycles when the crossbar does not stall. For
+    One lane per cycle; a job takes ``max(1, lanes)`` cycles when the crossbar does not stall. For
     an ``end`` job, ``done`` pulses once every earlier byte has been written (the RUN is
     complete). Activation tables are written through ``lut_w``.
     """
@@ -506,36 +506,41 @@ class PostWriter(wiring.Component):
         lane = Signal.like(job.lanes)          # next lane whose PARAM entry is read
         lane_addr = Signal(aw)                 # its output address
         held = Signal()                        # a lane's PARAM entry is on param.data
-        held_lane = Signal.like(job.lanes)
-        held_addr = Signal(aw)
+        # The lane's operands, taken from the job with its PARAM read: the job leaves with its
+        # last lane's read, so the next job's first lane follows without a gap.
+        held_job = Signal(data.StructLayout({
+            "acc": signed(cfg.acc_width), "use_bias": 1, "use_lut": 1,
+            "table": unsigned(exact_log2(self._tables)), "addr": unsigned(aw)}))
         param = data.View(PARAM_LAYOUT, self.param.data)
 
         advance = ~held | post.i.ready
-        more = lane < job.lanes
         address = Mux(lane == 0, job.out_addr, lane_addr)
         m.d.comb += [
             self.param.addr.eq(job.param_offset + lane),
             post.i.valid.eq(held),
-            post.i.payload.acc.eq(job.acc[held_lane]),
-            post.i.payload.bias.eq(Mux(job.use_bias, param.bias, 0)),
+            post.i.payload.acc.eq(held_job.acc),
+            post.i.payload.bias.eq(Mux(held_job.use_bias, param.bias, 0)),
             post.i.payload.multiplier.eq(param.multiplier),
             post.i.payload.shift.eq(param.shift),
-            post.i.payload.use_lut.eq(job.use_lut),
-            post.i.payload.lut.eq(
-                (job.lut + Mux(job.per_lane, held_lane, 0))[:exact_log2(self._tables)]),
+            post.i.payload.use_lut.eq(held_job.use_lut),
+            post.i.payload.lut.eq(held_job.table),
             addresses.i.valid.eq(post.i.valid & post.i.ready),
-            addresses.i.payload.eq(held_addr),
+            addresses.i.payload.eq(held_job.addr),
         ]
         with m.If(advance):
             m.d.sync += held.eq(0)
         with m.If(self.jobs.valid & ~job.end & advance):
-            with m.If(more):
-                # Read the next lane's PARAM entry; it meets the lane's sum next cycle.
+            with m.If(lane < job.lanes):
+                # Read the lane's PARAM entry; it meets the lane's sum next cycle.
                 m.d.comb += self.param.en.eq(1)
-                m.d.sync += [held.eq(1), held_lane.eq(lane), held_addr.eq(address),
-                             lane.eq(lane + 1), lane_addr.eq(address + job.lane_stride)]
-            with m.Else():
-                # Every lane is in (or entering) the pipeline: the job's sums are read.
+                m.d.sync += [
+                    held.eq(1), lane.eq(lane + 1), lane_addr.eq(address + job.lane_stride),
+                    held_job.acc.eq(job.acc[lane]), held_job.use_bias.eq(job.use_bias),
+                    held_job.use_lut.eq(job.use_lut), held_job.addr.eq(address),
+                    held_job.table.eq(job.lut + Mux(job.per_lane, lane, 0)),
+                ]
+            with m.If(lane + 1 >= job.lanes):
+                # The job's last lane is read (or it has none): the next job may start.
                 m.d.comb += self.jobs.ready.eq(1)
                 m.d.sync += lane.eq(0)
         with m.If(self.jobs.valid & job.end & ~held & (addresses.level == 0)):
@@ -684,9 +689,7 @@ class Group(wiring.Component):
         connect(m, steps.o, execute.steps)
         m.d.comb += [execute.bypass.eq(self.bypass), execute.clear.eq(self.clear),
                      self.macs_issued.eq(execute.issued)]
-        m.submodules.jobs = jobs = StreamFIFO(_job_layout(cfg), 1)
-        connect(m, execute.jobs, jobs.i)
-        connect(m, jobs.o, post.jobs)
+        connect(m, execute.jobs, post.jobs)
         connect(m, post.param, params.r)
         connect(m, post.port, flipped(self.act_wr))
 
