@@ -95,17 +95,19 @@ def act_tag_layout(config):
 
 
 def _step_layout(config):
-    """A step after the activation fetch: activation, weight address, end of a tap nest, and
-    the RUN's lane count (multiplies per step, for the counters)."""
+    """A step after the activation fetch: activation, weight address, end of a tap nest, the
+    null step of an empty nest (no multiply), and the RUN's lane count (multiplies per step,
+    for the counters)."""
     return data.StructLayout({"act": signed(8), "wgt_addr": unsigned(wgt_addr_width(config)),
-                              "last": 1, "lanes": dict(isa.fields_of(isa.RunArgs))["lanes"]})
+                              "last": 1, "null": 1,
+                              "lanes": dict(isa.fields_of(isa.RunArgs))["lanes"]})
 
 
 def _mac_layout(config):
-    """A step for the lanes: activation and each lane's weight."""
+    """A step for the lanes: activation, each lane's weight, end of a tap nest, null step."""
     return data.StructLayout({"act": signed(8), "wgt": data.ArrayLayout(signed(8),
                                                                            config.lanes),
-                              "last": 1})
+                              "last": 1, "null": 1})
 
 
 def _exec_layout(config):
@@ -303,6 +305,7 @@ class ActFetch(wiring.Component):
             queue.i.payload.act.eq(Mux(resp.tag.null, 0, act)),
             queue.i.payload.wgt_addr.eq(resp.tag.wgt_addr),
             queue.i.payload.last.eq(resp.tag.last),
+            queue.i.payload.null.eq(resp.tag.null),
             queue.i.payload.lanes.eq(resp.tag.lanes),
         ]
         return m
@@ -330,6 +333,7 @@ class WeightFetch(wiring.Component):
         valid = Signal()
         act = Signal(signed(8))
         last = Signal()
+        null = Signal()
         advance = ~valid | self.o.ready
         m.d.comb += [
             self.i.ready.eq(advance),
@@ -338,12 +342,13 @@ class WeightFetch(wiring.Component):
             self.o.valid.eq(valid),
             self.o.payload.act.eq(act),
             self.o.payload.last.eq(last),
+            self.o.payload.null.eq(null),
         ]
         for lane in range(self._config.lanes):
             m.d.comb += self.o.payload.wgt[lane].eq(self.buffer.data[lane])
         with m.If(advance):
             m.d.sync += [valid.eq(self.i.valid), act.eq(self.i.payload.act),
-                         last.eq(self.i.payload.last)]
+                         last.eq(self.i.payload.last), null.eq(self.i.payload.null)]
         return m
 
 
@@ -358,7 +363,8 @@ class Execute(wiring.Component):
     After the last pixel a job with ``end`` set closes the RUN. A pixel with MACs takes one
     cycle per step, a pixel without one cycle; the final step of a pixel waits while the job
     queue is full. ``issued`` counts the multiplies fed to the lanes: the RUN's ``lanes`` for
-    each step with a non-zero activation (each step with ``bypass``); ``clear`` zeroes it.
+    each step with a non-zero activation (each step with ``bypass``) but the null step of an
+    empty tap nest; ``clear`` zeroes it.
     """
 
     def __init__(self, config):
@@ -421,7 +427,7 @@ class Execute(wiring.Component):
                          lane.i.payload.accumulate.eq(~first)]
         with m.If(self.clear):
             m.d.sync += self.issued.eq(0)
-        with m.Elif(taken & ((step.act != 0) | self.bypass)):
+        with m.Elif(taken & ((step.act != 0) | self.bypass) & ~step.null):
             m.d.sync += self.issued.eq(self.issued + body.lanes)
 
         with m.FSM():
@@ -676,7 +682,9 @@ class Group(wiring.Component):
         connect(m, fetch.port, flipped(self.act_rd))
         m.submodules.sparse = sparse = SparseCore(_step_layout(cfg))
         connect(m, fetch.o, sparse.i)
-        m.d.comb += [sparse.bypass.eq(self.bypass), sparse.lanes.eq(fetch.o.payload.lanes),
+        # The null step of an empty tap nest is no multiply, skipped or not.
+        m.d.comb += [sparse.bypass.eq(self.bypass),
+                     sparse.lanes.eq(Mux(fetch.o.payload.null, 0, fetch.o.payload.lanes)),
                      sparse.clear.eq(self.clear), self.macs_skipped.eq(sparse.skipped)]
         m.submodules.wfetch = wfetch = WeightFetch(cfg)
         connect(m, sparse.o, wfetch.i)

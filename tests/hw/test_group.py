@@ -355,3 +355,29 @@ def test_compiled_convtranspose_phases():
 def test_compiled_gemm():
     runs = compiled_runs(_convt(10, 3, (1, 1), [1, 1], act="Sigmoid"))
     check(runs, seed=7, sparse=False)
+
+
+def test_bias_only_pixels_without_mac():
+    # A segment no tap reaches (ConvTranspose k1 s2): CLEAR with bias, POST, WRITE.
+    check([Run(0, """
+        CLEAR use_bias=1
+        POST use_lut=1 lut=2 per_lane=1
+        WRITE row_stride=32 col_stride=8 lane_stride=2
+    """, {"rows": 2, "cols": 3, "out_offset": 512})])
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_an_empty_tap_nest_multiplies_nothing(sparse):
+    check([Run(0, CONV.format(bias=1, lut=0, per_lane=0).replace("count=3", "count=0", 1),
+               {"rows": 2, "cols": 2, "out_offset": 512})], sparse=sparse)
+
+
+def test_cycles_of_compute_bound_runs_follow_the_cycle_model():
+    # isa_sim: RUN_LATENCY + one cycle per tap and pixel. The RTL pays a longer pipeline fill
+    # and drain once per chain of queued RUNs (decoding, FIFOs, lanes, POST, WRITE) and
+    # overlaps it between queued RUNs.
+    single, = check([conv()], sparse=False)
+    chain, = check([conv(out_offset=512 + k) for k in range(2)] +
+                   [conv(out_offset=600 + k) for k in range(2)], sparse=False)
+    assert 1 < single <= 1.2
+    assert chain <= 1.05
