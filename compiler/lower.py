@@ -21,6 +21,8 @@ deterministic: the same graph and config give the same bytes.
 
 from __future__ import annotations
 
+import functools
+import heapq
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -169,10 +171,7 @@ class _Lowering:
         rsegs, csegs = layer.axis_segments(0), layer.axis_segments(1)
         phase_r = {s.phase: s.phase_taps for s in rsegs}
         phase_c = {s.phase: s.phase_taps for s in csegs}
-        cin = layer.cin_g
-        phase_bytes = max(len(phase_r[a]) * len(phase_c[b]) for a in phase_r for b in phase_c)
-        seg_bytes = max(1, max(r.ntaps * c.ntaps for r in rsegs for c in csegs)) * cin
-        per_segment, lanes = self._tiling(layer, phase_bytes * cin, seg_bytes)
+        per_segment, lanes = self._tiling(layer, rsegs, csegs, phase_r, phase_c)
         tiles = self._lane_tiles(layer, lanes)
         n_units = len(tiles) * (len(rsegs) * len(csegs) if per_segment
                                 else len(phase_r) * len(phase_c))
@@ -208,10 +207,10 @@ class _Lowering:
                                            "ext_addr": self._dram(dst, dst_lo * rb),
                                            "length": (dst_hi - dst_lo) * rb}))
             units = []
-            edges = _bands(r0, r1, n_units, cfg.groups)
-            for b0, b1 in zip(edges, edges[1:]):
-                units += self._units(layer, rsegs, csegs, b0, b1, tiles, per_segment,
-                                     (src_base, src_lo), (dst_base, dst_lo))
+            for piece in _pieces(r1 - r0, layer.out_hw[1], n_units, cfg.groups):
+                b0, b1, c0, c1 = piece
+                units += self._units(layer, rsegs, csegs, (r0 + b0, r0 + b1, c0, c1), tiles,
+                                     per_segment, (src_base, src_lo), (dst_base, dst_lo))
             queues = _balance(units, cfg.groups)
             stats["units"] += len(units)
             stats["runs"] += sum(len(u.runs) for u in units)
@@ -239,25 +238,62 @@ class _Lowering:
                     self._tile_load(g, queue[0].tile, {"tiles": 0})
         self.emit("BARRIER", group_mask=self.all)
 
-    def _tiling(self, layer, phase_bytes, seg_bytes):
-        """``(per_segment, lanes)`` of the layer's weight tiles (bytes per lane: a phase's
-        ``phase_bytes``, a segment's ``seg_bytes``). A tile goes in half the weight buffer
-        (double buffered: the next tile loads while it runs) if one fits with every lane,
-        else in the whole buffer (single buffered: its load waits for the group's previous
-        tile, a short stall next to the runs of a tile this large), and only when a segment's
-        taps do not fit the whole buffer either are the lanes cut."""
+    def _tiling(self, layer, rsegs, csegs, phase_r, phase_c):
+        """``(per_segment, lanes)`` of the layer's weight tiles. In half the weight buffer
+        (double buffered: a tile loads while the previous one runs) or in the whole buffer
+        (single buffered: its load waits for the group's previous tile): a phase's weights
+        for every lane if they fit, else a segment's, else a phase's or a segment's for as many
+        lanes as fit. Half the buffer when every lane fits it, else the quicker of the two by
+        :meth:`_estimate` (ties to half)."""
         cfg = self.config
-        lanes = min(cfg.lanes, layer.weight.shape[1])
+        cin = layer.cin_g
+        phases = [len(a) * len(b) * cin for a in phase_r.values() for b in phase_c.values()]
+        segs = [r.ntaps * c.ntaps * cin for r in rsegs for c in csegs]
+        phase, seg = max(1, *phases), max(1, *segs)
+        every = min(cfg.lanes, layer.weight.shape[1])
+        best = None
         for room in (self.half, cfg.weight_bytes):
-            for per_segment, size in ((False, phase_bytes), (True, seg_bytes)):
-                if size * lanes <= room:
-                    return per_segment, lanes
-        lanes = cfg.weight_bytes // seg_bytes
-        if not lanes:
-            raise FitError(f"layer {layer.name!r}: a weight tile needs {seg_bytes} bytes "
+            if phase * every <= room:
+                per_segment, lanes = False, every
+            elif seg * every <= room:
+                per_segment, lanes = True, every
+            else:
+                lanes = room // seg
+                per_segment = phase * lanes > room
+            if not lanes:
+                continue
+            if lanes == every and room == self.half:
+                return per_segment, lanes
+            blocks = segs if per_segment else phases
+            cost = self._estimate(layer, blocks, lanes, room > self.half,
+                                  len(rsegs) * len(csegs))
+            if best is None or cost < best[0]:
+                best = cost, per_segment, lanes
+        if best is None:
+            raise FitError(f"layer {layer.name!r}: a weight tile needs {seg} bytes "
                            f"per lane, the weight buffer holds {cfg.weight_bytes} "
-                           f"(short by {seg_bytes - cfg.weight_bytes})")
-        return phase_bytes * lanes > cfg.weight_bytes, lanes
+                           f"(short by {seg - cfg.weight_bytes})")
+        return best[1:]
+
+    def _estimate(self, layer, blocks, lanes, whole, segments):
+        """Cycles the layer would take with weight tiles of ``blocks`` bytes per lane (one
+        unit each, per lane tile and per piece of each stage) on ``lanes`` lanes: its MAC
+        steps and RUNs over the groups, against the DMA of its tiles (double buffered: the
+        larger; single buffered: a group's loads add to its runs)."""
+        cfg = self.config
+        groups = cfg.groups
+        lane_tiles = layer.groups * -(-layer.weight.shape[1] // lanes)
+        steps = layer.steps_per_lane_tile() * lane_tiles
+        loads = 0
+        dma = 0
+        for r0, r1 in layer.stages():
+            pieces = len(_pieces(r1 - r0, layer.out_hw[1], len(blocks) * lane_tiles, groups))
+            n = pieces * lane_tiles
+            loads += n * len(blocks)
+            dma += n * sum(b * lanes / cfg.axi_bytes + -(-b * lanes // cfg.burst_bytes)
+                           * cfg.mem_latency for b in blocks)
+        compute = (steps + (loads + segments * lane_tiles) * RUN_LATENCY) / groups
+        return max(compute + dma / groups, dma) if whole else max(compute, dma)
 
     def _lane_tiles(self, layer, lanes):
         """``[(conv group, [channels])]``: runs of at most ``lanes`` output channels of one
@@ -283,15 +319,18 @@ class _Lowering:
         return _Tile(key, len(chans), row0, col0, len(ctaps), wgt,
                      layer.post.param_bytes(chans), layer.post.lut_bytes(chans))
 
-    def _units(self, layer, rsegs, csegs, r0, r1, tiles, per_segment, src, dst):
+    def _units(self, layer, rsegs, csegs, piece, tiles, per_segment, src, dst):
+        """The work units of the output rectangle ``piece = (r0, r1, c0, c1)``."""
+        r0, r1, c0, c1 = piece
         units = []
         clipped = [s for s in (r.clip(r0, r1) for r in rsegs) if s is not None]
+        ccut = [s for s in (c.clip(c0, c1) for c in csegs) if s is not None]
         if per_segment:
-            groups = [[(r, c)] for r in clipped for c in csegs]
+            groups = [[(r, c)] for r in clipped for c in ccut]
         else:
-            groups = [[(r, c) for r in clipped if r.phase == pr for c in csegs if c.phase == pc]
+            groups = [[(r, c) for r in clipped if r.phase == pr for c in ccut if c.phase == pc]
                       for pr in sorted({r.phase for r in clipped})
-                      for pc in sorted({c.phase for c in csegs})]
+                      for pc in sorted({c.phase for c in ccut})]
         for segs in groups:
             if not segs:
                 continue
@@ -396,29 +435,40 @@ class _Lowering:
         return group.uops[program]
 
 
-def _bands(r0, r1, units, groups):
-    """Row edges cutting output rows ``[r0, r1)`` into bands of ``units`` work units each
-    (of cost about proportional to their rows), so that the units balance over the groups:
-    the band count whose greedy assignment has the least-loaded busiest group, preferring at
-    least :data:`MIN_UNITS_PER_GROUP` units per group (smaller pieces balance unequal units),
-    then the fewest bands (fewer RUNs and tile loads)."""
+def _cuts(n, b):
+    return [n * i // b for i in range(b + 1)]
+
+
+@functools.lru_cache(maxsize=1024)
+def _pieces(rows, cols, units, groups):
+    """Rectangles ``(r0, r1, c0, c1)`` cutting a ``rows x cols`` output into row bands times
+    column bands of ``units`` work units each (of cost about proportional to their pixels),
+    so that the units balance over the groups: the cut whose greedy assignment has the
+    least-loaded busiest group, preferring at least :data:`MIN_UNITS_PER_GROUP` units per
+    group (smaller pieces balance unequal units), then the fewest pieces (fewer RUNs and tile
+    loads), then whole rows. Columns are cut only when rows alone leave groups idle or
+    unequal (few output rows: a stage of a layer, a late layer with few channels)."""
     if units >= MIN_UNITS_PER_GROUP * groups:
-        return [r0, r1]
-    rows = r1 - r0
+        return ((0, rows, 0, cols),)
     least = -(-MIN_UNITS_PER_GROUP * groups // units)
+    most = 4 * least
 
-    def edges(b):
-        return [r0 + rows * i // b for i in range(b + 1)]
-
-    def busiest(b):
+    def busiest(b, c):
+        sizes = [(r1 - r0) * (c1 - c0) for r0, r1 in zip(_cuts(rows, b), _cuts(rows, b)[1:])
+                 for c0, c1 in zip(_cuts(cols, c), _cuts(cols, c)[1:])]
         load = [0] * groups
-        for size in sorted([hi - lo for lo, hi in zip(edges(b), edges(b)[1:])] * units,
-                           reverse=True):
-            load[load.index(min(load))] += size
+        heapq.heapify(load)
+        for size in sorted(sizes * units, reverse=True):
+            heapq.heapreplace(load, load[0] + size)
         return max(load)
 
-    return edges(min(range(1, min(rows, 4 * least) + 1),
-                     key=lambda b: (busiest(b), b < least, b)))
+    cands = [(b, c) for b in range(1, min(rows, most) + 1)
+             for c in range(1, min(cols, most // b) + 1)]
+    b, c = min(cands, key=lambda bc: (busiest(*bc), bc[0] * bc[1] < least, bc[0] * bc[1],
+                                      bc[1]))
+    rcut, ccut = _cuts(rows, b), _cuts(cols, c)
+    return tuple((r0, r1, c0, c1) for r0, r1 in zip(rcut, rcut[1:])
+                 for c0, c1 in zip(ccut, ccut[1:]))
 
 
 def _balance(units, groups):

@@ -184,6 +184,12 @@ class Layer:
         cut = segments.convt_axis if self.transposed else segments.conv_axis
         return cut(ax.size, self.out_hw[a], kernel, self.stride[a], ax.pad, self.dilation[a])
 
+    def steps_per_lane_tile(self):
+        """MAC steps (cycles without zero skipping) of the whole output for one lane tile."""
+        cin = self.cin_g
+        return sum(r.count * c.count * max(1, r.ntaps * c.ntaps * cin)
+                   for r in self.axis_segments(0) for c in self.axis_segments(1))
+
     def pixel_addr(self, h, w):
         """Offset of output pixel ``(h, w)`` in the destination grid (0 for a 1x1 output
         written into a reshaped grid: ``chan_addr`` places each channel)."""
