@@ -14,7 +14,7 @@ from flexigan.hw import isa
 from flexigan.hw.config import AcceleratorConfig, preset
 from flexigan.sim import isa_sim
 from flexigan.sim.isa_sim import PARAM_DTYPE, RUN_LATENCY, ProgramError, run, simulate
-from tests.compiler.test_lower import check_bit_exact, quantized
+from tests.compiler.test_lower import SIM, check_bit_exact, quantized
 from tests.helpers import EXAMPLES
 
 ISA_DOC = Path(__file__).resolve().parents[2] / "docs" / "isa.md"
@@ -210,11 +210,24 @@ def dcgan():
 
 
 @pytest.fixture(scope="module")
-def dcgan_reports(dcgan):
+def dcgan_runs(dcgan):
     qgraph, inputs = dcgan
     one = {k: v[:1] for k, v in inputs.items()}
-    return {(reorder, sparse): check_bit_exact(qgraph, one, reorder=reorder, sparse=sparse)[1]
+    return {(reorder, sparse): check_bit_exact(qgraph, one, reorder=reorder, sparse=sparse)
             for reorder in (True, False) for sparse in (True, False)}
+
+
+@pytest.fixture(scope="module")
+def dcgan_reports(dcgan_runs):
+    return {key: report for key, (_, report) in dcgan_runs.items()}
+
+
+def lane_bound(program, report, config=SIM):
+    """Cycles of ``report``'s issued MACs on the lanes its tiles use: all of them but for a
+    layer of fewer output channels than lanes, or whose weights per lane leave room for fewer
+    in the weight buffer."""
+    return sum(row["macs_issued"] / (config.groups * layer["lanes_per_tile"])
+               for row, layer in zip(report["layers"], program.layout["layers"]))
 
 
 def test_dcgan64_generator_is_near_its_bound(dcgan_reports):
@@ -223,12 +236,21 @@ def test_dcgan64_generator_is_near_its_bound(dcgan_reports):
     assert r["macs_issued"] == r["macs_useful"] and r["macs_skipped"] == 0
 
 
-def test_dcgan64_generator_zero_free_beats_zero_insertion(dcgan, dcgan_reports):
-    conventional, zero_free = dcgan_reports[False, False], dcgan_reports[True, False]
-    assert conventional["cycles"] >= 3.5 * zero_free["cycles"]
+def test_dcgan64_generator_zero_free_beats_zero_insertion(dcgan, dcgan_runs):
+    (_, zero_free), (program, conventional) = dcgan_runs[True, False], dcgan_runs[False, False]
     total = macs.total(macs.graph_macs(dcgan[0]))
     assert conventional["macs_issued"] == total.zero_insertion
     assert zero_free["macs_useful"] == total.useful
+    # The baseline is scheduled as well as the zero-free program: it runs at its own bound on
+    # the lanes its tiles use. Those are all 8 but on the last layer (3 output channels, both
+    # lowerings) and relu_1: its dense 4x4 kernel over 512 input channels takes 8 KiB per lane,
+    # so the 32 KiB weight buffer holds 4 lanes' (a zero-free phase: 2x2 taps, 2 KiB per lane).
+    assert [layer["lanes_per_tile"] for layer in program.layout["layers"]] == [8, 4, 8, 8, 3]
+    assert conventional["cycles"] <= 1.03 * lane_bound(program, conventional)
+    assert conventional["cycles"] <= 1.4 * conventional["macs_issued"] / SIM.total_lanes
+    for layer in conventional["layers"][2:4]:       # 8 lanes: at the bound of all lanes
+        assert layer["cycles"] <= 1.03 * layer["macs_issued"] / SIM.total_lanes
+    assert conventional["cycles"] >= 3.5 * zero_free["cycles"]
 
 
 def test_dcgan64_sparse_core_skips_relu_zeros(dcgan_reports):
@@ -257,7 +279,9 @@ def test_ulx3s_dcgan64_generator_is_memory_bound(dcgan):
     program = lower(qgraph, preset("ulx3s"))
     _, r = simulate(program, {k: v[:1] for k, v in inputs.items()}, sparse=False)
     assert r["memory_bound_cycles"] > r["compute_bound_cycles"]
-    assert r["cycles"] <= 1.25 * r["memory_bound_cycles"]
+    # The bound counts bytes only: each burst's latency comes on top, and the last tile's runs
+    # follow the last weights (every weight is loaded once: no tile is reloaded per segment).
+    assert r["cycles"] <= 1.3 * r["memory_bound_cycles"]
     roof = r["roofline"]
     assert roof["bound_at_batch_1"] == "memory"
     assert roof["batches"][0]["memory_bound_cycles"] == pytest.approx(r["memory_bound_cycles"],
