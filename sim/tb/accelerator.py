@@ -1,0 +1,97 @@
+"""Accelerator testbench: runs programs on the RTL of :class:`flexigan.hw.accelerator.Accelerator`.
+
+The pytest side (:func:`flexigan.sim.rtl.run_programs`) writes a manifest, ``JOBS`` in the
+environment: a JSON list of jobs, each ``{"image": path, "out": folder, "sparse": bool}``. For
+each job the test loads the image at address 0 of the AXI RAM (the rest zero), writes the
+``bypass`` and ``base`` registers over AXI4-Lite, writes ``start`` and waits for ``irq``; then it
+reads ``status`` and the counters over AXI4-Lite and writes ``memory.bin`` (the external memory,
+the image's length) and ``counters.json`` (the counter registers and the cycles the host saw)
+to the job's folder. A job that does not end within ``MAX_CYCLES`` or ends with the error bit
+set fails the test.
+
+Other parameters: ``RAM_SIZE`` (bytes), ``PAUSE`` (AXI pause probability), ``SEED``.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import cocotb
+from cocotb.triggers import ClockCycles
+
+from flexigan.hw.axi import register_addresses
+from flexigan.hw.controller import COUNTER_NAMES, STATUS_DONE, STATUS_ERROR, registers
+
+from . import AxiTB, env_float, env_int
+
+__all__ = ["AcceleratorTB"]
+
+#: Cycles between looks at ``irq``.
+POLL = 32
+
+
+def env_str(name):
+    try:
+        return os.environ[name]
+    except KeyError:
+        raise KeyError(f"the testbench needs environment variable {name}") from None
+
+
+class AcceleratorTB(AxiTB):
+    """Memory and host for the accelerator; :meth:`run_program` runs one image."""
+
+    def __init__(self, dut):
+        super().__init__(dut, registers=register_addresses(registers()),
+                         ram_size=env_int("RAM_SIZE"), pause=env_float("PAUSE", 0.0),
+                         seed=env_int("SEED", 0))
+        self.max_cycles = env_int("MAX_CYCLES", 10_000_000)
+
+    async def run_program(self, image, sparse):
+        """Run ``image``; the memory after it (the image's length), counters and status."""
+        self.ram.write(0, bytes(image) + bytes(self.ram.size - len(image)))
+        await self.write_register("bypass", 0 if sparse else 1)
+        await self.write_register("base", 0)
+        await self.write_register("start", 1)
+        waited = 0
+        while not self.dut.irq.value:
+            if waited >= self.max_cycles:
+                pc = await self.read_register("pc")
+                raise AssertionError(f"the accelerator did not reach END within {waited} "
+                                     f"cycles (fetch address {pc:#x}; {self._probe()})")
+            await ClockCycles(self.dut.clk, POLL)
+            waited += POLL
+        status = await self.read_register("status")
+        counters = {name: await self.read_register(name, words=2) for name in COUNTER_NAMES}
+        memory = self.ram.read(0, len(image))
+        return memory, counters, status
+
+
+    def _probe(self):
+        """The controller's state, for a hang's report (where the simulator exposes it)."""
+        found = []
+        for name in ("fsm_state", "group_busy", "fetching", "inflight", "dma_clear",
+                     "conflict", "pending", "run_pending"):
+            try:
+                found.append(f"{name}={getattr(self.dut.controller, name).value}")
+            except AttributeError:
+                pass
+        return ", ".join(found) or "no internal signals visible"
+
+
+@cocotb.test()
+async def runs_programs(dut):
+    """Every job of the manifest, one after the other, on one reset."""
+    tb = AcceleratorTB(dut)
+    await tb.reset()
+    jobs = json.loads(Path(env_str("JOBS")).read_text())
+    for job in jobs:
+        image = Path(job["image"]).read_bytes()
+        memory, counters, status = await tb.run_program(image, job["sparse"])
+        out = Path(job["out"])
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "memory.bin").write_bytes(memory)
+        (out / "counters.json").write_text(json.dumps({"counters": counters,
+                                                       "status": status}) + "\n")
+        assert status & STATUS_DONE, f"status {status:#x} after irq: done is not set"
+        assert not status & STATUS_ERROR, f"job {job['image']}: the accelerator flagged an " \
+            f"error (status {status:#x})"

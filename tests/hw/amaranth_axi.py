@@ -1,0 +1,154 @@
+"""An AXI4 memory and an AXI4-Lite host for Amaranth simulations of the accelerator.
+
+Slower than the cocotb testbench but with every signal visible: the controller tests use it
+to run small programs cycle by cycle.
+"""
+
+import random
+
+from amaranth.sim import Simulator
+
+from flexigan.hw.axi import register_addresses
+from flexigan.hw.controller import registers
+
+
+class AxiMemory:
+    """Serves ``port`` (an AXI4 master's signature, seen from the memory) from ``mem``."""
+
+    def __init__(self, port, mem, data_bytes, latency=4, pause=0.0, seed=0):
+        self.port, self.mem, self.nbytes = port, mem, data_bytes
+        self.latency, self.pause = latency, pause
+        self.rng = random.Random(seed)
+
+    def _stall(self):
+        return self.pause and self.rng.random() < self.pause
+
+    async def reads(self, ctx):
+        r = self.port.read
+        bursts = []
+        while True:
+            ctx.set(r.arready, not self._stall())
+            ctx.set(r.rvalid, 0)
+            beat = None
+            if bursts and bursts[0][2] <= 0 and not self._stall():
+                addr, left, _ = bursts[0]
+                beat = addr
+                ctx.set(r.rdata, int.from_bytes(bytes(self.mem[addr:addr + self.nbytes]),
+                                                "little"))
+                ctx.set(r.rlast, left == 1)
+                ctx.set(r.rvalid, 1)
+            ar_valid, ar_ready, araddr, arlen, r_ready = (await ctx.tick().sample(
+                r.arvalid, r.arready, r.araddr, r.arlen, r.rready))[-5:]
+            for b in bursts:
+                b[2] -= 1
+            if beat is not None and r_ready:
+                addr, left, wait = bursts[0]
+                if left == 1:
+                    bursts.pop(0)
+                else:
+                    bursts[0] = [addr + self.nbytes, left - 1, wait]
+            if ar_valid and ar_ready:
+                bursts.append([araddr, arlen + 1, self.latency])
+
+    async def writes(self, ctx):
+        w = self.port.write
+        addrs, responses = [], 0
+        current = None
+        while True:
+            ctx.set(w.awready, not self._stall())
+            ctx.set(w.wready, current is not None and not self._stall())
+            ctx.set(w.bvalid, responses > 0)
+            (aw_valid, aw_ready, awaddr, awlen, w_valid, w_ready, wdata, wstrb, wlast,
+             b_ready) = (await ctx.tick().sample(w.awvalid, w.awready, w.awaddr, w.awlen,
+                                                 w.wvalid, w.wready, w.wdata, w.wstrb, w.wlast,
+                                                 w.bready))[-10:]
+            if responses and b_ready:
+                responses -= 1
+            if w_valid and w_ready:
+                for k in range(self.nbytes):
+                    if wstrb >> k & 1:
+                        self.mem[current[0] + k] = wdata >> 8 * k & 0xFF
+                current[0] += self.nbytes
+                current[1] -= 1
+                if current[1] == 0:
+                    assert wlast
+                    responses += 1
+                    current = None
+            if aw_valid and aw_ready:
+                addrs.append([awaddr, awlen + 1])
+            if current is None and addrs:
+                current = addrs.pop(0)
+
+
+class Host:
+    """Writes and reads the controller's registers over AXI4-Lite."""
+
+    def __init__(self, port):
+        self.port = port
+        self.addresses = register_addresses(registers())
+
+    async def write(self, ctx, name, value):
+        p = self.port
+        ctx.set(p.awaddr, self.addresses[name])
+        ctx.set(p.wdata, value)
+        ctx.set(p.wstrb, 0xF)
+        ctx.set(p.awvalid, 1)
+        ctx.set(p.wvalid, 1)
+        ctx.set(p.bready, 1)
+        await ctx.tick().until(p.awready)
+        ctx.set(p.awvalid, 0)
+        ctx.set(p.wvalid, 0)
+        await ctx.tick().until(p.bvalid)
+        ctx.set(p.bready, 0)
+
+    async def read(self, ctx, name, words=1):
+        p = self.port
+        value = 0
+        for k in range(words):
+            ctx.set(p.araddr, self.addresses[name] + 4 * k)
+            ctx.set(p.arvalid, 1)
+            ctx.set(p.rready, 1)
+            await ctx.tick().until(p.arready)
+            ctx.set(p.arvalid, 0)
+            data = (await ctx.tick().sample(p.rdata).until(p.rvalid))[-1]
+            value |= data << 32 * k
+            ctx.set(p.rready, 0)
+        return value
+
+
+def run_accelerator(dut, image, config, *, sparse=True, max_cycles=200_000, vcd=None,
+                    pause=0.0):
+    """Run ``image`` on ``dut`` (an Accelerator) in Amaranth's simulator: memory after END and
+    the counters registers."""
+    from flexigan.hw.controller import COUNTER_NAMES
+    mem = bytearray(image) + bytearray(4096)
+    memory = AxiMemory(dut.axi, mem, config.axi_bytes, config.mem_latency, pause)
+    host = Host(dut.axil)
+    result = {}
+
+    async def testbench(ctx):
+        await host.write(ctx, "bypass", 0 if sparse else 1)
+        await host.write(ctx, "base", 0)
+        await host.write(ctx, "start", 1)
+        for _ in range(max_cycles):
+            await ctx.tick()
+            if ctx.get(dut.irq):
+                break
+        else:
+            raise AssertionError(f"no END within {max_cycles} cycles "
+                                 f"(pc {await host.read(ctx, 'pc'):#x})")
+        result["status"] = await host.read(ctx, "status")
+        for name in COUNTER_NAMES:
+            result[name] = await host.read(ctx, name, 2)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_process(memory.reads)
+    sim.add_process(memory.writes)
+    sim.add_testbench(testbench)
+    if vcd:
+        with sim.write_vcd(vcd):
+            sim.run()
+    else:
+        sim.run()
+    return bytes(mem[:len(image)]), result
