@@ -52,14 +52,32 @@ from .memories import ElementMemory, WeightBuffer, chunk_layout
 from .post import PARAM_LAYOUT, Post
 from .sparse import SparseCore
 
-__all__ = ["RUN_SLOTS", "lut_tables", "local_spaces", "local_write_layout", "act_tag_layout",
-           "Group"]
+__all__ = ["RUN_SLOTS", "JOB_DEPTH", "DECODE_CYCLES", "ACCESS_BUBBLE", "ACCESS_FILL",
+           "EXECUTE_FILL", "POST_DRAIN", "lut_tables", "local_spaces", "local_write_layout",
+           "act_tag_layout", "Group"]
 
 #: RUNs a group holds: the one executing and those queued behind it (the controller waits
 #: when all are taken).
 RUN_SLOTS = 4
-#: Snapshots of finished pixels waiting for the post-processor.
-JOB_DEPTH = 2
+#: Snapshots of finished pixels waiting for the post-processor (or reserved for those in the
+#: lanes): a job holds its entry about five cycles, so two entries would bound pixels of few
+#: lanes at ~2.5 cycles.
+JOB_DEPTH = 4
+
+# Timing, as the cycle model (flexigan.sim.isa_sim) charges it; tests/hw/test_group.py
+# measures it.
+#: Cycles the decoder spends on a RUN besides one per micro-op (accept, last read, offer).
+DECODE_CYCLES = 4
+#: Idle cycles of the access engine between two RUNs (the address generator's accept).
+ACCESS_BUBBLE = 2
+#: Cycles from the address generator to the execute engine (crossbar read, FIFO, sparse core,
+#: weight fetch), paid by a RUN with MAC that finds the group idle.
+ACCESS_FILL = 5
+#: Cycles from the execute engine to the post-writer (lanes, job queue), paid by a RUN that
+#: finds the group idle.
+EXECUTE_FILL = 6
+#: Cycles from a RUN's last POST to its last byte in ACT (Post's pipeline, write, end job).
+POST_DRAIN = 6
 
 
 def lut_tables(config):

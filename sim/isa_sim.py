@@ -9,17 +9,37 @@ with the (tap x lane) weights in float64 (exact: every partial sum of int8 produ
 below 2**53), then POST and WRITE apply to all pixels at once. A RUN must not write what it
 reads (the compiler never does).
 
-Cycle model (event based, not cycle stepped). The controller issues one instruction per cycle
-into queues; BARRIER waits. One DMA engine serves DMA_LOAD/DMA_STORE/UOP_LOAD in order, each
-taking ``mem_latency`` per ``burst_bytes`` burst plus ``bytes / axi_bytes`` cycles. A group runs
-its RUNs in order; a RUN takes :data:`RUN_LATENCY` plus, per output pixel, ``max(1, steps)``
-cycles, where ``steps`` is the MAC loop's taps minus, with ``sparse``, the zero activations the
-sparse core drops (POST and WRITE of a pixel overlap the next pixel's MACs). Dependencies, as in
-docs/isa.md: a RUN waits for earlier DMA into its group's memories and for earlier DMA touching
-the ACT bytes it reads or writes; a DMA waits for earlier RUNs that read what it overwrites (or
-write what it stores). Crossbar: the groups of one ROUTE share its banks; a RUN that starts
-while more distinct activation streams (address patterns) run on them than there are banks is
-slowed by ``streams / banks``; groups reading the same stream share a broadcast read.
+Cycle model (event based, not cycle stepped), calibrated against the RTL group
+(:mod:`flexigan.hw.group`, tests/hw/test_group.py). The controller issues one instruction per
+cycle into queues; BARRIER waits. One DMA engine serves DMA_LOAD/DMA_STORE/UOP_LOAD in order,
+each taking ``mem_latency`` per ``burst_bytes`` burst plus ``bytes / axi_bytes`` cycles.
+
+A group holds up to :data:`RUN_SLOTS` RUNs (the controller waits for a free slot) and runs
+them through a pipeline of three stages, each overlapping the next RUN's earlier stages:
+
+- the **decoder** reads the micro-program, ``uop_count + DECODE_CYCLES`` cycles, while the
+  previous RUN's taps are generated; it hands the RUN to the access engine when that is free;
+- the **access engine** generates one tap per cycle: a pixel takes ``passes x max(1, taps)``
+  cycles (an empty nest is one null step per pass), a pixel without MAC one cycle (the
+  execute engine's). The sparse core drops zero activations only after they are fetched, so
+  it saves multiplies, not cycles. Between two RUNs it idles :data:`ACCESS_BUBBLE` cycles;
+- the **post-writer** requantizes and writes one lane per cycle: a pixel with POST and WRITE
+  takes ``lanes`` cycles of it, overlapped with later pixels' taps (a two-stage flow: the RUN
+  ends after ``max over k`` of the first ``k`` pixels' access plus the last pixels' post).
+
+A RUN that finds the group idle also pays the pipeline's fill and drain:
+:data:`ACCESS_FILL` (fetch, sparse core, weight fetch; only with MAC), :data:`EXECUTE_FILL`
+(lanes, job queue) and, with POST, :data:`POST_DRAIN`; a RUN queued behind another overlaps
+them, so a chain of RUNs pays them once. The group is busy from a RUN's arrival until its
+last byte is written.
+
+Dependencies, as in docs/isa.md: a RUN waits for earlier DMA into its group's memories and for
+earlier DMA touching the ACT bytes it reads or writes; a DMA waits for earlier RUNs that read
+what it overwrites (or write what it stores). Crossbar: a bank serves one word per cycle; the
+RUNs running on groups whose activation ranges share banks (within their ROUTE) read at
+``streams / banks`` of a tap per cycle, ``banks`` being the banks their ranges span; groups
+reading the same stream (address pattern) share a broadcast read. A RUN that joins slows the
+ones already running for the rest of their access.
 
 :func:`simulate` runs a compiled :class:`~flexigan.compiler.program.Program` on int8 inputs and
 reports cycles, MAC counts, bounds and utilization per layer and in total.
@@ -33,13 +53,22 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..hw import isa
+from ..hw.group import (
+    ACCESS_BUBBLE,
+    ACCESS_FILL,
+    DECODE_CYCLES,
+    EXECUTE_FILL,
+    POST_DRAIN,
+    RUN_SLOTS,
+)
 from ..hw.post import PARAM_LAYOUT
 
-__all__ = ["RUN_LATENCY", "ISSUE_CYCLES", "PARAM_DTYPE", "lut_tables", "Result", "run",
-           "simulate", "report_fields"]
+__all__ = ["RUN_LATENCY", "RUN_SLOTS", "DECODE_CYCLES", "ACCESS_BUBBLE", "ACCESS_FILL",
+           "EXECUTE_FILL", "POST_DRAIN", "ISSUE_CYCLES", "PARAM_DTYPE", "lut_tables", "Result",
+           "run", "simulate", "report_fields"]
 
-#: Cycles a RUN spends filling and draining a group's pipeline (address generation, FIFOs,
-#: MAC, POST, WRITE) on top of its pixels.
+#: The compiler's estimate of a RUN's cycles on top of its taps (the cycle model charges the
+#: stages above instead).
 RUN_LATENCY = 8
 #: Cycles the global controller takes to issue one instruction.
 ISSUE_CYCLES = 1
@@ -165,7 +194,13 @@ class _Machine:
         # Timing.
         self.now = 0                            # controller clock
         self.dma_free = 0
-        self.group_free = [0] * g
+        self.group_free = [0] * g              # end of the group's last RUN
+        self.decoder_free = [0] * g            # the decoder may take the next RUN
+        self.access_free = [0] * g             # the access engine may start the next RUN
+        self.held = [[] for _ in range(g)]     # ends of the RUNs each group holds
+        self.reads = [None] * g                # the share of its last RUN's reads per bank
+        self.slowdown = [1.0] * g              # its crossbar slowdown
+        self.pending = [None] * g              # its timing, to slow it down later
         self.group_dma = [0] * g                # end of the last DMA into the group's memories
         self.route = [(0, config.act_banks)] * g
         self.stream = [None] * g
@@ -281,6 +316,7 @@ class _Machine:
         acc = np.zeros((npix, lanes), np.int64)
         y = None
         steps = np.zeros(npix, np.int64)
+        access = np.zeros(npix, np.int64)      # access engine cycles per pixel
         act_lo, act_hi = cfg.act_bytes, 0
         wgt_lo, wgt_hi = cfg.weight_bytes, 0
         tables, write = set(), (0, 0)
@@ -303,6 +339,7 @@ class _Machine:
                     .astype(np.int64)
                 zeros = np.count_nonzero(x == 0, axis=1) if self.sparse else 0
                 steps += micro.act_taps.size - zeros
+                access += max(1, micro.act_taps.size)
             elif op == isa.UopOp.POST:
                 y = requantize(acc, params["multiplier"], params["shift"])
                 if f["use_lut"]:
@@ -327,31 +364,56 @@ class _Machine:
         skipped = (macs * npix - int(steps.sum())) * lanes
         self.issued += issued
         self.skipped += skipped
-        duration = RUN_LATENCY + int(np.maximum(steps, 1).sum())
-        self._time_run(g, a, micro, duration, (act_lo, act_hi), (wgt_lo, wgt_hi), write,
-                       tables, params.size)
+        mac = any(op == isa.UopOp.MAC for op, _ in micro.body)
+        post = any(op == isa.UopOp.WRITE for op, _ in micro.body)
+        if not mac:
+            access[:] = 1                      # the execute engine's cycle per pixel
+        reads = None                           # the share of the RUN's reads per bank
+        if mac:
+            banks = (pix[:, None] + micro.act_taps[None, :]).ravel() // cfg.act_bank_bytes
+            reads = np.bincount(banks, minlength=cfg.act_banks) / max(1, banks.size)
+        self._time_run(g, a, micro, access, max(1, lanes) if post else 0, reads,
+                       (act_lo, act_hi), (wgt_lo, wgt_hi), write, tables, params.size)
         return issued, skipped
 
-    def _time_run(self, g, a, micro, duration, act_range, wgt_range, write, tables, nparams):
-        ready = max(self.now, self.group_free[g])
-        start = max(ready, self.group_dma[g],
+    def _time_run(self, g, a, micro, access, post, reads, act_range, wgt_range, write, tables,
+                  nparams):
+        held = [end for end in self.held[g] if end > self.now]
+        if len(held) >= RUN_SLOTS:
+            self.now = sorted(held)[-RUN_SLOTS]   # the controller waits for a free slot
+        self.held[g] = [end for end in held if end > self.now]
+        start = max(self.now, self.group_dma[g],
                     self.dma_act_writes.until(*act_range, self.now) if act_range[0] <
                     act_range[1] else 0,
                     self.dma_act_writes.until(*write, self.now) if write[0] < write[1] else 0,
                     self.dma_act_reads.until(*write, self.now) if write[0] < write[1] else 0)
-        # Crossbar: distinct activation streams on the banks of this group's route.
+        decoded = max(start, self.decoder_free[g]) + a["uop_count"] + DECODE_CYCLES
+        begin = max(decoded, self.access_free[g])
+        # Crossbar: each distinct stream asks its banks for a word per tap; the busiest bank
+        # of the groups still reading sets the pace of all of them.
         key = (a["act_offset"], a["rows"], a["cols"], micro.act, micro.act_taps.tobytes())
-        route = self.route[g]
-        streams = {key} | {self.stream[h] for h in range(self.config.groups)
-                           if h != g and self.route[h] == route and self.group_free[h] > start}
-        slowed = duration
-        if len(streams) > route[1]:
-            slowed = -(-duration * len(streams) // route[1])
-        end = start + slowed
-        self.busy[g] += duration
-        self.stall[g] += (start - ready) + (slowed - duration)
+        rivals = [h for h in range(self.config.groups) if h != g and self.reads[h] is not None
+                  and self.access_free[h] > begin and self.stream[h] != key]
+        slowdown = 1.0
+        if reads is not None:
+            streams = {key: reads} | {self.stream[h]: self.reads[h] for h in rivals}
+            slowdown = max(1.0, float(np.max(sum(streams.values()))))
+        for h in rivals:
+            if slowdown > self.slowdown[h]:
+                self._slow(h, begin, slowdown)
+        fill = (EXECUTE_FILL + (ACCESS_FILL if reads is not None else 0),
+                POST_DRAIN if post else 0)
+        floor = self.group_free[g]
+        self.pending[g] = (begin, access, post, fill, floor, start)
+        end = self._end(begin, access * slowdown, post, fill, floor)
+        self.access_free[g] = begin + int(np.ceil(access.sum() * slowdown)) + ACCESS_BUBBLE
+        self.decoder_free[g] = begin
+        self.busy[g] += end - max(start, floor)
+        self.stall[g] += int(np.ceil(access.sum() * (slowdown - 1)))
         self.group_free[g] = end
-        self.stream[g] = key
+        self.held[g].append(end)
+        self.slowdown[g] = slowdown
+        self.stream[g], self.reads[g] = key, reads
         if act_range[0] < act_range[1]:
             self.act_reads.add(*act_range, end)
         if write[0] < write[1]:
@@ -363,6 +425,33 @@ class _Machine:
         for t in tables:
             boards[isa.Space.LUT].add(t, t + 1, end)
         boards[isa.Space.UOP].add(a["uop_addr"], a["uop_addr"] + a["uop_count"], end)
+
+    @staticmethod
+    def _end(begin, taps, post, fill, floor):
+        """When a RUN's last byte is written: its pixels flow through the access engine
+        (``taps`` cycles each) and the post-writer (``post`` each), after the group's earlier
+        RUNs."""
+        lanes = np.full(taps.size, post)
+        flow = float(np.max(np.cumsum(taps) + np.cumsum(lanes[::-1])[::-1])) if taps.size \
+            else 0.0
+        return max(begin + int(np.ceil(flow)) + fill[0], floor + int(lanes.sum())) + fill[1]
+
+    def _slow(self, h, t, slowdown):
+        """Slow group ``h``'s last RUN from cycle ``t`` on, as a RUN joining its banks does."""
+        begin, access, post, fill, floor, start = self.pending[h]
+        taps = access * self.slowdown[h]
+        late = begin + np.cumsum(taps) > t
+        taps = np.where(late, access * slowdown, taps)
+        end = self._end(begin, taps, post, fill, floor)
+        extra = end - self.group_free[h]
+        access_end = begin + int(np.ceil(taps.sum())) + ACCESS_BUBBLE
+        self.stall[h] += max(0, access_end - self.access_free[h])
+        self.access_free[h] = max(self.access_free[h], access_end)
+        if extra > 0:
+            self.busy[h] += extra
+            self.held[h] = [e + extra if e == self.group_free[h] else e for e in self.held[h]]
+            self.group_free[h] = end
+        self.slowdown[h] = slowdown
 
     def barrier(self, mask):
         self.now = max([self.now, self.dma_free] +

@@ -281,9 +281,9 @@ def compiled_runs(model):
     return kept
 
 
-def check(runs, seed=0, sparse=True, competitor=0.0, zeros=0.3):
-    """Run ``runs`` on isa_sim and on the RTL; the same ACT bytes and MAC counters, no error.
-    Returns each group's RTL cycles over its isa_sim busy cycles."""
+def check(runs, seed=0, sparse=True, competitor=0.0, zeros=0.3, within=(0.95, 1.05)):
+    """Run ``runs`` on isa_sim and on the RTL; the same ACT bytes and MAC counters, no error,
+    and each group's RTL cycles over its isa_sim busy cycles within ``within`` (returned)."""
     mem = Memories.random(seed, zeros)
     want, counters, busy = reference(mem, runs, sparse)
     got, hw, cycles = hardware(mem, runs, sparse, competitor, seed)
@@ -293,7 +293,9 @@ def check(runs, seed=0, sparse=True, competitor=0.0, zeros=0.3):
     assert sum(i for i, _, _ in hw.values()) == counters["macs_issued"]
     assert sum(s for _, s, _ in hw.values()) == counters["macs_skipped"]
     assert not any(e for _, _, e in hw.values())
-    return [c / b for c, b in zip(cycles, busy) if b]
+    ratios = [c / b for c, b in zip(cycles, busy) if b]
+    assert all(within[0] <= r <= within[1] for r in ratios), (cycles, busy)
+    return ratios
 
 
 # A 3x3 convolution over 2 input channels (HWC, 16-byte rows of 8 pixels) with stride 2 in
@@ -331,17 +333,20 @@ def test_fewer_lanes_than_the_group_has():
 
 
 def test_crossbar_backpressure_from_a_competing_reader():
-    check([conv(lut=1)], competitor=0.7, seed=3)
+    # The model does not know the competitor: 224 RTL cycles for its 196.
+    check([conv(lut=1)], competitor=0.7, seed=3, within=(1.05, 1.2))
 
 
 def test_two_groups_share_the_crossbar():
     check([conv(group=0, lut=1, per_lane=1),
-           conv(group=1, bias=0, act_offset=5, out_offset=700)], competitor=0.3, seed=4)
+           conv(group=1, bias=0, act_offset=5, out_offset=700)], competitor=0.3, seed=4,
+          within=(1.0, 1.1))      # two streams on bank 0 (the model's 2x), and the competitor
 
 
 def test_compiled_conv():
     runs = compiled_runs(_conv(3, 4, (6, 6), [3, 3], pads=[1, 1, 1, 1]))
-    check(runs, seed=5)
+    # Both groups' chains read banks 0 and 1: the model's share of reads per bank is coarse.
+    check(runs, seed=5, within=(1.0, 1.15))
 
 
 def test_compiled_convtranspose_phases():
@@ -349,7 +354,9 @@ def test_compiled_convtranspose_phases():
     runs = compiled_runs(_convt(2, 4, (4, 4), [3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
                                 output_padding=[1, 1]))
     assert len({len(r.code) for r in runs}) > 1
-    check(runs, seed=6)
+    # Group 1 joins bank 1 while group 0 runs its first of three RUNs: the model slows down
+    # only a group's last RUN (242 RTL cycles for 186 on group 0, 177 for 173 on group 1).
+    check(runs, seed=6, within=(1.0, 1.35))
 
 
 def test_compiled_gemm():
@@ -373,11 +380,28 @@ def test_an_empty_tap_nest_multiplies_nothing(sparse):
 
 
 def test_cycles_of_compute_bound_runs_follow_the_cycle_model():
-    # isa_sim: RUN_LATENCY + one cycle per tap and pixel. The RTL pays a longer pipeline fill
-    # and drain once per chain of queued RUNs (decoding, FIFOs, lanes, POST, WRITE) and
-    # overlaps it between queued RUNs.
-    single, = check([conv()], sparse=False)
-    chain, = check([conv(out_offset=512 + k) for k in range(2)] +
-                   [conv(out_offset=600 + k) for k in range(2)], sparse=False)
-    assert 1 < single <= 1.2
-    assert chain <= 1.05
+    # A lone RUN: decode (9 micro-ops + 4), 9 pixels x 18 taps, fill, last pixel's 4 lanes,
+    # drain: 196 cycles, as isa_sim's. Queued RUNs overlap decode, fill and drain: 164 more
+    # each (the access engine's 2-cycle bubble).
+    check([conv()], sparse=False, within=(1.0, 1.0))
+    check([conv(out_offset=512 + k) for k in range(2)] +
+          [conv(out_offset=600 + k) for k in range(2)], sparse=False, within=(1.0, 1.0))
+
+
+def test_sparse_saves_multiplies_not_cycles():
+    # The access engine fetches every tap, zero or not: 196 cycles with 30% or 50% zeros.
+    for zeros in (0.3, 0.5):
+        check([conv()], zeros=zeros, within=(0.99, 1.0))
+
+
+def test_cycles_of_post_bound_and_decode_bound_chains():
+    one_tap = CONV.format(bias=1, lut=0, per_lane=0).replace("count=3", "count=1") \
+        .replace("count=2", "count=1")
+    # One tap per pixel, 4 lanes: the post-writer's 4 cycles per pixel and its drain set the
+    # pace (42 cycles per queued RUN).
+    check([Run(0, one_tap, {"rows": 3, "cols": 3, "out_offset": 512 + k}) for k in range(4)],
+          within=(1.0, 1.0))
+    # One pixel of two taps: the decoder's 9 + 4 cycles per RUN set the pace.
+    two_taps = one_tap.replace("level=2 count=1", "level=2 count=2")
+    check([Run(0, two_taps, {"rows": 1, "cols": 1, "out_offset": 512 + k}) for k in range(4)],
+          within=(1.0, 1.0))
