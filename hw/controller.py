@@ -169,9 +169,10 @@ class Controller(wiring.Component):
         m.d.comb += self.bypass.eq(regs.bypass)
 
         running = Signal()
+        start = Signal()
         done = Signal()
         error = Signal()
-        m.d.comb += [regs.status.eq(Cat(running, done, error)), self.done.eq(done)]
+        m.d.comb += [regs.status.eq(Cat(running | start, done, error)), self.done.eq(done)]
         with m.If(self.group_error.any()):
             m.d.sync += error.eq(1)
 
@@ -365,7 +366,11 @@ class Controller(wiring.Component):
 
         with m.FSM():
             with m.State("IDLE"):
-                with m.If(regs.start & ~reader.busy & ~writer.busy):
+                # The start strobe waits while fetches of the last program drain.
+                with m.If(regs.start):
+                    m.d.sync += [start.eq(1), done.eq(0)]
+                with m.If((regs.start | start) & ~reader.busy & ~writer.busy):
+                    m.d.sync += start.eq(0)
                     m.d.comb += [flush.eq(1), reset_counters.eq(1)]
                     m.d.sync += [running.eq(1), done.eq(0), error.eq(0),
                                  fetch_pc.eq(regs.base), fetching.eq(0),

@@ -52,6 +52,8 @@ class AcceleratorTB(AxiTB):
         await self.write_register("bypass", 0 if sparse else 1)
         await self.write_register("base", 0)
         await self.write_register("start", 1)
+        while self.dut.irq.value:          # the previous program's END
+            await ClockCycles(self.dut.clk, 1)
         waited = 0
         while not self.dut.irq.value:
             if waited >= self.max_cycles:
