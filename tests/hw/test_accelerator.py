@@ -28,6 +28,8 @@ BUILD = Path(__file__).resolve().parents[2] / "build" / "cocotb" / "accelerator"
 CONFIG = AcceleratorConfig(groups=2, lanes=4, act_banks=4, act_bank_bytes=1024, weight_bytes=512,
                            param_entries=32, uop_depth=32, axi_data_width=32, mem_latency=4,
                            burst_bytes=64)
+#: Far more than any case takes (a few thousand cycles): a hang fails in seconds.
+MAX_CYCLES = 100_000
 #: Counters whose definitions the RTL shares with the ISA simulator.
 EXACT = ("macs_issued", "macs_skipped", "dma_bytes", "runs", "instructions")
 
@@ -90,7 +92,7 @@ def _check(compiled, results, config, sparse):
 def test_programs_bit_exact_with_isa_sim(simulator, compiled):
     start = time.monotonic()
     results = run_programs([image for _, _, image in compiled], CONFIG, simulator=simulator,
-                           build_dir=BUILD / "small")
+                           build_dir=BUILD / "small", max_cycles=MAX_CYCLES)
     ratios = _check(compiled, results, CONFIG, sparse=True)
     print(f"{simulator}: RTL / ISA cycles", {k: round(v, 3) for k, v in ratios.items()},
           f"({time.monotonic() - start:.1f} s)")
@@ -106,7 +108,8 @@ def test_random_axi_pauses_and_no_sparse(simulator, compiled):
     subset = compiled[:2]
     for sparse in (True, False):
         results = run_programs([image for _, _, image in subset], CONFIG, simulator=simulator,
-                               build_dir=BUILD / "small", pause=0.3, seed=3, sparse=sparse)
+                               build_dir=BUILD / "small", pause=0.3, seed=3, sparse=sparse,
+                               max_cycles=MAX_CYCLES)
         _check(subset, results, CONFIG, sparse)
 
 
