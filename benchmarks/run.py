@@ -39,7 +39,8 @@ def bench_model(name, repeat, batch):
         out = Path(tmp) / "out"
         quiet = lambda message: None  # noqa: E731
         rows.append((name, "compile (import .. program)", timed(
-            lambda: flow.compile_model(path, out, force=True, log=quiet), repeat), 10.0))
+            lambda: flow.compile_model(path, out, force=True, rtl=False, log=quiet), repeat),
+            10.0))
         graph = import_model(path)
         feeds = flow.default_calibration(graph, samples=batch, seed=1)
         np.savez(Path(tmp) / "x.npz", **feeds)

@@ -63,7 +63,8 @@ def _cmd_compile(args):
     config = flow.target_config(args.target, args.groups, args.lanes)
     manifest = flow.compile_model(args.model, args.output, calibrate=args.calibrate,
                                   force=args.force, config=config, target=args.target,
-                                  reorder=not args.no_reorder, sparse=not args.no_sparse)
+                                  reorder=not args.no_reorder, sparse=not args.no_sparse,
+                                  rtl=not args.no_rtl)
     t = manifest["totals"]
     print(f"compiled {args.model} -> {args.output}: {len(manifest['layers'])} layers, "
           f"{t['macs_useful'] / 1e6:.2f} M useful MACs per sample, "
@@ -73,7 +74,8 @@ def _cmd_compile(args):
 
 def _cmd_simulate(args):
     report = flow.simulate(args.folder, args.engine, args.input, args.output,
-                           sparse=False if args.no_sparse else None)
+                           sparse=False if args.no_sparse else None,
+                           simulator=args.simulator, waves=args.waves)
     line = f"{report['engine']}: output {tuple(report['output_shape'])} -> {report['output_file']}"
     if "sqnr_db" in report:
         line += f"; SQNR vs onnxruntime float {report['sqnr_db']} dB"
@@ -82,8 +84,14 @@ def _cmd_simulate(args):
         print(f"{report['cycles']} cycles for {report['batch']} sample(s); utilization "
               f"{report['utilization']:.1%}; compute bound {report['compute_bound_cycles']:.0f}, "
               f"memory bound {report['memory_bound_cycles']:.0f} cycles; "
-              f"{report['macs_skipped']} MACs skipped; bit-exact with golden: "
-              f"{'yes' if report['bit_exact_vs_golden'] else 'NO'}")
+              f"{report['macs_skipped']} MACs skipped")
+    for key, name in (("bit_exact_vs_golden", "golden model"),
+                      ("bit_exact_vs_isa", "instruction-level simulator")):
+        if key in report:
+            print(f"bit-exact with the {name}: {'yes' if report[key] else 'NO'}")
+    if "cycles_vs_isa" in report:
+        print(f"RTL cycles (hardware counter) / instruction-level estimate: "
+              f"{report['cycles_vs_isa']:.3f}")
     if "roofline" in report:
         r = report["roofline"]
         line = f"per frame at batch 1 the {r['bound_at_batch_1']} bound dominates"
@@ -131,15 +139,21 @@ def _parser():
                         "baseline)")
     p.add_argument("--no-sparse", action="store_true",
                    help="turn the sparse cores' zero skipping off")
+    p.add_argument("--no-rtl", action="store_true",
+                   help="do not write the accelerator's Verilog to OUTPUT/rtl")
     p.set_defaults(run=_cmd_compile)
 
     p = sub.add_parser("simulate", help="run a compiled model")
     p.add_argument("folder", help="output folder of `flexigan compile`")
     p.add_argument("--engine", default="golden", choices=flow.ENGINES,
                    help="golden: the fixed-point reference interpreter; isa: the "
-                        "instruction-level simulator with its cycle model")
+                        "instruction-level simulator with its cycle model; rtl: the "
+                        "accelerator's Verilog under a simulator (cocotb)")
+    p.add_argument("--simulator", default="verilator", choices=flow.SIMULATORS,
+                   help="rtl: the Verilog simulator (default: verilator)")
+    p.add_argument("--waves", action="store_true", help="rtl: record a waveform")
     p.add_argument("--no-sparse", action="store_true",
-                   help="isa: run with zero skipping off, whatever the compiled setting")
+                   help="isa, rtl: run with zero skipping off, whatever the compiled setting")
     p.add_argument("--input", required=True, help=".npy/.npz model inputs")
     p.add_argument("--output", help="where to write the output (default: FOLDER/output.npy)")
     p.set_defaults(run=_cmd_simulate)

@@ -19,10 +19,13 @@ is a thin shell over them. A compiled model lives in an output folder:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -33,8 +36,9 @@ from .compiler.lower import lower
 from .compiler.onnx_import import import_model, load_onnx
 from .compiler.program import load_program
 from .compiler.serialize import load_graph, save_graph
-from .errors import UsageError
+from .errors import FlexiganError, UsageError
 from .hw.config import preset
+from .hw.verilog import write_rtl
 from .sim import golden, isa_sim
 
 __all__ = ["inspect_model", "compile_model", "simulate", "default_calibration", "load_inputs",
@@ -188,7 +192,7 @@ def target_config(target="sim", groups=None, lanes=None):
 
 
 def compile_model(model_path, out, calibrate=None, force=False, config=None, target="sim",
-                  reorder=True, sparse=True, log=_log):
+                  reorder=True, sparse=True, rtl=True, log=_log):
     """Compile ``model_path`` into the folder ``out``; return the manifest (also written).
 
     Parameters
@@ -209,11 +213,13 @@ def compile_model(model_path, out, calibrate=None, force=False, config=None, tar
     sparse : bool
         Whether the accelerator's sparse cores skip zero activations (recorded for
         ``simulate``).
+    rtl : bool
+        Also write the accelerator's Verilog to ``out/rtl`` (see :mod:`flexigan.hw.verilog`).
     """
     model_path = Path(model_path)
     config = config or target_config(target)
     out = _check_out(out, force)
-    steps = _Steps(6, log)
+    steps = _Steps(7 if rtl else 6, log)
     with steps("import"):
         graph = import_model(model_path)
     out.mkdir(parents=True, exist_ok=True)
@@ -257,7 +263,11 @@ def compile_model(model_path, out, calibrate=None, force=False, config=None, tar
             "layers": rows,
             "schedule": program.layout["layers"],
         }
-        (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    if rtl:
+        with steps("rtl"):
+            manifest["rtl"] = {"folder": "rtl", **write_rtl(config, out / "rtl", log=log)}
+        manifest["steps"].append("rtl")
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
 
 
@@ -288,11 +298,12 @@ def float_reference(model_path, feeds, names=()):
     return dict(zip(wanted, session.run(wanted, run_feeds)))
 
 
-ENGINES = ("golden", "isa")
+ENGINES = ("golden", "isa", "rtl")
+SIMULATORS = ("verilator", "icarus")
 
 
 def _run_isa(out, qgraph, feeds, sparse):
-    """Outputs (dequantized) and report of the instruction-level simulator; the report also
+    """int8 outputs and report of the instruction-level simulator; the report also
     says whether its int8 outputs equal the golden interpreter's bit for bit."""
     if not (out / "program.json").is_file():
         raise UsageError(f"{out} has no compiled program (program.json); recompile it")
@@ -303,16 +314,95 @@ def _run_isa(out, qgraph, feeds, sparse):
     out_int, report = isa_sim.simulate(load_program(out), ints, sparse=sparse)
     expect = golden.run_int(qgraph, ints)
     report["bit_exact_vs_golden"] = all(np.array_equal(v, expect[o]) for o, v in out_int.items())
-    return {o: golden.dequantize(v, ir.node(qgraph, o).scale) for o, v in out_int.items()}, report
+    return out_int, report
 
 
-def simulate(out, engine, input_path, output_path=None, sparse=None, log=_log):
+@contextlib.contextmanager
+def _output_to(path):
+    """Send this process's stdout and stderr (file descriptors 1 and 2, which the simulators
+    write to) to the file ``path`` for the duration."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(path, "w") as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
+def _run_rtl(out, qgraph, feeds, sparse, simulator, waves, log):
+    """Outputs and report of the accelerator's RTL under ``simulator`` (cocotb); the report
+    compares outputs and cycles with the instruction-level simulator."""
+    from .compiler.program import tensor_addresses
+    from .sim.rtl import RtlTestError, run_programs
+
+    if simulator not in SIMULATORS:
+        raise UsageError(f"simulator {simulator!r} is not available (choose from: "
+                         f"{', '.join(SIMULATORS)})")
+    isa_int, report = _run_isa(out, qgraph, feeds, sparse)
+    program = load_program(out)
+    layout, config = program.layout, program.config
+    ints = {name: golden.quantize_input(x, ir.node(qgraph, name).scale)
+            for name, x in feeds.items()}
+    batch = next(iter(ints.values())).shape[0]
+    images = []
+    for n in range(batch):
+        image = np.frombuffer(program.image, np.uint8).copy()
+        for name, entry in layout["inputs"].items():
+            image[tensor_addresses(entry)] = ints[name][n].astype(np.int8).view(np.uint8)
+        images.append(image.tobytes())
+    build = out / "rtl_sim" / simulator
+    build.mkdir(parents=True, exist_ok=True)
+    transcript = build / "simulation.log"
+    log(f"running {batch} sample(s) on the RTL under {simulator}; the simulator's output goes "
+        f"to {transcript} ...")
+    try:
+        with _output_to(transcript):
+            results = run_programs(images, config, simulator=simulator, build_dir=build,
+                                   sparse=report["sparse"], waves=waves)
+    except RtlTestError as exc:
+        raise FlexiganError(f"RTL simulation failed: {exc} (see {transcript})") from None
+    rtl_int = {o: np.stack([r.memory[tensor_addresses(entry)].view(np.int8) for r in results])
+               for o, entry in layout["outputs"].items()}
+    totals = {k: sum(int(r.counters[k]) for r in results)
+              for k in ("cycles", "macs_issued", "macs_skipped", "dma_bytes")}
+    isa_cycles = report["cycles"]
+    rtl_report = {
+        "engine": "rtl", "simulator": simulator, "sparse": report["sparse"],
+        "bit_exact_vs_isa": all(np.array_equal(v, isa_int[o]) for o, v in rtl_int.items()),
+        **isa_sim.figures(config, totals["cycles"], report["macs_useful"],
+                          totals["macs_issued"], totals["macs_skipped"], totals["dma_bytes"]),
+        "isa_cycles": isa_cycles,
+        "cycles_vs_isa": round(totals["cycles"] / isa_cycles, 4) if isa_cycles else None,
+        "counters": [r.counters for r in results],
+        "roofline": report["roofline"],
+        # The hardware counts the whole program; per-layer figures are the ISA model's.
+        "layers_from": "isa", "layers": report["layers"],
+    }
+    if waves:
+        rtl_report["waves"] = [str(p) for p in sorted(build.glob("*.fst")) +
+                               sorted(build.glob("*.vcd"))]
+    return rtl_int, rtl_report
+
+
+def simulate(out, engine, input_path, output_path=None, sparse=None, simulator="verilator",
+             waves=False, log=_log):
     """Run the compiled model in ``out`` on the inputs in ``input_path`` with ``engine``.
 
     ``golden`` is the fixed-point reference interpreter; ``isa`` the instruction-level
     simulator running ``program.bin`` on the memory image (``sparse`` overrides the compiled
-    zero-skipping setting). Writes the output (``output_path``, default ``out/output.npy``;
-    ``.npz`` when the model has several outputs) and ``out/sim_report.json``; returns the report.
+    zero-skipping setting); ``rtl`` the accelerator's Verilog under ``simulator`` (Verilator or
+    Icarus, through cocotb), compared with the instruction-level simulator. Writes the output
+    (``output_path``, default ``out/output.npy``; ``.npz`` when the model has several outputs)
+    and ``out/sim_report.json``; returns the report.
     """
     out = Path(out)
     if engine not in ENGINES:
@@ -329,7 +419,9 @@ def simulate(out, engine, input_path, output_path=None, sparse=None, log=_log):
         outputs = {o: values[o] for o in qgraph.graph["outputs"]}
         report = {"engine": engine}
     else:
-        outputs, report = _run_isa(out, qgraph, feeds, sparse)
+        out_int, report = _run_isa(out, qgraph, feeds, sparse) if engine == "isa" else \
+            _run_rtl(out, qgraph, feeds, sparse, simulator, waves, log)
+        outputs = {o: golden.dequantize(v, ir.node(qgraph, o).scale) for o, v in out_int.items()}
     elapsed = time.perf_counter() - start
     onnx_names = dict(zip(qgraph.graph["outputs"], qgraph.graph["onnx_outputs"]))
     report.update({"batch": int(next(iter(feeds.values())).shape[0]),

@@ -539,7 +539,8 @@ def report_fields():
             "compute_bound_cycles", "memory_bound_cycles", "dram_bytes")
 
 
-def _figures(config, cycles, useful, issued, skipped, dram):
+def figures(config, cycles, useful, issued, skipped, dram):
+    """The :func:`report_fields` of a run (or a layer) from its raw counts."""
     lanes = config.total_lanes
     return {"cycles": int(cycles), "macs_useful": int(useful), "macs_issued": int(issued),
             "macs_skipped": int(skipped),
@@ -644,15 +645,15 @@ def simulate(program, inputs_int8, config=None, sparse=True):
     rows = []
     for layer, (cycles, issued, skipped, dram) in zip(layers, totals):
         rows.append({"name": layer["name"], "op": layer["op"],
-                     **_figures(config, cycles, layer["macs_useful"] * batch, issued, skipped,
-                                dram)})
+                     **figures(config, cycles, layer["macs_useful"] * batch, issued, skipped,
+                               dram)})
     total = totals.sum(axis=0)
     useful = sum(layer["macs_useful"] for layer in layers) * batch
     outputs = {name: np.stack(v) for name, v in outputs.items()}
     report = {"engine": "isa", "batch": batch, "sparse": sparse,
               "reorder": layout.get("reorder", True),
               "output_shape": list(next(iter(outputs.values())).shape),
-              **_figures(config, total[0], useful, total[1], total[2], total[3]),
+              **figures(config, total[0], useful, total[1], total[2], total[3]),
               "groups": [{"busy": int(b), "stall": int(s)} for b, s in zip(busy, stall)],
               "counters": result.counters,
               "roofline": roofline(config, useful // batch, traffic["ACT"],

@@ -77,8 +77,9 @@ def test_debug_shows_the_traceback():
 def test_compile_then_simulate_golden(tmp_path, capsys):
     model = save(tiny_generator(), tmp_path / "g.onnx")
     out = tmp_path / "out"
-    status, text, _ = run(capsys, "compile", str(model), "-o", str(out))
+    status, text, _ = run(capsys, "compile", str(model), "-o", str(out), "--no-rtl")
     assert status == 0 and "compiled" in text
+    assert not (out / "rtl").exists()
     manifest = json.loads((out / "manifest.json").read_text())
     layers = {row["name"]: row for row in manifest["layers"]}
     assert layers["c2"]["macs_useful"] < layers["c2"]["macs_zero_insertion"]
@@ -105,7 +106,7 @@ def test_compile_refuses_a_non_empty_output_folder(tmp_path, capsys):
     status, _, err = run(capsys, "compile", str(model), "-o", str(out))
     assert_one_line_error(status, err, "is not empty; use --force")
     assert (out / "keep.txt").read_text() == "precious" and len(list(out.iterdir())) == 1
-    status, _, _ = run(capsys, "compile", str(model), "-o", str(out), "--force")
+    status, _, _ = run(capsys, "compile", str(model), "-o", str(out), "--force", "--no-rtl")
     assert status == 0 and (out / "manifest.json").is_file()
 
 
@@ -113,7 +114,7 @@ def test_compile_with_calibration_file_and_wrong_input_shape(tmp_path, capsys):
     model = save(tiny_generator(), tmp_path / "g.onnx")
     np.savez(tmp_path / "cal.npz", z=np.random.default_rng(0).standard_normal((8, 4, 1, 1)))
     status, _, _ = run(capsys, "compile", str(model), "-o", str(tmp_path / "a"),
-                       "--calibrate", str(tmp_path / "cal.npz"))
+                       "--calibrate", str(tmp_path / "cal.npz"), "--no-rtl")
     assert status == 0
     np.save(tmp_path / "bad.npy", np.zeros((2, 5)))
     status, _, err = run(capsys, "simulate", str(tmp_path / "a"), "--input",
@@ -148,11 +149,14 @@ def test_compile_for_a_target_then_simulate_isa(tmp_path, capsys):
     assert manifest["config"]["groups"] == 2 and manifest["config"]["axi_data_width"] == 16
     assert manifest["schedule"] and manifest["reorder"] is True
     assert "RUN" in (out / "program.s").read_text()
+    assert (out / "rtl" / "files.f").read_text().split() == ["flexigan_top.v"]
+    assert "module flexigan_top" in (out / "rtl" / "flexigan_top.v").read_text()
+    assert manifest["rtl"]["top"] == "flexigan_top"
 
     np.save(tmp_path / "z.npy", np.random.default_rng(2).standard_normal((3, 4, 1, 1)))
     status, text, _ = run(capsys, "simulate", str(out), "--engine", "isa", "--input",
                           str(tmp_path / "z.npy"))
-    assert status == 0 and "bit-exact with golden: yes" in text
+    assert status == 0 and "bit-exact with the golden model: yes" in text
     report = json.loads((out / "sim_report.json").read_text())
     for field in ("engine", "cycles", "macs_useful", "macs_issued", "macs_skipped",
                   "utilization", "compute_bound_cycles", "memory_bound_cycles", "dram_bytes",
@@ -175,3 +179,34 @@ def test_bad_target_arguments(tmp_path, capsys, argv, fragments):
     status, _, err = run(capsys, "compile", DCGAN_G, "-o", str(tmp_path / "o"), *argv)
     assert_one_line_error(status, err, *fragments)
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("simulator", [pytest.param("verilator", marks=pytest.mark.slow)])
+def test_simulate_rtl_is_bit_exact_with_the_instruction_level_simulator(tmp_path, capsys,
+                                                                        simulator):
+    model = save(tiny_generator(), tmp_path / "g.onnx")
+    out = tmp_path / "out"
+    status, _, _ = run(capsys, "compile", str(model), "-o", str(out), "--target", "ulx3s",
+                       "--groups", "2", "--lanes", "4")
+    assert status == 0
+    np.save(tmp_path / "z.npy", np.random.default_rng(3).standard_normal((2, 4, 1, 1)))
+    status, text, _ = run(capsys, "simulate", str(out), "--engine", "rtl", "--simulator",
+                          simulator, "--input", str(tmp_path / "z.npy"))
+    assert status == 0, text
+    assert "bit-exact with the instruction-level simulator: yes" in text
+    report = json.loads((out / "sim_report.json").read_text())
+    assert report["engine"] == "rtl" and report["simulator"] == simulator
+    assert report["bit_exact_vs_isa"] is True and report["output_shape"] == [2, 2, 4, 4]
+    for field in ("cycles", "macs_useful", "macs_issued", "macs_skipped", "utilization",
+                  "compute_bound_cycles", "memory_bound_cycles", "dram_bytes", "layers"):
+        assert field in report
+    # Cycles come from the hardware counters; the multiplies counted agree with the model.
+    assert report["cycles"] == sum(c["cycles"] for c in report["counters"])
+    assert 0.8 <= report["cycles_vs_isa"] <= 2.0
+    assert (out / "rtl_sim" / simulator / "simulation.log").is_file()
+
+
+def test_simulate_rtl_rejects_an_unknown_simulator(tmp_path, capsys):
+    status, _, err = run(capsys, "simulate", str(tmp_path), "--engine", "rtl", "--simulator",
+                         "modelsim", "--input", "x.npy")
+    assert_one_line_error(status, err, "invalid choice: 'modelsim'")

@@ -32,7 +32,8 @@ def test_int8_golden_against_float(tmp_path, name, inputs, calibration, min_sqnr
     if calibration:
         np.save(tmp_path / "cal.npy", calibration())
     flow.compile_model(EXAMPLES / f"{name}.onnx", out,
-                       calibrate=tmp_path / "cal.npy" if calibration else None, **QUIET)
+                       calibrate=tmp_path / "cal.npy" if calibration else None, rtl=False,
+                       **QUIET)
     x = inputs()
     np.save(tmp_path / "x.npy", x)
     report = flow.simulate(out, "golden", tmp_path / "x.npy", **QUIET)
