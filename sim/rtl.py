@@ -65,11 +65,39 @@ def _build_args(simulator):
 #: to run it once at time 0; Icarus does not see an initialiser as an event, so a block whose
 #: inputs never change (e.g. ``ready = 1`` in an FSM's reset state) would hold X forever.
 _TIME_ZERO = re.compile(r"^(\s*)reg (\\\S*dump_module\$\d+ ) = 0;$", re.MULTILINE)
+#: Yosys also writes the parts of a partly process-driven ``reg`` that plain connections drive
+#: (e.g. the fields of ``Execute``'s ``emit_job`` besides ``end``) as one-statement blocks
+#: ``always @* lhs = rhs;`` without that register. Icarus runs such a block only when ``rhs``
+#: changes: a constant ``rhs`` never, and a register that keeps its initial value (``out_pix``
+#: of a first RUN writing at address 0) not until it changes, so ``lhs`` holds X meanwhile
+#: (Verilator, and Amaranth's simulator, evaluate every block at time 0).
+_ONE_STATEMENT = re.compile(r"^(\s*)always @\*\n(\s*)(?!if\b|begin\b|case)([^\n]*=[^\n]*;)$",
+                            re.MULTILINE)
+_MODULE = re.compile(r"^module .*?^endmodule$", re.MULTILINE | re.DOTALL)
+
+
+def _kick_module(module):
+    """One module's combinational blocks, each made to run once after time 0's events."""
+    found = _TIME_ZERO.search(module)
+    if found:
+        kick = found[2]
+    elif _ONE_STATEMENT.search(module):
+        kick = "\\flexigan$time_zero "
+        header = module.index(");\n") + 3
+        module = (f"{module[:header]}  reg {kick}= 0;\n  initial #0 {kick}= 1'h1;\n"
+                  f"{module[header:]}")
+    else:
+        return module
+    module = _TIME_ZERO.sub(lambda m: f"{m[0]}\n{m[1]}initial #0 {m[2]} = 1'h1;", module)
+    return _ONE_STATEMENT.sub(
+        lambda m: f"{m[1]}always @* begin\n{m[2]}if ({kick}) begin end\n{m[2]}{m[3]}\n"
+                  f"{m[1]}end", module)
 
 
 def _kick_time_zero(text):
-    """Toggle each of those registers after time 0's first events (Icarus only)."""
-    return _TIME_ZERO.sub(lambda m: f"{m[0]}\n{m[1]}initial #0 {m[2]} = 1'h1;", text)
+    """Run every combinational block once after time 0's first events (Icarus only): toggle
+    Yosys's time-0 registers, and make the one-statement blocks wait on them too."""
+    return _MODULE.sub(lambda m: _kick_module(m[0]), text)
 
 
 def write_verilog(design, path, toplevel="top", simulator=None):
