@@ -179,9 +179,12 @@ class _Lowering:
         src, dst = layer.src, layer.dst
         stages = []
         pre = []
-        if dst.home == "act" and dst.grid.gapped:
+        # A Concat's storage has several writers, each its channel slice: the first clears
+        # the gaps; in external memory each stage's rows are read, completed and stored back.
+        shared = len(dst.writers) > 1
+        if dst.home == "act" and dst.grid.gapped and layer.index == dst.producer:
             pre.append(self._clear(dst.act_addr, dst.size))
-        if dst.home == "dram" and dst.grid.gapped:
+        if dst.home == "dram" and dst.grid.gapped and not shared:
             rows = max(hi - lo for lo, hi in (layer.staging_rows(*s) for s in layer.stages()))
             pre += [self._clear(addr, rows * dst.grid.row_bytes) for addr in layer.staging]
         stats = {"stages": len(layer.stages()), "per_segment_tiles": per_segment,
@@ -203,6 +206,10 @@ class _Lowering:
                 dst_base = layer.staging[k % len(layer.staging)]
                 dst_lo, dst_hi = layer.staging_rows(r0, r1)
                 rb = dst.grid.row_bytes
+                if shared:
+                    pre.append(("DMA_LOAD", {"space": isa.Space.ACT, "local_addr": dst_base,
+                                             "ext_addr": self._dram(dst, dst_lo * rb),
+                                             "length": (dst_hi - dst_lo) * rb}))
                 post.append(("DMA_STORE", {"space": isa.Space.ACT, "local_addr": dst_base,
                                            "ext_addr": self._dram(dst, dst_lo * rb),
                                            "length": (dst_hi - dst_lo) * rb}))
@@ -356,7 +363,7 @@ class _Lowering:
         if taps:
             row = ar.off + rs.in0 * ar.step - src_lo
             act_offset = src_base + (row * gs.cols + ac.off + cs.in0 * ac.step) * gs.channels \
-                + gi * cin
+                + layer.src_chan + gi * cin
         loops = [(rs.ntaps, rs.tap_step * ar.step * gs.row_bytes, tile.ntc * cin * nl),
                  (cs.ntaps, cs.tap_step * ac.step * gs.channels, cin * nl),
                  (cin, 1, nl)]
@@ -521,9 +528,13 @@ def lower(qgraph, config, reorder=True):
         stages, stats = prepared[i]
         low.emit_layer(stages, stats, prepared[i + 1][0] if i + 1 < len(p.layers) else None)
         node = ir.node(qgraph, layer.nodes[0])
-        useful = macs.layer_macs(node.op, ir.node(qgraph, node.inputs[0]).shape, node.shape)
+        if layer.op == "Copy":     # into a Concat: no MACs of the model
+            useful = 0
+        else:
+            useful = macs.layer_macs(node.op, ir.node(qgraph, node.inputs[0]).shape,
+                                     node.shape).useful
         schedule.append({"name": layer.name, "nodes": list(layer.nodes), "op": layer.op,
-                         "first": first, "last": len(low.code), "macs_useful": useful.useful,
+                         "first": first, "last": len(low.code), "macs_useful": useful,
                          **stats})
     counters = low.image.reserve("counters", 8 * 8)
     low.emit("COUNTERS", action=isa.CounterAction.STORE, ext_addr=counters)

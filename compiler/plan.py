@@ -24,7 +24,7 @@ by the input region, with one segment of all taps, so padding and inserted zeros
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -116,13 +116,14 @@ class Storage:
     home: str = "act"
     act_addr: int | None = None
     dram_addr: int | None = None
+    writers: list[int] = field(default_factory=list)
 
     @property
     def size(self):
         return self.grid.size
 
     def last_use(self):
-        return max(self.consumers, default=self.producer)
+        return max(self.consumers + self.writers, default=self.producer)
 
 
 @dataclass(frozen=True)
@@ -143,8 +144,11 @@ class Layer:
     ``weight`` is int8 ``(groups, cout_g, cin_g, kh, kw)``, indexed by the kernel taps of the
     segments; ``transposed`` selects the transposed-convolution segments. ``chan_addr[n]`` is
     the byte offset of output channel ``n`` from its pixel's address ``pixel_addr(h, w)`` in
-    the destination grid. ``rows_per_stage`` cuts the output rows into stages (see the module
-    docstring); ``windows``/``staging`` are the ACT addresses of the layer's buffers.
+    the destination grid (a layer writing into a channel slice of a Concat offsets them by the
+    slice's first channel); ``src_chan`` is the first channel of the source value in its
+    storage (a value that is a slice of a Concat). ``rows_per_stage`` cuts the output rows
+    into stages (see the module docstring); ``windows``/``staging`` are the ACT addresses of
+    the layer's buffers.
     """
 
     index: int
@@ -164,6 +168,7 @@ class Layer:
     rows_per_stage: int = 0
     windows: list[int] = field(default_factory=list)
     staging: list[int] = field(default_factory=list)
+    src_chan: int = 0
 
     @property
     def groups(self):
@@ -281,6 +286,39 @@ def _normal_weight(op, w, in_shape):
     return w.reshape(g, w.shape[0] // g, *w.shape[1:])
 
 
+def _requantized(post, r):
+    """``post`` followed by the per-tensor requantization ``r`` (into a Concat's scale),
+    folded into its LUT: exact, the LUT maps every int8 value."""
+    table = np.arange(-128, 128)[None] if post.lut is None else post.lut
+    return replace(post, lut=r.apply(table.astype(np.int64), channel_axis=0))
+
+
+def _copy_layer(index, job, storages, resolve, shape_of, graph):
+    """A 1x1 identity convolution copying value ``v`` into channels ``c0...`` of Concat
+    ``k`` with POST ``r`` (the Concat's requantization, or multiplier 1, shift 0: exact)."""
+    k, v, c0, r = job
+    v = _reshape_root(graph, v)
+    src_root, src_chan = resolve(v)
+    src, dst = storages[src_root], storages[resolve(k)[0]]
+    k_chan = resolve(k)[1]
+    channels = shape_of[v][0]
+    if dst.producer is None:
+        dst.producer = index
+    dst.writers.append(index)
+    src.consumers.append(index)
+    ones = np.ones(channels, dtype=np.int64)
+    mult = ones if r is None else np.broadcast_to(r.multiplier, (channels,))
+    shift = 0 * ones if r is None else np.broadcast_to(r.shift, (channels,))
+    eye = np.eye(channels, dtype=np.int8)
+    post = numerics.Post(eye[:, :, None, None], 0 * ones, mult, shift, None)
+    g = src.grid
+    axes = (Axis(g.height, 0, g.off_h, g.step_h), Axis(g.width, 0, g.off_w, g.step_w))
+    return Layer(index, f"{k}[{c0}:{c0 + channels}]", (k,), "Copy", False,
+                 np.ascontiguousarray(eye[None, :, :, None, None]), (1, 1), (1, 1), axes,
+                 (g.height, g.width), post, src, dst, np.arange(channels) + c0 + k_chan,
+                 src_chan=src_chan)
+
+
 def _demand(op, a, size):
     """Conventional baseline: ``(step, lead, trail)`` the consumer needs of its input's array
     along axis ``a`` (lead/trail zero rows; negative: rows it does not read)."""
@@ -315,20 +353,59 @@ def plan(graph, config, reorder=True):
     for name, n in order:
         if isinstance(n.op, (ir.Input, *ir.COMPUTE_OPS, ir.Reshape)) or name in fused:
             continue
+        if isinstance(n.op, ir.Concat):
+            if n.op.axis != 0:
+                problems.append((name, "Concat", "concatenation along a spatial axis"))
+            continue
         if isinstance(n.op, ir.Activation):
             why = "standalone activation: not the only consumer of a Conv, ConvTranspose or Gemm"
         else:
             why = "not lowered by the back end yet"
         problems.append((name, type(n.op).__name__, why))
 
-    # Each materialized value (model input or layer output) is a root; Reshapes alias it.
+    # Each materialized value (model input, layer output or channel Concat) is a root;
+    # Reshapes alias it.
     layer_out = {c: next((a for a, src in fused.items() if src == c), c) for c in computes}
-    roots = list(graph.graph["inputs"]) + [layer_out[c] for c in computes]
+    concats = [name for name, n in order if isinstance(n.op, ir.Concat) and n.op.axis == 0]
+    roots = list(graph.graph["inputs"]) + [layer_out[c] for c in computes] + concats
     # A layer's output is stored in its compute op's shape (an activation fused through a
     # Reshape is a view of it).
     shape_of = {r: ir.node(graph, r).shape for r in graph.graph["inputs"]}
     shape_of.update({layer_out[c]: ir.node(graph, c).shape for c in computes})
+    shape_of.update({k: ir.node(graph, k).shape for k in concats})
+    # Concat is addressing: an input that only its producer writes is stored in its channel
+    # slice of the Concat (``alias``: value -> (Concat, first channel)), its producer writing
+    # there directly (requantization to the Concat's scale folded into its POST's LUT);
+    # any other input (a model input or output, a value read elsewhere at its own scale, a
+    # reshape) is copied in by a 1x1 identity layer with the requantizing POST (``copies``).
     inputs = set(graph.graph["inputs"])
+    alias, copies, relut = {}, {}, {}
+    for k in concats:
+        nk = ir.node(graph, k)
+        c0 = 0
+        for v, r in zip(nk.inputs, nk.q):
+            direct = v in shape_of and v not in inputs and v not in outputs \
+                and v not in alias and nk.inputs.count(v) == 1 \
+                and not isinstance(ir.node(graph, v).op, ir.Reshape)
+            if direct and r is not None:
+                # Requantized: only a layer output that nothing else reads, via its LUT.
+                direct = v not in concats and ir.consumers(graph, v) == [k]
+                if direct:
+                    relut[v] = r
+            if direct:
+                alias[v] = (k, c0)
+            else:
+                copies.setdefault(k, []).append((v, c0, r))
+            c0 += ir.node(graph, v).shape[0]
+
+    def resolve(v):
+        """``(root, first channel)`` of the storage holding materialized value ``v``."""
+        c0 = 0
+        while v in alias:
+            v, off = alias[v]
+            c0 += off
+        return v, c0
+
     for name, n in order:
         if not isinstance(n.op, ir.Reshape):
             continue
@@ -339,6 +416,9 @@ def plan(graph, config, reorder=True):
         if n.shape == shape_of[root] or \
                 not any(isinstance(u, (ir.Conv, ir.ConvTranspose)) for u in users):
             continue
+        if root in alias or root in concats:
+            problems.append((name, "Reshape", "reshape of a concatenated tensor"))
+            continue
         # An image read through a reshape of a model input (the host lays it out) or of a
         # vector (its producer writes each channel anywhere): store it as that image.
         own = shape_of[root]
@@ -348,6 +428,7 @@ def plan(graph, config, reorder=True):
             problems.append((name, "Reshape", f"reshape {own} -> {n.shape} moves data in HWC "
                                               "order"))
 
+    roots = [r for r in roots if r not in alias]
     # Conventional baseline: each Conv/ConvTranspose asks for padding and zero insertion.
     demands = {r: [] for r in roots}
     if not reorder:
@@ -356,7 +437,8 @@ def plan(graph, config, reorder=True):
             if isinstance(n.op, (ir.Conv, ir.ConvTranspose)):
                 root = _reshape_root(graph, n.inputs[0])
                 shape = shape_of[root]
-                demands[root].append((c, [_demand(n.op, a, shape[1 + a]) for a in range(2)]))
+                demands[resolve(root)[0]].append(
+                    (c, [_demand(n.op, a, shape[1 + a]) for a in range(2)]))
     grids = {}
     for r in roots:
         c, h, w = (tuple(shape_of[r]) + (1, 1))[:3]
@@ -381,20 +463,38 @@ def plan(graph, config, reorder=True):
     for r in graph.graph["inputs"]:
         storages[r].home = "dram"
     for o in outputs:
-        root = _reshape_root(graph, o)
+        root = resolve(_reshape_root(graph, o))[0]
         storages[root].output = True
         storages[root].home = "dram"
 
+    # The layers in graph order: compute ops, and the copies into each Concat at its place.
+    jobs = []
+    for name, _ in order:
+        if name in layer_out:
+            jobs.append(name)
+        jobs += [(name, *copy) for copy in copies.get(name, [])]
+
     layers = []
-    for index, c in enumerate(computes):
+    for index, job in enumerate(jobs):
+        if isinstance(job, tuple):
+            layers.append(_copy_layer(index, job, storages, resolve, shape_of, graph))
+            continue
+        c = job
         n = ir.node(graph, c)
         act = layer_out[c] if layer_out[c] != c else None
-        src = storages[_reshape_root(graph, n.inputs[0])]
-        dst = storages[layer_out[c]]
-        dst.producer = index
+        src_root, src_chan = resolve(_reshape_root(graph, n.inputs[0]))
+        dst_root, dst_chan = resolve(layer_out[c])
+        src, dst = storages[src_root], storages[dst_root]
+        if dst.producer is None:
+            dst.producer = index
+        dst.writers.append(index)
         src.consumers.append(index)
         post = numerics.post(graph, c, act)
-        weight = _normal_weight(n.op, post.weight, src.grid.shape)
+        if layer_out[c] in relut:
+            post = _requantized(post, relut[layer_out[c]])
+        in_shape = src.grid.shape if src_root == _reshape_root(graph, n.inputs[0]) else \
+            (shape_of[_reshape_root(graph, n.inputs[0])][0],) + src.grid.shape[1:]
+        weight = _normal_weight(n.op, post.weight, in_shape)
         g = src.grid
         if isinstance(n.op, ir.Dense):
             transposed, stride, dil = False, (1, 1), (1, 1)
@@ -415,17 +515,18 @@ def plan(graph, config, reorder=True):
                     weight = weight[..., ::-1, ::-1]
                     stride, transposed = (1, 1), False
         if dst.grid.shape[1:] == tuple(out_hw):
-            chan_addr = np.arange(n.shape[0])
+            chan_addr = np.arange(n.shape[0]) + dst_chan
         else:
-            chan_addr = dst.grid.addresses().ravel()
+            chan_addr = dst.grid.addresses()[dst_chan:dst_chan + n.shape[0]].ravel()
         layers.append(Layer(index, layer_out[c], (c,) + ((act,) if act else ()),
                             "Gemm" if isinstance(n.op, ir.Dense) else type(n.op).__name__,
                             transposed, np.ascontiguousarray(weight), stride, dil, axes,
-                            tuple(out_hw), post, src, dst, chan_addr))
+                            tuple(out_hw), post, src, dst, chan_addr, src_chan=src_chan))
 
     result = Plan(layers, list(storages.values()),
                   {i: storages[i] for i in graph.graph["inputs"]},
-                  {o: storages[_reshape_root(graph, o)] for o in outputs}, config.act_bytes)
+                  {o: storages[resolve(_reshape_root(graph, o))[0]] for o in outputs},
+                  config.act_bytes)
     _place(result, config)
     return result
 

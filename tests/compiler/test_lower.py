@@ -5,6 +5,8 @@ the ``sim`` preset and on a tiny machine that forces stages, spills, per-segment
 splits), runs it on the instruction-level simulator and compares with ``golden.run_int``.
 """
 
+import functools
+
 import numpy as np
 import pytest
 from onnx import helper
@@ -261,3 +263,68 @@ def test_few_rows_are_cut_into_columns_too():
     queues = _balance([Unit((r1 - r0) * (c1 - c0)) for r0, r1, c0, c1 in pieces], 16)
     assert max(sum(u.cost for u in q) for q in queues) <= 1.1 * 22 * 64 / 16
     assert _pieces(22, 64, 32, 16) == ((0, 22, 0, 64),)
+
+
+# --- Concat and residual Add ----------------------------------------------------------------
+
+def _concat_model(skip_input=False, unet=False):
+    """Channel concatenations (the skip connections of U-Net generators):
+
+    * default: x -> conv a -> ReLU, x -> conv b -> ReLU, Concat(a, b) -> conv;
+    * ``skip_input``: Concat(x, conv(x) -> ReLU) -> conv (a model input in the concat);
+    * ``unet``: e = conv(x) -> ReLU, d = conv(e) -> LeakyReLU, Concat(d, e) -> conv (e is
+      also read by the next conv), and Concat of that with x (nested) -> conv.
+    """
+    rng = np.random.default_rng(7)
+    conv = functools.partial(helper.make_node, "Conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    inits = {}
+
+    def weights(name, cout, cin, scale=0.3):
+        inits[f"w{name}"] = rng.normal(0, scale, (cout, cin, 3, 3))
+        inits[f"b{name}"] = rng.normal(0, 0.1, cout)
+        return [f"w{name}", f"b{name}"]
+
+    if skip_input:
+        nodes = [conv(["x", *weights("a", 3, 2)], ["ca"]), helper.make_node("Relu", ["ca"], ["a"]),
+                 helper.make_node("Concat", ["x", "a"], ["cat"], axis=1),
+                 conv(["cat", *weights("o", 4, 5)], ["y"])]
+    elif unet:
+        nodes = [conv(["x", *weights("e", 3, 2)], ["ce"]), helper.make_node("Relu", ["ce"], ["e"]),
+                 conv(["e", *weights("d", 5, 3, 1.0)], ["cd"]),
+                 helper.make_node("LeakyRelu", ["cd"], ["d"], alpha=0.2),
+                 helper.make_node("Concat", ["d", "e"], ["cat"], axis=1),
+                 helper.make_node("Concat", ["cat", "x"], ["cat2"], axis=1),
+                 conv(["cat2", *weights("o", 4, 10)], ["y"])]
+    else:
+        nodes = [conv(["x", *weights("a", 3, 2)], ["ca"]), helper.make_node("Relu", ["ca"], ["a"]),
+                 conv(["x", *weights("b", 5, 2, 1.0)], ["cb"]),
+                 helper.make_node("Relu", ["cb"], ["b"]),
+                 helper.make_node("Concat", ["a", "b"], ["cat"], axis=1),
+                 conv(["cat", *weights("o", 4, 8)], ["y"])]
+    return make_model(nodes, [("x", ["N", 2, 6, 5])], [("y", ["N", "c", "h", "w"])], inits)
+
+
+CONCAT_CASES = {
+    "conv-relu + conv-relu -> concat -> conv": lambda: _concat_model(),
+    "concat with the model input": lambda: _concat_model(skip_input=True),
+    "u-net skip, nested concat": lambda: _concat_model(unet=True),
+}
+
+
+@pytest.fixture(scope="module", params=list(CONCAT_CASES))
+def concat_case(request):
+    return quantized(CONCAT_CASES[request.param]())
+
+
+@pytest.mark.parametrize("reorder", [True, False], ids=["zero-free", "conventional"])
+@pytest.mark.parametrize("config", [SIM, TINY], ids=["sim", "tiny"])
+def test_concat_bit_exact_with_golden(concat_case, config, reorder):
+    check_bit_exact(*concat_case, config=config, reorder=reorder)
+
+
+def test_concat_of_layer_outputs_is_addressing():
+    # Both producers write their channel slices of the concat: no copy layer, one buffer.
+    qgraph, _ = quantized(_concat_model())
+    program = lower(qgraph, SIM)
+    assert [layer["op"] for layer in program.layout["layers"]] == ["Conv"] * 3
+    assert program.layout["act_buffers"].keys() == {"cat"}
