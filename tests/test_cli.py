@@ -181,7 +181,8 @@ def test_bad_target_arguments(tmp_path, capsys, argv, fragments):
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize("simulator", [pytest.param("verilator", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("simulator", ["icarus",
+                                       pytest.param("verilator", marks=pytest.mark.slow)])
 def test_simulate_rtl_is_bit_exact_with_the_instruction_level_simulator(tmp_path, capsys,
                                                                         simulator):
     model = save(tiny_generator(), tmp_path / "g.onnx")
