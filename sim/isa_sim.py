@@ -35,10 +35,14 @@ last byte is written.
 
 Dependencies, as in docs/isa.md: a RUN waits for earlier DMA into its group's memories and for
 earlier DMA touching the ACT bytes it reads or writes; a DMA waits for earlier RUNs that read
-what it overwrites (or write what it stores). Crossbar: a bank serves one word per cycle; the
-RUNs running on groups whose activation ranges share banks (within their ROUTE) read at
-``streams / banks`` of a tap per cycle, ``banks`` being the banks their ranges span; groups
-reading the same stream (address pattern) share a broadcast read. A RUN that joins slows the
+what it overwrites (or write what it stores). Crossbar: the access engine keeps the last word
+it read and reads the crossbar only when a tap's word differs (the line is emptied at each RUN
+start), so a RUN asks each bank for its reads (word changes along its pixel, pass, tap
+addresses) over its access cycles. A bank serves one word per cycle, shared max-min fairly
+(round robin) among the streams of the groups still reading; a stream asking more than its
+share slows down by the ratio. Groups reading the same stream (address pattern) share a
+broadcast read. A RUN that joins slows the ones already running for the rest of their access.
+Write conflicts (post-writers writing one bank) are not charged.
 ones already running for the rest of their access.
 
 :func:`simulate` runs a compiled :class:`~flexigan.compiler.program.Program` on int8 inputs and
@@ -143,6 +147,21 @@ def requantize(acc, multiplier, shift):
     return np.clip((acc * multiplier.astype(np.int64) + rounding) >> shift, -128, 127)
 
 
+def _fair(demands):
+    """Each stream's slowdown on banks that serve one access per cycle, shared max-min fairly
+    (round-robin arbitration): ``demands[i, b]`` are stream ``i``'s accesses per cycle to
+    bank ``b``; a stream slows down by its worst bank's demand over what it is granted."""
+    slow = np.ones(len(demands))
+    for d in demands.T[demands.sum(axis=0) > 1]:
+        left, order = 1.0, np.argsort(d)
+        for k, i in enumerate(order):
+            granted = min(d[i], left / (len(d) - k))
+            left -= granted
+            if d[i] > granted:
+                slow[i] = max(slow[i], d[i] / granted)
+    return slow
+
+
 class _Board:
     """Intervals ``[lo, hi)`` of one memory with the time until which earlier work uses them."""
 
@@ -198,7 +217,7 @@ class _Machine:
         self.decoder_free = [0] * g            # the decoder may take the next RUN
         self.access_free = [0] * g             # the access engine may start the next RUN
         self.held = [[] for _ in range(g)]     # ends of the RUNs each group holds
-        self.reads = [None] * g                # the share of its last RUN's reads per bank
+        self.reads = [None] * g                # its last RUN's reads per bank and cycle
         self.slowdown = [1.0] * g              # its crossbar slowdown
         self.pending = [None] * g              # its timing, to slow it down later
         self.group_dma = [0] * g                # end of the last DMA into the group's memories
@@ -359,19 +378,28 @@ class _Machine:
                 self.act[out] = y
                 if out.size:
                     write = (int(out.min()), int(out.max()) + 1)
-        macs = sum(micro.act_taps.size for op, _ in micro.body if op == isa.UopOp.MAC)
+        passes = sum(op == isa.UopOp.MAC for op, _ in micro.body)
+        macs = passes * micro.act_taps.size
         issued = int(steps.sum()) * lanes
         skipped = (macs * npix - int(steps.sum())) * lanes
         self.issued += issued
         self.skipped += skipped
-        mac = any(op == isa.UopOp.MAC for op, _ in micro.body)
+        mac = passes > 0
         post = any(op == isa.UopOp.WRITE for op, _ in micro.body)
         if not mac:
             access[:] = 1                      # the execute engine's cycle per pixel
-        reads = None                           # the share of the RUN's reads per bank
+        reads = None                           # the RUN's crossbar reads per bank and cycle
         if mac:
-            banks = (pix[:, None] + micro.act_taps[None, :]).ravel() // cfg.act_bank_bytes
-            reads = np.bincount(banks, minlength=cfg.act_banks) / max(1, banks.size)
+            reads = np.zeros(cfg.act_banks)
+            if micro.act_taps.size:
+                # The access engine reuses the last word it read: a read each time the word
+                # changes along the RUN's (pixel, pass, tap) addresses.
+                words = np.tile(pix[:, None] + micro.act_taps[None, :], (1, passes)).ravel() \
+                    // cfg.axi_bytes
+                new = np.ones(words.size, bool)
+                new[1:] = words[1:] != words[:-1]
+                banks = words[new] * cfg.axi_bytes // cfg.act_bank_bytes
+                reads = np.bincount(banks, minlength=cfg.act_banks) / access.sum()
         self._time_run(g, a, micro, access, max(1, lanes) if post else 0, reads,
                        (act_lo, act_hi), (wgt_lo, wgt_hi), write, tables, params.size)
         return issued, skipped
@@ -389,18 +417,20 @@ class _Machine:
                     self.dma_act_reads.until(*write, self.now) if write[0] < write[1] else 0)
         decoded = max(start, self.decoder_free[g]) + a["uop_count"] + DECODE_CYCLES
         begin = max(decoded, self.access_free[g])
-        # Crossbar: each distinct stream asks its banks for a word per tap; the busiest bank
-        # of the groups still reading sets the pace of all of them.
+        # Crossbar: each distinct stream asks its banks for words at its rate (a word each
+        # time its address leaves the last word read); the banks share their reads fairly
+        # among the streams of the groups still reading.
         key = (a["act_offset"], a["rows"], a["cols"], micro.act, micro.act_taps.tobytes())
         rivals = [h for h in range(self.config.groups) if h != g and self.reads[h] is not None
                   and self.access_free[h] > begin and self.stream[h] != key]
         slowdown = 1.0
         if reads is not None:
             streams = {key: reads} | {self.stream[h]: self.reads[h] for h in rivals}
-            slowdown = max(1.0, float(np.max(sum(streams.values()))))
-        for h in rivals:
-            if slowdown > self.slowdown[h]:
-                self._slow(h, begin, slowdown)
+            shares = dict(zip(streams, _fair(np.array(list(streams.values())))))
+            slowdown = shares[key]
+            for h in rivals:
+                if shares[self.stream[h]] > self.slowdown[h]:
+                    self._slow(h, begin, shares[self.stream[h]])
         fill = (EXECUTE_FILL + (ACCESS_FILL if reads is not None else 0),
                 POST_DRAIN if post else 0)
         floor = self.group_free[g]
