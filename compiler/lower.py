@@ -319,12 +319,13 @@ class _Lowering:
         return tiles
 
     def _tile(self, layer, gi, chans, rtaps, ctaps, row0, col0):
-        key = (layer.index, gi, chans[0], len(chans), rtaps, ctaps)
         local = [n - gi * layer.weight.shape[1] for n in chans]
         w = layer.weight[gi][local][:, :, list(rtaps)][:, :, :, list(ctaps)]
         wgt = np.ascontiguousarray(w.transpose(2, 3, 1, 0)).astype(np.int8).tobytes()
-        return _Tile(key, len(chans), row0, col0, len(ctaps), wgt,
-                     layer.post.param_bytes(chans), layer.post.lut_bytes(chans))
+        params, lut = layer.post.param_bytes(chans), layer.post.lut_bytes(chans)
+        # By content: the channels of a depthwise layer (the Adds) share one tile.
+        key = (layer.index, rtaps, ctaps, row0, col0, wgt, params, lut)
+        return _Tile(key, len(chans), row0, col0, len(ctaps), wgt, params, lut)
 
     def _units(self, layer, rsegs, csegs, piece, tiles, per_segment, src, dst):
         """The work units of the output rectangle ``piece = (r0, r1, c0, c1)``."""
@@ -363,10 +364,10 @@ class _Lowering:
         if taps:
             row = ar.off + rs.in0 * ar.step - src_lo
             act_offset = src_base + (row * gs.cols + ac.off + cs.in0 * ac.step) * gs.channels \
-                + layer.src_chan + gi * cin
+                + layer.src_chan + gi * layer.group_chans
         loops = [(rs.ntaps, rs.tap_step * ar.step * gs.row_bytes, tile.ntc * cin * nl),
                  (cs.ntaps, cs.tap_step * ac.step * gs.channels, cin * nl),
-                 (cin, 1, nl)]
+                 (cin, layer.chan_step, nl)]
         act = (rs.in_step * ar.step * gs.row_bytes, cs.in_step * ac.step * gs.channels)
         lut = layer.post.lut
         post = {"use_lut": int(lut is not None), "lut": 0,

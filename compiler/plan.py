@@ -1,9 +1,11 @@
 """The layer and memory plan: what the back end lowers, and where every tensor lives.
 
-:func:`plan` turns a quantized IR graph into :class:`Layer` s (a Conv, ConvTranspose or Gemm
-with its fused activation, in one normal form: a grouped convolution whose taps the segments of
-:mod:`flexigan.compiler.segments` enumerate) and :class:`Storage` s (one per materialized
-tensor, with the :class:`Grid` that places it in HWC order). Layout ops cost nothing: a Reshape
+:func:`plan` turns a quantized IR graph into :class:`Layer` s (a Conv, ConvTranspose, Gemm or
+residual Add with its fused activation, in one normal form: a grouped convolution whose taps the
+segments of :mod:`flexigan.compiler.segments` enumerate; an Add is a two-tap depthwise one, see
+docs/numerics.md) and :class:`Storage` s (one per materialized tensor, with the :class:`Grid`
+that places it in HWC order). Channel Concat and the pair of an Add's operands are addressing:
+the producers write their channel slices of one storage. Layout ops cost nothing: a Reshape
 aliases its operand's storage (a Gemm reading a flattened image reads the image with its
 columns permuted at compile time; a Gemm whose output is reshaped to an image writes it in HWC
 order), and a fused activation is a LUT in the producer's POST.
@@ -36,6 +38,8 @@ __all__ = ["Grid", "Storage", "Axis", "Layer", "Plan", "plan", "ALIGN"]
 #: Byte alignment of every buffer, in ACT and in external memory (one AXI burst beat of the
 #: widest preset), so DMA never splits a beat.
 ALIGN = 64
+#: The ops that become layers (with a fused activation): the compute ops, and residual Add.
+_LAYER_OPS = (*ir.COMPUTE_OPS, ir.Add)
 
 
 def align(n):
@@ -148,7 +152,11 @@ class Layer:
     slice's first channel); ``src_chan`` is the first channel of the source value in its
     storage (a value that is a slice of a Concat). ``rows_per_stage`` cuts the output rows
     into stages (see the module docstring); ``windows``/``staging`` are the ACT addresses of
-    the layer's buffers.
+    the layer's buffers. Conv group ``gi`` reads its ``cin_g`` input channels at channels
+    ``src_chan + gi*group_step + k*chan_step`` of the source (``group_step`` None:
+    ``cin_g``, contiguous); a residual Add is a two-tap depthwise layer whose taps are two
+    channels ``chan_step`` apart (its operands, side by side in one storage, or one value
+    read twice with step 0).
     """
 
     index: int
@@ -169,6 +177,8 @@ class Layer:
     windows: list[int] = field(default_factory=list)
     staging: list[int] = field(default_factory=list)
     src_chan: int = 0
+    group_step: int | None = None
+    chan_step: int = 1
 
     @property
     def groups(self):
@@ -181,6 +191,11 @@ class Layer:
     @property
     def cin_g(self):
         return self.weight.shape[2]
+
+    @property
+    def group_chans(self):
+        """Source channels from one conv group's first input channel to the next's."""
+        return self.cin_g if self.group_step is None else self.group_step
 
     def axis_segments(self, a):
         """The :class:`~flexigan.compiler.segments.AxisSegment` s along axis ``a`` (0 rows)."""
@@ -294,13 +309,14 @@ def _requantized(post, r):
 
 
 def _copy_layer(index, job, storages, resolve, shape_of, graph):
-    """A 1x1 identity convolution copying value ``v`` into channels ``c0...`` of Concat
-    ``k`` with POST ``r`` (the Concat's requantization, or multiplier 1, shift 0: exact)."""
-    k, v, c0, r = job
+    """A 1x1 identity convolution copying value ``v`` into channels ``c0...`` of storage
+    ``target`` (Concat ``k``, or the operands of Add ``k``) with POST ``r`` (the Concat's
+    requantization, or multiplier 1, shift 0: exact)."""
+    k, target, v, c0, r = job
     v = _reshape_root(graph, v)
     src_root, src_chan = resolve(v)
-    src, dst = storages[src_root], storages[resolve(k)[0]]
-    k_chan = resolve(k)[1]
+    src, dst = storages[src_root], storages[resolve(target)[0]]
+    k_chan = resolve(target)[1]
     channels = shape_of[v][0]
     if dst.producer is None:
         dst.producer = index
@@ -313,10 +329,21 @@ def _copy_layer(index, job, storages, resolve, shape_of, graph):
     post = numerics.Post(eye[:, :, None, None], 0 * ones, mult, shift, None)
     g = src.grid
     axes = (Axis(g.height, 0, g.off_h, g.step_h), Axis(g.width, 0, g.off_w, g.step_w))
-    return Layer(index, f"{k}[{c0}:{c0 + channels}]", (k,), "Copy", False,
+    return Layer(index, f"{target}[{c0}:{c0 + channels}]", (k,), "Copy", False,
                  np.ascontiguousarray(eye[None, :, :, None, None]), (1, 1), (1, 1), axes,
                  (g.height, g.width), post, src, dst, np.arange(channels) + c0 + k_chan,
                  src_chan=src_chan)
+
+
+def _sum_post(q, channels, lut):
+    """The POST of a residual Add (a :class:`~flexigan.compiler.quant.Sum`) as a two-tap
+    depthwise layer: per channel the weights ``(weight_a, weight_b)`` (normal form
+    ``(C, 1, 2, 1, 1)``), bias 0 and the shared multiplier and shift; then ``lut``."""
+    weight = np.empty((channels, 1, 2, 1, 1), dtype=np.int8)
+    weight[:, 0, :, 0, 0] = (q.weight_a, q.weight_b)
+    return numerics.Post(weight, np.zeros(channels, np.int64),
+                         np.full(channels, q.multiplier, np.int64),
+                         np.full(channels, q.shift, np.int64), lut)
 
 
 def _demand(op, a, size):
@@ -345,45 +372,63 @@ def plan(graph, config, reorder=True):
     order = ir.topo_nodes(graph)
     computes, fused = [], {}
     for name, n in order:
-        if isinstance(n.op, ir.COMPUTE_OPS):
+        if isinstance(n.op, _LAYER_OPS):
             computes.append(name)
             act = _fused_activation(graph, name)
             if act is not None:
                 fused[act] = name
     for name, n in order:
-        if isinstance(n.op, (ir.Input, *ir.COMPUTE_OPS, ir.Reshape)) or name in fused:
+        if isinstance(n.op, (ir.Input, *_LAYER_OPS, ir.Reshape)) or name in fused:
             continue
         if isinstance(n.op, ir.Concat):
             if n.op.axis != 0:
                 problems.append((name, "Concat", "concatenation along a spatial axis"))
             continue
         if isinstance(n.op, ir.Activation):
-            why = "standalone activation: not the only consumer of a Conv, ConvTranspose or Gemm"
+            why = ("standalone activation: not the only consumer of a Conv, ConvTranspose, Gemm "
+                   "or Add")
         else:
             why = "not lowered by the back end yet"
         problems.append((name, type(n.op).__name__, why))
 
     # Each materialized value (model input, layer output or channel Concat) is a root;
-    # Reshapes alias it.
+    # Reshapes alias it. So is the operand storage of an Add of two different values: the two
+    # side by side, as a Concat of 2C channels, which the Add reads as a two-tap depthwise
+    # convolution (taps C channels apart).
     layer_out = {c: next((a for a, src in fused.items() if src == c), c) for c in computes}
     concats = [name for name, n in order if isinstance(n.op, ir.Concat) and n.op.axis == 0]
-    roots = list(graph.graph["inputs"]) + [layer_out[c] for c in computes] + concats
+    operands = {}
+    for name, n in order:
+        if isinstance(n.op, ir.Add) and n.inputs[0] != n.inputs[1]:
+            storage = f"{name}:operands"
+            while storage in graph:
+                storage += "'"
+            operands[name] = storage
+    roots = list(graph.graph["inputs"]) + [layer_out[c] for c in computes] + concats + \
+        list(operands.values())
     # A layer's output is stored in its compute op's shape (an activation fused through a
     # Reshape is a view of it).
     shape_of = {r: ir.node(graph, r).shape for r in graph.graph["inputs"]}
     shape_of.update({layer_out[c]: ir.node(graph, c).shape for c in computes})
     shape_of.update({k: ir.node(graph, k).shape for k in concats})
+    for k, storage in operands.items():
+        shape = ir.node(graph, k).shape
+        shape_of[storage] = (2 * shape[0], *shape[1:])
     # Concat is addressing: an input that only its producer writes is stored in its channel
     # slice of the Concat (``alias``: value -> (Concat, first channel)), its producer writing
     # there directly (requantization to the Concat's scale folded into its POST's LUT);
     # any other input (a model input or output, a value read elsewhere at its own scale, a
     # reshape) is copied in by a 1x1 identity layer with the requantizing POST (``copies``).
+    # An Add's operands are its storage's two halves in the same way, never requantized (the
+    # Add's weights carry the scales).
     inputs = set(graph.graph["inputs"])
     alias, copies, relut = {}, {}, {}
-    for k in concats:
+    joins = [(k, k, nk.q) if k in concats else (k, operands[k], (None, None))
+             for k, nk in order if k in concats or k in operands]
+    for k, target, requants in joins:
         nk = ir.node(graph, k)
         c0 = 0
-        for v, r in zip(nk.inputs, nk.q):
+        for v, r in zip(nk.inputs, requants):
             direct = v in shape_of and v not in inputs and v not in outputs \
                 and v not in alias and nk.inputs.count(v) == 1 \
                 and not isinstance(ir.node(graph, v).op, ir.Reshape)
@@ -393,9 +438,9 @@ def plan(graph, config, reorder=True):
                 if direct:
                     relut[v] = r
             if direct:
-                alias[v] = (k, c0)
+                alias[v] = (target, c0)
             else:
-                copies.setdefault(k, []).append((v, c0, r))
+                copies.setdefault(k, []).append((target, v, c0, r))
             c0 += ir.node(graph, v).shape[0]
 
     def resolve(v):
@@ -414,7 +459,7 @@ def plan(graph, config, reorder=True):
             continue
         users = [ir.node(graph, u).op for u in ir.consumers(graph, name)]
         if n.shape == shape_of[root] or \
-                not any(isinstance(u, (ir.Conv, ir.ConvTranspose)) for u in users):
+                not any(isinstance(u, (ir.Conv, ir.ConvTranspose, ir.Add)) for u in users):
             continue
         if root in alias or root in concats:
             problems.append((name, "Reshape", "reshape of a concatenated tensor"))
@@ -467,12 +512,13 @@ def plan(graph, config, reorder=True):
         storages[root].output = True
         storages[root].home = "dram"
 
-    # The layers in graph order: compute ops, and the copies into each Concat at its place.
+    # The layers in graph order: compute ops and Adds, and the copies into each Concat or Add
+    # at its place (before the Add).
     jobs = []
     for name, _ in order:
+        jobs += [(name, *copy) for copy in copies.get(name, [])]
         if name in layer_out:
             jobs.append(name)
-        jobs += [(name, *copy) for copy in copies.get(name, [])]
 
     layers = []
     for index, job in enumerate(jobs):
@@ -482,21 +528,36 @@ def plan(graph, config, reorder=True):
         c = job
         n = ir.node(graph, c)
         act = layer_out[c] if layer_out[c] != c else None
-        src_root, src_chan = resolve(_reshape_root(graph, n.inputs[0]))
+        is_add = isinstance(n.op, ir.Add)
+        # An Add reads its operand storage, or the one value it adds to itself twice.
+        src_root, src_chan = resolve(operands[c] if c in operands else
+                                     _reshape_root(graph, n.inputs[0]))
         dst_root, dst_chan = resolve(layer_out[c])
         src, dst = storages[src_root], storages[dst_root]
         if dst.producer is None:
             dst.producer = index
         dst.writers.append(index)
         src.consumers.append(index)
-        post = numerics.post(graph, c, act)
+        if is_add:
+            lut = None if act is None else ir.node(graph, act).q.table
+            post = _sum_post(n.q, n.shape[0], lut)
+        else:
+            post = numerics.post(graph, c, act)
         if layer_out[c] in relut:
             post = _requantized(post, relut[layer_out[c]])
-        in_shape = src.grid.shape if src_root == _reshape_root(graph, n.inputs[0]) else \
-            (shape_of[_reshape_root(graph, n.inputs[0])][0],) + src.grid.shape[1:]
-        weight = _normal_weight(n.op, post.weight, in_shape)
         g = src.grid
-        if isinstance(n.op, ir.Dense):
+        extra = {}
+        if not is_add:
+            in_shape = src.grid.shape if src_root == _reshape_root(graph, n.inputs[0]) else \
+                (shape_of[_reshape_root(graph, n.inputs[0])][0],) + src.grid.shape[1:]
+            weight = _normal_weight(n.op, post.weight, in_shape)
+        if is_add:
+            # Elementwise: the logical pixels of the source, in both plans.
+            weight, transposed, stride, dil = post.weight, False, (1, 1), (1, 1)
+            axes = (Axis(g.height, 0, g.off_h, g.step_h), Axis(g.width, 0, g.off_w, g.step_w))
+            out_hw = (tuple(n.shape[1:]) + (1, 1))[:2]
+            extra = {"group_step": 1, "chan_step": n.shape[0] if c in operands else 0}
+        elif isinstance(n.op, ir.Dense):
             transposed, stride, dil = False, (1, 1), (1, 1)
             axes = (Axis(g.height, 0, g.off_h, g.step_h), Axis(g.width, 0, g.off_w, g.step_w))
             out_hw = (1, 1)
@@ -521,7 +582,8 @@ def plan(graph, config, reorder=True):
         layers.append(Layer(index, layer_out[c], (c,) + ((act,) if act else ()),
                             "Gemm" if isinstance(n.op, ir.Dense) else type(n.op).__name__,
                             transposed, np.ascontiguousarray(weight), stride, dil, axes,
-                            tuple(out_hw), post, src, dst, chan_addr, src_chan=src_chan))
+                            tuple(out_hw), post, src, dst, chan_addr, src_chan=src_chan,
+                            **extra))
 
     result = Plan(layers, list(storages.values()),
                   {i: storages[i] for i in graph.graph["inputs"]},

@@ -38,7 +38,8 @@ from ..sim import golden
 from . import ir
 
 __all__ = ["Requant", "Compute", "Lut", "Sum", "Norm", "round_half_up", "sat8", "rshift_round",
-           "requant", "calibrate", "quantize", "MAX_SHIFT", "NORM_FRAC", "ZERO_RANGE"]
+           "requant", "sum_params", "calibrate", "quantize", "MAX_SHIFT", "NORM_FRAC",
+           "ZERO_RANGE"]
 
 #: Largest requantization shift: a 32-bit accumulator times a 16-bit multiplier is 47 bits.
 MAX_SHIFT = 47
@@ -130,17 +131,25 @@ class Lut:
 
 @dataclass(frozen=True, eq=False)
 class Sum:
-    """Element-wise sum of two int8 tensors of different scales:
-    ``y = sat8(rshift_round(a * multiplier_a + b * multiplier_b, shift))``."""
+    """Element-wise sum of two int8 tensors of different scales, as the machine computes it (a
+    two-tap depthwise convolution with no bias)::
 
-    multiplier_a: int
-    multiplier_b: int
+        y = sat8(rshift_round((a * weight_a + b * weight_b) * multiplier, shift))
+
+    ``weight_a``/``weight_b`` are int8 weights in [0, 127] (not both 0) whose ratio
+    approximates the ratio of the input scales; ``multiplier`` (signed 16-bit) and ``shift``
+    (0..47) the one shared rescaling. ``|a*weight_a + b*weight_b| <= 2 * 128 * 127 < 2**15``.
+    """
+
+    weight_a: int
+    weight_b: int
+    multiplier: int
     shift: int
 
     def apply(self, a, b):
         """The sum of the int8 arrays ``a`` and ``b``; returns int8."""
-        acc = a.astype(np.int64) * self.multiplier_a + b.astype(np.int64) * self.multiplier_b
-        return sat8(rshift_round(acc, self.shift))
+        acc = a.astype(np.int64) * self.weight_a + b.astype(np.int64) * self.weight_b
+        return sat8(rshift_round(acc * self.multiplier, self.shift))
 
 
 @dataclass(frozen=True, eq=False)
@@ -285,11 +294,32 @@ def _activation(name, n, ins, s_out):
     return Lut(sat8(round_half_up(n.op(grid, channel_axis=0) / s_out)))
 
 
+#: Every pair of Add weights ``(w_a, w_b)`` in [0, 127]**2 but (0, 0), ordered by ``w_a``
+#: then ``w_b``.
+_ADD_WEIGHTS = np.stack(np.divmod(np.arange(1, 128 * 128), 128), axis=1).astype(np.float64)
+
+
+def sum_params(ratio_a, ratio_b):
+    """The :class:`Sum` closest to ``y = a * ratio_a + b * ratio_b`` (positive reals).
+
+    Over every weight pair ``(w_a, w_b)`` in [0, 127]**2 but (0, 0): the least-squares gain
+    ``g = (ratio_a*w_a + ratio_b*w_b) / (w_a**2 + w_b**2)``, its fixed-point ratio ``(M, s)``
+    (:func:`requant`), and the effective ratios ``e = w * M / 2**s``; the pair whose
+    ``|e_a - ratio_a| + |e_b - ratio_b|`` (the worst output error, in output steps per input
+    step) is least, the first such pair in the order of ``(w_a, w_b)``.
+    """
+    ratios = np.array([ratio_a, ratio_b], dtype=np.float64)
+    w = _ADD_WEIGHTS
+    gain = (w @ ratios) / (w * w).sum(axis=1)
+    r = requant(gain)
+    effective = w * np.ldexp(r.multiplier.astype(np.float64), -r.shift)[:, None]
+    best = int(np.argmin(np.abs(effective - ratios).sum(axis=1)))
+    w_a, w_b = (int(v) for v in w[best])
+    return Sum(w_a, w_b, int(r.multiplier[best]), int(r.shift[best]))
+
+
 def _add(name, n, ins, s_out):
-    ratios = np.array([ins[0].scale, ins[1].scale]) / s_out
-    shift = max(0, int(_shifts(ratios).min()))
-    m_a, m_b = _at_shift(ratios, shift, MULT_LIMIT)
-    return Sum(int(m_a), int(m_b), shift)
+    return sum_params(ins[0].scale / s_out, ins[1].scale / s_out)
 
 
 def _instance_norm(name, n, ins, s_out):

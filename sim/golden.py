@@ -155,7 +155,10 @@ def _int_step(n, xs):
         return _pad(op, xs[0], q)
     if kind in (ir.Affine, ir.Activation):
         return q.apply(xs[0], channel_axis=1)
-    if kind in (ir.InstanceNorm, ir.Add):
+    if kind is ir.Add:
+        # quant.Sum: acc = a * weight_a + b * weight_b, then one shared multiplier and shift.
+        return q.apply(*xs)
+    if kind is ir.InstanceNorm:
         return q.apply(*xs)
     if kind is ir.Concat:
         parts = [x if r is None else r.apply(x, channel_axis=1) for x, r in zip(xs, q)]

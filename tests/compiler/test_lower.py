@@ -233,16 +233,17 @@ def test_a_tile_larger_than_half_the_weight_buffer_takes_all_of_it(reorder):
 def test_unsupported_ops_are_listed_together():
     rng = np.random.default_rng(0)
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[1, 1]),
-             helper.make_node("Add", ["c", "x"], ["s"]),
+             helper.make_node("InstanceNormalization", ["c", "g", "k"], ["s"]),
              helper.make_node("Relu", ["s"], ["r"]),
              helper.make_node("Resize", ["r", "", "scales"], ["y"], mode="nearest")]
     model = make_model(nodes, [("x", ["N", 2, 3, 3])], [("y", ["N", "c", "h", "w"])],
-                       {"w": rng.normal(size=(2, 2, 1, 1)), "scales": [1.0, 1.0, 2.0, 2.0]})
+                       {"w": rng.normal(size=(2, 2, 1, 1)), "g": [2.0, 1.0], "k": [0.5, -1.0],
+                        "scales": [1.0, 1.0, 2.0, 2.0]})
     qgraph, _ = quantized(model)
     with pytest.raises(UnsupportedError) as err:
         lower(qgraph, SIM)
     assert [(name, op) for name, op, _ in err.value.problems] == [
-        ("s", "Add"), ("r", "Activation"), ("y", "Upsample")]
+        ("s", "InstanceNorm"), ("r", "Activation"), ("y", "Upsample")]
     assert "standalone activation" in err.value.problems[1][2]
 
 
@@ -328,3 +329,108 @@ def test_concat_of_layer_outputs_is_addressing():
     program = lower(qgraph, SIM)
     assert [layer["op"] for layer in program.layout["layers"]] == ["Conv"] * 3
     assert program.layout["act_buffers"].keys() == {"cat"}
+
+
+def _residual_model(kind):
+    """Residual Adds (the skip connections of ResNet generators), 3x3 convs with pads 1:
+
+    * ``block``: h = ReLU(conv x); s = h + conv(ReLU(conv h)); y = conv(ReLU(s)) (the Add's
+      ReLU fused; h also read by the block's first conv);
+    * ``scales``: y = conv_a(x) + conv_b(x), weights 0.3 and 1.5 (inputs of very different
+      scales; the Add writes the model output), 8 x 12 x 10: on the tiny machine the operands
+      do not fit next to the Add's output, and spill;
+    * ``input skip, two blocks``: s1 = x + block(x) (a model input in the Add),
+      s2 = s1 + block(s1) (an Add's output in the next Add), y = Tanh(s2);
+    * ``self``: h = ReLU(conv x); y = conv(h + h) (one value added to itself);
+    * ``input twice``: y = conv(ReLU(x + x)) (the model input added to itself);
+    * ``into concat``: s = ReLU(conv x) + conv x; y = conv(Concat(s, conv_d x)), conv_d's
+      weights 1.5 (an Add's output in a Concat of a larger scale: requantized by its LUT).
+    """
+    rng = np.random.default_rng(8)
+    conv = functools.partial(helper.make_node, "Conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    inits = {}
+    c, hw = (8, [12, 10]) if kind == "scales" else (4, [6, 5])
+
+    def weights(name, cout, cin, scale=0.3):
+        inits[f"w{name}"] = rng.normal(0, scale, (cout, cin, 3, 3))
+        inits[f"b{name}"] = rng.normal(0, 0.1, cout)
+        return [f"w{name}", f"b{name}"]
+
+    def node(op, inputs, output, **attrs):
+        return helper.make_node(op, inputs, [output], **attrs)
+
+    def block(x, name):
+        return [conv([x, *weights(f"{name}1", c, c)], [f"{name}c1"]),
+                node("Relu", [f"{name}c1"], f"{name}r"),
+                conv([f"{name}r", *weights(f"{name}2", c, c)], [f"{name}c2"])]
+
+    if kind == "block":
+        nodes = [conv(["x", *weights("0", c, c)], ["c0"]), node("Relu", ["c0"], "h"),
+                 *block("h", "b"), node("Add", ["h", "bc2"], "s"), node("Relu", ["s"], "sr"),
+                 conv(["sr", *weights("3", 3, c)], ["y"])]
+    elif kind == "scales":
+        nodes = [conv(["x", *weights("a", c, c)], ["a"]),
+                 conv(["x", *weights("b", c, c, 1.5)], ["b"]), node("Add", ["a", "b"], "y")]
+    elif kind == "input skip, two blocks":
+        nodes = [*block("x", "p"), node("Add", ["x", "pc2"], "s1"),
+                 *block("s1", "q"), node("Add", ["s1", "qc2"], "s2"), node("Tanh", ["s2"], "y")]
+    elif kind == "self":
+        nodes = [conv(["x", *weights("0", c, c)], ["c0"]), node("Relu", ["c0"], "h"),
+                 node("Add", ["h", "h"], "s"), conv(["s", *weights("1", 3, c)], ["y"])]
+    elif kind == "input twice":
+        nodes = [node("Add", ["x", "x"], "s"), node("Relu", ["s"], "r"),
+                 conv(["r", *weights("1", 3, c)], ["y"])]
+    else:
+        nodes = [conv(["x", *weights("a", c, c)], ["ca"]), node("Relu", ["ca"], "a"),
+                 conv(["x", *weights("b", c, c)], ["b"]), node("Add", ["a", "b"], "s"),
+                 conv(["x", *weights("d", c, c, 1.5)], ["d"]),
+                 node("Concat", ["s", "d"], "cat", axis=1),
+                 conv(["cat", *weights("o", 3, 2 * c)], ["y"])]
+    return make_model(nodes, [("x", ["N", c, *hw])], [("y", ["N", "c", "h", "w"])], inits)
+
+
+ADD_CASES = ["block", "scales", "input skip, two blocks", "self", "input twice", "into concat"]
+
+
+@pytest.fixture(scope="module", params=ADD_CASES)
+def add_case(request):
+    return quantized(_residual_model(request.param))
+
+
+@pytest.mark.parametrize("reorder", [True, False], ids=["zero-free", "conventional"])
+@pytest.mark.parametrize("config", [SIM, TINY], ids=["sim", "tiny"])
+def test_residual_add_bit_exact_with_golden(add_case, config, reorder):
+    check_bit_exact(*add_case, config=config, reorder=reorder)
+
+
+def test_residual_add_is_addressing():
+    # h's producer and the block's last conv write the two halves of the Add's operand buffer
+    # (the block's first conv reads h there); the Add is two MAC steps per output value, and
+    # its channels share one weight tile (loaded once per group, not once per channel).
+    qgraph, inputs = quantized(_residual_model("block"))
+    program, report = check_bit_exact(qgraph, inputs, config=TINY, sparse=False)
+    layers = program.layout["layers"]
+    assert [layer["op"] for layer in layers] == ["Conv", "Conv", "Conv", "Add", "Conv"]
+    assert program.layout["act_buffers"].keys() == {"br", "sr", "s:operands"}
+    add = next(row for row in report["layers"] if row["op"] == "Add")
+    assert add["macs_issued"] == 2 * 4 * 6 * 5 * 2      # taps x channels x pixels x batch
+    code = program.code
+    loads = 0
+    for at in range(layers[3]["first"] * isa.GLOBAL_BYTES, layers[3]["last"] * isa.GLOBAL_BYTES,
+                    isa.GLOBAL_BYTES):
+        op, a = isa.decode_global(int.from_bytes(code[at:at + isa.GLOBAL_BYTES], "little"))
+        loads += op == isa.GlobalOp.DMA_LOAD and a["space"] == isa.Space.WGT
+    assert loads <= TINY.groups < 4
+
+
+@pytest.mark.parametrize("kind, ops, buffers", [
+    ("self", ["Conv", "Add", "Conv"], {"h", "s"}),
+    ("input twice", ["Add", "Conv"], {"r"}),
+    ("input skip, two blocks", ["Conv", "Conv", "Copy", "Add", "Conv", "Conv", "Add"],
+     {"pr", "qr", "s1:operands", "s2:operands"}),
+])
+def test_add_of_one_value_reads_it_twice_and_a_model_input_is_copied(kind, ops, buffers):
+    qgraph, _ = quantized(_residual_model(kind))
+    program = lower(qgraph, SIM)
+    assert [layer["op"] for layer in program.layout["layers"]] == ops
+    assert program.layout["act_buffers"].keys() == buffers

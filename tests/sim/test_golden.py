@@ -220,6 +220,25 @@ def test_run_int_dense_matches_loop():
     np.testing.assert_array_equal(golden.run_int(qgraph, {"x": x})["y"], want)
 
 
+def test_run_int_add_matches_loop():
+    # Two inputs of different scales into an output range that saturates some sums.
+    graph = ir.new_graph(["x", "z"], ["y"])
+    ir.add_node(graph, "x", ir.Input(), shape=(3, 4))
+    ir.add_node(graph, "z", ir.Input(), shape=(3, 4))
+    ir.add_node(graph, "y", ir.Add(), ["x", "z"])
+    qgraph = ir.verify(quant.quantize(ir.verify(graph), {"x": 1.0, "z": 0.37, "y": 0.9}),
+                       quantized=True)
+    q = ir.node(qgraph, "y").q
+    x, z = (RNG.integers(-128, 128, (4, 3, 4)).astype(np.int8) for _ in range(2))
+    want = np.zeros(x.shape, dtype=np.int64)
+    for i in np.ndindex(x.shape):
+        v = (int(x[i]) * q.weight_a + int(z[i]) * q.weight_b) * q.multiplier
+        want[i] = max(-128, min(127, (v + (1 << (q.shift - 1))) >> q.shift))
+    got = golden.run_int(qgraph, {"x": x, "z": z})["y"]
+    assert got.dtype == np.int8 and np.isin([-128, 127], got).any()
+    np.testing.assert_array_equal(got, want)
+
+
 def test_run_int_refuses_bad_feeds():
     qgraph = quantized_one_op(ir.Activation("relu"), (2,))
     with pytest.raises(ValueError, match=r"feeds\['x'\] must hold int8 values, not int64 in "
