@@ -281,11 +281,17 @@ class Decoder(wiring.Component):
 
 
 class ActFetch(wiring.Component):
-    """Reads each step's activation through the crossbar.
+    """Reads each step's activation through the crossbar, reusing the last word read.
 
     Contract: for each step on ``i``, in order, ``o`` carries its activation (0 for a null
-    step), weight address and ``last`` flag. Reads are issued only when the output queue
-    (``depth`` steps) has room for the answer, one per cycle when the crossbar grants them.
+    step), weight address and ``last`` flag. The fetch keeps the last word it read (a one-word
+    line, tagged with its word address): a step in that word is answered from the line, in
+    the same cycle a read would take, and only a step in another word reads the crossbar (a
+    null step reads nothing). ``flush`` empties the line; the group pulses it at the start of
+    each RUN, since DMA and earlier RUNs' writes may have changed ACT (a RUN never writes
+    what it reads, so within a RUN the line stays valid). A step is taken only when the
+    output queue (``depth`` steps) has room for its answer; one per cycle when it hits the
+    line or the crossbar grants its read.
     """
 
     def __init__(self, config, depth):
@@ -295,6 +301,7 @@ class ActFetch(wiring.Component):
             "port": Out(read_port_signature(word_addr_width(config), config.axi_data_width,
                                             act_tag_layout(config))),
             "o": Out(stream.Signature(_step_layout(config))),
+            "flush": In(1),
         })
 
     def elaborate(self, platform):
@@ -304,11 +311,22 @@ class ActFetch(wiring.Component):
         connect(m, queue.o, flipped(self.o))
         byte_bits = exact_log2(cfg.axi_bytes)
         step = self.i.payload
-        room = queue.level + self.port.resp.valid < self._depth
+        word = step.act_addr[byte_bits:]
+
+        line_valid = Signal()
+        line_addr = Signal(word_addr_width(cfg))
+        line = Signal(cfg.axi_data_width)
+        # The step taken last cycle, answered this cycle from the line (a hit) or by the
+        # crossbar (its tag).
+        hit = Signal()
+        held = Signal(act_tag_layout(cfg))
+        hits = step.null | (line_valid & (line_addr == word))
+        room = queue.level + hit + self.port.resp.valid < self._depth
+        take = self.i.valid & room & (hits | self.port.req.ready)
         m.d.comb += [
-            self.port.req.valid.eq(self.i.valid & room),
-            self.i.ready.eq(self.port.req.ready & room),
-            self.port.req.payload.addr.eq(step.act_addr[byte_bits:]),
+            self.port.req.valid.eq(self.i.valid & room & ~hits),
+            self.i.ready.eq(take),
+            self.port.req.payload.addr.eq(word),
             self.port.req.payload.tag.wgt_addr.eq(step.wgt_addr),
             self.port.req.payload.tag.last.eq(step.last),
             self.port.req.payload.tag.null.eq(step.null),
@@ -316,15 +334,26 @@ class ActFetch(wiring.Component):
         ]
         if byte_bits:
             m.d.comb += self.port.req.payload.tag.byte.eq(step.act_addr[:byte_bits])
+        m.d.sync += [hit.eq(take & hits), held.eq(self.port.req.payload.tag)]
+        with m.If(self.port.req.valid & self.port.req.ready):
+            m.d.sync += [line_valid.eq(1), line_addr.eq(word)]
+        with m.If(self.port.resp.valid):
+            m.d.sync += line.eq(self.port.resp.payload.data)
+        with m.If(self.flush):
+            m.d.sync += line_valid.eq(0)
+
         resp = self.port.resp.payload
-        act = resp.data.word_select(resp.tag.byte, 8) if byte_bits else resp.data[:8]
+        tag = Signal(act_tag_layout(cfg))
+        m.d.comb += tag.eq(Mux(hit, held, resp.tag))
+        source = Mux(hit, line, resp.data)
+        act = source.word_select(tag.byte, 8) if byte_bits else source[:8]
         m.d.comb += [
-            queue.i.valid.eq(self.port.resp.valid),
-            queue.i.payload.act.eq(Mux(resp.tag.null, 0, act)),
-            queue.i.payload.wgt_addr.eq(resp.tag.wgt_addr),
-            queue.i.payload.last.eq(resp.tag.last),
-            queue.i.payload.null.eq(resp.tag.null),
-            queue.i.payload.lanes.eq(resp.tag.lanes),
+            queue.i.valid.eq(hit | self.port.resp.valid),
+            queue.i.payload.act.eq(Mux(tag.null, 0, act)),
+            queue.i.payload.wgt_addr.eq(tag.wgt_addr),
+            queue.i.payload.last.eq(tag.last),
+            queue.i.payload.null.eq(tag.null),
+            queue.i.payload.lanes.eq(tag.lanes),
         ]
         return m
 
@@ -698,6 +727,7 @@ class Group(wiring.Component):
         m.submodules.fetch = fetch = ActFetch(cfg, depth)
         connect(m, agen.o, fetch.i)
         connect(m, fetch.port, flipped(self.act_rd))
+        m.d.comb += fetch.flush.eq(agen.cmd.valid & agen.cmd.ready)
         m.submodules.sparse = sparse = SparseCore(_step_layout(cfg))
         connect(m, fetch.o, sparse.i)
         # The null step of an empty tap nest is no multiply, skipped or not.

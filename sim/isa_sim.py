@@ -43,7 +43,6 @@ addresses) over its access cycles. A bank serves one word per cycle, shared max-
 share slows down by the ratio. Groups reading the same stream (address pattern) share a
 broadcast read. A RUN that joins slows the ones already running for the rest of their access.
 Write conflicts (post-writers writing one bank) are not charged.
-ones already running for the rest of their access.
 
 :func:`simulate` runs a compiled :class:`~flexigan.compiler.program.Program` on int8 inputs and
 reports cycles, MAC counts, bounds and utilization per layer and in total.

@@ -333,8 +333,9 @@ def test_fewer_lanes_than_the_group_has():
 
 
 def test_crossbar_backpressure_from_a_competing_reader():
-    # The model does not know the competitor: 224 RTL cycles for its 196.
-    check([conv(lut=1)], competitor=0.7, seed=3, within=(1.05, 1.2))
+    # The model does not know the competitor, but the group reads a word only when its taps
+    # leave the last one (about one tap in three here): 198 RTL cycles for its 196.
+    check([conv(lut=1)], competitor=0.7, seed=3, within=(1.0, 1.05))
 
 
 def test_two_groups_share_the_crossbar():
@@ -354,9 +355,37 @@ def test_compiled_convtranspose_phases():
     runs = compiled_runs(_convt(2, 4, (4, 4), [3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
                                 output_padding=[1, 1]))
     assert len({len(r.code) for r in runs}) > 1
-    # Group 1 joins bank 1 while group 0 runs its first of three RUNs: the model slows down
-    # only a group's last RUN (242 RTL cycles for 186 on group 0, 177 for 173 on group 1).
-    check(runs, seed=6, within=(1.0, 1.35))
+    # Both groups' post-writers write bank 0 at up to a byte per cycle, which the model does
+    # not charge (it charges read conflicts only): 219 RTL cycles for its 186 on group 0, 186
+    # for 125 on group 1.
+    check(runs, seed=6, within=(1.1, 1.5))
+
+
+# Each pixel reads 2 rows of 4 input channels: two words, one read per 4 taps.
+WORDS = """
+    LOOP level=1 count=2 act_stride=16 wgt_stride=16
+    LOOP level=2 count=4 act_stride=1 wgt_stride=4
+    ACT row_stride=16 col_stride=4
+    WGT lane_stride=1
+    CLEAR use_bias=1
+    MAC
+    POST use_lut=0 lut=0 per_lane=0
+    WRITE row_stride=32 col_stride=8 lane_stride=2
+"""
+
+
+def test_groups_on_one_bank_do_not_wait_when_taps_share_words():
+    # Both groups read bank 0 (different words): a read per 4 taps each, so no conflicts;
+    # without word reuse each would get every other cycle.
+    def words(group, **args):
+        return Run(group, WORDS, {"rows": 3, "cols": 3, "out_offset": 512, **args})
+
+    pair = [words(0), words(1, act_offset=64, out_offset=768)]
+    mem = Memories.random(8)
+    _, _, alone = reference(mem, pair[:1], sparse=False)
+    _, _, both = reference(mem, pair, sparse=False)
+    assert both == [alone[0], alone[0]]
+    check(pair, seed=8, sparse=False, within=(1.0, 1.02))
 
 
 def test_compiled_gemm():
