@@ -246,7 +246,7 @@ def lane_bound(program, report, config=SIM):
 
 
 #: Known gap: the access engine reuses the word it last read, so the 16 groups no longer wait
-#: for the 1-4 banks their inputs sit in (DCGAN-64: 0.87 M cycles, 1.23x the compute bound,
+#: for the 1-4 banks their inputs sit in (DCGAN-64: 0.88 M cycles, 1.25x the compute bound,
 #: down from 2.16 M); what remains above the bound is not contention but what the model charges
 #: each RUN (decode, fill and drain, the post-writer's lane per cycle) and the barriers between
 #: layers. strict: these fail loudly once the gap is closed.
