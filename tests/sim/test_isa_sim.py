@@ -175,12 +175,12 @@ def test_crossbar_broadcast_and_conflicts():
     # speed, and so do the first RUN's taps from then on.
     assert distinct.stall[1] == 6 and distinct.stall[0] > 0
     assert distinct.cycles > shared.cycles == apart.cycles
+    # Taps in one word: a read per word, so the two streams fit in the bank.
+    assert _two_runs(1, tap_stride=1).stall == [0, 0]
 
 
 def test_program_errors_are_reported():
     with pytest.raises(ProgramError, match="outside"):
-    # Taps in one word: a read per word, so the two streams fit in the bank.
-    assert _two_runs(1, tap_stride=1).stall == [0, 0]
         _, _, _, data = conv1d_data()
         run(image(conv1d_program().replace("out_offset=100", "out_offset=510"), data), SMALL)
     with pytest.raises(ProgramError, match="beyond"):
