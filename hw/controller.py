@@ -2,26 +2,30 @@
 
 The controller owns the accelerator's AXI4 master port and its AXI4-Lite register file. After a
 ``start`` from the host it fetches global instructions from external memory, starting at the
-``base`` register, and runs each per docs/isa.md, in program order:
+``base`` register, and issues one per cycle, in program order, into the units that run them
+(docs/isa.md):
 
-- **fetch**: a prefetcher keeps a queue of :data:`QUEUE_INSNS` instructions filled, reading
-  :data:`FETCH_INSNS` at a time through the shared :class:`AxiBurstReader` whenever the DMA
-  engine does not need it (so instruction fetch overlaps the groups' RUNs);
-- **DMA_LOAD / UOP_LOAD**: external bytes -> :class:`Realign` -> the crossbar's DMA write port
-  (``ACT``) or, as chunks, the ``dma`` ports of the groups in the mask (``WGT``, ``PARAM``,
-  ``LUT``, ``UOP``);
-- **DMA_STORE**: the crossbar's DMA read port -> :class:`Realign` -> :class:`AxiBurstWriter`;
-  **COUNTERS STORE** writes the counter block through the same writer;
-- **ROUTE** drives the crossbar's ``route`` stream; **RUN** hands the run registers to every
-  group in the mask (a group holds up to ``RUN_SLOTS`` RUNs); **BARRIER**, **COUNTERS** and
-  **END** wait for the groups.
+- **fetch**: a prefetcher keeps a queue of :func:`queue_depth` instructions filled, reading
+  :func:`fetch_insns` at a time through the shared :class:`AxiBurstReader` whenever the DMA
+  engine does not need it (so instruction fetch overlaps RUNs and DMA stores);
+- **DMA_LOAD / UOP_LOAD / DMA_STORE** enter a queue of :data:`DMA_QUEUE` for the DMA engine,
+  which runs them one after the other, concurrently with issue and with the groups' RUNs:
+  external bytes -> :class:`Realign` -> the crossbar's DMA write port (``ACT``) or, as chunks,
+  the ``dma`` ports of the groups in the mask (``WGT``, ``PARAM``, ``LUT``, ``UOP``); or the
+  crossbar's DMA read port -> :class:`Realign` -> :class:`AxiBurstWriter`. **COUNTERS STORE**
+  snapshots the counters at issue and writes them through the same queue and writer;
+- **RUN** enters the :class:`~flexigan.hw.scoreboard.RunScoreboard` of every group in its mask
+  (at most ``RUN_SLOTS`` RUNs per group, from issue to completion), which hands it to the group
+  once the DMA it depends on is done; **ROUTE** waits until the RUNs before it have left for
+  their groups; **BARRIER**, **COUNTERS** and **END** wait for the groups and the DMA engine.
 
-Hazards (docs/isa.md): a DMA runs to completion before the next instruction issues, so a RUN
-never overtakes a DMA. A DMA waits for held RUNs that may read what it overwrites: for ``UOP``
-and ``PARAM`` the RUN registers give the exact ranges (``uop_addr``/``uop_count``,
-``param_offset``/``lanes``), so loading the next tile's micro-programs and parameters overlaps
-the current RUN; for ``WGT`` and ``LUT`` it waits for the groups in its mask to be idle; a DMA
-touching ``ACT`` waits for every group to be idle.
+Hazards (docs/isa.md), by DMA sequence numbers: a RUN waits for every earlier DMA into its
+group's memories and every earlier ``ACT`` DMA; a DMA into a group's memory waits for the
+earlier RUNs of the group that read what it overwrites (exact ranges: the RUN registers give
+the micro-op and PARAM entries, the micro-program the weight bytes and activation tables); a
+DMA of ``ACT`` waits for every earlier RUN. The ``ACT`` rules are coarser than the ISA's,
+which orders only overlapping ranges: a RUN's activation ranges would take multipliers per
+group, and programs move activations only at their start and end.
 
 Counters (the order of :data:`COUNTER_NAMES`, as the instruction-level simulator's): ``cycles``
 counts from ``start``; ``macs_issued``/``macs_skipped`` sum the groups' counters;
@@ -49,9 +53,10 @@ from .crossbar import read_port_signature, word_addr_width, write_port_signature
 from .fifo import StreamFIFO
 from .group import RUN_SLOTS, act_tag_layout, local_write_layout, slot_layout
 from .realign import Realign, covering_words
+from .scoreboard import SEQ_BITS, RunScoreboard
 
-__all__ = ["COUNTER_NAMES", "FETCH_INSNS", "QUEUE_INSNS", "STATUS_BUSY", "STATUS_DONE",
-           "STATUS_ERROR", "registers", "Controller"]
+__all__ = ["COUNTER_NAMES", "FETCH_INSNS", "QUEUE_INSNS", "DMA_QUEUE", "STATUS_BUSY",
+           "STATUS_DONE", "STATUS_ERROR", "fetch_insns", "queue_depth", "registers", "Controller"]
 
 #: The counter block's order (``flexigan.sim.isa_sim.COUNTER_NAMES``).
 COUNTER_NAMES = ("cycles", "macs_issued", "macs_skipped", "dma_bytes", "busy_cycles",
@@ -60,6 +65,8 @@ COUNTER_NAMES = ("cycles", "macs_issued", "macs_skipped", "dma_bytes", "busy_cyc
 FETCH_INSNS = 2
 #: Instructions the prefetch queue holds.
 QUEUE_INSNS = 4
+#: DMA instructions queued ahead of the DMA engine.
+DMA_QUEUE = 8
 #: Bits of the ``status`` register.
 STATUS_BUSY, STATUS_DONE, STATUS_ERROR = 1, 2, 4
 #: Words of ACT read ahead of the store path.
@@ -85,8 +92,14 @@ def _aligned(addr, bits):
     return Cat(Const(0, bits), addr[bits:]) if bits else addr
 
 
-def _fetch_insns(config):
+def fetch_insns(config):
+    """Instructions read per fetch."""
     return max(FETCH_INSNS, config.axi_bytes // isa.GLOBAL_BYTES)
+
+
+def queue_depth(config):
+    """Instructions the prefetch queue holds."""
+    return max(QUEUE_INSNS, 2 * fetch_insns(config))
 
 
 class Controller(wiring.Component):
@@ -197,8 +210,7 @@ class Controller(wiring.Component):
                 m.d.sync += count[name].eq(0)
 
         # -- instruction fetch ------------------------------------------------------------
-        fetch_insns = _fetch_insns(cfg)
-        queue_insns = max(QUEUE_INSNS, 2 * fetch_insns)
+        per_fetch, queue_insns = fetch_insns(cfg), queue_depth(cfg)
         flush = Signal()
         queue = StreamFIFO(isa.GlobalInsn, queue_insns)
         m.submodules.queue = ResetInserter({"sync": flush})(queue)
@@ -208,14 +220,14 @@ class Controller(wiring.Component):
         dma_wants_reader = Signal()
         m.d.comb += regs.pc.eq(fetch_pc)
 
-        fetch_bytes = fetch_insns * isa.GLOBAL_BYTES
+        fetch_bytes = per_fetch * isa.GLOBAL_BYTES
         can_fetch = running & ~dma_wants_reader & \
-            (queue.level + inflight + fetch_insns <= queue_insns)
+            (queue.level + inflight + per_fetch <= queue_insns)
         queued = queue.i.valid & queue.i.ready
         with m.If(flush):
             m.d.sync += inflight.eq(0)
         with m.Elif(reader.cmd.valid & reader.cmd.ready & ~dma_wants_reader):
-            m.d.sync += [fetching.eq(1), inflight.eq(inflight + fetch_insns - queued),
+            m.d.sync += [fetching.eq(1), inflight.eq(inflight + per_fetch - queued),
                          fetch_pc.eq(fetch_pc + fetch_bytes)]
         with m.Elif(queued):
             m.d.sync += inflight.eq(inflight - 1)
@@ -259,10 +271,32 @@ class Controller(wiring.Component):
             m.d.comb += [load.i.valid.eq(reader.o.valid), load.i.payload.eq(reader.o.payload),
                          reader.o.ready.eq(load.i.ready)]
 
-        # -- the DMA paths ----------------------------------------------------------------
-        insn = Signal(isa.GlobalInsn)
+        # -- the DMA queue and the RUN scoreboards ---------------------------------------
+        insn = queue.o.payload                   # the instruction at the head of the queue
         args = insn.args
-        dma = args.dma
+        issue = Signal()                          # it issues this cycle
+        m.d.comb += queue.o.ready.eq(issue)
+        entry_layout = data.StructLayout({"op": isa.GlobalOp, "dma": isa.DmaArgs})
+        dq = StreamFIFO(entry_layout, DMA_QUEUE)
+        m.submodules.dma_queue = ResetInserter({"sync": flush})(dq)
+        issued = Signal(SEQ_BITS)                 # DMA instructions issued ...
+        finished = Signal(SEQ_BITS)               # ... and completed, modulo 2 ** SEQ_BITS
+        last_dma = [Signal(SEQ_BITS, name=f"last_dma{g}") for g in range(groups)]
+        boards = []
+        for g in range(groups):
+            board = RunScoreboard(cfg)
+            m.submodules[f"scoreboard{g}"] = board
+            boards.append(board)
+            connect(m, board.run, flipped(self.run[g]))
+            m.d.comb += [board.done.eq(finished),
+                         board.held.eq(Cat(self.slots[g][k].valid for k in range(RUN_SLOTS))),
+                         board.issue.payload.run.eq(args.run),
+                         board.issue.payload.tag.eq(last_dma[g])]
+        dma_idle = issued == finished
+
+        # -- the DMA engine ---------------------------------------------------------------
+        cur = Signal(entry_layout)               # the DMA it serves
+        dma = cur.dma
         space = Signal(isa.Space)
         local = Signal(32)               # byte address in the space
         chunk_bits = local_write_layout(cfg).members["chunk"].members["addr"].width
@@ -289,6 +323,10 @@ class Controller(wiring.Component):
                 chunk.addr.eq(word << wb),
                 chunk.data.eq(load.o.payload.data),
                 chunk.mask.eq(load.o.payload.mask),
+                boards[g].uop_w.valid.eq(self.dma[g].valid & (space == isa.Space.UOP)),
+                boards[g].uop_w.payload.addr.eq(chunk.addr),
+                boards[g].uop_w.payload.data.eq(chunk.data),
+                boards[g].uop_w.payload.mask.eq(chunk.mask),
             ]
         with m.If(load.o.valid & load.o.ready):
             m.d.sync += word.eq(word + 1)
@@ -312,111 +350,50 @@ class Controller(wiring.Component):
             m.d.comb += [store.i.valid.eq(ahead.o.valid), store.i.payload.data.eq(ahead.o.payload),
                          ahead.o.ready.eq(store.i.ready)]
 
-        # -- hazards ----------------------------------------------------------------------
-        mask = Signal(16)
-        m.d.comb += mask.eq(Mux(insn.op == isa.GlobalOp.RUN, args.run.group_mask,
-                                Mux(insn.op == isa.GlobalOp.BARRIER, args.barrier.group_mask,
-                                    dma.group_mask)) & all_groups)
-        groups_idle = Signal()
-        mask_idle = Signal()
-        m.d.comb += [groups_idle.eq(~self.group_busy.any()),
-                     mask_idle.eq((self.group_busy & mask[:groups]) == 0)]
-        # A DMA into UOP or PARAM waits only for held RUNs that read the entries it writes.
-        lo = Signal(24)
-        hi = Signal(25)
-        m.d.comb += [lo.eq(dma.local_addr),
-                     hi.eq(dma.local_addr + (dma.length >> Mux(space == isa.Space.UOP,
-                                                               exact_log2(isa.UOP_BYTES),
-                                                               exact_log2(isa.PARAM_BYTES))))]
-        conflict = Signal()
-        hits = []
+        # A DMA waits for the RUNs issued before it that read what it overwrites.
+        shift = Mux(space == isa.Space.PARAM, exact_log2(isa.PARAM_BYTES),
+                    Mux(space == isa.Space.LUT, exact_log2(isa.LUT_BYTES),
+                        Mux(space == isa.Space.UOP, exact_log2(isa.UOP_BYTES), 0)))
         for g in range(groups):
-            for s in range(RUN_SLOTS):
-                slot = self.slots[g][s]
-                first = Mux(space == isa.Space.UOP, slot.run.uop_addr, slot.run.param_offset)
-                size = Mux(space == isa.Space.UOP, slot.run.uop_count, slot.run.lanes)
-                hits.append(mask[g] & slot.valid & (first < hi) & (lo < first + size))
-        m.d.comb += conflict.eq(Cat(hits).any())
-        dma_clear = Signal()
-        with m.Switch(space):
-            with m.Case(isa.Space.ACT):
-                m.d.comb += dma_clear.eq(groups_idle)
-            with m.Case(isa.Space.UOP, isa.Space.PARAM):
-                m.d.comb += dma_clear.eq(~conflict)
-            with m.Default():
-                m.d.comb += dma_clear.eq(mask_idle)
+            q = boards[g].query
+            m.d.comb += [q.space.eq(space), q.lo.eq(dma.local_addr),
+                         q.hi.eq(dma.local_addr + (dma.length >> shift)),
+                         q.group.eq(dma.group_mask[g])]
+        dma_clear = ~Cat(b.conflict for b in boards).any()
 
         with m.If(~dma_wants_reader):
             m.d.comb += [reader.cmd.valid.eq(can_fetch), reader.cmd.payload.addr.eq(fetch_pc),
                          reader.cmd.payload.beats.eq(fetch_bytes // nbytes)]
 
-        # -- the instruction sequencer ----------------------------------------------------
-        run_pending = Signal(groups)
-        for g in range(groups):
-            m.d.comb += [self.run[g].valid.eq(run_pending[g]),
-                         self.run[g].payload.eq(args.run)]
-        local_shift = Mux(space == isa.Space.PARAM, exact_log2(isa.PARAM_BYTES),
-                          Mux(space == isa.Space.LUT, exact_log2(isa.LUT_BYTES),
-                              Mux(space == isa.Space.UOP, exact_log2(isa.UOP_BYTES), 0)))
         ext_offset = dma.ext_addr[:wb] if wb else Const(0, 1)
         local_offset = local[:wb] if wb else Const(0, 1)
 
-        def retire():
-            m.d.sync += count["instructions"].eq(count["instructions"] + 1)
-
-        with m.FSM():
+        with m.FSM(name="dma"):
             with m.State("IDLE"):
-                # The start strobe waits while fetches of the last program drain.
-                with m.If(regs.start):
-                    m.d.sync += [start.eq(1), done.eq(0)]
-                with m.If((regs.start | start) & ~reader.busy & ~writer.busy):
-                    m.d.sync += start.eq(0)
-                    m.d.comb += [flush.eq(1), reset_counters.eq(1)]
-                    m.d.sync += [running.eq(1), done.eq(0), error.eq(0),
-                                 fetch_pc.eq(regs.base), fetching.eq(0),
-                                 count["cycles"].eq(0), count["instructions"].eq(0)]
-                    m.next = "FETCH"
-            with m.State("FETCH"):
-                m.d.comb += queue.o.ready.eq(1)
-                with m.If(queue.o.valid):
-                    m.d.sync += insn.eq(queue.o.payload)
-                    op = queue.o.payload.op
-                    m.d.sync += space.eq(Mux(op == isa.GlobalOp.UOP_LOAD, isa.Space.UOP,
-                                             queue.o.payload.args.dma.space))
-                    m.next = "DECODE"
-            with m.State("DECODE"):
-                with m.Switch(insn.op):
-                    with m.Case(isa.GlobalOp.NOP):
-                        retire()
-                        m.next = "FETCH"
-                    with m.Case(isa.GlobalOp.DMA_LOAD, isa.GlobalOp.UOP_LOAD):
-                        m.d.sync += local.eq(dma.local_addr << local_shift)
-                        m.next = "LOAD_WAIT"
-                    with m.Case(isa.GlobalOp.DMA_STORE):
-                        m.d.sync += local.eq(dma.local_addr)
-                        m.next = "STORE_WAIT"
-                    with m.Case(isa.GlobalOp.ROUTE):
-                        m.d.comb += [self.route.valid.eq(1),
-                                     self.route.payload.eq(args.route)]
-                        retire()
-                        m.next = "FETCH"
-                    with m.Case(isa.GlobalOp.RUN):
-                        m.d.sync += [run_pending.eq(mask[:groups]),
-                                     count["runs"].eq(count["runs"] + 1)]
-                        m.next = "RUN"
-                    with m.Case(isa.GlobalOp.BARRIER):
-                        m.next = "BARRIER"
-                    with m.Case(isa.GlobalOp.COUNTERS, isa.GlobalOp.END):
-                        m.next = "DRAIN"
-                    with m.Default():
-                        m.d.sync += [error.eq(1), done.eq(1), running.eq(0)]
-                        m.next = "IDLE"
-
+                m.d.comb += dq.o.ready.eq(1)
+                with m.If(dq.o.valid):
+                    e = dq.o.payload
+                    m.d.sync += [cur.eq(e), space.eq(Mux(e.op == isa.GlobalOp.UOP_LOAD,
+                                                         isa.Space.UOP, e.dma.space))]
+                    with m.Switch(e.op):
+                        with m.Case(isa.GlobalOp.DMA_LOAD, isa.GlobalOp.UOP_LOAD):
+                            m.d.sync += local.eq(e.dma.local_addr << Mux(
+                                e.op == isa.GlobalOp.UOP_LOAD, exact_log2(isa.UOP_BYTES),
+                                Mux(e.dma.space == isa.Space.PARAM, exact_log2(isa.PARAM_BYTES),
+                                    Mux(e.dma.space == isa.Space.LUT,
+                                        exact_log2(isa.LUT_BYTES), 0))))
+                            m.next = "LOAD_WAIT"
+                        with m.Case(isa.GlobalOp.DMA_STORE):
+                            m.d.sync += [local.eq(e.dma.local_addr), space.eq(isa.Space.ACT)]
+                            m.next = "STORE_WAIT"
+                        with m.Default():               # COUNTERS STORE
+                            m.d.sync += [block_word.eq(0), counters_out.eq(1),
+                                         pending.eq(0b11)]
+                            m.next = "COUNTERS"
             with m.State("LOAD_WAIT"):
                 m.d.comb += dma_wants_reader.eq(dma_clear)
                 with m.If(dma_clear & ~reader.busy):
-                    m.d.sync += [pending.eq(0b11), word.eq(local[wb:]),
-                                 count["dma_bytes"].eq(count["dma_bytes"] + dma.length)]
+                    m.d.sync += [pending.eq(0b11), word.eq(local[wb:])]
                     m.next = "LOAD"
             with m.State("LOAD"):
                 m.d.comb += [
@@ -438,60 +415,103 @@ class Controller(wiring.Component):
             with m.State("LOAD_END"):
                 m.d.comb += dma_wants_reader.eq(1)
                 with m.If(load.cmd.ready):        # the realigner has produced every word
-                    retire()
-                    m.next = "FETCH"
+                    m.d.sync += finished.eq(finished + 1)
+                    m.next = "IDLE"
 
             with m.State("STORE_WAIT"):
-                with m.If(groups_idle):
+                with m.If(dma_clear):
                     m.d.sync += [pending.eq(0b11), word.eq(local[wb:]),
-                                 rd_left.eq(covering_words(local_offset, dma.length, dw)),
-                                 count["dma_bytes"].eq(count["dma_bytes"] + dma.length)]
+                                 rd_left.eq(covering_words(local_offset, dma.length, dw))]
                     m.next = "STORE"
             with m.State("STORE"):
                 self._store_commands(m, writer, store, pending, dma.ext_addr, dma.length,
                                      local_offset, nbytes, wb, dw)
                 with m.If(pending == 0):
                     m.next = "STORE_END"
-            with m.State("STORE_END"):
-                with m.If(~writer.busy & store.cmd.ready & (rd_left == 0) & ~counters_out):
-                    retire()
-                    m.next = "FETCH"
-                with m.If(counters_out & store.cmd.ready):
-                    m.d.sync += counters_out.eq(0)
-
-            with m.State("RUN"):
-                accepted = Cat(self.run[g].ready for g in range(groups))
-                m.d.sync += run_pending.eq(run_pending & ~accepted)
-                with m.If((run_pending & ~accepted) == 0):
-                    retire()
-                    m.next = "FETCH"
-            with m.State("BARRIER"):
-                with m.If(mask_idle):
-                    retire()
-                    m.next = "FETCH"
-            with m.State("DRAIN"):
-                # COUNTERS and END first wait for every group, as the simulator does.
-                with m.If(groups_idle):
-                    with m.If(insn.op == isa.GlobalOp.END):
-                        retire()
-                        m.d.sync += [running.eq(0), done.eq(1)]
-                        m.next = "IDLE"
-                    with m.Elif(args.counters.action == isa.CounterAction.RESET):
-                        m.d.comb += reset_counters.eq(1)
-                        retire()
-                        m.next = "FETCH"
-                    with m.Else():
-                        values = dict(live)
-                        values["instructions"] = count["instructions"] + 1
-                        m.d.sync += [block.eq(Cat(values[name] for name in COUNTER_NAMES)),
-                                     block_word.eq(0), counters_out.eq(1), pending.eq(0b11)]
-                        m.next = "COUNTERS"
             with m.State("COUNTERS"):
-                self._store_commands(m, writer, store, pending, args.counters.ext_addr,
+                self._store_commands(m, writer, store, pending, dma.ext_addr,
                                      Const(8 * len(COUNTER_NAMES), 24), Const(0, max(1, wb)),
                                      nbytes, wb, dw)
                 with m.If(pending == 0):
                     m.next = "STORE_END"
+            with m.State("STORE_END"):
+                with m.If(~writer.busy & store.cmd.ready & (rd_left == 0) & ~counters_out):
+                    m.d.sync += finished.eq(finished + 1)
+                    m.next = "IDLE"
+                with m.If(counters_out & store.cmd.ready):
+                    m.d.sync += counters_out.eq(0)
+
+        # -- the issue stage: one instruction per cycle, in order --------------------------
+        op = insn.op
+        run_mask = args.run.group_mask
+        dma_mask = Mux(op == isa.GlobalOp.DMA_LOAD, Mux(args.dma.space == isa.Space.ACT,
+                                                        all_groups, args.dma.group_mask),
+                       Mux(op == isa.GlobalOp.UOP_LOAD, args.dma.group_mask, all_groups))
+        busy = Cat(self.group_busy[g] | (boards[g].count != 0) for g in range(groups))
+        with m.If(flush):
+            m.d.sync += [issued.eq(0), finished.eq(0), *(t.eq(0) for t in last_dma)]
+
+        with m.If(running & queue.o.valid):
+            with m.Switch(op):
+                with m.Case(isa.GlobalOp.NOP):
+                    m.d.comb += issue.eq(1)
+                with m.Case(isa.GlobalOp.DMA_LOAD, isa.GlobalOp.DMA_STORE,
+                            isa.GlobalOp.UOP_LOAD):
+                    m.d.comb += [dq.i.valid.eq(1), dq.i.payload.op.eq(op),
+                                 dq.i.payload.dma.eq(args.dma), issue.eq(dq.i.ready)]
+                    with m.If(issue):
+                        m.d.sync += [issued.eq(issued + 1),
+                                     count["dma_bytes"].eq(count["dma_bytes"] +
+                                                           args.dma.length)]
+                        for g in range(groups):
+                            with m.If(dma_mask[g]):
+                                m.d.sync += last_dma[g].eq(issued + 1)
+                with m.Case(isa.GlobalOp.ROUTE):
+                    # After the RUNs before it have left for their groups.
+                    m.d.comb += issue.eq(~Cat(run_mask_bit & (b.waiting != 0) for
+                                              run_mask_bit, b in zip(args.route.group_mask,
+                                                                     boards)).any())
+                    m.d.comb += [self.route.valid.eq(issue), self.route.payload.eq(args.route)]
+                with m.Case(isa.GlobalOp.RUN):
+                    free = Cat(~run_mask[g] | b.issue.ready for g, b in enumerate(boards))
+                    m.d.comb += issue.eq(free.all())
+                    for g, b in enumerate(boards):
+                        m.d.comb += b.issue.valid.eq(run_mask[g] & free.all())
+                    with m.If(issue):
+                        m.d.sync += count["runs"].eq(count["runs"] + 1)
+                with m.Case(isa.GlobalOp.BARRIER):
+                    m.d.comb += issue.eq(dma_idle &
+                                         ((busy & args.barrier.group_mask[:groups]) == 0))
+                with m.Case(isa.GlobalOp.COUNTERS, isa.GlobalOp.END):
+                    # COUNTERS and END first wait for all work, as the simulator does.
+                    m.d.comb += issue.eq(dma_idle & ~busy.any())
+                    with m.If(issue):
+                        with m.If(op == isa.GlobalOp.END):
+                            m.d.sync += [running.eq(0), done.eq(1)]
+                        with m.Elif(args.counters.action == isa.CounterAction.RESET):
+                            m.d.comb += reset_counters.eq(1)
+                        with m.Else():
+                            values = dict(live)
+                            values["instructions"] = count["instructions"] + 1
+                            m.d.sync += block.eq(Cat(values[name] for name in COUNTER_NAMES))
+                            m.d.comb += [dq.i.valid.eq(1), dq.i.payload.op.eq(op),
+                                         dq.i.payload.dma.ext_addr.eq(args.counters.ext_addr)]
+                            m.d.sync += issued.eq(issued + 1)
+                with m.Default():
+                    m.d.sync += [error.eq(1), done.eq(1), running.eq(0)]
+        with m.If(issue):
+            m.d.sync += count["instructions"].eq(count["instructions"] + 1)
+
+        with m.If(~running):
+            # The start strobe waits while fetches of the last program drain.
+            with m.If(regs.start):
+                m.d.sync += [start.eq(1), done.eq(0)]
+            with m.If((regs.start | start) & ~reader.busy & ~writer.busy):
+                m.d.sync += start.eq(0)
+                m.d.comb += [flush.eq(1), reset_counters.eq(1)]
+                m.d.sync += [running.eq(1), done.eq(0), error.eq(0),
+                             fetch_pc.eq(regs.base), fetching.eq(0),
+                             count["cycles"].eq(0), count["instructions"].eq(0)]
         return m
 
     @staticmethod

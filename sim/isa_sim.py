@@ -10,9 +10,17 @@ below 2**53), then POST and WRITE apply to all pixels at once. A RUN must not wr
 reads (the compiler never does).
 
 Cycle model (event based, not cycle stepped), calibrated against the RTL group
-(:mod:`flexigan.hw.group`, tests/hw/test_group.py). The controller issues one instruction per
-cycle into queues; BARRIER waits. One DMA engine serves DMA_LOAD/DMA_STORE/UOP_LOAD in order,
-each taking ``mem_latency`` per ``burst_bytes`` burst plus ``bytes / axi_bytes`` cycles.
+(:mod:`flexigan.hw.group`, tests/hw/test_group.py) and the RTL controller
+(:mod:`flexigan.hw.controller`, tests/hw/test_accelerator.py). The controller issues one
+instruction per cycle, in order, from a prefetch queue of ``queue_depth(config)`` instructions;
+BARRIER waits. Instruction fetch reads ``fetch_insns(config)`` instructions at a time through the
+AXI read port it shares with DMA loads: the port serves one transfer at a time, each taking the
+first gap that fits from when it is ready (a fetch, as soon as the queue has room for it). An
+AXI transfer of ``n`` bytes takes :func:`transfer_cycles`: ``mem_latency`` per ``burst_bytes``
+burst plus ``n / axi_bytes``. One DMA engine serves DMA_LOAD/DMA_STORE/UOP_LOAD in order from
+a queue of :data:`~flexigan.hw.controller.DMA_QUEUE` (issue waits when it is full), each taking
+its transfer plus :data:`LOAD_SETUP` or :data:`STORE_SETUP` cycles (stores use the write
+channel, not the read port).
 
 A group holds up to :data:`RUN_SLOTS` RUNs (the controller waits for a free slot) and runs
 them through a pipeline of three stages, each overlapping the next RUN's earlier stages:
@@ -35,7 +43,9 @@ last byte is written.
 
 Dependencies, as in docs/isa.md: a RUN waits for earlier DMA into its group's memories and for
 earlier DMA touching the ACT bytes it reads or writes; a DMA waits for earlier RUNs that read
-what it overwrites (or write what it stores). Crossbar: the access engine keeps the last word
+what it overwrites (or write what it stores). The RTL orders ACT more coarsely (every RUN
+after every earlier ACT DMA and back); compiled programs move activations only at their start
+and end, where the two agree. Crossbar: the access engine keeps the last word
 it read and reads the crossbar only when a tap's word differs (the line is emptied at each RUN
 start), so a RUN asks each bank for its reads (word changes along its pixel, pass, tap
 addresses) over its access cycles. A bank serves one word per cycle, shared max-min fairly
@@ -56,6 +66,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..hw import isa
+from ..hw.controller import DMA_QUEUE, fetch_insns, queue_depth
 from ..hw.group import (
     ACCESS_BUBBLE,
     ACCESS_FILL,
@@ -67,7 +78,8 @@ from ..hw.group import (
 from ..hw.post import PARAM_LAYOUT
 
 __all__ = ["RUN_LATENCY", "RUN_SLOTS", "DECODE_CYCLES", "ACCESS_BUBBLE", "ACCESS_FILL",
-           "EXECUTE_FILL", "POST_DRAIN", "ISSUE_CYCLES", "PARAM_DTYPE", "lut_tables", "Result",
+           "EXECUTE_FILL", "POST_DRAIN", "ISSUE_CYCLES", "FETCH_DELAY", "LOAD_SETUP",
+           "STORE_SETUP", "PARAM_DTYPE", "transfer_cycles", "lut_tables", "Result",
            "run", "simulate", "report_fields"]
 
 #: The compiler's estimate of a RUN's cycles on top of its taps (the cycle model charges the
@@ -75,6 +87,15 @@ __all__ = ["RUN_LATENCY", "RUN_SLOTS", "DECODE_CYCLES", "ACCESS_BUBBLE", "ACCESS
 RUN_LATENCY = 8
 #: Cycles the global controller takes to issue one instruction.
 ISSUE_CYCLES = 1
+#: Cycles from a fetch's last beat to its instructions at the head of the queue.
+FETCH_DELAY = 2
+#: Cycles the DMA engine holds the read port for a load besides its transfer (hazard check,
+#: reader command, realigner drain), calibrated on the whole programs of
+#: tests/hw/test_accelerator.py: a load right after a fetch overlaps most of them (a chain of
+#: back-to-back loads pays about 3).
+LOAD_SETUP = 1
+#: The same for a store (writer command, last write response).
+STORE_SETUP = 5
 
 
 def _param_dtype():
@@ -161,6 +182,30 @@ def _fair(demands):
     return slow
 
 
+def transfer_cycles(config, n):
+    """Cycles an AXI transfer of ``n`` bytes takes: ``mem_latency`` per burst, then a beat per
+    ``axi_bytes``."""
+    return -(-n // config.burst_bytes) * config.mem_latency + -(-n // config.axi_bytes)
+
+
+class _Port:
+    """The AXI read port, which instruction fetch and DMA loads share: the intervals it is
+    busy; a transfer takes the first gap it fits from the time it is ready."""
+
+    def __init__(self):
+        self.busy = []
+
+    def take(self, ready, cycles, now):
+        self.busy = [(a, b) for a, b in self.busy if b > now]
+        start = ready
+        for a, b in sorted(self.busy):
+            if a >= start + cycles:
+                break
+            start = max(start, b)
+        self.busy.append((start, start + cycles))
+        return start
+
+
 class _Board:
     """Intervals ``[lo, hi)`` of one memory with the time until which earlier work uses them."""
 
@@ -212,6 +257,8 @@ class _Machine:
         # Timing.
         self.now = 0                            # controller clock
         self.dma_free = 0
+        self.dma_ends = []                      # ends of the DMAs so far, in order
+        self.port = _Port()
         self.group_free = [0] * g              # end of the group's last RUN
         self.decoder_free = [0] * g            # the decoder may take the next RUN
         self.access_free = [0] * g             # the access engine may start the next RUN
@@ -260,6 +307,9 @@ class _Machine:
         if op == isa.GlobalOp.UOP_LOAD:
             space = isa.Space.UOP
         src = self._ext(ext, n)
+        if len(self.dma_ends) > DMA_QUEUE:
+            # The controller waits for room in the DMA queue.
+            self.now = max(self.now, self.dma_ends[-DMA_QUEUE - 1])
         start = max(self.now, self.dma_free)
         if op == isa.GlobalOp.DMA_STORE:
             if space != isa.Space.ACT:
@@ -289,9 +339,15 @@ class _Machine:
                 else:
                     words = data.reshape(-1, isa.UOP_BYTES)
                     self.uop[g, rng] = [int.from_bytes(w.tobytes(), "little") for w in words]
-        cfg = self.config
-        end = start + -(-n // cfg.burst_bytes) * cfg.mem_latency + -(-n // cfg.axi_bytes)
+        cycles = transfer_cycles(self.config, n)
+        if op == isa.GlobalOp.DMA_STORE:
+            cycles += STORE_SETUP
+        else:
+            cycles += LOAD_SETUP
+            start = self.port.take(start, cycles, self.now)
+        end = start + cycles
         self.dma_free = end
+        self.dma_ends.append(end)
         if op == isa.GlobalOp.DMA_STORE:
             self.dma_act_reads.add(local, local + n, end)
         elif space == isa.Space.ACT:
@@ -513,10 +569,22 @@ def run(image, config, sparse=True, max_instructions=10_000_000):
     """
     m = _Machine(image, config, sparse)
     times, issued, skipped, dram = [], [], [], []
+    per_fetch, depth = fetch_insns(config), queue_depth(config)
+    fetch_cycles = transfer_cycles(config, per_fetch * isa.GLOBAL_BYTES)
+    fetched = []                      # when each fetch's instructions are in the queue
+
+    def prefetch(dequeued):
+        # A fetch starts when the queue has room for its instructions and the port is free.
+        while (len(fetched) + 1) * per_fetch <= depth + dequeued:
+            start = m.port.take(m.now, fetch_cycles, m.now)
+            fetched.append(start + fetch_cycles + FETCH_DELAY)
+
+    prefetch(0)
     pc = 0
     while True:
         if len(times) >= max_instructions:
             raise ProgramError(f"no END within {max_instructions} instructions")
+        m.now = max(m.now, fetched[len(times) // per_fetch])
         word = int.from_bytes(m.mem[m._ext(pc, isa.GLOBAL_BYTES)].tobytes(), "little")
         try:
             op, a = _decode("global", word)
@@ -550,6 +618,7 @@ def run(image, config, sparse=True, max_instructions=10_000_000):
             m.barrier((1 << config.groups) - 1)
         m.now += ISSUE_CYCLES if op not in (isa.GlobalOp.BARRIER, isa.GlobalOp.END) else 0
         times.append(m.now)
+        prefetch(len(times))
         issued.append(i)
         skipped.append(s)
         dram.append(n)
