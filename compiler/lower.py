@@ -13,7 +13,10 @@ stage:
   run different micro-programs when the phases differ (MIMD);
 * emits, per unit, the DMA of its constant tile (weights, PARAM entries, LUTs) into the group's
   free weight-buffer half (double buffering) and one RUN per segment; windows and staging DMA
-  for tensors in external memory; a BARRIER closes each layer.
+  for tensors in external memory; a BARRIER closes each layer. Each group's instructions are
+  generated on their own and merged round robin, one RUN per group per round: a group holds
+  few RUNs and the controller waits for a free slot, so a group's RUNs back to back would
+  block the others.
 
 The memory image and layout are a :class:`~flexigan.compiler.program.Program`. Everything is
 deterministic: the same graph and config give the same bytes.
@@ -232,10 +235,15 @@ class _Lowering:
         ``following`` layer (so its weights load while this layer finishes), and a BARRIER."""
         for pre, queues, post in stages:
             self.code += pre
-            for rnd in range(max(map(len, queues))):
-                for g, queue in enumerate(queues):
-                    if rnd < len(queue):
-                        self._unit(g, queue[rnd], stats)
+            # Each group's instructions (its loads and RUNs, in its queue's order), then
+            # merged one RUN per group per round.
+            code, streams = self.code, []
+            for g, queue in enumerate(queues):
+                self.code = []
+                for unit in queue:
+                    self._unit(g, unit, stats)
+                streams.append(self.code)
+            self.code = code + _merge(streams)
             self.code += post
         if following:
             for g, queue in enumerate(following[0][1]):
@@ -441,6 +449,30 @@ class _Lowering:
             group.uops[program] = group.uop_next
             group.uop_next += count
         return group.uops[program]
+
+
+def _merge(streams):
+    """The groups' instruction streams merged round robin, one RUN per group per round (with
+    the group's loads before it), each group's own order kept: a group holds at most
+    RUN_SLOTS RUNs, and the controller waits for a free slot, blocking every later
+    instruction, so a group's RUNs back to back would leave the others idle."""
+    chunks = []
+    for stream in streams:
+        cut, current = [], []
+        for op, operands in stream:
+            current.append((op, operands))
+            if op == "RUN":
+                cut.append(current)
+                current = []
+        if current:
+            cut.append(current)
+        chunks.append(cut)
+    code = []
+    for rnd in range(max(map(len, chunks), default=0)):
+        for cut in chunks:
+            if rnd < len(cut):
+                code += cut[rnd]
+    return code
 
 
 def _cuts(n, b):
