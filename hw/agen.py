@@ -2,22 +2,31 @@
 
 For a RUN over ``rows x cols`` output pixels, each pixel's ``MAC`` micro-op walks the taps of
 a three-level loop nest (level 0 outermost) and reads, per tap, one activation (broadcast to the
-lanes) and one column of weights. The generator produces those (activation, weight) addresses,
-one tap per cycle, with adders only: every loop level keeps a running pointer that is reloaded
-from the level above when it wraps.
+lanes) and one column of weights. The generator produces those (activation, weight) addresses
+with adders only: every loop level keeps a running pointer that is reloaded from the level above
+when it wraps. Where the innermost level walks consecutive bytes (``act_stride`` 1, as input
+channels do), it steps up to :func:`bundle_width` taps of one word at a time, so that the sparse
+core downstream can spend cycles on the non-zero ones only.
 """
 
-from amaranth.hdl import Module, Signal, unsigned
+from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import ceil_log2
+from amaranth.utils import ceil_log2, exact_log2
 
 from . import isa
 
-__all__ = ["LEVELS", "act_addr_width", "wgt_addr_width", "agen_command_layout",
-           "agen_step_layout", "AddressGenerator"]
+__all__ = ["LEVELS", "BUNDLE", "bundle_width", "act_addr_width", "wgt_addr_width",
+           "agen_command_layout", "agen_step_layout", "AddressGenerator"]
 
 LEVELS = isa.LOOP_LEVELS
+#: Most taps in one step (the sparse core's look-ahead).
+BUNDLE = 4
+
+
+def bundle_width(config):
+    """Most taps in one step: :data:`BUNDLE`, or fewer when a word holds fewer bytes."""
+    return min(BUNDLE, config.axi_bytes)
 
 
 def act_addr_width(config):
@@ -60,14 +69,18 @@ def agen_command_layout(config):
 
 
 def agen_step_layout(config):
-    """One tap: where its activation and its weight column are, and the end of a tap nest.
+    """``n`` consecutive taps of one word: where the first one's activation and weight column
+    are, the weight stride from one tap to the next, and the end of a tap nest.
 
-    ``null`` marks the single step of an empty tap nest (a loop count of 0): it stands for
-    "no multiply" and carries an activation of zero.
+    Tap ``j < n`` reads the activation at ``act_addr + j`` and the weights at ``wgt_addr +
+    j * wgt_stride``. ``null`` marks the single step of an empty tap nest (a loop count of 0,
+    ``n = 1``): it stands for "no multiply" and carries an activation of zero.
     """
     return data.StructLayout({
         "act_addr": unsigned(act_addr_width(config)),
         "wgt_addr": unsigned(wgt_addr_width(config)),
+        "wgt_stride": unsigned(wgt_addr_width(config)),
+        "n": range(1, bundle_width(config) + 1),
         "last": 1,
         "null": 1,
         "lanes": _run_field("lanes"),
@@ -85,10 +98,12 @@ class AddressGenerator(wiring.Component):
         wgt_addr = wgt_base + sum(i[k] * wgt_stride[k])
 
     (modulo the address width), ``last`` set on the final tap of each pass, and the command's
-    ``lanes``. A nest with a zero
-    count yields one step per pass with ``null = last = 1``. ``rows``, ``cols`` or
-    ``passes`` of 0 yield nothing. One step per cycle while ``o`` is ready; ``busy`` is high from
-    the command until its final step is transferred.
+    ``lanes``. Taps go in steps (see :func:`agen_step_layout`): when ``act_stride[2]`` is 1, a
+    step holds ``n = min(bundle_width, count[2] - i2, bytes left in the word of act_addr)``
+    taps, with ``wgt_stride = wgt_stride[2]``; otherwise one tap. A nest with a zero count
+    yields one step per pass with ``null = last = 1``. ``rows``, ``cols`` or ``passes`` of 0
+    yield nothing. One step per cycle while ``o`` is ready; ``busy`` is high from the command
+    until its final step is transferred.
 
     Parameters
     ----------
@@ -125,9 +140,20 @@ class AddressGenerator(wiring.Component):
         wgt = [Signal(ww, name=f"wgt{k}") for k in range(LEVELS)]
         row = Signal(aw)
         pix = Signal(aw)
+        # The taps of this step: up to the bundle width, the end of the innermost level or
+        # the end of the word, whichever comes first, when the innermost level walks bytes.
+        width = bundle_width(self._config)
+        byte_bits = exact_log2(self._config.axi_bytes)
+        n = Signal(range(1, width + 1))
+        in_word = (1 << byte_bits) - (act[2][:byte_bits] if byte_bits else 0)
+        left = cmd.count[2] - idx[2]
+        fits = Mux(left < width, left, width)
+        m.d.comb += n.eq(Mux(null | (cmd.act_stride[2] != 1), 1,
+                             Mux(in_word < fits, in_word, fits)))
         # An empty nest is walked as a single null tap.
         wraps = [Signal(name=f"wrap{k}") for k in range(LEVELS)]
-        for k in range(LEVELS):
+        m.d.comb += wraps[2].eq(null | (idx[2] + n >= cmd.count[2]))
+        for k in range(LEVELS - 1):
             m.d.comb += wraps[k].eq(null | (idx[k] + 1 >= cmd.count[k]))
         last = Signal()
         m.d.comb += last.eq(wraps[0] & wraps[1] & wraps[2])
@@ -141,6 +167,8 @@ class AddressGenerator(wiring.Component):
         m.d.comb += [
             self.o.payload.act_addr.eq(act[-1]),
             self.o.payload.wgt_addr.eq(wgt[-1]),
+            self.o.payload.wgt_stride.eq(cmd.wgt_stride[2]),
+            self.o.payload.n.eq(n),
             self.o.payload.last.eq(last),
             self.o.payload.null.eq(null),
             self.o.payload.lanes.eq(cmd.lanes),
@@ -168,9 +196,9 @@ class AddressGenerator(wiring.Component):
                     # The innermost level that does not wrap steps; the ones inside it restart
                     # from its new pointer.
                     with m.If(~wraps[2]):
-                        m.d.sync += [idx[2].eq(idx[2] + 1),
-                                     act[2].eq(act[2] + cmd.act_stride[2]),
-                                     wgt[2].eq(wgt[2] + cmd.wgt_stride[2])]
+                        m.d.sync += [idx[2].eq(idx[2] + n),
+                                     act[2].eq(act[2] + Mux(n == 1, cmd.act_stride[2], n)),
+                                     wgt[2].eq(wgt[2] + n * cmd.wgt_stride[2])]
                     for k in (1, 0):
                         with m.Elif(~wraps[k]):
                             a_next = act[k] + cmd.act_stride[k]

@@ -18,7 +18,9 @@ A group runs its RUNs in order. Each RUN flows through a pipeline of blocks join
 - the **decoder** reads the RUN's micro-program from the micro-op memory once, configures the
   address generator (access micro-ops) and hands the execute body to the execute engine;
 - the **access engine** (address generator, activation fetch through the crossbar, zero skip,
-  weight fetch) runs ahead of the execute engine by up to ``fifo_depth`` steps per FIFO;
+  weight fetch) runs ahead of the execute engine by up to ``fifo_depth`` steps per FIFO; it
+  fetches up to :func:`~flexigan.hw.agen.bundle_width` taps of one word per step where the
+  innermost loop walks bytes, and the sparse core issues their non-zero ones one per cycle;
 - the **execute engine** feeds one step per cycle to the lanes and, at the end of each pixel,
   snapshots the accumulators into a job for the post-processor, so the next pixel's MACs
   overlap the current pixel's POST and WRITE;
@@ -43,6 +45,7 @@ from .agen import (
     act_addr_width,
     agen_command_layout,
     agen_step_layout,
+    bundle_width,
     wgt_addr_width,
 )
 from .crossbar import read_port_signature, word_addr_width, write_port_signature
@@ -50,7 +53,7 @@ from .fifo import StreamFIFO
 from .lane import Lane
 from .memories import ElementMemory, WeightBuffer, chunk_layout
 from .post import PARAM_LAYOUT, Post
-from .sparse import SparseCore
+from .sparse import SparseCore, bundle_layout, tap_layout
 
 __all__ = ["RUN_SLOTS", "JOB_DEPTH", "DECODE_CYCLES", "ACCESS_BUBBLE", "ACCESS_FILL",
            "EXECUTE_FILL", "POST_DRAIN", "lut_tables", "local_spaces", "local_write_layout",
@@ -103,22 +106,16 @@ def local_write_layout(config):
 
 def act_tag_layout(config):
     """What an activation read carries through the crossbar."""
+    ww = wgt_addr_width(config)
     return data.StructLayout({
         "byte": unsigned(max(1, exact_log2(config.axi_bytes))),
-        "wgt_addr": unsigned(wgt_addr_width(config)),
+        "n": range(1, bundle_width(config) + 1),
+        "wgt_addr": unsigned(ww),
+        "wgt_stride": unsigned(ww),
         "last": 1,
         "null": 1,
         "lanes": dict(isa.fields_of(isa.RunArgs))["lanes"],
     })
-
-
-def _step_layout(config):
-    """A step after the activation fetch: activation, weight address, end of a tap nest, the
-    null step of an empty nest (no multiply), and the RUN's lane count (multiplies per step,
-    for the counters)."""
-    return data.StructLayout({"act": signed(8), "wgt_addr": unsigned(wgt_addr_width(config)),
-                              "last": 1, "null": 1,
-                              "lanes": dict(isa.fields_of(isa.RunArgs))["lanes"]})
 
 
 def _mac_layout(config):
@@ -281,17 +278,18 @@ class Decoder(wiring.Component):
 
 
 class ActFetch(wiring.Component):
-    """Reads each step's activation through the crossbar, reusing the last word read.
+    """Reads each step's activations through the crossbar, reusing the last word read.
 
-    Contract: for each step on ``i``, in order, ``o`` carries its activation (0 for a null
-    step), weight address and ``last`` flag. The fetch keeps the last word it read (a one-word
-    line, tagged with its word address): a step in that word is answered from the line, in
-    the same cycle a read would take, and only a step in another word reads the crossbar (a
-    null step reads nothing). ``flush`` empties the line; the group pulses it at the start of
-    each RUN, since DMA and earlier RUNs' writes may have changed ACT (a RUN never writes
-    what it reads, so within a RUN the line stays valid). A step is taken only when the
-    output queue (``depth`` steps) has room for its answer; one per cycle when it hits the
-    line or the crossbar grants its read.
+    Contract: for each step on ``i``, in order, ``o`` carries the bundle of its ``n``
+    activations (the ``n`` bytes from ``act_addr``, all in one word; 0 for a null step), with
+    its weight address and stride, ``last`` and ``null`` flags and lanes. The fetch keeps the
+    last word it read (a one-word line, tagged with its word address): a step in that word is
+    answered from the line, in the same cycle a read would take, and only a step in another
+    word reads the crossbar (a null step reads nothing). ``flush`` empties the line; the group
+    pulses it at the start of each RUN, since DMA and earlier RUNs' writes may have changed
+    ACT (a RUN never writes what it reads, so within a RUN the line stays valid). A step is
+    taken only when the output queue (``depth`` steps) has room for its answer; one per cycle
+    when it hits the line or the crossbar grants its read.
     """
 
     def __init__(self, config, depth):
@@ -300,14 +298,14 @@ class ActFetch(wiring.Component):
             "i": In(stream.Signature(agen_step_layout(config))),
             "port": Out(read_port_signature(word_addr_width(config), config.axi_data_width,
                                             act_tag_layout(config))),
-            "o": Out(stream.Signature(_step_layout(config))),
+            "o": Out(stream.Signature(bundle_layout(config))),
             "flush": In(1),
         })
 
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
-        m.submodules.queue = queue = StreamFIFO(_step_layout(cfg), self._depth)
+        m.submodules.queue = queue = StreamFIFO(bundle_layout(cfg), self._depth)
         connect(m, queue.o, flipped(self.o))
         byte_bits = exact_log2(cfg.axi_bytes)
         step = self.i.payload
@@ -327,7 +325,9 @@ class ActFetch(wiring.Component):
             self.port.req.valid.eq(self.i.valid & room & ~hits),
             self.i.ready.eq(take),
             self.port.req.payload.addr.eq(word),
+            self.port.req.payload.tag.n.eq(step.n),
             self.port.req.payload.tag.wgt_addr.eq(step.wgt_addr),
+            self.port.req.payload.tag.wgt_stride.eq(step.wgt_stride),
             self.port.req.payload.tag.last.eq(step.last),
             self.port.req.payload.tag.null.eq(step.null),
             self.port.req.payload.tag.lanes.eq(step.lanes),
@@ -346,11 +346,14 @@ class ActFetch(wiring.Component):
         tag = Signal(act_tag_layout(cfg))
         m.d.comb += tag.eq(Mux(hit, held, resp.tag))
         source = Mux(hit, line, resp.data)
-        act = source.word_select(tag.byte, 8) if byte_bits else source[:8]
+        # The bundle's bytes start at the tap's byte (the step never crosses the word's end).
+        acts = (source >> (tag.byte * 8) if byte_bits else source)[:8 * bundle_width(cfg)]
         m.d.comb += [
             queue.i.valid.eq(hit | self.port.resp.valid),
-            queue.i.payload.act.eq(Mux(tag.null, 0, act)),
+            queue.i.payload.acts.eq(Mux(tag.null, 0, acts)),
+            queue.i.payload.n.eq(tag.n),
             queue.i.payload.wgt_addr.eq(tag.wgt_addr),
+            queue.i.payload.wgt_stride.eq(tag.wgt_stride),
             queue.i.payload.last.eq(tag.last),
             queue.i.payload.null.eq(tag.null),
             queue.i.payload.lanes.eq(tag.lanes),
@@ -368,7 +371,7 @@ class WeightFetch(wiring.Component):
     def __init__(self, config):
         self._config = config
         super().__init__({
-            "i": In(stream.Signature(_step_layout(config))),
+            "i": In(stream.Signature(tap_layout(config))),
             "buffer": Out(wiring.Signature({
                 "en": Out(1), "addr": Out(wgt_addr_width(config)),
                 "data": In(data.ArrayLayout(8, config.lanes))})),
@@ -410,8 +413,8 @@ class Execute(wiring.Component):
     After the last pixel a job with ``end`` set closes the RUN. A pixel with MACs takes one
     cycle per step, a pixel without one cycle; the final step of a pixel waits while the job
     queue is full. ``issued`` counts the multiplies fed to the lanes: the RUN's ``lanes`` for
-    each step with a non-zero activation (each step with ``bypass``) but the null step of an
-    empty tap nest; ``clear`` zeroes it.
+    each step with a non-zero activation (each step with ``bypass``) but null steps (an empty
+    tap nest's, an all-zero bundle's); ``clear`` zeroes it.
     """
 
     def __init__(self, config):
@@ -728,12 +731,10 @@ class Group(wiring.Component):
         connect(m, agen.o, fetch.i)
         connect(m, fetch.port, flipped(self.act_rd))
         m.d.comb += fetch.flush.eq(agen.cmd.valid & agen.cmd.ready)
-        m.submodules.sparse = sparse = SparseCore(_step_layout(cfg))
+        m.submodules.sparse = sparse = SparseCore(cfg)
         connect(m, fetch.o, sparse.i)
-        # The null step of an empty tap nest is no multiply, skipped or not.
-        m.d.comb += [sparse.bypass.eq(self.bypass),
-                     sparse.lanes.eq(Mux(fetch.o.payload.null, 0, fetch.o.payload.lanes)),
-                     sparse.clear.eq(self.clear), self.macs_skipped.eq(sparse.skipped)]
+        m.d.comb += [sparse.bypass.eq(self.bypass), sparse.clear.eq(self.clear),
+                     self.macs_skipped.eq(sparse.skipped)]
         m.submodules.wfetch = wfetch = WeightFetch(cfg)
         connect(m, sparse.o, wfetch.i)
         connect(m, wfetch.buffer, weights.r)

@@ -1,114 +1,131 @@
 """Sparse core: the zero-skip stage on a group's broadcast activation stream.
 
-The activation of a step is broadcast to all lanes of a group, so a zero activation is a whole
-cycle of useless multiplies: the stage drops it, together with its weight index, before the
-weight buffer is read. Steps come in groups (the taps of one ``MAC`` micro-op, the last one
-flagged ``last``); the execute engine needs that flag to know when the accumulation is over, so
-the stage moves it to the last step it keeps, which takes a one-step lookahead.
+The activation of a tap is broadcast to all lanes of a group, so a zero activation is a whole
+cycle of useless multiplies. The access engine delivers the taps in bundles of up to
+:func:`~flexigan.hw.agen.bundle_width` consecutive bytes of one word; the stage issues the
+bundle's non-zero taps one per cycle, each with its weight address, before the weight buffer is
+read, so a bundle of ``k`` non-zero taps takes ``max(1, k)`` cycles instead of its ``n``. Taps
+come in groups (the taps of one ``MAC`` micro-op, the last bundle flagged ``last``); the execute
+engine needs that flag on the last tap it receives of the group.
 """
 
-from amaranth.hdl import Module, Shape, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["SparseCore"]
+from . import isa
+from .agen import bundle_width, wgt_addr_width
+
+__all__ = ["tap_layout", "bundle_layout", "SparseCore"]
+
+
+def _lanes_field():
+    return dict(isa.fields_of(isa.RunArgs))["lanes"]
+
+
+def tap_layout(config):
+    """A tap for the weight fetch: activation, weight address, end of a tap nest, the null
+    step of an empty nest or an all-zero bundle (no multiply), and the RUN's lane count
+    (multiplies per tap, for the counters)."""
+    return data.StructLayout({"act": signed(8), "wgt_addr": unsigned(wgt_addr_width(config)),
+                              "last": 1, "null": 1, "lanes": _lanes_field()})
+
+
+def bundle_layout(config):
+    """``n`` taps after the activation fetch: their activations, the first one's weight address
+    and the weight stride between taps, end of a tap nest, null step, lane count."""
+    ww = wgt_addr_width(config)
+    return data.StructLayout({"acts": data.ArrayLayout(signed(8), bundle_width(config)),
+                              "n": range(1, bundle_width(config) + 1),
+                              "wgt_addr": unsigned(ww), "wgt_stride": unsigned(ww),
+                              "last": 1, "null": 1, "lanes": _lanes_field()})
 
 
 class SparseCore(wiring.Component):
-    """Drops steps whose activation is zero, keeping each group's ``last`` flag.
+    """Issues a bundle's taps one per cycle, dropping those whose activation is zero.
 
-    Contract, for each group of steps on ``i`` (a run of steps ending with ``last = 1``):
+    Contract, for each bundle on ``i`` (taps ``j < n``: activation ``acts[j]``, weight address
+    ``wgt_addr + j * wgt_stride``):
 
-    - with ``bypass = 0``, ``o`` carries the group's steps with ``act != 0``, in order, the
-      final one with ``last = 1``; a group with no non-zero step becomes its own final step
-      (``act = 0, last = 1``) so that the consumer still sees the end of the group;
-    - with ``bypass = 1`` every step passes unchanged (``--no-sparse``);
-    - ``skipped`` counts the multiplies the stage saves: ``lanes`` for every step with
-      ``act == 0`` seen while ``bypass = 0`` (including a final zero step kept as an end marker,
-      which the consumer treats as no multiply); ``clear`` zeroes it.
+    - with ``bypass = 0``, ``o`` carries the bundle's taps with a non-zero activation, in order;
+      a bundle with none (or a null bundle) becomes one null tap (``act = 0, null = 1``), so
+      that every bundle takes a cycle and the consumer still sees a group's end;
+    - with ``bypass = 1`` (``--no-sparse``) ``o`` carries all ``n`` taps (a null bundle: one
+      null tap);
+    - the bundle's ``last`` goes on its final tap out, ``null`` and ``lanes`` on all of them;
+    - ``skipped`` counts the multiplies the stage saves: ``lanes`` for every zero tap of a
+      non-null bundle while ``bypass = 0``; ``clear`` zeroes it.
 
-    The stage holds one step (it must see the next step to know whether the held one is the
-    group's last): a non-final step leaves when the next kept step or the group's final step
-    arrives; a final step leaves on the next cycle. ``bypass`` must not change while steps are
-    in flight.
+    A bundle is taken into a register (one cycle of latency) and gives one tap per cycle while
+    ``o`` is ready; the next bundle is taken with the current one's final tap, so a bundle of
+    ``k`` taps out takes ``k`` cycles. ``bypass`` must not change while taps are in flight.
 
     Parameters
     ----------
-    layout : data.StructLayout
-        Step payload; must have a signed ``act`` field and a 1-bit ``last`` field. Other
-        fields (the weight index) travel with the step.
+    config : AcceleratorConfig
 
     Attributes
     ----------
-    i : In(stream.Signature(layout))
-    o : Out(stream.Signature(layout))
+    i : In(stream.Signature(bundle_layout(config)))
+    o : Out(stream.Signature(tap_layout(config)))
     bypass : In(1)
-    lanes : In(8)
-        Multiplies per step (the lanes the current RUN uses).
     skipped : Out(64)
     clear : In(1)
     """
 
-    def __init__(self, layout):
-        layout = data.Layout.cast(layout)
-        fields = dict(layout)
-        for name in ("act", "last"):
-            if name not in fields:
-                raise ValueError(f"SparseCore layout must have an {name!r} field, not "
-                                 f"{layout!r}")
-        if Shape.cast(fields["last"].shape).width != 1:
-            raise ValueError(f"SparseCore layout's 'last' field must be 1 bit wide, not "
-                             f"{fields['last'].shape!r}")
+    def __init__(self, config):
+        self._width = bundle_width(config)
         super().__init__({
-            "i": In(stream.Signature(layout)),
-            "o": Out(stream.Signature(layout)),
+            "i": In(stream.Signature(bundle_layout(config))),
+            "o": Out(stream.Signature(tap_layout(config))),
             "bypass": In(1),
-            "lanes": In(8),
             "skipped": Out(64),
             "clear": In(1),
         })
 
     def elaborate(self, platform):
         m = Module()
-        layout = self.i.payload.shape()
-        held = Signal(layout)
-        held_valid = Signal()
-        step = self.i.payload
-        zero = (step.act == 0) & ~self.bypass
-        skip = Signal()   # an input step with a zero activation is consumed this cycle
+        width = self._width
+        bundle = Signal.like(self.i.payload)
+        valid = Signal()
+        left = Signal(width)              # the bundle's taps still to issue
 
-        # The held step may leave now without input (it is final), or leaves to make room.
-        room = ~held_valid | (held.last & self.o.ready)
-        m.d.comb += self.o.payload.eq(held)
-        with m.If(held_valid & held.last):
-            m.d.comb += self.o.valid.eq(1)
-            with m.If(self.o.ready):
-                m.d.sync += held_valid.eq(0)
-        with m.Elif(held_valid & self.i.valid):
-            with m.If(~zero):
-                # A later kept step exists: the held one is not final.
-                m.d.comb += self.o.valid.eq(1)
-                with m.If(self.o.ready):
-                    m.d.comb += self.i.ready.eq(1)
-                    m.d.sync += held.eq(step)
-            with m.Elif(step.last):
-                # The group ends in zeros: the held step becomes its final step.
-                m.d.comb += [self.o.valid.eq(1), self.o.payload.last.eq(1)]
-                with m.If(self.o.ready):
-                    m.d.comb += [self.i.ready.eq(1), skip.eq(1)]
-                    m.d.sync += held_valid.eq(0)
-            with m.Else():
-                m.d.comb += [self.i.ready.eq(1), skip.eq(1)]
+        # The next tap to issue is the lowest one left.
+        index = Signal(range(width))
+        for j in reversed(range(width)):
+            with m.If(left[j]):
+                m.d.comb += index.eq(j)
+        rest = Signal(width)
+        m.d.comb += rest.eq(left & (left - 1))
+        none = left == 0
+        m.d.comb += [
+            self.o.valid.eq(valid),
+            self.o.payload.act.eq(Mux(none, 0, bundle.acts[index])),
+            self.o.payload.wgt_addr.eq(bundle.wgt_addr + index * bundle.wgt_stride),
+            self.o.payload.last.eq(bundle.last & (rest == 0)),
+            self.o.payload.null.eq(bundle.null | none),
+            self.o.payload.lanes.eq(bundle.lanes),
+        ]
+        final = rest == 0
+        m.d.comb += self.i.ready.eq(~valid | (self.o.ready & final))
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += left.eq(rest)
+            with m.If(final):
+                m.d.sync += valid.eq(0)
 
-        with m.If(room & self.i.valid):
-            m.d.comb += self.i.ready.eq(1)
-            with m.If(~zero | step.last):
-                # Kept, or a group of zeros' end marker: hold it.
-                m.d.sync += [held.eq(step), held_valid.eq(1)]
-            m.d.comb += skip.eq(zero)
+        new = self.i.payload
+        taps = Signal(width)
+        nonzero = Signal(width)
+        m.d.comb += [taps.eq((Const(1, width + 1) << new.n) - 1),
+                     nonzero.eq(Cat(a != 0 for a in new.acts) & taps)]
+        taken = self.i.valid & self.i.ready
+        with m.If(taken):
+            m.d.sync += [bundle.eq(new), valid.eq(1),
+                         left.eq(Mux(self.bypass, taps, nonzero))]
 
+        zeros = sum(taps[j] & ~nonzero[j] for j in range(width))
         with m.If(self.clear):
             m.d.sync += self.skipped.eq(0)
-        with m.Elif(skip):
-            m.d.sync += self.skipped.eq(self.skipped + self.lanes)
+        with m.Elif(taken & ~self.bypass & ~new.null):
+            m.d.sync += self.skipped.eq(self.skipped + new.lanes * zeros)
         return m

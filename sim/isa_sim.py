@@ -27,10 +27,13 @@ them through a pipeline of three stages, each overlapping the next RUN's earlier
 
 - the **decoder** reads the micro-program, ``uop_count + DECODE_CYCLES`` cycles, while the
   previous RUN's taps are generated; it hands the RUN to the access engine when that is free;
-- the **access engine** generates one tap per cycle: a pixel takes ``passes x max(1, taps)``
-  cycles (an empty nest is one null step per pass), a pixel without MAC one cycle (the
-  execute engine's). The sparse core drops zero activations only after they are fetched, so
-  it saves multiplies, not cycles. Between two RUNs it idles :data:`ACCESS_BUBBLE` cycles;
+- the **access engine** issues one tap per cycle to the lanes: a pixel takes ``passes x
+  max(1, taps)`` cycles (an empty nest is one null step per pass), a pixel without MAC one
+  cycle (the execute engine's). With the sparse core on, taps come in bundles (the steps of
+  :class:`~flexigan.hw.agen.AddressGenerator`: where the innermost loop's ``act_stride`` is 1,
+  up to ``bundle_width`` taps of one word, from the innermost level's start or a word's first
+  byte; otherwise one tap) and a pass takes ``max(1, non-zero taps)`` cycles per bundle.
+  Between two RUNs it idles :data:`ACCESS_BUBBLE` cycles;
 - the **post-writer** requantizes and writes one lane per cycle: a pixel with POST and WRITE
   takes ``lanes`` cycles of it, overlapped with later pixels' taps (a two-stage flow: the RUN
   ends after ``max over k`` of the first ``k`` pixels' access plus the last pixels' post).
@@ -66,6 +69,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..hw import isa
+from ..hw.agen import act_addr_width, bundle_width
 from ..hw.controller import DMA_QUEUE, fetch_insns, queue_depth
 from ..hw.group import (
     ACCESS_BUBBLE,
@@ -132,6 +136,7 @@ class _Micro:
 
     act: tuple
     wgt: tuple
+    loops: tuple
     act_taps: np.ndarray
     wgt_taps: np.ndarray
     body: tuple
@@ -156,8 +161,8 @@ def _parse(words):
     grids = np.meshgrid(*(np.arange(c) for c, _, _ in loops), indexing="ij")
     act_taps = sum(g * s for g, (_, s, _) in zip(grids, loops)).ravel()
     wgt_taps = sum(g * s for g, (_, _, s) in zip(grids, loops)).ravel()
-    return _Micro(act, wgt, np.asarray(act_taps, np.int64), np.asarray(wgt_taps, np.int64),
-                  tuple(body))
+    return _Micro(act, wgt, tuple(loops), np.asarray(act_taps, np.int64),
+                  np.asarray(wgt_taps, np.int64), tuple(body))
 
 
 def requantize(acc, multiplier, shift):
@@ -413,7 +418,7 @@ class _Machine:
                     .astype(np.int64)
                 zeros = np.count_nonzero(x == 0, axis=1) if self.sparse else 0
                 steps += micro.act_taps.size - zeros
-                access += max(1, micro.act_taps.size)
+                access += self._access(micro, addr, x)
             elif op == isa.UopOp.POST:
                 y = requantize(acc, params["multiplier"], params["shift"])
                 if f["use_lut"]:
@@ -458,6 +463,29 @@ class _Machine:
         self._time_run(g, a, micro, access, max(1, lanes) if post else 0, reads,
                        (act_lo, act_hi), (wgt_lo, wgt_hi), write, tables, params.size)
         return issued, skipped
+
+    def _access(self, micro, addr, x):
+        """Access cycles of one MAC pass per pixel: a cycle per tap, or with the sparse core,
+        ``max(1, non-zero taps)`` per bundle (the steps of the address generator)."""
+        taps = micro.act_taps.size
+        if not taps:
+            return 1                           # the null step of an empty nest
+        if not self.sparse:
+            return taps
+        count, stride = micro.loops[-1][:2]
+        start = np.ones(addr.shape, bool)
+        if stride % (1 << act_addr_width(self.config)) == 1:
+            # A bundle starts with the innermost level, at a word's first byte, or after
+            # bundle_width taps.
+            at = np.arange(taps)
+            reset = (at % count == 0)[None, :] | (addr % self.config.axi_bytes == 0)
+            since = at - np.maximum.accumulate(np.where(reset, at, 0), axis=1)
+            start = since % bundle_width(self.config) == 0
+        bundle = np.cumsum(start.ravel()) - 1
+        kept = np.bincount(bundle, weights=(x != 0).ravel())
+        pixel = np.repeat(np.arange(addr.shape[0]), start.sum(axis=1))
+        return np.bincount(pixel, weights=np.maximum(1, kept), minlength=addr.shape[0]) \
+            .astype(np.int64)
 
     def _time_run(self, g, a, micro, access, post, reads, act_range, wgt_range, write, tables,
                   nparams):

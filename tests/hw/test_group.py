@@ -346,8 +346,9 @@ def test_two_groups_share_the_crossbar():
 
 def test_compiled_conv():
     runs = compiled_runs(_conv(3, 4, (6, 6), [3, 3], pads=[1, 1, 1, 1]))
-    # Both groups' chains read banks 0 and 1: the model's share of reads per bank is coarse.
-    check(runs, seed=5, within=(1.0, 1.15))
+    # Both groups' chains read banks 0 and 1: the model's share of reads per bank is coarse
+    # (with the sparse core, 99 RTL cycles for its 100 on group 1).
+    check(runs, seed=5, within=(0.98, 1.15))
 
 
 def test_compiled_convtranspose_phases():
@@ -356,9 +357,10 @@ def test_compiled_convtranspose_phases():
                                 output_padding=[1, 1]))
     assert len({len(r.code) for r in runs}) > 1
     # Both groups' post-writers write bank 0 at up to a byte per cycle, which the model does
-    # not charge (it charges read conflicts only): 219 RTL cycles for its 186 on group 0, 186
-    # for 125 on group 1.
-    check(runs, seed=6, within=(1.1, 1.5))
+    # not charge (it charges read conflicts only): 221 RTL cycles for its 171 on group 0, 194
+    # for 124 on group 1 (without the sparse core 219 for 186 and 188 for 125: the RTL is
+    # bound by those writes, the zeros it skips save cycles in the model only).
+    check(runs, seed=6, within=(1.1, 1.6))
 
 
 # Each pixel reads 2 rows of 4 input channels: two words, one read per 4 taps.
@@ -417,10 +419,16 @@ def test_cycles_of_compute_bound_runs_follow_the_cycle_model():
           [conv(out_offset=600 + k) for k in range(2)], sparse=False, within=(1.0, 1.0))
 
 
-def test_sparse_saves_multiplies_not_cycles():
-    # The access engine fetches every tap, zero or not: 196 cycles with 30% or 50% zeros.
-    for zeros in (0.3, 0.5):
-        check([conv()], zeros=zeros, within=(0.99, 1.0))
+def test_sparse_core_saves_cycles():
+    # CONV's innermost level walks 2 channels (act_stride 1): the access engine fetches them
+    # as one bundle and the sparse core spends a cycle per non-zero tap, at least one per
+    # bundle: 147 cycles with 30% zeros, 130 with 50%, for 196 without zero skipping; the RTL's
+    # exactly.
+    for zeros, cycles in ((0.3, 147), (0.5, 130)):
+        check([conv()], zeros=zeros, within=(1.0, 1.0))
+        mem = Memories.random(0, zeros)
+        assert [reference(mem, [conv()], sparse)[2][0] for sparse in (False, True)] == \
+            [196, cycles]
 
 
 def test_cycles_of_post_bound_and_decode_bound_chains():

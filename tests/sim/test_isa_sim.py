@@ -253,9 +253,6 @@ def lane_bound(program, report, config=SIM):
 #: fetch besides the weights; the RUN-by-RUN round robin of the groups leaves its DMA queue
 #: holding up RUNs. strict: fails loudly once the gap is closed.
 NOT_AT_BOUND = pytest.mark.xfail(strict=True, reason="ULX3S above its memory bound (see above)")
-#: Known gap: the access engine fetches one activation per cycle, so the sparse core saves
-#: multiplies, not cycles, until it fetches bundles of activations and drops the zeros.
-SPARSE_SAVES_NO_CYCLES = pytest.mark.xfail(strict=True, reason="sparse core saves no cycles yet")
 
 
 def test_dcgan64_generator_issues_only_useful_macs(dcgan_reports):
@@ -300,7 +297,6 @@ def test_dcgan64_sparse_core_skips_relu_zeros(dcgan_reports):
     assert dcgan_reports[False, True]["macs_skipped"] > 0
 
 
-@SPARSE_SAVES_NO_CYCLES
 def test_dcgan64_sparse_core_saves_cycles(dcgan_reports):
     dense, sparse = dcgan_reports[True, False], dcgan_reports[True, True]
     assert sparse["cycles"] < dense["cycles"]
