@@ -312,12 +312,16 @@ class _Lowering:
 
     def _lane_tiles(self, layer, lanes):
         """``[(conv group, [channels])]``: runs of at most ``lanes`` output channels of one
-        conv group whose bytes are consecutive (so one WRITE lane stride places them)."""
+        conv group whose bytes are consecutive (so one WRITE lane stride places them), in
+        address order (a depth-to-space scatters channels over the pixels of a block)."""
         tiles = []
         cout_g = layer.weight.shape[1]
         for gi in range(layer.groups):
             current = []
-            for n in range(gi * cout_g, (gi + 1) * cout_g):
+            chans = range(gi * cout_g, (gi + 1) * cout_g)
+            if layer.mapped:
+                chans = sorted(chans, key=lambda n: layer.chan_addr[n])
+            for n in chans:
                 if current and (len(current) == lanes or
                                 layer.chan_addr[n] != layer.chan_addr[current[-1]] + 1):
                     tiles.append((gi, current))
@@ -380,7 +384,9 @@ class _Lowering:
         lut = layer.post.lut
         post = {"use_lut": int(lut is not None), "lut": 0,
                 "per_lane": int(lut is not None and lut.shape[0] > 1)}
-        write = (rs.out_step * gd.step_h * gd.row_bytes, cs.out_step * gd.step_w * gd.channels)
+        mh, mw = layer.out_mul
+        write = (rs.out_step * mh * gd.step_h * gd.row_bytes,
+                 cs.out_step * mw * gd.step_w * gd.channels)
         out_offset = dst_base + layer.pixel_addr(rs.out0, cs.out0) - dst_lo * gd.row_bytes \
             + int(layer.chan_addr[chans[0]])
         wgt_offset = ((rs.first - tile.row0) * tile.ntc + cs.first - tile.col0) * cin * nl

@@ -5,7 +5,12 @@ residual Add with its fused activation, in one normal form: a grouped convolutio
 segments of :mod:`flexigan.compiler.segments` enumerate; an Add is a two-tap depthwise one, see
 docs/numerics.md) and :class:`Storage` s (one per materialized tensor, with the :class:`Grid`
 that places it in HWC order). Channel Concat and the pair of an Add's operands are addressing:
-the producers write their channel slices of one storage. Layout ops cost nothing: a Reshape
+the producers write their channel slices of one storage. So are nearest Upsample and
+DepthToSpace: a Conv or ConvTranspose read only by one writes its output in place (its WRITE
+strides place each pixel at its upsampled position, its lane tiles scatter channels over the
+depth-to-space block), the other blocks of an upsampling are exact 1x1 identity copies
+("Copy" layers) from the first, and an input of another producer is copied in the same way.
+Layout ops cost nothing: a Reshape
 aliases its operand's storage (a Gemm reading a flattened image reads the image with its
 columns permuted at compile time; a Gemm whose output is reshaped to an image writes it in HWC
 order), and a fused activation is a LUT in the producer's POST.
@@ -179,6 +184,18 @@ class Layer:
     src_chan: int = 0
     group_step: int | None = None
     chan_step: int = 1
+    out_off: tuple[int, int] = (0, 0)
+    out_mul: tuple[int, int] = (1, 1)
+
+    @property
+    def mapped(self):
+        """Whether output pixel ``(h, w)`` goes to destination pixel ``(off_h + h*mul_h,
+        off_w + w*mul_w)`` (nearest upsampling, depth-to-space) rather than ``(h, w)``."""
+        return self.out_off != (0, 0) or self.out_mul != (1, 1)
+
+    def out_pixel(self, h, w):
+        """Destination logical pixel of output pixel ``(h, w)``."""
+        return (self.out_off[0] + h * self.out_mul[0], self.out_off[1] + w * self.out_mul[1])
 
     @property
     def groups(self):
@@ -214,6 +231,8 @@ class Layer:
         """Offset of output pixel ``(h, w)`` in the destination grid (0 for a 1x1 output
         written into a reshaped grid: ``chan_addr`` places each channel)."""
         g = self.dst.grid
+        if self.mapped:
+            return g.addr(0, *self.out_pixel(h, w))
         return g.addr(0, h, w) if g.shape[1:] == self.out_hw else 0
 
     def stages(self):
@@ -243,6 +262,8 @@ class Layer:
         rows of the grid from the first written one, so every stage of a buffer has the same
         pattern of written bytes (and the zeros between them stay zero)."""
         g = self.dst.grid
+        if self.mapped:
+            return g.row(self.out_pixel(r0, 0)[0]), min(g.rows, g.row(self.out_pixel(r1, 0)[0]))
         if g.shape[1:] != self.out_hw:
             return 0, g.rows
         return g.row(r0), min(g.rows, g.row(r1))
@@ -335,6 +356,43 @@ def _copy_layer(index, job, storages, resolve, shape_of, graph):
                  src_chan=src_chan)
 
 
+def _spread_addr(op, grid, channels, dst_chan):
+    """Byte offset, from the address of its first destination pixel, of each of the
+    ``channels`` input channels of nearest Upsample or DepthToSpace ``op`` written into
+    ``grid`` at channel ``dst_chan``: an Upsample keeps the channel; DepthToSpace (block
+    ``b``) sends input channel ``n`` to output channel ``c`` of pixel ``(i, j)`` of the
+    ``b x b`` block, ``n = (i*b + j)*C' + c`` (DCR) or ``n = (c*b + i)*b + j`` (CRD)."""
+    n = np.arange(channels)
+    if isinstance(op, ir.Upsample):
+        return n + dst_chan
+    b = op.blocksize
+    cb = channels // (b * b)
+    if op.mode == "DCR":
+        i, j, c = n // (b * cb), n // cb % b, n % cb
+    else:
+        c, i, j = n // (b * b), n // b % b, n % b
+    return grid.addr(c + dst_chan, i, j) - grid.addr(0, 0, 0)
+
+
+def _spread_copy(index, k, src, src_chan, axes, dst, chan_addr, out_off, out_mul):
+    """A 1x1 identity layer (multiplier 1, shift 0: exact) copying the ``len(chan_addr)``
+    channels of a value (at ``src_chan`` of ``src``, read along ``axes``) into ``dst``: its
+    pixel ``(h, w)`` to destination pixel ``out_off + (h, w)*out_mul``, channel ``n`` at byte
+    ``chan_addr[n]`` of it (one block of a nearest upsampling, or a depth-to-space)."""
+    channels = len(chan_addr)
+    if dst.producer is None:
+        dst.producer = index
+    dst.writers.append(index)
+    src.consumers.append(index)
+    ones = np.ones(channels, dtype=np.int64)
+    eye = np.eye(channels, dtype=np.int8)
+    post = numerics.Post(eye[:, :, None, None], 0 * ones, ones, 0 * ones, None)
+    return Layer(index, f"{k}@{out_off[0]},{out_off[1]}", (k,), "Copy", False,
+                 np.ascontiguousarray(eye[None, :, :, None, None]), (1, 1), (1, 1), axes,
+                 (axes[0].size, axes[1].size), post, src, dst, np.asarray(chan_addr),
+                 src_chan=src_chan, out_off=out_off, out_mul=out_mul)
+
+
 def _sum_post(q, channels, lut):
     """The POST of a residual Add (a :class:`~flexigan.compiler.quant.Sum`) as a two-tap
     depthwise layer: per channel the weights ``(weight_a, weight_b)`` (normal form
@@ -380,6 +438,11 @@ def plan(graph, config, reorder=True):
     for name, n in order:
         if isinstance(n.op, (ir.Input, *_LAYER_OPS, ir.Reshape)) or name in fused:
             continue
+        if isinstance(n.op, (ir.Upsample, ir.DepthToSpace)):
+            if _reshape_root(graph, n.inputs[0]) != n.inputs[0] or \
+                    len(ir.node(graph, n.inputs[0]).shape) != 3:
+                problems.append((name, type(n.op).__name__, "input is not an image"))
+            continue
         if isinstance(n.op, ir.Concat):
             if n.op.axis != 0:
                 problems.append((name, "Concat", "concatenation along a spatial axis"))
@@ -404,13 +467,27 @@ def plan(graph, config, reorder=True):
             while storage in graph:
                 storage += "'"
             operands[name] = storage
-    roots = list(graph.graph["inputs"]) + [layer_out[c] for c in computes] + concats + \
-        list(operands.values())
+    # Nearest Upsample and DepthToSpace are addressing: their output is a root, written by
+    # its input's producer directly when only they read it (a Conv or ConvTranspose whose
+    # WRITE places each pixel at its upsampled position, or scatters its channels over the
+    # depth-to-space block), and otherwise, and for the other blocks of an upsampling, by
+    # exact 1x1 identity copies (``spreads``).
+    spreads = [name for name, n in order if isinstance(n.op, (ir.Upsample, ir.DepthToSpace))]
+    by_value = {layer_out[c]: c for c in computes
+                if isinstance(ir.node(graph, c).op, (ir.Conv, ir.ConvTranspose))}
+    scatter = {}
+    for k in spreads:
+        v = ir.node(graph, k).inputs[0]
+        if v in by_value and v not in outputs and ir.consumers(graph, v) == [k]:
+            scatter[v] = k
+    roots = list(graph.graph["inputs"]) + [layer_out[c] for c in computes
+                                           if layer_out[c] not in scatter] + concats + \
+        list(operands.values()) + spreads
     # A layer's output is stored in its compute op's shape (an activation fused through a
     # Reshape is a view of it).
     shape_of = {r: ir.node(graph, r).shape for r in graph.graph["inputs"]}
     shape_of.update({layer_out[c]: ir.node(graph, c).shape for c in computes})
-    shape_of.update({k: ir.node(graph, k).shape for k in concats})
+    shape_of.update({k: ir.node(graph, k).shape for k in concats + spreads})
     for k, storage in operands.items():
         shape = ir.node(graph, k).shape
         shape_of[storage] = (2 * shape[0], *shape[1:])
@@ -430,7 +507,7 @@ def plan(graph, config, reorder=True):
         c0 = 0
         for v, r in zip(nk.inputs, requants):
             direct = v in shape_of and v not in inputs and v not in outputs \
-                and v not in alias and nk.inputs.count(v) == 1 \
+                and v not in alias and nk.inputs.count(v) == 1 and v not in spreads \
                 and not isinstance(ir.node(graph, v).op, ir.Reshape)
             if direct and r is not None:
                 # Requantized: only a layer output that nothing else reads, via its LUT.
@@ -519,12 +596,18 @@ def plan(graph, config, reorder=True):
         jobs += [(name, *copy) for copy in copies.get(name, [])]
         if name in layer_out:
             jobs.append(name)
+        if name in spreads:
+            jobs.append(("spread", name))
 
     layers = []
-    for index, job in enumerate(jobs):
-        if isinstance(job, tuple):
-            layers.append(_copy_layer(index, job, storages, resolve, shape_of, graph))
+    for job in jobs:
+        if isinstance(job, tuple) and len(job) == 2:
+            layers += _spread_copies(len(layers), job[1], graph, storages, resolve, scatter)
             continue
+        if isinstance(job, tuple):
+            layers.append(_copy_layer(len(layers), job, storages, resolve, shape_of, graph))
+            continue
+        index = len(layers)
         c = job
         n = ir.node(graph, c)
         act = layer_out[c] if layer_out[c] != c else None
@@ -532,7 +615,8 @@ def plan(graph, config, reorder=True):
         # An Add reads its operand storage, or the one value it adds to itself twice.
         src_root, src_chan = resolve(operands[c] if c in operands else
                                      _reshape_root(graph, n.inputs[0]))
-        dst_root, dst_chan = resolve(layer_out[c])
+        spread = scatter.get(layer_out[c])
+        dst_root, dst_chan = resolve(spread or layer_out[c])
         src, dst = storages[src_root], storages[dst_root]
         if dst.producer is None:
             dst.producer = index
@@ -575,7 +659,12 @@ def plan(graph, config, reorder=True):
                 if transposed:
                     weight = weight[..., ::-1, ::-1]
                     stride, transposed = (1, 1), False
-        if dst.grid.shape[1:] == tuple(out_hw):
+        if spread is not None:
+            sop = ir.node(graph, spread).op
+            chan_addr = _spread_addr(sop, dst.grid, n.shape[0], dst_chan)
+            f = sop.scales if isinstance(sop, ir.Upsample) else (sop.blocksize,) * 2
+            extra = {**extra, "out_mul": tuple(f)}
+        elif dst.grid.shape[1:] == tuple(out_hw):
             chan_addr = np.arange(n.shape[0]) + dst_chan
         else:
             chan_addr = dst.grid.addresses()[dst_chan:dst_chan + n.shape[0]].ravel()
@@ -591,6 +680,44 @@ def plan(graph, config, reorder=True):
                   config.act_bytes)
     _place(result, config)
     return result
+
+
+def _spread_copies(index, k, graph, storages, resolve, scatter):
+    """The copy layers writing Upsample or DepthToSpace ``k`` (see :func:`plan`): with
+    ``index`` the first one's. DepthToSpace: one scattering copy of its input, unless the
+    producer writes it. Upsample by ``(fh, fw)``: block ``(0, 0)`` (every output pixel
+    ``(fh*h, fw*w)``) from the input, unless the producer writes it, then each other block
+    ``(dy, dx)`` from block ``(0, 0)`` of the output itself."""
+    n = ir.node(graph, k)
+    v = n.inputs[0]
+    dst_root, dst_chan = resolve(k)
+    dst = storages[dst_root]
+    g = dst.grid
+    channels, h, w = ir.node(graph, v).shape
+    chan_addr = _spread_addr(n.op, g, channels, dst_chan)
+    layers = []
+    if isinstance(n.op, ir.DepthToSpace):
+        if v not in scatter:
+            b = n.op.blocksize
+            src_root, src_chan = resolve(v)
+            sg = storages[src_root].grid
+            axes = (Axis(h, 0, sg.off_h, sg.step_h), Axis(w, 0, sg.off_w, sg.step_w))
+            layers.append(_spread_copy(index, k, storages[src_root], src_chan, axes, dst,
+                                       chan_addr, (0, 0), (b, b)))
+        return layers
+    fh, fw = n.op.scales
+    blocks = [(dy, dx) for dy in range(fh) for dx in range(fw)]
+    if v not in scatter:
+        src_root, src_chan = resolve(v)
+        sg = storages[src_root].grid
+        axes = (Axis(h, 0, sg.off_h, sg.step_h), Axis(w, 0, sg.off_w, sg.step_w))
+        layers.append(_spread_copy(index, k, storages[src_root], src_chan, axes, dst,
+                                   chan_addr, (0, 0), (fh, fw)))
+    axes = (Axis(h, 0, g.off_h, g.step_h * fh), Axis(w, 0, g.off_w, g.step_w * fw))
+    for block in blocks[1:]:
+        layers.append(_spread_copy(index + len(layers), k, dst, dst_chan, axes, dst,
+                                   chan_addr, block, (fh, fw)))
+    return layers
 
 
 # --- memory ---------------------------------------------------------------------------------

@@ -235,15 +235,14 @@ def test_unsupported_ops_are_listed_together():
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[1, 1]),
              helper.make_node("InstanceNormalization", ["c", "g", "k"], ["s"]),
              helper.make_node("Relu", ["s"], ["r"]),
-             helper.make_node("Resize", ["r", "", "scales"], ["y"], mode="nearest")]
+             helper.make_node("Transpose", ["r"], ["y"], perm=[0, 1, 3, 2])]
     model = make_model(nodes, [("x", ["N", 2, 3, 3])], [("y", ["N", "c", "h", "w"])],
-                       {"w": rng.normal(size=(2, 2, 1, 1)), "g": [2.0, 1.0], "k": [0.5, -1.0],
-                        "scales": [1.0, 1.0, 2.0, 2.0]})
+                       {"w": rng.normal(size=(2, 2, 1, 1)), "g": [2.0, 1.0], "k": [0.5, -1.0]})
     qgraph, _ = quantized(model)
     with pytest.raises(UnsupportedError) as err:
         lower(qgraph, SIM)
     assert [(name, op) for name, op, _ in err.value.problems] == [
-        ("s", "InstanceNorm"), ("r", "Activation"), ("y", "Upsample")]
+        ("s", "InstanceNorm"), ("r", "Activation"), ("y", "Transpose")]
     assert "standalone activation" in err.value.problems[1][2]
 
 
@@ -434,3 +433,97 @@ def test_add_of_one_value_reads_it_twice_and_a_model_input_is_copied(kind, ops, 
     program = lower(qgraph, SIM)
     assert [layer["op"] for layer in program.layout["layers"]] == ops
     assert program.layout["act_buffers"].keys() == buffers
+
+
+def _spread_model(kind):
+    """Nearest upsampling and depth-to-space (the resize-conv and sub-pixel blocks of
+    generators), 3x3 convs with pads 1:
+
+    * ``resize``: conv -> ReLU -> Resize nearest x2 -> conv -> LeakyReLU;
+    * ``resize 3x2``: the same by (3, 2);
+    * ``resize output``: conv -> ReLU -> Resize x2, the model output;
+    * ``large ...``: the case on a 12 x 10 input (stages and spills on the tiny machine);
+    * ``input``: the model input resized x2 -> conv;
+    * ``shared``: conv -> ReLU, read by a Resize x2 -> conv and by a 1x1 conv (added);
+    * ``DCR`` / ``CRD``: conv (8 channels) -> ReLU -> DepthToSpace 2 -> conv;
+    * ``input CRD``: DepthToSpace of the model input -> conv.
+    """
+    rng = np.random.default_rng(9)
+    hw = [5, 4]
+    if kind.startswith("large "):
+        kind, hw = kind[len("large "):], [12, 10]
+    conv = functools.partial(helper.make_node, "Conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    inits = {}
+
+    def weights(name, cout, cin, k=3):
+        inits[f"w{name}"] = rng.normal(0, 0.3, (cout, cin, k, k))
+        inits[f"b{name}"] = rng.normal(0, 0.1, cout)
+        return [f"w{name}", f"b{name}"]
+
+    def resize(x, y, factors=(2.0, 2.0)):
+        inits[f"s{y}"] = np.array([1.0, 1.0, *factors])
+        return helper.make_node("Resize", [x, "", f"s{y}"], [y], mode="nearest",
+                                coordinate_transformation_mode="asymmetric",
+                                nearest_mode="floor")
+
+    cin = 8 if kind == "input CRD" else 3
+    tail = [conv(["u", *weights("o", 4, 2 if kind == "input CRD" else 5)], ["co"]),
+            helper.make_node("LeakyRelu", ["co"], ["y"], alpha=0.2)]
+    if kind == "resize output":
+        head, tail = [conv(["x", *weights("a", 5, cin)], ["ca"]),
+                      helper.make_node("Relu", ["ca"], ["a"])], [resize("a", "y")]
+    elif kind in ("resize", "resize 3x2", "shared"):
+        head = [conv(["x", *weights("a", 5, cin)], ["ca"]),
+                helper.make_node("Relu", ["ca"], ["a"])]
+        head.append(resize("a", "u", (3.0, 2.0) if kind == "resize 3x2" else (2.0, 2.0)))
+        if kind == "shared":
+            tail = [conv(["u", *weights("o", 4, 5)], ["co"]),
+                    helper.make_node("Conv", ["a", *weights("p", 4, 5, 1)], ["cp"],
+                                     kernel_shape=[1, 1]),
+                    resize("cp", "up"),
+                    helper.make_node("Add", ["co", "up"], ["y"])]
+    elif kind == "input":
+        head = [resize("x", "u")]
+        tail = [conv(["u", *weights("o", 4, cin)], ["co"]),
+                helper.make_node("LeakyRelu", ["co"], ["y"], alpha=0.2)]
+    elif kind in ("DCR", "CRD"):
+        head = [conv(["x", *weights("a", 20, cin)], ["ca"]),
+                helper.make_node("Relu", ["ca"], ["a"]),
+                helper.make_node("DepthToSpace", ["a"], ["u"], blocksize=2, mode=kind)]
+    else:
+        head = [helper.make_node("DepthToSpace", ["x"], ["u"], blocksize=2, mode="CRD")]
+    return make_model(head + tail, [("x", ["N", cin, *hw])], [("y", ["N", "c", "h", "w"])],
+                      inits)
+
+
+SPREAD_CASES = ["resize", "resize 3x2", "resize output", "input", "shared", "DCR", "CRD",
+                "input CRD", "large resize", "large resize output", "large input", "large CRD",
+                "large input CRD"]
+
+
+@pytest.fixture(scope="module", params=SPREAD_CASES)
+def spread_case(request):
+    return quantized(_spread_model(request.param))
+
+
+@pytest.mark.parametrize("reorder", [True, False], ids=["zero-free", "conventional"])
+@pytest.mark.parametrize("config", [SIM, TINY], ids=["sim", "tiny"])
+def test_upsample_and_depth_to_space_bit_exact_with_golden(spread_case, config, reorder):
+    check_bit_exact(*spread_case, config=config, reorder=reorder)
+
+
+def test_depth_to_space_is_addressing():
+    # The producer scatters its channels over the blocks: no copy, no buffer of its own.
+    for mode in ("DCR", "CRD"):
+        qgraph, _ = quantized(_spread_model(mode))
+        program = lower(qgraph, SIM)
+        assert [layer["op"] for layer in program.layout["layers"]] == ["Conv"] * 2
+        assert program.layout["act_buffers"].keys() == {"u"}
+
+
+def test_upsample_is_written_by_its_producer_and_copied_into_the_other_blocks():
+    qgraph, _ = quantized(_spread_model("resize"))
+    program = lower(qgraph, SIM)
+    layers = program.layout["layers"]
+    assert [layer["op"] for layer in layers] == ["Conv"] + ["Copy"] * 3 + ["Conv"]
+    assert program.layout["act_buffers"].keys() == {"u"}
