@@ -32,8 +32,9 @@ def main(argv=None):
     out = Path(args.out)
     model = HERE / "generator.onnx"
 
-    print(f"$ flexigan compile {model.relative_to(HERE.parent.parent)} -o {out} --force")
-    if cli.main(["compile", str(model), "-o", str(out), "--force"]):
+    # The RTL is generated for the small machine below, not for this 16 x 8 one.
+    print(f"$ flexigan compile {model.relative_to(HERE.parent.parent)} -o {out} --force --no-rtl")
+    if cli.main(["compile", str(model), "-o", str(out), "--force", "--no-rtl"]):
         return 1
     latents = np.random.default_rng(args.seed).standard_normal((GRID * GRID, 16, 1, 1))
     np.save(out / "latents.npy", latents)
