@@ -14,13 +14,18 @@ Cycle model (event based, not cycle stepped), calibrated against the RTL group
 (:mod:`flexigan.hw.controller`, tests/hw/test_accelerator.py). The controller issues one
 instruction per cycle, in order, from a prefetch queue of ``queue_depth(config)`` instructions;
 BARRIER waits. Instruction fetch reads ``fetch_insns(config)`` instructions at a time through the
-AXI read port it shares with DMA loads: the port serves one transfer at a time, each taking the
-first gap that fits from when it is ready (a fetch, as soon as the queue has room for it). An
-AXI transfer of ``n`` bytes takes :func:`transfer_cycles`: ``mem_latency`` per ``burst_bytes``
-burst plus ``n / axi_bytes``. One DMA engine serves DMA_LOAD/DMA_STORE/UOP_LOAD in order from
-a queue of :data:`~flexigan.hw.controller.DMA_QUEUE` (issue waits when it is full), each taking
-its transfer plus :data:`LOAD_SETUP` or :data:`STORE_SETUP` cycles (stores use the write
-channel, not the read port).
+AXI read port it shares with DMA loads; each instruction is in the queue :data:`FETCH_DELAY`
+cycles after its last beat (not the fetch's). The port serves one transfer at a time, each
+taking the first gap that fits from when it is ready (a fetch, as soon as the queue has room
+for it); a DMA load takes precedence over fetches: a fetch that would start
+:data:`LOAD_CLAIM` or more cycles after the load is ready waits for it. An AXI transfer of
+``n`` bytes takes :func:`transfer_cycles`: ``mem_latency`` once (the burst reader and writer
+request every burst of a transfer without waiting for data) plus ``n / axi_bytes``. One DMA
+engine serves DMA_LOAD/DMA_STORE/UOP_LOAD in order from a queue of
+:data:`~flexigan.hw.controller.DMA_QUEUE` (issue waits when it is full), each taking its
+transfer plus :data:`LOAD_SETUP` or :data:`STORE_SETUP` cycles (stores use the write channel,
+not the read port). These constants are measured on the RTL (tests/hw/test_accelerator.py
+runs programs of lone and chained loads, stores and NOPs).
 
 A group holds up to :data:`RUN_SLOTS` RUNs (the controller waits for a free slot) and runs
 them through a pipeline of three stages, each overlapping the next RUN's earlier stages:
@@ -82,7 +87,7 @@ from ..hw.group import (
 from ..hw.post import PARAM_LAYOUT
 
 __all__ = ["RUN_LATENCY", "RUN_SLOTS", "DECODE_CYCLES", "ACCESS_BUBBLE", "ACCESS_FILL",
-           "EXECUTE_FILL", "POST_DRAIN", "ISSUE_CYCLES", "FETCH_DELAY", "LOAD_SETUP",
+           "EXECUTE_FILL", "POST_DRAIN", "ISSUE_CYCLES", "FETCH_DELAY", "LOAD_SETUP", "LOAD_CLAIM",
            "STORE_SETUP", "PARAM_DTYPE", "transfer_cycles", "lut_tables", "Result",
            "run", "simulate", "report_fields"]
 
@@ -91,15 +96,16 @@ __all__ = ["RUN_LATENCY", "RUN_SLOTS", "DECODE_CYCLES", "ACCESS_BUBBLE", "ACCESS
 RUN_LATENCY = 8
 #: Cycles the global controller takes to issue one instruction.
 ISSUE_CYCLES = 1
-#: Cycles from a fetch's last beat to its instructions at the head of the queue.
+#: Cycles from an instruction's last beat to the instruction at the head of the queue.
 FETCH_DELAY = 2
 #: Cycles the DMA engine holds the read port for a load besides its transfer (hazard check,
-#: reader command, realigner drain), calibrated on the whole programs of
-#: tests/hw/test_accelerator.py: a load right after a fetch overlaps most of them (a chain of
-#: back-to-back loads pays about 3).
-LOAD_SETUP = 1
+#: reader command, realigner drain), measured on the RTL with lone and chained loads.
+LOAD_SETUP = 3
+#: Cycles from a load's issue to its claim on the read port: a fetch starting earlier keeps
+#: the port (the load waits for it); a later one waits for the load.
+LOAD_CLAIM = 1
 #: The same for a store (writer command, last write response).
-STORE_SETUP = 5
+STORE_SETUP = 6
 
 
 def _param_dtype():
@@ -188,26 +194,46 @@ def _fair(demands):
 
 
 def transfer_cycles(config, n):
-    """Cycles an AXI transfer of ``n`` bytes takes: ``mem_latency`` per burst, then a beat per
-    ``axi_bytes``."""
-    return -(-n // config.burst_bytes) * config.mem_latency + -(-n // config.axi_bytes)
+    """Cycles an AXI transfer of ``n`` bytes takes: ``mem_latency`` once, then a beat per
+    ``axi_bytes`` (the burst reader and writer request all of a transfer's bursts without
+    waiting for data, so the latency of every burst after the first overlaps the beats of the
+    one before; the RTL measures so with 64-byte bursts)."""
+    return (config.mem_latency if n else 0) + -(-n // config.axi_bytes)
 
 
 class _Port:
     """The AXI read port, which instruction fetch and DMA loads share: the intervals it is
-    busy; a transfer takes the first gap it fits from the time it is ready."""
+    busy; a transfer takes the first gap it fits from the time it is ready. A DMA load takes
+    precedence over fetches (the controller starts a fetch only while the DMA engine does not
+    want the reader): a load ready by a fetch's start moves that fetch, and the fetches after
+    it, behind the load. Fetches are named by their number; ``starts`` holds when each
+    started."""
 
     def __init__(self):
-        self.busy = []
+        self.busy = []                  # (start, end, fetch number or None)
+        self.starts, self.ready = {}, {}
 
-    def take(self, ready, cycles, now):
-        self.busy = [(a, b) for a, b in self.busy if b > now]
+    def _book(self, ready, cycles, fetch):
         start = ready
-        for a, b in sorted(self.busy):
+        for a, b, _ in sorted(self.busy):
             if a >= start + cycles:
                 break
             start = max(start, b)
-        self.busy.append((start, start + cycles))
+        self.busy.append((start, start + cycles, fetch))
+        return start
+
+    def take(self, ready, cycles, now, fetch=None):
+        self.busy = [it for it in self.busy if it[1] > now]
+        if fetch is not None:
+            self.ready[fetch] = (ready, cycles)
+            self.starts[fetch] = self._book(ready, cycles, fetch)
+            return self.starts[fetch]
+        moved = sorted(it for it in self.busy if it[2] is not None and it[0] >= ready + LOAD_CLAIM)
+        self.busy = [it for it in self.busy if it not in moved]
+        start = self._book(ready, cycles, None)
+        for _, _, f in moved:
+            after, cycles = self.ready[f]
+            self.starts[f] = self._book(max(after, ready), cycles, f)
         return start
 
 
@@ -599,20 +625,25 @@ def run(image, config, sparse=True, max_instructions=10_000_000):
     times, issued, skipped, dram = [], [], [], []
     per_fetch, depth = fetch_insns(config), queue_depth(config)
     fetch_cycles = transfer_cycles(config, per_fetch * isa.GLOBAL_BYTES)
-    fetched = []                      # when each fetch's instructions are in the queue
+    # Cycles from a fetch's start to each of its instructions' last beat: an instruction
+    # enters the queue with its last beat, not with the fetch's.
+    arrive = [transfer_cycles(config, (k + 1) * isa.GLOBAL_BYTES) for k in range(per_fetch)]
+    fetches = 0
 
     def prefetch(dequeued):
         # A fetch starts when the queue has room for its instructions and the port is free.
-        while (len(fetched) + 1) * per_fetch <= depth + dequeued:
-            start = m.port.take(m.now, fetch_cycles, m.now)
-            fetched.append(start + fetch_cycles + FETCH_DELAY)
+        nonlocal fetches
+        while (fetches + 1) * per_fetch <= depth + dequeued:
+            m.port.take(m.now, fetch_cycles, m.now, fetch=fetches)
+            fetches += 1
 
     prefetch(0)
     pc = 0
     while True:
         if len(times) >= max_instructions:
             raise ProgramError(f"no END within {max_instructions} instructions")
-        m.now = max(m.now, fetched[len(times) // per_fetch])
+        k = len(times)
+        m.now = max(m.now, m.port.starts[k // per_fetch] + arrive[k % per_fetch] + FETCH_DELAY)
         word = int.from_bytes(m.mem[m._ext(pc, isa.GLOBAL_BYTES)].tobytes(), "little")
         try:
             op, a = _decode("global", word)
