@@ -21,6 +21,7 @@ from flexigan.compiler.program import tensor_addresses
 from flexigan.hw.config import AcceleratorConfig
 from flexigan.sim import isa_sim
 from flexigan.sim.rtl import SIMULATORS, run_programs
+from flexigan.sim.tb import RAM_LATENCY
 from tests.compiler.test_lower import (
     _concat_model,
     _conv,
@@ -35,7 +36,7 @@ from tests.helpers import EXAMPLES, tiny_generator
 BUILD = Path(__file__).resolve().parents[2] / "build" / "cocotb" / "accelerator"
 #: The latency of the testbench's memory (cocotbext-axi's ``AxiRam``): cycles from a burst's
 #: address to its first beat, as the cycle model counts them.
-TB_LATENCY = 3
+TB_LATENCY = RAM_LATENCY
 #: Small enough that Verilator builds it in about 20 s; two groups so RUNs overlap.
 CONFIG = AcceleratorConfig(groups=2, lanes=4, act_banks=4, act_bank_bytes=1024, weight_bytes=512,
                            param_entries=32, uop_depth=32, axi_data_width=32,
