@@ -60,6 +60,21 @@ class Program:
     image: bytes
     layout: dict
 
+    def frame(self, inputs_int8, n=0):
+        """The image with sample ``n`` of ``inputs_int8`` (name -> ``(N, *shape)`` int8
+        values) placed in the input regions: what external memory holds before that frame."""
+        image = np.frombuffer(self.image, np.uint8).copy()
+        for name, entry in self.layout["inputs"].items():
+            image[tensor_addresses(entry)] = np.asarray(inputs_int8[name][n]).astype(np.int8) \
+                .view(np.uint8)
+        return image.tobytes()
+
+    def outputs(self, memory):
+        """The model's outputs (name -> int8 array) in external ``memory`` after a frame."""
+        memory = np.frombuffer(bytes(memory), np.uint8)
+        return {name: memory[tensor_addresses(entry)].view(np.int8)
+                for name, entry in self.layout["outputs"].items()}
+
     @property
     def code(self):
         """The global instructions (``program.bin``)."""

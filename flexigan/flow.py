@@ -341,7 +341,6 @@ def _output_to(path):
 def _run_rtl(out, qgraph, feeds, sparse, simulator, waves, log):
     """Outputs and report of the accelerator's RTL under ``simulator`` (cocotb); the report
     compares outputs and cycles with the instruction-level simulator."""
-    from .compiler.program import tensor_addresses
     from .sim.rtl import RtlTestError, run_programs
 
     if simulator not in SIMULATORS:
@@ -353,12 +352,7 @@ def _run_rtl(out, qgraph, feeds, sparse, simulator, waves, log):
     ints = {name: golden.quantize_input(x, ir.node(qgraph, name).scale)
             for name, x in feeds.items()}
     batch = next(iter(ints.values())).shape[0]
-    images = []
-    for n in range(batch):
-        image = np.frombuffer(program.image, np.uint8).copy()
-        for name, entry in layout["inputs"].items():
-            image[tensor_addresses(entry)] = ints[name][n].astype(np.int8).view(np.uint8)
-        images.append(image.tobytes())
+    images = [program.frame(ints, n) for n in range(batch)]
     build = out / "rtl_sim" / simulator
     build.mkdir(parents=True, exist_ok=True)
     transcript = build / "simulation.log"
@@ -370,8 +364,8 @@ def _run_rtl(out, qgraph, feeds, sparse, simulator, waves, log):
                                    sparse=report["sparse"], waves=waves)
     except RtlTestError as exc:
         raise FlexiganError(f"RTL simulation failed: {exc} (see {transcript})") from None
-    rtl_int = {o: np.stack([r.memory[tensor_addresses(entry)].view(np.int8) for r in results])
-               for o, entry in layout["outputs"].items()}
+    per_frame = [program.outputs(r.memory) for r in results]
+    rtl_int = {o: np.stack([frame[o] for frame in per_frame]) for o in layout["outputs"]}
     totals = {k: sum(int(r.counters[k]) for r in results)
               for k in ("cycles", "macs_issued", "macs_skipped", "dma_bytes")}
     # The RTL runs against the testbench's memory, whose latency is not the target's: the

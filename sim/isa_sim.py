@@ -83,6 +83,7 @@ from ..hw.group import (
     EXECUTE_FILL,
     POST_DRAIN,
     RUN_SLOTS,
+    lut_tables,
 )
 from ..hw.post import PARAM_LAYOUT
 
@@ -119,12 +120,6 @@ def _param_dtype():
 #: One PARAM entry as numpy reads it (from :data:`flexigan.hw.post.PARAM_LAYOUT`).
 PARAM_DTYPE = _param_dtype()
 assert PARAM_DTYPE.itemsize == isa.PARAM_BYTES
-
-
-def lut_tables(config):
-    """Activation tables per group: one per lane for each half of the double-buffered
-    per-tile constants."""
-    return 2 * config.lanes
 
 
 class ProgramError(ValueError):
@@ -760,8 +755,6 @@ def simulate(program, inputs_int8, config=None, sparse=True):
         last sample), ``roofline`` (see :func:`roofline`; per frame) and ``layers`` (the same
         fields per layer).
     """
-    from ..compiler.program import tensor_addresses
-
     config = config or program.config
     if config != program.config:
         raise ValueError("config differs from the one the program was compiled for")
@@ -782,13 +775,9 @@ def simulate(program, inputs_int8, config=None, sparse=True):
     totals = np.zeros((len(layers), 4), np.int64)   # cycles, issued, skipped, dram
     busy, stall = np.zeros(config.groups, np.int64), np.zeros(config.groups, np.int64)
     for n in range(batch):
-        image = np.frombuffer(bytearray(program.image), np.uint8).copy()
-        for name, entry in layout["inputs"].items():
-            image[tensor_addresses(entry)] = np.asarray(inputs_int8[name][n]).astype(np.int8) \
-                .view(np.uint8)
-        result = run(image.tobytes(), config, sparse)
-        for name, entry in layout["outputs"].items():
-            outputs[name].append(result.memory[tensor_addresses(entry)].view(np.int8))
+        result = run(program.frame(inputs_int8, n), config, sparse)
+        for name, value in program.outputs(result.memory).items():
+            outputs[name].append(value)
         for i, layer in enumerate(layers):
             first, last = layer["first"], layer["last"]
             start = result.time[first - 1] if first else 0

@@ -62,21 +62,13 @@ CASES = {
 }
 
 
-def _image(program, inputs):
-    image = np.frombuffer(bytearray(program.image), np.uint8).copy()
-    for name, entry in program.layout["inputs"].items():
-        image[tensor_addresses(entry)] = np.asarray(inputs[name][0]).astype(np.int8) \
-            .view(np.uint8)
-    return image.tobytes()
-
-
 def _compiled(cases, config):
     """``(name, program, image)`` of each case."""
     out = []
     for name, build in cases.items():
         qgraph, inputs = quantized(build())
         program = lower(qgraph, config, True)
-        out.append((name, program, _image(program, inputs)))
+        out.append((name, program, program.frame(inputs)))
     return out
 
 
