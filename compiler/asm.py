@@ -12,7 +12,7 @@ accepts, operands in any order, omitted operands (0), blank lines and ``#`` comm
 :func:`disassemble` writes the canonical form, and ``assemble(disassemble(b), level) == b`` for
 every sequence of valid encoded instructions (and the converse for canonical text).
 
-Encodings come from :mod:`flexigan.hw.isa`, the one definition of the formats; :func:`encode`
+Encodings come from :mod:`flexigan.hw.arch.isa`, the one definition of the formats; :func:`encode`
 caches them, since a program repeats most of its instructions.
 """
 
@@ -22,7 +22,7 @@ import functools
 
 from amaranth.lib import enum
 
-from ..hw import isa
+from ..hw.arch import isa
 
 __all__ = ["LEVELS", "encode", "assemble", "disassemble", "format_insn", "parse_insn"]
 

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import FitError
-from ..hw import isa
-from ..sim.isa_sim import RUN_LATENCY
+from ..hw.arch import isa
+from ..hw.arch.timing import RUN_LATENCY
 from . import asm, ir, macs
 from .plan import align, plan
 from .program import Program
@@ -528,17 +528,6 @@ def _balance(units, groups):
     return queues
 
 
-def _check(config):
-    if config.groups > 16:
-        raise FitError(f"{config.groups} groups: a group mask has 16 bits")
-    if config.param_entries // 2 < config.lanes:
-        raise FitError(f"{config.param_entries} PARAM entries cannot double-buffer "
-                       f"{config.lanes} lanes")
-    if config.uop_depth < 12:
-        raise FitError(f"a micro-op memory of {config.uop_depth} entries cannot hold a "
-                       "segment's micro-program (up to 12)")
-
-
 def lower(qgraph, config, reorder=True):
     """Compile a quantized IR graph for ``config``; return a :class:`Program`.
 
@@ -555,7 +544,6 @@ def lower(qgraph, config, reorder=True):
     ------
     UnsupportedError, FitError
     """
-    _check(config)
     p = plan(qgraph, config, reorder)
     low = _Lowering(p, config)
     low.emit("COUNTERS", action=isa.CounterAction.RESET)

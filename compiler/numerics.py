@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..sim.isa_sim import PARAM_DTYPE
+from ..hw.arch.isa import PARAM_DTYPE
 from . import ir
 
 __all__ = ["Post", "post"]

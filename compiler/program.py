@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..hw import isa
-from ..hw.config import AcceleratorConfig
+from ..hw.arch import isa
+from ..hw.arch.config import AcceleratorConfig
 from . import asm
 
 __all__ = ["Program", "load_program", "tensor_addresses"]
@@ -42,7 +42,7 @@ def tensor_addresses(entry):
 
 @dataclass
 class Program:
-    """A compiled model for one :class:`~flexigan.hw.config.AcceleratorConfig`.
+    """A compiled model for one :class:`~flexigan.hw.arch.config.AcceleratorConfig`.
 
     Attributes
     ----------

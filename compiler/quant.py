@@ -7,8 +7,9 @@ their ``apply`` methods are the integer semantics that the golden interpreter
 (:mod:`flexigan.sim.golden`) runs and that the hardware matches bit for bit. docs/numerics.md is
 the contract in prose.
 
-Host-side rounding (weights, biases, offsets, LUT entries, input quantization) is
-:func:`round_half_up`, ``floor(x + 0.5)``; device-side rounding is :func:`rshift_round`.
+The integer arithmetic itself (host-side :func:`round_half_up`, device-side
+:func:`rshift_round`, :func:`sat8`, :func:`requantize`) is the machine's, defined once in
+:mod:`flexigan.hw.arch.numerics`.
 
 ============  =========================================================================
 op            ``Node.q``
@@ -34,12 +35,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..errors import FitError, ModelError
-from ..sim import golden
+from ..hw.arch.numerics import requantize, round_half_up, rshift_round, sat8
 from . import ir
+from .evaluate import run_float
 
-__all__ = ["Requant", "Compute", "Lut", "Sum", "Norm", "round_half_up", "sat8", "rshift_round",
-           "requant", "sum_params", "calibrate", "quantize", "MAX_SHIFT", "NORM_FRAC",
-           "ZERO_RANGE"]
+__all__ = ["Requant", "Compute", "Lut", "Sum", "Norm", "requant", "sum_params", "calibrate",
+           "quantize", "MAX_SHIFT", "NORM_FRAC", "ZERO_RANGE"]
 
 #: Largest requantization shift: a 32-bit accumulator times a 16-bit multiplier is 47 bits.
 MAX_SHIFT = 47
@@ -52,27 +53,6 @@ NORM_FRAC = 16
 #: The range given to a value that is identically zero on the calibration data: its scale does
 #: not matter for the data seen, and 1 keeps every ratio that involves it moderate.
 ZERO_RANGE = 1.0
-
-
-def round_half_up(x):
-    """Host-side rounding to the nearest integer, ties towards +inf: ``floor(x + 0.5)``."""
-    return np.floor(np.asarray(x, dtype=np.float64) + 0.5)
-
-
-def sat8(v):
-    """Saturate integers to int8 [-128, 127]."""
-    return np.clip(v, -128, 127).astype(np.int8)
-
-
-def rshift_round(v, shift):
-    """``(v + 2**(shift-1)) >> shift`` (arithmetic shift: round half up), and ``v`` for shift 0.
-
-    ``(1 << shift) >> 1`` is the rounding term for every shift, 0 included. ``v`` and ``shift``
-    are int64 arrays (or ints) that broadcast.
-    """
-    v = np.asarray(v, dtype=np.int64)
-    shift = np.asarray(shift, dtype=np.int64)
-    return (v + ((np.int64(1) << shift) >> 1)) >> shift
 
 
 def _channels(p, ndim, channel_axis):
@@ -99,7 +79,7 @@ class Requant:
         acc = np.asarray(acc, dtype=np.int64)
         m, s, b = (_channels(p, acc.ndim, channel_axis)
                    for p in (self.multiplier, self.shift, self.offset))
-        return sat8(rshift_round(acc * m + b, s))
+        return requantize(acc, m, s, b)
 
 
 @dataclass(frozen=True, eq=False)
@@ -237,7 +217,7 @@ def calibrate(graph, feeds):
     value is not finite (the float model overflows on the calibration data).
     """
     ranges = {}
-    for name, value in golden.run_float(graph, feeds, keep=True).items():
+    for name, value in run_float(graph, feeds, keep=True).items():
         r = float(np.max(np.abs(value))) if value.size else 0.0
         if not math.isfinite(r):
             raise ModelError(f"calibration: value {name!r} is not finite on the calibration "

@@ -12,7 +12,7 @@ import sys
 
 from . import __version__, flow
 from .errors import FlexiganError, UsageError
-from .hw.config import PRESETS
+from .hw.arch.config import PRESETS
 
 __all__ = ["main"]
 

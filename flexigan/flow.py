@@ -31,13 +31,15 @@ from pathlib import Path
 
 import numpy as np
 
+from . import __version__
 from .compiler import ir, macs, passes, quant
 from .compiler.lower import lower
 from .compiler.onnx_import import import_model, load_onnx
 from .compiler.program import load_program
 from .compiler.serialize import load_graph, save_graph
 from .errors import FlexiganError, UsageError
-from .hw.config import preset
+from .hw.arch.config import preset
+from .hw.arch.timing import TESTBENCH_MEM_LATENCY
 from .hw.verilog import write_rtl
 from .sim import golden, isa_sim
 
@@ -244,7 +246,7 @@ def compile_model(model_path, out, calibrate=None, force=False, config=None, tar
             row["scale"] = n.scale
             row["quant"] = _summary(n.q)
         manifest = {
-            "flexigan": "0.1.0",
+            "flexigan": __version__,
             "model": {"source": str(model_path), "sha256": _sha256(model_path),
                       "inputs": {i: {"shape": list(ir.node(qgraph, i).shape),
                                      "scale": ir.node(qgraph, i).scale}
@@ -370,16 +372,14 @@ def _run_rtl(out, qgraph, feeds, sparse, simulator, waves, log):
               for k in ("cycles", "macs_issued", "macs_skipped", "dma_bytes")}
     # The RTL runs against the testbench's memory, whose latency is not the target's: the
     # estimate it is compared with models that memory.
-    from .sim.tb import RAM_LATENCY
-
-    tb_config = config.replace(mem_latency=RAM_LATENCY)
+    tb_config = config.replace(mem_latency=TESTBENCH_MEM_LATENCY)
     isa_cycles = sum(isa_sim.run(image, tb_config, report["sparse"]).cycles for image in images)
     rtl_report = {
         "engine": "rtl", "simulator": simulator, "sparse": report["sparse"],
         "bit_exact_vs_isa": all(np.array_equal(v, isa_int[o]) for o, v in rtl_int.items()),
         **isa_sim.figures(config, totals["cycles"], report["macs_useful"],
                           totals["macs_issued"], totals["macs_skipped"], totals["dma_bytes"]),
-        "isa_cycles": isa_cycles, "testbench_mem_latency": RAM_LATENCY,
+        "isa_cycles": isa_cycles, "testbench_mem_latency": TESTBENCH_MEM_LATENCY,
         "cycles_vs_isa": round(totals["cycles"] / isa_cycles, 4) if isa_cycles else None,
         "counters": [r.counters for r in results],
         "roofline": report["roofline"],

@@ -5,38 +5,20 @@ a three-level loop nest (level 0 outermost) and reads, per tap, one activation (
 lanes) and one column of weights. The generator produces those (activation, weight) addresses
 with adders only: every loop level keeps a running pointer that is reloaded from the level above
 when it wraps. Where the innermost level walks consecutive bytes (``act_stride`` 1, as input
-channels do), it steps up to :func:`bundle_width` taps of one word at a time, so that the sparse
+channels do), it steps up to ``config.bundle_width`` taps of one word at a time, so that the sparse
 core downstream can spend cycles on the non-zero ones only.
 """
 
 from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import ceil_log2, exact_log2
+from amaranth.utils import exact_log2
 
-from . import isa
+from .arch import isa
 
-__all__ = ["LEVELS", "BUNDLE", "bundle_width", "act_addr_width", "wgt_addr_width",
-           "agen_command_layout", "agen_step_layout", "AddressGenerator"]
+__all__ = ["LEVELS", "agen_command_layout", "agen_step_layout", "AddressGenerator"]
 
 LEVELS = isa.LOOP_LEVELS
-#: Most taps in one step (the sparse core's look-ahead).
-BUNDLE = 4
-
-
-def bundle_width(config):
-    """Most taps in one step: :data:`BUNDLE`, or fewer when a word holds fewer bytes."""
-    return min(BUNDLE, config.axi_bytes)
-
-
-def act_addr_width(config):
-    """Bits of a byte address in the activation scratchpad."""
-    return ceil_log2(config.act_bytes)
-
-
-def wgt_addr_width(config):
-    """Bits of a byte address in a group's weight buffer."""
-    return ceil_log2(config.weight_bytes)
 
 
 def _run_field(name):
@@ -51,7 +33,7 @@ def agen_command_layout(config):
     of ``MAC`` micro-ops per pixel (each walks the whole tap nest); ``lanes`` (the RUN's lane
     count) travels with every step, for the counters of multiplies downstream.
     """
-    aw, ww = act_addr_width(config), wgt_addr_width(config)
+    aw, ww = config.act_addr_width, config.wgt_addr_width
     count = dict(isa.fields_of(isa.LoopArgs))["count"]
     return data.StructLayout({
         "rows": _run_field("rows"),
@@ -77,10 +59,10 @@ def agen_step_layout(config):
     ``n = 1``): it stands for "no multiply" and carries an activation of zero.
     """
     return data.StructLayout({
-        "act_addr": unsigned(act_addr_width(config)),
-        "wgt_addr": unsigned(wgt_addr_width(config)),
-        "wgt_stride": unsigned(wgt_addr_width(config)),
-        "n": range(1, bundle_width(config) + 1),
+        "act_addr": unsigned(config.act_addr_width),
+        "wgt_addr": unsigned(config.wgt_addr_width),
+        "wgt_stride": unsigned(config.wgt_addr_width),
+        "n": range(1, config.bundle_width + 1),
         "last": 1,
         "null": 1,
         "lanes": _run_field("lanes"),
@@ -126,7 +108,7 @@ class AddressGenerator(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        aw, ww = act_addr_width(self._config), wgt_addr_width(self._config)
+        aw, ww = self._config.act_addr_width, self._config.wgt_addr_width
         cmd = Signal(agen_command_layout(self._config))
         null = Signal()
         # Loop indices, innermost last, and the running pointers of each level: ``act[k]`` is
@@ -142,7 +124,7 @@ class AddressGenerator(wiring.Component):
         pix = Signal(aw)
         # The taps of this step: up to the bundle width, the end of the innermost level or
         # the end of the word, whichever comes first, when the innermost level walks bytes.
-        width = bundle_width(self._config)
+        width = self._config.bundle_width
         byte_bits = exact_log2(self._config.axi_bytes)
         n = Signal(range(1, width + 1))
         in_word = (1 << byte_bits) - (act[2][:byte_bits] if byte_bits else 0)

@@ -5,8 +5,8 @@ The controller owns the accelerator's AXI4 master port and its AXI4-Lite registe
 ``base`` register, and issues one per cycle, in program order, into the units that run them
 (docs/isa.md):
 
-- **fetch**: a prefetcher keeps a queue of :func:`queue_depth` instructions filled, reading
-  :func:`fetch_insns` at a time through the shared :class:`AxiBurstReader` whenever the DMA
+- **fetch**: a prefetcher keeps a queue of ``config.queue_insns`` instructions filled, reading
+  ``config.fetch_insns`` at a time through the shared :class:`AxiBurstReader` whenever the DMA
   engine does not need it (so instruction fetch overlaps RUNs and DMA stores);
 - **DMA_LOAD / UOP_LOAD / DMA_STORE** enter a queue of :data:`DMA_QUEUE` for the DMA engine,
   which runs them one after the other, concurrently with issue and with the groups' RUNs:
@@ -27,7 +27,7 @@ DMA of ``ACT`` waits for every earlier RUN. The ``ACT`` rules are coarser than t
 which orders only overlapping ranges: a RUN's activation ranges would take multipliers per
 group, and programs move activations only at their start and end.
 
-Counters (the order of :data:`COUNTER_NAMES`, as the instruction-level simulator's): ``cycles``
+Counters (the order of :data:`isa.COUNTER_NAMES`, as the instruction-level simulator's): ``cycles``
 counts from ``start``; ``macs_issued``/``macs_skipped`` sum the groups' counters;
 ``dma_bytes`` sums the lengths of DMA_LOAD, DMA_STORE and UOP_LOAD; ``busy_cycles`` sums the
 cycles each group holds a RUN; ``stall_cycles`` sums the groups' crossbar stalls; ``runs``
@@ -40,7 +40,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out, connect, flipped
 from amaranth.utils import exact_log2
 
-from . import isa
+from .arch import isa
+from .arch.config import DMA_QUEUE, RUN_SLOTS
 from .axi import (
     AxiBurstReader,
     AxiBurstWriter,
@@ -49,24 +50,14 @@ from .axi import (
     axi4_lite_signature,
     axi4_signature,
 )
-from .crossbar import read_port_signature, word_addr_width, write_port_signature
+from .crossbar import read_port_signature, write_port_signature
 from .fifo import StreamFIFO
-from .group import RUN_SLOTS, act_tag_layout, local_write_layout, slot_layout
+from .group import act_tag_layout, local_write_layout, slot_layout
 from .realign import Realign, covering_words
 from .scoreboard import SEQ_BITS, RunScoreboard
 
-__all__ = ["COUNTER_NAMES", "FETCH_INSNS", "QUEUE_INSNS", "DMA_QUEUE", "STATUS_BUSY",
-           "STATUS_DONE", "STATUS_ERROR", "fetch_insns", "queue_depth", "registers", "Controller"]
+__all__ = ["STATUS_BUSY", "STATUS_DONE", "STATUS_ERROR", "registers", "Controller"]
 
-#: The counter block's order (``flexigan.sim.isa_sim.COUNTER_NAMES``).
-COUNTER_NAMES = ("cycles", "macs_issued", "macs_skipped", "dma_bytes", "busy_cycles",
-                 "stall_cycles", "runs", "instructions")
-#: Instructions read per fetch (at least one AXI beat).
-FETCH_INSNS = 2
-#: Instructions the prefetch queue holds.
-QUEUE_INSNS = 4
-#: DMA instructions queued ahead of the DMA engine.
-DMA_QUEUE = 8
 #: Bits of the ``status`` register.
 STATUS_BUSY, STATUS_DONE, STATUS_ERROR = 1, 2, 4
 #: Words of ACT read ahead of the store path.
@@ -84,22 +75,12 @@ def registers():
     return [RegisterField("start", 1, "strobe"), RegisterField("status", 3, "ro"),
             RegisterField("base", 32, "rw"), RegisterField("bypass", 1, "rw"),
             RegisterField("pc", 32, "ro"),
-            *(RegisterField(name, 64, "ro") for name in COUNTER_NAMES)]
+            *(RegisterField(name, 64, "ro") for name in isa.COUNTER_NAMES)]
 
 
 def _aligned(addr, bits):
     """``addr`` with its ``bits`` low bits cleared."""
     return Cat(Const(0, bits), addr[bits:]) if bits else addr
-
-
-def fetch_insns(config):
-    """Instructions read per fetch."""
-    return max(FETCH_INSNS, config.axi_bytes // isa.GLOBAL_BYTES)
-
-
-def queue_depth(config):
-    """Instructions the prefetch queue holds."""
-    return max(QUEUE_INSNS, 2 * fetch_insns(config))
 
 
 class Controller(wiring.Component):
@@ -132,13 +113,10 @@ class Controller(wiring.Component):
     """
 
     def __init__(self, config):
-        if config.groups > 16:
-            raise ValueError(f"Controller supports at most 16 groups (the group masks), not "
-                             f"{config.groups!r}")
         self._config = config
         self._regs = AxiLiteRegisters(registers())
         g = config.groups
-        aw, dw = word_addr_width(config), config.axi_data_width
+        aw, dw = config.word_addr_width, config.axi_data_width
         super().__init__({
             "axi": Out(axi4_signature(addr_width=32, data_width=dw)),
             "axil": In(axi4_lite_signature(addr_width=self._regs.addr_width)),
@@ -190,7 +168,7 @@ class Controller(wiring.Component):
             m.d.sync += error.eq(1)
 
         # -- counters ---------------------------------------------------------------------
-        count = {name: Signal(64, name=f"count_{name}") for name in COUNTER_NAMES}
+        count = {name: Signal(64, name=f"count_{name}") for name in isa.COUNTER_NAMES}
         reset_counters = Signal()
         m.d.comb += self.clear.eq(reset_counters)
         with m.If(running):
@@ -203,14 +181,14 @@ class Controller(wiring.Component):
             total = Signal(64, name=f"total_{name}")
             m.d.comb += total.eq(sum(port[g] for g in range(groups)))
             live[name] = total
-        for name in COUNTER_NAMES:
+        for name in isa.COUNTER_NAMES:
             m.d.comb += getattr(regs, name).eq(live[name])
         with m.If(reset_counters):
             for name in ("dma_bytes", "busy_cycles", "runs"):
                 m.d.sync += count[name].eq(0)
 
         # -- instruction fetch ------------------------------------------------------------
-        per_fetch, queue_insns = fetch_insns(cfg), queue_depth(cfg)
+        per_fetch, queue_insns = cfg.fetch_insns, cfg.queue_insns
         flush = Signal()
         queue = StreamFIFO(isa.GlobalInsn, queue_insns)
         m.submodules.queue = ResetInserter({"sync": flush})(queue)
@@ -300,7 +278,7 @@ class Controller(wiring.Component):
         space = Signal(isa.Space)
         local = Signal(32)               # byte address in the space
         chunk_bits = local_write_layout(cfg).members["chunk"].members["addr"].width
-        word = Signal(max(word_addr_width(cfg), chunk_bits - wb))   # next local word
+        word = Signal(max(cfg.word_addr_width, chunk_bits - wb))   # next local word
         pending = Signal(3)              # commands not yet accepted: reader/writer, realign
         counters_out = Signal()          # the store path carries the counter block
         block = Signal(max(512, dw))
@@ -430,7 +408,7 @@ class Controller(wiring.Component):
                     m.next = "STORE_END"
             with m.State("COUNTERS"):
                 self._store_commands(m, writer, store, pending, dma.ext_addr,
-                                     Const(8 * len(COUNTER_NAMES), 24), Const(0, max(1, wb)),
+                                     Const(8 * len(isa.COUNTER_NAMES), 24), Const(0, max(1, wb)),
                                      nbytes, wb, dw)
                 with m.If(pending == 0):
                     m.next = "STORE_END"
@@ -493,7 +471,7 @@ class Controller(wiring.Component):
                         with m.Else():
                             values = dict(live)
                             values["instructions"] = count["instructions"] + 1
-                            m.d.sync += block.eq(Cat(values[name] for name in COUNTER_NAMES))
+                            m.d.sync += block.eq(Cat(values[name] for name in isa.COUNTER_NAMES))
                             m.d.comb += [dq.i.valid.eq(1), dq.i.payload.op.eq(op),
                                          dq.i.payload.dma.ext_addr.eq(args.counters.ext_addr)]
                             m.d.sync += issued.eq(issued + 1)

@@ -19,16 +19,11 @@ but raises the group's sticky ``route_fault`` bit: a compiler or program error, 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import ceil_log2, exact_log2
+from amaranth.utils import exact_log2
 
-from . import isa
+from .arch import isa
 
-__all__ = ["read_port_signature", "write_port_signature", "word_addr_width", "Crossbar"]
-
-
-def word_addr_width(config):
-    """Bits of a word address in the activation scratchpad (words of ``axi_bytes``)."""
-    return ceil_log2(config.act_bytes // config.axi_bytes)
+__all__ = ["read_port_signature", "write_port_signature", "Crossbar"]
 
 
 def read_port_signature(addr_width, data_width, tag_shape):
@@ -118,7 +113,7 @@ class Crossbar(wiring.Component):
             raise ValueError(f"Crossbar supports at most 16 groups (ROUTE's group mask), not "
                              f"{config.groups!r}")
         self._config = config
-        aw, dw = word_addr_width(config), config.axi_data_width
+        aw, dw = config.word_addr_width, config.axi_data_width
         read_sig = read_port_signature(aw, dw, tag_shape)
         write_sig = write_port_signature(aw, dw)
         super().__init__({

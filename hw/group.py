@@ -38,63 +38,27 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out, connect, flipped
 from amaranth.utils import ceil_log2, exact_log2
 
-from . import isa
-from .agen import (
-    LEVELS,
-    AddressGenerator,
-    act_addr_width,
-    agen_command_layout,
-    agen_step_layout,
-    bundle_width,
-    wgt_addr_width,
-)
-from .crossbar import read_port_signature, word_addr_width, write_port_signature
+from .agen import LEVELS, AddressGenerator, agen_command_layout, agen_step_layout
+from .arch import isa
+from .arch.config import RUN_SLOTS
+from .crossbar import read_port_signature, write_port_signature
 from .fifo import StreamFIFO
 from .lane import Lane
 from .memories import ElementMemory, WeightBuffer, chunk_layout
-from .post import PARAM_LAYOUT, Post
+from .post import Post
 from .sparse import SparseCore, bundle_layout, tap_layout
 
-__all__ = ["RUN_SLOTS", "JOB_DEPTH", "DECODE_CYCLES", "ACCESS_BUBBLE", "ACCESS_FILL",
-           "EXECUTE_FILL", "POST_DRAIN", "lut_tables", "local_spaces", "local_write_layout",
-           "act_tag_layout", "Group"]
+__all__ = ["JOB_DEPTH", "local_spaces", "local_write_layout", "act_tag_layout", "Group"]
 
-#: RUNs a group holds: the one executing and those queued behind it (the controller waits
-#: when all are taken).
-RUN_SLOTS = 4
 #: Snapshots of finished pixels waiting for the post-processor (or reserved for those in the
 #: lanes): a job holds its entry about five cycles, so two entries would bound pixels of few
 #: lanes at ~2.5 cycles.
 JOB_DEPTH = 4
 
-# Timing, as the cycle model (flexigan.sim.isa_sim) charges it; tests/hw/test_group.py
-# measures it.
-#: Cycles the decoder spends on a RUN besides one per micro-op (accept, last read, offer).
-DECODE_CYCLES = 4
-#: Idle cycles of the access engine between two RUNs (the address generator's accept).
-ACCESS_BUBBLE = 2
-#: Cycles from the address generator to the execute engine (crossbar read, FIFO, sparse core,
-#: weight fetch), paid by a RUN with MAC that finds the group idle.
-ACCESS_FILL = 5
-#: Cycles from the execute engine to the post-writer (lanes, job queue), paid by a RUN that
-#: finds the group idle.
-EXECUTE_FILL = 6
-#: Cycles from a RUN's last POST to its last byte in ACT (Post's pipeline, write, end job).
-POST_DRAIN = 6
-
-
-def lut_tables(config):
-    """Activation tables per group: one per lane for each half of the double-buffered tile
-    constants (as :func:`flexigan.sim.isa_sim.lut_tables`)."""
-    return 2 * config.lanes
-
-
 def local_spaces(config):
     """Bytes of each group memory the DMA engine writes, by :class:`isa.Space`."""
-    return {isa.Space.WGT: config.weight_bytes,
-            isa.Space.PARAM: config.param_entries * isa.PARAM_BYTES,
-            isa.Space.LUT: lut_tables(config) * isa.LUT_BYTES,
-            isa.Space.UOP: config.uop_depth * isa.UOP_BYTES}
+    return {space: config.local_units(space) * isa.unit_bytes(space)
+            for space in (isa.Space.WGT, isa.Space.PARAM, isa.Space.LUT, isa.Space.UOP)}
 
 
 def local_write_layout(config):
@@ -106,10 +70,10 @@ def local_write_layout(config):
 
 def act_tag_layout(config):
     """What an activation read carries through the crossbar."""
-    ww = wgt_addr_width(config)
+    ww = config.wgt_addr_width
     return data.StructLayout({
         "byte": unsigned(max(1, exact_log2(config.axi_bytes))),
-        "n": range(1, bundle_width(config) + 1),
+        "n": range(1, config.bundle_width + 1),
         "wgt_addr": unsigned(ww),
         "wgt_stride": unsigned(ww),
         "last": 1,
@@ -127,7 +91,7 @@ def _mac_layout(config):
 
 def _exec_layout(config):
     """The execute body of one RUN, decoded."""
-    aw = act_addr_width(config)
+    aw = config.act_addr_width
     run = dict(isa.fields_of(isa.RunArgs))
     return data.StructLayout({
         "rows": run["rows"], "cols": run["cols"], "lanes": run["lanes"],
@@ -145,7 +109,7 @@ def _exec_layout(config):
 
 def _job_layout(config):
     """One pixel for the post-processor (or, with ``end``, the end of a RUN)."""
-    aw = act_addr_width(config)
+    aw = config.act_addr_width
     run = dict(isa.fields_of(isa.RunArgs))
     return data.StructLayout({
         "end": 1,
@@ -296,7 +260,7 @@ class ActFetch(wiring.Component):
         self._config, self._depth = config, depth
         super().__init__({
             "i": In(stream.Signature(agen_step_layout(config))),
-            "port": Out(read_port_signature(word_addr_width(config), config.axi_data_width,
+            "port": Out(read_port_signature(config.word_addr_width, config.axi_data_width,
                                             act_tag_layout(config))),
             "o": Out(stream.Signature(bundle_layout(config))),
             "flush": In(1),
@@ -312,7 +276,7 @@ class ActFetch(wiring.Component):
         word = step.act_addr[byte_bits:]
 
         line_valid = Signal()
-        line_addr = Signal(word_addr_width(cfg))
+        line_addr = Signal(cfg.word_addr_width)
         line = Signal(cfg.axi_data_width)
         # The step taken last cycle, answered this cycle from the line (a hit) or by the
         # crossbar (its tag).
@@ -347,7 +311,7 @@ class ActFetch(wiring.Component):
         m.d.comb += tag.eq(Mux(hit, held, resp.tag))
         source = Mux(hit, line, resp.data)
         # The bundle's bytes start at the tap's byte (the step never crosses the word's end).
-        acts = (source >> (tag.byte * 8) if byte_bits else source)[:8 * bundle_width(cfg)]
+        acts = (source >> (tag.byte * 8) if byte_bits else source)[:8 * cfg.bundle_width]
         m.d.comb += [
             queue.i.valid.eq(hit | self.port.resp.valid),
             queue.i.payload.acts.eq(Mux(tag.null, 0, acts)),
@@ -373,7 +337,7 @@ class WeightFetch(wiring.Component):
         super().__init__({
             "i": In(stream.Signature(tap_layout(config))),
             "buffer": Out(wiring.Signature({
-                "en": Out(1), "addr": Out(wgt_addr_width(config)),
+                "en": Out(1), "addr": Out(config.wgt_addr_width),
                 "data": In(data.ArrayLayout(8, config.lanes))})),
             "o": Out(stream.Signature(_mac_layout(config))),
         })
@@ -538,7 +502,7 @@ class PostWriter(wiring.Component):
 
     def __init__(self, config):
         self._config = config
-        self._tables = lut_tables(config)
+        self._tables = config.lut_tables
         super().__init__({
             "jobs": In(stream.Signature(_job_layout(config))),
             "param": Out(wiring.Signature({
@@ -546,14 +510,14 @@ class PostWriter(wiring.Component):
                 "data": In(8 * isa.PARAM_BYTES)})),
             "lut_w": In(stream.Signature(chunk_layout(ceil_log2(self._tables * isa.LUT_BYTES),
                                                       config.axi_bytes), always_ready=True)),
-            "port": Out(write_port_signature(word_addr_width(config), config.axi_data_width)),
+            "port": Out(write_port_signature(config.word_addr_width, config.axi_data_width)),
             "done": Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
-        aw = act_addr_width(cfg)
+        aw = cfg.act_addr_width
         m.submodules.post = post = Post(cfg, self._tables)
         connect(m, flipped(self.lut_w), post.lut_w)
         m.submodules.addresses = addresses = StreamFIFO(unsigned(aw), self.ADDRESSES)
@@ -567,7 +531,7 @@ class PostWriter(wiring.Component):
         held_job = Signal(data.StructLayout({
             "acc": signed(cfg.acc_width), "use_bias": 1, "use_lut": 1,
             "table": unsigned(exact_log2(self._tables)), "addr": unsigned(aw)}))
-        param = data.View(PARAM_LAYOUT, self.param.data)
+        param = data.View(isa.PARAM_LAYOUT, self.param.data)
 
         advance = ~held | post.i.ready
         address = Mux(lane == 0, job.out_addr, lane_addr)
@@ -653,7 +617,7 @@ class Group(wiring.Component):
 
     def __init__(self, config):
         self._config = config
-        aw, dw = word_addr_width(config), config.axi_data_width
+        aw, dw = config.word_addr_width, config.axi_data_width
         super().__init__({
             "run": In(stream.Signature(isa.RunArgs)),
             "slots": Out(data.ArrayLayout(slot_layout(), RUN_SLOTS)),

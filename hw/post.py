@@ -19,20 +19,10 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from . import isa
+from .arch import isa
 from .memories import ElementMemory, chunk_layout
 
-__all__ = ["PARAM_LAYOUT", "post_input_layout", "Post"]
-
-#: One PARAM entry as stored (isa.PARAM_BYTES little-endian bytes): see docs/isa.md.
-PARAM_LAYOUT = data.StructLayout({
-    "bias": signed(32),
-    "multiplier": signed(16),
-    "shift": unsigned(8),
-    "pad": unsigned(8),
-})
-assert PARAM_LAYOUT.size == 8 * isa.PARAM_BYTES
-
+__all__ = ["post_input_layout", "Post"]
 
 def post_input_layout(config):
     """One lane's requantization job: its accumulator, its PARAM entry and the POST operands.

@@ -21,9 +21,9 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from . import isa
 from .agen import LEVELS
-from .group import RUN_SLOTS, lut_tables
+from .arch import isa
+from .arch.config import RUN_SLOTS
 from .memories import ElementMemory, chunk_layout
 
 __all__ = ["SEQ_BITS", "dma_query_layout", "RunScoreboard"]
@@ -52,7 +52,7 @@ def _record_layout(config):
         "run": isa.RunArgs,
         "reads_wgt": 1,
         "wgt_lo": signed(_WGT_BITS), "wgt_hi": signed(_WGT_BITS),
-        "tables": unsigned(lut_tables(config)),
+        "tables": unsigned(config.lut_tables),
     })
 
 
@@ -109,7 +109,7 @@ class RunScoreboard(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
-        tables = lut_tables(cfg)
+        tables = cfg.lut_tables
         rec = Signal(data.ArrayLayout(_record_layout(cfg), RUN_SLOTS))
         ptr = range(RUN_SLOTS)
         tail, disp, head, scan = (Signal(ptr, name=n) for n in ("tail", "disp", "head", "scan"))

@@ -13,8 +13,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from . import isa
-from .agen import bundle_width, wgt_addr_width
+from .arch import isa
 
 __all__ = ["tap_layout", "bundle_layout", "SparseCore"]
 
@@ -27,16 +26,16 @@ def tap_layout(config):
     """A tap for the weight fetch: activation, weight address, end of a tap nest, the null
     step of an empty nest or an all-zero bundle (no multiply), and the RUN's lane count
     (multiplies per tap, for the counters)."""
-    return data.StructLayout({"act": signed(8), "wgt_addr": unsigned(wgt_addr_width(config)),
+    return data.StructLayout({"act": signed(8), "wgt_addr": unsigned(config.wgt_addr_width),
                               "last": 1, "null": 1, "lanes": _lanes_field()})
 
 
 def bundle_layout(config):
     """``n`` taps after the activation fetch: their activations, the first one's weight address
     and the weight stride between taps, end of a tap nest, null step, lane count."""
-    ww = wgt_addr_width(config)
-    return data.StructLayout({"acts": data.ArrayLayout(signed(8), bundle_width(config)),
-                              "n": range(1, bundle_width(config) + 1),
+    ww = config.wgt_addr_width
+    return data.StructLayout({"acts": data.ArrayLayout(signed(8), config.bundle_width),
+                              "n": range(1, config.bundle_width + 1),
                               "wgt_addr": unsigned(ww), "wgt_stride": unsigned(ww),
                               "last": 1, "null": 1, "lanes": _lanes_field()})
 
@@ -74,7 +73,7 @@ class SparseCore(wiring.Component):
     """
 
     def __init__(self, config):
-        self._width = bundle_width(config)
+        self._width = config.bundle_width
         super().__init__({
             "i": In(stream.Signature(bundle_layout(config))),
             "o": Out(stream.Signature(tap_layout(config))),

@@ -1,6 +1,6 @@
 """The accelerator's Verilog for a configuration, as ``flexigan compile`` writes it.
 
-The RTL depends only on the :class:`~flexigan.hw.config.AcceleratorConfig` and on this
+The RTL depends only on the :class:`~flexigan.hw.arch.config.AcceleratorConfig` and on this
 package's code, not on the model, so it is generated once per configuration and kept in a cache
 (``$FLEXIGAN_CACHE``, default ``~/.cache/flexigan``) keyed by both; a large configuration takes
 a minute to elaborate the first time and nothing after.

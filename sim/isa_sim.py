@@ -1,8 +1,8 @@
 """The instruction-level simulator: the living definition of the ISA, with a cycle model.
 
 :func:`run` executes a memory image (global program at address 0) on an
-:class:`~flexigan.hw.config.AcceleratorConfig`, decoding with :mod:`flexigan.hw.isa`, exactly as
-docs/isa.md specifies; its numerics are bit-exact with the golden interpreter
+:class:`~flexigan.hw.arch.config.AcceleratorConfig`, decoding with :mod:`flexigan.hw.arch.isa`,
+exactly as docs/isa.md specifies; its numerics are bit-exact with the golden interpreter
 (:func:`flexigan.sim.golden.run_int`). A RUN executes vectorised: the loop nest of its
 micro-program becomes an array of (pixel x tap) activation addresses, gathered and multiplied
 with the (tap x lane) weights in float64 (exact: every partial sum of int8 products stays far
@@ -12,8 +12,8 @@ reads (the compiler never does).
 Cycle model (event based, not cycle stepped), calibrated against the RTL group
 (:mod:`flexigan.hw.group`, tests/hw/test_group.py) and the RTL controller
 (:mod:`flexigan.hw.controller`, tests/hw/test_accelerator.py). The controller issues one
-instruction per cycle, in order, from a prefetch queue of ``queue_depth(config)`` instructions;
-BARRIER waits. Instruction fetch reads ``fetch_insns(config)`` instructions at a time through the
+instruction per cycle, in order, from a prefetch queue of ``config.queue_insns`` instructions;
+BARRIER waits. Instruction fetch reads ``config.fetch_insns`` instructions at a time through the
 AXI read port it shares with DMA loads; each instruction is in the queue :data:`FETCH_DELAY`
 cycles after its last beat (not the fetch's). The port serves one transfer at a time, each
 taking the first gap that fits from when it is ready (a fetch, as soon as the queue has room
@@ -22,7 +22,7 @@ for it); a DMA load takes precedence over fetches: a fetch that would start
 ``n`` bytes takes :func:`transfer_cycles`: ``mem_latency`` once (the burst reader and writer
 request every burst of a transfer without waiting for data) plus ``n / axi_bytes``. One DMA
 engine serves DMA_LOAD/DMA_STORE/UOP_LOAD in order from a queue of
-:data:`~flexigan.hw.controller.DMA_QUEUE` (issue waits when it is full), each taking its
+:data:`~flexigan.hw.arch.config.DMA_QUEUE` (issue waits when it is full), each taking its
 transfer plus :data:`LOAD_SETUP` or :data:`STORE_SETUP` cycles (stores use the write channel,
 not the read port). These constants are measured on the RTL (tests/hw/test_accelerator.py
 runs programs of lone and chained loads, stores and NOPs).
@@ -73,53 +73,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..hw import isa
-from ..hw.agen import act_addr_width, bundle_width
-from ..hw.controller import DMA_QUEUE, fetch_insns, queue_depth
-from ..hw.group import (
+from ..hw.arch import isa, numerics
+from ..hw.arch.config import DMA_QUEUE, RUN_SLOTS
+from ..hw.arch.timing import (
     ACCESS_BUBBLE,
     ACCESS_FILL,
     DECODE_CYCLES,
     EXECUTE_FILL,
+    FETCH_DELAY,
+    ISSUE_CYCLES,
+    LOAD_CLAIM,
+    LOAD_SETUP,
     POST_DRAIN,
-    RUN_SLOTS,
-    lut_tables,
+    STORE_SETUP,
 )
-from ..hw.post import PARAM_LAYOUT
 
-__all__ = ["RUN_LATENCY", "RUN_SLOTS", "DECODE_CYCLES", "ACCESS_BUBBLE", "ACCESS_FILL",
-           "EXECUTE_FILL", "POST_DRAIN", "ISSUE_CYCLES", "FETCH_DELAY", "LOAD_SETUP", "LOAD_CLAIM",
-           "STORE_SETUP", "PARAM_DTYPE", "transfer_cycles", "lut_tables", "Result",
-           "run", "simulate", "report_fields"]
+__all__ = ["transfer_cycles", "Result", "run", "simulate", "report_fields"]
 
-#: The compiler's estimate of a RUN's cycles on top of its taps (the cycle model charges the
-#: stages above instead).
-RUN_LATENCY = 8
-#: Cycles the global controller takes to issue one instruction.
-ISSUE_CYCLES = 1
-#: Cycles from an instruction's last beat to the instruction at the head of the queue.
-FETCH_DELAY = 2
-#: Cycles the DMA engine holds the read port for a load besides its transfer (hazard check,
-#: reader command, realigner drain), measured on the RTL with lone and chained loads.
-LOAD_SETUP = 3
-#: Cycles from a load's issue to its claim on the read port: a fetch starting earlier keeps
-#: the port (the load waits for it); a later one waits for the load.
-LOAD_CLAIM = 1
-#: The same for a store (writer command, last write response).
-STORE_SETUP = 6
-
-
-def _param_dtype():
-    fields = []
-    for name, f in PARAM_LAYOUT:
-        shape = f.shape
-        fields.append((name, f"<{'i' if shape.signed else 'u'}{shape.width // 8}"))
-    return np.dtype(fields)
-
-
-#: One PARAM entry as numpy reads it (from :data:`flexigan.hw.post.PARAM_LAYOUT`).
-PARAM_DTYPE = _param_dtype()
-assert PARAM_DTYPE.itemsize == isa.PARAM_BYTES
+PARAM_DTYPE = isa.PARAM_DTYPE
 
 
 class ProgramError(ValueError):
@@ -164,13 +135,6 @@ def _parse(words):
     wgt_taps = sum(g * s for g, (_, _, s) in zip(grids, loops)).ravel()
     return _Micro(act, wgt, tuple(loops), np.asarray(act_taps, np.int64),
                   np.asarray(wgt_taps, np.int64), tuple(body))
-
-
-def requantize(acc, multiplier, shift):
-    """POST's requantization of int64 accumulators (docs/isa.md): saturated int8."""
-    shift = shift.astype(np.int64)
-    rounding = np.where(shift > 0, np.int64(1) << np.maximum(shift - 1, 0), 0)
-    return np.clip((acc * multiplier.astype(np.int64) + rounding) >> shift, -128, 127)
 
 
 def _fair(demands):
@@ -277,7 +241,7 @@ class _Machine:
         self.act = np.zeros(config.act_bytes, np.int8)
         self.wgt = np.zeros((g, config.weight_bytes), np.int8)
         self.param = np.zeros((g, config.param_entries), PARAM_DTYPE)
-        self.lut = np.zeros((g, lut_tables(config), isa.LUT_BYTES), np.int8)
+        self.lut = np.zeros((g, config.lut_tables, isa.LUT_BYTES), np.int8)
         self.uop = np.zeros((g, config.uop_depth), dtype=object)
         self.uop[:] = 0
         # Timing.
@@ -311,10 +275,8 @@ class _Machine:
                                f"{len(self.mem)}-byte image")
         return slice(addr, addr + n)
 
-    def _local(self, space, addr, n, unit):
-        size = {isa.Space.ACT: self.config.act_bytes, isa.Space.WGT: self.config.weight_bytes,
-                isa.Space.PARAM: self.config.param_entries, isa.Space.LUT: lut_tables(self.config),
-                isa.Space.UOP: self.config.uop_depth}[space]
+    def _local(self, space, addr, n):
+        size, unit = self.config.local_units(space), isa.unit_bytes(space)
         if n % unit or addr + n // unit > size:
             raise ProgramError(f"{space.name} access of {n} bytes at {addr} does not fit "
                                f"{size} entries of {unit} bytes")
@@ -340,18 +302,16 @@ class _Machine:
         if op == isa.GlobalOp.DMA_STORE:
             if space != isa.Space.ACT:
                 raise ProgramError(f"DMA_STORE reads ACT only, not {space.name}")
-            rng = self._local(space, local, n, 1)
+            rng = self._local(space, local, n)
             start = max(start, self.act_writes.until(local, local + n, self.now))
             self.mem[src] = self.act[rng].view(np.uint8)
         elif space == isa.Space.ACT:
-            rng = self._local(space, local, n, 1)
+            rng = self._local(space, local, n)
             start = max(start, self.act_reads.until(local, local + n, self.now),
                         self.act_writes.until(local, local + n, self.now))
             self.act[rng] = self.mem[src].view(np.int8)
         else:
-            unit = {isa.Space.WGT: 1, isa.Space.PARAM: isa.PARAM_BYTES,
-                    isa.Space.LUT: isa.LUT_BYTES, isa.Space.UOP: isa.UOP_BYTES}[space]
-            rng = self._local(space, local, n, unit)
+            rng = self._local(space, local, n)
             data = self.mem[src]
             for g in self._groups(a["group_mask"]):
                 start = max(start, self.group_reads[g][space].until(rng.start, rng.stop,
@@ -441,10 +401,10 @@ class _Machine:
                 steps += micro.act_taps.size - zeros
                 access += self._access(micro, addr, x)
             elif op == isa.UopOp.POST:
-                y = requantize(acc, params["multiplier"], params["shift"])
+                y = numerics.requantize(acc, params["multiplier"], params["shift"]).astype(np.int64)
                 if f["use_lut"]:
                     table = (a["lut_offset"] + f["lut"] + (lane if f["per_lane"] else 0)) \
-                        % lut_tables(cfg)
+                        % cfg.lut_tables
                     table = np.broadcast_to(table, (lanes,))
                     tables.update(int(t) for t in np.unique(table))
                     y = self.lut[g][table[None, :], y + 128]
@@ -495,13 +455,13 @@ class _Machine:
             return taps
         count, stride = micro.loops[-1][:2]
         start = np.ones(addr.shape, bool)
-        if stride % (1 << act_addr_width(self.config)) == 1:
+        if stride % (1 << self.config.act_addr_width) == 1:
             # A bundle starts with the innermost level, at a word's first byte, or after
             # bundle_width taps.
             at = np.arange(taps)
             reset = (at % count == 0)[None, :] | (addr % self.config.axi_bytes == 0)
             since = at - np.maximum.accumulate(np.where(reset, at, 0), axis=1)
-            start = since % bundle_width(self.config) == 0
+            start = since % self.config.bundle_width == 0
         bundle = np.cumsum(start.ravel()) - 1
         kept = np.bincount(bundle, weights=(x != 0).ravel())
         pixel = np.repeat(np.arange(addr.shape[0]), start.sum(axis=1))
@@ -597,10 +557,6 @@ class _Machine:
                 "stall_cycles": sum(self.stall), "runs": self.runs}
 
 
-COUNTER_NAMES = ("cycles", "macs_issued", "macs_skipped", "dma_bytes", "busy_cycles",
-                 "stall_cycles", "runs", "instructions")
-
-
 def run(image, config, sparse=True, max_instructions=10_000_000):
     """Execute the global program at address 0 of ``image`` until END.
 
@@ -618,7 +574,7 @@ def run(image, config, sparse=True, max_instructions=10_000_000):
     """
     m = _Machine(image, config, sparse)
     times, issued, skipped, dram = [], [], [], []
-    per_fetch, depth = fetch_insns(config), queue_depth(config)
+    per_fetch, depth = config.fetch_insns, config.queue_insns
     fetch_cycles = transfer_cycles(config, per_fetch * isa.GLOBAL_BYTES)
     # Cycles from a fetch's start to each of its instructions' last beat: an instruction
     # enters the queue with its last beat, not with the fetch's.
@@ -666,7 +622,7 @@ def run(image, config, sparse=True, max_instructions=10_000_000):
             else:
                 values = m.counters()
                 values["instructions"] = len(times) + 1
-                block = b"".join(int(values[k]).to_bytes(8, "little") for k in COUNTER_NAMES)
+                block = b"".join(int(values[k]).to_bytes(8, "little") for k in isa.COUNTER_NAMES)
                 m.mem[m._ext(a["ext_addr"], len(block))] = np.frombuffer(block, np.uint8)
         elif op == isa.GlobalOp.END:
             m.barrier((1 << config.groups) - 1)

@@ -184,7 +184,7 @@ class RtlResult:
         External memory after END (uint8, the image's length).
     counters : dict
         The counter registers read over AXI4-Lite at END
-        (:data:`flexigan.hw.controller.COUNTER_NAMES`); ``cycles`` is the RTL's.
+        (:data:`flexigan.hw.arch.isa.COUNTER_NAMES`); ``cycles`` is the RTL's.
     """
 
     memory: np.ndarray

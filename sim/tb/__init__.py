@@ -17,12 +17,6 @@ from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam, AxiReadBus,
 __all__ = ["pauses", "env_int", "env_float", "AxiTB"]
 
 CLOCK_NS = 10
-#: Cycles from a burst's address to its first beat in the testbench's external memory
-#: (cocotbext-axi's ``AxiRam``, measured); the instruction-level simulator's estimate of an
-#: RTL run uses this ``mem_latency``, not the target's.
-RAM_LATENCY = 3
-
-
 def pauses(rng, p):
     """A cocotbext-axi pause generator: pause each cycle with probability ``p``."""
     while True:

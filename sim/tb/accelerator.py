@@ -20,7 +20,8 @@ import cocotb
 from cocotb.triggers import ClockCycles
 
 from flexigan.hw.axi import register_addresses
-from flexigan.hw.controller import COUNTER_NAMES, STATUS_DONE, STATUS_ERROR, registers
+from flexigan.hw.arch.isa import COUNTER_NAMES
+from flexigan.hw.controller import STATUS_DONE, STATUS_ERROR, registers
 
 from . import AxiTB, env_float, env_int
 

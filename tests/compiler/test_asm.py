@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flexigan.compiler import asm
-from flexigan.hw import isa
+from flexigan.hw.arch import isa
 
 
 def _operand(shape):

@@ -26,6 +26,7 @@ from onnx import numpy_helper
 from onnx.backend.test.case.node import collect_testcases
 
 from flexigan.compiler import passes, quant
+from flexigan.compiler.evaluate import run_float
 from flexigan.compiler.onnx_import import SUPPORTED_OPS, import_model
 from flexigan.errors import UnsupportedError
 from flexigan.sim import golden
@@ -87,7 +88,7 @@ def test_conformance_case(case):
     graph = passes.run_passes(graph)
     feeds = {name: np.asarray(x, dtype=np.float64) for name, x in
              zip(graph.graph["inputs"], inputs)}
-    got = golden.run_float(graph, feeds)
+    got = run_float(graph, feeds)
     want = expected[0]
     np.testing.assert_allclose(got[graph.graph["outputs"][0]], want, rtol=1e-4, atol=1e-5)
 

@@ -17,8 +17,8 @@ from flexigan.compiler.onnx_import import import_model
 from flexigan.compiler.program import load_program
 from flexigan.errors import FitError, UnsupportedError
 from flexigan.flow import default_calibration
-from flexigan.hw import isa
-from flexigan.hw.config import AcceleratorConfig, preset
+from flexigan.hw.arch import isa
+from flexigan.hw.arch.config import AcceleratorConfig, preset
 from flexigan.sim import golden, isa_sim
 from tests.helpers import make_model, tiny_generator
 

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flexigan.compiler import ir, quant
+from flexigan.compiler.evaluate import run_float
 from flexigan.compiler.serialize import load_graph, save_graph
 from flexigan.errors import FitError
 from flexigan.sim import golden
@@ -130,7 +131,7 @@ def calibrated(graph, seed=0):
 def sqnrs(graph, qgraph, seed=100):
     """SQNR in dB of every value on fresh inputs."""
     feeds = images(graph, 8, seed)
-    want = golden.run_float(graph, feeds, keep=True)
+    want = run_float(graph, feeds, keep=True)
     got = golden.run_quantized(qgraph, feeds, keep=True)
     return {name: golden.sqnr_db(want[name], got[name]) for name in want}
 
@@ -247,7 +248,7 @@ def test_instance_norm_is_within_one_step_of_the_exact_normalization(shape, epsi
     qgraph = quant.quantize(graph, quant.calibrate(graph, {"x": x}))
     s_in, s_out = ir.node(qgraph, "x").scale, ir.node(qgraph, "n").scale
     xq = golden.quantize_input(x, s_in)
-    exact = golden.run_float(graph, {"x": golden.dequantize(xq, s_in)})["n"]
+    exact = run_float(graph, {"x": golden.dequantize(xq, s_in)})["n"]
     exact = np.clip(np.floor(exact / s_out + 0.5), -128, 127)
     got = golden.run_int(qgraph, {"x": xq})["n"]
     assert np.abs(got - exact).max() <= 1 and np.mean(got != exact) < 0.05
@@ -359,7 +360,7 @@ def test_add_is_as_accurate_as_exact_rounding(spread):
 
     qgraph = quant.quantize(graph, quant.calibrate(graph, feeds(0, 64)))
     test = feeds(1, 16)
-    want = golden.run_float(graph, test)["s"]
+    want = run_float(graph, test)["s"]
     got = golden.run_quantized(qgraph, test)["s"]
     scale = {n: ir.node(qgraph, n).scale for n in ("x", "z", "s")}
     inputs = [golden.dequantize(golden.quantize_input(test[n], scale[n]), scale[n])

@@ -15,7 +15,7 @@ from flexigan.hw.controller import registers
 class AxiMemory:
     """Serves ``port`` (an AXI4 master's signature, seen from the memory) from ``mem``."""
 
-    def __init__(self, port, mem, data_bytes, latency=4, pause=0.0, seed=0):
+    def __init__(self, port, mem, data_bytes, latency, pause=0.0, seed=0):
         self.port, self.mem, self.nbytes = port, mem, data_bytes
         self.latency, self.pause = latency, pause
         self.rng = random.Random(seed)

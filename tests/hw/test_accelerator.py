@@ -18,10 +18,11 @@ import pytest
 from flexigan.compiler import asm
 from flexigan.compiler.lower import lower
 from flexigan.compiler.program import tensor_addresses
-from flexigan.hw.config import AcceleratorConfig
+from flexigan.hw.arch import isa
+from flexigan.hw.arch.config import AcceleratorConfig
+from flexigan.hw.arch.timing import TESTBENCH_MEM_LATENCY
 from flexigan.sim import isa_sim
 from flexigan.sim.rtl import SIMULATORS, run_programs
-from flexigan.sim.tb import RAM_LATENCY
 from tests.compiler.test_lower import (
     _concat_model,
     _conv,
@@ -36,7 +37,7 @@ from tests.helpers import EXAMPLES, tiny_generator
 BUILD = Path(__file__).resolve().parents[2] / "build" / "cocotb" / "accelerator"
 #: The latency of the testbench's memory (cocotbext-axi's ``AxiRam``): cycles from a burst's
 #: address to its first beat, as the cycle model counts them.
-TB_LATENCY = RAM_LATENCY
+TB_LATENCY = TESTBENCH_MEM_LATENCY
 #: Small enough that Verilator builds it in about 20 s; two groups so RUNs overlap.
 CONFIG = AcceleratorConfig(groups=2, lanes=4, act_banks=4, act_bank_bytes=1024, weight_bytes=512,
                            param_entries=32, uop_depth=32, axi_data_width=32,
@@ -89,7 +90,7 @@ def _check(compiled, results, config, sparse):
         block = program.layout["counters"]
         stored = np.frombuffer(rtl.memory[block:block + 64].tobytes(), "<u8")
         expect = np.frombuffer(ref.memory[block:block + 64].tobytes(), "<u8")
-        for k, counter in enumerate(isa_sim.COUNTER_NAMES):
+        for k, counter in enumerate(isa.COUNTER_NAMES):
             if counter in EXACT:
                 assert stored[k] == expect[k], f"{name}: stored {counter}"
                 assert rtl.counters[counter] == ref.counters[counter], f"{name}: {counter}"

@@ -3,13 +3,13 @@ import random
 
 import pytest
 
-from flexigan.hw.agen import AddressGenerator, act_addr_width, bundle_width, wgt_addr_width
-from flexigan.hw.config import AcceleratorConfig
+from flexigan.hw.agen import AddressGenerator
+from flexigan.hw.arch.config import AcceleratorConfig
 from tests.hw.streams import Pauses, get, put, simulate
 
 CONFIG = AcceleratorConfig(act_banks=4, act_bank_bytes=1024, weight_bytes=2048)
-AW, WW = act_addr_width(CONFIG), wgt_addr_width(CONFIG)
-WIDTH, WORD = bundle_width(CONFIG), CONFIG.axi_bytes
+AW, WW = CONFIG.act_addr_width, CONFIG.wgt_addr_width
+WIDTH, WORD = CONFIG.bundle_width, CONFIG.axi_bytes
 
 
 def expected_steps(cmd):

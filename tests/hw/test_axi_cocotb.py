@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from flexigan.hw.config import AcceleratorConfig
+from flexigan.hw.arch.config import AcceleratorConfig
 from flexigan.sim.rtl import SIMULATORS, run_cocotb
 from flexigan.sim.tb.dma_copy import DmaCopy
 

@@ -17,12 +17,12 @@ from amaranth.lib.wiring import connect
 
 from flexigan.compiler import asm
 from flexigan.compiler.lower import lower
-from flexigan.hw import isa
-from flexigan.hw.config import AcceleratorConfig
+from flexigan.hw.arch import isa
+from flexigan.hw.arch.config import AcceleratorConfig
+from flexigan.hw.arch.isa import PARAM_DTYPE
 from flexigan.hw.crossbar import Crossbar
-from flexigan.hw.group import Group, act_tag_layout, lut_tables
+from flexigan.hw.group import Group, act_tag_layout
 from flexigan.sim import isa_sim
-from flexigan.sim.isa_sim import PARAM_DTYPE
 from tests.compiler.test_lower import _conv, _convt, quantized
 from tests.hw.streams import Pauses, put, simulate
 
@@ -30,7 +30,7 @@ CONFIG = AcceleratorConfig(groups=2, lanes=4, act_banks=4, act_bank_bytes=256, w
                            param_entries=16, uop_depth=16, axi_data_width=32, mem_latency=4,
                            burst_bytes=64)
 WORD = CONFIG.axi_bytes
-TABLES = lut_tables(CONFIG)
+TABLES = CONFIG.lut_tables
 
 
 class Fabric(Elaboratable):

@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from flexigan.hw.config import AcceleratorConfig
+from flexigan.hw.arch.config import AcceleratorConfig
 from flexigan.hw.lane import Lane
 from tests.hw.streams import simulate
 

@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from flexigan.hw.config import AcceleratorConfig
+from flexigan.hw.arch.config import AcceleratorConfig
 from flexigan.hw.memories import ElementMemory, WeightBuffer
 from tests.hw.streams import simulate
 

@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from flexigan.hw.config import AcceleratorConfig
+from flexigan.hw.arch.config import AcceleratorConfig
 from flexigan.hw.post import Post
 from tests.hw.streams import Pauses, get, put, simulate
 

@@ -3,14 +3,13 @@ import random
 
 import pytest
 
-from flexigan.hw.agen import bundle_width, wgt_addr_width
-from flexigan.hw.config import AcceleratorConfig
+from flexigan.hw.arch.config import AcceleratorConfig
 from flexigan.hw.sparse import SparseCore
 from tests.hw.streams import Pauses, get, put, simulate
 
 CONFIG = AcceleratorConfig(axi_data_width=64)
-WIDTH = bundle_width(CONFIG)
-WMASK = (1 << wgt_addr_width(CONFIG)) - 1
+WIDTH = CONFIG.bundle_width
+WMASK = (1 << CONFIG.wgt_addr_width) - 1
 
 
 def make_groups(rng, n, zero_p):

@@ -5,7 +5,7 @@ import pytest
 
 from flexigan.boards.synth import PREPARE, SynthesisError, _run_yosys, synthesize
 from flexigan.errors import FlexiganError
-from flexigan.hw.config import AcceleratorConfig
+from flexigan.hw.arch.config import AcceleratorConfig
 from flexigan.hw.verilog import TOP, write_rtl
 
 SMALL = AcceleratorConfig(groups=2, lanes=2, act_banks=2, act_bank_bytes=512, weight_bytes=256,

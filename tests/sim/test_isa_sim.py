@@ -10,19 +10,12 @@ import pytest
 
 from flexigan.compiler import asm, macs
 from flexigan.compiler.lower import lower
-from flexigan.hw import isa
-from flexigan.hw.config import AcceleratorConfig, preset
+from flexigan.hw.arch import isa
+from flexigan.hw.arch.config import AcceleratorConfig, preset
+from flexigan.hw.arch.isa import PARAM_DTYPE
+from flexigan.hw.arch.timing import ACCESS_FILL, DECODE_CYCLES, EXECUTE_FILL, LOAD_SETUP, POST_DRAIN
 from flexigan.sim import isa_sim
-from flexigan.sim.isa_sim import (
-    ACCESS_FILL,
-    DECODE_CYCLES,
-    EXECUTE_FILL,
-    PARAM_DTYPE,
-    POST_DRAIN,
-    ProgramError,
-    run,
-    simulate,
-)
+from flexigan.sim.isa_sim import ProgramError, run, simulate
 from tests.compiler.test_lower import SIM, check_bit_exact, quantized
 from tests.helpers import EXAMPLES
 
@@ -121,7 +114,7 @@ def test_sparse_core_drops_zero_activations_and_counts_them():
     assert dense.cycles == sparse.cycles
     np.testing.assert_array_equal(dense.memory[:CNT], sparse.memory[:CNT])
     counters = np.frombuffer(sparse.memory[CNT:CNT + 64].tobytes(), "<u8")
-    assert dict(zip(isa_sim.COUNTER_NAMES, counters.tolist()))["macs_skipped"] == 4
+    assert dict(zip(isa.COUNTER_NAMES, counters.tolist()))["macs_skipped"] == 4
 
 
 def test_run_takes_decode_fill_taps_and_drain():
@@ -139,7 +132,7 @@ def test_dma_costs_latency_once_plus_bytes_per_beat():
     # The first fetch of two instructions holds the read port; the load, issued with the
     # first instruction's last beat, takes the port before the second fetch.
     fetch = isa_sim.transfer_cycles(SMALL, 2 * isa.GLOBAL_BYTES)
-    assert result.cycles == fetch + 10 + 10 + isa_sim.LOAD_SETUP
+    assert result.cycles == fetch + 10 + 10 + LOAD_SETUP
     assert result.counters["dma_bytes"] == 40
 
 

@@ -13,13 +13,15 @@ WRITE) run once per output pixel of the RUN.
 """
 
 
+import numpy as np
 from amaranth.hdl import signed, unsigned
 from amaranth.lib import data, enum
 
 __all__ = [
     "GlobalOp", "Space", "CounterAction", "UopOp", "GlobalInsn", "MicroOp",
     "GLOBAL_BYTES", "UOP_BYTES", "GLOBAL_ARGS", "UOP_ARGS", "PARAM_BYTES", "LUT_BYTES",
-    "encode_global", "decode_global", "encode_uop", "decode_uop", "fields_of",
+    "LOOP_LEVELS", "GROUP_MASK_BITS", "MAX_GROUPS", "PARAM_LAYOUT", "PARAM_DTYPE", "COUNTER_NAMES",
+    "unit_bytes", "encode_global", "decode_global", "encode_uop", "decode_uop", "fields_of",
 ]
 
 GLOBAL_BITS = 256
@@ -31,6 +33,26 @@ PARAM_BYTES = 8
 #: One activation look-up table: 256 int8 entries indexed by ``x + 128``.
 LUT_BYTES = 256
 LOOP_LEVELS = 3
+#: Bits of a group mask (DMA, ROUTE, RUN, BARRIER): one per group, so at most 16 groups.
+GROUP_MASK_BITS = 16
+MAX_GROUPS = GROUP_MASK_BITS
+#: The performance counters, in the order COUNTERS stores them (8 bytes each) and the
+#: controller's register file lists them.
+COUNTER_NAMES = ("cycles", "macs_issued", "macs_skipped", "dma_bytes", "busy_cycles",
+                 "stall_cycles", "runs", "instructions")
+
+#: One PARAM entry as stored (PARAM_BYTES little-endian bytes): see docs/isa.md.
+PARAM_LAYOUT = data.StructLayout({
+    "bias": signed(32),
+    "multiplier": signed(16),
+    "shift": unsigned(8),
+    "pad": unsigned(8),
+})
+assert PARAM_LAYOUT.size == 8 * PARAM_BYTES
+#: One PARAM entry as numpy reads it (the fields of :data:`PARAM_LAYOUT`, little-endian).
+PARAM_DTYPE = np.dtype([(name, f"<{'i' if f.shape.signed else 'u'}{f.shape.width // 8}")
+                        for name, f in PARAM_LAYOUT])
+assert PARAM_DTYPE.itemsize == PARAM_BYTES
 
 
 class GlobalOp(enum.Enum, shape=4):
@@ -57,6 +79,13 @@ class Space(enum.Enum, shape=3):
     UOP = 4    #: a group's micro-op memory (UOP_BYTES per micro-op)
 
 
+def unit_bytes(space):
+    """Bytes of one addressable unit of ``space``: DMA ``local_addr`` counts these units
+    (``length`` counts bytes, a whole number of units)."""
+    return {Space.ACT: 1, Space.WGT: 1, Space.PARAM: PARAM_BYTES, Space.LUT: LUT_BYTES,
+            Space.UOP: UOP_BYTES}[Space(space)]
+
+
 class CounterAction(enum.Enum, shape=2):
     """What COUNTERS does with the performance counters."""
 
@@ -79,20 +108,20 @@ class UopOp(enum.Enum, shape=4):
 
 class DmaArgs(data.Struct):
     space: Space
-    group_mask: unsigned(16)
+    group_mask: unsigned(GROUP_MASK_BITS)
     ext_addr: unsigned(32)
     local_addr: unsigned(24)
     length: unsigned(24)
 
 
 class RouteArgs(data.Struct):
-    group_mask: unsigned(16)
+    group_mask: unsigned(GROUP_MASK_BITS)
     bank_first: unsigned(8)
     bank_count: unsigned(8)
 
 
 class RunArgs(data.Struct):
-    group_mask: unsigned(16)
+    group_mask: unsigned(GROUP_MASK_BITS)
     uop_addr: unsigned(12)
     uop_count: unsigned(8)
     rows: unsigned(12)
@@ -106,7 +135,7 @@ class RunArgs(data.Struct):
 
 
 class BarrierArgs(data.Struct):
-    group_mask: unsigned(16)
+    group_mask: unsigned(GROUP_MASK_BITS)
 
 
 class CountersArgs(data.Struct):

@@ -1,7 +1,10 @@
 """AcceleratorConfig: the single source of the accelerator's shape, and the named presets.
 
 Everything that sizes hardware — the compiler's tiling, the instruction simulator's cycle model
-and (later) the RTL — reads one frozen :class:`AcceleratorConfig`, passed explicitly.
+and the RTL — reads one frozen :class:`AcceleratorConfig`, passed explicitly. Every size derived
+from it is a property here, and every check on it runs when it is made, so a config that exists
+is one the compiler, the simulators and the RTL all accept. The fixed structure that does not
+vary with the config (queue depths, RUN slots) is named here too.
 """
 
 from __future__ import annotations
@@ -9,7 +12,26 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-__all__ = ["AcceleratorConfig", "PRESETS", "preset"]
+from amaranth.utils import ceil_log2
+
+from . import isa
+
+__all__ = ["AcceleratorConfig", "PRESETS", "preset", "BUNDLE", "RUN_SLOTS", "FETCH_INSNS",
+           "QUEUE_INSNS", "DMA_QUEUE", "MAX_SEGMENT_UOPS"]
+
+#: Most taps in one access step (the sparse core's look-ahead).
+BUNDLE = 4
+#: RUNs a group holds: the one executing and those queued behind it (the controller waits
+#: when all are taken).
+RUN_SLOTS = 4
+#: Instructions read per fetch (at least one AXI beat).
+FETCH_INSNS = 2
+#: Instructions the controller's prefetch queue holds (at least two fetches).
+QUEUE_INSNS = 4
+#: DMA instructions queued ahead of the DMA engine.
+DMA_QUEUE = 8
+#: Longest micro-program the compiler emits for one RUN (a segment's), in micro-ops.
+MAX_SEGMENT_UOPS = 12
 
 
 @dataclass(frozen=True)
@@ -76,6 +98,16 @@ class AcceleratorConfig:
         if self.axi_data_width % 8 or self.axi_data_width & (self.axi_data_width - 1):
             raise ValueError(f"AcceleratorConfig.axi_data_width must be a power of two >= 8, "
                              f"not {self.axi_data_width!r}")
+        if self.groups > isa.MAX_GROUPS:
+            raise ValueError(f"AcceleratorConfig.groups must be at most {isa.MAX_GROUPS} (a "
+                             f"group mask has {isa.GROUP_MASK_BITS} bits), not {self.groups!r}")
+        if self.param_entries // 2 < self.lanes:
+            raise ValueError(f"AcceleratorConfig.param_entries must double-buffer the "
+                             f"{self.lanes} lanes (at least {2 * self.lanes}), not "
+                             f"{self.param_entries!r}")
+        if self.uop_depth < MAX_SEGMENT_UOPS:
+            raise ValueError(f"AcceleratorConfig.uop_depth must hold a segment's micro-program "
+                             f"(at least {MAX_SEGMENT_UOPS}), not {self.uop_depth!r}")
 
     @property
     def total_lanes(self):
@@ -91,6 +123,50 @@ class AcceleratorConfig:
     def axi_bytes(self):
         """External memory bytes per cycle."""
         return self.axi_data_width // 8
+
+    @property
+    def lut_tables(self):
+        """Activation tables per group: one per lane for each half of the double-buffered
+        tile constants."""
+        return 2 * self.lanes
+
+    @property
+    def bundle_width(self):
+        """Most taps in one access step: :data:`BUNDLE`, or fewer when a word holds fewer
+        bytes."""
+        return min(BUNDLE, self.axi_bytes)
+
+    @property
+    def act_addr_width(self):
+        """Bits of a byte address in the activation scratchpad."""
+        return ceil_log2(self.act_bytes)
+
+    @property
+    def word_addr_width(self):
+        """Bits of a word address in the activation scratchpad (words of ``axi_bytes``)."""
+        return ceil_log2(self.act_bytes // self.axi_bytes)
+
+    @property
+    def wgt_addr_width(self):
+        """Bits of a byte address in a group's weight buffer."""
+        return ceil_log2(self.weight_bytes)
+
+    @property
+    def fetch_insns(self):
+        """Instructions read per fetch: :data:`FETCH_INSNS`, or a whole AXI beat's worth."""
+        return max(FETCH_INSNS, self.axi_bytes // isa.GLOBAL_BYTES)
+
+    @property
+    def queue_insns(self):
+        """Instructions the controller's prefetch queue holds."""
+        return max(QUEUE_INSNS, 2 * self.fetch_insns)
+
+    def local_units(self, space):
+        """Units (see :func:`isa.unit_bytes`) of the on-chip memory ``space``: ACT for the
+        whole machine, the others per group."""
+        return {isa.Space.ACT: self.act_bytes, isa.Space.WGT: self.weight_bytes,
+                isa.Space.PARAM: self.param_entries, isa.Space.LUT: self.lut_tables,
+                isa.Space.UOP: self.uop_depth}[isa.Space(space)]
 
     def replace(self, **changes):
         """A copy with ``changes`` applied (validated)."""

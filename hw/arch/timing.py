@@ -1,0 +1,51 @@
+"""The machine's latencies and setup costs, which the RTL has and the cycle model charges.
+
+Each constant is a property of the Amaranth blocks (:mod:`flexigan.hw`) measured or stated by
+their tests (tests/hw/), and the instruction-level simulator's timing model
+(:mod:`flexigan.sim.isa`) charges exactly these. Change a block's pipeline and its constant here
+changes with it, or the hw tests fail.
+"""
+
+__all__ = ["DECODE_CYCLES", "ACCESS_BUBBLE", "ACCESS_FILL", "EXECUTE_FILL", "POST_DRAIN",
+           "ISSUE_CYCLES", "FETCH_DELAY", "LOAD_SETUP", "LOAD_CLAIM", "STORE_SETUP",
+           "RUN_LATENCY", "TESTBENCH_MEM_LATENCY"]
+
+# --- an engine group (hw/group) ----------------------------------------------------------------
+
+#: Cycles the decoder spends on a RUN besides one per micro-op (accept, last read, offer).
+DECODE_CYCLES = 4
+#: Idle cycles of the access engine between two RUNs (the address generator's accept).
+ACCESS_BUBBLE = 2
+#: Cycles from the address generator to the execute engine (crossbar read, FIFO, sparse core,
+#: weight fetch), paid by a RUN with MAC that finds the group idle.
+ACCESS_FILL = 5
+#: Cycles from the execute engine to the post-writer (lanes, job queue), paid by a RUN that
+#: finds the group idle.
+EXECUTE_FILL = 6
+#: Cycles from a RUN's last POST to its last byte in ACT (Post's pipeline, write, end job).
+POST_DRAIN = 6
+
+# --- the global controller (hw/controller) -----------------------------------------------------
+
+#: Cycles the global controller takes to issue one instruction.
+ISSUE_CYCLES = 1
+#: Cycles from an instruction's last beat to the instruction at the head of the queue.
+FETCH_DELAY = 2
+#: Cycles the DMA engine holds the read port for a load besides its transfer (hazard check,
+#: reader command, realigner drain), measured on the RTL with lone and chained loads.
+LOAD_SETUP = 3
+#: Cycles from a load's issue to its claim on the read port: a fetch starting earlier keeps
+#: the port (the load waits for it); a later one waits for the load.
+LOAD_CLAIM = 1
+#: The same as LOAD_SETUP for a store (writer command, last write response).
+STORE_SETUP = 6
+
+# --- estimates and test benches ----------------------------------------------------------------
+
+#: The compiler's estimate of a RUN's cycles on top of its taps, used only to balance work
+#: over groups (the cycle model charges the stages above instead).
+RUN_LATENCY = 8
+#: Cycles from a burst's address to its first beat in the cocotb testbench's external memory
+#: (cocotbext-axi's ``AxiRam``, measured): the cycle model's estimate of an RTL run uses this
+#: ``mem_latency``, not the target's.
+TESTBENCH_MEM_LATENCY = 3
