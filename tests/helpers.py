@@ -1,8 +1,32 @@
-"""Small ONNX model builders shared by the tests."""
+"""What the tests share: small ONNX model builders, the quantize-and-compare steps, configs.
+
+Test modules import from here (and from tests/hw/streams.py, tests/hw/amaranth_axi.py), never
+from one another.
+"""
+
+import functools
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from flexigan.compiler import ir, passes, quant
+from flexigan.compiler.lower import lower
+from flexigan.compiler.onnx_import import import_model
+from flexigan.flow import default_calibration
+from flexigan.hw.arch.config import preset
+from flexigan.sim import golden, isa_sim
+
+SIM = preset("sim")
+
+
+def requant_oracle(value, multiplier, shift, offset=0):
+    """docs/numerics.md's requantization of one integer, in Python integers: the test oracle
+    of every layer (golden, ISA simulator, RTL post-processor), kept independent of
+    :mod:`flexigan.hw.arch.numerics`. Works element-wise on numpy integer arrays too."""
+    v = value * multiplier + offset
+    v = (v + ((1 << shift) >> 1)) >> shift
+    return max(-128, min(127, v)) if isinstance(v, int) else np.clip(v, -128, 127)
 
 EXAMPLES = __import__("pathlib").Path(__file__).resolve().parent.parent / "examples"
 
@@ -47,3 +71,234 @@ def tiny_generator(seed=0):
              "v": rng.uniform(0.5, 2, 8), "w2": rng.normal(0, 0.3, (8, 2, 3, 3)),
              "b2": rng.normal(0, 0.1, 2)}
     return make_model(nodes, [("z", ["N", 4, 1, 1])], [("image", ["N", 2, 4, 4])], inits)
+
+
+def quantized(model, samples=16):
+    """The quantized IR of ``model`` (path or ModelProto), and int8 test inputs."""
+    graph = passes.run_passes(import_model(model))
+    feeds = default_calibration(graph, samples=samples, seed=0)
+    qgraph = ir.verify(quant.quantize(graph, quant.calibrate(graph, feeds)), quantized=True)
+    test = default_calibration(graph, samples=2, seed=1)
+    return qgraph, {n: golden.quantize_input(v, ir.node(qgraph, n).scale)
+                    for n, v in test.items()}
+
+
+def check_bit_exact(qgraph, inputs, config=SIM, reorder=True, sparse=True):
+    """Lower, simulate and compare every output with the golden interpreter."""
+    program = lower(qgraph, config, reorder)
+    outputs, report = isa_sim.simulate(program, inputs, sparse=sparse)
+    expected = golden.run_int(qgraph, inputs)
+    for name in qgraph.graph["outputs"]:
+        np.testing.assert_array_equal(outputs[name], expected[name])
+    return program, report
+
+
+def convt_model(cin, cout, hw, kernel, name="y", act="Relu", **attrs):
+    rng = np.random.default_rng(3)
+    group = attrs.get("group", 1)
+    nodes = [helper.make_node("ConvTranspose", ["x", "w", "b"], ["t"], kernel_shape=kernel,
+                              **attrs)]
+    out = "t"
+    if act:
+        nodes.append(helper.make_node(act, ["t"], [name]))
+        out = name
+    inits = {"w": rng.normal(0, 0.3, (cin, cout // group, *kernel)),
+             "b": rng.normal(0, 0.1, cout)}
+    return make_model(nodes, [("x", ["N", cin, *hw])], [(out, ["N", "c", "h", "w"])], inits)
+
+
+def conv_model(cin, cout, hw, kernel, act="LeakyRelu", **attrs):
+    rng = np.random.default_rng(4)
+    group = attrs.get("group", 1)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=kernel, **attrs),
+             helper.make_node(act, ["c"], ["y"])]
+    inits = {"w": rng.normal(0, 0.3, (cout, cin // group, *kernel)),
+             "b": rng.normal(0, 0.1, cout)}
+    return make_model(nodes, [("x", ["N", cin, *hw])], [("y", ["N", "c", "h", "w"])], inits)
+
+
+def project_and_reshape_model():
+    """z -> Gemm -> ReLU -> Reshape (C, 4, 4) -> ConvT k4 s2 p1 -> Flatten -> Gemm -> Sigmoid:
+    a vector reshaped to an image, and an image flattened into a Gemm (CHW order)."""
+    rng = np.random.default_rng(5)
+    nodes = [
+        helper.make_node("Gemm", ["z", "w1", "b1"], ["p"], transB=1),
+        helper.make_node("Relu", ["p"], ["r"]),
+        helper.make_node("Reshape", ["r", "shape"], ["img"]),
+        helper.make_node("ConvTranspose", ["img", "w2"], ["t"], kernel_shape=[4, 4],
+                         strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["t"], ["tr"]),
+        helper.make_node("Flatten", ["tr"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "w3"], ["s"], transB=1),
+        helper.make_node("Sigmoid", ["s"], ["y"]),
+    ]
+    inits = {"w1": rng.normal(0, 0.3, (6 * 16, 10)), "b1": rng.normal(0, 0.1, 6 * 16),
+             "shape": np.array([-1, 6, 4, 4]), "w2": rng.normal(0, 0.3, (6, 2, 4, 4)),
+             "w3": rng.normal(0, 0.1, (3, 2 * 8 * 8))}
+    return make_model(nodes, [("z", ["N", 10])], [("y", ["N", "c", "h", "w"])], inits)
+
+
+def prelu_conv1d_model():
+    """A 1-D convolution (imported as 2-D with reshapes) followed by a per-channel PReLU."""
+    rng = np.random.default_rng(6)
+    nodes = [helper.make_node("ConvTranspose", ["x", "w"], ["t"], kernel_shape=[3], strides=[2],
+                              pads=[1, 0]),
+             helper.make_node("PRelu", ["t", "slope"], ["y"])]
+    inits = {"w": rng.normal(0, 0.4, (4, 6, 3)), "slope": rng.uniform(0, 0.5, (6, 1))}
+    return make_model(nodes, [("x", ["N", 4, 7])], [("y", ["N", "c", "h", "w"])], inits)
+
+
+def concat_model(skip_input=False, unet=False):
+    """Channel concatenations (the skip connections of U-Net generators):
+
+    * default: x -> conv a -> ReLU, x -> conv b -> ReLU, Concat(a, b) -> conv;
+    * ``skip_input``: Concat(x, conv(x) -> ReLU) -> conv (a model input in the concat);
+    * ``unet``: e = conv(x) -> ReLU, d = conv(e) -> LeakyReLU, Concat(d, e) -> conv (e is
+      also read by the next conv), and Concat of that with x (nested) -> conv.
+    """
+    rng = np.random.default_rng(7)
+    conv = functools.partial(helper.make_node, "Conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    inits = {}
+
+    def weights(name, cout, cin, scale=0.3):
+        inits[f"w{name}"] = rng.normal(0, scale, (cout, cin, 3, 3))
+        inits[f"b{name}"] = rng.normal(0, 0.1, cout)
+        return [f"w{name}", f"b{name}"]
+
+    if skip_input:
+        nodes = [conv(["x", *weights("a", 3, 2)], ["ca"]), helper.make_node("Relu", ["ca"], ["a"]),
+                 helper.make_node("Concat", ["x", "a"], ["cat"], axis=1),
+                 conv(["cat", *weights("o", 4, 5)], ["y"])]
+    elif unet:
+        nodes = [conv(["x", *weights("e", 3, 2)], ["ce"]), helper.make_node("Relu", ["ce"], ["e"]),
+                 conv(["e", *weights("d", 5, 3, 1.0)], ["cd"]),
+                 helper.make_node("LeakyRelu", ["cd"], ["d"], alpha=0.2),
+                 helper.make_node("Concat", ["d", "e"], ["cat"], axis=1),
+                 helper.make_node("Concat", ["cat", "x"], ["cat2"], axis=1),
+                 conv(["cat2", *weights("o", 4, 10)], ["y"])]
+    else:
+        nodes = [conv(["x", *weights("a", 3, 2)], ["ca"]), helper.make_node("Relu", ["ca"], ["a"]),
+                 conv(["x", *weights("b", 5, 2, 1.0)], ["cb"]),
+                 helper.make_node("Relu", ["cb"], ["b"]),
+                 helper.make_node("Concat", ["a", "b"], ["cat"], axis=1),
+                 conv(["cat", *weights("o", 4, 8)], ["y"])]
+    return make_model(nodes, [("x", ["N", 2, 6, 5])], [("y", ["N", "c", "h", "w"])], inits)
+
+
+def residual_model(kind):
+    """Residual Adds (the skip connections of ResNet generators), 3x3 convs with pads 1:
+
+    * ``block``: h = ReLU(conv x); s = h + conv(ReLU(conv h)); y = conv(ReLU(s)) (the Add's
+      ReLU fused; h also read by the block's first conv);
+    * ``scales``: y = conv_a(x) + conv_b(x), weights 0.3 and 1.5 (inputs of very different
+      scales; the Add writes the model output), 8 x 12 x 10: on the tiny machine the operands
+      do not fit next to the Add's output, and spill;
+    * ``input skip, two blocks``: s1 = x + block(x) (a model input in the Add),
+      s2 = s1 + block(s1) (an Add's output in the next Add), y = Tanh(s2);
+    * ``self``: h = ReLU(conv x); y = conv(h + h) (one value added to itself);
+    * ``input twice``: y = conv(ReLU(x + x)) (the model input added to itself);
+    * ``into concat``: s = ReLU(conv x) + conv x; y = conv(Concat(s, conv_d x)), conv_d's
+      weights 1.5 (an Add's output in a Concat of a larger scale: requantized by its LUT).
+    """
+    rng = np.random.default_rng(8)
+    conv = functools.partial(helper.make_node, "Conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    inits = {}
+    c, hw = (8, [12, 10]) if kind == "scales" else (4, [6, 5])
+
+    def weights(name, cout, cin, scale=0.3):
+        inits[f"w{name}"] = rng.normal(0, scale, (cout, cin, 3, 3))
+        inits[f"b{name}"] = rng.normal(0, 0.1, cout)
+        return [f"w{name}", f"b{name}"]
+
+    def node(op, inputs, output, **attrs):
+        return helper.make_node(op, inputs, [output], **attrs)
+
+    def block(x, name):
+        return [conv([x, *weights(f"{name}1", c, c)], [f"{name}c1"]),
+                node("Relu", [f"{name}c1"], f"{name}r"),
+                conv([f"{name}r", *weights(f"{name}2", c, c)], [f"{name}c2"])]
+
+    if kind == "block":
+        nodes = [conv(["x", *weights("0", c, c)], ["c0"]), node("Relu", ["c0"], "h"),
+                 *block("h", "b"), node("Add", ["h", "bc2"], "s"), node("Relu", ["s"], "sr"),
+                 conv(["sr", *weights("3", 3, c)], ["y"])]
+    elif kind == "scales":
+        nodes = [conv(["x", *weights("a", c, c)], ["a"]),
+                 conv(["x", *weights("b", c, c, 1.5)], ["b"]), node("Add", ["a", "b"], "y")]
+    elif kind == "input skip, two blocks":
+        nodes = [*block("x", "p"), node("Add", ["x", "pc2"], "s1"),
+                 *block("s1", "q"), node("Add", ["s1", "qc2"], "s2"), node("Tanh", ["s2"], "y")]
+    elif kind == "self":
+        nodes = [conv(["x", *weights("0", c, c)], ["c0"]), node("Relu", ["c0"], "h"),
+                 node("Add", ["h", "h"], "s"), conv(["s", *weights("1", 3, c)], ["y"])]
+    elif kind == "input twice":
+        nodes = [node("Add", ["x", "x"], "s"), node("Relu", ["s"], "r"),
+                 conv(["r", *weights("1", 3, c)], ["y"])]
+    else:
+        nodes = [conv(["x", *weights("a", c, c)], ["ca"]), node("Relu", ["ca"], "a"),
+                 conv(["x", *weights("b", c, c)], ["b"]), node("Add", ["a", "b"], "s"),
+                 conv(["x", *weights("d", c, c, 1.5)], ["d"]),
+                 node("Concat", ["s", "d"], "cat", axis=1),
+                 conv(["cat", *weights("o", 3, 2 * c)], ["y"])]
+    return make_model(nodes, [("x", ["N", c, *hw])], [("y", ["N", "c", "h", "w"])], inits)
+
+
+def spread_model(kind):
+    """Nearest upsampling and depth-to-space (the resize-conv and sub-pixel blocks of
+    generators), 3x3 convs with pads 1:
+
+    * ``resize``: conv -> ReLU -> Resize nearest x2 -> conv -> LeakyReLU;
+    * ``resize 3x2``: the same by (3, 2);
+    * ``resize output``: conv -> ReLU -> Resize x2, the model output;
+    * ``large ...``: the case on a 12 x 10 input (stages and spills on the tiny machine);
+    * ``input``: the model input resized x2 -> conv;
+    * ``shared``: conv -> ReLU, read by a Resize x2 -> conv and by a 1x1 conv (added);
+    * ``DCR`` / ``CRD``: conv (8 channels) -> ReLU -> DepthToSpace 2 -> conv;
+    * ``input CRD``: DepthToSpace of the model input -> conv.
+    """
+    rng = np.random.default_rng(9)
+    hw = [5, 4]
+    if kind.startswith("large "):
+        kind, hw = kind[len("large "):], [12, 10]
+    conv = functools.partial(helper.make_node, "Conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    inits = {}
+
+    def weights(name, cout, cin, k=3):
+        inits[f"w{name}"] = rng.normal(0, 0.3, (cout, cin, k, k))
+        inits[f"b{name}"] = rng.normal(0, 0.1, cout)
+        return [f"w{name}", f"b{name}"]
+
+    def resize(x, y, factors=(2.0, 2.0)):
+        inits[f"s{y}"] = np.array([1.0, 1.0, *factors])
+        return helper.make_node("Resize", [x, "", f"s{y}"], [y], mode="nearest",
+                                coordinate_transformation_mode="asymmetric",
+                                nearest_mode="floor")
+
+    cin = 8 if kind == "input CRD" else 3
+    tail = [conv(["u", *weights("o", 4, 2 if kind == "input CRD" else 5)], ["co"]),
+            helper.make_node("LeakyRelu", ["co"], ["y"], alpha=0.2)]
+    if kind == "resize output":
+        head, tail = [conv(["x", *weights("a", 5, cin)], ["ca"]),
+                      helper.make_node("Relu", ["ca"], ["a"])], [resize("a", "y")]
+    elif kind in ("resize", "resize 3x2", "shared"):
+        head = [conv(["x", *weights("a", 5, cin)], ["ca"]),
+                helper.make_node("Relu", ["ca"], ["a"])]
+        head.append(resize("a", "u", (3.0, 2.0) if kind == "resize 3x2" else (2.0, 2.0)))
+        if kind == "shared":
+            tail = [conv(["u", *weights("o", 4, 5)], ["co"]),
+                    helper.make_node("Conv", ["a", *weights("p", 4, 5, 1)], ["cp"],
+                                     kernel_shape=[1, 1]),
+                    resize("cp", "up"),
+                    helper.make_node("Add", ["co", "up"], ["y"])]
+    elif kind == "input":
+        head = [resize("x", "u")]
+        tail = [conv(["u", *weights("o", 4, cin)], ["co"]),
+                helper.make_node("LeakyRelu", ["co"], ["y"], alpha=0.2)]
+    elif kind in ("DCR", "CRD"):
+        head = [conv(["x", *weights("a", 20, cin)], ["ca"]),
+                helper.make_node("Relu", ["ca"], ["a"]),
+                helper.make_node("DepthToSpace", ["a"], ["u"], blocksize=2, mode=kind)]
+    else:
+        head = [helper.make_node("DepthToSpace", ["x"], ["u"], blocksize=2, mode="CRD")]
+    return make_model(head + tail, [("x", ["N", cin, *hw])], [("y", ["N", "c", "h", "w"])],
+                      inits)

@@ -10,7 +10,6 @@ compared with the simulator's estimate, within 5%).
 
 import subprocess
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,18 +22,18 @@ from flexigan.hw.arch.config import AcceleratorConfig
 from flexigan.hw.arch.timing import TESTBENCH_MEM_LATENCY
 from flexigan.sim import isa_sim
 from flexigan.sim.rtl import SIMULATORS, run_programs
-from tests.compiler.test_lower import (
-    _concat_model,
-    _conv,
-    _convt,
-    _project_and_reshape,
-    _residual_model,
-    _spread_model,
+from tests.helpers import (
+    EXAMPLES,
+    concat_model,
+    conv_model,
+    convt_model,
+    project_and_reshape_model,
     quantized,
+    residual_model,
+    spread_model,
+    tiny_generator,
 )
-from tests.helpers import EXAMPLES, tiny_generator
 
-BUILD = Path(__file__).resolve().parents[2] / "build" / "cocotb" / "accelerator"
 #: The latency of the testbench's memory (cocotbext-axi's ``AxiRam``): cycles from a burst's
 #: address to its first beat, as the cycle model counts them.
 TB_LATENCY = TESTBENCH_MEM_LATENCY
@@ -49,17 +48,17 @@ EXACT = ("macs_issued", "macs_skipped", "dma_bytes", "runs", "instructions")
 
 
 CASES = {
-    "conv": lambda: _conv(3, 6, (6, 6), [3, 3], pads=[1, 1, 1, 1]),
-    "convt k3 s2": lambda: _convt(4, 5, (3, 3), [3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
+    "conv": lambda: conv_model(3, 6, (6, 6), [3, 3], pads=[1, 1, 1, 1]),
+    "convt k3 s2": lambda: convt_model(4, 5, (3, 3), [3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
                                   output_padding=[1, 1]),
-    "gemm": _project_and_reshape,
+    "gemm": project_and_reshape_model,
     "generator (two ConvT)": tiny_generator,
-    "conv groups 3 stride 2": lambda: _conv(6, 9, (7, 6), [3, 3], group=3, strides=[2, 2],
+    "conv groups 3 stride 2": lambda: conv_model(6, 9, (7, 6), [3, 3], group=3, strides=[2, 2],
                                             pads=[1, 1, 1, 0]),
-    "concat skip": lambda: _concat_model(),
-    "residual add": lambda: _residual_model("block"),
-    "resize-conv": lambda: _spread_model("resize"),
-    "depth-to-space": lambda: _spread_model("DCR"),
+    "concat skip": lambda: concat_model(),
+    "residual add": lambda: residual_model("block"),
+    "resize-conv": lambda: spread_model("resize"),
+    "depth-to-space": lambda: spread_model("DCR"),
 }
 
 
@@ -99,10 +98,10 @@ def _check(compiled, results, config, sparse):
 
 
 @pytest.mark.parametrize("simulator", SIMULATORS)
-def test_programs_bit_exact_with_isa_sim(simulator, compiled):
+def test_programs_bit_exact_with_isa_sim(simulator, compiled, build_root):
     start = time.monotonic()
     results = run_programs([image for _, _, image in compiled], CONFIG, simulator=simulator,
-                           build_dir=BUILD / "small", max_cycles=MAX_CYCLES)
+                           build_dir=build_root / "small", max_cycles=MAX_CYCLES)
     ratios = _check(compiled, results, CONFIG, sparse=True)
     print(f"{simulator}: RTL / ISA cycles", {k: round(v, 3) for k, v in ratios.items()},
           f"({time.monotonic() - start:.1f} s)")
@@ -112,12 +111,12 @@ def test_programs_bit_exact_with_isa_sim(simulator, compiled):
 
 
 @pytest.mark.parametrize("simulator", SIMULATORS)
-def test_random_axi_pauses_and_no_sparse(simulator, compiled):
+def test_random_axi_pauses_and_no_sparse(simulator, compiled, build_root):
     """Backpressure on every AXI channel, and zero skipping off (the ``bypass`` register)."""
     subset = compiled[:2]
     for sparse in (True, False):
         results = run_programs([image for _, _, image in subset], CONFIG, simulator=simulator,
-                               build_dir=BUILD / "small", pause=0.3, seed=3, sparse=sparse,
+                               build_dir=build_root / "small", pause=0.3, seed=3, sparse=sparse,
                                max_cycles=MAX_CYCLES)
         _check(subset, results, CONFIG, sparse)
 
@@ -148,7 +147,7 @@ def _dma_programs():
     return images
 
 
-def test_dma_and_fetch_cycles_follow_the_cycle_model():
+def test_dma_and_fetch_cycles_follow_the_cycle_model(build_root):
     """Instruction fetch and DMA on the read port, cycle for cycle (within 2): an instruction
     enters the queue with its last beat; a transfer pays the memory latency once, not per
     burst (the reader and writer request every burst up front); a load claims the port ahead
@@ -157,7 +156,7 @@ def test_dma_and_fetch_cycles_follow_the_cycle_model():
     programs it overestimated the RTL's cycles by up to 6%."""
     images = _dma_programs()
     results = run_programs(list(images.values()), CONFIG, simulator="verilator",
-                           build_dir=BUILD / "small", max_cycles=MAX_CYCLES)
+                           build_dir=build_root / "small", max_cycles=MAX_CYCLES)
     got = {name: r.counters["cycles"] for name, r in zip(images, results)}
     want = {name: isa_sim.run(image, CONFIG).cycles for name, image in images.items()}
     print("RTL / model cycles", {k: (got[k], want[k]) for k in images})
@@ -167,14 +166,14 @@ def test_dma_and_fetch_cycles_follow_the_cycle_model():
 @pytest.mark.slow
 @pytest.mark.parametrize("simulator", SIMULATORS)
 @pytest.mark.parametrize("model", ["generator", "discriminator"])
-def test_digits_example(simulator, model):
+def test_digits_example(simulator, model, build_root):
     config = AcceleratorConfig(groups=4, lanes=8, act_banks=4, act_bank_bytes=4096,
                                weight_bytes=4096, param_entries=64, uop_depth=32,
                                axi_data_width=64, mem_latency=TB_LATENCY, burst_bytes=256)
     path = EXAMPLES / "digits" / f"{model}.onnx"
     compiled = _compiled({model: lambda: str(path)}, config)
     results = run_programs([compiled[0][2]], config, simulator=simulator,
-                           build_dir=BUILD / "digits")
+                           build_dir=build_root / "digits")
     ratios = _check(compiled, results, config, sparse=True)
     print(f"{simulator} {model}: RTL / ISA cycles {ratios[model]:.3f}")
 

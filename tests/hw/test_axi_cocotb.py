@@ -1,7 +1,6 @@
 """The AXI4-Lite register file and the AXI4 DMA parts on real simulators, against AxiRam."""
 
 import time
-from pathlib import Path
 
 import pytest
 
@@ -9,16 +8,15 @@ from flexigan.hw.arch.config import AcceleratorConfig
 from flexigan.sim.rtl import SIMULATORS, run_cocotb
 from flexigan.sim.tb.dma_copy import DmaCopy
 
-BUILD = Path(__file__).resolve().parents[2] / "build" / "cocotb"
 #: 32-bit AXI and 256-byte bursts: copies of a few hundred bytes take several bursts.
 CONFIG = AcceleratorConfig(axi_data_width=32, burst_bytes=256)
 
 
 @pytest.mark.parametrize("pause", [0.0, 0.3])
 @pytest.mark.parametrize("simulator", SIMULATORS)
-def test_dma_copy_against_axi_ram(simulator, pause):
+def test_dma_copy_against_axi_ram(simulator, pause, build_root):
     start = time.monotonic()
     run_cocotb(DmaCopy(CONFIG), test_module="flexigan.sim.tb.dma_copy", simulator=simulator,
-               build_dir=BUILD / "dma_copy",
+               build_dir=build_root / "dma_copy",
                extra_env={"AXI_DATA_WIDTH": CONFIG.axi_data_width, "PAUSE": pause, "SEED": 1})
     assert time.monotonic() - start < 60

@@ -23,7 +23,7 @@ from flexigan.hw.arch.isa import PARAM_DTYPE
 from flexigan.hw.crossbar import Crossbar
 from flexigan.hw.group import Group, act_tag_layout
 from flexigan.sim import isa_sim
-from tests.compiler.test_lower import _conv, _convt, quantized
+from tests.helpers import conv_model, convt_model, quantized
 from tests.hw.streams import Pauses, put, simulate
 
 CONFIG = AcceleratorConfig(groups=2, lanes=4, act_banks=4, act_bank_bytes=256, weight_bytes=256,
@@ -345,7 +345,7 @@ def test_two_groups_share_the_crossbar():
 
 
 def test_compiled_conv():
-    runs = compiled_runs(_conv(3, 4, (6, 6), [3, 3], pads=[1, 1, 1, 1]))
+    runs = compiled_runs(conv_model(3, 4, (6, 6), [3, 3], pads=[1, 1, 1, 1]))
     # Both groups' chains read banks 0 and 1: the model's share of reads per bank is coarse
     # (with the sparse core, 99 RTL cycles for its 100 on group 1).
     check(runs, seed=5, within=(0.98, 1.15))
@@ -353,7 +353,7 @@ def test_compiled_conv():
 
 def test_compiled_convtranspose_phases():
     # k=3, s=2: phases of 4, 2, 2 and 1 taps, border segments with fewer.
-    runs = compiled_runs(_convt(2, 4, (4, 4), [3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
+    runs = compiled_runs(convt_model(2, 4, (4, 4), [3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
                                 output_padding=[1, 1]))
     assert len({len(r.code) for r in runs}) > 1
     # Both groups' post-writers write bank 0 at up to a byte per cycle, which the model does
@@ -391,7 +391,7 @@ def test_groups_on_one_bank_do_not_wait_when_taps_share_words():
 
 
 def test_compiled_gemm():
-    runs = compiled_runs(_convt(10, 3, (1, 1), [1, 1], act="Sigmoid"))
+    runs = compiled_runs(convt_model(10, 3, (1, 1), [1, 1], act="Sigmoid"))
     check(runs, seed=7, sparse=False)
 
 

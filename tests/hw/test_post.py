@@ -5,6 +5,7 @@ import pytest
 
 from flexigan.hw.arch.config import AcceleratorConfig
 from flexigan.hw.post import Post
+from tests.helpers import requant_oracle
 from tests.hw.streams import Pauses, get, put, simulate
 
 CONFIG = AcceleratorConfig()
@@ -12,9 +13,7 @@ CONFIG = AcceleratorConfig()
 
 def requant(acc, bias, multiplier, shift):
     """docs/isa.md's POST formula, in Python integers."""
-    x = (acc + bias) * multiplier
-    x = (x + (1 << (shift - 1))) >> shift if shift else x
-    return max(-128, min(127, x))
+    return requant_oracle(acc + bias, multiplier, shift)
 
 
 def random_job(rng, tables):

@@ -8,7 +8,7 @@ from onnx import helper
 from flexigan.compiler import ir, quant
 from flexigan.compiler.evaluate import run_float
 from flexigan.sim import golden
-from tests.helpers import make_model
+from tests.helpers import make_model, requant_oracle
 
 RNG = np.random.default_rng(0)
 
@@ -142,10 +142,7 @@ def test_run_float_keep_returns_every_value():
 
 def requant_loop(acc, r, c):
     """One value of Requant, in Python integers."""
-    m, s = int(r.multiplier[c]), int(r.shift[c])
-    v = acc * m + int(r.offset[c])
-    v = (v + (1 << (s - 1))) >> s if s else v
-    return max(-128, min(127, v))
+    return requant_oracle(acc, int(r.multiplier[c]), int(r.shift[c]), int(r.offset[c]))
 
 
 def conv_loop(x, op, q):
@@ -233,8 +230,8 @@ def test_run_int_add_matches_loop():
     x, z = (RNG.integers(-128, 128, (4, 3, 4)).astype(np.int8) for _ in range(2))
     want = np.zeros(x.shape, dtype=np.int64)
     for i in np.ndindex(x.shape):
-        v = (int(x[i]) * q.weight_a + int(z[i]) * q.weight_b) * q.multiplier
-        want[i] = max(-128, min(127, (v + (1 << (q.shift - 1))) >> q.shift))
+        want[i] = requant_oracle(int(x[i]) * q.weight_a + int(z[i]) * q.weight_b,
+                                 int(q.multiplier), int(q.shift))
     got = golden.run_int(qgraph, {"x": x, "z": z})["y"]
     assert got.dtype == np.int8 and np.isin([-128, 127], got).any()
     np.testing.assert_array_equal(got, want)

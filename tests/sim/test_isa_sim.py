@@ -16,8 +16,7 @@ from flexigan.hw.arch.isa import PARAM_DTYPE
 from flexigan.hw.arch.timing import ACCESS_FILL, DECODE_CYCLES, EXECUTE_FILL, LOAD_SETUP, POST_DRAIN
 from flexigan.sim import isa_sim
 from flexigan.sim.isa_sim import ProgramError, run, simulate
-from tests.compiler.test_lower import SIM, check_bit_exact, quantized
-from tests.helpers import EXAMPLES
+from tests.helpers import EXAMPLES, SIM, check_bit_exact, quantized, requant_oracle
 
 ISA_DOC = Path(__file__).resolve().parents[2] / "docs" / "isa.md"
 SMALL = AcceleratorConfig(groups=2, lanes=2, act_banks=2, act_bank_bytes=256, weight_bytes=64,
@@ -88,7 +87,7 @@ def conv1d_data(use_lut=0, per_lane=0):
 def conv1d_expected(x, w, tables, use_lut, per_lane):
     acc = np.array([[100, -20]]) + np.stack([x[c:c + 2] @ w.astype(np.int64) for c in range(3)])
     shift = np.array([9, 15])
-    y = np.clip((acc * np.array([3000, 20000]) + (1 << shift >> 1)) >> shift, -128, 127)
+    y = requant_oracle(acc, np.array([3000, 20000]), shift)
     if use_lut:
         y = tables[np.array([0, 1]) if per_lane else np.array([0, 0]), y + 128]
     # Pixel c writes its lanes at 100 + 2c + l: the 3 x 2 outputs are contiguous.
