@@ -1,1 +1,1 @@
-"""Board support: amaranth-boards platforms and the host bridge."""
+"""Board support: synthesis of the accelerator's Verilog with Yosys for ECP5 and iCE40."""

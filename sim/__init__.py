@@ -1,1 +1,3 @@
-"""Simulators: the golden fixed-point interpreter (and later the instruction-level and RTL runs)."""
+"""Simulators: the golden fixed-point interpreter, the instruction-level simulator and the RTL
+runner (cocotb testbenches under Verilator and Icarus), each checked bit for bit against the one
+before it."""
