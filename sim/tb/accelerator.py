@@ -19,8 +19,8 @@ from pathlib import Path
 import cocotb
 from cocotb.triggers import ClockCycles
 
-from flexigan.hw.axi import register_addresses
 from flexigan.hw.arch.isa import COUNTER_NAMES
+from flexigan.hw.axi import register_addresses
 from flexigan.hw.controller import STATUS_DONE, STATUS_ERROR, registers
 
 from . import AxiTB, env_float, env_int
