@@ -102,39 +102,12 @@ def _decode(level, word):
     return (isa.decode_global if level == "global" else isa.decode_uop)(word)
 
 
-@dataclass(frozen=True)
-class _Micro:
-    """A parsed micro-program: tap offsets of its loop nest, ACT/WGT registers, execute body."""
-
-    act: tuple
-    wgt: tuple
-    loops: tuple
-    act_taps: np.ndarray
-    wgt_taps: np.ndarray
-    body: tuple
-
-
 @functools.lru_cache(maxsize=4096)
 def _parse(words):
-    loops = [(1, 0, 0)] * isa.LOOP_LEVELS
-    act, wgt, body = (0, 0, 0), (0, 0), []
-    for word in words:
-        op, f = _decode("uop", word)
-        if op == isa.UopOp.LOOP:
-            if f["level"] >= isa.LOOP_LEVELS:
-                raise ProgramError(f"LOOP level {f['level']} (levels are 0..2)")
-            loops[f["level"]] = (f["count"], f["act_stride"], f["wgt_stride"])
-        elif op == isa.UopOp.ACT:
-            act = (f["base"], f["row_stride"], f["col_stride"])
-        elif op == isa.UopOp.WGT:
-            wgt = (f["base"], f["lane_stride"])
-        elif op != isa.UopOp.NOP:
-            body.append((op, f))
-    grids = np.meshgrid(*(np.arange(c) for c, _, _ in loops), indexing="ij")
-    act_taps = sum(g * s for g, (_, s, _) in zip(grids, loops)).ravel()
-    wgt_taps = sum(g * s for g, (_, _, s) in zip(grids, loops)).ravel()
-    return _Micro(act, wgt, tuple(loops), np.asarray(act_taps, np.int64),
-                  np.asarray(wgt_taps, np.int64), tuple(body))
+    try:
+        return isa.parse_micro_program(words)
+    except ValueError as error:
+        raise ProgramError(str(error)) from None
 
 
 def _fair(demands):
