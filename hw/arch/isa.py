@@ -9,9 +9,12 @@ type the decoders of the RTL. docs/isa.md gives every field and each instruction
 Level 1, global instructions (256 bits), run by the global controller in program order.
 Level 2, micro-ops (128 bits), run by a group's micro-sequencer: access micro-ops (LOOP, ACT,
 WGT) configure the group's address generators once per RUN; execute micro-ops (CLEAR, MAC, POST,
-WRITE) run once per output pixel of the RUN.
+WRITE) run once per output pixel of the RUN. :func:`parse_micro_program` decodes a whole
+micro-program into what those configure: its tap loop nest, ACT/WGT registers and execute body.
 """
 
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from amaranth.hdl import signed, unsigned
@@ -22,6 +25,7 @@ __all__ = [
     "GLOBAL_BYTES", "UOP_BYTES", "GLOBAL_ARGS", "UOP_ARGS", "PARAM_BYTES", "LUT_BYTES",
     "LOOP_LEVELS", "GROUP_MASK_BITS", "MAX_GROUPS", "PARAM_LAYOUT", "PARAM_DTYPE", "COUNTER_NAMES",
     "unit_bytes", "encode_global", "decode_global", "encode_uop", "decode_uop", "fields_of",
+    "Loop", "ActRegisters", "WgtRegisters", "ExecuteOp", "MicroProgram", "parse_micro_program",
 ]
 
 GLOBAL_BITS = 256
@@ -284,3 +288,121 @@ def encode_uop(op, **operands):
 def decode_uop(word):
     """``(UopOp, {operand: value})`` of an encoded micro-op."""
     return _decode(_UOP_LAYOUT, UOP_ARGS, word)
+
+
+# --- micro-programs --------------------------------------------------------------------------
+
+
+class Loop(NamedTuple):
+    """One level of a micro-program's tap loop nest, as a LOOP micro-op sets it."""
+
+    count: int
+    act_stride: int
+    wgt_stride: int
+
+
+class ActRegisters(NamedTuple):
+    """The access engine's activation address registers, as an ACT micro-op sets them."""
+
+    base: int
+    row_stride: int
+    col_stride: int
+
+
+class WgtRegisters(NamedTuple):
+    """The access engine's weight address registers, as a WGT micro-op sets them."""
+
+    base: int
+    lane_stride: int
+
+
+class ExecuteOp(NamedTuple):
+    """One execute micro-op of a micro-program's per-pixel body (CLEAR, MAC, POST or WRITE)."""
+
+    op: UopOp
+    fields: dict
+
+
+#: A loop level no LOOP micro-op configures: one iteration, no stride.
+_UNSET_LOOP = Loop(1, 0, 0)
+
+
+@dataclass(frozen=True, eq=False)
+class MicroProgram:
+    """A decoded micro-program (see :func:`parse_micro_program`).
+
+    Attributes
+    ----------
+    loops : tuple of Loop
+        The :data:`LOOP_LEVELS` levels of the tap loop nest, 0 outermost.
+    act : ActRegisters
+    wgt : WgtRegisters
+    act_taps, wgt_taps : read-only int64 array
+        Every tap's ACT and WGT address offset, ``sum(i_k * stride_k)`` over the levels, in
+        docs/isa.md's row-major tap order (level 2 fastest).
+    body : tuple of ExecuteOp
+        The execute micro-ops, in program order.
+    """
+
+    loops: tuple
+    act: ActRegisters
+    wgt: WgtRegisters
+    act_taps: np.ndarray
+    wgt_taps: np.ndarray
+    body: tuple
+
+    @property
+    def mac_passes(self):
+        """How many MAC micro-ops the body holds: each runs the whole tap loop nest."""
+        return sum(op == UopOp.MAC for op, _ in self.body)
+
+    @property
+    def writes(self):
+        """Whether the body writes its pixels to ACT (holds a WRITE)."""
+        return any(op == UopOp.WRITE for op, _ in self.body)
+
+
+def parse_micro_program(words):
+    """Decode the micro-op words of one RUN, as its group's micro-sequencer sees them.
+
+    The access micro-ops (LOOP, ACT, WGT) set registers; the last one of each kind (and of each
+    LOOP level) wins, wherever it stands; a loop level not set counts 1 with strides 0. The
+    execute micro-ops (CLEAR, MAC, POST, WRITE) form the body; NOPs are dropped.
+
+    Parameters
+    ----------
+    words : iterable of int
+        Encoded micro-ops (:func:`encode_uop`), in program order.
+
+    Returns
+    -------
+    MicroProgram
+
+    Raises
+    ------
+    ValueError
+        On a word that is no micro-op, or a LOOP level of :data:`LOOP_LEVELS` or more.
+    """
+    loops = [_UNSET_LOOP] * LOOP_LEVELS
+    act, wgt, body = ActRegisters(0, 0, 0), WgtRegisters(0, 0), []
+    for word in words:
+        op, fields = decode_uop(word)
+        if op == UopOp.LOOP:
+            if fields["level"] >= LOOP_LEVELS:
+                raise ValueError(f"LOOP level {fields['level']} (levels are "
+                                 f"0..{LOOP_LEVELS - 1})")
+            loops[fields["level"]] = Loop(fields["count"], fields["act_stride"],
+                                          fields["wgt_stride"])
+        elif op == UopOp.ACT:
+            act = ActRegisters(fields["base"], fields["row_stride"], fields["col_stride"])
+        elif op == UopOp.WGT:
+            wgt = WgtRegisters(fields["base"], fields["lane_stride"])
+        elif op != UopOp.NOP:
+            body.append(ExecuteOp(op, fields))
+    grids = np.meshgrid(*(np.arange(loop.count) for loop in loops), indexing="ij")
+    act_taps = np.asarray(sum(g * loop.act_stride for g, loop in zip(grids, loops)).ravel(),
+                          np.int64)
+    wgt_taps = np.asarray(sum(g * loop.wgt_stride for g, loop in zip(grids, loops)).ravel(),
+                          np.int64)
+    act_taps.flags.writeable = wgt_taps.flags.writeable = False
+    return MicroProgram(tuple(loops), act, wgt, act_taps, wgt_taps, tuple(body))

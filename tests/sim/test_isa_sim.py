@@ -1,6 +1,7 @@
-"""The instruction-level simulator: one test per instruction class against numpy (hand-written
-programs), the cycle model's rules, and the example models bit-exact with the golden
-interpreter, with the cycle bounds the project promises."""
+"""The instruction-level simulator running programs: hand-written ones against numpy, the cycle
+model's rules (DMA, BARRIER, COUNTERS, RUN pipeline, crossbar), and the example models
+bit-exact with the golden interpreter, with the cycle bounds the project promises. Each
+instruction's semantics alone: tests/sim/test_isa_semantics.py."""
 
 import re
 from pathlib import Path
@@ -13,7 +14,14 @@ from flexigan.compiler.lower import lower
 from flexigan.hw.arch import isa
 from flexigan.hw.arch.config import AcceleratorConfig, preset
 from flexigan.hw.arch.isa import PARAM_DTYPE
-from flexigan.hw.arch.timing import ACCESS_FILL, DECODE_CYCLES, EXECUTE_FILL, LOAD_SETUP, POST_DRAIN
+from flexigan.hw.arch.timing import (
+    ACCESS_FILL,
+    DECODE_CYCLES,
+    EXECUTE_FILL,
+    ISSUE_CYCLES,
+    LOAD_SETUP,
+    POST_DRAIN,
+)
 from flexigan.sim import isa_sim
 from flexigan.sim.isa_sim import ProgramError, run, simulate
 from tests.helpers import EXAMPLES, SIM, check_bit_exact, quantized, requant_oracle
@@ -133,6 +141,42 @@ def test_dma_costs_latency_once_plus_bytes_per_beat():
     fetch = isa_sim.transfer_cycles(SMALL, 2 * isa.GLOBAL_BYTES)
     assert result.cycles == fetch + 10 + 10 + LOAD_SETUP
     assert result.counters["dma_bytes"] == 40
+
+
+def test_barrier_waits_for_all_dma():
+    def timed(wait):
+        return run(image(f"DMA_LOAD space=ACT ext_addr={X} length=40\n{wait}\nEND", {}), SMALL)
+
+    barrier, nop = timed("BARRIER group_mask=0"), timed("NOP")
+    # The load ends as in the test above; a NOP in the BARRIER's place issues long before.
+    fetch = isa_sim.transfer_cycles(SMALL, 2 * isa.GLOBAL_BYTES)
+    assert barrier.time[1] == fetch + 10 + 10 + LOAD_SETUP > nop.time[1]
+
+
+def test_barrier_waits_for_the_runs_of_its_groups_only():
+    def timed(mask):
+        return run(image(f"""
+            UOP_LOAD group_mask=0x1 ext_addr={U} local_addr=0 length={16 * 7}
+            RUN group_mask=0x1 uop_addr=0 uop_count=7 rows=1 cols=40 lanes=2 out_offset=100
+            BARRIER group_mask={mask}
+            END
+            """, {U: uops(CONV1D.format(use_lut=0, per_lane=0))}), SMALL)
+
+    own, other = timed(0x1), timed(0x2)
+    # END waits for group 0's RUN; the BARRIER on group 1 does not, the one on group 0 does.
+    assert other.time[2] < other.cycles == own.time[2] == own.cycles
+
+
+def test_counters_store_the_counters_in_their_order():
+    _, _, _, data = conv1d_data()
+    result = run(image(conv1d_program(), data), SMALL)
+    block = np.frombuffer(result.memory[CNT:CNT + 8 * len(isa.COUNTER_NAMES)].tobytes(), "<u8")
+    # COUNTERS STORE is instruction 9 (from 0) of 11: it counts itself, and the time before it
+    # issues; nothing after it but END.
+    assert dict(zip(isa.COUNTER_NAMES, block.tolist())) == {
+        **result.counters, "cycles": result.time[9] - ISSUE_CYCLES, "instructions": 10}
+    assert result.counters["dma_bytes"] == 4 + 4 + 16 + 512 + 16 * 7 + 6
+    assert result.counters["runs"] == 1
 
 
 def test_dma_into_a_weight_half_waits_for_the_run_reading_it():
