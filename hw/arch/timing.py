@@ -2,7 +2,7 @@
 
 Each constant is a property of the Amaranth blocks (:mod:`flexigan.hw`) measured or stated by
 their tests (tests/hw/), and the instruction-level simulator's timing model
-(:mod:`flexigan.sim.isa`) charges exactly these. Change a block's pipeline and its constant here
+(:mod:`flexigan.sim.isa_sim`) charges exactly these. Change a block's pipeline and its constant here
 changes with it, or the hw tests fail.
 """
 
