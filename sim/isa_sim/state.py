@@ -14,14 +14,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ...errors import FlexiganError
 from ...hw.arch import isa
 from ...hw.arch.config import AcceleratorConfig
 
 __all__ = ["ProgramError", "MachineState", "check_run_addresses"]
 
 
-class ProgramError(ValueError):
-    """The program does something the ISA does not define (bad opcode, address out of range)."""
+class ProgramError(FlexiganError, ValueError):
+    """The program does something the ISA does not define (bad opcode, address out of range):
+    a corrupt or foreign program image, reported to the user as one line."""
 
 
 @dataclass(eq=False)
