@@ -5,7 +5,7 @@ instructions at address 0 (the controller starts there), then the micro-programs
 tiles (weights, PARAM entries, LUTs), a zero region (for clearing padded buffers), the model's
 input and output regions, spilled tensors and the performance-counter block. ``layout`` says
 where each of those is, how a tensor's logical elements map to bytes of its region (a
-:class:`~flexigan.compiler.plan.Grid`), and the per-layer schedule; it is plain JSON.
+:class:`~flexigan.compiler.grid.Grid`), and the per-layer schedule; it is plain JSON.
 
 A folder written by :meth:`Program.save` holds ``program.bin`` (the global instructions),
 ``memory.bin`` (the whole image), ``program.s`` (the listing of both levels) and
@@ -23,6 +23,7 @@ import numpy as np
 from ..hw.arch import isa
 from ..hw.arch.config import AcceleratorConfig
 from . import asm
+from .grid import Grid
 
 __all__ = ["Program", "load_program", "tensor_addresses"]
 
@@ -31,12 +32,9 @@ def tensor_addresses(entry):
     """Byte addresses (in the image) of a tensor's elements, in logical order and shape.
 
     ``entry`` is one value of ``layout["inputs"]`` or ``layout["outputs"]``: its region
-    ``addr``, logical ``shape`` and ``grid`` (see :class:`~flexigan.compiler.plan.Grid`).
+    ``addr``, logical ``shape`` and ``grid`` (see :class:`~flexigan.compiler.grid.Grid`).
     """
-    g = entry["grid"]
-    c, h, w = np.ogrid[:g["channels"], :g["height"], :g["width"]]
-    offsets = ((g["off_h"] + h * g["step_h"]) * g["cols"] + g["off_w"] + w * g["step_w"]) \
-        * g["channels"] + c
+    offsets = Grid.from_dict(entry["grid"]).addresses()
     return entry["addr"] + offsets.reshape(entry["shape"])
 
 

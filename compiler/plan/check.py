@@ -68,8 +68,11 @@ def _check_storages(p):
             expected = np.zeros(s.size, np.int64)
             expected[s.grid.addresses().ravel()] = 1
             wrong = np.flatnonzero(counts != expected)
-            _require(not wrong.size, f"storage {s.name!r}: byte {wrong[:1]} written "
-                     f"{counts[wrong[:1]]} times by layers {s.writers}")
+            if wrong.size:
+                byte = int(wrong[0])
+                _require(False, f"storage {s.name!r}: byte {byte} of its array is written "
+                                f"{counts[byte]} times by its layers {s.writers}, not "
+                                f"{expected[byte]}")
     for value, name in {**p.inputs, **p.outputs}.items():
         _require(name in [s.name for s in p.storages], f"model value {value!r}: no storage "
                                                         f"{name!r}")
