@@ -34,8 +34,8 @@ from ..errors import FitError
 from ..hw.arch import isa
 from ..hw.arch.timing import RUN_LATENCY
 from . import asm, ir, macs
-from .plan import align, plan
-from .program import Program
+from .plan import plan
+from .program import ImageBuilder, Program
 
 __all__ = ["lower", "MIN_UNITS_PER_GROUP"]
 
@@ -122,29 +122,6 @@ class _GroupMemory:
     tiles_loaded: int = 0
 
 
-class _Image:
-    """Regions of the memory image under construction; data deduplicated by content."""
-
-    def __init__(self):
-        self.regions = {}
-        self.seen = {}
-
-    def put(self, region, data):
-        """Reference ``(region, offset)`` of ``data`` appended (once) to ``region``."""
-        key = (region, data)
-        if key not in self.seen:
-            blob = self.regions.setdefault(region, bytearray())
-            self.seen[key] = (region, len(blob))
-            blob += data + bytes(align(len(data)) - len(data))
-        return self.seen[key]
-
-    def reserve(self, region, size):
-        blob = self.regions.setdefault(region, bytearray())
-        ref = (region, len(blob))
-        blob += bytes(align(size))
-        return ref
-
-
 def _instruction(op, **operands):
     """A global instruction, its operands' addresses in external memory given as ``(region,
     offset)`` references until the image is laid out."""
@@ -181,8 +158,8 @@ class _Lowering:
     """
 
     def __init__(self, p, config):
-        self.p, self.config = p, config
-        self.image = _Image()
+        self.plan, self.config = p, config
+        self.image = ImageBuilder()
         self.code = []
         self.groups = [_GroupMemory() for _ in range(config.groups)]
         self.all_groups = (1 << config.groups) - 1
@@ -224,7 +201,7 @@ class _Lowering:
         """DMA zeroing the gaps of a gapped destination before the layer writes it: the whole
         storage in ACT (by its first writer), or each staging buffer (a Concat's storage in
         external memory, with several writers, is read back and completed instead)."""
-        dst = self.p.storage(layer.dst)
+        dst = self.plan.storage(layer.dst)
         if not dst.grid.gapped:
             return []
         if dst.home == "act":
@@ -239,7 +216,7 @@ class _Lowering:
         """``(before, after, src, dst)`` of ``stage``: the DMA that fills its window (and, for a
         destination several layers write, loads its staging buffer), the DMA that stores its
         staging buffer, and where it finds its source and destination in ACT."""
-        src, dst = self.p.storage(layer.src), self.p.storage(layer.dst)
+        src, dst = self.plan.storage(layer.src), self.plan.storage(layer.dst)
         before, after = [], []
         src_at, dst_at = _InAct(src.act_addr, 0), _InAct(dst.act_addr, 0)
         window = layer.window(stage)
@@ -320,14 +297,14 @@ class _Lowering:
         for every lane if they fit, else a segment's, else a phase's or a segment's for as many
         lanes as fit. Half the buffer when every lane fits it, else the quicker of the two by
         :meth:`_estimate` (ties to half)."""
-        cfg = self.config
+        config = self.config
         cin = layer.cin_g
         phases = [len(r) * len(c) * cin for r in row_phases.values() for c in col_phases.values()]
         segments = [r.ntaps * c.ntaps * cin for r in row_segments for c in col_segments]
         phase, segment = max(1, *phases), max(1, *segments)
-        every = min(cfg.lanes, layer.weight.shape[1])
+        every = min(config.lanes, layer.weight.shape[1])
         best = None
-        for room in (self.half_bytes, cfg.weight_bytes):
+        for room in (self.half_bytes, config.weight_bytes):
             if phase * every <= room:
                 per_segment, lanes = False, every
             elif segment * every <= room:
@@ -346,8 +323,8 @@ class _Lowering:
                 best = cost, per_segment, lanes
         if best is None:
             raise FitError(f"layer {layer.name!r}: a weight tile needs {segment} bytes "
-                           f"per lane, the weight buffer holds {cfg.weight_bytes} "
-                           f"(short by {segment - cfg.weight_bytes})")
+                           f"per lane, the weight buffer holds {config.weight_bytes} "
+                           f"(short by {segment - config.weight_bytes})")
         return best[1:]
 
     def _estimate(self, layer, blocks, lanes, whole, segments):
@@ -355,8 +332,8 @@ class _Lowering:
         unit each, per lane tile and per piece of each stage) on ``lanes`` lanes: its MAC
         steps and RUNs over the groups, against the DMA of its tiles (double buffered: the
         larger; single buffered: a group's loads add to its runs)."""
-        cfg = self.config
-        groups = cfg.groups
+        config = self.config
+        groups = config.groups
         lane_tiles = layer.groups * -(-layer.weight.shape[1] // lanes)
         steps = layer.steps_per_lane_tile() * lane_tiles
         loads = 0
@@ -366,8 +343,9 @@ class _Lowering:
                                  len(blocks) * lane_tiles, groups))
             units = pieces * lane_tiles
             loads += units * len(blocks)
-            dma += units * sum(b * lanes / cfg.axi_bytes + -(-b * lanes // cfg.burst_bytes)
-                               * cfg.mem_latency for b in blocks)
+            dma += units * sum(block * lanes / config.axi_bytes
+                               + -(-block * lanes // config.burst_bytes) * config.mem_latency
+                               for block in blocks)
         compute = (steps + (loads + segments * lane_tiles) * RUN_LATENCY) / groups
         return max(compute + dma / groups, dma) if whole else max(compute, dma)
 
@@ -661,52 +639,27 @@ def lower(qgraph, config, reorder=True):
     return _assemble(lowering, p, schedule, qgraph, reorder)
 
 
-#: The regions of the memory image after the global program, in address order.
-_REGIONS = ("uops", "constants", "zeros", "inputs", "outputs", "spills", "counters")
-
-
 def _assemble(lowering, p, schedule, qgraph, reorder):
-    """Lay the regions out after the code, resolve references, encode."""
-    regions = lowering.image.regions
-    base = {"code": 0}
-    at = align(len(lowering.code) * isa.GLOBAL_BYTES)
-    for name in _REGIONS:
-        base[name] = at
-        at += len(regions.get(name, b""))
-    image = bytearray(at)
-
-    def resolve(value):
-        return base[value[0]] + value[1] if isinstance(value, tuple) else value
-
-    code = b"".join(asm.encode("global", op, **{k: resolve(v) for k, v in operands.items()})
-                    for op, operands in lowering.code)
-    image[:len(code)] = code
-    for name in _REGIONS:
-        blob = regions.get(name, b"")
-        image[base[name]:base[name] + len(blob)] = blob
+    """The :class:`Program`: the image linked, and its layout."""
+    image, address, linked = lowering.image.link(lowering.code)
 
     def tensor(value, storage_name):
         node = qgraph.nodes[value]["node"]
         storage = p.storage(storage_name)
-        return {"addr": resolve(lowering.dram[storage.name]), "shape": list(node.shape),
+        return {"addr": address(lowering.dram[storage.name]), "shape": list(node.shape),
                 "scale": node.scale, "grid": storage.grid.to_dict()}
 
-    uop_programs = [[base["uops"] + offset, len(data) // isa.UOP_BYTES]
-                    for (region, data), (_, offset) in lowering.image.seen.items()
-                    if region == "uops"]
     layout = {
         "code": len(lowering.code),
         "reorder": reorder,
-        "regions": {name: [base[name], len(regions.get(name, b""))]
-                    for name in ["code", *_REGIONS] if name == "code" or name in regions},
+        "regions": linked["regions"],
         "inputs": {v: tensor(v, s) for v, s in p.inputs.items()},
         "outputs": {v: tensor(v, s) for v, s in p.outputs.items()},
-        "counters": resolve(("counters", 0)),
-        "uop_programs": sorted(uop_programs),
+        "counters": address(("counters", 0)),
+        "uop_programs": linked["uop_programs"],
         "act_buffers": {s.name: [s.act_addr, s.size] for s in p.storages if s.home == "act"},
         "spilled": [s.name for s in p.storages if s.home == "dram" and s.producer is not None
                     and not s.output],
         "layers": schedule,
     }
-    layout["regions"]["code"][1] = len(code)
-    return Program(lowering.config, bytes(image), layout)
+    return Program(lowering.config, image, layout)

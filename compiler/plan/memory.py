@@ -136,8 +136,9 @@ def _first_fit(items, act_bytes, layers):
     for i in sorted(range(len(items)), key=lambda i: -items[i][0]):
         size, first, last = items[i]
         addr = 0
-        for other, other_size in sorted((a, s) for a, s, f, la in placed
-                                        if f <= last and first <= la):
+        for other, other_size in sorted(
+                (other, other_size) for other, other_size, other_first, other_last in placed
+                if other_first <= last and first <= other_last):
             if addr + size <= other:
                 break
             addr = max(addr, align(other + other_size))
