@@ -59,6 +59,9 @@ def _check_storages(p):
         _require(all(s.producer is None or s.producer < r for r in s.readers),
                  f"storage {s.name!r}: read (by layers {s.readers}) before layer {s.producer} "
                  f"writes it")
+        _require(s.output == (s.name in p.outputs.values()),
+                 f"storage {s.name!r}: output flag {s.output} for the model outputs' storages "
+                 f"{sorted(set(p.outputs.values()))}")
         _require(s.home == "dram" or not (is_input or s.output),
                  f"storage {s.name!r}: a model input or output in ACT")
         if s.writers:

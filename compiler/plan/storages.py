@@ -7,12 +7,12 @@ operands side by side, as a Concat of 2C channels, which the Add reads as a two-
 convolution, taps C channels apart). The other values are addressing:
 
 * a Reshape aliases its operand's storage;
-* an input of a Concat (or of an Add) that only its producer writes is stored in its channel
-  slice (``slices``), its producer writing there directly (with the requantization to the
-  Concat's scale folded into its POST's LUT: ``requant``); any other input (a model input or
-  output, a value read elsewhere at its own scale, a reshape) is copied in by a
-  :class:`~.types.JoinCopy`. An Add's operands are never requantized (the Add's weights carry
-  the scales);
+* an input of a *join* (a Concat, or an Add of two different values) that only its producer
+  writes is stored in its channel slice (``slices``), its producer writing there directly
+  (with the requantization to the Concat's scale folded into its POST's LUT: ``requant``);
+  any other input (a model input or output, a value read elsewhere at its own scale, a
+  reshape) is copied in by a :class:`~.types.JoinCopy`. An Add's operands are never
+  requantized (the Add's weights carry the scales);
 * a Conv or ConvTranspose read only by an Upsample or DepthToSpace writes its output in place
   (``scattered``); the rest of the upsampling is copies (a :class:`~.types.SpreadJob`).
 
@@ -133,9 +133,23 @@ def _scattered(graph, spreads, computes):
     return scattered
 
 
-def _joins(graph, order, concats, operands, stored_shapes, spreads):
-    """``(slices, copies, requant)`` of the Concats and Adds (see the module docstring):
-    ``copies`` maps each join to its :class:`~.types.JoinCopy` s."""
+def _stored_shapes(graph, computes, others, operands):
+    """The shape each materialized value is stored in: a layer's output in its compute op's
+    shape (an activation fused through a Reshape is a view of it), the ``others`` (model
+    inputs, Concats, Upsamples and DepthToSpaces) in their own, an Add's operand storage as
+    ``(2C, H, W)``."""
+    shapes = {name: ir.node(graph, name).shape for name in others}
+    shapes.update({job.output: ir.node(graph, name).shape for name, job in computes.items()})
+    for add, storage in operands.items():
+        channels, *pixels = ir.node(graph, add).shape
+        shapes[storage] = (2 * channels, *pixels)
+    return shapes
+
+
+def _join_inputs(graph, order, concats, operands, stored_shapes, spreads):
+    """``(slices, copies, requant)``: where the inputs of each join (a Concat, or an Add of two
+    different values) go (see the module docstring); ``copies`` maps a join to its
+    :class:`~.types.JoinCopy` s."""
     inputs, outputs = set(graph.graph["inputs"]), set(graph.graph["outputs"])
     slices, copies, requant = {}, {}, {}
     for join, join_node in order:
@@ -259,16 +273,9 @@ def assign(graph, reorder=True):
     scattered = _scattered(graph, spreads, computes)
     roots = inputs + [job.output for job in computes.values() if job.output not in scattered] \
         + concats + list(operands.values()) + spreads
-    # A layer's output is stored in its compute op's shape (an activation fused through a
-    # Reshape is a view of it).
-    stored_shapes = {name: ir.node(graph, name).shape for name in inputs}
-    stored_shapes.update({job.output: ir.node(graph, name).shape
-                          for name, job in computes.items()})
-    stored_shapes.update({name: ir.node(graph, name).shape for name in concats + spreads})
-    for add, storage in operands.items():
-        shape = ir.node(graph, add).shape
-        stored_shapes[storage] = (2 * shape[0], *shape[1:])
-    slices, copies, requant = _joins(graph, order, concats, operands, stored_shapes, spreads)
+    stored_shapes = _stored_shapes(graph, computes, [*inputs, *concats, *spreads], operands)
+    slices, copies, requant = _join_inputs(graph, order, concats, operands, stored_shapes,
+                                           spreads)
     stored_shapes, reshape_problems = _reshaped_images(graph, order, stored_shapes, slices,
                                                        concats)
     problems += reshape_problems
