@@ -90,10 +90,11 @@ class ConvTranspose:
     def shape(self, x):
         c, h, w = x
         kh, kw = self.weight.shape[2:]
-        s, p, op, d = self.strides, self.pads, self.output_padding, self.dilations
         return (self.out_channels,
-                convt_out(h, kh, s[0], p[0], p[2], op[0], d[0]),
-                convt_out(w, kw, s[1], p[1], p[3], op[1], d[1]))
+                convt_out(h, kh, self.strides[0], self.pads[0], self.pads[2],
+                          self.output_padding[0], self.dilations[0]),
+                convt_out(w, kw, self.strides[1], self.pads[1], self.pads[3],
+                          self.output_padding[1], self.dilations[1]))
 
 
 @dataclass(frozen=True, eq=False)

@@ -34,8 +34,8 @@ from ..errors import FitError
 from ..hw.arch import isa
 from ..hw.arch.timing import RUN_LATENCY
 from . import asm, ir, macs
-from .plan import align, plan
-from .program import Program
+from .plan import plan
+from .program import ImageBuilder, Program
 
 __all__ = ["lower", "MIN_UNITS_PER_GROUP"]
 
@@ -51,33 +51,66 @@ class _Tile:
 
     key: tuple
     lanes: int
-    row0: int       # first tap (index in the phase's taps) of the block, per axis
-    col0: int
-    ntc: int        # tap columns in the block
-    wgt: bytes
+    first_row: int      # first tap (index in the phase's taps) of the block, per axis
+    first_col: int
+    tap_cols: int       # tap columns in the block
+    weights: bytes
     params: bytes
     lut: bytes
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Run:
     program: bytes
     operands: dict
     steps: int      # MAC steps (cycles without zero skipping)
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Unit:
+    """A tile and the RUNs that use it: what one group does in one go."""
+
     tile: _Tile
-    runs: list[_Run]
+    runs: tuple[_Run, ...]
 
     @property
     def cost(self):
         return sum(r.steps + RUN_LATENCY for r in self.runs)
 
 
+@dataclass(frozen=True)
+class _InAct:
+    """Where a stage finds a tensor in ACT: row ``first_row`` of its array at ``base`` (the
+    storage itself, or a window or staging buffer holding some of its rows)."""
+
+    base: int
+    first_row: int
+
+
+@dataclass(frozen=True)
+class _LayerStats:
+    """Figures of one layer for the schedule in the program's layout."""
+
+    stages: int
+    per_segment_tiles: bool
+    lanes_per_tile: int
+    units: int
+    runs: int
+    mac_steps: list[int]
+
+
+@dataclass(frozen=True)
+class _PreparedStage:
+    """One stage of a layer: DMA ``before`` it, the work units queued per group, DMA
+    ``after``."""
+
+    before: list
+    queues: list[list[_Unit]]
+    after: list
+
+
 @dataclass
-class _Group:
+class _GroupMemory:
     """What the compiler knows of one group's memories, to skip reloads."""
 
     halves: list = field(default_factory=lambda: [None, None])
@@ -86,29 +119,13 @@ class _Group:
     last: int = 1
     uops: dict = field(default_factory=dict)
     uop_next: int = 0
+    tiles_loaded: int = 0
 
 
-class _Image:
-    """Regions of the memory image under construction; data deduplicated by content."""
-
-    def __init__(self):
-        self.regions = {}
-        self.seen = {}
-
-    def put(self, region, data):
-        """Reference ``(region, offset)`` of ``data`` appended (once) to ``region``."""
-        key = (region, data)
-        if key not in self.seen:
-            blob = self.regions.setdefault(region, bytearray())
-            self.seen[key] = (region, len(blob))
-            blob += data + bytes(align(len(data)) - len(data))
-        return self.seen[key]
-
-    def reserve(self, region, size):
-        blob = self.regions.setdefault(region, bytearray())
-        ref = (region, len(blob))
-        blob += bytes(align(size))
-        return ref
+def _instruction(op, **operands):
+    """A global instruction, its operands' addresses in external memory given as ``(region,
+    offset)`` references until the image is laid out."""
+    return (op, operands)
 
 
 def _uop(op, **operands):
@@ -133,16 +150,21 @@ def _program(taps, loops, act, post, write):
 
 
 class _Lowering:
-    """Emits the global program for a plan, tracking each group's memories."""
+    """Emits the global program for a plan, tracking each group's memories.
+
+    :meth:`prepare` turns a layer into stages of work units queued per group (no
+    instructions yet); :meth:`emit_layer` appends its instructions to :attr:`code`, loading
+    tiles and micro-programs into each group only when they are not there already.
+    """
 
     def __init__(self, p, config):
-        self.p, self.config = p, config
-        self.image = _Image()
+        self.plan, self.config = p, config
+        self.image = ImageBuilder()
         self.code = []
-        self.groups = [_Group() for _ in range(config.groups)]
-        self.all = (1 << config.groups) - 1
-        self.half = config.weight_bytes // 2
-        self.param_half = config.param_entries // 2
+        self.groups = [_GroupMemory() for _ in range(config.groups)]
+        self.all_groups = (1 << config.groups) - 1
+        self.half_bytes = config.weight_bytes // 2
+        self.half_params = config.param_entries // 2
         self.zero_bytes = 0
         self.dram = {}
         for s in p.storages:
@@ -152,7 +174,7 @@ class _Lowering:
                 self.dram[s.name] = self.image.reserve(region, s.size)
 
     def emit(self, op, **operands):
-        self.code.append((op, operands))
+        self.code.append(_instruction(op, **operands))
 
     def _dram(self, storage, offset):
         region, base = self.dram[storage.name]
@@ -162,132 +184,147 @@ class _Lowering:
         """DMA zeroing ``size`` bytes of ACT from the image's zero region (padding and
         inserted zeros of the conventional baseline)."""
         self.zero_bytes = max(self.zero_bytes, size)
-        return ("DMA_LOAD", {"space": isa.Space.ACT, "ext_addr": ("zeros", 0),
-                             "local_addr": addr, "length": size})
+        return _instruction("DMA_LOAD", space=isa.Space.ACT, ext_addr=("zeros", 0),
+                            local_addr=addr, length=size)
+
+    def _rows_dma(self, op, storage, addr, rows):
+        """``op`` (DMA_LOAD or DMA_STORE) of array ``rows = (lo, hi)`` of ``storage`` between
+        its external memory and ACT address ``addr``."""
+        row_bytes = storage.grid.row_bytes
+        return _instruction(op, space=isa.Space.ACT, local_addr=addr,
+                            ext_addr=self._dram(storage, rows[0] * row_bytes),
+                            length=(rows[1] - rows[0]) * row_bytes)
 
     # --- one layer ---------------------------------------------------------------------------
 
-    def prepare(self, layer):
-        """The layer's stages: per stage the DMA before it, the work units queued per group
-        (balanced), and the DMA after it; with the layer's statistics."""
-        cfg = self.config
-        rsegs, csegs = layer.axis_segments(0), layer.axis_segments(1)
-        phase_r = {s.phase: s.phase_taps for s in rsegs}
-        phase_c = {s.phase: s.phase_taps for s in csegs}
-        per_segment, lanes = self._tiling(layer, rsegs, csegs, phase_r, phase_c)
-        tiles = self._lane_tiles(layer, lanes)
-        n_units = len(tiles) * (len(rsegs) * len(csegs) if per_segment
-                                else len(phase_r) * len(phase_c))
+    def _clears(self, layer):
+        """DMA zeroing the gaps of a gapped destination before the layer writes it: the whole
+        storage in ACT (by its first writer), or each staging buffer (a Concat's storage in
+        external memory, with several writers, is read back and completed instead)."""
+        dst = self.plan.storage(layer.dst)
+        if not dst.grid.gapped:
+            return []
+        if dst.home == "act":
+            return [self._clear(dst.act_addr, dst.size)] if layer.index == dst.producer else []
+        if len(dst.writers) > 1:
+            return []
+        rows = max(hi - lo for lo, hi in (layer.staging_rows(s.first, s.stop)
+                                          for s in layer.stages))
+        return [self._clear(buffer.addr, rows * dst.grid.row_bytes) for buffer in layer.staging]
 
-        src, dst = layer.src, layer.dst
+    def _stage_dma(self, layer, stage):
+        """``(before, after, src, dst)`` of ``stage``: the DMA that fills its window (and, for a
+        destination several layers write, loads its staging buffer), the DMA that stores its
+        staging buffer, and where it finds its source and destination in ACT."""
+        src, dst = self.plan.storage(layer.src), self.plan.storage(layer.dst)
+        before, after = [], []
+        src_at, dst_at = _InAct(src.act_addr, 0), _InAct(dst.act_addr, 0)
+        window = layer.window(stage)
+        if window is not None:
+            rows = layer.window_rows(stage.first, stage.stop)
+            src_at = _InAct(window.addr, rows[0])
+            if rows[1] > rows[0]:
+                before.append(self._rows_dma("DMA_LOAD", src, window.addr, rows))
+        staging = layer.staging_buffer(stage)
+        if staging is not None:
+            rows = layer.staging_rows(stage.first, stage.stop)
+            dst_at = _InAct(staging.addr, rows[0])
+            if len(dst.writers) > 1:
+                before.append(self._rows_dma("DMA_LOAD", dst, staging.addr, rows))
+            after.append(self._rows_dma("DMA_STORE", dst, staging.addr, rows))
+        return before, after, src_at, dst_at
+
+    def prepare(self, layer):
+        """``(stages, stats)``: the layer's :class:`_PreparedStage` s, with the work units of
+        each balanced over the groups, and its statistics."""
+        groups = self.config.groups
+        row_segments, col_segments = layer.axis_segments(0), layer.axis_segments(1)
+        row_phases = {s.phase: s.phase_taps for s in row_segments}
+        col_phases = {s.phase: s.phase_taps for s in col_segments}
+        per_segment, lanes = self._tiling(layer, row_segments, col_segments, row_phases,
+                                          col_phases)
+        tiles = self._lane_tiles(layer, lanes)
+        unit_count = len(tiles) * (len(row_segments) * len(col_segments) if per_segment
+                                   else len(row_phases) * len(col_phases))
         stages = []
-        pre = []
-        # A Concat's storage has several writers, each its channel slice: the first clears
-        # the gaps; in external memory each stage's rows are read, completed and stored back.
-        shared = len(dst.writers) > 1
-        if dst.home == "act" and dst.grid.gapped and layer.index == dst.producer:
-            pre.append(self._clear(dst.act_addr, dst.size))
-        if dst.home == "dram" and dst.grid.gapped and not shared:
-            rows = max(hi - lo for lo, hi in (layer.staging_rows(*s) for s in layer.stages()))
-            pre += [self._clear(addr, rows * dst.grid.row_bytes) for addr in layer.staging]
-        stats = {"stages": len(layer.stages()), "per_segment_tiles": per_segment,
-                 "lanes_per_tile": lanes, "units": 0, "runs": 0, "tiles": 0,
-                 "mac_steps": [0] * cfg.groups}
-        for k, (r0, r1) in enumerate(layer.stages()):
-            src_base, src_lo = src.act_addr, 0
-            if src.home == "dram":
-                src_base = layer.windows[k % len(layer.windows)]
-                src_lo, hi = layer.window_rows(r0, r1)
-                rb = src.grid.row_bytes
-                if hi > src_lo:
-                    pre.append(("DMA_LOAD", {"space": isa.Space.ACT, "local_addr": src_base,
-                                             "ext_addr": self._dram(src, src_lo * rb),
-                                             "length": (hi - src_lo) * rb}))
-            post = []
-            dst_base, dst_lo = dst.act_addr, 0
-            if dst.home == "dram":
-                dst_base = layer.staging[k % len(layer.staging)]
-                dst_lo, dst_hi = layer.staging_rows(r0, r1)
-                rb = dst.grid.row_bytes
-                if shared:
-                    pre.append(("DMA_LOAD", {"space": isa.Space.ACT, "local_addr": dst_base,
-                                             "ext_addr": self._dram(dst, dst_lo * rb),
-                                             "length": (dst_hi - dst_lo) * rb}))
-                post.append(("DMA_STORE", {"space": isa.Space.ACT, "local_addr": dst_base,
-                                           "ext_addr": self._dram(dst, dst_lo * rb),
-                                           "length": (dst_hi - dst_lo) * rb}))
+        pending = self._clears(layer)
+        units_total, runs_total, mac_steps = 0, 0, [0] * groups
+        for stage in layer.stages:
+            before, after, src_at, dst_at = self._stage_dma(layer, stage)
             units = []
-            for piece in _pieces(r1 - r0, layer.out_hw[1], n_units, cfg.groups):
-                b0, b1, c0, c1 = piece
-                units += self._units(layer, rsegs, csegs, (r0 + b0, r0 + b1, c0, c1), tiles,
-                                     per_segment, (src_base, src_lo), (dst_base, dst_lo))
-            queues = _balance(units, cfg.groups)
-            stats["units"] += len(units)
-            stats["runs"] += sum(len(u.runs) for u in units)
+            for band_first, band_stop, col_first, col_stop in _pieces(
+                    stage.stop - stage.first, layer.out_hw[1], unit_count, groups):
+                piece = (stage.first + band_first, stage.first + band_stop, col_first, col_stop)
+                units += self._units(layer, row_segments, col_segments, piece, tiles,
+                                     per_segment, src_at, dst_at)
+            queues = _balance(units, groups)
+            units_total += len(units)
+            runs_total += sum(len(u.runs) for u in units)
             for g, queue in enumerate(queues):
-                stats["mac_steps"][g] += sum(r.steps for u in queue for r in u.runs)
-            stages.append((pre, queues, post))
-            pre = []
+                mac_steps[g] += sum(r.steps for u in queue for r in u.runs)
+            stages.append(_PreparedStage(pending + before, queues, after))
+            pending = []
+        stats = _LayerStats(len(layer.stages), per_segment, lanes, units_total, runs_total,
+                            mac_steps)
         return stages, stats
 
-    def emit_layer(self, stages, stats, following=None):
-        """Emit a prepared layer; then the first tile of each group's first unit of the
-        ``following`` layer (so its weights load while this layer finishes), and a BARRIER."""
-        for pre, queues, post in stages:
-            self.code += pre
+    def emit_layer(self, stages, following=None):
+        """Emit a prepared layer, then the first tile of each group's first unit of the
+        ``following`` layer's first stage (so its weights load while this layer finishes), and
+        a BARRIER. Return the number of tiles the layer loaded."""
+        loaded = sum(group.tiles_loaded for group in self.groups)
+        for stage in stages:
+            self.code += stage.before
             # Each group's instructions (its loads and RUNs, in its queue's order), then
             # merged one RUN per group per round.
-            code, streams = self.code, []
-            for g, queue in enumerate(queues):
-                self.code = []
-                for unit in queue:
-                    self._unit(g, unit, stats)
-                streams.append(self.code)
-            self.code = code + _merge(streams)
-            self.code += post
+            self.code += _merge([self._group_code(g, queue)
+                                 for g, queue in enumerate(stage.queues)])
+            self.code += stage.after
+        loaded = sum(group.tiles_loaded for group in self.groups) - loaded
         if following:
-            for g, queue in enumerate(following[0][1]):
+            for g, queue in enumerate(following[0].queues):
                 # Not a tile that would overwrite weights this layer's runs still read.
-                if queue and len(queue[0].tile.wgt) <= self.half and \
+                if queue and len(queue[0].tile.weights) <= self.half_bytes and \
                         self.groups[g].whole is None:
-                    self._tile_load(g, queue[0].tile, {"tiles": 0})
-        self.emit("BARRIER", group_mask=self.all)
+                    self._load_tile(g, queue[0].tile, self.code)
+        self.emit("BARRIER", group_mask=self.all_groups)
+        return loaded
 
-    def _tiling(self, layer, rsegs, csegs, phase_r, phase_c):
+    def _tiling(self, layer, row_segments, col_segments, row_phases, col_phases):
         """``(per_segment, lanes)`` of the layer's weight tiles. In half the weight buffer
         (double buffered: a tile loads while the previous one runs) or in the whole buffer
         (single buffered: its load waits for the group's previous tile): a phase's weights
         for every lane if they fit, else a segment's, else a phase's or a segment's for as many
         lanes as fit. Half the buffer when every lane fits it, else the quicker of the two by
         :meth:`_estimate` (ties to half)."""
-        cfg = self.config
+        config = self.config
         cin = layer.cin_g
-        phases = [len(a) * len(b) * cin for a in phase_r.values() for b in phase_c.values()]
-        segs = [r.ntaps * c.ntaps * cin for r in rsegs for c in csegs]
-        phase, seg = max(1, *phases), max(1, *segs)
-        every = min(cfg.lanes, layer.weight.shape[1])
+        phases = [len(r) * len(c) * cin for r in row_phases.values() for c in col_phases.values()]
+        segments = [r.ntaps * c.ntaps * cin for r in row_segments for c in col_segments]
+        phase, segment = max(1, *phases), max(1, *segments)
+        every = min(config.lanes, layer.weight.shape[1])
         best = None
-        for room in (self.half, cfg.weight_bytes):
+        for room in (self.half_bytes, config.weight_bytes):
             if phase * every <= room:
                 per_segment, lanes = False, every
-            elif seg * every <= room:
+            elif segment * every <= room:
                 per_segment, lanes = True, every
             else:
-                lanes = room // seg
+                lanes = room // segment
                 per_segment = phase * lanes > room
             if not lanes:
                 continue
-            if lanes == every and room == self.half:
+            if lanes == every and room == self.half_bytes:
                 return per_segment, lanes
-            blocks = segs if per_segment else phases
-            cost = self._estimate(layer, blocks, lanes, room > self.half,
-                                  len(rsegs) * len(csegs))
+            blocks = segments if per_segment else phases
+            cost = self._estimate(layer, blocks, lanes, room > self.half_bytes,
+                                  len(row_segments) * len(col_segments))
             if best is None or cost < best[0]:
                 best = cost, per_segment, lanes
         if best is None:
-            raise FitError(f"layer {layer.name!r}: a weight tile needs {seg} bytes "
-                           f"per lane, the weight buffer holds {cfg.weight_bytes} "
-                           f"(short by {seg - cfg.weight_bytes})")
+            raise FitError(f"layer {layer.name!r}: a weight tile needs {segment} bytes "
+                           f"per lane, the weight buffer holds {config.weight_bytes} "
+                           f"(short by {segment - config.weight_bytes})")
         return best[1:]
 
     def _estimate(self, layer, blocks, lanes, whole, segments):
@@ -295,18 +332,20 @@ class _Lowering:
         unit each, per lane tile and per piece of each stage) on ``lanes`` lanes: its MAC
         steps and RUNs over the groups, against the DMA of its tiles (double buffered: the
         larger; single buffered: a group's loads add to its runs)."""
-        cfg = self.config
-        groups = cfg.groups
+        config = self.config
+        groups = config.groups
         lane_tiles = layer.groups * -(-layer.weight.shape[1] // lanes)
         steps = layer.steps_per_lane_tile() * lane_tiles
         loads = 0
         dma = 0
-        for r0, r1 in layer.stages():
-            pieces = len(_pieces(r1 - r0, layer.out_hw[1], len(blocks) * lane_tiles, groups))
-            n = pieces * lane_tiles
-            loads += n * len(blocks)
-            dma += n * sum(b * lanes / cfg.axi_bytes + -(-b * lanes // cfg.burst_bytes)
-                           * cfg.mem_latency for b in blocks)
+        for stage in layer.stages:
+            pieces = len(_pieces(stage.stop - stage.first, layer.out_hw[1],
+                                 len(blocks) * lane_tiles, groups))
+            units = pieces * lane_tiles
+            loads += units * len(blocks)
+            dma += units * sum(block * lanes / config.axi_bytes
+                               + -(-block * lanes // config.burst_bytes) * config.mem_latency
+                               for block in blocks)
         compute = (steps + (loads + segments * lane_tiles) * RUN_LATENCY) / groups
         return max(compute + dma / groups, dma) if whole else max(compute, dma)
 
@@ -316,142 +355,161 @@ class _Lowering:
         address order (a depth-to-space scatters channels over the pixels of a block)."""
         tiles = []
         cout_g = layer.weight.shape[1]
-        for gi in range(layer.groups):
+        for conv_group in range(layer.groups):
             current = []
-            chans = range(gi * cout_g, (gi + 1) * cout_g)
+            channels = range(conv_group * cout_g, (conv_group + 1) * cout_g)
             if layer.mapped:
-                chans = sorted(chans, key=lambda n: layer.chan_addr[n])
-            for n in chans:
+                channels = sorted(channels, key=lambda n: layer.chan_addr[n])
+            for n in channels:
                 if current and (len(current) == lanes or
                                 layer.chan_addr[n] != layer.chan_addr[current[-1]] + 1):
-                    tiles.append((gi, current))
+                    tiles.append((conv_group, current))
                     current = []
                 current.append(n)
-            tiles.append((gi, current))
+            tiles.append((conv_group, current))
         return tiles
 
-    def _tile(self, layer, gi, chans, rtaps, ctaps, row0, col0):
-        local = [n - gi * layer.weight.shape[1] for n in chans]
-        w = layer.weight[gi][local][:, :, list(rtaps)][:, :, :, list(ctaps)]
-        wgt = np.ascontiguousarray(w.transpose(2, 3, 1, 0)).astype(np.int8).tobytes()
-        params, lut = layer.post.param_bytes(chans), layer.post.lut_bytes(chans)
+    def _tile(self, layer, conv_group, channels, row_taps, col_taps, first_row, first_col):
+        local = [n - conv_group * layer.weight.shape[1] for n in channels]
+        block = layer.weight[conv_group][local][:, :, list(row_taps)][:, :, :, list(col_taps)]
+        weights = np.ascontiguousarray(block.transpose(2, 3, 1, 0)).astype(np.int8).tobytes()
+        params, lut = layer.post.param_bytes(channels), layer.post.lut_bytes(channels)
         # By content: the channels of a depthwise layer (the Adds) share one tile.
-        key = (layer.index, rtaps, ctaps, row0, col0, wgt, params, lut)
-        return _Tile(key, len(chans), row0, col0, len(ctaps), wgt, params, lut)
+        key = (layer.index, row_taps, col_taps, first_row, first_col, weights, params, lut)
+        return _Tile(key, len(channels), first_row, first_col, len(col_taps), weights, params,
+                     lut)
 
-    def _units(self, layer, rsegs, csegs, piece, tiles, per_segment, src, dst):
-        """The work units of the output rectangle ``piece = (r0, r1, c0, c1)``."""
+    def _units(self, layer, row_segments, col_segments, piece, tiles, per_segment, src_at,
+               dst_at):
+        """The work units of the output rectangle ``piece = (r0, r1, c0, c1)``: per lane tile,
+        one per segment or one per phase (its segments, sharing the phase's taps)."""
         r0, r1, c0, c1 = piece
-        units = []
-        clipped = [s for s in (r.clip(r0, r1) for r in rsegs) if s is not None]
-        ccut = [s for s in (c.clip(c0, c1) for c in csegs) if s is not None]
+        rows = [s for s in (r.clip(r0, r1) for r in row_segments) if s is not None]
+        cols = [s for s in (c.clip(c0, c1) for c in col_segments) if s is not None]
         if per_segment:
-            groups = [[(r, c)] for r in clipped for c in ccut]
+            batches = [[(r, c)] for r in rows for c in cols]
         else:
-            groups = [[(r, c) for r in clipped if r.phase == pr for c in ccut if c.phase == pc]
-                      for pr in sorted({r.phase for r in clipped})
-                      for pc in sorted({c.phase for c in ccut})]
-        for segs in groups:
-            if not segs:
+            batches = [[(r, c) for r in rows if r.phase == row_phase
+                        for c in cols if c.phase == col_phase]
+                       for row_phase in sorted({r.phase for r in rows})
+                       for col_phase in sorted({c.phase for c in cols})]
+        units = []
+        for batch in batches:
+            if not batch:
                 continue
-            r, c = segs[0]
+            r, c = batch[0]
             if per_segment:
-                rtaps, ctaps, row0, col0 = r.taps, c.taps, r.first, c.first
+                row_taps, col_taps, first_row, first_col = r.taps, c.taps, r.first, c.first
             else:
-                rtaps, ctaps, row0, col0 = r.phase_taps, c.phase_taps, 0, 0
-            for gi, chans in tiles:
-                tile = self._tile(layer, gi, chans, rtaps, ctaps, row0, col0)
-                units.append(_Unit(tile, [self._run(layer, rs, cs, tile, gi, chans, src, dst)
-                                          for rs, cs in segs]))
+                row_taps, col_taps, first_row, first_col = r.phase_taps, c.phase_taps, 0, 0
+            for conv_group, channels in tiles:
+                tile = self._tile(layer, conv_group, channels, row_taps, col_taps, first_row,
+                                  first_col)
+                runs = tuple(self._run(layer, row_segment, col_segment, tile, conv_group,
+                                       channels, src_at, dst_at)
+                             for row_segment, col_segment in batch)
+                units.append(_Unit(tile, runs))
         return units
 
-    def _run(self, layer, rs, cs, tile, gi, chans, src, dst):
-        """The micro-program and RUN operands of segment ``rs x cs`` for one tile."""
-        (src_base, src_lo), (dst_base, dst_lo) = src, dst
-        ar, ac = layer.axes
-        gs, gd = layer.src.grid, layer.dst.grid
-        cin, nl = layer.cin_g, tile.lanes
-        taps = rs.ntaps * cs.ntaps
+    def _run(self, layer, row_segment, col_segment, tile, conv_group, channels, src_at, dst_at):
+        """The micro-program and RUN operands of segment ``row_segment x col_segment`` for one
+        tile."""
+        row_axis, col_axis = layer.axes
+        src_grid, dst_grid = layer.src_grid, layer.dst_grid
+        cin, lanes = layer.cin_g, tile.lanes
+        taps = row_segment.ntaps * col_segment.ntaps
         act_offset = 0
         if taps:
-            row = ar.off + rs.in0 * ar.step - src_lo
-            act_offset = src_base + (row * gs.cols + ac.off + cs.in0 * ac.step) * gs.channels \
-                + layer.src_chan + gi * layer.group_chans
-        loops = [(rs.ntaps, rs.tap_step * ar.step * gs.row_bytes, tile.ntc * cin * nl),
-                 (cs.ntaps, cs.tap_step * ac.step * gs.channels, cin * nl),
-                 (cin, layer.chan_step, nl)]
-        act = (rs.in_step * ar.step * gs.row_bytes, cs.in_step * ac.step * gs.channels)
+            row = row_axis.off + row_segment.in0 * row_axis.step - src_at.first_row
+            col = col_axis.off + col_segment.in0 * col_axis.step
+            act_offset = src_at.base + (row * src_grid.cols + col) * src_grid.channels \
+                + layer.src_chan + conv_group * layer.group_chans
+        loops = [(row_segment.ntaps, row_segment.tap_step * row_axis.step * src_grid.row_bytes,
+                  tile.tap_cols * cin * lanes),
+                 (col_segment.ntaps, col_segment.tap_step * col_axis.step * src_grid.channels,
+                  cin * lanes),
+                 (cin, layer.chan_step, lanes)]
+        act = (row_segment.in_step * row_axis.step * src_grid.row_bytes,
+               col_segment.in_step * col_axis.step * src_grid.channels)
         lut = layer.post.lut
         post = {"use_lut": int(lut is not None), "lut": 0,
                 "per_lane": int(lut is not None and lut.shape[0] > 1)}
-        mh, mw = layer.out_mul
-        write = (rs.out_step * mh * gd.step_h * gd.row_bytes,
-                 cs.out_step * mw * gd.step_w * gd.channels)
-        out_offset = dst_base + layer.pixel_addr(rs.out0, cs.out0) - dst_lo * gd.row_bytes \
-            + int(layer.chan_addr[chans[0]])
-        wgt_offset = ((rs.first - tile.row0) * tile.ntc + cs.first - tile.col0) * cin * nl
-        operands = {"rows": rs.count, "cols": cs.count, "lanes": nl, "act_offset": act_offset,
-                    "wgt_offset": wgt_offset if taps else 0, "out_offset": out_offset}
+        mul_h, mul_w = layer.out_mul
+        write = (row_segment.out_step * mul_h * dst_grid.step_h * dst_grid.row_bytes,
+                 col_segment.out_step * mul_w * dst_grid.step_w * dst_grid.channels)
+        out_offset = dst_at.base + layer.pixel_addr(row_segment.out0, col_segment.out0) \
+            - dst_at.first_row * dst_grid.row_bytes + int(layer.chan_addr[channels[0]])
+        wgt_offset = ((row_segment.first - tile.first_row) * tile.tap_cols
+                      + col_segment.first - tile.first_col) * cin * lanes
+        operands = {"rows": row_segment.count, "cols": col_segment.count, "lanes": lanes,
+                    "act_offset": act_offset, "wgt_offset": wgt_offset if taps else 0,
+                    "out_offset": out_offset}
         return _Run(_program(taps, loops, act, post, write), operands,
-                    rs.count * cs.count * max(1, taps * cin))
+                    row_segment.count * col_segment.count * max(1, taps * cin))
 
     # --- groups --------------------------------------------------------------------------------
 
-    def _tile_load(self, g, tile, stats):
+    def _group_code(self, g, queue):
+        """Group ``g``'s instructions for its ``queue`` of units: per unit its tile's loads
+        (if not loaded), then per RUN its micro-program's load (if not loaded) and the RUN."""
+        code = []
+        for unit in queue:
+            half, wgt_base = self._load_tile(g, unit.tile, code)
+            self.groups[g].last = half
+            for run in unit.runs:
+                addr = self._load_uops(g, run.program, code)
+                code.append(_instruction(
+                    "RUN", group_mask=1 << g, uop_addr=addr,
+                    uop_count=len(run.program) // isa.UOP_BYTES,
+                    param_offset=half * self.half_params, lut_offset=half * self.config.lanes,
+                    **{**run.operands, "wgt_offset": wgt_base + run.operands["wgt_offset"]}))
+        return code
+
+    def _load_tile(self, g, tile, code):
         """``(half, weight address)`` of group ``g``'s constant buffers holding ``tile``,
-        loading it into the half the group used least recently (double buffering) if it is not
-        there. A tile larger than half the weight buffer takes all of it (its PARAM entries and
-        LUTs still go in one half)."""
+        appending to ``code`` its load into the half the group used least recently (double
+        buffering) if it is not there. A tile larger than half the weight buffer takes all of
+        it (its PARAM entries and LUTs still go in one half)."""
         group, mask = self.groups[g], 1 << g
         if tile.key in group.halves:
-            h = group.halves.index(tile.key)
-            return h, 0 if group.whole == h else h * self.half
-        h = 1 - group.last
-        whole = len(tile.wgt) > self.half
-        if whole or group.whole == 1 - h:
-            group.halves[1 - h] = None      # its weights are overwritten
-        group.whole = h if whole else None
-        group.halves[h] = tile.key
-        group.last = h
-        stats["tiles"] += 1
-        if tile.wgt:
-            self.emit("DMA_LOAD", space=isa.Space.WGT, group_mask=mask,
-                      ext_addr=self.image.put("constants", tile.wgt),
-                      local_addr=0 if whole else h * self.half, length=len(tile.wgt))
-        self.emit("DMA_LOAD", space=isa.Space.PARAM, group_mask=mask,
-                  ext_addr=self.image.put("constants", tile.params),
-                  local_addr=h * self.param_half, length=len(tile.params))
-        if tile.lut and group.luts[h] != tile.lut:
+            half = group.halves.index(tile.key)
+            return half, 0 if group.whole == half else half * self.half_bytes
+        half = 1 - group.last
+        whole = len(tile.weights) > self.half_bytes
+        if whole or group.whole == 1 - half:
+            group.halves[1 - half] = None      # its weights are overwritten
+        group.whole = half if whole else None
+        group.halves[half] = tile.key
+        group.last = half
+        group.tiles_loaded += 1
+        if tile.weights:
+            code.append(_instruction("DMA_LOAD", space=isa.Space.WGT, group_mask=mask,
+                                     ext_addr=self.image.put("constants", tile.weights),
+                                     local_addr=0 if whole else half * self.half_bytes,
+                                     length=len(tile.weights)))
+        code.append(_instruction("DMA_LOAD", space=isa.Space.PARAM, group_mask=mask,
+                                 ext_addr=self.image.put("constants", tile.params),
+                                 local_addr=half * self.half_params, length=len(tile.params)))
+        if tile.lut and group.luts[half] != tile.lut:
             # A shared table stays loaded across the tiles of a layer.
-            group.luts[h] = tile.lut
-            self.emit("DMA_LOAD", space=isa.Space.LUT, group_mask=mask,
-                      ext_addr=self.image.put("constants", tile.lut),
-                      local_addr=h * self.config.lanes, length=len(tile.lut))
-        return h, 0 if whole else h * self.half
+            group.luts[half] = tile.lut
+            code.append(_instruction("DMA_LOAD", space=isa.Space.LUT, group_mask=mask,
+                                     ext_addr=self.image.put("constants", tile.lut),
+                                     local_addr=half * self.config.lanes, length=len(tile.lut)))
+        return half, 0 if whole else half * self.half_bytes
 
-    def _unit(self, g, unit, stats):
-        h, wgt_base = self._tile_load(g, unit.tile, stats)
-        self.groups[g].last = h
-        for run in unit.runs:
-            addr = self._load_uops(g, run.program)
-            self.emit("RUN", group_mask=1 << g, uop_addr=addr,
-                      uop_count=len(run.program) // isa.UOP_BYTES,
-                      param_offset=h * self.param_half, lut_offset=h * self.config.lanes,
-                      **{**run.operands,
-                         "wgt_offset": wgt_base + run.operands["wgt_offset"]})
-
-    def _load_uops(self, g, program):
-        """UOP address of ``program`` in group ``g``, loading it (over the oldest programs when
-        the memory is full) if it is not there."""
+    def _load_uops(self, g, program, code):
+        """UOP address of ``program`` in group ``g``, appending to ``code`` its load (over the
+        oldest programs when the memory is full) if it is not there."""
         group = self.groups[g]
         if program not in group.uops:
             count = len(program) // isa.UOP_BYTES
             if group.uop_next + count > self.config.uop_depth:
                 group.uops.clear()
                 group.uop_next = 0
-            self.emit("UOP_LOAD", space=isa.Space.UOP, group_mask=1 << g,
-                      ext_addr=self.image.put("uops", program), local_addr=group.uop_next,
-                      length=len(program))
+            code.append(_instruction("UOP_LOAD", space=isa.Space.UOP, group_mask=1 << g,
+                                     ext_addr=self.image.put("uops", program),
+                                     local_addr=group.uop_next, length=len(program)))
             group.uops[program] = group.uop_next
             group.uop_next += count
         return group.uops[program]
@@ -462,27 +520,28 @@ def _merge(streams):
     the group's loads before it), each group's own order kept: a group holds at most
     RUN_SLOTS RUNs, and the controller waits for a free slot, blocking every later
     instruction, so a group's RUNs back to back would leave the others idle."""
-    chunks = []
+    rounds_per_stream = []
     for stream in streams:
-        cut, current = [], []
+        rounds, current = [], []
         for op, operands in stream:
             current.append((op, operands))
             if op == "RUN":
-                cut.append(current)
+                rounds.append(current)
                 current = []
         if current:
-            cut.append(current)
-        chunks.append(cut)
+            rounds.append(current)
+        rounds_per_stream.append(rounds)
     code = []
-    for rnd in range(max(map(len, chunks), default=0)):
-        for cut in chunks:
-            if rnd < len(cut):
-                code += cut[rnd]
+    for turn in range(max(map(len, rounds_per_stream), default=0)):
+        for rounds in rounds_per_stream:
+            if turn < len(rounds):
+                code += rounds[turn]
     return code
 
 
-def _cuts(n, b):
-    return [n * i // b for i in range(b + 1)]
+def _cuts(n, parts):
+    """Bounds cutting ``range(n)`` into ``parts`` near-equal bands."""
+    return [n * i // parts for i in range(parts + 1)]
 
 
 @functools.lru_cache(maxsize=1024)
@@ -499,22 +558,23 @@ def _pieces(rows, cols, units, groups):
     least = -(-MIN_UNITS_PER_GROUP * groups // units)
     most = 4 * least
 
-    def busiest(b, c):
-        sizes = [(r1 - r0) * (c1 - c0) for r0, r1 in zip(_cuts(rows, b), _cuts(rows, b)[1:])
-                 for c0, c1 in zip(_cuts(cols, c), _cuts(cols, c)[1:])]
+    def busiest(row_bands, col_bands):
+        row_cuts, col_cuts = _cuts(rows, row_bands), _cuts(cols, col_bands)
+        sizes = [(r1 - r0) * (c1 - c0) for r0, r1 in zip(row_cuts, row_cuts[1:])
+                 for c0, c1 in zip(col_cuts, col_cuts[1:])]
         load = [0] * groups
         heapq.heapify(load)
         for size in sorted(sizes * units, reverse=True):
             heapq.heapreplace(load, load[0] + size)
         return max(load)
 
-    cands = [(b, c) for b in range(1, min(rows, most) + 1)
-             for c in range(1, min(cols, most // b) + 1)]
-    b, c = min(cands, key=lambda bc: (busiest(*bc), bc[0] * bc[1] < least, bc[0] * bc[1],
-                                      bc[1]))
-    rcut, ccut = _cuts(rows, b), _cuts(cols, c)
-    return tuple((r0, r1, c0, c1) for r0, r1 in zip(rcut, rcut[1:])
-                 for c0, c1 in zip(ccut, ccut[1:]))
+    candidates = [(row_bands, col_bands) for row_bands in range(1, min(rows, most) + 1)
+                  for col_bands in range(1, min(cols, most // row_bands) + 1)]
+    row_bands, col_bands = min(candidates, key=lambda bands: (
+        busiest(*bands), bands[0] * bands[1] < least, bands[0] * bands[1], bands[1]))
+    row_cuts, col_cuts = _cuts(rows, row_bands), _cuts(cols, col_bands)
+    return tuple((r0, r1, c0, c1) for r0, r1 in zip(row_cuts, row_cuts[1:])
+                 for c0, c1 in zip(col_cuts, col_cuts[1:]))
 
 
 def _balance(units, groups):
@@ -526,6 +586,14 @@ def _balance(units, groups):
         load[g] += unit.cost
         queues[g].append(unit)
     return queues
+
+
+def _useful_macs(qgraph, layer):
+    """MACs of the model in ``layer`` (none in a copy into a Concat or an upsampling)."""
+    if layer.op == "Copy":
+        return 0
+    node = ir.node(qgraph, layer.nodes[0])
+    return macs.layer_macs(node.op, ir.node(qgraph, node.inputs[0]).shape, node.shape).useful
 
 
 def lower(qgraph, config, reorder=True):
@@ -545,77 +613,53 @@ def lower(qgraph, config, reorder=True):
     UnsupportedError, FitError
     """
     p = plan(qgraph, config, reorder)
-    low = _Lowering(p, config)
-    low.emit("COUNTERS", action=isa.CounterAction.RESET)
-    low.emit("ROUTE", group_mask=low.all, bank_first=0, bank_count=config.act_banks)
+    lowering = _Lowering(p, config)
+    lowering.emit("COUNTERS", action=isa.CounterAction.RESET)
+    lowering.emit("ROUTE", group_mask=lowering.all_groups, bank_first=0,
+                  bank_count=config.act_banks)
+    prepared = [lowering.prepare(layer) for layer in p.layers]
     schedule = []
-    prepared = [low.prepare(layer) for layer in p.layers]
     for i, layer in enumerate(p.layers):
-        first = len(low.code) if schedule else 0
+        first = len(lowering.code) if schedule else 0
         stages, stats = prepared[i]
-        low.emit_layer(stages, stats, prepared[i + 1][0] if i + 1 < len(p.layers) else None)
-        node = ir.node(qgraph, layer.nodes[0])
-        if layer.op == "Copy":     # into a Concat: no MACs of the model
-            useful = 0
-        else:
-            useful = macs.layer_macs(node.op, ir.node(qgraph, node.inputs[0]).shape,
-                                     node.shape).useful
+        following = prepared[i + 1][0] if i + 1 < len(p.layers) else None
+        tiles = lowering.emit_layer(stages, following)
         schedule.append({"name": layer.name, "nodes": list(layer.nodes), "op": layer.op,
-                         "first": first, "last": len(low.code), "macs_useful": useful,
-                         **stats})
-    counters = low.image.reserve("counters", 8 * 8)
-    low.emit("COUNTERS", action=isa.CounterAction.STORE, ext_addr=counters)
-    low.emit("END")
-    schedule[-1]["last"] = len(low.code)
-    if low.zero_bytes:
-        low.image.reserve("zeros", low.zero_bytes)
-    return _assemble(low, p, schedule, qgraph, reorder)
+                         "first": first, "last": len(lowering.code),
+                         "macs_useful": _useful_macs(qgraph, layer),
+                         "stages": stats.stages, "per_segment_tiles": stats.per_segment_tiles,
+                         "lanes_per_tile": stats.lanes_per_tile, "units": stats.units,
+                         "runs": stats.runs, "tiles": tiles, "mac_steps": stats.mac_steps})
+    counters = lowering.image.reserve("counters", 8 * 8)
+    lowering.emit("COUNTERS", action=isa.CounterAction.STORE, ext_addr=counters)
+    lowering.emit("END")
+    schedule[-1]["last"] = len(lowering.code)
+    if lowering.zero_bytes:
+        lowering.image.reserve("zeros", lowering.zero_bytes)
+    return _assemble(lowering, p, schedule, qgraph, reorder)
 
 
-def _assemble(low, p, schedule, qgraph, reorder):
-    """Lay the regions out after the code, resolve references, encode."""
-    base = {"code": 0}
-    at = align(len(low.code) * isa.GLOBAL_BYTES)
-    order = ["uops", "constants", "zeros", "inputs", "outputs", "spills", "counters"]
-    for name in order:
-        base[name] = at
-        at += len(low.image.regions.get(name, b""))
-    image = bytearray(at)
+def _assemble(lowering, p, schedule, qgraph, reorder):
+    """The :class:`Program`: the image linked, and its layout."""
+    image, address, linked = lowering.image.link(lowering.code)
 
-    def resolve(value):
-        return base[value[0]] + value[1] if isinstance(value, tuple) else value
-
-    code = b"".join(asm.encode("global", op, **{k: resolve(v) for k, v in operands.items()})
-                    for op, operands in low.code)
-    image[:len(code)] = code
-    for name in order:
-        blob = low.image.regions.get(name, b"")
-        image[base[name]:base[name] + len(blob)] = blob
-
-    def tensor(value, storage):
+    def tensor(value, storage_name):
         node = qgraph.nodes[value]["node"]
-        return {"addr": resolve(low.dram[storage.name]), "shape": list(node.shape),
+        storage = p.storage(storage_name)
+        return {"addr": address(lowering.dram[storage.name]), "shape": list(node.shape),
                 "scale": node.scale, "grid": storage.grid.to_dict()}
 
-    uop_programs = []
-    for (region, data), (_, offset) in low.image.seen.items():
-        if region == "uops":
-            uop_programs.append([base["uops"] + offset, len(data) // isa.UOP_BYTES])
     layout = {
-        "code": len(low.code),
+        "code": len(lowering.code),
         "reorder": reorder,
-        "regions": {name: [base[name], len(low.image.regions.get(name, b""))]
-                    for name in ["code", *order] if name == "code" or
-                    name in low.image.regions},
+        "regions": linked["regions"],
         "inputs": {v: tensor(v, s) for v, s in p.inputs.items()},
         "outputs": {v: tensor(v, s) for v, s in p.outputs.items()},
-        "counters": resolve(("counters", 0)),
-        "uop_programs": sorted(uop_programs),
+        "counters": address(("counters", 0)),
+        "uop_programs": linked["uop_programs"],
         "act_buffers": {s.name: [s.act_addr, s.size] for s in p.storages if s.home == "act"},
         "spilled": [s.name for s in p.storages if s.home == "dram" and s.producer is not None
                     and not s.output],
         "layers": schedule,
     }
-    layout["regions"]["code"][1] = len(code)
-    return Program(low.config, bytes(image), layout)
-
+    return Program(lowering.config, image, layout)

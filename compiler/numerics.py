@@ -54,10 +54,10 @@ def post(graph, compute, activation=None):
     None)."""
     q = ir.node(graph, compute).q
     cout = q.bias.shape[0]
-    r = q.requant
-    if np.any(r.offset != 0):
+    requant = q.requant
+    if np.any(requant.offset != 0):
         raise ValueError(f"{compute}: POST has no requantization offset; the quantizer gave "
                          f"a compute layer one")
     lut = None if activation is None else ir.node(graph, activation).q.table
-    return Post(q.weight, q.bias, np.broadcast_to(r.multiplier, (cout,)),
-                np.broadcast_to(r.shift, (cout,)), lut)
+    return Post(q.weight, q.bias, np.broadcast_to(requant.multiplier, (cout,)),
+                np.broadcast_to(requant.shift, (cout,)), lut)

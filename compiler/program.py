@@ -1,11 +1,14 @@
 """A compiled program: the external-memory image and the map of what lies where.
 
 The image is what the accelerator's external memory holds before a frame: the global
-instructions at address 0 (the controller starts there), then the micro-programs, the constant
-tiles (weights, PARAM entries, LUTs), a zero region (for clearing padded buffers), the model's
-input and output regions, spilled tensors and the performance-counter block. ``layout`` says
-where each of those is, how a tensor's logical elements map to bytes of its region (a
-:class:`~flexigan.compiler.plan.Grid`), and the per-layer schedule; it is plain JSON.
+instructions at address 0 (the controller starts there), then the :data:`REGIONS`: the
+micro-programs, the constant tiles (weights, PARAM entries, LUTs), a zero region (for clearing
+padded buffers), the model's input and output regions, spilled tensors and the
+performance-counter block, each piece of data aligned to :data:`~flexigan.compiler.plan.ALIGN`.
+The back end fills the regions through an :class:`ImageBuilder` and refers to their contents by
+``(region, offset)`` until :meth:`ImageBuilder.link` lays them out. ``layout`` says where each
+of those is, how a tensor's logical elements map to bytes of its region (a
+:class:`~flexigan.compiler.grid.Grid`), and the per-layer schedule; it is plain JSON.
 
 A folder written by :meth:`Program.save` holds ``program.bin`` (the global instructions),
 ``memory.bin`` (the whole image), ``program.s`` (the listing of both levels) and
@@ -23,21 +26,84 @@ import numpy as np
 from ..hw.arch import isa
 from ..hw.arch.config import AcceleratorConfig
 from . import asm
+from .grid import Grid
+from .plan.memory import align
 
-__all__ = ["Program", "load_program", "tensor_addresses"]
+__all__ = ["Program", "load_program", "tensor_addresses", "ImageBuilder", "REGIONS"]
+
+#: The regions of the image after the global program, in address order.
+REGIONS = ("uops", "constants", "zeros", "inputs", "outputs", "spills", "counters")
 
 
 def tensor_addresses(entry):
     """Byte addresses (in the image) of a tensor's elements, in logical order and shape.
 
     ``entry`` is one value of ``layout["inputs"]`` or ``layout["outputs"]``: its region
-    ``addr``, logical ``shape`` and ``grid`` (see :class:`~flexigan.compiler.plan.Grid`).
+    ``addr``, logical ``shape`` and ``grid`` (see :class:`~flexigan.compiler.grid.Grid`).
     """
-    g = entry["grid"]
-    c, h, w = np.ogrid[:g["channels"], :g["height"], :g["width"]]
-    offsets = ((g["off_h"] + h * g["step_h"]) * g["cols"] + g["off_w"] + w * g["step_w"]) \
-        * g["channels"] + c
+    offsets = Grid.from_dict(entry["grid"]).addresses()
     return entry["addr"] + offsets.reshape(entry["shape"])
+
+
+class ImageBuilder:
+    """A memory image under construction: data in named :data:`REGIONS`, deduplicated by
+    content, each piece aligned."""
+
+    def __init__(self):
+        self.regions = {}
+        self.seen = {}
+
+    def put(self, region, data):
+        """Reference ``(region, offset)`` of ``data`` appended (once) to ``region``."""
+        key = (region, data)
+        if key not in self.seen:
+            blob = self.regions.setdefault(region, bytearray())
+            self.seen[key] = (region, len(blob))
+            blob += data + bytes(align(len(data)) - len(data))
+        return self.seen[key]
+
+    def reserve(self, region, size):
+        """Reference ``(region, offset)`` of ``size`` zero bytes appended to ``region``."""
+        blob = self.regions.setdefault(region, bytearray())
+        ref = (region, len(blob))
+        blob += bytes(align(size))
+        return ref
+
+    def link(self, code):
+        """Lay the image out: the global instructions ``code`` (``(op, operands)``, where an
+        operand ``(region, offset)`` is a reference) encoded at address 0, then the regions.
+
+        Returns
+        -------
+        image : bytes
+        address : callable
+            The address of a reference (an integer is its own address).
+        layout : dict
+            The layout's ``regions`` (name -> ``[addr, bytes]``, the code's and those of the
+            regions used) and ``uop_programs`` (``[addr, micro-ops]`` of each micro-program).
+        """
+        base = {"code": 0}
+        at = align(len(code) * isa.GLOBAL_BYTES)
+        for name in REGIONS:
+            base[name] = at
+            at += len(self.regions.get(name, b""))
+
+        def address(value):
+            return base[value[0]] + value[1] if isinstance(value, tuple) else value
+
+        image = bytearray(at)
+        encoded = b"".join(asm.encode("global", op, **{k: address(v) for k, v in operands.items()})
+                           for op, operands in code)
+        image[:len(encoded)] = encoded
+        for name in REGIONS:
+            blob = self.regions.get(name, b"")
+            image[base[name]:base[name] + len(blob)] = blob
+        regions = {"code": [0, len(encoded)]}
+        regions.update({name: [base[name], len(self.regions[name])]
+                        for name in REGIONS if name in self.regions})
+        uop_programs = [[base["uops"] + offset, len(data) // isa.UOP_BYTES]
+                        for (region, data), (_, offset) in self.seen.items() if region == "uops"]
+        return bytes(image), address, {"regions": regions, "uop_programs": sorted(uop_programs)}
 
 
 @dataclass

@@ -1,0 +1,56 @@
+"""The layer and memory plan: what the back end lowers, and where every tensor lives.
+
+:func:`plan` turns a quantized IR graph into :class:`~.types.Layer` s (a Conv, ConvTranspose,
+Gemm or residual Add with its fused activation, in one normal form: a grouped convolution whose
+taps the segments of :mod:`flexigan.compiler.segments` enumerate; an Add is a two-tap depthwise
+one, see docs/numerics.md) and :class:`~.types.Storage` s (one per materialized tensor, with the
+:class:`~flexigan.compiler.grid.Grid` that places it in HWC order). Channel Concat and the pair
+of an Add's operands are addressing: the producers write their channel slices of one storage.
+So are nearest Upsample and DepthToSpace: a Conv or ConvTranspose read only by one writes its
+output in place, the other blocks of an upsampling are exact 1x1 identity copies ("Copy"
+layers) from the first, and an input of another producer is copied in the same way. Layout ops
+cost nothing: a Reshape aliases its operand's storage (a Gemm reading a flattened image reads
+the image with its columns permuted at compile time; a Gemm whose output is reshaped to an
+image writes it in HWC order), and a fused activation is a LUT in the producer's POST.
+
+The plan is four pure passes over the frozen records of :mod:`.types`, with :func:`check`
+after each that makes a plan:
+
+1. :func:`.storages.assign`: which values are stored, where the others live, the jobs in
+   order (graph -> :class:`~.types.Addressing`);
+2. :func:`.layers.build`: each job's layers in normal form, each storage's writers and readers
+   (-> :class:`~.types.Plan`);
+3. :func:`.memory.stage`: homes (ACT, or external memory for model inputs, outputs and spills)
+   and the stages of each layer, with its window and staging buffers;
+4. :func:`.memory.allocate`: the ACT address of every tensor and buffer.
+
+``reorder=False`` plans the conventional baseline instead: every Conv and ConvTranspose reads a
+padded (and, for ConvTranspose, zero-inserted) copy of its input, laid out so by its producer or
+by the input region, with one segment of all taps, so padding and inserted zeros are MAC steps.
+"""
+
+from __future__ import annotations
+
+from . import layers, memory, storages
+from .check import check
+from .memory import ALIGN, align
+from .types import Axis, Buffer, Layer, Plan, Stage, Storage
+
+__all__ = ["plan", "check", "Plan", "Layer", "Axis", "Stage", "Buffer", "Storage", "ALIGN",
+           "align"]
+
+
+def plan(graph, config, reorder=True):
+    """The :class:`~.types.Plan` of a quantized IR graph on ``config``.
+
+    Raises
+    ------
+    UnsupportedError
+        listing every node that cannot be lowered, all at once.
+    FitError
+        when a layer's tensors cannot fit the activation scratchpad.
+    """
+    where = storages.assign(graph, reorder)
+    p = check(layers.build(graph, where, config.act_bytes, reorder))
+    p = check(memory.stage(p))
+    return check(memory.allocate(p))

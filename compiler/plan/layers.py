@@ -1,0 +1,251 @@
+"""Pass 2: every job becomes layers in normal form, and the storages learn their users.
+
+A :class:`~.types.ComputeJob` becomes one layer: a Conv, ConvTranspose or Gemm (a convolution
+whose kernel covers its whole input) with its POST and fused activation's LUT, or a residual
+Add as a two-tap depthwise layer (docs/numerics.md). A :class:`~.types.JoinCopy` and each block
+of a :class:`~.types.SpreadJob` become a "Copy": a 1x1 identity convolution whose POST is
+exact (multiplier 1, shift 0) or requantizes into a Concat's scale. A layer writing an
+Upsample or DepthToSpace in place gets WRITE strides (``out_mul``) and channel offsets
+(``chan_addr``) that place each pixel and channel at its position in the output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from .. import ir, numerics
+from .storages import demand, reshape_root
+from .types import Axis, ComputeJob, JoinCopy, Layer, Plan, SpreadJob
+
+__all__ = ["build", "spread_copies"]
+
+
+def _logical_axes(grid):
+    """Axes reading the logical pixels of ``grid``, with no padding."""
+    return (Axis(grid.height, 0, grid.off_h, grid.step_h),
+            Axis(grid.width, 0, grid.off_w, grid.step_w))
+
+
+def _identity_copy(index, name, nodes, src, src_grid, src_chan, axes, dst, dst_grid, chan_addr,
+                   requant=None, **placement):
+    """A 1x1 identity layer copying the ``len(chan_addr)`` channels of a value (at
+    ``src_chan`` of ``src``, read along ``axes``) into ``dst``, channel ``n`` at byte
+    ``chan_addr[n]`` from its pixel, through ``requant`` (None: multiplier 1, shift 0, exact).
+    ``placement``: the ``out_off``/``out_mul`` of one block of a nearest upsampling or of a
+    depth-to-space."""
+    channels = len(chan_addr)
+    ones = np.ones(channels, dtype=np.int64)
+    multiplier = ones if requant is None else np.broadcast_to(requant.multiplier, (channels,))
+    shift = 0 * ones if requant is None else np.broadcast_to(requant.shift, (channels,))
+    eye = np.eye(channels, dtype=np.int8)
+    post = numerics.Post(eye[:, :, None, None], 0 * ones, multiplier, shift, None)
+    return Layer(index=index, name=name, nodes=nodes, op="Copy", transposed=False,
+                 weight=np.ascontiguousarray(eye[None, :, :, None, None]), stride=(1, 1),
+                 dilation=(1, 1), axes=axes, out_hw=(axes[0].size, axes[1].size), post=post,
+                 src=src, src_grid=src_grid, dst=dst, dst_grid=dst_grid,
+                 chan_addr=np.asarray(chan_addr), src_chan=src_chan, **placement)
+
+
+def _join_copy(index, job, graph, where):
+    """The copy of ``job.value`` into its slice of a Concat's (or an Add's operand) storage,
+    with the Concat's requantization."""
+    value = reshape_root(graph, job.value)
+    src, src_chan = where.locate(value)
+    dst, dst_chan = where.locate(job.target)
+    src_grid, dst_grid = where.storages[src].grid, where.storages[dst].grid
+    channels = where.stored_shapes[value][0]
+    first = job.first_channel
+    return _identity_copy(index, f"{job.target}[{first}:{first + channels}]", (job.join,),
+                          src, src_grid, src_chan, _logical_axes(src_grid), dst, dst_grid,
+                          np.arange(channels) + first + dst_chan, job.requant)
+
+
+def _spread_addr(op, grid, channels, dst_chan):
+    """Byte offset, from the address of its first destination pixel, of each of the
+    ``channels`` input channels of nearest Upsample or DepthToSpace ``op`` written into
+    ``grid`` at channel ``dst_chan``: an Upsample keeps the channel; DepthToSpace (block
+    ``b``) sends input channel ``n`` to output channel ``c`` of pixel ``(i, j)`` of the
+    ``b x b`` block, ``n = (i*b + j)*C' + c`` (DCR) or ``n = (c*b + i)*b + j`` (CRD)."""
+    n = np.arange(channels)
+    if isinstance(op, ir.Upsample):
+        return n + dst_chan
+    b = op.blocksize
+    out_channels = channels // (b * b)
+    if op.mode == "DCR":
+        i, j, c = n // (b * out_channels), n // out_channels % b, n % out_channels
+    else:
+        c, i, j = n // (b * b), n // b % b, n % b
+    return grid.addr(c + dst_chan, i, j) - grid.addr(0, 0, 0)
+
+
+def _spread_factors(op):
+    """``(fh, fw)``: output pixels per input pixel of an Upsample or DepthToSpace."""
+    return tuple(op.scales) if isinstance(op, ir.Upsample) else (op.blocksize,) * 2
+
+
+def spread_copies(index, job, graph, where):
+    """The copy layers writing Upsample or DepthToSpace ``job.node``, the first numbered
+    ``index``. DepthToSpace: one scattering copy of its input, unless the producer writes it.
+    Upsample by ``(fh, fw)``: block ``(0, 0)`` (every output pixel ``(fh*h, fw*w)``) from the
+    input, unless the producer writes it, then each other block ``(dy, dx)`` from block
+    ``(0, 0)`` of the output itself."""
+    n = ir.node(graph, job.node)
+    value = n.inputs[0]
+    dst, dst_chan = where.locate(job.node)
+    dst_grid = where.storages[dst].grid
+    channels, height, width = ir.node(graph, value).shape
+    chan_addr = _spread_addr(n.op, dst_grid, channels, dst_chan)
+    factors = _spread_factors(n.op)
+    layers = []
+    if value not in where.scattered:
+        src, src_chan = where.locate(value)
+        src_grid = where.storages[src].grid
+        axes = (Axis(height, 0, src_grid.off_h, src_grid.step_h),
+                Axis(width, 0, src_grid.off_w, src_grid.step_w))
+        layers.append(_identity_copy(index, f"{job.node}@0,0", (job.node,), src, src_grid,
+                                     src_chan, axes, dst, dst_grid, chan_addr,
+                                     out_off=(0, 0), out_mul=factors))
+    if isinstance(n.op, ir.DepthToSpace):
+        return layers
+    fh, fw = factors
+    axes = (Axis(height, 0, dst_grid.off_h, dst_grid.step_h * fh),
+            Axis(width, 0, dst_grid.off_w, dst_grid.step_w * fw))
+    for block in [(dy, dx) for dy in range(fh) for dx in range(fw)][1:]:
+        layers.append(_identity_copy(index + len(layers), f"{job.node}@{block[0]},{block[1]}",
+                                     (job.node,), dst, dst_grid, dst_chan, axes, dst,
+                                     dst_grid, chan_addr, out_off=block, out_mul=factors))
+    return layers
+
+
+def _sum_post(q, channels, lut):
+    """The POST of a residual Add (a :class:`~flexigan.compiler.quant.Sum`) as a two-tap
+    depthwise layer: per channel the weights ``(weight_a, weight_b)`` (normal form
+    ``(C, 1, 2, 1, 1)``), bias 0 and the shared multiplier and shift; then ``lut``."""
+    weight = np.empty((channels, 1, 2, 1, 1), dtype=np.int8)
+    weight[:, 0, :, 0, 0] = (q.weight_a, q.weight_b)
+    return numerics.Post(weight, np.zeros(channels, np.int64),
+                         np.full(channels, q.multiplier, np.int64),
+                         np.full(channels, q.shift, np.int64), lut)
+
+
+def _requantized(post, requant):
+    """``post`` followed by the per-tensor ``requant`` (into a Concat's scale), folded into
+    its LUT: exact, the LUT maps every int8 value."""
+    table = np.arange(-128, 128)[None] if post.lut is None else post.lut
+    return replace(post, lut=requant.apply(table.astype(np.int64), channel_axis=0))
+
+
+def _normal_weight(op, weight, in_shape):
+    """``(groups, cout_g, cin_g, kh, kw)`` view of a layer's integer weights."""
+    if isinstance(op, ir.Dense):
+        channels, height, width = (tuple(in_shape) + (1, 1))[:3]
+        return weight.reshape(1, weight.shape[0], channels, height, width)
+    g = op.group
+    if isinstance(op, ir.ConvTranspose):
+        cin, cout_g = weight.shape[:2]
+        return weight.reshape(g, cin // g, cout_g, *weight.shape[2:]).transpose(0, 2, 1, 3, 4)
+    return weight.reshape(g, weight.shape[0] // g, *weight.shape[1:])
+
+
+def _add_geometry(n, post, grid, operands):
+    """Layer fields of a residual Add: elementwise over the logical pixels of the source, in
+    both plans; its two taps ``C`` channels apart (its operand storage) or 0 (a value added
+    to itself)."""
+    return dict(weight=post.weight, transposed=False, stride=(1, 1), dilation=(1, 1),
+                axes=_logical_axes(grid), out_hw=(tuple(n.shape[1:]) + (1, 1))[:2],
+                group_step=1, chan_step=n.shape[0] if operands else 0)
+
+
+def _conv_geometry(n, weight, grid, reorder):
+    """Layer fields of a Conv or ConvTranspose reading ``grid``: zero-free, its own segments
+    over the logical pixels; conventional, a dense stride-1 convolution over the padded,
+    zero-inserted array (all taps real; a ConvTranspose's kernel flipped)."""
+    op = n.op
+    stride, dilation = tuple(op.strides), tuple(op.dilations)
+    transposed = isinstance(op, ir.ConvTranspose)
+    if reorder:
+        axes = (Axis(grid.height, op.pads[0], grid.off_h, grid.step_h),
+                Axis(grid.width, op.pads[1], grid.off_w, grid.step_w))
+    else:
+        lead = [demand(op, axis)[1] for axis in range(2)]
+        axes = (Axis(grid.rows, lead[0] - grid.off_h, 0, 1),
+                Axis(grid.cols, lead[1] - grid.off_w, 0, 1))
+        if transposed:
+            weight = weight[..., ::-1, ::-1]
+            stride, transposed = (1, 1), False
+    return dict(weight=weight, transposed=transposed, stride=stride, dilation=dilation,
+                axes=axes, out_hw=tuple(n.shape[1:]))
+
+
+def _compute_layer(index, job, graph, where, reorder):
+    """The layer of a Conv, ConvTranspose, Gemm or residual Add with its fused activation."""
+    name = job.node
+    n = ir.node(graph, name)
+    is_add = isinstance(n.op, ir.Add)
+    operands = where.operands.get(name)
+    source = reshape_root(graph, n.inputs[0])
+    # An Add reads its operand storage, or the one value it adds to itself twice.
+    src, src_chan = where.locate(operands or source)
+    spread = where.scattered.get(job.output)
+    dst, dst_chan = where.locate(spread or job.output)
+    src_grid, dst_grid = where.storages[src].grid, where.storages[dst].grid
+    if is_add:
+        lut = None if job.activation is None else ir.node(graph, job.activation).q.table
+        post = _sum_post(n.q, n.shape[0], lut)
+    else:
+        post = numerics.post(graph, name, job.activation)
+    if job.output in where.requant:
+        post = _requantized(post, where.requant[job.output])
+    if is_add:
+        fields = _add_geometry(n, post, src_grid, operands)
+    else:
+        in_shape = src_grid.shape if src == source else \
+            (where.stored_shapes[source][0],) + src_grid.shape[1:]
+        weight = _normal_weight(n.op, post.weight, in_shape)
+        if isinstance(n.op, ir.Dense):
+            fields = dict(weight=weight, transposed=False, stride=(1, 1), dilation=(1, 1),
+                          axes=_logical_axes(src_grid), out_hw=(1, 1))
+        else:
+            fields = _conv_geometry(n, weight, src_grid, reorder)
+    channels = n.shape[0]
+    if spread is not None:
+        spread_op = ir.node(graph, spread).op
+        chan_addr = _spread_addr(spread_op, dst_grid, channels, dst_chan)
+        fields["out_mul"] = _spread_factors(spread_op)
+    elif dst_grid.shape[1:] == fields["out_hw"]:
+        chan_addr = np.arange(channels) + dst_chan
+    else:
+        chan_addr = dst_grid.addresses()[dst_chan:dst_chan + channels].ravel()
+    fields["weight"] = np.ascontiguousarray(fields["weight"])
+    op = "Gemm" if isinstance(n.op, ir.Dense) else type(n.op).__name__
+    return Layer(index=index, name=job.output,
+                 nodes=(name,) + ((job.activation,) if job.activation else ()), op=op,
+                 post=post, src=src, src_grid=src_grid, dst=dst, dst_grid=dst_grid,
+                 chan_addr=chan_addr, src_chan=src_chan, **fields)
+
+
+def _layers_of(job, index, graph, where, reorder):
+    """The layers of one job, the first numbered ``index``."""
+    if isinstance(job, ComputeJob):
+        return [_compute_layer(index, job, graph, where, reorder)]
+    if isinstance(job, JoinCopy):
+        return [_join_copy(index, job, graph, where)]
+    if isinstance(job, SpreadJob):
+        return spread_copies(index, job, graph, where)
+    raise TypeError(f"job must be a ComputeJob, JoinCopy or SpreadJob, not {job!r}")
+
+
+def build(graph, where, act_bytes, reorder=True):
+    """Pass 2: the :class:`~.types.Plan` of the jobs of ``where`` (an
+    :class:`~.types.Addressing` of ``graph``), its storages with their writers and readers;
+    no memory planned yet."""
+    layers = []
+    for job in where.jobs:
+        layers += _layers_of(job, len(layers), graph, where, reorder)
+    storages = tuple(
+        replace(s, writers=tuple(layer.index for layer in layers if layer.dst == s.name),
+                readers=tuple(layer.index for layer in layers if layer.src == s.name))
+        for s in where.storages.values())
+    return Plan(tuple(layers), storages, dict(where.inputs), dict(where.outputs), act_bytes)
