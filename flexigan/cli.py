@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from . import __version__, flow, steps
+from . import __version__, engines, flow, steps
 from .errors import FlexiganError, UsageError
 from .hw.arch.config import PRESETS
 
@@ -154,9 +154,7 @@ def _parser():
     p = sub.add_parser("simulate", help="run a compiled model")
     p.add_argument("folder", help="output folder of `flexigan compile`")
     p.add_argument("--engine", default="golden", choices=flow.ENGINES,
-                   help="golden: the fixed-point reference interpreter; isa: the "
-                        "instruction-level simulator with its cycle model; rtl: the "
-                        "accelerator's Verilog under a simulator (cocotb)")
+                   help="; ".join(f"{e.name}: {e.summary}" for e in engines.ENGINES.values()))
     p.add_argument("--simulator", default="verilator", choices=flow.SIMULATORS,
                    help="rtl: the Verilog simulator (default: verilator)")
     p.add_argument("--waves", action="store_true", help="rtl: record a waveform")

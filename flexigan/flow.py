@@ -4,39 +4,38 @@ Each public function is one thing a user asks for (inspect, compile, simulate); 
 is a thin shell over them. Compiling runs the ordered steps of :mod:`flexigan.steps`, each of
 which writes its product into the output folder (:mod:`flexigan.steps` lists them: the IR after
 each step, the calibration ranges, ``quantized.npz``, the program files, ``rtl/`` and
-``manifest.json``); simulating runs a compiled folder on one of the engines and compares it
-with onnxruntime's float model.
+``manifest.json``); simulating runs one of the engines of :mod:`flexigan.engines` on a compiled
+folder and compares it with onnxruntime's float model.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from . import steps
+from . import engines, steps
 from .compiler import ir, passes
 from .compiler.onnx_import import import_model, load_onnx
-from .compiler.program import load_program
-from .compiler.serialize import load_graph
-from .errors import FlexiganError, UsageError
+from .errors import UsageError
 from .hw.arch.config import preset
-from .hw.arch.timing import TESTBENCH_MEM_LATENCY
 from .inputs import default_calibration, load_inputs
 from .layers import layer_table, op_name, totals
-from .sim import golden, isa_sim
+from .sim import golden
 
 __all__ = ["inspect_model", "compile_model", "simulate", "default_calibration", "load_inputs",
            "float_reference", "target_config", "layer_table", "ENGINES",
            "SIMULATORS"]
+
+#: The names of the engines, for ``flexigan simulate --engine``.
+ENGINES = tuple(engines.ENGINES)
+SIMULATORS = engines.SIMULATORS
+
 
 def _log(message):
     # Progress goes to stdout: stderr carries nothing but the one-line error, if any.
@@ -170,98 +169,6 @@ def float_reference(model_path, feeds, names=()):
     return dict(zip(wanted, session.run(wanted, run_feeds)))
 
 
-ENGINES = ("golden", "isa", "rtl")
-SIMULATORS = ("verilator", "icarus")
-
-
-def _run_isa(out, qgraph, feeds, sparse):
-    """int8 outputs and report of the instruction-level simulator; the report also
-    says whether its int8 outputs equal the golden interpreter's bit for bit."""
-    if not (out / "program.json").is_file():
-        raise UsageError(f"{out} has no compiled program (program.json); recompile it")
-    manifest = json.loads((out / "manifest.json").read_text())
-    sparse = manifest.get("sparse", True) if sparse is None else sparse
-    ints = {name: golden.quantize_input(x, ir.node(qgraph, name).scale)
-            for name, x in feeds.items()}
-    out_int, report = isa_sim.simulate(load_program(out), ints, sparse=sparse)
-    expect = golden.run_int(qgraph, ints)
-    report["bit_exact_vs_golden"] = all(np.array_equal(v, expect[o]) for o, v in out_int.items())
-    return out_int, report
-
-
-@contextlib.contextmanager
-def _output_to(path):
-    """Send this process's stdout and stderr (file descriptors 1 and 2, which the simulators
-    write to) to the file ``path`` for the duration."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    with open(path, "w") as f:
-        os.dup2(f.fileno(), 1)
-        os.dup2(f.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
-
-
-def _run_rtl(out, qgraph, feeds, sparse, simulator, waves, log):
-    """Outputs and report of the accelerator's RTL under ``simulator`` (cocotb); the report
-    compares outputs and cycles with the instruction-level simulator."""
-    from .sim.rtl import RtlTestError, run_programs
-
-    if simulator not in SIMULATORS:
-        raise UsageError(f"simulator {simulator!r} is not available (choose from: "
-                         f"{', '.join(SIMULATORS)})")
-    isa_int, report = _run_isa(out, qgraph, feeds, sparse)
-    program = load_program(out)
-    layout, config = program.layout, program.config
-    ints = {name: golden.quantize_input(x, ir.node(qgraph, name).scale)
-            for name, x in feeds.items()}
-    batch = next(iter(ints.values())).shape[0]
-    images = [program.frame(ints, n) for n in range(batch)]
-    build = out / "rtl_sim" / simulator
-    build.mkdir(parents=True, exist_ok=True)
-    transcript = build / "simulation.log"
-    log(f"running {batch} sample(s) on the RTL under {simulator}; the simulator's output goes "
-        f"to {transcript} ...")
-    try:
-        with _output_to(transcript):
-            results = run_programs(images, config, simulator=simulator, build_dir=build,
-                                   sparse=report["sparse"], waves=waves)
-    except RtlTestError as exc:
-        raise FlexiganError(f"RTL simulation failed: {exc} (see {transcript})") from None
-    per_frame = [program.outputs(r.memory) for r in results]
-    rtl_int = {o: np.stack([frame[o] for frame in per_frame]) for o in layout["outputs"]}
-    totals = {k: sum(int(r.counters[k]) for r in results)
-              for k in ("cycles", "macs_issued", "macs_skipped", "dma_bytes")}
-    # The RTL runs against the testbench's memory, whose latency is not the target's: the
-    # estimate it is compared with models that memory.
-    tb_config = config.replace(mem_latency=TESTBENCH_MEM_LATENCY)
-    isa_cycles = sum(isa_sim.run(image, tb_config, report["sparse"]).cycles for image in images)
-    rtl_report = {
-        "engine": "rtl", "simulator": simulator, "sparse": report["sparse"],
-        "bit_exact_vs_isa": all(np.array_equal(v, isa_int[o]) for o, v in rtl_int.items()),
-        **isa_sim.figures(config, totals["cycles"], report["macs_useful"],
-                          totals["macs_issued"], totals["macs_skipped"], totals["dma_bytes"]),
-        "isa_cycles": isa_cycles, "testbench_mem_latency": TESTBENCH_MEM_LATENCY,
-        "cycles_vs_isa": round(totals["cycles"] / isa_cycles, 4) if isa_cycles else None,
-        "counters": [r.counters for r in results],
-        "roofline": report["roofline"],
-        # The hardware counts the whole program; per-layer figures are the ISA model's.
-        "layers_from": "isa", "layers": report["layers"],
-    }
-    if waves:
-        rtl_report["waves"] = [str(p) for p in sorted(build.glob("*.fst")) +
-                               sorted(build.glob("*.vcd"))]
-    return rtl_int, rtl_report
-
-
 def simulate(out, engine, input_path, output_path=None, sparse=None, simulator="verilator",
              waves=False, log=_log):
     """Run the compiled model in ``out`` on the inputs in ``input_path`` with ``engine``.
@@ -269,56 +176,63 @@ def simulate(out, engine, input_path, output_path=None, sparse=None, simulator="
     ``golden`` is the fixed-point reference interpreter; ``isa`` the instruction-level
     simulator running ``program.bin`` on the memory image (``sparse`` overrides the compiled
     zero-skipping setting); ``rtl`` the accelerator's Verilog under ``simulator`` (Verilator or
-    Icarus, through cocotb), compared with the instruction-level simulator. Writes the output
-    (``output_path``, default ``out/output.npy``; ``.npz`` when the model has several outputs)
-    and ``out/sim_report.json``; returns the report.
+    Icarus, through cocotb), compared with the instruction-level simulator (see
+    :mod:`flexigan.engines`). Writes the output (``output_path``, default ``out/output.npy``;
+    ``.npz`` when the model has several outputs) and ``out/sim_report.json``; returns the
+    report.
     """
-    out = Path(out)
-    if engine not in ENGINES:
+    if engine not in engines.ENGINES:
         raise UsageError(f"engine {engine!r} is not available (choose from: "
-                         f"{', '.join(ENGINES)})")
-    if not (out / "quantized.npz").is_file():
-        raise UsageError(f"{out} is not a compiled model folder (no quantized.npz); "
-                         "run `flexigan compile` first")
-    qgraph = load_graph(out / "quantized.npz")
+                         f"{', '.join(engines.ENGINES)})")
+    model = engines.Compiled(out)
+    qgraph = model.qgraph
     feeds = load_inputs(qgraph, input_path)
     start = time.perf_counter()
-    if engine == "golden":
-        values = golden.run_quantized(qgraph, feeds, keep=True)
-        outputs = {o: values[o] for o in qgraph.graph["outputs"]}
-        report = {"engine": engine}
-    else:
-        out_int, report = _run_isa(out, qgraph, feeds, sparse) if engine == "isa" else \
-            _run_rtl(out, qgraph, feeds, sparse, simulator, waves, log)
-        outputs = {o: golden.dequantize(v, ir.node(qgraph, o).scale) for o, v in out_int.items()}
+    run = engines.ENGINES[engine].run(model, model.quantize(feeds),
+                                      engines.RunOptions(sparse, simulator, waves, log))
     elapsed = time.perf_counter() - start
+    outputs = {o: golden.dequantize(v, ir.node(qgraph, o).scale) for o, v in run.outputs.items()}
     onnx_names = dict(zip(qgraph.graph["outputs"], qgraph.graph["onnx_outputs"]))
+    report = run.report
     report.update({"batch": int(next(iter(feeds.values())).shape[0]),
                    "output_shape": list(next(iter(outputs.values())).shape),
                    "outputs": {onnx_names[o]: {"shape": list(v.shape)}
                                for o, v in outputs.items()},
                    "seconds": round(elapsed, 3)})
-    layers = [n for n, node in ir.topo_nodes(qgraph)
-              if not isinstance(node.op, ir.Input) and "/" not in n] if engine == "golden" else []
-    reference = float_reference(out / "model.onnx", feeds, layers) \
-        if (out / "model.onnx").is_file() else None
-    if reference is None:
-        log("onnxruntime is not installed: no float reference, no SQNR")
-    else:
-        for o, v in outputs.items():
-            report["outputs"][onnx_names[o]]["sqnr_db"] = _db(
-                golden.sqnr_db(reference[onnx_names[o]], v))
-        report["sqnr_db"] = min(x["sqnr_db"] for x in report["outputs"].values())
-        if engine == "golden":
-            report["layers"] = [{"name": n, "op": op_name(ir.node(qgraph, n).op),
-                                 "sqnr_db": _db(golden.sqnr_db(reference[n], values[n]))}
-                                for n in layers if n in reference]
+    _compare_with_float(report, model, feeds, outputs, run.values, log)
     output_path = Path(output_path) if output_path else \
-        out / ("output.npy" if len(outputs) == 1 else "output.npz")
+        model.folder / ("output.npy" if len(outputs) == 1 else "output.npz")
     _save_outputs(output_path, {onnx_names[o]: v for o, v in outputs.items()})
     report["output_file"] = str(output_path)
-    (out / "sim_report.json").write_text(json.dumps(report, indent=1) + "\n")
+    (model.folder / "sim_report.json").write_text(json.dumps(report, indent=1) + "\n")
     return report
+
+
+def _compare_with_float(report, model, feeds, outputs, values, log):
+    """Add to ``report`` the SQNR against onnxruntime's float model of every output and, as
+    ``layers``, of the values in ``values``."""
+    source, qgraph = model.folder / "model.onnx", model.qgraph
+    if not source.is_file():
+        log(f"{source} is missing: no float reference, no SQNR")
+        return
+    layers = [n for n, node in ir.topo_nodes(qgraph)
+              if n in values and not isinstance(node.op, ir.Input) and "/" not in n]
+    reference = float_reference(source, feeds, layers)
+    if reference is None:
+        log("onnxruntime is not installed: no float reference, no SQNR")
+        return
+    onnx_names = dict(zip(qgraph.graph["outputs"], qgraph.graph["onnx_outputs"]))
+    for o, v in outputs.items():
+        report["outputs"][onnx_names[o]]["sqnr_db"] = _db(
+            golden.sqnr_db(reference[onnx_names[o]], v))
+    report["sqnr_db"] = min(x["sqnr_db"] for x in report["outputs"].values())
+    if values:
+        report["layers"] = []
+        for name in (n for n in layers if n in reference):
+            node = ir.node(qgraph, name)
+            value = golden.dequantize(values[name], node.scale)
+            report["layers"].append({"name": name, "op": op_name(node.op),
+                                     "sqnr_db": _db(golden.sqnr_db(reference[name], value))})
 
 
 def _db(value):

@@ -1,13 +1,17 @@
-"""The flow as a user drives it: compile step by step (--stop-after)."""
+"""The flow as a user drives it: compile step by step (--stop-after), and every engine behind
+one interface."""
 
 import json
 
 import numpy as np
 import pytest
 
+from flexigan import flow
 from flexigan.cli import main
 from flexigan.compiler import ir
 from flexigan.compiler.serialize import load_graph
+from flexigan.engines import ENGINES, Compiled, RunOptions
+from flexigan.sim import golden
 from tests.helpers import save, tiny_generator
 
 #: A small machine whose Verilog takes seconds to generate (and is cached between runs).
@@ -132,3 +136,24 @@ def test_a_forced_compile_replaces_every_product_of_the_last_one(tmp_path, capsy
     # No program, Verilog or manifest of the earlier compile is left beside the new IR.
     assert files(out) == {"notes.txt", "model.onnx", "steps/import.npz", "steps/fold_affine.npz",
                           "steps/calibrate.json", "quantized.npz"}
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory, tiny):
+    out = tmp_path_factory.mktemp("compiled") / "out"
+    flow.compile_model(tiny, out, config=flow.target_config("ulx3s", 2, 4), target="ulx3s",
+                       log=lambda message: None)
+    return Compiled(out)
+
+
+@pytest.mark.parametrize("name", ["golden", "isa", "rtl"])
+def test_every_engine_runs_through_one_interface_bit_exact_with_golden(compiled, name):
+    feeds = {"z": np.random.default_rng(4).standard_normal((2, 4, 1, 1))}
+    inputs = compiled.quantize(feeds)
+    run = ENGINES[name].run(compiled, inputs, RunOptions(simulator="icarus",
+                                                         log=lambda message: None))
+    expected = golden.run_int(compiled.qgraph, inputs)
+    assert run.report["engine"] == name
+    assert set(run.outputs) == {"image"}
+    np.testing.assert_array_equal(run.outputs["image"], expected["image"])
+    assert run.outputs["image"].dtype == np.int8 and run.outputs["image"].shape == (2, 2, 4, 4)
