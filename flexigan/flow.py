@@ -29,7 +29,7 @@ from .layers import layer_table, op_name, totals
 from .sim import golden
 
 __all__ = ["inspect_model", "compile_model", "simulate", "default_calibration", "load_inputs",
-           "float_reference", "target_config", "layer_table", "ENGINES",
+           "float_reference", "onnx_tensors", "target_config", "layer_table", "ENGINES",
            "SIMULATORS"]
 
 #: The names of the engines, for ``flexigan simulate --engine``.
@@ -169,6 +169,15 @@ def float_reference(model_path, feeds, names=()):
     return dict(zip(wanted, session.run(wanted, run_feeds)))
 
 
+def onnx_tensors(model_path):
+    """The names of the tensors the nodes of the ONNX model compute.
+
+    An IR value carries the name of the ONNX tensor it computes; the values the importer adds
+    on its own (such as the 2-D view of a 1-D convolution) have names no ONNX node produces.
+    """
+    return {name for node in load_onnx(model_path).graph.node for name in node.output}
+
+
 def simulate(out, engine, input_path, output_path=None, sparse=None, simulator="verilator",
              waves=False, log=_log):
     """Run the compiled model in ``out`` on the inputs in ``input_path`` with ``engine``.
@@ -210,13 +219,13 @@ def simulate(out, engine, input_path, output_path=None, sparse=None, simulator="
 
 def _compare_with_float(report, model, feeds, outputs, values, log):
     """Add to ``report`` the SQNR against onnxruntime's float model of every output and, as
-    ``layers``, of the values in ``values``."""
+    ``layers``, of every value in ``values`` that is a tensor of the ONNX model."""
     source, qgraph = model.folder / "model.onnx", model.qgraph
     if not source.is_file():
         log(f"{source} is missing: no float reference, no SQNR")
         return
-    layers = [n for n, node in ir.topo_nodes(qgraph)
-              if n in values and not isinstance(node.op, ir.Input) and "/" not in n]
+    tensors = onnx_tensors(source) if values else set()
+    layers = [n for n, _ in ir.topo_nodes(qgraph) if n in values and n in tensors]
     reference = float_reference(source, feeds, layers)
     if reference is None:
         log("onnxruntime is not installed: no float reference, no SQNR")

@@ -1,10 +1,11 @@
-"""The flow as a user drives it: compile step by step (--stop-after), and every engine behind
-one interface."""
+"""The flow as a user drives it: compile step by step (--stop-after), every engine behind one
+interface, and per-layer accuracy named by the model's own tensors."""
 
 import json
 
 import numpy as np
 import pytest
+from onnx import helper
 
 from flexigan import flow
 from flexigan.cli import main
@@ -12,7 +13,7 @@ from flexigan.compiler import ir
 from flexigan.compiler.serialize import load_graph
 from flexigan.engines import ENGINES, Compiled, RunOptions
 from flexigan.sim import golden
-from tests.helpers import save, tiny_generator
+from tests.helpers import make_model, save, tiny_generator
 
 #: A small machine whose Verilog takes seconds to generate (and is cached between runs).
 SMALL = ["--target", "ulx3s", "--groups", "2", "--lanes", "4"]
@@ -157,3 +158,34 @@ def test_every_engine_runs_through_one_interface_bit_exact_with_golden(compiled,
     assert set(run.outputs) == {"image"}
     np.testing.assert_array_equal(run.outputs["image"], expected["image"])
     assert run.outputs["image"].dtype == np.int8 and run.outputs["image"].shape == (2, 2, 4, 4)
+
+
+def slashed_model():
+    """PyTorch-style tensor names ("/module/Op_output_0") on 1-D convolutions, which the
+    importer computes through 2-D values of its own ("<name>/as2d", "<name>/2d")."""
+    rng = np.random.default_rng(7)
+    up, act, head = "/up/ConvTranspose_output_0", "/act/LeakyRelu_output_0", "/head/Conv_output_0"
+    nodes = [helper.make_node("ConvTranspose", ["input", "up.weight", "up.bias"], [up],
+                              name="/up/ConvTranspose", kernel_shape=[3], strides=[2],
+                              pads=[1, 0]),
+             helper.make_node("LeakyRelu", [up], [act], name="/act/LeakyRelu", alpha=0.2),
+             helper.make_node("Conv", [act, "head.weight"], [head], name="/head/Conv",
+                              kernel_shape=[3], pads=[1, 1]),
+             helper.make_node("Tanh", [head], ["output"], name="/out/Tanh")]
+    inits = {"up.weight": rng.normal(0, 0.4, (4, 6, 3)), "up.bias": rng.normal(0, 0.1, 6),
+             "head.weight": rng.normal(0, 0.3, (2, 6, 3))}
+    return make_model(nodes, [("input", ["N", 4, 7])], [("output", ["N", 2, 14])], inits)
+
+
+def test_golden_reports_every_onnx_tensor_whatever_its_name(tmp_path):
+    model = save(slashed_model(), tmp_path / "slashed.onnx")
+    out = tmp_path / "out"
+    flow.compile_model(model, out, rtl=False, log=lambda message: None)
+    assert "/up/ConvTranspose_output_0/2d" in load_graph(out / "quantized.npz")
+    np.save(tmp_path / "x.npy", np.random.default_rng(8).uniform(-1, 1, (4, 4, 7)))
+    report = flow.simulate(out, "golden", tmp_path / "x.npy", log=lambda message: None)
+    rows = {row["name"]: row for row in report["layers"]}
+    assert list(rows) == ["/up/ConvTranspose_output_0", "/act/LeakyRelu_output_0",
+                          "/head/Conv_output_0", "output"]
+    assert rows["/act/LeakyRelu_output_0"]["op"] == "leaky_relu"
+    assert all(row["sqnr_db"] > 25 for row in rows.values())
