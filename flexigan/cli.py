@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from . import __version__, flow
+from . import __version__, engines, flow, steps
 from .errors import FlexiganError, UsageError
 from .hw.arch.config import PRESETS
 
@@ -61,10 +61,15 @@ def _cmd_inspect(args):
 
 def _cmd_compile(args):
     config = flow.target_config(args.target, args.groups, args.lanes)
-    manifest = flow.compile_model(args.model, args.output, calibrate=args.calibrate,
-                                  force=args.force, config=config, target=args.target,
-                                  reorder=not args.no_reorder, sparse=not args.no_sparse,
-                                  rtl=not args.no_rtl)
+    state = flow.compile_model(args.model, args.output, calibrate=args.calibrate,
+                               force=args.force, config=config, target=args.target,
+                               reorder=not args.no_reorder, sparse=not args.no_sparse,
+                               rtl=not args.no_rtl, stop_after=args.stop_after)
+    if state.manifest is None:
+        print(f"stopped after {state.steps[-1].name}: {args.output} holds "
+              f"{', '.join(p for s in state.steps for p in s.products)}")
+        return
+    manifest = state.manifest
     t = manifest["totals"]
     print(f"compiled {args.model} -> {args.output}: {len(manifest['layers'])} layers, "
           f"{t['macs_useful'] / 1e6:.2f} M useful MACs per sample, "
@@ -141,14 +146,15 @@ def _parser():
                    help="turn the sparse cores' zero skipping off")
     p.add_argument("--no-rtl", action="store_true",
                    help="do not write the accelerator's Verilog to OUTPUT/rtl")
+    p.add_argument("--stop-after", metavar="STEP",
+                   help="stop after this step; OUTPUT then holds the products of the steps up "
+                        f"to it (steps: {', '.join(s.name for s in steps.compile_steps())})")
     p.set_defaults(run=_cmd_compile)
 
     p = sub.add_parser("simulate", help="run a compiled model")
     p.add_argument("folder", help="output folder of `flexigan compile`")
     p.add_argument("--engine", default="golden", choices=flow.ENGINES,
-                   help="golden: the fixed-point reference interpreter; isa: the "
-                        "instruction-level simulator with its cycle model; rtl: the "
-                        "accelerator's Verilog under a simulator (cocotb)")
+                   help="; ".join(f"{e.name}: {e.summary}" for e in engines.ENGINES.values()))
     p.add_argument("--simulator", default="verilator", choices=flow.SIMULATORS,
                    help="rtl: the Verilog simulator (default: verilator)")
     p.add_argument("--waves", action="store_true", help="rtl: record a waveform")

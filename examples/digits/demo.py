@@ -14,13 +14,24 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from flexigan import cli, flow
-from flexigan.png import image_grid, write_png
 
 HERE = Path(__file__).resolve().parent
 GRID = 8  # an 8 x 8 grid of digits
 RTL_DIGITS = 2  # digits run on the RTL (Icarus runs a few thousand cycles per second)
+
+
+def image_grid(images, columns, zoom, pad=1):
+    """Tile grey images ``(N, 1, H, W)`` in [-1, 1] into one uint8 ``(H', W')`` array, each
+    pixel enlarged ``zoom`` times, with ``pad`` black pixels around every image."""
+    pixels = (np.clip((images[:, 0] + 1) / 2, 0, 1) * 255).round().astype(np.uint8)
+    pixels = pixels.repeat(zoom, axis=1).repeat(zoom, axis=2)
+    pixels = np.pad(pixels, ((0, -len(pixels) % columns), (pad, 0), (pad, 0)))
+    n, h, w = pixels.shape
+    grid = pixels.reshape(n // columns, columns, h, w).transpose(0, 2, 1, 3)
+    return np.pad(grid.reshape(n // columns * h, columns * w), ((0, pad), (0, pad)))
 
 
 def main(argv=None):
@@ -46,8 +57,8 @@ def main(argv=None):
     golden = np.load(out / "output.npy")
     reference = flow.float_reference(out / "model.onnx", {"z": latents})["image"]
     left, right = (image_grid(x, GRID, zoom=4) for x in (golden, reference))
-    gap = np.full((left.shape[0], 12, 1), 255, dtype=np.uint8)
-    write_png(out / "digits.png", np.concatenate([left, gap, right], axis=1))
+    gap = np.full((left.shape[0], 12), 255, dtype=np.uint8)
+    Image.fromarray(np.concatenate([left, gap, right], axis=1)).save(out / "digits.png")
 
     report = json.loads((out / "sim_report.json").read_text())
     print(f"wrote {out / 'digits.png'}: int8 golden model (left) | onnxruntime float (right)")

@@ -1,0 +1,221 @@
+"""The engines that run a compiled model, behind one interface.
+
+Each engine is one layer of truth (docs/architecture.md): ``golden`` the fixed-point
+interpreter of the quantized IR, which defines the numerics; ``isa`` the instruction-level
+simulator running ``program.bin`` on ``memory.bin``, which defines the ISA and estimates cycles;
+``rtl`` the accelerator's Verilog under a simulator (cocotb). Every engine takes the compiled
+folder and int8 inputs and returns int8 outputs with a report; :data:`ENGINES` names them for
+``flexigan simulate --engine``.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .compiler import ir
+from .compiler.program import load_program
+from .compiler.serialize import load_graph
+from .errors import FlexiganError, UsageError
+from .hw.arch.timing import TESTBENCH_MEM_LATENCY
+from .sim import golden, isa_sim
+from .sim.rtl import SIMULATORS, RtlTestError, run_programs
+
+__all__ = ["Compiled", "RunOptions", "Run", "Engine", "Golden", "Isa", "Rtl", "ENGINES",
+           "SIMULATORS"]
+
+
+class Compiled:
+    """A folder written by ``flexigan compile``; each file is read when first needed, once.
+
+    Raises :class:`UsageError` when the folder has no ``quantized.npz`` (nothing compiled).
+    """
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+        if not (self.folder / "quantized.npz").is_file():
+            raise UsageError(f"{self.folder} is not a compiled model folder (no quantized.npz); "
+                             "run `flexigan compile` first")
+        self.qgraph = load_graph(self.folder / "quantized.npz")
+
+    @functools.cached_property
+    def program(self):
+        """The compiled :class:`~flexigan.compiler.program.Program`."""
+        if not (self.folder / "program.json").is_file():
+            raise UsageError(f"{self.folder} has no compiled program (program.json); "
+                             "recompile it")
+        return load_program(self.folder)
+
+    @functools.cached_property
+    def sparse(self):
+        """Whether the model was compiled with the sparse cores' zero skipping on."""
+        path = self.folder / "manifest.json"
+        if not path.is_file():
+            raise UsageError(f"{self.folder} has no manifest.json (its compile stopped early), "
+                             "so its zero-skipping setting is unknown; recompile it")
+        return json.loads(path.read_text()).get("sparse", True)
+
+    def quantize(self, feeds):
+        """Float model inputs as the int8 steps of each input's scale."""
+        return {name: golden.quantize_input(x, ir.node(self.qgraph, name).scale)
+                for name, x in feeds.items()}
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run; each engine reads the options that concern it.
+
+    ``sparse`` (isa, rtl) overrides the compiled zero-skipping setting when not None;
+    ``simulator`` and ``waves`` (rtl) choose the Verilog simulator and record a waveform;
+    ``log`` receives progress lines.
+    """
+
+    sparse: bool | None = None
+    simulator: str = "verilator"
+    waves: bool = False
+    log: Callable[[str], None] = print
+
+
+@dataclass
+class Run:
+    """What an engine returns.
+
+    ``outputs`` holds the int8 ``(N, *shape)`` value of every model output, by IR name;
+    ``report`` is JSON-able (see the user guide, ``flexigan simulate``); ``values`` holds every
+    IR value the engine computes, for an engine that sees inside the model (golden), so that
+    ``simulate`` can compare each layer with the float model.
+    """
+
+    outputs: dict
+    report: dict
+    values: dict = field(default_factory=dict)
+
+
+class Engine(abc.ABC):
+    """A way to run a compiled model: ``name`` (``--engine``), ``summary`` (its help) and
+    :meth:`run`."""
+
+    name: str
+    summary: str
+
+    @abc.abstractmethod
+    def run(self, model: Compiled, inputs: dict, options: RunOptions) -> Run:
+        """Run ``model`` on ``inputs`` (int8 ``(N, *shape)`` arrays by input name)."""
+
+
+class Golden(Engine):
+    name = "golden"
+    summary = "the fixed-point reference interpreter"
+
+    def run(self, model, inputs, options):
+        values = golden.run_int(model.qgraph, inputs, keep=True)
+        outputs = {o: values[o] for o in model.qgraph.graph["outputs"]}
+        return Run(outputs, {"engine": self.name}, values)
+
+
+class Isa(Engine):
+    name = "isa"
+    summary = "the instruction-level simulator with its cycle model"
+
+    def run(self, model, inputs, options):
+        """The report also says whether the outputs equal the golden interpreter's."""
+        program = model.program
+        sparse = model.sparse if options.sparse is None else options.sparse
+        outputs, report = isa_sim.simulate(program, inputs, sparse=sparse)
+        expect = golden.run_int(model.qgraph, inputs)
+        report["bit_exact_vs_golden"] = all(np.array_equal(v, expect[o])
+                                            for o, v in outputs.items())
+        return Run(outputs, report)
+
+
+class Rtl(Engine):
+    name = "rtl"
+    summary = "the accelerator's Verilog under a simulator (cocotb)"
+
+    def run(self, model, inputs, options):
+        """Outputs and cycles from the hardware; the report compares them with the ISA
+        engine's run of the same inputs, whose per-layer rows and roofline it carries."""
+        if options.simulator not in SIMULATORS:
+            raise UsageError(f"simulator {options.simulator!r} is not available (choose from: "
+                             f"{', '.join(SIMULATORS)})")
+        isa = ENGINES["isa"].run(model, inputs, options)
+        sparse, program = isa.report["sparse"], model.program
+        images = [program.frame(inputs, n) for n in range(isa.report["batch"])]
+        build = model.folder / "rtl_sim" / options.simulator
+        results = _run_programs(images, program.config, sparse, build, options)
+        per_frame = [program.outputs(r.memory) for r in results]
+        outputs = {o: np.stack([frame[o] for frame in per_frame])
+                   for o in program.layout["outputs"]}
+        counted = {k: sum(int(r.counters[k]) for r in results)
+                   for k in ("cycles", "macs_issued", "macs_skipped", "dma_bytes")}
+        # The RTL runs against the testbench's memory, whose latency is not the target's: the
+        # estimate it is compared with models that memory (a run of its own: other timing).
+        tb_config = program.config.replace(mem_latency=TESTBENCH_MEM_LATENCY)
+        isa_cycles = sum(isa_sim.run(image, tb_config, sparse).cycles for image in images)
+        report = {
+            "engine": self.name, "simulator": options.simulator, "sparse": sparse,
+            "bit_exact_vs_isa": all(np.array_equal(v, isa.outputs[o])
+                                    for o, v in outputs.items()),
+            **isa_sim.figures(program.config, counted["cycles"], isa.report["macs_useful"],
+                              counted["macs_issued"], counted["macs_skipped"],
+                              counted["dma_bytes"]),
+            "isa_cycles": isa_cycles, "testbench_mem_latency": TESTBENCH_MEM_LATENCY,
+            "cycles_vs_isa": round(counted["cycles"] / isa_cycles, 4) if isa_cycles else None,
+            "counters": [r.counters for r in results],
+            "roofline": isa.report["roofline"],
+            # The hardware counts the whole program; per-layer figures are the ISA model's.
+            "layers_from": "isa", "layers": isa.report["layers"],
+        }
+        if options.waves:
+            report["waves"] = [str(p) for p in sorted(build.glob("*.fst")) +
+                               sorted(build.glob("*.vcd"))]
+        return Run(outputs, report)
+
+
+def _run_programs(images, config, sparse, build, options):
+    """Run the memory ``images`` on the RTL in ``build``, the simulator's output going to
+    ``build/simulation.log``."""
+    build.mkdir(parents=True, exist_ok=True)
+    transcript = build / "simulation.log"
+    options.log(f"running {len(images)} sample(s) on the RTL under {options.simulator}; the "
+                f"simulator's output goes to {transcript} ...")
+    try:
+        with _output_to(transcript):
+            return run_programs(images, config, simulator=options.simulator, build_dir=build,
+                                sparse=sparse, waves=options.waves)
+    except RtlTestError as exc:
+        raise FlexiganError(f"RTL simulation failed: {exc} (see {transcript})") from None
+
+
+@contextlib.contextmanager
+def _output_to(path):
+    """Send this process's stdout and stderr (file descriptors 1 and 2, which the simulators
+    write to) to the file ``path`` for the duration."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(path, "w") as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
+#: The engines by name, in the order of the layers of truth.
+ENGINES = {engine.name: engine for engine in (Golden(), Isa(), Rtl())}
