@@ -9,8 +9,9 @@ stage:
 * tiles output channels over the lanes and forms *work units* (a phase's segments for one lane
   tile, or one segment when a phase's weights exceed half a weight buffer), split into row
   bands when there are fewer units than twice the groups;
-* balances the units over the groups by MAC steps (greedy longest-processing-time), so groups
-  run different micro-programs when the phases differ (MIMD);
+* balances the units over the groups by MAC steps (greedy longest-processing-time,
+  :mod:`~flexigan.compiler.schedule`), so groups run different micro-programs when the phases
+  differ (MIMD);
 * emits, per unit, the DMA of its constant tile (weights, PARAM entries, LUTs) into the group's
   free weight-buffer half (double buffering) and one RUN per segment; windows and staging DMA
   for tensors in external memory; a BARRIER closes each layer. Each group's instructions are
@@ -24,8 +25,6 @@ deterministic: the same graph and config give the same bytes.
 
 from __future__ import annotations
 
-import functools
-import heapq
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,12 +35,9 @@ from ..hw.arch.timing import RUN_LATENCY
 from . import asm, ir, macs
 from .plan import plan
 from .program import ImageBuilder, Program
+from .schedule import balance, cut_pieces, merge_streams
 
-__all__ = ["lower", "MIN_UNITS_PER_GROUP"]
-
-#: Work units per group below which a layer's units are split into row bands (so every group
-#: has work, and the greedy balance has pieces to move).
-MIN_UNITS_PER_GROUP = 2
+__all__ = ["lower"]
 
 
 @dataclass(frozen=True)
@@ -252,12 +248,12 @@ class _Lowering:
         for stage in layer.stages:
             before, after, src_at, dst_at = self._stage_dma(layer, stage)
             units = []
-            for band_first, band_stop, col_first, col_stop in _pieces(
+            for band_first, band_stop, col_first, col_stop in cut_pieces(
                     stage.stop - stage.first, layer.out_hw[1], unit_count, groups):
                 piece = (stage.first + band_first, stage.first + band_stop, col_first, col_stop)
                 units += self._units(layer, row_segments, col_segments, piece, tiles,
                                      per_segment, src_at, dst_at)
-            queues = _balance(units, groups)
+            queues = balance(units, groups)
             units_total += len(units)
             runs_total += sum(len(u.runs) for u in units)
             for g, queue in enumerate(queues):
@@ -277,7 +273,7 @@ class _Lowering:
             self.code += stage.before
             # Each group's instructions (its loads and RUNs, in its queue's order), then
             # merged one RUN per group per round.
-            self.code += _merge([self._group_code(g, queue)
+            self.code += merge_streams([self._group_code(g, queue)
                                  for g, queue in enumerate(stage.queues)])
             self.code += stage.after
         loaded = sum(group.tiles_loaded for group in self.groups) - loaded
@@ -339,7 +335,7 @@ class _Lowering:
         loads = 0
         dma = 0
         for stage in layer.stages:
-            pieces = len(_pieces(stage.stop - stage.first, layer.out_hw[1],
+            pieces = len(cut_pieces(stage.stop - stage.first, layer.out_hw[1],
                                  len(blocks) * lane_tiles, groups))
             units = pieces * lane_tiles
             loads += units * len(blocks)
@@ -513,79 +509,6 @@ class _Lowering:
             group.uops[program] = group.uop_next
             group.uop_next += count
         return group.uops[program]
-
-
-def _merge(streams):
-    """The groups' instruction streams merged round robin, one RUN per group per round (with
-    the group's loads before it), each group's own order kept: a group holds at most
-    RUN_SLOTS RUNs, and the controller waits for a free slot, blocking every later
-    instruction, so a group's RUNs back to back would leave the others idle."""
-    rounds_per_stream = []
-    for stream in streams:
-        rounds, current = [], []
-        for op, operands in stream:
-            current.append((op, operands))
-            if op == "RUN":
-                rounds.append(current)
-                current = []
-        if current:
-            rounds.append(current)
-        rounds_per_stream.append(rounds)
-    code = []
-    for turn in range(max(map(len, rounds_per_stream), default=0)):
-        for rounds in rounds_per_stream:
-            if turn < len(rounds):
-                code += rounds[turn]
-    return code
-
-
-def _cuts(n, parts):
-    """Bounds cutting ``range(n)`` into ``parts`` near-equal bands."""
-    return [n * i // parts for i in range(parts + 1)]
-
-
-@functools.lru_cache(maxsize=1024)
-def _pieces(rows, cols, units, groups):
-    """Rectangles ``(r0, r1, c0, c1)`` cutting a ``rows x cols`` output into row bands times
-    column bands of ``units`` work units each (of cost about proportional to their pixels),
-    so that the units balance over the groups: the cut whose greedy assignment has the
-    least-loaded busiest group, preferring at least :data:`MIN_UNITS_PER_GROUP` units per
-    group (smaller pieces balance unequal units), then the fewest pieces (fewer RUNs and tile
-    loads), then whole rows. Columns are cut only when rows alone leave groups idle or
-    unequal (few output rows: a stage of a layer, a late layer with few channels)."""
-    if units >= MIN_UNITS_PER_GROUP * groups:
-        return ((0, rows, 0, cols),)
-    least = -(-MIN_UNITS_PER_GROUP * groups // units)
-    most = 4 * least
-
-    def busiest(row_bands, col_bands):
-        row_cuts, col_cuts = _cuts(rows, row_bands), _cuts(cols, col_bands)
-        sizes = [(r1 - r0) * (c1 - c0) for r0, r1 in zip(row_cuts, row_cuts[1:])
-                 for c0, c1 in zip(col_cuts, col_cuts[1:])]
-        load = [0] * groups
-        heapq.heapify(load)
-        for size in sorted(sizes * units, reverse=True):
-            heapq.heapreplace(load, load[0] + size)
-        return max(load)
-
-    candidates = [(row_bands, col_bands) for row_bands in range(1, min(rows, most) + 1)
-                  for col_bands in range(1, min(cols, most // row_bands) + 1)]
-    row_bands, col_bands = min(candidates, key=lambda bands: (
-        busiest(*bands), bands[0] * bands[1] < least, bands[0] * bands[1], bands[1]))
-    row_cuts, col_cuts = _cuts(rows, row_bands), _cuts(cols, col_bands)
-    return tuple((r0, r1, c0, c1) for r0, r1 in zip(row_cuts, row_cuts[1:])
-                 for c0, c1 in zip(col_cuts, col_cuts[1:]))
-
-
-def _balance(units, groups):
-    """Greedy longest-processing-time: each unit, largest first, to the least-loaded group."""
-    load = [0] * groups
-    queues = [[] for _ in range(groups)]
-    for unit in sorted(units, key=lambda u: -u.cost):
-        g = min(range(groups), key=lambda i: (load[i], i))
-        load[g] += unit.cost
-        queues[g].append(unit)
-    return queues
 
 
 def _useful_macs(qgraph, layer):

@@ -1,0 +1,92 @@
+"""Spreading a layer's work over the engine groups.
+
+A layer's work units (a phase's segments for one lane tile) are cut into pieces of the output
+so that there are enough to go round (:func:`cut_pieces`), given to the groups by greedy
+longest-processing-time (:func:`balance`), and the groups' instruction streams are merged
+round robin, one RUN per group per round (:func:`merge_streams`). Pure functions of sizes and
+costs; the lowering (:mod:`~flexigan.compiler.lower`) builds the units and the streams.
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+
+__all__ = ["MIN_UNITS_PER_GROUP", "cut_pieces", "balance", "merge_streams"]
+
+#: Work units per group below which a layer's units are split into row bands (so every group
+#: has work, and the greedy balance has pieces to move).
+MIN_UNITS_PER_GROUP = 2
+
+
+def merge_streams(streams):
+    """The groups' instruction streams merged round robin, one RUN per group per round (with
+    the group's loads before it), each group's own order kept: a group holds at most
+    RUN_SLOTS RUNs, and the controller waits for a free slot, blocking every later
+    instruction, so a group's RUNs back to back would leave the others idle."""
+    rounds_per_stream = []
+    for stream in streams:
+        rounds, current = [], []
+        for op, operands in stream:
+            current.append((op, operands))
+            if op == "RUN":
+                rounds.append(current)
+                current = []
+        if current:
+            rounds.append(current)
+        rounds_per_stream.append(rounds)
+    code = []
+    for turn in range(max(map(len, rounds_per_stream), default=0)):
+        for rounds in rounds_per_stream:
+            if turn < len(rounds):
+                code += rounds[turn]
+    return code
+
+
+def _cuts(n, parts):
+    """Bounds cutting ``range(n)`` into ``parts`` near-equal bands."""
+    return [n * i // parts for i in range(parts + 1)]
+
+
+@functools.lru_cache(maxsize=1024)
+def cut_pieces(rows, cols, units, groups):
+    """Rectangles ``(r0, r1, c0, c1)`` cutting a ``rows x cols`` output into row bands times
+    column bands of ``units`` work units each (of cost about proportional to their pixels),
+    so that the units balance over the groups: the cut whose greedy assignment has the
+    least-loaded busiest group, preferring at least :data:`MIN_UNITS_PER_GROUP` units per
+    group (smaller pieces balance unequal units), then the fewest pieces (fewer RUNs and tile
+    loads), then whole rows. Columns are cut only when rows alone leave groups idle or
+    unequal (few output rows: a stage of a layer, a late layer with few channels)."""
+    if units >= MIN_UNITS_PER_GROUP * groups:
+        return ((0, rows, 0, cols),)
+    least = -(-MIN_UNITS_PER_GROUP * groups // units)
+    most = 4 * least
+
+    def busiest(row_bands, col_bands):
+        row_cuts, col_cuts = _cuts(rows, row_bands), _cuts(cols, col_bands)
+        sizes = [(r1 - r0) * (c1 - c0) for r0, r1 in zip(row_cuts, row_cuts[1:])
+                 for c0, c1 in zip(col_cuts, col_cuts[1:])]
+        load = [0] * groups
+        heapq.heapify(load)
+        for size in sorted(sizes * units, reverse=True):
+            heapq.heapreplace(load, load[0] + size)
+        return max(load)
+
+    candidates = [(row_bands, col_bands) for row_bands in range(1, min(rows, most) + 1)
+                  for col_bands in range(1, min(cols, most // row_bands) + 1)]
+    row_bands, col_bands = min(candidates, key=lambda bands: (
+        busiest(*bands), bands[0] * bands[1] < least, bands[0] * bands[1], bands[1]))
+    row_cuts, col_cuts = _cuts(rows, row_bands), _cuts(cols, col_bands)
+    return tuple((r0, r1, c0, c1) for r0, r1 in zip(row_cuts, row_cuts[1:])
+                 for c0, c1 in zip(col_cuts, col_cuts[1:]))
+
+
+def balance(units, groups):
+    """Greedy longest-processing-time: each unit, largest first, to the least-loaded group."""
+    load = [0] * groups
+    queues = [[] for _ in range(groups)]
+    for unit in sorted(units, key=lambda u: -u.cost):
+        g = min(range(groups), key=lambda i: (load[i], i))
+        load[g] += unit.cost
+        queues[g].append(unit)
+    return queues
