@@ -180,25 +180,6 @@ def test_unsupported_ops_are_listed_together():
     assert "standalone activation" in err.value.problems[1][2]
 
 
-def test_few_rows_are_cut_into_columns_too():
-    # One work unit per piece, 22 output rows of 64 pixels, 16 groups: whole-row bands leave
-    # some groups two rows and others one; row x column pieces share the pixels evenly.
-    from flexigan.compiler.lower import _balance, _pieces
-    pieces = _pieces(22, 64, 1, 16)
-    assert any(c1 - c0 < 64 for _, _, c0, c1 in pieces)
-    covered = np.zeros((22, 64), int)
-    for r0, r1, c0, c1 in pieces:
-        covered[r0:r1, c0:c1] += 1
-    assert (covered == 1).all()
-
-    class Unit:
-        def __init__(self, cost):
-            self.cost = cost
-    queues = _balance([Unit((r1 - r0) * (c1 - c0)) for r0, r1, c0, c1 in pieces], 16)
-    assert max(sum(u.cost for u in q) for q in queues) <= 1.1 * 22 * 64 / 16
-    assert _pieces(22, 64, 32, 16) == ((0, 22, 0, 64),)
-
-
 # --- Concat and residual Add ----------------------------------------------------------------
 
 
