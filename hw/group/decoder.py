@@ -58,13 +58,14 @@ class MicroProgramDecoder(wiring.Component):
     Contract: ``start`` takes a micro-program's location while the decoder is idle. The
     decoder then reads its ``count`` micro-ops from ``addr`` through ``uop`` (one per cycle,
     ``busy`` high) and decodes each in the cycle after its read: the micro-op is on
-    ``decoded`` (valid that cycle) and takes effect in ``program`` from the next. ``done``
-    pulses ``count + 2`` cycles after ``start``'s transfer (the cycle after the last micro-op's
-    decoding, the last with ``busy``), when ``program`` holds the whole micro-program; it
-    stays there until the next ``start``, which the decoder takes from the cycle after ``done``.
-    ``error`` pulses for a micro-program the group cannot run: with a decoded micro-op out of
-    the order ``[CLEAR] MAC* [POST [WRITE]]`` or a LOOP beyond the last level, and with
-    ``done`` when it has a MAC and ``WGT.lane_stride != 1``.
+    ``decoded`` (valid that cycle) and takes effect in ``program`` from the next cycle.
+    ``done`` pulses in the cycle after the last micro-op's decoding (``count + 2`` cycles
+    after ``start``'s transfer; 1 for an empty micro-program), the last cycle with ``busy``:
+    ``program`` then holds the whole micro-program, and keeps it until the next ``start``,
+    which the decoder takes from the next cycle on. ``error`` pulses for a micro-program the
+    group cannot run: with a decoded micro-op out of the order ``[CLEAR] MAC* [POST [WRITE]]``
+    or a LOOP beyond the last level, and with ``done`` when it has a MAC and
+    ``WGT.lane_stride != 1``.
 
     Parameters
     ----------
@@ -169,7 +170,8 @@ class Decoder(wiring.Component):
     ``uop_addr`` through ``uop`` (one per cycle), then offers the address generator's command
     on ``agen`` and the execute body on ``body`` (each accepted independently), and takes the
     next RUN from the cycle after both are: :data:`~flexigan.hw.arch.timing.DECODE_CYCLES`
-    plus one per micro-op from RUN to RUN when both are accepted at once. Access micro-ops
+    plus one per micro-op from RUN to RUN when both are accepted at once (one fewer for an
+    empty micro-program). Access micro-ops
     take effect in program order (the last LOOP of a level wins); unconfigured loop levels
     have count 1. ``error`` pulses for a micro-program the group cannot run (see
     :class:`MicroProgramDecoder`).
