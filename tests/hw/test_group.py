@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 from amaranth.hdl import Elaboratable, Module
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import connect
 
 from flexigan.compiler import asm
@@ -20,8 +21,10 @@ from flexigan.compiler.lower import lower
 from flexigan.hw.arch import isa
 from flexigan.hw.arch.config import AcceleratorConfig
 from flexigan.hw.arch.isa import PARAM_DTYPE
+from flexigan.hw.arch.timing import DECODE_CYCLES
 from flexigan.hw.crossbar import Crossbar
 from flexigan.hw.group import Group, act_tag_layout
+from flexigan.hw.group.decoder import Decoder
 from flexigan.sim import isa_sim
 from tests.helpers import conv_model, convt_model, quantized
 from tests.hw.streams import Pauses, put, simulate
@@ -442,3 +445,112 @@ def test_cycles_of_post_bound_and_decode_bound_chains():
     two_taps = one_tap.replace("level=2 count=1", "level=2 count=2")
     check([Run(0, two_taps, {"rows": 1, "cols": 1, "out_offset": 512 + k}) for k in range(4)],
           within=(1.0, 1.0))
+
+
+
+class DecoderOnMemory(Elaboratable):
+    """The group's Decoder on a micro-op memory that holds ``words``."""
+
+    def __init__(self, words):
+        self.decoder = Decoder(CONFIG)
+        self._words = words
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.decoder = decoder = self.decoder
+        m.submodules.uops = uops = Memory(shape=8 * isa.UOP_BYTES, depth=CONFIG.uop_depth,
+                                          init=self._words)
+        port = uops.read_port()
+        m.d.comb += [port.en.eq(decoder.uop.en), port.addr.eq(decoder.uop.addr),
+                     decoder.uop.data.eq(port.data)]
+        return m
+
+
+def _decode(text, runs=1, **args):
+    """Offers ``runs`` RUNs of the micro-program ``text`` (at micro-op 0) to the group's Decoder
+    back to back, its commands taken as soon as offered. Returns the cycles the RUNs were taken
+    in, ``(cycle, command, body)`` of each offer, and the cycles ``error`` pulsed in."""
+    code = asm.assemble(text, "uop")
+    count = len(code) // isa.UOP_BYTES
+    top = DecoderOnMemory([int.from_bytes(code[k:k + isa.UOP_BYTES], "little")
+                           for k in range(0, len(code), isa.UOP_BYTES)])
+    dut = top.decoder
+    taken, offers, errors = [], [], []
+
+    async def bench(ctx):
+        ctx.set(dut.run.payload, {"uop_count": count, "lanes": CONFIG.lanes, **args})
+        ctx.set(dut.run.valid, 1)
+        ctx.set(dut.agen.ready, 1)
+        ctx.set(dut.body.ready, 1)
+        cycle = 0
+        while len(offers) < runs:
+            accepted = ctx.get(dut.run.valid) and ctx.get(dut.run.ready)
+            assert ctx.get(dut.agen.valid) == ctx.get(dut.body.valid)
+            if ctx.get(dut.agen.valid):
+                offers.append((cycle, ctx.get(dut.agen.payload), ctx.get(dut.body.payload)))
+            if ctx.get(dut.error):
+                errors.append(cycle)
+            await ctx.tick()
+            if accepted:
+                taken.append(cycle)
+                if len(taken) == runs:
+                    ctx.set(dut.run.valid, 0)
+            cycle += 1
+
+    simulate(top, bench, timeout=1000)
+    return taken, offers, errors
+
+
+def test_the_decoder_takes_decode_cycles_and_one_per_micro_op():
+    text = CONV.format(bias=1, lut=1, per_lane=0)
+    count = len(asm.assemble(text, "uop")) // isa.UOP_BYTES
+    taken, offers, errors = _decode(text, runs=3, act_offset=100, wgt_offset=16,
+                                    out_offset=512, lut_offset=6, param_offset=3)
+    assert [b - a for a, b in zip(taken, taken[1:])] == [DECODE_CYCLES + count] * 2
+    assert [cycle for cycle, _, _ in offers] == [t + DECODE_CYCLES + count - 1 for t in taken]
+    assert errors == []
+    _, command, body = offers[-1]
+    assert [command.count[k] for k in range(3)] == [3, 3, 2]
+    assert [command.wgt_stride[k] for k in range(3)] == [24, 8, 4]
+    assert [command.act_stride[k] for k in range(3)] == [16, 2, 1]
+    assert (command.act_base, command.act_row, command.act_col, command.wgt_base,
+            command.passes) == (100, 16, 4, 16, 1)
+    assert (body.passes, body.use_bias, body.post, body.use_lut, body.per_lane, body.lut,
+            body.param_offset, body.out_base, body.out_row, body.out_col, body.lane_stride) == \
+        (1, 1, 1, 1, 0, 7, 3, 512, 32, 8, 2)
+
+
+def test_the_last_loop_of_a_level_wins_and_a_level_without_one_counts_once():
+    _, offers, _ = _decode("""
+        LOOP level=2 count=5 act_stride=1 wgt_stride=4
+        WGT base=9 lane_stride=1
+        LOOP level=2 count=2 act_stride=3 wgt_stride=-4
+        MAC
+        MAC
+    """, wgt_offset=1)
+    _, command, body = offers[0]
+    assert [command.count[k] for k in range(3)] == [1, 1, 2]
+    assert (command.act_stride[2], command.wgt_stride[2]) == (3, CONFIG.weight_bytes - 4)
+    assert (command.wgt_base, command.passes, body.passes, body.post) == (10, 2, 2, 0)
+
+
+POST_WRITE = "POST use_lut=0 lut=0 per_lane=0\nWRITE lane_stride=1"
+
+
+@pytest.mark.parametrize("text, error", [
+    (f"NOP\nLOOP level=0 count=2\nCLEAR use_bias=1\nWGT lane_stride=1\nMAC\nACT base=1\n"
+     f"MAC\n{POST_WRITE}\nNOP", False),
+    (f"WGT lane_stride=2\n{POST_WRITE}", False),        # no MAC: the lane stride is free
+    ("WGT lane_stride=1\nMAC\nCLEAR use_bias=1", True),
+    (f"WGT lane_stride=1\n{POST_WRITE}\nMAC", True),
+    ("WGT lane_stride=1\nMAC\nWRITE lane_stride=1", True),
+    (f"WGT lane_stride=1\nMAC\nPOST use_lut=0 lut=0 per_lane=0\n{POST_WRITE}", True),
+    ("LOOP level=3 count=2\nWGT lane_stride=1\nMAC", True),
+    ("WGT lane_stride=2\nMAC", True),
+    ("MAC", True),                                     # WGT.lane_stride 0
+])
+def test_the_decoder_flags_micro_programs_the_group_cannot_run(text, error):
+    taken, offers, errors = _decode(text, runs=2)
+    assert bool(errors) == error
+    # The RUN is decoded all the same.
+    assert len(offers) == 2

@@ -1,0 +1,99 @@
+"""The activation fetch: each access step's activations, read through the crossbar."""
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out, connect, flipped
+from amaranth.utils import exact_log2
+
+from ..agen import agen_step_layout
+from ..crossbar import read_port_signature
+from ..fifo import StreamFIFO
+from ..sparse import bundle_layout
+from .layouts import act_tag_layout
+
+__all__ = ["ActFetch"]
+
+
+class ActFetch(wiring.Component):
+    """Reads each step's activations through the crossbar, reusing the last word read.
+
+    Contract: for each step on ``i``, in order, ``o`` carries the bundle of its ``n``
+    activations (the ``n`` bytes from ``act_addr``, all in one word; 0 for a null step), with
+    its weight address and stride, ``last`` and ``null`` flags and lanes. The fetch keeps the
+    last word it read (a one-word line, tagged with its word address): a step in that word is
+    answered from the line, in the same cycle a read would take, and only a step in another
+    word reads the crossbar (a null step reads nothing). ``flush`` empties the line; the group
+    pulses it at the start of each RUN, since DMA and earlier RUNs' writes may have changed
+    ACT (a RUN never writes what it reads, so within a RUN the line stays valid). A step is
+    taken only when the output queue (``depth`` steps) has room for its answer; one per cycle
+    when it hits the line or the crossbar grants its read.
+    """
+
+    def __init__(self, config, depth):
+        self._config, self._depth = config, depth
+        super().__init__({
+            "i": In(stream.Signature(agen_step_layout(config))),
+            "port": Out(read_port_signature(config.word_addr_width, config.axi_data_width,
+                                            act_tag_layout(config))),
+            "o": Out(stream.Signature(bundle_layout(config))),
+            "flush": In(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        config = self._config
+        m.submodules.queue = queue = StreamFIFO(bundle_layout(config), self._depth)
+        connect(m, queue.o, flipped(self.o))
+        byte_bits = exact_log2(config.axi_bytes)
+        step = self.i.payload
+        word = step.act_addr[byte_bits:]
+
+        line_valid = Signal()
+        line_addr = Signal(config.word_addr_width)
+        line = Signal(config.axi_data_width)
+        # The step taken last cycle, answered this cycle from the line (a hit) or by the
+        # crossbar (its tag).
+        hit = Signal()
+        held = Signal(act_tag_layout(config))
+        hits = step.null | (line_valid & (line_addr == word))
+        room = queue.level + hit + self.port.resp.valid < self._depth
+        take = self.i.valid & room & (hits | self.port.req.ready)
+        request = self.port.req
+        m.d.comb += [
+            request.valid.eq(self.i.valid & room & ~hits),
+            self.i.ready.eq(take),
+            request.payload.addr.eq(word),
+            request.payload.tag.n.eq(step.n),
+            request.payload.tag.wgt_addr.eq(step.wgt_addr),
+            request.payload.tag.wgt_stride.eq(step.wgt_stride),
+            request.payload.tag.last.eq(step.last),
+            request.payload.tag.null.eq(step.null),
+            request.payload.tag.lanes.eq(step.lanes),
+        ]
+        if byte_bits:
+            m.d.comb += request.payload.tag.byte.eq(step.act_addr[:byte_bits])
+        m.d.sync += [hit.eq(take & hits), held.eq(request.payload.tag)]
+        with m.If(request.valid & request.ready):
+            m.d.sync += [line_valid.eq(1), line_addr.eq(word)]
+        with m.If(self.port.resp.valid):
+            m.d.sync += line.eq(self.port.resp.payload.data)
+        with m.If(self.flush):
+            m.d.sync += line_valid.eq(0)
+
+        response = self.port.resp.payload
+        tag = Signal(act_tag_layout(config))
+        m.d.comb += tag.eq(Mux(hit, held, response.tag))
+        source = Mux(hit, line, response.data)
+        # The bundle's bytes start at the tap's byte (the step never crosses the word's end).
+        acts = (source >> (tag.byte * 8) if byte_bits else source)[:8 * config.bundle_width]
+        m.d.comb += [
+            queue.i.valid.eq(hit | self.port.resp.valid),
+            queue.i.payload.acts.eq(Mux(tag.null, 0, acts)),
+            queue.i.payload.n.eq(tag.n),
+            queue.i.payload.wgt_addr.eq(tag.wgt_addr),
+            queue.i.payload.wgt_stride.eq(tag.wgt_stride),
+            queue.i.payload.last.eq(tag.last),
+            queue.i.payload.null.eq(tag.null),
+            queue.i.payload.lanes.eq(tag.lanes),
+        ]
+        return m

@@ -1,0 +1,150 @@
+"""The execute engine: a RUN's steps through the lanes, a post-processing job per pixel."""
+
+from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out, connect, flipped
+
+from ..fifo import StreamFIFO
+from ..lane import Lane
+from .layouts import body_layout, job_layout, mac_layout
+
+__all__ = ["JOB_DEPTH", "Execute"]
+
+#: Snapshots of finished pixels waiting for the post-processor (or reserved for those in the
+#: lanes): a job holds its entry about five cycles, so two entries would bound pixels of few
+#: lanes at ~2.5 cycles.
+JOB_DEPTH = 4
+
+
+class Execute(wiring.Component):
+    """The execute engine: steps to the lanes, and a post-processing job per pixel.
+
+    Contract: for each RUN body accepted on ``body``, for each of its ``rows x cols`` pixels in
+    row-major order, consumes the pixel's steps from ``steps`` (``passes`` groups, each ending
+    with ``last``) and feeds them to the lanes, the pixel's first step restarting the
+    accumulators; then, when the body has POST and WRITE, emits the pixel's job on ``jobs``
+    with the final accumulators (0 when the body has no MAC) and the pixel's output address.
+    After the last pixel a job with ``end`` set closes the RUN. A pixel with MACs takes one
+    cycle per step, a pixel without one cycle; the final step of a pixel waits while the job
+    queue is full. ``issued`` counts the multiplies fed to the lanes: the RUN's ``lanes`` for
+    each step with a non-zero activation (each step with ``bypass``) but null steps (an empty
+    tap nest's, an all-zero bundle's); ``clear`` zeroes it.
+    """
+
+    def __init__(self, config):
+        self._config = config
+        super().__init__({
+            "body": In(stream.Signature(body_layout(config))),
+            "steps": In(stream.Signature(mac_layout(config))),
+            "jobs": Out(stream.Signature(job_layout(config))),
+            "bypass": In(1),
+            "issued": Out(64),
+            "clear": In(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        config = self._config
+        lanes = [Lane(config) for _ in range(config.lanes)]
+        for k, lane in enumerate(lanes):
+            m.submodules[f"lane{k}"] = lane
+
+        body = Signal(body_layout(config))
+        row, column = Signal.like(body.rows), Signal.like(body.cols)
+        passes = Signal.like(body.passes)     # MAC passes done in this pixel
+        first = Signal(init=1)                # the next step starts a pixel
+        out_row = Signal.like(body.out_base)
+        out_pixel = Signal.like(body.out_base)
+
+        emit, job, room = self._jobs(m, lanes, body, out_pixel)
+        step = self.steps.payload
+        taken = self._feed(m, lanes, body, first)
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.body.ready.eq(1)
+                with m.If(self.body.valid):
+                    new = self.body.payload
+                    m.d.sync += [body.eq(new), row.eq(0), column.eq(0), passes.eq(0),
+                                 first.eq(1), out_row.eq(new.out_base),
+                                 out_pixel.eq(new.out_base)]
+                    with m.If((new.rows == 0) | (new.cols == 0)):
+                        m.next = "END"
+                    with m.Else():
+                        m.next = "PIXEL"
+            with m.State("PIXEL"):
+                # Is this cycle the end of the pixel?
+                ends = Signal()
+                with m.If(body.passes == 0):
+                    m.d.comb += ends.eq(~body.post | room)
+                with m.Else():
+                    final = step.last & (passes + 1 == body.passes)
+                    m.d.comb += self.steps.ready.eq(~final | ~body.post | room)
+                    with m.If(taken):
+                        m.d.sync += first.eq(0)
+                        with m.If(step.last):
+                            m.d.sync += passes.eq(passes + 1)
+                    m.d.comb += ends.eq(taken & final)
+                with m.If(ends):
+                    m.d.comb += emit.eq(body.post)
+                    m.d.sync += [passes.eq(0), first.eq(1)]
+                    with m.If(column + 1 < body.cols):
+                        m.d.sync += [column.eq(column + 1),
+                                     out_pixel.eq(out_pixel + body.out_col)]
+                    with m.Elif(row + 1 < body.rows):
+                        next_row = out_row + body.out_row
+                        m.d.sync += [column.eq(0), row.eq(row + 1), out_row.eq(next_row),
+                                     out_pixel.eq(next_row)]
+                    with m.Else():
+                        m.next = "END"
+            with m.State("END"):
+                with m.If(room):
+                    m.d.comb += [emit.eq(1), job.end.eq(1)]
+                    m.next = "IDLE"
+        return m
+
+    def _jobs(self, m, lanes, body, out_pixel):
+        """The job queue and the delay line into it. Returns ``emit`` (set it to send the
+        current pixel's job), the ``job`` sent (``body``'s, at ``out_pixel``; its ``end`` is
+        left to the caller) and ``room`` (the queue has an entry for a job sent now)."""
+        config = self._config
+        m.submodules.jobs = jobs = StreamFIFO(job_layout(config), JOB_DEPTH)
+        connect(m, jobs.o, flipped(self.jobs))
+        # A pixel's job enters the queue Lane.LATENCY cycles after its final step, when the
+        # lanes hold its sums. Its queue entry is reserved when the step is taken.
+        delay = [Signal(job_layout(config), name=f"job{k}") for k in range(Lane.LATENCY)]
+        zero = Signal(Lane.LATENCY)           # the delayed job's accumulators are 0
+        pending = Signal(Lane.LATENCY)        # the delay stages that hold a job
+        emit = Signal()
+        job = Signal(job_layout(config))
+        job_zero = Signal()                   # a body without MAC: the sums are 0
+        m.d.comb += [
+            job.lanes.eq(body.lanes), job.use_bias.eq(body.use_bias),
+            job.use_lut.eq(body.use_lut), job.per_lane.eq(body.per_lane),
+            job.lut.eq(body.lut), job.param_offset.eq(body.param_offset),
+            job.out_addr.eq(out_pixel), job.lane_stride.eq(body.lane_stride),
+            job_zero.eq(body.passes == 0),
+        ]
+        m.d.sync += [pending.eq(Cat(emit, pending[:-1])), zero.eq(Cat(job_zero, zero[:-1])),
+                     delay[0].eq(job)]
+        for k in range(1, Lane.LATENCY):
+            m.d.sync += delay[k].eq(delay[k - 1])
+        m.d.comb += [jobs.i.valid.eq(pending[-1]), jobs.i.payload.eq(delay[-1])]
+        for k, lane in enumerate(lanes):
+            m.d.comb += jobs.i.payload.acc[k].eq(Mux(zero[-1], 0, lane.acc))
+        room = jobs.level + sum(pending[k] for k in range(Lane.LATENCY)) < JOB_DEPTH
+        return emit, job, room
+
+    def _feed(self, m, lanes, body, first):
+        """Feeds each step taken to every lane and counts its multiplies; returns ``taken``."""
+        step = self.steps.payload
+        taken = self.steps.valid & self.steps.ready
+        for k, lane in enumerate(lanes):
+            m.d.comb += [lane.i.valid.eq(taken), lane.i.payload.act.eq(step.act),
+                         lane.i.payload.wgt.eq(step.wgt[k]),
+                         lane.i.payload.accumulate.eq(~first)]
+        with m.If(self.clear):
+            m.d.sync += self.issued.eq(0)
+        with m.Elif(taken & ((step.act != 0) | self.bypass) & ~step.null):
+            m.d.sync += self.issued.eq(self.issued + body.lanes)
+        return taken

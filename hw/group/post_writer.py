@@ -1,0 +1,111 @@
+"""The post-writer: each pixel's lanes requantized, activated and written to ACT."""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out, connect, flipped
+from amaranth.utils import ceil_log2, exact_log2
+
+from ..arch import isa
+from ..crossbar import write_port_signature
+from ..fifo import StreamFIFO
+from ..memories import chunk_layout
+from ..post import Post
+from .layouts import job_layout
+
+__all__ = ["PostWriter"]
+
+
+class PostWriter(wiring.Component):
+    """Requantizes each job's lanes and writes the bytes to ACT.
+
+    Contract: for each job on ``jobs`` (in order), for lanes ``l < lanes``: reads
+    ``PARAM[param_offset + l]``, computes POST (table ``(lut + (l if per_lane else 0)) mod
+    tables``) and writes the byte to ``ACT[out_addr + l * lane_stride]`` through ``port``.
+    One lane per cycle; a job takes ``max(1, lanes)`` cycles when the crossbar does not stall.
+    For an ``end`` job, ``done`` pulses once every earlier byte has been written (the RUN is
+    complete). Activation tables are written through ``lut_w``.
+    """
+
+    #: Write addresses in flight (in the Post pipeline, or waiting for the crossbar).
+    ADDRESSES = Post.LATENCY + 4
+
+    def __init__(self, config):
+        self._config = config
+        self._tables = config.lut_tables
+        super().__init__({
+            "jobs": In(stream.Signature(job_layout(config))),
+            "param": Out(wiring.Signature({
+                "en": Out(1), "addr": Out(ceil_log2(config.param_entries)),
+                "data": In(8 * isa.PARAM_BYTES)})),
+            "lut_w": In(stream.Signature(chunk_layout(ceil_log2(self._tables * isa.LUT_BYTES),
+                                                      config.axi_bytes), always_ready=True)),
+            "port": Out(write_port_signature(config.word_addr_width, config.axi_data_width)),
+            "done": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        config = self._config
+        address_width = config.act_addr_width
+        m.submodules.post = post = Post(config, self._tables)
+        connect(m, flipped(self.lut_w), post.lut_w)
+        m.submodules.addresses = addresses = StreamFIFO(unsigned(address_width),
+                                                        self.ADDRESSES)
+
+        job = self.jobs.payload
+        lane = Signal.like(job.lanes)          # next lane whose PARAM entry is read
+        lane_addr = Signal(address_width)      # its output address
+        held = Signal()                        # a lane's PARAM entry is on param.data
+        # The lane's operands, taken from the job with its PARAM read: the job leaves with its
+        # last lane's read, so the next job's first lane follows without a gap.
+        held_job = Signal(data.StructLayout({
+            "acc": signed(config.acc_width), "use_bias": 1, "use_lut": 1,
+            "table": unsigned(exact_log2(self._tables)), "addr": unsigned(address_width)}))
+        param = data.View(isa.PARAM_LAYOUT, self.param.data)
+
+        advance = ~held | post.i.ready
+        address = Mux(lane == 0, job.out_addr, lane_addr)
+        m.d.comb += [
+            self.param.addr.eq(job.param_offset + lane),
+            post.i.valid.eq(held),
+            post.i.payload.acc.eq(held_job.acc),
+            post.i.payload.bias.eq(Mux(held_job.use_bias, param.bias, 0)),
+            post.i.payload.multiplier.eq(param.multiplier),
+            post.i.payload.shift.eq(param.shift),
+            post.i.payload.use_lut.eq(held_job.use_lut),
+            post.i.payload.lut.eq(held_job.table),
+            addresses.i.valid.eq(post.i.valid & post.i.ready),
+            addresses.i.payload.eq(held_job.addr),
+        ]
+        with m.If(advance):
+            m.d.sync += held.eq(0)
+        with m.If(self.jobs.valid & ~job.end & advance):
+            with m.If(lane < job.lanes):
+                # Read the lane's PARAM entry; it meets the lane's sum next cycle.
+                m.d.comb += self.param.en.eq(1)
+                m.d.sync += [
+                    held.eq(1), lane.eq(lane + 1), lane_addr.eq(address + job.lane_stride),
+                    held_job.acc.eq(job.acc[lane]), held_job.use_bias.eq(job.use_bias),
+                    held_job.use_lut.eq(job.use_lut), held_job.addr.eq(address),
+                    held_job.table.eq(job.lut + Mux(job.per_lane, lane, 0)),
+                ]
+            with m.If(lane + 1 >= job.lanes):
+                # The job's last lane is read (or it has none): the next job may start.
+                m.d.comb += self.jobs.ready.eq(1)
+                m.d.sync += lane.eq(0)
+        with m.If(self.jobs.valid & job.end & ~held & (addresses.level == 0)):
+            m.d.comb += [self.jobs.ready.eq(1), self.done.eq(1)]
+
+        # Each result goes to its byte of ACT.
+        byte_bits = exact_log2(config.axi_bytes)
+        target = addresses.o.payload
+        m.d.comb += [
+            self.port.req.valid.eq(post.o.valid),
+            self.port.req.payload.addr.eq(target[byte_bits:]),
+            self.port.req.payload.data.eq(Cat(post.o.payload for _ in range(config.axi_bytes))),
+            self.port.req.payload.mask.eq(Const(1, config.axi_bytes) << target[:byte_bits]
+                                          if byte_bits else 1),
+            post.o.ready.eq(self.port.req.ready),
+            addresses.o.ready.eq(post.o.valid & self.port.req.ready),
+        ]
+        return m
