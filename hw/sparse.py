@@ -2,7 +2,7 @@
 
 The activation of a tap is broadcast to all lanes of a group, so a zero activation is a whole
 cycle of useless multiplies. The access engine delivers the taps in bundles of up to
-:func:`~flexigan.hw.agen.bundle_width` consecutive bytes of one word; the stage issues the
+``config.bundle_width`` consecutive bytes of one word; the stage issues the
 bundle's non-zero taps one per cycle, each with its weight address, before the weight buffer is
 read, so a bundle of ``k`` non-zero taps takes ``max(1, k)`` cycles instead of its ``n``. Taps
 come in groups (the taps of one ``MAC`` micro-op, the last bundle flagged ``last``); the execute

@@ -31,8 +31,9 @@ def cache_dir():
 def rtl_key(config):
     """A digest of ``config`` and of the code that generates the RTL."""
     digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
-    for path in sorted(Path(__file__).resolve().parent.glob("*.py")):
-        digest.update(path.name.encode())
+    root = Path(__file__).resolve().parent
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:20]
 
