@@ -11,6 +11,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
+from .arch.registers import RegisterField, register_addresses
 from .realign import beat_layout
 
 __all__ = ["axi4_read_signature", "axi4_write_signature", "axi4_signature",
@@ -248,49 +249,6 @@ class AxiBurstWriter(wiring.Component):
         return m
 
 
-class RegisterField:
-    """One field of an :class:`AxiLiteRegisters` map.
-
-    Parameters
-    ----------
-    name : str
-        Member name of the field's port.
-    width : int
-        1 to 64 bits; a field takes ``ceil(width / 32)`` consecutive 32-bit words, least
-        significant first.
-    access : str
-        ``"rw"``: a register the host writes and reads back (port ``Out(width)``);
-        ``"ro"``: a value the design drives (port ``In(width)``); reading its first word
-        snapshots the upper words, so a 64-bit counter reads consistently low then high;
-        ``"strobe"``: writing pulses the port (``Out(width)``) for one cycle with the written
-        bits; reads return 0.
-    """
-
-    ACCESS = ("rw", "ro", "strobe")
-
-    def __init__(self, name, width, access):
-        if not isinstance(width, int) or not 1 <= width <= 64:
-            raise ValueError(f"RegisterField width must be an integer from 1 to 64, not "
-                             f"{width!r}")
-        if access not in self.ACCESS:
-            raise ValueError(f"RegisterField access must be one of {self.ACCESS}, not "
-                             f"{access!r}")
-        self.name, self.width, self.access = name, width, access
-
-    @property
-    def words(self):
-        return (self.width + 31) // 32
-
-
-def register_addresses(fields):
-    """Byte address of each field's first word: fields in order, each on the next free word."""
-    addresses, word = {}, 0
-    for f in fields:
-        addresses[f.name] = 4 * word
-        word += f.words
-    return addresses
-
-
 class AxiLiteRegisters(wiring.Component):
     """A map of 32-bit registers behind an AXI4-Lite slave port.
 
@@ -304,6 +262,7 @@ class AxiLiteRegisters(wiring.Component):
     Parameters
     ----------
     fields : list of RegisterField
+        The map (:mod:`flexigan.hw.arch.registers` defines the fields and their addresses).
 
     Attributes
     ----------

@@ -42,11 +42,11 @@ from amaranth.utils import exact_log2
 
 from .arch import isa
 from .arch.config import DMA_QUEUE, RUN_SLOTS
+from .arch.registers import STATUS_BUSY, STATUS_DONE, STATUS_ERROR, registers
 from .axi import (
     AxiBurstReader,
     AxiBurstWriter,
     AxiLiteRegisters,
-    RegisterField,
     axi4_lite_signature,
     axi4_signature,
 )
@@ -58,24 +58,8 @@ from .scoreboard import SEQ_BITS, RunScoreboard
 
 __all__ = ["STATUS_BUSY", "STATUS_DONE", "STATUS_ERROR", "registers", "Controller"]
 
-#: Bits of the ``status`` register.
-STATUS_BUSY, STATUS_DONE, STATUS_ERROR = 1, 2, 4
 #: Words of ACT read ahead of the store path.
 STORE_DEPTH = 4
-
-
-def registers():
-    """The AXI4-Lite register map (see :class:`AxiLiteRegisters` for the addresses).
-
-    ``start`` (write 1): run the program at ``base``; ``status``: busy, done, error bits;
-    ``base``: byte address of the global program; ``bypass``: 1 disables zero skipping
-    (``--no-sparse``); ``pc``: address of the next instruction to fetch; then one 64-bit
-    register per counter.
-    """
-    return [RegisterField("start", 1, "strobe"), RegisterField("status", 3, "ro"),
-            RegisterField("base", 32, "rw"), RegisterField("bypass", 1, "rw"),
-            RegisterField("pc", 32, "ro"),
-            *(RegisterField(name, 64, "ro") for name in isa.COUNTER_NAMES)]
 
 
 def _aligned(addr, bits):

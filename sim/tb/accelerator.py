@@ -20,8 +20,7 @@ import cocotb
 from cocotb.triggers import ClockCycles
 
 from flexigan.hw.arch.isa import COUNTER_NAMES
-from flexigan.hw.axi import register_addresses
-from flexigan.hw.controller import STATUS_DONE, STATUS_ERROR, registers
+from flexigan.hw.arch.registers import STATUS_DONE, STATUS_ERROR, register_addresses, registers
 
 from . import AxiTB, env_float, env_int
 
