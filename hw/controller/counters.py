@@ -1,0 +1,118 @@
+"""The performance counters, and the block of them that COUNTERS STORE writes.
+
+The counters are those of :data:`isa.COUNTER_NAMES`, defined as the instruction-level
+simulator defines them: ``cycles`` counts from ``start``; ``macs_issued``/``macs_skipped``
+sum the groups' counters; ``dma_bytes`` sums the lengths of DMA_LOAD, DMA_STORE and UOP_LOAD;
+``busy_cycles`` sums the cycles each group holds a RUN; ``stall_cycles`` sums the groups'
+crossbar stalls; ``runs`` counts RUN instructions; ``instructions`` counts executed
+instructions (COUNTERS STORE counts itself). COUNTERS RESET zeroes all but ``cycles`` and
+``instructions``, as the simulator does.
+"""
+
+from amaranth.hdl import Module, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..arch import isa
+
+__all__ = ["COUNTER_BITS", "counters_layout", "issue_events_signature", "Counters"]
+
+#: Bits of each counter (and of each entry of the stored block).
+COUNTER_BITS = 64
+
+
+def counters_layout():
+    """Every counter, in the order of :data:`isa.COUNTER_NAMES`: the layout of the block
+    COUNTERS STORE writes (8 little-endian bytes each)."""
+    return data.StructLayout({name: unsigned(COUNTER_BITS) for name in isa.COUNTER_NAMES})
+
+
+def issue_events_signature():
+    """What the issue stage tells the counters each cycle, as the issue stage sees it: an
+    instruction issued, a RUN issued, a DMA of ``payload`` bytes issued, COUNTERS RESET,
+    COUNTERS STORE."""
+    return wiring.Signature({
+        "instruction": Out(1),
+        "run": Out(1),
+        "dma_bytes": Out(stream.Signature(unsigned(24), always_ready=True)),
+        "reset": Out(1),
+        "store": Out(1),
+    })
+
+
+class Counters(wiring.Component):
+    """The performance counters (see the module docstring).
+
+    Contract: ``start`` zeroes every counter (those the groups and the crossbar keep through
+    ``clear``); ``cycles`` then counts the cycles ``running`` is high. ``values`` shows the
+    counters, updated the cycle after an event. On ``events.store`` (COUNTERS STORE issued)
+    ``block`` takes the values of that cycle, with ``instructions`` counting the store itself.
+    ``clear`` is high with ``start`` and ``events.reset``: the groups and the crossbar zero
+    their counters on it.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+
+    Attributes
+    ----------
+    running, start : In(1)
+    events : In(issue_events_signature())
+    group_busy : In(groups)
+    macs_issued, macs_skipped, stalls : In(data.ArrayLayout(64, groups))
+        The groups' and the crossbar's counters.
+    values, block : Out(counters_layout())
+    clear : Out(1)
+    """
+
+    def __init__(self, config):
+        self._config = config
+        g = config.groups
+        super().__init__({
+            "running": In(1),
+            "start": In(1),
+            "events": In(issue_events_signature()),
+            "group_busy": In(g),
+            "macs_issued": In(data.ArrayLayout(COUNTER_BITS, g)),
+            "macs_skipped": In(data.ArrayLayout(COUNTER_BITS, g)),
+            "stalls": In(data.ArrayLayout(COUNTER_BITS, g)),
+            "values": Out(counters_layout()),
+            "block": Out(counters_layout()),
+            "clear": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        groups = self._config.groups
+        events = self.events
+        count = {name: Signal(COUNTER_BITS, name=f"count_{name}")
+                 for name in ("cycles", "dma_bytes", "busy_cycles", "runs", "instructions")}
+        live = dict(count)
+        for name, port in (("macs_issued", self.macs_issued), ("macs_skipped", self.macs_skipped),
+                           ("stall_cycles", self.stalls)):
+            total = Signal(COUNTER_BITS, name=f"total_{name}")
+            m.d.comb += total.eq(sum(port[g] for g in range(groups)))
+            live[name] = total
+        for name in isa.COUNTER_NAMES:
+            m.d.comb += self.values[name].eq(live[name])
+        m.d.comb += self.clear.eq(self.start | events.reset)
+
+        with m.If(self.running):
+            m.d.sync += count["cycles"].eq(count["cycles"] + 1)
+        busy_now = sum(self.group_busy[g] for g in range(groups))
+        m.d.sync += count["busy_cycles"].eq(count["busy_cycles"] + busy_now)
+        with m.If(self.clear):
+            for name in ("dma_bytes", "busy_cycles", "runs"):
+                m.d.sync += count[name].eq(0)
+        with m.If(events.dma_bytes.valid):
+            m.d.sync += count["dma_bytes"].eq(count["dma_bytes"] + events.dma_bytes.payload)
+        with m.If(events.run):
+            m.d.sync += count["runs"].eq(count["runs"] + 1)
+        with m.If(events.instruction):
+            m.d.sync += count["instructions"].eq(count["instructions"] + 1)
+        with m.If(events.store):
+            m.d.sync += [self.block.eq(self.values),
+                         self.block.instructions.eq(count["instructions"] + 1)]
+        with m.If(self.start):
+            m.d.sync += [count["cycles"].eq(0), count["instructions"].eq(0)]
+        return m

@@ -1,0 +1,309 @@
+"""The DMA engine: the queue of DMA instructions and the engine that runs them, one at a time.
+
+DMA_LOAD and UOP_LOAD read external bytes through the shared burst reader (:mod:`.reader`),
+shift them to the destination's word alignment (:class:`~flexigan.hw.realign.Realign`) and
+write them to the crossbar's DMA write port (``ACT``) or, as chunks, to the ``local`` ports of
+the groups in the mask (``WGT``, ``PARAM``, ``LUT``, ``UOP``). DMA_STORE reads ``ACT`` words
+through the crossbar's DMA read port, realigns them and writes them with an
+:class:`~flexigan.hw.axi.AxiBurstWriter`; COUNTERS STORE writes the counter block the same way.
+
+Before a load or store starts, the engine asks the RUN scoreboards whether an earlier RUN
+reads what it overwrites (``hazard``, the range in the space's units) and waits while any
+says so (``conflict``).
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out, connect, flipped
+from amaranth.utils import exact_log2
+
+from ..arch import isa
+from ..arch.config import DMA_QUEUE
+from ..axi import AxiBurstWriter, axi4_signature
+from ..crossbar import read_port_signature, write_port_signature
+from ..fifo import StreamFIFO
+from ..group import act_tag_layout, local_write_layout
+from ..realign import Realign, covering_words
+from ..scoreboard import SEQ_BITS
+from .counters import counters_layout
+from .reader import SharedReader, read_client_signature
+
+__all__ = ["STORE_DEPTH", "dma_command_layout", "hazard_layout", "unit_shift", "DmaEngine"]
+
+#: Words of ACT read ahead of the store path.
+STORE_DEPTH = 4
+#: Bytes of the counter block COUNTERS STORE writes.
+BLOCK_BYTES = 8 * len(isa.COUNTER_NAMES)
+
+
+def dma_command_layout():
+    """A DMA instruction for the engine: DMA_LOAD, DMA_STORE, UOP_LOAD with their operands,
+    or COUNTERS (a COUNTERS STORE: only ``dma.ext_addr`` is used)."""
+    return data.StructLayout({"op": isa.GlobalOp, "dma": isa.DmaArgs})
+
+
+def hazard_layout(groups):
+    """What the DMA about to start overwrites: the space (``ACT`` for loads and stores of
+    activations), the units ``[lo, hi)`` in it, and the groups it writes."""
+    return data.StructLayout({"space": isa.Space, "lo": unsigned(24), "hi": unsigned(25),
+                              "groups": unsigned(groups)})
+
+
+def unit_shift(space):
+    """log2 of :func:`isa.unit_bytes` of ``space`` (an Amaranth value); 0 for a value that
+    names no space."""
+    shift = Const(0)
+    for s in isa.Space:
+        shift = Mux(space == s, exact_log2(isa.unit_bytes(s)), shift)
+    return shift
+
+
+def _aligned(addr, bits):
+    """``addr`` with its ``bits`` low bits cleared."""
+    return Cat(Const(0, bits), addr[bits:]) if bits else addr
+
+
+def _low(addr, bits):
+    """The ``bits`` low bits of ``addr`` (a byte offset in a word of ``2 ** bits`` bytes)."""
+    return addr[:bits] if bits else Const(0, 1)
+
+
+class DmaEngine(wiring.Component):
+    """Runs the DMA instructions of the global program in order (see the module docstring).
+
+    Contract: ``cmd`` takes up to :data:`DMA_QUEUE` instructions ahead of the one running.
+    Each is done when its last byte is in its destination (for a store: its last write
+    response has arrived); ``finished`` then counts it (modulo ``2 ** SEQ_BITS``). A load or a
+    store starts once ``conflict`` is low for its ``hazard`` (a COUNTERS STORE does not wait);
+    a load has the reader (``claim`` on :class:`.SharedReader`) from then until its last word
+    is written, and ``fetch`` has it otherwise. ``counters`` must hold the block a COUNTERS
+    STORE writes until it is done. ``start`` empties the queue and zeroes ``finished``.
+    ``busy`` is high while the reader or the writer is.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+
+    Attributes
+    ----------
+    cmd : In(stream.Signature(dma_command_layout()))
+    axi : Out(axi4_signature(addr_width=32, data_width=axi_data_width))
+    fetch : In(read_client_signature(axi_data_width))
+    act_rd : Out(read_port_signature(...))
+    act_wr : Out(write_port_signature(...))
+    local : Out(stream.Signature(local_write_layout(config), always_ready=True)).array(groups)
+    hazard : Out(hazard_layout(groups))
+    conflict : In(groups)
+    counters : In(counters_layout())
+    finished : Out(SEQ_BITS)
+    start : In(1)
+    busy : Out(1)
+    """
+
+    def __init__(self, config):
+        self._config = config
+        g = config.groups
+        aw, dw = config.word_addr_width, config.axi_data_width
+        super().__init__({
+            "cmd": In(stream.Signature(dma_command_layout())),
+            "axi": Out(axi4_signature(addr_width=32, data_width=dw)),
+            "fetch": In(read_client_signature(dw)),
+            "act_rd": Out(read_port_signature(aw, dw, act_tag_layout(config))),
+            "act_wr": Out(write_port_signature(aw, dw)),
+            "local": Out(stream.Signature(local_write_layout(config), always_ready=True)).array(g),
+            "hazard": Out(hazard_layout(g)),
+            "conflict": In(g),
+            "counters": In(counters_layout()),
+            "finished": Out(SEQ_BITS),
+            "start": In(1),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._config
+        dw = cfg.axi_data_width
+        wb = exact_log2(cfg.axi_bytes)
+
+        m.submodules.reader = reader = SharedReader(cfg)
+        m.submodules.writer = writer = AxiBurstWriter(cfg)
+        connect(m, reader.axi, flipped(self.axi.read))
+        connect(m, writer.axi, flipped(self.axi.write))
+        connect(m, flipped(self.fetch), reader.fetch)
+        m.d.comb += [reader.start.eq(self.start), self.busy.eq(reader.busy | writer.busy)]
+        m.submodules.load = load = Realign(dw)
+        m.submodules.store = store = Realign(dw)
+        connect(m, reader.load.beats, load.i)
+        connect(m, store.o, writer.i)
+
+        queue = StreamFIFO(dma_command_layout(), DMA_QUEUE)
+        m.submodules.queue = ResetInserter({"sync": self.start})(queue)
+        connect(m, flipped(self.cmd), queue.i)
+
+        cur = Signal(dma_command_layout())      # the instruction it runs
+        space = Signal(isa.Space)               # ... its space (ACT for a store)
+        local = Signal(32)                      # ... its byte address in the space
+        chunk_bits = local_write_layout(cfg).members["chunk"].members["addr"].width
+        word = Signal(max(cfg.word_addr_width, chunk_bits - wb))   # next local word
+        rd_left = Signal(24)                    # ACT words of a store still to request
+        counters_out = Signal()                 # the store path carries the counter block
+        block_word = Signal(range(max(1, 512 // dw) + 1))
+        m.d.comb += [self.hazard.space.eq(space), self.hazard.lo.eq(cur.dma.local_addr),
+                     self.hazard.hi.eq(cur.dma.local_addr + (cur.dma.length >> unit_shift(space))),
+                     self.hazard.groups.eq(cur.dma.group_mask)]
+
+        self._load_path(m, load, space, word, cur.dma.group_mask)
+        self._store_path(m, store, word, rd_left, counters_out, block_word)
+        claim = self._sequence(m, queue.o, reader, writer, load, store, cur, space, local, word,
+                               rd_left, counters_out, block_word)
+        m.d.comb += reader.claim.eq(claim)
+        return m
+
+    def _load_path(self, m, load, space, word, group_mask):
+        """The realigned words of a load, to ACT or to the groups' memories."""
+        wb = exact_log2(self._config.axi_bytes)
+        to_act = space == isa.Space.ACT
+        m.d.comb += [
+            load.o.ready.eq(Mux(to_act, self.act_wr.req.ready, 1)),
+            self.act_wr.req.valid.eq(load.o.valid & to_act),
+            self.act_wr.req.payload.addr.eq(word),
+            self.act_wr.req.payload.data.eq(load.o.payload.data),
+            self.act_wr.req.payload.mask.eq(load.o.payload.mask),
+        ]
+        for g, port in enumerate(self.local):
+            chunk = port.payload.chunk
+            m.d.comb += [
+                port.valid.eq(load.o.valid & ~to_act & group_mask[g]),
+                port.payload.space.eq(space),
+                chunk.addr.eq(word << wb),
+                chunk.data.eq(load.o.payload.data),
+                chunk.mask.eq(load.o.payload.mask),
+            ]
+        with m.If(load.o.valid & load.o.ready):
+            m.d.sync += word.eq(word + 1)
+
+    def _store_path(self, m, store, word, rd_left, counters_out, block_word):
+        """The words a store writes, to the store realigner: ``rd_left`` ACT words from
+        ``word`` on, read ahead into a FIFO, or the counter block."""
+        dw = self._config.axi_data_width
+        m.submodules.ahead = ahead = StreamFIFO(dw, STORE_DEPTH)
+        room = ahead.level + self.act_rd.resp.valid < STORE_DEPTH
+        m.d.comb += [
+            self.act_rd.req.valid.eq((rd_left != 0) & room),
+            self.act_rd.req.payload.addr.eq(word),
+            ahead.i.valid.eq(self.act_rd.resp.valid),
+            ahead.i.payload.eq(self.act_rd.resp.payload.data),
+        ]
+        with m.If(self.act_rd.req.valid & self.act_rd.req.ready):
+            m.d.sync += [word.eq(word + 1), rd_left.eq(rd_left - 1)]
+        block = self.counters.as_value()
+        with m.If(counters_out):
+            m.d.comb += [store.i.valid.eq(1), store.i.payload.data.eq(
+                block.word_select(block_word, dw) if len(block) > dw else block)]
+            with m.If(store.i.ready):
+                m.d.sync += block_word.eq(block_word + 1)
+        with m.Else():
+            m.d.comb += [store.i.valid.eq(ahead.o.valid), store.i.payload.data.eq(ahead.o.payload),
+                         ahead.o.ready.eq(store.i.ready)]
+
+    def _sequence(self, m, queue, reader, writer, load, store, cur, space, local, word, rd_left,
+                  counters_out, block_word):
+        """The FSM that takes each instruction from ``queue`` and gives its commands to the
+        reader or the writer and the realigner; returns the reader claim."""
+        cfg = self._config
+        dw, nbytes = cfg.axi_data_width, cfg.axi_bytes
+        wb = exact_log2(nbytes)
+        pending = Signal(2)              # commands not yet accepted: reader/writer, realigner
+        claim = Signal()
+        clear = ~self.conflict.any()
+        dma = cur.dma
+        read = reader.load.cmd
+        with m.FSM(name="dma"):
+            with m.State("IDLE"):
+                m.d.comb += queue.ready.eq(1)
+                with m.If(queue.valid):
+                    e = queue.payload
+                    target = Mux(e.op == isa.GlobalOp.UOP_LOAD, isa.Space.UOP, e.dma.space)
+                    m.d.sync += [cur.eq(e), space.eq(target)]
+                    with m.Switch(e.op):
+                        with m.Case(isa.GlobalOp.DMA_LOAD, isa.GlobalOp.UOP_LOAD):
+                            # Unchanged from before the split: a DMA_LOAD into UOP counts
+                            # bytes, not micro-ops (the ISA counts micro-ops).
+                            legacy = Mux((e.op == isa.GlobalOp.DMA_LOAD) &
+                                         (e.dma.space == isa.Space.UOP), isa.Space.ACT, target)
+                            m.d.sync += local.eq(e.dma.local_addr << unit_shift(legacy))
+                            m.next = "LOAD_WAIT"
+                        with m.Case(isa.GlobalOp.DMA_STORE):
+                            m.d.sync += [local.eq(e.dma.local_addr), space.eq(isa.Space.ACT)]
+                            m.next = "STORE_WAIT"
+                        with m.Default():               # COUNTERS STORE
+                            m.d.sync += [block_word.eq(0), counters_out.eq(1),
+                                         pending.eq(0b11)]
+                            m.next = "COUNTERS"
+            with m.State("LOAD_WAIT"):
+                m.d.comb += claim.eq(clear)
+                with m.If(clear & ~reader.busy):
+                    m.d.sync += [pending.eq(0b11), word.eq(local[wb:])]
+                    m.next = "LOAD"
+            with m.State("LOAD"):
+                ext_offset = _low(dma.ext_addr, wb)
+                m.d.comb += [
+                    claim.eq(1),
+                    read.valid.eq(pending[0]),
+                    read.payload.addr.eq(_aligned(dma.ext_addr, wb)),
+                    read.payload.beats.eq(covering_words(ext_offset, dma.length, dw)),
+                    load.cmd.valid.eq(pending[1]),
+                    load.cmd.payload.src_offset.eq(ext_offset),
+                    load.cmd.payload.dst_offset.eq(_low(local, wb)),
+                    load.cmd.payload.length.eq(dma.length),
+                ]
+                left = pending & ~Cat(read.ready, load.cmd.ready)
+                m.d.sync += pending.eq(left)
+                with m.If(left == 0):
+                    m.next = "LOAD_END"
+            with m.State("LOAD_END"):
+                m.d.comb += claim.eq(1)
+                with m.If(load.cmd.ready):        # the realigner has produced every word
+                    m.d.sync += self.finished.eq(self.finished + 1)
+                    m.next = "IDLE"
+
+            with m.State("STORE_WAIT"):
+                with m.If(clear):
+                    m.d.sync += [pending.eq(0b11), word.eq(local[wb:]),
+                                 rd_left.eq(covering_words(_low(local, wb), dma.length, dw))]
+                    m.next = "STORE"
+            with m.State("STORE"):
+                self._store_commands(m, writer, store, pending, dma.ext_addr, dma.length,
+                                     _low(local, wb))
+                with m.If(pending == 0):
+                    m.next = "STORE_END"
+            with m.State("COUNTERS"):
+                self._store_commands(m, writer, store, pending, dma.ext_addr,
+                                     Const(BLOCK_BYTES, 24), Const(0, max(1, wb)))
+                with m.If(pending == 0):
+                    m.next = "STORE_END"
+            with m.State("STORE_END"):
+                with m.If(~writer.busy & store.cmd.ready & (rd_left == 0) & ~counters_out):
+                    m.d.sync += self.finished.eq(self.finished + 1)
+                    m.next = "IDLE"
+                with m.If(counters_out & store.cmd.ready):
+                    m.d.sync += counters_out.eq(0)
+        with m.If(self.start):
+            m.d.sync += self.finished.eq(0)
+        return claim
+
+    def _store_commands(self, m, writer, store, pending, ext_addr, length, src_offset):
+        """Offer the writer's and the store realigner's commands until both are taken."""
+        dw = self._config.axi_data_width
+        wb = exact_log2(self._config.axi_bytes)
+        dst_offset = _low(ext_addr, wb)
+        m.d.comb += [
+            writer.cmd.valid.eq(pending[0]),
+            writer.cmd.payload.addr.eq(_aligned(ext_addr, wb)),
+            writer.cmd.payload.beats.eq(covering_words(dst_offset, length, dw)),
+            store.cmd.valid.eq(pending[1]),
+            store.cmd.payload.src_offset.eq(src_offset),
+            store.cmd.payload.dst_offset.eq(dst_offset),
+            store.cmd.payload.length.eq(length),
+        ]
+        m.d.sync += pending.eq(pending & ~Cat(writer.cmd.ready, store.cmd.ready))
