@@ -223,18 +223,14 @@ class DmaEngine(wiring.Component):
                 m.d.comb += queue.ready.eq(1)
                 with m.If(queue.valid):
                     e = queue.payload
-                    target = Mux(e.op == isa.GlobalOp.UOP_LOAD, isa.Space.UOP, e.dma.space)
-                    m.d.sync += [cur.eq(e), space.eq(target)]
+                    target = Mux(e.op == isa.GlobalOp.UOP_LOAD, isa.Space.UOP,
+                                 Mux(e.op == isa.GlobalOp.DMA_STORE, isa.Space.ACT, e.dma.space))
+                    m.d.sync += [cur.eq(e), space.eq(target),
+                                 local.eq(e.dma.local_addr << unit_shift(target))]
                     with m.Switch(e.op):
                         with m.Case(isa.GlobalOp.DMA_LOAD, isa.GlobalOp.UOP_LOAD):
-                            # Unchanged from before the split: a DMA_LOAD into UOP counts
-                            # bytes, not micro-ops (the ISA counts micro-ops).
-                            legacy = Mux((e.op == isa.GlobalOp.DMA_LOAD) &
-                                         (e.dma.space == isa.Space.UOP), isa.Space.ACT, target)
-                            m.d.sync += local.eq(e.dma.local_addr << unit_shift(legacy))
                             m.next = "LOAD_WAIT"
                         with m.Case(isa.GlobalOp.DMA_STORE):
-                            m.d.sync += [local.eq(e.dma.local_addr), space.eq(isa.Space.ACT)]
                             m.next = "STORE_WAIT"
                         with m.Default():               # COUNTERS STORE
                             m.d.sync += [block_word.eq(0), counters_out.eq(1),
@@ -266,7 +262,6 @@ class DmaEngine(wiring.Component):
                 with m.If(load.cmd.ready):        # the realigner has produced every word
                     m.d.sync += self.finished.eq(self.finished + 1)
                     m.next = "IDLE"
-
             with m.State("STORE_WAIT"):
                 with m.If(clear):
                     m.d.sync += [pending.eq(0b11), word.eq(local[wb:]),

@@ -281,6 +281,7 @@ def test_dma_loads_into_each_space_in_its_units(data_width, pause):
         (Op.DMA_LOAD, Space.PARAM, 0b10, 3, 0x203, 2 * isa.PARAM_BYTES),
         (Op.DMA_LOAD, Space.LUT, 0b11, 1, 0x300, isa.LUT_BYTES),
         (Op.UOP_LOAD, Space.UOP, 0b01, 2, 0x502, 3 * isa.UOP_BYTES),
+        (Op.DMA_LOAD, Space.UOP, 0b10, 4, 0x402, 2 * isa.UOP_BYTES),
         (Op.DMA_LOAD, Space.WGT, 0b10, 0, 0x600, 0),
     ]
     act_load = (0x700 + 3, 7, 45)          # ext address, local byte, bytes
@@ -313,6 +314,7 @@ def test_dma_loads_into_each_space_in_its_units(data_width, pause):
     (Op.DMA_LOAD, Space.PARAM, 3, 4 * isa.PARAM_BYTES, 7),
     (Op.DMA_LOAD, Space.LUT, 2, 2 * isa.LUT_BYTES, 4),
     (Op.UOP_LOAD, Space.WGT, 6, 5 * isa.UOP_BYTES, 11),    # UOP_LOAD's space is UOP
+    (Op.DMA_LOAD, Space.UOP, 6, 5 * isa.UOP_BYTES, 11),
     (Op.DMA_LOAD, Space.ACT, 17, 9, 26),
     (Op.DMA_STORE, Space.ACT, 30, 12, 42),
 ])
