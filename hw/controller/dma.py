@@ -68,6 +68,28 @@ def _low(addr, bits):
     return addr[:bits] if bits else Const(0, 1)
 
 
+class _Transfer:
+    """The registers of the DMA the engine runs, shared by its sequencer and its data paths."""
+
+    def __init__(self, config):
+        wb = exact_log2(config.axi_bytes)
+        chunk_bits = local_write_layout(config).members["chunk"].members["addr"].width
+        # The instruction, its space (ACT for a store), its byte address in the space.
+        self.cmd = Signal(dma_command_layout(), name="cur")
+        self.space = Signal(isa.Space, name="space")
+        self.local = Signal(32, name="local")
+        # The next word to write (a load) or read (a store) in the space.
+        self.word = Signal(max(config.word_addr_width, chunk_bits - wb), name="word")
+        # Commands not yet taken: the reader's or the writer's, the realigner's.
+        self.pending = Signal(2, name="pending")
+        # ACT words of a store still to request.
+        self.rd_left = Signal(24, name="rd_left")
+        # The store path carries the counter block, from its word ``block_word``.
+        self.counters_out = Signal(name="counters_out")
+        self.block_word = Signal(range(max(1, 8 * BLOCK_BYTES // config.axi_data_width) + 1),
+                                 name="block_word")
+
+
 class DmaEngine(wiring.Component):
     """Runs the DMA instructions of the global program in order (see the module docstring).
 
@@ -123,8 +145,6 @@ class DmaEngine(wiring.Component):
         m = Module()
         cfg = self._config
         dw = cfg.axi_data_width
-        wb = exact_log2(cfg.axi_bytes)
-
         m.submodules.reader = reader = SharedReader(cfg)
         m.submodules.writer = writer = AxiBurstWriter(cfg)
         connect(m, reader.axi, flipped(self.axi.read))
@@ -140,29 +160,21 @@ class DmaEngine(wiring.Component):
         m.submodules.queue = ResetInserter({"sync": self.start})(queue)
         connect(m, flipped(self.cmd), queue.i)
 
-        cur = Signal(dma_command_layout())      # the instruction it runs
-        space = Signal(isa.Space)               # ... its space (ACT for a store)
-        local = Signal(32)                      # ... its byte address in the space
-        chunk_bits = local_write_layout(cfg).members["chunk"].members["addr"].width
-        word = Signal(max(cfg.word_addr_width, chunk_bits - wb))   # next local word
-        rd_left = Signal(24)                    # ACT words of a store still to request
-        counters_out = Signal()                 # the store path carries the counter block
-        block_word = Signal(range(max(1, 512 // dw) + 1))
-        m.d.comb += [self.hazard.space.eq(space), self.hazard.lo.eq(cur.dma.local_addr),
-                     self.hazard.hi.eq(cur.dma.local_addr + (cur.dma.length >> unit_shift(space))),
-                     self.hazard.groups.eq(cur.dma.group_mask)]
-
-        self._load_path(m, load, space, word, cur.dma.group_mask)
-        self._store_path(m, store, word, rd_left, counters_out, block_word)
-        claim = self._sequence(m, queue.o, reader, writer, load, store, cur, space, local, word,
-                               rd_left, counters_out, block_word)
-        m.d.comb += reader.claim.eq(claim)
+        t = _Transfer(cfg)
+        m.d.comb += [self.hazard.space.eq(t.space), self.hazard.lo.eq(t.cmd.dma.local_addr),
+                     self.hazard.hi.eq(t.cmd.dma.local_addr +
+                                       (t.cmd.dma.length >> unit_shift(t.space))),
+                     self.hazard.groups.eq(t.cmd.dma.group_mask)]
+        self._load_path(m, load, t)
+        self._store_path(m, store, t)
+        self._sequence(m, queue.o, reader, writer, load, store, t)
         return m
 
-    def _load_path(self, m, load, space, word, group_mask):
+    def _load_path(self, m, load, t):
         """The realigned words of a load, to ACT or to the groups' memories."""
         wb = exact_log2(self._config.axi_bytes)
-        to_act = space == isa.Space.ACT
+        word = t.word
+        to_act = t.space == isa.Space.ACT
         m.d.comb += [
             load.o.ready.eq(Mux(to_act, self.act_wr.req.ready, 1)),
             self.act_wr.req.valid.eq(load.o.valid & to_act),
@@ -173,8 +185,8 @@ class DmaEngine(wiring.Component):
         for g, port in enumerate(self.local):
             chunk = port.payload.chunk
             m.d.comb += [
-                port.valid.eq(load.o.valid & ~to_act & group_mask[g]),
-                port.payload.space.eq(space),
+                port.valid.eq(load.o.valid & ~to_act & t.cmd.dma.group_mask[g]),
+                port.payload.space.eq(t.space),
                 chunk.addr.eq(word << wb),
                 chunk.data.eq(load.o.payload.data),
                 chunk.mask.eq(load.o.payload.mask),
@@ -182,10 +194,11 @@ class DmaEngine(wiring.Component):
         with m.If(load.o.valid & load.o.ready):
             m.d.sync += word.eq(word + 1)
 
-    def _store_path(self, m, store, word, rd_left, counters_out, block_word):
+    def _store_path(self, m, store, t):
         """The words a store writes, to the store realigner: ``rd_left`` ACT words from
         ``word`` on, read ahead into a FIFO, or the counter block."""
         dw = self._config.axi_data_width
+        word, rd_left, block_word = t.word, t.rd_left, t.block_word
         m.submodules.ahead = ahead = StreamFIFO(dw, STORE_DEPTH)
         room = ahead.level + self.act_rd.resp.valid < STORE_DEPTH
         m.d.comb += [
@@ -197,7 +210,7 @@ class DmaEngine(wiring.Component):
         with m.If(self.act_rd.req.valid & self.act_rd.req.ready):
             m.d.sync += [word.eq(word + 1), rd_left.eq(rd_left - 1)]
         block = self.counters.as_value()
-        with m.If(counters_out):
+        with m.If(t.counters_out):
             m.d.comb += [store.i.valid.eq(1), store.i.payload.data.eq(
                 block.word_select(block_word, dw) if len(block) > dw else block)]
             with m.If(store.i.ready):
@@ -206,18 +219,15 @@ class DmaEngine(wiring.Component):
             m.d.comb += [store.i.valid.eq(ahead.o.valid), store.i.payload.data.eq(ahead.o.payload),
                          ahead.o.ready.eq(store.i.ready)]
 
-    def _sequence(self, m, queue, reader, writer, load, store, cur, space, local, word, rd_left,
-                  counters_out, block_word):
+    def _sequence(self, m, queue, reader, writer, load, store, t):
         """The FSM that takes each instruction from ``queue`` and gives its commands to the
-        reader or the writer and the realigner; returns the reader claim."""
-        cfg = self._config
-        dw, nbytes = cfg.axi_data_width, cfg.axi_bytes
-        wb = exact_log2(nbytes)
-        pending = Signal(2)              # commands not yet accepted: reader/writer, realigner
-        claim = Signal()
+        reader or the writer and the realigner, claiming the reader for loads."""
+        dw = self._config.axi_data_width
+        wb = exact_log2(self._config.axi_bytes)
+        space, local, word, pending = t.space, t.local, t.word, t.pending
         clear = ~self.conflict.any()
-        dma = cur.dma
-        read = reader.load.cmd
+        dma = t.cmd.dma
+        read, claim = reader.load.cmd, reader.claim
         with m.FSM(name="dma"):
             with m.State("IDLE"):
                 m.d.comb += queue.ready.eq(1)
@@ -225,7 +235,7 @@ class DmaEngine(wiring.Component):
                     e = queue.payload
                     target = Mux(e.op == isa.GlobalOp.UOP_LOAD, isa.Space.UOP,
                                  Mux(e.op == isa.GlobalOp.DMA_STORE, isa.Space.ACT, e.dma.space))
-                    m.d.sync += [cur.eq(e), space.eq(target),
+                    m.d.sync += [t.cmd.eq(e), space.eq(target),
                                  local.eq(e.dma.local_addr << unit_shift(target))]
                     with m.Switch(e.op):
                         with m.Case(isa.GlobalOp.DMA_LOAD, isa.GlobalOp.UOP_LOAD):
@@ -233,7 +243,7 @@ class DmaEngine(wiring.Component):
                         with m.Case(isa.GlobalOp.DMA_STORE):
                             m.next = "STORE_WAIT"
                         with m.Default():               # COUNTERS STORE
-                            m.d.sync += [block_word.eq(0), counters_out.eq(1),
+                            m.d.sync += [t.block_word.eq(0), t.counters_out.eq(1),
                                          pending.eq(0b11)]
                             m.next = "COUNTERS"
             with m.State("LOAD_WAIT"):
@@ -265,7 +275,7 @@ class DmaEngine(wiring.Component):
             with m.State("STORE_WAIT"):
                 with m.If(clear):
                     m.d.sync += [pending.eq(0b11), word.eq(local[wb:]),
-                                 rd_left.eq(covering_words(_low(local, wb), dma.length, dw))]
+                                 t.rd_left.eq(covering_words(_low(local, wb), dma.length, dw))]
                     m.next = "STORE"
             with m.State("STORE"):
                 self._store_commands(m, writer, store, pending, dma.ext_addr, dma.length,
@@ -278,14 +288,13 @@ class DmaEngine(wiring.Component):
                 with m.If(pending == 0):
                     m.next = "STORE_END"
             with m.State("STORE_END"):
-                with m.If(~writer.busy & store.cmd.ready & (rd_left == 0) & ~counters_out):
+                with m.If(~writer.busy & store.cmd.ready & (t.rd_left == 0) & ~t.counters_out):
                     m.d.sync += self.finished.eq(self.finished + 1)
                     m.next = "IDLE"
-                with m.If(counters_out & store.cmd.ready):
-                    m.d.sync += counters_out.eq(0)
+                with m.If(t.counters_out & store.cmd.ready):
+                    m.d.sync += t.counters_out.eq(0)
         with m.If(self.start):
             m.d.sync += self.finished.eq(0)
-        return claim
 
     def _store_commands(self, m, writer, store, pending, ext_addr, length, src_offset):
         """Offer the writer's and the store realigner's commands until both are taken."""
