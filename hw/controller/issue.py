@@ -8,7 +8,8 @@ One instruction issues per cycle at most, once the unit that runs it can take it
 - RUN enters the RUN scoreboard of every group in its mask at once, tagged with that group's
   last DMA number (the scoreboard holds it back until that DMA is done), when all of them have
   room;
-- ROUTE waits until the RUNs before it have left the scoreboards for their groups;
+- ROUTE waits until the earlier RUNs of the groups in its mask have left the scoreboards for
+  their groups;
 - BARRIER waits for the DMA engine and the groups in its mask; COUNTERS and END wait for the
   DMA engine and every group, as the simulator does. COUNTERS STORE enters the DMA queue as a
   DMA (numbered, and its block snapshotted at issue);

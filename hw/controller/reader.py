@@ -1,9 +1,9 @@
 """The controller's AXI4 burst reader, shared by instruction fetch and DMA loads.
 
 Both clients see the same port (:func:`read_client_signature`): burst commands out, beats in.
-The DMA engine has the reader while it claims it, instruction fetch otherwise; beats go to the
-client whose command the reader took last, so a client that takes the reader over waits until
-the other's beats have all left (``busy`` low) before it sends its command.
+The DMA engine has the reader while it claims it, instruction fetch otherwise. Beats go to the
+client whose command the reader took last, so the DMA engine claims the reader only once it is
+idle (``busy`` low) and keeps the claim until its beats have all left.
 """
 
 from amaranth.hdl import Module, Signal
@@ -29,9 +29,10 @@ class SharedReader(wiring.Component):
     """An :class:`~flexigan.hw.axi.AxiBurstReader` with two clients, ``fetch`` and ``load``.
 
     Contract: while ``claim`` is high the reader takes commands from ``load`` only, otherwise
-    from ``fetch`` only (the other client's ``cmd.ready`` is low). The beats of a command leave
-    on the ``beats`` of the client that sent it; a client sends a command only once the reader
-    is not ``busy`` with the other's. ``start`` (with the reader idle) hands the beats to
+    from ``fetch`` only (the other client's ``cmd.ready`` is low). Beats leave on the ``beats``
+    of the client whose command the reader took last: when ``claim`` rises only once the reader
+    is not ``busy`` and falls only once the load's beats have left, each client gets exactly
+    the beats of its own commands. ``start`` (with the reader idle) hands the beats to
     ``load``, as after a load. No added latency: this is the reader's timing.
 
     Parameters
