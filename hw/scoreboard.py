@@ -28,12 +28,17 @@ from .arch.config import RUN_SLOTS
 from .group.decoder import MicroProgramDecoder
 from .memories import ElementMemory, chunk_layout
 
-__all__ = ["SEQ_BITS", "dma_query_layout", "RunScoreboard"]
+__all__ = ["SEQ_BITS", "run_issue_layout", "dma_query_layout", "RunScoreboard"]
 
 #: Bits of a DMA sequence number: twice the DMAs that can be outstanding, and more.
 SEQ_BITS = 8
 #: Bits of a weight address computed from a micro-program (offsets, strides x counts).
 _WGT_BITS = 48
+
+
+def run_issue_layout():
+    """A RUN for a group's scoreboard, with the number of the last DMA it waits for."""
+    return data.StructLayout({"run": isa.RunArgs, "tag": unsigned(SEQ_BITS)})
 
 
 def dma_query_layout():
@@ -99,8 +104,7 @@ class RunScoreboard(wiring.Component):
         self._config = config
         self._uop_aw = ceil_log2(config.uop_depth * isa.UOP_BYTES)
         super().__init__({
-            "issue": In(stream.Signature(data.StructLayout({"run": isa.RunArgs,
-                                                            "tag": unsigned(SEQ_BITS)}))),
+            "issue": In(stream.Signature(run_issue_layout())),
             "done": In(SEQ_BITS),
             "run": Out(stream.Signature(isa.RunArgs)),
             "held": In(RUN_SLOTS),

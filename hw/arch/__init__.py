@@ -5,7 +5,8 @@
 - :mod:`.config`: :class:`~.config.AcceleratorConfig`, every size derived from it and every
   check on it;
 - :mod:`.timing`: the latencies and setup costs that the RTL has and the cycle model charges;
-- :mod:`.numerics`: the integer arithmetic (rounding, shifts, saturation, requantization).
+- :mod:`.numerics`: the integer arithmetic (rounding, shifts, saturation, requantization);
+- :mod:`.registers`: the host's view, the AXI4-Lite register map and status bits.
 
 These modules import nothing else of flexigan and no Amaranth block (only the
 :mod:`amaranth.lib.data`/:mod:`amaranth.lib.enum` layouts that type the formats), so the compiler

@@ -16,21 +16,16 @@ One instruction issues per cycle at most, once the unit that runs it can take it
 - an undefined opcode does not issue: it stops the program (``error``).
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..arch import isa
-from ..scoreboard import SEQ_BITS
+from ..scoreboard import SEQ_BITS, run_issue_layout
 from .counters import issue_events_signature
 from .dma import dma_command_layout
 
-__all__ = ["run_issue_layout", "Issue"]
-
-
-def run_issue_layout():
-    """A RUN for a group's scoreboard, with the number of the last DMA it waits for."""
-    return data.StructLayout({"run": isa.RunArgs, "tag": unsigned(SEQ_BITS)})
+__all__ = ["Issue"]
 
 
 class Issue(wiring.Component):

@@ -6,8 +6,6 @@ to run small programs cycle by cycle.
 
 import random
 
-from amaranth.sim import Simulator
-
 from flexigan.hw.axi import register_addresses
 from flexigan.hw.controller import registers
 
@@ -114,41 +112,3 @@ class Host:
             value |= data << 32 * k
             ctx.set(p.rready, 0)
         return value
-
-
-def run_accelerator(dut, image, config, *, sparse=True, max_cycles=200_000, vcd=None,
-                    pause=0.0):
-    """Run ``image`` on ``dut`` (an Accelerator) in Amaranth's simulator: memory after END and
-    the counters registers."""
-    from flexigan.hw.controller import COUNTER_NAMES
-    mem = bytearray(image) + bytearray(4096)
-    memory = AxiMemory(dut.axi, mem, config.axi_bytes, config.mem_latency, pause)
-    host = Host(dut.axil)
-    result = {}
-
-    async def testbench(ctx):
-        await host.write(ctx, "bypass", 0 if sparse else 1)
-        await host.write(ctx, "base", 0)
-        await host.write(ctx, "start", 1)
-        for _ in range(max_cycles):
-            await ctx.tick()
-            if ctx.get(dut.irq):
-                break
-        else:
-            raise AssertionError(f"no END within {max_cycles} cycles "
-                                 f"(pc {await host.read(ctx, 'pc'):#x})")
-        result["status"] = await host.read(ctx, "status")
-        for name in COUNTER_NAMES:
-            result[name] = await host.read(ctx, name, 2)
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_process(memory.reads)
-    sim.add_process(memory.writes)
-    sim.add_testbench(testbench)
-    if vcd:
-        with sim.write_vcd(vcd):
-            sim.run()
-    else:
-        sim.run()
-    return bytes(mem[:len(image)]), result
