@@ -227,51 +227,69 @@ def import_model(path_or_model, batch=None):
     problems = []
     broken = set()  # tensors that depend on an unsupported node
     for value in graph_inputs:
-        if not value.type.HasField("tensor_type") or value.name not in shapes:
-            problems.append((value.name, "input", "only tensors of static shape (but for the "
-                             "batch axis) are supported"))
-            broken.add(value.name)
-            continue
-        kind = value.type.tensor_type.elem_type
-        if kind not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE,
-                        onnx.TensorProto.FLOAT16):
-            problems.append((value.name, "input", f"{onnx.TensorProto.DataType.Name(kind)} "
-                             "tensors are not supported (float inputs only)"))
-            broken.add(value.name)
-        ir.add_node(graph, value.name, ir.Input(), (), shapes[value.name][1:])
+        _import_input(graph, value, shapes, problems, broken)
     for onnx_node in model.graph.node:
-        label = onnx_node.name or onnx_node.output[0]
-        try:
-            folded = _fold(model, onnx_node, consts, shapes)
-        except Exception as exc:
-            problems.append((label, onnx_node.op_type, f"constant folding failed: {exc}"))
-            broken.update(onnx_node.output)
-            continue
-        if folded is not None:
-            consts.update(zip(onnx_node.output, folded))
-            continue
-        handler = _HANDLERS.get(onnx_node.op_type) if onnx_node.domain in ("", "ai.onnx") \
-            else None
-        if handler is None:
-            problems.append((label, onnx_node.op_type, "operator not supported"))
-            broken.update(onnx_node.output)
-            continue
-        if any(i in broken for i in onnx_node.input):
-            # A supported op after an unsupported one cannot be checked (its operand has no
-            # IR value), but unsupported ops further on are still reported.
-            broken.update(onnx_node.output)
-            continue
-        args = [consts[i] if i in consts else (build.name(i) if i else None)
-                for i in onnx_node.input]
-        attrs = {a.name: _attr(a) for a in onnx_node.attribute}
-        try:
-            handler(build, onnx_node, *args, **attrs)
-        except Unsupported as exc:
-            problems.append((label, onnx_node.op_type, str(exc)))
-            broken.update(onnx_node.output)
+        _import_node(model, onnx_node, build, consts, shapes, problems, broken)
     if problems:
         raise UnsupportedError(problems)
+    _import_outputs(model, graph, build, consts, shapes)
+    _prune(graph)
+    return ir.verify(graph)
 
+
+def _import_input(graph, value, shapes, problems, broken):
+    """The IR Input of graph input ``value``, or its problem (and the name marked broken)."""
+    if not value.type.HasField("tensor_type") or value.name not in shapes:
+        problems.append((value.name, "input", "only tensors of static shape (but for the "
+                         "batch axis) are supported"))
+        broken.add(value.name)
+        return
+    kind = value.type.tensor_type.elem_type
+    if kind not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE,
+                    onnx.TensorProto.FLOAT16):
+        problems.append((value.name, "input", f"{onnx.TensorProto.DataType.Name(kind)} "
+                         "tensors are not supported (float inputs only)"))
+        broken.add(value.name)
+    ir.add_node(graph, value.name, ir.Input(), (), shapes[value.name][1:])
+
+
+def _import_node(model, onnx_node, build, consts, shapes, problems, broken):
+    """Fold ``onnx_node`` into ``consts`` or build its IR nodes; a node that cannot be
+    imported adds its problem and marks its outputs broken."""
+    label = onnx_node.name or onnx_node.output[0]
+    try:
+        folded = _fold(model, onnx_node, consts, shapes)
+    except Exception as exc:
+        problems.append((label, onnx_node.op_type, f"constant folding failed: {exc}"))
+        broken.update(onnx_node.output)
+        return
+    if folded is not None:
+        consts.update(zip(onnx_node.output, folded))
+        return
+    handler = _HANDLERS.get(onnx_node.op_type) if onnx_node.domain in ("", "ai.onnx") \
+        else None
+    if handler is None:
+        problems.append((label, onnx_node.op_type, "operator not supported"))
+        broken.update(onnx_node.output)
+        return
+    if any(i in broken for i in onnx_node.input):
+        # A supported op after an unsupported one cannot be checked (its operand has no
+        # IR value), but unsupported ops further on are still reported.
+        broken.update(onnx_node.output)
+        return
+    args = [consts[i] if i in consts else (build.name(i) if i else None)
+            for i in onnx_node.input]
+    attrs = {a.name: _attr(a) for a in onnx_node.attribute}
+    try:
+        handler(build, onnx_node, *args, **attrs)
+    except Unsupported as exc:
+        problems.append((label, onnx_node.op_type, str(exc)))
+        broken.update(onnx_node.output)
+
+
+def _import_outputs(model, graph, build, consts, shapes):
+    """The graph's outputs (IR names, their ONNX names) and opset, checked against ONNX's
+    shapes."""
     outputs = []
     for value in model.graph.output:
         if value.name in consts:
@@ -283,8 +301,6 @@ def import_model(path_or_model, batch=None):
     graph.graph["outputs"] = outputs
     graph.graph["onnx_outputs"] = [v.name for v in model.graph.output]
     graph.graph["opset"] = _opset(model)
-    _prune(graph)
-    return ir.verify(graph)
 
 
 def _static_batch(model):
