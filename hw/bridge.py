@@ -1,0 +1,233 @@
+"""A host bridge: frames on a UART become word reads and writes on an AXI4-Lite master port.
+
+The wire protocol is LiteX UARTBone's incrementing bursts (``litex_server --uart`` can talk to
+it); docs/boards.md, "Host bridge wire protocol", is its description for users and
+:mod:`flexigan.host` the client. In short, host to board::
+
+    cmd (1 byte)  count (1 byte)  address (4 bytes, big-endian, in 32-bit words)  [words]
+
+``cmd`` :data:`CMD_WRITE` is followed by ``count`` words of 4 bytes each, big-endian;
+:data:`CMD_READ` by nothing, and the board answers with ``count`` words, big-endian. Word
+``k`` of a frame is at AXI byte address ``4 * (address + k)`` (the low 32 bits).
+"""
+
+from amaranth.hdl import Cat, Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .axi import axi4_lite_signature
+from .fifo import StreamFIFO
+from .uart import UartRx, UartTx
+
+__all__ = ["CMD_WRITE", "CMD_READ", "MAX_WORDS", "QUEUE_BYTES", "TIMEOUT_BITS", "UartBridge"]
+
+#: Command byte of a write frame (UARTBone's incrementing write burst).
+CMD_WRITE = 0x01
+#: Command byte of a read frame (UARTBone's incrementing read burst).
+CMD_READ = 0x02
+#: Most words in one frame: the count is one byte.
+MAX_WORDS = 255
+#: Bytes queued between the receiver and the frame logic, so the bus may finish a write frame
+#: while the next frame's first bytes arrive.
+QUEUE_BYTES = 16
+#: Default timeout: 10,000 bit times, 87 ms at 115,200 baud (LiteX waits 100 ms).
+TIMEOUT_BITS = 10_000
+
+
+class UartBridge(wiring.Component):
+    """Serves UARTBone frames received on ``rx`` as AXI4-Lite reads and writes.
+
+    Contract:
+
+    - A write frame is held whole in a 255-word buffer and written to the bus only after its
+      last byte has arrived, one word at a time (address and data offered together, then the
+      response awaited), so a partial or garbled frame never writes. No reply is sent.
+    - A read frame reads its words one at a time and sends each, 4 bytes big-endian, on ``tx``
+      as soon as it has arrived. Response codes (``bresp``, ``rresp``) are ignored.
+    - A count of 0 is a complete frame that does nothing.
+    - Timeout: while a frame is incomplete, a quiet line for more than ``timeout_bits`` bit
+      times after its last byte drops it (``(timeout_bits + 10) * divisor`` cycles from that
+      byte's stop bit to the next one's); the bus is not touched.
+    - Errors: an unknown command byte, a byte with a low stop bit, or a byte lost to overrun
+      drops the frame it belongs to; the bridge then ignores bytes until the line has been
+      quiet for the timeout, and takes the next byte as a command. ``dropped`` pulses once for
+      each frame dropped by a timeout or an error. A read frame whose reply was under way is
+      answered in full before the bridge discards.
+    - Bytes received while the bus is busy with a frame wait in a queue of
+      :data:`QUEUE_BYTES`: the commit of a write frame must end within about that many byte
+      times of its last byte, or the next frame loses a byte (and is dropped). The host must
+      wait for a read's reply before it sends more than that many bytes. The bus waits for the
+      slave with no timeout.
+
+    Parameters
+    ----------
+    divisor : int
+        Clock cycles per bit on both lines (see :mod:`flexigan.hw.uart`).
+    timeout_bits : int
+        The gap that ends an incomplete frame, in bit times.
+
+    Attributes
+    ----------
+    rx : In(1)
+    tx : Out(1)
+    axil : Out(axi4_lite_signature(addr_width=32, data_width=32))
+        The master port.
+    dropped : Out(1)
+    """
+
+    def __init__(self, divisor, timeout_bits=TIMEOUT_BITS):
+        if not isinstance(timeout_bits, int) or timeout_bits < 1:
+            raise ValueError(f"UartBridge timeout_bits must be a positive integer, not "
+                             f"{timeout_bits!r}")
+        self._rx, self._tx = UartRx(divisor), UartTx(divisor)
+        # The counter starts when a byte has arrived: the byte after it takes 10 bit times more.
+        self._timeout = (timeout_bits + 10) * divisor
+        super().__init__({
+            "rx": In(1, init=1), "tx": Out(1, init=1),
+            "axil": Out(axi4_lite_signature(addr_width=32, data_width=32)),
+            "dropped": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.uart_rx, m.submodules.uart_tx = rx, tx = self._rx, self._tx
+        m.submodules.queue = queue = StreamFIFO(8, QUEUE_BYTES)
+        m.d.comb += [rx.rx.eq(self.rx), self.tx.eq(tx.tx)]
+        wiring.connect(m, rx.o, queue.i)
+        rx_bytes = queue.o
+        m.submodules.buffer = buffer = Memory(shape=32, depth=MAX_WORDS, init=[])
+        write, read = buffer.write_port(), buffer.read_port()
+        axil = self.axil
+
+        cmd = Signal(8)
+        header = Signal(40)                 # count, then the word address: shifted in MSB first
+        count, address = header[32:], header[:32]
+        word = Signal(8)                    # words of the frame done
+        last_word = word == count - 1
+        data = Signal(32)
+        nbyte = Signal(3)                   # bytes of the header or of a word done
+        byte = rx_bytes.valid & rx_bytes.ready
+        quiet = Signal(range(self._timeout + 1))
+        lost = Signal()                     # a byte was garbled or overrun since the discard
+        aw_done, w_done = Signal(), Signal()
+
+        m.d.sync += [self.dropped.eq(0), lost.eq(lost | rx.framing_error | rx.overrun)]
+        with m.If(byte):
+            m.d.sync += quiet.eq(self._timeout)
+        with m.Elif(quiet != 0):
+            m.d.sync += quiet.eq(quiet - 1)
+        m.d.comb += [
+            write.addr.eq(word), write.data.eq(Cat(rx_bytes.payload, data[:24])),
+            read.addr.eq(word),
+            axil.awaddr.eq(Cat(0, 0, address)), axil.araddr.eq(Cat(0, 0, address)),
+            axil.wdata.eq(read.data), axil.wstrb.eq(0xF), tx.i.payload.eq(data[24:]),
+        ]
+
+        def drop():
+            m.d.sync += [self.dropped.eq(1), quiet.eq(self._timeout)]
+            m.next = "discard"
+
+        def next_word(then):
+            """Move to the frame's next word, or end the frame (discarding if a byte was lost)."""
+            m.d.sync += [word.eq(word + 1), address.eq(address + 1), nbyte.eq(0)]
+            with m.If(~last_word):
+                m.next = then
+            with m.Elif(lost):
+                drop()
+            with m.Else():
+                m.next = "idle"
+
+        def receiving(then):
+            """Take bytes; a lost byte drops the frame, and so does a gap of the timeout."""
+            m.d.comb += rx_bytes.ready.eq(1)
+            with m.If(lost):
+                drop()
+            with m.Elif(~byte & (quiet == 0)):
+                m.d.sync += self.dropped.eq(1)
+                m.next = "idle"
+            with m.Elif(byte):
+                then()
+
+        with m.FSM():
+            with m.State("idle"):
+                m.d.comb += rx_bytes.ready.eq(1)
+                m.d.sync += [quiet.eq(self._timeout), nbyte.eq(0), word.eq(0)]
+                with m.If(lost):
+                    drop()
+                with m.Elif(byte):
+                    m.d.sync += cmd.eq(rx_bytes.payload)
+                    m.next = "header"
+
+            with m.State("header"):
+                def header_byte():
+                    m.d.sync += [header.eq(Cat(rx_bytes.payload, header[:32])),
+                                 nbyte.eq(nbyte + 1)]
+                    with m.If(nbyte == 4):
+                        m.d.sync += nbyte.eq(0)
+                        m.next = "decode"
+                receiving(header_byte)
+
+            with m.State("decode"):
+                with m.If((cmd != CMD_WRITE) & (cmd != CMD_READ)):
+                    drop()
+                with m.Elif(count == 0):
+                    m.next = "idle"
+                with m.Elif(cmd == CMD_WRITE):
+                    m.d.sync += quiet.eq(self._timeout)
+                    m.next = "data"
+                with m.Else():
+                    m.next = "read_address"
+
+            with m.State("data"):
+                def data_byte():
+                    m.d.sync += [data.eq(write.data), nbyte.eq(nbyte + 1)]
+                    with m.If(nbyte == 3):
+                        m.d.comb += write.en.eq(1)
+                        m.d.sync += [nbyte.eq(0), word.eq(word + 1)]
+                        with m.If(last_word):
+                            m.d.sync += word.eq(0)
+                            m.next = "fetch"
+                receiving(data_byte)
+
+            # Commit: the buffer's read port gives word ``word`` a cycle after ``word`` is set.
+            with m.State("fetch"):
+                m.next = "commit"
+            with m.State("commit"):
+                m.d.comb += [axil.awvalid.eq(~aw_done), axil.wvalid.eq(~w_done)]
+                aw_now = aw_done | axil.awready
+                w_now = w_done | axil.wready
+                m.d.sync += [aw_done.eq(aw_now), w_done.eq(w_now)]
+                with m.If(aw_now & w_now):
+                    m.d.sync += [aw_done.eq(0), w_done.eq(0)]
+                    m.next = "response"
+            with m.State("response"):
+                m.d.comb += axil.bready.eq(1)
+                with m.If(axil.bvalid):
+                    next_word("fetch")
+
+            with m.State("read_address"):
+                m.d.comb += axil.arvalid.eq(1)
+                with m.If(axil.arready):
+                    m.next = "read_data"
+            with m.State("read_data"):
+                m.d.comb += axil.rready.eq(1)
+                with m.If(axil.rvalid):
+                    m.d.sync += data.eq(axil.rdata)
+                    m.next = "reply"
+            with m.State("reply"):
+                m.d.comb += tx.i.valid.eq(1)
+                with m.If(tx.i.ready):
+                    m.d.sync += [data.eq(data << 8), nbyte.eq(nbyte + 1)]
+                    with m.If(nbyte == 3):
+                        next_word("read_address")
+
+            with m.State("discard"):
+                # Swallow the rest of a bad frame: only a quiet line marks the next command.
+                m.d.comb += rx_bytes.ready.eq(1)
+                m.d.sync += lost.eq(0)
+                with m.If(lost):
+                    m.d.sync += quiet.eq(self._timeout)
+                with m.Elif(~byte & (quiet == 0)):
+                    m.next = "idle"
+        return m
