@@ -97,7 +97,8 @@ class UartBridge(wiring.Component):
         wiring.connect(m, rx.o, queue.i)
         rx_bytes = queue.o
         m.submodules.buffer = buffer = Memory(shape=32, depth=MAX_WORDS, init=[])
-        write, read = buffer.write_port(), buffer.read_port()
+        write = buffer.write_port()
+        read = buffer.read_port(transparent_for=[write])     # a 1-word frame commits at once
         axil = self.axil
 
         cmd = Signal(8)
@@ -186,13 +187,13 @@ class UartBridge(wiring.Component):
                         m.d.comb += write.en.eq(1)
                         m.d.sync += [nbyte.eq(0), word.eq(word + 1)]
                         with m.If(last_word):
+                            m.d.comb += read.addr.eq(0)
                             m.d.sync += word.eq(0)
-                            m.next = "fetch"
+                            m.next = "commit"
                 receiving(data_byte)
 
-            # Commit: the buffer's read port gives word ``word`` a cycle after ``word`` is set.
-            with m.State("fetch"):
-                m.next = "commit"
+            # Commit. The buffer's read port answers a cycle late: the states that set ``word``
+            # present its new value on the port, so the word is there when "commit" starts.
             with m.State("commit"):
                 m.d.comb += [axil.awvalid.eq(~aw_done), axil.wvalid.eq(~w_done)]
                 aw_now = aw_done | axil.awready
@@ -204,7 +205,8 @@ class UartBridge(wiring.Component):
             with m.State("response"):
                 m.d.comb += axil.bready.eq(1)
                 with m.If(axil.bvalid):
-                    next_word("fetch")
+                    m.d.comb += read.addr.eq(word + 1)
+                    next_word("commit")
 
             with m.State("read_address"):
                 m.d.comb += axil.arvalid.eq(1)

@@ -4,7 +4,8 @@ import struct
 
 import pytest
 
-from flexigan.hw.bridge import CMD_READ, CMD_WRITE, UartBridge
+from flexigan.host import BridgeClient
+from flexigan.hw.bridge import CMD_READ, CMD_WRITE, MAX_WORDS, UartBridge
 from tests.hw.streams import simulate
 
 DIVISOR = 5
@@ -211,6 +212,41 @@ def test_an_unknown_command_is_dropped_without_touching_the_bus():
     tb.run(testbench)
     assert tb.writes == [(0x84, 0x77777777)]
     assert tb.dropped == 1
+
+
+class Recorder:
+    """A serial port that keeps what is written and answers reads from ``replies``."""
+
+    def __init__(self, replies=b""):
+        self.sent, self.replies = bytearray(), bytearray(replies)
+
+    def write(self, data):
+        self.sent += data
+        return len(data)
+
+    def read(self, n):
+        data = bytes(self.replies[:n])
+        del self.replies[:n]
+        return data
+
+
+def test_the_host_clients_frames_work_on_the_bridge():
+    rng = random.Random(5)
+    image = bytes(rng.randrange(256) for _ in range(4 * (MAX_WORDS + 2)))
+    writes, reads = Recorder(), Recorder(bytes(len(image)))
+    BridgeClient(writes).write_bytes(0x2000, image)
+    BridgeClient(reads).read_bytes(0x2000, len(image))
+    tb = TB()
+
+    async def testbench(ctx):
+        # The second read frame waits in the bridge's queue while the first is answered.
+        await tb.send(ctx, writes.sent + reads.sent)
+        await tb.wait_replies(ctx, len(image))
+
+    tb.run(testbench, timeout=150_000)
+    assert [a for a, _ in tb.writes] == list(range(0x2000, 0x2000 + len(image), 4))
+    assert tb.mem[0x2004] == int.from_bytes(image[4:8], "little")
+    assert BridgeClient(Recorder(tb.replies)).read_bytes(0x2000, len(image)) == image
 
 
 @pytest.mark.parametrize("timeout_bits", [0, 2.5])
