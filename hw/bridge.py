@@ -95,141 +95,162 @@ class UartBridge(wiring.Component):
         m.submodules.queue = queue = StreamFIFO(8, QUEUE_BYTES)
         m.d.comb += [rx.rx.eq(self.rx), self.tx.eq(tx.tx)]
         wiring.connect(m, rx.o, queue.i)
-        rx_bytes = queue.o
         m.submodules.buffer = buffer = Memory(shape=32, depth=MAX_WORDS, init=[])
-        write = buffer.write_port()
-        read = buffer.read_port(transparent_for=[write])     # a 1-word frame commits at once
-        axil = self.axil
-
-        cmd = Signal(8)
-        header = Signal(40)                 # count, then the word address: shifted in MSB first
-        count, address = header[32:], header[:32]
-        word = Signal(8)                    # words of the frame done
-        last_word = word == count - 1
-        data = Signal(32)
-        nbyte = Signal(3)                   # bytes of the header or of a word done
-        byte = rx_bytes.valid & rx_bytes.ready
-        quiet = Signal(range(self._timeout + 1))
-        lost = Signal()                     # a byte was garbled or overrun since the discard
-        aw_done, w_done = Signal(), Signal()
-
-        m.d.sync += [self.dropped.eq(0), lost.eq(lost | rx.framing_error | rx.overrun)]
-        with m.If(byte):
-            m.d.sync += quiet.eq(self._timeout)
-        with m.Elif(quiet != 0):
-            m.d.sync += quiet.eq(quiet - 1)
+        f = _Frame(m, queue.o, buffer, timeout=self._timeout, dropped=self.dropped)
+        m.d.sync += f.lost.eq(f.lost | rx.framing_error | rx.overrun)
         m.d.comb += [
-            write.addr.eq(word), write.data.eq(Cat(rx_bytes.payload, data[:24])),
-            read.addr.eq(word),
-            axil.awaddr.eq(Cat(0, 0, address)), axil.araddr.eq(Cat(0, 0, address)),
-            axil.wdata.eq(read.data), axil.wstrb.eq(0xF), tx.i.payload.eq(data[24:]),
+            self.axil.awaddr.eq(Cat(0, 0, f.address)), self.axil.araddr.eq(Cat(0, 0, f.address)),
+            self.axil.wdata.eq(f.read.data), self.axil.wstrb.eq(0xF),
+            tx.i.payload.eq(f.data[24:]),
         ]
-
-        def drop():
-            m.d.sync += [self.dropped.eq(1), quiet.eq(self._timeout)]
-            m.next = "discard"
-
-        def next_word(then):
-            """Move to the frame's next word, or end the frame (discarding if a byte was lost)."""
-            m.d.sync += [word.eq(word + 1), address.eq(address + 1), nbyte.eq(0)]
-            with m.If(~last_word):
-                m.next = then
-            with m.Elif(lost):
-                drop()
-            with m.Else():
-                m.next = "idle"
-
-        def receiving(then):
-            """Take bytes; a lost byte drops the frame, and so does a gap of the timeout."""
-            m.d.comb += rx_bytes.ready.eq(1)
-            with m.If(lost):
-                drop()
-            with m.Elif(~byte & (quiet == 0)):
-                m.d.sync += self.dropped.eq(1)
-                m.next = "idle"
-            with m.Elif(byte):
-                then()
-
         with m.FSM():
-            with m.State("idle"):
-                m.d.comb += rx_bytes.ready.eq(1)
-                m.d.sync += [quiet.eq(self._timeout), nbyte.eq(0), word.eq(0)]
-                with m.If(lost):
-                    drop()
-                with m.Elif(byte):
-                    m.d.sync += cmd.eq(rx_bytes.payload)
-                    m.next = "header"
-
-            with m.State("header"):
-                def header_byte():
-                    m.d.sync += [header.eq(Cat(rx_bytes.payload, header[:32])),
-                                 nbyte.eq(nbyte + 1)]
-                    with m.If(nbyte == 4):
-                        m.d.sync += nbyte.eq(0)
-                        m.next = "decode"
-                receiving(header_byte)
-
-            with m.State("decode"):
-                with m.If((cmd != CMD_WRITE) & (cmd != CMD_READ)):
-                    drop()
-                with m.Elif(count == 0):
-                    m.next = "idle"
-                with m.Elif(cmd == CMD_WRITE):
-                    m.d.sync += quiet.eq(self._timeout)
-                    m.next = "data"
-                with m.Else():
-                    m.next = "read_address"
-
-            with m.State("data"):
-                def data_byte():
-                    m.d.sync += [data.eq(write.data), nbyte.eq(nbyte + 1)]
-                    with m.If(nbyte == 3):
-                        m.d.comb += write.en.eq(1)
-                        m.d.sync += [nbyte.eq(0), word.eq(word + 1)]
-                        with m.If(last_word):
-                            m.d.comb += read.addr.eq(0)
-                            m.d.sync += word.eq(0)
-                            m.next = "commit"
-                receiving(data_byte)
-
-            # Commit. The buffer's read port answers a cycle late: the states that set ``word``
-            # present its new value on the port, so the word is there when "commit" starts.
-            with m.State("commit"):
-                m.d.comb += [axil.awvalid.eq(~aw_done), axil.wvalid.eq(~w_done)]
-                aw_now = aw_done | axil.awready
-                w_now = w_done | axil.wready
-                m.d.sync += [aw_done.eq(aw_now), w_done.eq(w_now)]
-                with m.If(aw_now & w_now):
-                    m.d.sync += [aw_done.eq(0), w_done.eq(0)]
-                    m.next = "response"
-            with m.State("response"):
-                m.d.comb += axil.bready.eq(1)
-                with m.If(axil.bvalid):
-                    m.d.comb += read.addr.eq(word + 1)
-                    next_word("commit")
-
-            with m.State("read_address"):
-                m.d.comb += axil.arvalid.eq(1)
-                with m.If(axil.arready):
-                    m.next = "read_data"
-            with m.State("read_data"):
-                m.d.comb += axil.rready.eq(1)
-                with m.If(axil.rvalid):
-                    m.d.sync += data.eq(axil.rdata)
-                    m.next = "reply"
-            with m.State("reply"):
-                m.d.comb += tx.i.valid.eq(1)
-                with m.If(tx.i.ready):
-                    m.d.sync += [data.eq(data << 8), nbyte.eq(nbyte + 1)]
-                    with m.If(nbyte == 3):
-                        next_word("read_address")
-
-            with m.State("discard"):
-                # Swallow the rest of a bad frame: only a quiet line marks the next command.
-                m.d.comb += rx_bytes.ready.eq(1)
-                m.d.sync += lost.eq(0)
-                with m.If(lost):
-                    m.d.sync += quiet.eq(self._timeout)
-                with m.Elif(~byte & (quiet == 0)):
-                    m.next = "idle"
+            self._receive_states(m, f)
+            self._bus_states(m, f)
         return m
+
+    def _receive_states(self, m, f):
+        """Idle, the header, a write frame's words, and the discarding of a bad frame."""
+        with m.State("idle"):
+            m.d.comb += f.bytes.ready.eq(1)
+            m.d.sync += [f.quiet.eq(self._timeout), f.nbyte.eq(0), f.word.eq(0)]
+            with m.If(f.lost):
+                f.drop()
+            with m.Elif(f.byte):
+                m.d.sync += f.cmd.eq(f.bytes.payload)
+                m.next = "header"
+
+        with m.State("header"):
+            def header_byte():
+                m.d.sync += [f.header.eq(Cat(f.bytes.payload, f.header[:32])),
+                             f.nbyte.eq(f.nbyte + 1)]
+                with m.If(f.nbyte == 4):
+                    m.d.sync += f.nbyte.eq(0)
+                    m.next = "decode"
+            f.receiving(header_byte)
+
+        with m.State("decode"):
+            with m.If((f.cmd != CMD_WRITE) & (f.cmd != CMD_READ)):
+                f.drop()
+            with m.Elif(f.count == 0):
+                m.next = "idle"
+            with m.Elif(f.cmd == CMD_WRITE):
+                m.d.sync += f.quiet.eq(self._timeout)
+                m.next = "data"
+            with m.Else():
+                m.next = "read_address"
+
+        with m.State("data"):
+            def data_byte():
+                m.d.sync += [f.data.eq(f.write.data), f.nbyte.eq(f.nbyte + 1)]
+                with m.If(f.nbyte == 3):
+                    m.d.comb += f.write.en.eq(1)
+                    m.d.sync += [f.nbyte.eq(0), f.word.eq(f.word + 1)]
+                    with m.If(f.last_word):
+                        m.d.comb += f.read.addr.eq(0)
+                        m.d.sync += f.word.eq(0)
+                        m.next = "commit"
+            f.receiving(data_byte)
+
+        with m.State("discard"):
+            # Swallow the rest of a bad frame: only a quiet line marks the next command.
+            m.d.comb += f.bytes.ready.eq(1)
+            m.d.sync += f.lost.eq(0)
+            with m.If(f.lost):
+                m.d.sync += f.quiet.eq(self._timeout)
+            with m.Elif(~f.byte & (f.quiet == 0)):
+                m.next = "idle"
+
+    def _bus_states(self, m, f):
+        """A write frame's commit, and a read frame's reads and reply."""
+        axil, tx = self.axil, self._tx
+        # The buffer's read port answers a cycle late: the states that set ``word`` present
+        # its new value on the port, so the word is there when "commit" starts.
+        with m.State("commit"):
+            m.d.comb += [axil.awvalid.eq(~f.aw_done), axil.wvalid.eq(~f.w_done)]
+            aw_now = f.aw_done | axil.awready
+            w_now = f.w_done | axil.wready
+            m.d.sync += [f.aw_done.eq(aw_now), f.w_done.eq(w_now)]
+            with m.If(aw_now & w_now):
+                m.d.sync += [f.aw_done.eq(0), f.w_done.eq(0)]
+                m.next = "response"
+        with m.State("response"):
+            m.d.comb += axil.bready.eq(1)
+            with m.If(axil.bvalid):
+                m.d.comb += f.read.addr.eq(f.word + 1)
+                f.next_word("commit")
+
+        with m.State("read_address"):
+            m.d.comb += axil.arvalid.eq(1)
+            with m.If(axil.arready):
+                m.next = "read_data"
+        with m.State("read_data"):
+            m.d.comb += axil.rready.eq(1)
+            with m.If(axil.rvalid):
+                m.d.sync += f.data.eq(axil.rdata)
+                m.next = "reply"
+        with m.State("reply"):
+            m.d.comb += tx.i.valid.eq(1)
+            with m.If(tx.i.ready):
+                m.d.sync += [f.data.eq(f.data << 8), f.nbyte.eq(f.nbyte + 1)]
+                with m.If(f.nbyte == 3):
+                    f.next_word("read_address")
+
+
+class _Frame:
+    """The bridge's frame state, and the steps its FSM states share."""
+
+    def __init__(self, m, rx_bytes, buffer, *, timeout, dropped):
+        self._m, self._timeout, self._dropped = m, timeout, dropped
+        self.bytes = rx_bytes
+        self.write = buffer.write_port()
+        # Transparent: a 1-word frame's word is read back in the cycle it is written.
+        self.read = buffer.read_port(transparent_for=[self.write])
+        self.cmd = Signal(8)
+        self.header = Signal(40)            # count, then the word address: shifted in MSB first
+        self.count, self.address = self.header[32:], self.header[:32]
+        self.word = Signal(8)               # words of the frame done
+        self.last_word = self.word == self.count - 1
+        self.data = Signal(32)
+        self.nbyte = Signal(3)              # bytes of the header or of a word done
+        self.byte = rx_bytes.valid & rx_bytes.ready
+        self.quiet = Signal(range(self._timeout + 1))   # cycles left before the timeout
+        self.lost = Signal()                # a byte was garbled or overrun since the discard
+        self.aw_done, self.w_done = Signal(), Signal()
+
+        m.d.sync += dropped.eq(0)
+        with m.If(self.byte):
+            m.d.sync += self.quiet.eq(self._timeout)
+        with m.Elif(self.quiet != 0):
+            m.d.sync += self.quiet.eq(self.quiet - 1)
+        m.d.comb += [self.write.addr.eq(self.word),
+                     self.write.data.eq(Cat(rx_bytes.payload, self.data[:24])),
+                     self.read.addr.eq(self.word)]
+
+    def drop(self):
+        """Drop the frame: pulse ``dropped`` and discard until the line is quiet."""
+        self._m.d.sync += [self._dropped.eq(1), self.quiet.eq(self._timeout)]
+        self._m.next = "discard"
+
+    def next_word(self, then):
+        """Move to the frame's next word, or end the frame (dropping it if a byte was lost)."""
+        m = self._m
+        m.d.sync += [self.word.eq(self.word + 1), self.address.eq(self.address + 1),
+                     self.nbyte.eq(0)]
+        with m.If(~self.last_word):
+            m.next = then
+        with m.Elif(self.lost):
+            self.drop()
+        with m.Else():
+            m.next = "idle"
+
+    def receiving(self, take):
+        """Take bytes with ``take()``; a lost byte drops the frame, and so does the timeout."""
+        m = self._m
+        m.d.comb += self.bytes.ready.eq(1)
+        with m.If(self.lost):
+            self.drop()
+        with m.Elif(~self.byte & (self.quiet == 0)):
+            m.d.sync += self._dropped.eq(1)
+            m.next = "idle"
+        with m.Elif(self.byte):
+            take()
