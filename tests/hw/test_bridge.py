@@ -3,8 +3,12 @@ import random
 import struct
 
 import pytest
+from amaranth.hdl import Elaboratable, Module
+from amaranth.lib.wiring import Out
 
 from flexigan.host import BridgeClient
+from flexigan.hw.arch.registers import register_addresses, registers
+from flexigan.hw.axi import AxiLiteRegisters
 from flexigan.hw.bridge import CMD_READ, CMD_WRITE, MAX_WORDS, UartBridge
 from tests.hw.streams import simulate
 
@@ -108,10 +112,11 @@ class TB:
             if ar_valid and ar_ready:
                 word = self.mem.get(araddr, 0xDEAD0000 | araddr & 0xFFFF)
 
-    def run(self, testbench, timeout=60_000):
-        simulate(self.dut, testbench, timeout=timeout,
-                 processes=[self.decode_tx, self.count_dropped, self.serve_writes,
-                            self.serve_reads])
+    def run(self, testbench, timeout=60_000, top=None):
+        """Simulate the bridge alone, its bus served here, or inside ``top`` (which serves it)."""
+        servers = [self.serve_writes, self.serve_reads] if top is None else []
+        simulate(self.dut if top is None else top, testbench, timeout=timeout,
+                 processes=[self.decode_tx, self.count_dropped, *servers])
 
 
 @pytest.mark.parametrize("pause", [0.0, 0.5])
@@ -247,6 +252,36 @@ def test_the_host_clients_frames_work_on_the_bridge():
     assert [a for a, _ in tb.writes] == list(range(0x2000, 0x2000 + len(image), 4))
     assert tb.mem[0x2004] == int.from_bytes(image[4:8], "little")
     assert BridgeClient(Recorder(tb.replies)).read_bytes(0x2000, len(image)) == image
+
+
+class BridgeAndRegisters(Elaboratable):
+    """The bridge's master port on the controller's register file (its narrower address)."""
+
+    def __init__(self, bridge):
+        self.bridge, self.regs = bridge, AxiLiteRegisters(registers())
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.bridge, m.submodules.regs = self.bridge, self.regs
+        for name, member in self.bridge.axil.signature.members.items():
+            master, slave = getattr(self.bridge.axil, name), getattr(self.regs.axil, name)
+            m.d.comb += slave.eq(master) if member.flow == Out else master.eq(slave)
+        return m
+
+
+def test_the_register_map_is_reached_at_its_byte_addresses():
+    tb = TB()
+    top = BridgeAndRegisters(tb.dut)
+    reg = register_addresses(registers())
+
+    async def testbench(ctx):
+        await tb.send(ctx, frame(CMD_WRITE, reg["base"] // 4, [0x1234_5678, 1]))
+        await tb.send(ctx, frame(CMD_READ, reg["start"] // 4, count=5))
+        await tb.wait_replies(ctx, 20)
+        assert ctx.get(top.regs.base) == 0x1234_5678 and ctx.get(top.regs.bypass) == 1
+
+    tb.run(testbench, top=top)
+    assert list(struct.unpack(">5I", tb.replies)) == [0, 0, 0x1234_5678, 1, 0]
 
 
 @pytest.mark.parametrize("timeout_bits", [0, 2.5])
