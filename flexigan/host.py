@@ -9,7 +9,7 @@ the bus's little-endian order (byte ``k`` of a word is ``wdata[8k:8k+8]``).
 import struct
 
 from .errors import FlexiganError
-from .hw.bridge import CMD_READ, CMD_WRITE, MAX_WORDS
+from .hw.arch.bridge import CMD_READ, CMD_WRITE, MAX_WORDS
 
 __all__ = ["BridgeClient"]
 

@@ -1,14 +1,8 @@
 """A host bridge: frames on a UART become word reads and writes on an AXI4-Lite master port.
 
 The wire protocol is LiteX UARTBone's incrementing bursts (``litex_server --uart`` can talk to
-it); docs/boards.md, "Host bridge wire protocol", is its description for users and
-:mod:`flexigan.host` the client. In short, host to board::
-
-    cmd (1 byte)  count (1 byte)  address (4 bytes, big-endian, in 32-bit words)  [words]
-
-``cmd`` :data:`CMD_WRITE` is followed by ``count`` words of 4 bytes each, big-endian;
-:data:`CMD_READ` by nothing, and the board answers with ``count`` words, big-endian. Word
-``k`` of a frame is at AXI byte address ``4 * (address + k)`` (the low 32 bits).
+it), defined in :mod:`flexigan.hw.arch.bridge`; docs/boards.md, "Host bridge wire protocol", is
+its description for users and :mod:`flexigan.host` the client.
 """
 
 from amaranth.hdl import Cat, Module, Signal
@@ -16,18 +10,12 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from .arch.bridge import CMD_READ, CMD_WRITE, MAX_WORDS
 from .axi import axi4_lite_signature
 from .fifo import StreamFIFO
 from .uart import UartRx, UartTx
 
-__all__ = ["CMD_WRITE", "CMD_READ", "MAX_WORDS", "QUEUE_BYTES", "TIMEOUT_BITS", "UartBridge"]
-
-#: Command byte of a write frame (UARTBone's incrementing write burst).
-CMD_WRITE = 0x01
-#: Command byte of a read frame (UARTBone's incrementing read burst).
-CMD_READ = 0x02
-#: Most words in one frame: the count is one byte.
-MAX_WORDS = 255
+__all__ = ["QUEUE_BYTES", "TIMEOUT_BITS", "UartBridge"]
 #: Bytes queued between the receiver and the frame logic, so the bus may finish a write frame
 #: while the next frame's first bytes arrive.
 QUEUE_BYTES = 16

@@ -64,3 +64,11 @@ def test_the_probe_sees_a_hardware_block():
     # The check above can fail: importing a block is seen.
     found = _probe(["flexigan.hw.lane"])
     assert "flexigan.hw.lane" in found["components"]
+
+
+def test_the_host_client_loads_no_hardware_block():
+    # `flexigan run` talks to a board: it needs the register map and the bridge protocol
+    # (hw/arch), not the Amaranth gateware.
+    found = _probe(["flexigan.host"])
+    assert found["components"] == []
+    assert "flexigan.hw.arch.bridge" in found["loaded"]

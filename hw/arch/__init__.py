@@ -6,7 +6,8 @@
   check on it;
 - :mod:`.timing`: the latencies and setup costs that the RTL has and the cycle model charges;
 - :mod:`.numerics`: the integer arithmetic (rounding, shifts, saturation, requantization);
-- :mod:`.registers`: the host's view, the AXI4-Lite register map and status bits.
+- :mod:`.registers`: the host's view, the AXI4-Lite register map and status bits;
+- :mod:`.bridge`: the host bridge's wire protocol.
 
 These modules import nothing else of flexigan and no Amaranth block (only the
 :mod:`amaranth.lib.data`/:mod:`amaranth.lib.enum` layouts that type the formats), so the compiler

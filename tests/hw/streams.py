@@ -67,3 +67,11 @@ def simulate(dut, *testbenches, processes=(), timeout=100_000, vcd=None):
             run()
     else:
         run()
+
+
+async def drive_byte(ctx, pin, byte, divisor, stop=1):
+    """Drive one 8N1 UART frame on ``pin``, each bit for ``divisor`` cycles (``stop`` 0 makes a
+    framing error)."""
+    for bit in [0, *(byte >> k & 1 for k in range(8)), stop]:
+        ctx.set(pin, bit)
+        await ctx.tick().repeat(divisor)

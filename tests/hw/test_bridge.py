@@ -7,20 +7,14 @@ from amaranth.hdl import Elaboratable, Module
 from amaranth.lib.wiring import Out
 
 from flexigan.host import BridgeClient
+from flexigan.hw.arch.bridge import CMD_READ, CMD_WRITE, MAX_WORDS
 from flexigan.hw.arch.registers import register_addresses, registers
 from flexigan.hw.axi import AxiLiteRegisters
-from flexigan.hw.bridge import CMD_READ, CMD_WRITE, MAX_WORDS, UartBridge
-from tests.hw.streams import simulate
+from flexigan.hw.bridge import UartBridge
+from tests.hw.streams import drive_byte, simulate
 
 DIVISOR = 5
 TIMEOUT_BITS = 30
-
-
-async def drive_byte(ctx, pin, byte, divisor, stop=1):
-    """Drive one 8N1 frame on ``pin``, each bit for ``divisor`` cycles."""
-    for bit in [0, *(byte >> k & 1 for k in range(8)), stop]:
-        ctx.set(pin, bit)
-        await ctx.tick().repeat(divisor)
 
 
 def frame(cmd, word_address, words=(), count=None):

@@ -5,14 +5,7 @@ import pytest
 from amaranth.hdl import Elaboratable, Module
 
 from flexigan.hw.uart import UartRx, UartTx
-from tests.hw.streams import Pauses, get, put, simulate
-
-
-async def drive_byte(ctx, pin, byte, divisor, stop=1):
-    """Drive one 8N1 frame on ``pin``, each bit for ``divisor`` cycles."""
-    for bit in [0, *(byte >> k & 1 for k in range(8)), stop]:
-        ctx.set(pin, bit)
-        await ctx.tick().repeat(divisor)
+from tests.hw.streams import Pauses, drive_byte, get, put, simulate
 
 
 class Loopback(Elaboratable):
