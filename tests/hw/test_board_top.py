@@ -27,7 +27,7 @@ CONFIG = AcceleratorConfig(groups=1, lanes=2, act_banks=2, act_bank_bytes=256, w
                            param_entries=16, uop_depth=16, axi_data_width=32,
                            mem_latency=READ_LATENCY, burst_bytes=32)
 MEMORY_BYTES = 4096
-#: More than the bridge and the address decode take to write a word of a frame to memory.
+#: More than the bridge and the address decode take to write a word of a frame to memory (3).
 COMMIT_CYCLES_PER_WORD = 8
 REGISTERS = register_map()
 
@@ -248,9 +248,9 @@ class TopTB:
             chunk = words[first:first + MAX_WORDS]
             BridgeClient(port).write_words(addr + 4 * first, chunk)
             await self.send(ctx, port.sent)
-            # At divisor 4 the bus's commit of a long frame (a few cycles a word) outlasts the
-            # bridge's queue of QUEUE_BYTES byte times; at a board's divisor (hundreds) it
-            # does not, so only the simulated host waits.
+            # At divisor 4 the commit of a 255-word frame (765 cycles) outlasts the bridge's
+            # queue of QUEUE_BYTES byte times (640 cycles); from divisor 5 on it does not, so
+            # only the simulated host waits.
             await ctx.tick().repeat(COMMIT_CYCLES_PER_WORD * len(chunk))
 
     async def read_words(self, ctx, addr, n):
