@@ -1,0 +1,159 @@
+"""On-chip memory with an AXI4 slave port (the accelerator's) and an AXI4-Lite slave port (the
+host bridge's), on one simple dual-port :class:`amaranth.lib.memory.Memory`.
+
+Reads share the memory's read port and writes its write port: each side serves one transaction
+at a time, an AXI4 burst ahead of an AXI4-Lite word waiting at the same moment, so the host's
+accesses go between the accelerator's bursts.
+"""
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In
+from amaranth.utils import ceil_log2, exact_log2
+
+from .axi import axi4_lite_signature, axi4_signature
+
+__all__ = ["READ_LATENCY", "OnChipMemory"]
+
+#: An AXI4 read burst (or AXI4-Lite read) accepted on AR in cycle ``t`` presents its first beat
+#: on R in cycle ``t + READ_LATENCY``; further beats follow one per cycle while ``rready`` is
+#: high. A register between the AR handshake and the memory's synchronous read port.
+READ_LATENCY = 2
+
+_LITE_BYTES = 4
+
+
+class OnChipMemory(wiring.Component):
+    """``depth`` bytes of memory, little-endian: byte ``a`` is bits ``8 * (a % n)`` up of row
+    ``a // n``, where ``n = data_width // 8``.
+
+    Contract:
+
+    - ``axi``: incrementing bursts of full-width beats (``AxSIZE`` = ``log2(n)``, as the
+      accelerator issues them); ``wstrb`` selects the bytes written. One read burst and one
+      write burst in flight at a time; a read issued while a write to the same bytes is in
+      flight may see either value (AXI orders neither channel against the other).
+    - ``axil``: 32-bit words at byte address ``4 * k``, with ``wstrb``; a write is taken when
+      its address and its data are both offered.
+    - Latency: :data:`READ_LATENCY`; a write beat is in the memory the cycle after its
+      handshake. Responses are OKAY; addresses wrap at the next power of two of rows, so the
+      masters must stay below ``depth``.
+
+    Parameters
+    ----------
+    depth : int
+        Bytes; a positive multiple of ``data_width // 8``.
+    data_width : int
+        Of ``axi`` (a power of two, 32 or more).
+
+    Attributes
+    ----------
+    axi : In(axi4_signature(addr_width=32, data_width=data_width))
+    axil : In(axi4_lite_signature(addr_width=32))
+    data : MemoryData
+        The contents, one ``data_width``-bit row per element (for a simulation's backdoor).
+    """
+
+    def __init__(self, depth, data_width):
+        if not isinstance(data_width, int) or data_width < 32 or data_width & (data_width - 1):
+            raise ValueError(f"OnChipMemory data_width must be a power of two >= 32, not "
+                             f"{data_width!r}")
+        row_bytes = data_width // 8
+        if not isinstance(depth, int) or depth <= 0 or depth % row_bytes:
+            raise ValueError(f"OnChipMemory depth must be a positive multiple of {row_bytes} "
+                             f"bytes, not {depth!r}")
+        self._data_width = data_width
+        self._memory = Memory(shape=data_width, depth=depth // row_bytes, init=[])
+        super().__init__({
+            "axi": In(axi4_signature(addr_width=32, data_width=data_width)),
+            "axil": In(axi4_lite_signature(addr_width=32)),
+        })
+
+    @property
+    def data(self):
+        return self._memory.data
+
+    @property
+    def _row_shift(self):
+        return exact_log2(self._data_width // 8)
+
+    def _row(self, addr):
+        return addr[self._row_shift:self._row_shift + ceil_log2(self._memory.depth)]
+
+    def _lane(self, addr):
+        """The 32-bit lane of a row that AXI4-Lite byte address ``addr`` falls in."""
+        return addr[exact_log2(_LITE_BYTES):self._row_shift]
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.memory = self._memory
+        self._reads(m, self._memory.read_port())
+        self._writes(m, self._memory.write_port(granularity=8))
+        return m
+
+    def _reads(self, m, port):
+        axi, lite = self.axi.read, self.axil
+        busy, from_lite = Signal(), Signal()
+        row = Signal.like(port.addr)
+        lane = Signal.like(self._lane(lite.araddr))
+        to_issue = Signal(9)            # beats still to read from the memory
+        valid, last, rid = Signal(), Signal(), Signal.like(axi.arid)
+        taken = Signal()
+        m.d.comb += taken.eq(Mux(from_lite, lite.rready, axi.rready))
+        # The read port's output is the R beat: it advances only when that beat is taken.
+        advance = ~valid | taken
+        m.d.comb += [
+            port.addr.eq(row), port.en.eq(advance),
+            axi.rdata.eq(port.data), axi.rid.eq(rid), axi.rlast.eq(last),
+            axi.rvalid.eq(valid & ~from_lite), lite.rvalid.eq(valid & from_lite),
+            lite.rdata.eq(port.data.word_select(lane, 32) if len(lane) else port.data),
+        ]
+        with m.If(advance):
+            m.d.sync += [valid.eq(to_issue != 0), last.eq(to_issue == 1)]
+            with m.If(to_issue != 0):
+                m.d.sync += [row.eq(row + 1), to_issue.eq(to_issue - 1)]
+        with m.If(valid & taken & (last | from_lite)):
+            m.d.sync += busy.eq(0)
+        with m.If(~busy):
+            m.d.comb += [axi.arready.eq(1), lite.arready.eq(~axi.arvalid)]
+            with m.If(axi.arvalid):
+                m.d.sync += [busy.eq(1), from_lite.eq(0), row.eq(self._row(axi.araddr)),
+                             to_issue.eq(axi.arlen + 1), rid.eq(axi.arid)]
+            with m.Elif(lite.arvalid):
+                m.d.sync += [busy.eq(1), from_lite.eq(1), row.eq(self._row(lite.araddr)),
+                             lane.eq(self._lane(lite.araddr)), to_issue.eq(1)]
+
+    def _writes(self, m, port):
+        axi, lite = self.axi.write, self.axil
+        row, from_lite, bid = Signal.like(port.addr), Signal(), Signal.like(axi.awid)
+        lanes = self._data_width // 32
+        with m.FSM():
+            with m.State("IDLE"):
+                lite_both = ~axi.awvalid & lite.awvalid & lite.wvalid
+                lane = self._lane(lite.awaddr)
+                m.d.comb += [axi.awready.eq(1), lite.awready.eq(lite_both),
+                             lite.wready.eq(lite_both)]
+                with m.If(axi.awvalid):
+                    m.d.sync += [row.eq(self._row(axi.awaddr)), bid.eq(axi.awid),
+                                 from_lite.eq(0)]
+                    m.next = "BURST"
+                with m.Elif(lite_both):
+                    m.d.comb += [port.addr.eq(self._row(lite.awaddr)),
+                                 port.data.eq(lite.wdata.replicate(lanes)),
+                                 port.en.eq(lite.wstrb << (_LITE_BYTES * lane) if len(lane)
+                                            else lite.wstrb)]
+                    m.d.sync += from_lite.eq(1)
+                    m.next = "RESPOND"
+            with m.State("BURST"):
+                m.d.comb += [axi.wready.eq(1), port.addr.eq(row), port.data.eq(axi.wdata)]
+                with m.If(axi.wvalid):
+                    m.d.comb += port.en.eq(axi.wstrb)
+                    m.d.sync += row.eq(row + 1)
+                    with m.If(axi.wlast):
+                        m.next = "RESPOND"
+            with m.State("RESPOND"):
+                m.d.comb += [axi.bid.eq(bid), axi.bvalid.eq(~from_lite),
+                             lite.bvalid.eq(from_lite)]
+                with m.If(Mux(from_lite, lite.bready, axi.bready)):
+                    m.next = "IDLE"
