@@ -1,0 +1,92 @@
+"""Board files: PLL dividers against icepll/ecppll, elaboration for each board, and (slow) an
+iCEBreaker build through yowasp Yosys and nextpnr to a bitstream."""
+
+import time
+
+import pytest
+
+from flexigan.boards import icebreaker, ulx3s
+from flexigan.boards.pll import ecp5_pll, ice40_pll
+from flexigan.hw.arch.config import preset
+
+BOARDS = [icebreaker, ulx3s]
+
+
+def tiny_config(board):
+    """The board's preset shrunk to one group of two lanes and small buffers (the board top's
+    on-chip memory needs a bus at least 32 bits wide)."""
+    return preset(board.PRESET).replace(
+        groups=1, lanes=2, act_banks=2, act_bank_bytes=1024, weight_bytes=512,
+        param_entries=64, uop_depth=16, burst_bytes=64, axi_data_width=32)
+
+
+@pytest.mark.parametrize("f_in, f_out, expected", [
+    # icepll -i 12 -o 24 / -o 12 / -o 48
+    (12, 24, (0, 63, 5, 1)),
+    (12, 12, (0, 63, 6, 1)),
+    (12, 48, (0, 63, 4, 1)),
+])
+def test_ice40_pll_matches_icepll(f_in, f_out, expected):
+    params = ice40_pll(f_in, f_out)
+    assert (params.divr, params.divf, params.divq, params.filter_range) == expected
+    achieved = f_in * (params.divf + 1) / ((params.divr + 1) * 2 ** params.divq)
+    assert achieved == params.f_out
+    assert abs(achieved - f_out) <= 0.01 * f_out
+
+
+@pytest.mark.parametrize("f_in, f_out, expected", [
+    # ecppll -i 25 -o 50 / -o 100
+    (25, 50, (1, 2, 12)),
+    (25, 100, (1, 4, 6)),
+])
+def test_ecp5_pll_matches_ecppll(f_in, f_out, expected):
+    params = ecp5_pll(f_in, f_out)
+    assert (params.clki_div, params.clkfb_div, params.clkop_div) == expected
+    achieved = f_in / params.clki_div * params.clkfb_div
+    assert achieved == params.f_out
+    assert 400 <= achieved * params.clkop_div <= 800
+    assert abs(achieved - f_out) <= 0.01 * f_out
+
+
+@pytest.mark.parametrize("search, f_in, f_out", [
+    *[(ice40_pll, 12, f_out) for f_out in (16, 24, 33.3, 50, 66, 100)],
+    *[(ecp5_pll, 25, f_out) for f_out in (25, 33.3, 50, 75, 100)],
+])
+def test_pll_outputs_within_one_percent(search, f_in, f_out):
+    assert abs(search(f_in, f_out).f_out - f_out) <= 0.01 * f_out
+
+
+def test_unreachable_frequency_is_named():
+    with pytest.raises(ValueError, match=r"ice40_pll f_out must be .* not 1000"):
+        ice40_pll(12, 1000)
+    with pytest.raises(ValueError, match=r"ecp5_pll f_out must be .* not 2"):
+        ecp5_pll(25, 2)
+    # 25 MHz * CLKFB_DIV / CLKI_DIV with a phase detector of at least 3.125 MHz: 12.5 nearest.
+    with pytest.raises(ValueError, match=r"ECP5 PLL cannot make f_out=12 MHz .*12.500"):
+        ecp5_pll(25, 12)
+    with pytest.raises(ValueError, match=r"ice40_pll f_in must be .* not 5"):
+        ice40_pll(5, 24)
+
+
+@pytest.mark.parametrize("board", BOARDS, ids=lambda board: board.PRESET)
+def test_board_elaborates(board):
+    config = tiny_config(board)
+    top = board.Board(config, 2048)
+    assert top.divisor == round(top.clock_mhz * 1e6 / board.BAUD)
+    plan = board.PLATFORM().build(top, name="top", do_build=False)
+    primitive = "SB_PLL40_PAD" if board is icebreaker else "EHXPLLL"
+    assert primitive in plan.files["top.il"]        # RTLIL, from the platform's prepare
+
+
+@pytest.mark.slow
+def test_icebreaker_builds_to_bitstream(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)       # the WebAssembly tools see only the current tree
+    start = time.monotonic()
+    bitstream, report = icebreaker.build(tiny_config(icebreaker), "build", 2048)
+    elapsed = time.monotonic() - start
+    assert bitstream.is_file() and bitstream.stat().st_size > 0
+    for cell, (used, available) in report["utilization"].items():
+        assert used <= available, cell
+    achieved = min(fmax for fmax, _ in report["fmax"].values())
+    print(f"iCEBreaker tiny build: {elapsed:.0f} s, Fmax {achieved:.1f} MHz, "
+          f"{report['utilization']}")
