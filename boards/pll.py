@@ -175,7 +175,8 @@ class ECP5PLL(Elaboratable):
 def _clock_and_lock(m):
     """The PLL output that clocks ``sync``, and the lock signal that holds it in reset while
     low."""
-    clk, lock = Signal(), Signal()
+    clk = Signal()
+    lock = Signal()
     m.d.comb += ClockSignal("sync").eq(clk)
     m.submodules.reset_sync = ResetSynchronizer(~lock, domain="sync")
     return clk, lock

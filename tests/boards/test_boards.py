@@ -1,5 +1,5 @@
-"""Board files: PLL dividers against icepll/ecppll, elaboration for each board, and (slow) an
-iCEBreaker build through yowasp Yosys and nextpnr to a bitstream."""
+"""Board files: PLL dividers against icepll/ecppll, elaboration for each board, and (slow) a
+ULX3S-85F build through yowasp Yosys and nextpnr to a bitstream."""
 
 import time
 
@@ -79,14 +79,16 @@ def test_board_elaborates(board):
 
 
 @pytest.mark.slow
-def test_icebreaker_builds_to_bitstream(tmp_path, monkeypatch):
+def test_ulx3s_builds_to_bitstream(tmp_path, monkeypatch):
+    # The iCEBreaker's UP5K (5,280 LCs) cannot hold even this one-group accelerator (about
+    # 20 k LCs and 38 of 30 RAMs after iCE40 synthesis): the ULX3S-85F is the board that builds.
     monkeypatch.chdir(tmp_path)       # the WebAssembly tools see only the current tree
     start = time.monotonic()
-    bitstream, report = icebreaker.build(tiny_config(icebreaker), "build", 2048)
+    bitstream, report = ulx3s.build(tiny_config(ulx3s), "build", 2048)
     elapsed = time.monotonic() - start
     assert bitstream.is_file() and bitstream.stat().st_size > 0
     for cell, (used, available) in report["utilization"].items():
         assert used <= available, cell
     achieved = min(fmax for fmax, _ in report["fmax"].values())
-    print(f"iCEBreaker tiny build: {elapsed:.0f} s, Fmax {achieved:.1f} MHz, "
+    print(f"ULX3S-85F tiny build: {elapsed:.0f} s, Fmax {achieved:.1f} MHz, "
           f"{report['utilization']}")
