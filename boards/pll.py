@@ -157,14 +157,15 @@ class ECP5PLL(Elaboratable):
         p = self.params
         m.submodules.pll = Instance(
             "EHXPLLL",
-            # ecppll's loop filter and charge pump settings, and the frequencies for timing.
+            # ecppll's loop filter and charge pump settings and its CPHASE, and the frequencies
+            # for timing.
             a_FREQUENCY_PIN_CLKI=f"{self.f_in:g}", a_FREQUENCY_PIN_CLKOP=f"{p.f_out:g}",
             a_ICP_CURRENT="12", a_LPF_RESISTOR="8", a_MFG_ENABLE_FILTEROPAMP="1",
             a_MFG_GMCREF_SEL="2",
             p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
             p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA", p_CLKOP_ENABLE="ENABLED",
             p_CLKI_DIV=p.clki_div, p_CLKFB_DIV=p.clkfb_div, p_CLKOP_DIV=p.clkop_div,
-            p_CLKOP_CPHASE=p.clkop_div - 1, p_CLKOP_FPHASE=0, p_FEEDBK_PATH="CLKOP",
+            p_CLKOP_CPHASE=(p.clkop_div - 1) // 2, p_CLKOP_FPHASE=0, p_FEEDBK_PATH="CLKOP",
             i_CLKI=self.clk_in, i_CLKFB=clk, i_RST=0, i_STDBY=0, i_PHASESEL0=0,
             i_PHASESEL1=0, i_PHASEDIR=0, i_PHASESTEP=0, i_PHASELOADREG=0, i_PLLWAKESYNC=0,
             i_ENCLKOP=0, o_CLKOP=clk, o_LOCK=lock)

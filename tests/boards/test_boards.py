@@ -35,8 +35,9 @@ def test_ice40_pll_matches_icepll(f_in, f_out, expected):
 
 
 @pytest.mark.parametrize("f_in, f_out, expected", [
-    # ecppll -i 25 -o 50 / -o 100
+    # ecppll -i 25 -o 50 / -o 100 / -i 12 -o 16 (as in olofk/serv's servant/ecp5_evn_pll.v)
     (25, 50, (1, 2, 12)),
+    (12, 16, (3, 4, 37)),
     (25, 100, (1, 4, 6)),
 ])
 def test_ecp5_pll_matches_ecppll(f_in, f_out, expected):
