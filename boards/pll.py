@@ -6,7 +6,9 @@ Trellis): search every legal divider setting and keep the closest output. :class
 :class:`ECP5PLL` instantiate the primitive with them; both drive ``sync`` from the PLL output and
 hold ``sync`` in reset until the PLL reports lock (a reset synchronizer, so reset leaves
 ``sync`` on a clock edge). The parent defines ``sync`` (``m.domains.sync = ClockDomain()``), as
-Amaranth 0.6 will require of a domain its siblings use.
+Amaranth 0.6 will require of a domain its siblings use. No clock constraint is added: nextpnr
+derives the output's from the primitive's dividers, while a constraint on the PLL's net would
+be dropped (Yosys renames it).
 
 :func:`build_board` is the one build step the board files share: the platform's build with
 the pip-installed (WebAssembly) Yosys and nextpnr, and nextpnr's report read back.
@@ -134,7 +136,6 @@ class ICE40PLL(Elaboratable):
             p_FILTER_RANGE=p.filter_range,
             io_PACKAGEPIN=self.pad.io, i_RESETB=1, i_BYPASS=0,
             o_PLLOUTGLOBAL=clk, o_LOCK=lock)
-        platform.add_clock_constraint(clk, p.f_out * 1e6)
         return m
 
 
@@ -169,7 +170,6 @@ class ECP5PLL(Elaboratable):
             i_CLKI=self.clk_in, i_CLKFB=clk, i_RST=0, i_STDBY=0, i_PHASESEL0=0,
             i_PHASESEL1=0, i_PHASEDIR=0, i_PHASESTEP=0, i_PHASELOADREG=0, i_PLLWAKESYNC=0,
             i_ENCLKOP=0, o_CLKOP=clk, o_LOCK=lock)
-        platform.add_clock_constraint(clk, p.f_out * 1e6)
         return m
 
 
