@@ -2,10 +2,10 @@
 oscillator at the configuration's ``clock_mhz``; ``irq`` lights the red LED."""
 
 from amaranth.hdl import ClockDomain, Elaboratable, Module
-from amaranth.lib import io
 from amaranth_boards.icebreaker import ICEBreakerPlatform
 
-from .pll import ICE40PLL, build_board, ice40_pll
+from .build import build_board, connect_uart_and_led
+from .pll import ICE40PLL, ice40_pll
 from .top import BoardTop
 
 __all__ = ["PLATFORM", "PRESET", "OSCILLATOR", "BAUD", "Board", "build"]
@@ -35,17 +35,11 @@ class Board(Elaboratable):
         pad = platform.request(OSCILLATOR[0], dir="-")
         m.submodules.pll = ICE40PLL(pad, OSCILLATOR[1], self.clock_mhz)
         m.submodules.top = top = self.top
-        _connect(m, top, platform.request("uart", dir="-"), platform.request("led_r", dir="-"))
+        connect_uart_and_led(m, top, platform.request("uart", dir="-"),
+                             platform.request("led_r", dir="-"))
         return m
 
 
-def _connect(m, top, uart, led):
-    m.submodules.rx = rx = io.Buffer("i", uart.rx)
-    m.submodules.tx = tx = io.Buffer("o", uart.tx)
-    m.submodules.led = led = io.Buffer("o", led)
-    m.d.comb += [top.rx.eq(rx.i), tx.o.eq(top.tx), led.o.eq(top.irq)]
-
-
 def build(config, out_dir, memory_bytes, do_program=False):
-    """Build (and with ``do_program`` program) the board; see :func:`~.pll.build_board`."""
+    """Build (and with ``do_program`` program) the board; see :func:`~.build.build_board`."""
     return build_board(PLATFORM(), Board(config, memory_bytes), out_dir, TOOLS, do_program)

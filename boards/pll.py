@@ -9,23 +9,15 @@ hold ``sync`` in reset until the PLL reports lock (a reset synchronizer, so rese
 Amaranth 0.6 will require of a domain its siblings use. No clock constraint is added: nextpnr
 derives the output's from the primitive's dividers, while a constraint on the PLL's net would
 be dropped (Yosys renames it).
-
-:func:`build_board` is the one build step the board files share: the platform's build with
-the pip-installed (WebAssembly) Yosys and nextpnr, and nextpnr's report read back.
 """
 
-import json
 import math
-import os
-import sysconfig
 from dataclasses import dataclass
-from pathlib import Path
 
 from amaranth.hdl import ClockSignal, Elaboratable, Instance, Module, Signal
 from amaranth.lib.cdc import ResetSynchronizer
 
-__all__ = ["ICE40Params", "ECP5Params", "ice40_pll", "ecp5_pll", "ICE40PLL", "ECP5PLL",
-           "build_board"]
+__all__ = ["ICE40Params", "ECP5Params", "ice40_pll", "ecp5_pll", "ICE40PLL", "ECP5PLL"]
 
 
 @dataclass(frozen=True)
@@ -181,33 +173,3 @@ def _clock_and_lock(m):
     m.d.comb += ClockSignal("sync").eq(clk)
     m.submodules.reset_sync = ResetSynchronizer(~lock, domain="sync")
     return clk, lock
-
-
-def build_board(platform, board, out_dir, tools, do_program=False):
-    """Place and route ``board`` on ``platform`` in ``out_dir`` with the pip-installed tools.
-
-    ``tools`` are the environment variables that point Amaranth at them; the environment is
-    restored afterwards. ``out_dir`` should be relative: the WebAssembly tools see only the
-    current directory tree. Returns the bitstream's path and nextpnr's report as
-    ``{"fmax": {clock: (achieved, constraint)}, "utilization": {cell: (used, available)}}``
-    (MHz; cells by their primitive names).
-    """
-    saved = dict(os.environ)
-    os.environ.update(tools)
-    # The yowasp commands are installed next to this interpreter, which may not be on PATH.
-    os.environ["PATH"] = sysconfig.get_path("scripts") + os.pathsep + os.environ.get("PATH", "")
-    try:
-        platform.build(board, name="top", build_dir=out_dir, do_program=do_program,
-                       nextpnr_opts="--report report.json")
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    out = Path(out_dir)
-    report = json.loads((out / "report.json").read_text())
-    bitstream = out / ("top.bit" if platform.family == "ecp5" else "top.bin")
-    return bitstream, {
-        "fmax": {clock: (value["achieved"], value["constraint"])
-                 for clock, value in report["fmax"].items()},
-        "utilization": {cell: (value["used"], value["available"])
-                        for cell, value in report["utilization"].items()},
-    }

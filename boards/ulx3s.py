@@ -7,7 +7,8 @@ from amaranth.hdl import ClockDomain, Elaboratable, Module
 from amaranth.lib import io
 from amaranth_boards.ulx3s import ULX3S_85F_Platform
 
-from .pll import ECP5PLL, build_board, ecp5_pll
+from .build import build_board, connect_uart_and_led
+from .pll import ECP5PLL, ecp5_pll
 from .top import BoardTop
 
 __all__ = ["PLATFORM", "PRESET", "OSCILLATOR", "BAUD", "Board", "build"]
@@ -36,19 +37,13 @@ class Board(Elaboratable):
         m.submodules.clk_in = clk_in = io.Buffer("i", platform.request(OSCILLATOR[0], dir="-"))
         m.submodules.pll = ECP5PLL(clk_in.i, OSCILLATOR[1], self.clock_mhz)
         m.submodules.top = top = self.top
-        _connect(m, top, platform.request("uart", dir="-"), platform.request("led", 0, dir="-"))
+        connect_uart_and_led(m, top, platform.request("uart", dir="-"),
+                             platform.request("led", 0, dir="-"))
         return m
 
 
-def _connect(m, top, uart, led):
-    m.submodules.rx = rx = io.Buffer("i", uart.rx)
-    m.submodules.tx = tx = io.Buffer("o", uart.tx)
-    m.submodules.led = led = io.Buffer("o", led)
-    m.d.comb += [top.rx.eq(rx.i), tx.o.eq(top.tx), led.o.eq(top.irq)]
-
-
 def build(config, out_dir, memory_bytes, do_program=False):
-    """Build (and with ``do_program`` program) the board; see :func:`~.pll.build_board`.
+    """Build (and with ``do_program`` program) the board; see :func:`~.build.build_board`.
     The platform wants ``openFPGALoader`` to exist even to build: a stand-in unless
     programming."""
     tools = TOOLS if do_program else {"OPENFPGALOADER": os.environ.get("OPENFPGALOADER", "true"),
