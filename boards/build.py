@@ -1,8 +1,10 @@
-"""What the board files share: the build with the pip-installed tools, and the top's pins.
+"""What the board files share: the board design, the build with the pip-installed tools.
 
-:func:`build_board` runs the platform's build with the WebAssembly Yosys and nextpnr (the
-yowasp packages) and reads nextpnr's report back; :func:`connect_uart_and_led` joins the board top's
-``rx``/``tx`` to the board's UART and its ``irq`` to an LED.
+:class:`BoardDesign` puts the board top behind a board's PLL, UART and LED; a board file names
+its resources and its PLL. :func:`build_board` runs the platform's build with the WebAssembly
+Yosys and nextpnr (the yowasp packages) and reads nextpnr's report back;
+:func:`connect_uart_and_led` joins the board top's ``rx``/``tx`` to the board's UART and its
+``irq`` to an LED.
 """
 
 import json
@@ -10,9 +12,42 @@ import os
 import sysconfig
 from pathlib import Path
 
+from amaranth.hdl import ClockDomain, Elaboratable, Module
 from amaranth.lib import io
 
-__all__ = ["build_board", "connect_uart_and_led"]
+from .top import BoardTop
+
+__all__ = ["BoardDesign", "build_board", "connect_uart_and_led"]
+
+#: The host bridge's baud rate on every board.
+BAUD = 115_200
+
+
+class BoardDesign(Elaboratable):
+    """:class:`~flexigan.boards.top.BoardTop` of ``config`` and ``memory_bytes`` on a board,
+    clocked at the PLL's achieved frequency nearest ``config.clock_mhz``; the UART divisor is
+    for :data:`BAUD` at that clock.
+
+    A board file subclasses it with ``OSCILLATOR`` (resource name, MHz), ``LED`` (the
+    ``platform.request`` arguments of the LED ``irq`` lights), ``pll_mhz(f_in, f_out)`` (the
+    achieved frequency) and ``clock(m, platform)`` (the PLL that drives ``sync``).
+    """
+
+    BAUD = BAUD
+
+    def __init__(self, config, memory_bytes):
+        self.clock_mhz = self.pll_mhz(self.OSCILLATOR[1], config.clock_mhz)
+        self.divisor = round(self.clock_mhz * 1e6 / BAUD)
+        self.top = BoardTop(config, memory_bytes, self.divisor)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.domains.sync = ClockDomain()
+        self.clock(m, platform)
+        m.submodules.top = top = self.top
+        connect_uart_and_led(m, top, platform.request("uart", dir="-"),
+                             platform.request(*self.LED, dir="-"))
+        return m
 
 
 def connect_uart_and_led(m, top, uart, led):

@@ -20,6 +20,23 @@ from flexigan.sim import golden, isa_sim
 SIM = preset("sim")
 
 
+class RecordingPort:
+    """A serial port for :class:`flexigan.host.BridgeClient`: keeps what is written in
+    ``sent`` and answers reads from ``replies``."""
+
+    def __init__(self, replies=b""):
+        self.sent, self.replies = bytearray(), bytearray(replies)
+
+    def write(self, data):
+        self.sent += data
+        return len(data)
+
+    def read(self, n):
+        data = bytes(self.replies[:n])
+        del self.replies[:n]
+        return data
+
+
 def requant_oracle(value, multiplier, shift, offset=0):
     """docs/numerics.md's requantization of one integer, in Python integers: the test oracle
     of every layer (golden, ISA simulator, RTL post-processor), kept independent of

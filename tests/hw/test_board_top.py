@@ -18,7 +18,7 @@ from flexigan.hw.arch.memory_map import MEMORY_BASE, register_map
 from flexigan.hw.arch.registers import STATUS_BUSY, STATUS_DONE
 from flexigan.hw.onchip import READ_LATENCY, OnChipMemory
 from flexigan.sim import isa_sim
-from tests.helpers import conv_model, quantized
+from tests.helpers import RecordingPort, conv_model, quantized
 from tests.hw.streams import Pauses, drive_byte, simulate
 
 #: A UART bit every 4 cycles: a byte in 40.
@@ -198,23 +198,6 @@ def test_memory_depth_is_checked(depth):
 
 # The board top from its pins -----------------------------------------------------------------
 
-class Port:
-    """A serial port for :class:`BridgeClient`: keeps what is written, answers reads from
-    ``replies``."""
-
-    def __init__(self, replies=b""):
-        self.sent, self.replies = bytearray(), bytearray(replies)
-
-    def write(self, data):
-        self.sent += data
-        return len(data)
-
-    def read(self, n):
-        data = bytes(self.replies[:n])
-        del self.replies[:n]
-        return data
-
-
 class TopTB:
     """The host on a :class:`BoardTop`'s pins: the client's frames driven bit by bit on ``rx``,
     its replies decoded from ``tx``."""
@@ -244,7 +227,7 @@ class TopTB:
 
     async def write_words(self, ctx, addr, words):
         for first in range(0, len(words), MAX_WORDS):
-            port = Port()
+            port = RecordingPort()
             chunk = words[first:first + MAX_WORDS]
             BridgeClient(port).write_words(addr + 4 * first, chunk)
             await self.send(ctx, port.sent)
@@ -254,13 +237,13 @@ class TopTB:
             await ctx.tick().repeat(COMMIT_CYCLES_PER_WORD * len(chunk))
 
     async def read_words(self, ctx, addr, n):
-        port = Port(bytes(4 * n))
+        port = RecordingPort(bytes(4 * n))
         BridgeClient(port).read_words(addr, n)
         start = len(self.replies)
         await self.send(ctx, port.sent)
         while len(self.replies) < start + 4 * n:
             await ctx.tick()
-        return BridgeClient(Port(self.replies[start:])).read_words(addr, n)
+        return BridgeClient(RecordingPort(self.replies[start:])).read_words(addr, n)
 
     def run(self, testbench, timeout):
         simulate(self.dut, testbench, processes=[self.decode_tx], timeout=timeout)

@@ -11,6 +11,7 @@ from flexigan.hw.arch.bridge import CMD_READ, CMD_WRITE, MAX_WORDS
 from flexigan.hw.arch.registers import register_addresses, registers
 from flexigan.hw.axi import AxiLiteRegisters
 from flexigan.hw.bridge import UartBridge
+from tests.helpers import RecordingPort
 from tests.hw.streams import drive_byte, simulate
 
 DIVISOR = 5
@@ -213,26 +214,10 @@ def test_an_unknown_command_is_dropped_without_touching_the_bus():
     assert tb.dropped == 1
 
 
-class Recorder:
-    """A serial port that keeps what is written and answers reads from ``replies``."""
-
-    def __init__(self, replies=b""):
-        self.sent, self.replies = bytearray(), bytearray(replies)
-
-    def write(self, data):
-        self.sent += data
-        return len(data)
-
-    def read(self, n):
-        data = bytes(self.replies[:n])
-        del self.replies[:n]
-        return data
-
-
 def test_the_host_clients_frames_work_on_the_bridge():
     rng = random.Random(5)
     image = bytes(rng.randrange(256) for _ in range(4 * (MAX_WORDS + 2)))
-    writes, reads = Recorder(), Recorder(bytes(len(image)))
+    writes, reads = RecordingPort(), RecordingPort(bytes(len(image)))
     BridgeClient(writes).write_bytes(0x2000, image)
     BridgeClient(reads).read_bytes(0x2000, len(image))
     tb = TB()
@@ -245,7 +230,7 @@ def test_the_host_clients_frames_work_on_the_bridge():
     tb.run(testbench, timeout=150_000)
     assert [a for a, _ in tb.writes] == list(range(0x2000, 0x2000 + len(image), 4))
     assert tb.mem[0x2004] == int.from_bytes(image[4:8], "little")
-    assert BridgeClient(Recorder(tb.replies)).read_bytes(0x2000, len(image)) == image
+    assert BridgeClient(RecordingPort(tb.replies)).read_bytes(0x2000, len(image)) == image
 
 
 class BridgeAndRegisters(Elaboratable):
