@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,8 @@ import numpy as np
 from amaranth.back import verilog
 from cocotb_tools.runner import get_results, get_runner
 
-__all__ = ["SIMULATORS", "RtlTestError", "RtlResult", "run_cocotb", "run_programs", "run_program"]
+__all__ = ["SIMULATORS", "RtlTestError", "RtlResult", "run_cocotb", "run_programs", "run_program",
+           "output_to"]
 
 SIMULATORS = ("verilator", "icarus")
 #: Amaranth's Verilog has no `timescale; cocotb's clocks need a resolution below 1 ns.
@@ -98,6 +100,27 @@ def _kick_time_zero(text):
     """Run every combinational block once after time 0's first events (Icarus only): toggle
     Yosys's time-0 registers, and make the one-statement blocks wait on them too."""
     return _MODULE.sub(lambda m: _kick_module(m[0]), text)
+
+
+@contextlib.contextmanager
+def output_to(path):
+    """Send this process's stdout and stderr (file descriptors 1 and 2, which the simulators
+    write to) to the file ``path`` for the duration."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(path, "w") as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
 
 
 def write_verilog(design, path, toplevel="top", simulator=None):

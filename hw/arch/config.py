@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from amaranth.utils import ceil_log2
 
 from . import isa
+from .timing import ONCHIP_MEM_LATENCY
 
 __all__ = ["AcceleratorConfig", "PRESETS", "preset", "BUNDLE", "RUN_SLOTS", "FETCH_INSNS",
            "QUEUE_INSNS", "DMA_QUEUE", "MAX_SEGMENT_UOPS"]
@@ -191,16 +192,18 @@ class AcceleratorConfig:
 PRESETS = {
     "sim": AcceleratorConfig(),
     # ULX3S-85F, LFE5U-85F: 156 18x18 multipliers (128 lanes + 8 requantizers), ~468 KB EBR
-    # (256 KB activations, 8 x 16 KB weights), 16-bit SDRAM.
+    # (256 KB activations, 8 x 16 KB weights); memory: 128 KB of block RAM on a 32-bit bus.
     "ulx3s": AcceleratorConfig(groups=8, lanes=16, act_banks=8, act_bank_bytes=32768,
                                weight_bytes=16384, param_entries=512, uop_depth=32,
-                               axi_data_width=16, mem_latency=12, burst_bytes=512,
+                               axi_data_width=32, mem_latency=ONCHIP_MEM_LATENCY,
+                               burst_bytes=512,
                                clock_mhz=50.0, memory_bytes=131072),
     # iCEBreaker, iCE40UP5K: 8 DSPs (4 lanes + 2 requantizers), 128 KB SPRAM as 4 activation
-    # banks, weights from the 8-bit host/flash port.
+    # banks; memory: 128 KB on a 32-bit bus.
     "icebreaker": AcceleratorConfig(groups=2, lanes=2, act_banks=4, act_bank_bytes=32768,
                                     weight_bytes=2048, param_entries=256, uop_depth=16,
-                                    fifo_depth=4, axi_data_width=8, mem_latency=16,
+                                    fifo_depth=4, axi_data_width=32,
+                                    mem_latency=ONCHIP_MEM_LATENCY,
                                     burst_bytes=256, clock_mhz=12.0, memory_bytes=131072),
 }
 
