@@ -96,7 +96,8 @@ class OnChipMemory(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         rows = self._memory.depth
-        if self._single_port and getattr(platform, "family", None) == "ice40":
+        # Amaranth's iCE40 platforms say "iCE40", its ECP5 ones "ecp5".
+        if self._single_port and str(getattr(platform, "family", "")).lower() == "ice40":
             m.submodules.memory = storage = SpramBanks(rows)
             read, write = storage.read, storage.write
         else:

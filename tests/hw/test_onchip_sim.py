@@ -15,9 +15,16 @@ DEPTH = 2 * SPRAM_ROWS * 4
 
 
 class ICE40:
-    """What OnChipMemory's elaborate asks of an iCE40 platform."""
+    """What OnChipMemory's elaborate asks of an iCE40 platform (as Amaranth's
+    ``SiliconBluePlatform`` spells it)."""
 
-    family = "ice40"
+    family = "iCE40"
+
+
+def test_the_icebreaker_platform_is_the_family_that_gets_sprams():
+    from amaranth_boards.icebreaker import ICEBreakerPlatform
+
+    assert ICEBreakerPlatform().family == ICE40.family
 
 
 def spram_model(folder):
