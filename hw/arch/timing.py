@@ -8,7 +8,7 @@ changes with it, or the hw tests fail.
 
 __all__ = ["DECODE_CYCLES", "ACCESS_BUBBLE", "ACCESS_FILL", "EXECUTE_FILL", "POST_DRAIN",
            "ISSUE_CYCLES", "FETCH_DELAY", "LOAD_SETUP", "LOAD_CLAIM", "STORE_SETUP",
-           "RUN_LATENCY", "TESTBENCH_MEM_LATENCY"]
+           "SCAN_DRAIN", "RUN_LATENCY", "TESTBENCH_MEM_LATENCY"]
 
 # --- an engine group (hw/group) ----------------------------------------------------------------
 
@@ -39,6 +39,12 @@ LOAD_SETUP = 3
 LOAD_CLAIM = 1
 #: The same as LOAD_SETUP for a store (writer command, last write response).
 STORE_SETUP = 6
+
+#: Cycles from the end of a RUN's micro-program scan (the scoreboard's decoder is done) to its
+#: weight range and tables in the scoreboard (the scan's multiply and sums, pipelined): until
+#: then a DMA into the group's WGT or LUT waits for the RUN. The cycle model does not charge
+#: the scan (a RUN is scanned while it waits for its own DMAs or runs).
+SCAN_DRAIN = 3
 
 # --- estimates and test benches ----------------------------------------------------------------
 
