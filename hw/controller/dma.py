@@ -77,6 +77,8 @@ class _Transfer:
         # The instruction, its space (ACT for a store), its byte address in the space.
         self.cmd = Signal(dma_command_layout(), name="cur")
         self.space = Signal(isa.Space, name="space")
+        # The end of its range in the space's units (the hazard query's ``hi``).
+        self.end = Signal(25, name="end")
         self.local = Signal(32, name="local")
         # The next word to write (a load) or read (a store) in the space.
         self.word = Signal(max(config.word_addr_width, chunk_bits - wb), name="word")
@@ -162,9 +164,7 @@ class DmaEngine(wiring.Component):
 
         t = _Transfer(cfg)
         m.d.comb += [self.hazard.space.eq(t.space), self.hazard.lo.eq(t.cmd.dma.local_addr),
-                     self.hazard.hi.eq(t.cmd.dma.local_addr +
-                                       (t.cmd.dma.length >> unit_shift(t.space))),
-                     self.hazard.groups.eq(t.cmd.dma.group_mask)]
+                     self.hazard.hi.eq(t.end), self.hazard.groups.eq(t.cmd.dma.group_mask)]
         self._load_path(m, load, t)
         self._store_path(m, store, t)
         self._sequence(m, queue.o, reader, writer, load, store, t)
@@ -236,7 +236,9 @@ class DmaEngine(wiring.Component):
                     target = Mux(e.op == isa.GlobalOp.UOP_LOAD, isa.Space.UOP,
                                  Mux(e.op == isa.GlobalOp.DMA_STORE, isa.Space.ACT, e.dma.space))
                     m.d.sync += [t.cmd.eq(e), space.eq(target),
-                                 local.eq(e.dma.local_addr << unit_shift(target))]
+                                 local.eq(e.dma.local_addr << unit_shift(target)),
+                                 t.end.eq(e.dma.local_addr + (e.dma.length >>
+                                                              unit_shift(target)))]
                     with m.Switch(e.op):
                         with m.Case(isa.GlobalOp.DMA_LOAD, isa.GlobalOp.UOP_LOAD):
                             m.next = "LOAD_WAIT"
