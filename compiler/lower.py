@@ -562,9 +562,20 @@ def lower(qgraph, config, reorder=True):
     return _assemble(lowering, p, schedule, qgraph, reorder)
 
 
+def _check_memory(config, image_bytes):
+    """A :class:`FitError` naming the shortfall when the image does not fit the target's
+    memory (``config.memory_bytes``)."""
+    if config.memory_bytes is not None and image_bytes > config.memory_bytes:
+        raise FitError(f"the memory image (program, weights and activations) needs "
+                       f"{image_bytes:,} bytes; the target's memory holds "
+                       f"{config.memory_bytes:,} ({image_bytes - config.memory_bytes:,} bytes "
+                       f"short)")
+
+
 def _assemble(lowering, p, schedule, qgraph, reorder):
     """The :class:`Program`: the image linked, and its layout."""
     image, address, linked = lowering.image.link(lowering.code)
+    _check_memory(lowering.config, len(image))
 
     def tensor(value, storage_name):
         node = qgraph.nodes[value]["node"]

@@ -64,6 +64,10 @@ class AcceleratorConfig:
         Largest DMA burst; each burst pays ``mem_latency`` once.
     clock_mhz : float
         Target clock, used only to turn cycles into time in reports.
+    memory_bytes : int or None
+        Bytes of memory the accelerator's AXI master reaches on the target (a board's on-chip
+        memory, which holds the whole image: program, weights and activations); ``None``: as
+        much as the image needs (the simulation target's external memory).
     """
 
     groups: int = 16
@@ -80,10 +84,13 @@ class AcceleratorConfig:
     mem_latency: int = 32
     burst_bytes: int = 4096
     clock_mhz: float = 200.0
+    memory_bytes: int | None = None
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if f.name == "memory_bytes" and value is None:
+                continue
             if f.name == "clock_mhz":
                 ok = isinstance(value, (int, float)) and value > 0
             else:
@@ -98,6 +105,9 @@ class AcceleratorConfig:
         if self.axi_data_width % 8 or self.axi_data_width & (self.axi_data_width - 1):
             raise ValueError(f"AcceleratorConfig.axi_data_width must be a power of two >= 8, "
                              f"not {self.axi_data_width!r}")
+        if self.memory_bytes is not None and self.memory_bytes % self.axi_bytes:
+            raise ValueError(f"AcceleratorConfig.memory_bytes must be a multiple of the AXI "
+                             f"width ({self.axi_bytes} bytes), not {self.memory_bytes!r}")
         if self.groups > isa.MAX_GROUPS:
             raise ValueError(f"AcceleratorConfig.groups must be at most {isa.MAX_GROUPS} (a "
                              f"group mask has {isa.GROUP_MASK_BITS} bits), not {self.groups!r}")
@@ -185,13 +195,13 @@ PRESETS = {
     "ulx3s": AcceleratorConfig(groups=8, lanes=16, act_banks=8, act_bank_bytes=32768,
                                weight_bytes=16384, param_entries=512, uop_depth=32,
                                axi_data_width=16, mem_latency=12, burst_bytes=512,
-                               clock_mhz=50.0),
+                               clock_mhz=50.0, memory_bytes=131072),
     # iCEBreaker, iCE40UP5K: 8 DSPs (4 lanes + 2 requantizers), 128 KB SPRAM as 4 activation
     # banks, weights from the 8-bit host/flash port.
     "icebreaker": AcceleratorConfig(groups=2, lanes=2, act_banks=4, act_bank_bytes=32768,
                                     weight_bytes=2048, param_entries=256, uop_depth=16,
                                     fifo_depth=4, axi_data_width=8, mem_latency=16,
-                                    burst_bytes=256, clock_mhz=12.0),
+                                    burst_bytes=256, clock_mhz=12.0, memory_bytes=131072),
 }
 
 
