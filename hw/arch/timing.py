@@ -37,8 +37,9 @@ LOAD_SETUP = 3
 #: Cycles from a load's issue to its claim on the read port: a fetch starting earlier keeps
 #: the port (the load waits for it); a later one waits for the load.
 LOAD_CLAIM = 1
-#: The same as LOAD_SETUP for a store (writer command, last write response).
-STORE_SETUP = 6
+#: The same as LOAD_SETUP for a store (registered hazard check, writer command, last write
+#: response).
+STORE_SETUP = 7
 
 #: Cycles from the end of a RUN's micro-program scan (the scoreboard's decoder is done) to its
 #: weight range and tables in the scoreboard (the scan's multiply and sums, pipelined): until

@@ -225,7 +225,15 @@ class DmaEngine(wiring.Component):
         dw = self._config.axi_data_width
         wb = exact_log2(self._config.axi_bytes)
         space, local, word, pending = t.space, t.local, t.word, t.pending
-        clear = ~self.conflict.any()
+        # The scoreboards' answer is registered (their comparisons, then the OR over groups,
+        # were the design's critical path, into the reader's claim): it holds for the DMA in
+        # ``t`` from the second cycle of the wait on, as every RUN it waits for is released by
+        # the first and later changes only clear conflicts. The cycle is one of STORE_SETUP's
+        # (a load's hides behind the reader's last fetch, within LOAD_SETUP).
+        conflict = Signal()
+        checked = Signal()
+        m.d.sync += [conflict.eq(self.conflict.any()), checked.eq(0)]
+        clear = checked & ~conflict
         dma = t.cmd.dma
         read, claim = reader.load.cmd, reader.claim
         with m.FSM(name="dma"):
@@ -249,6 +257,7 @@ class DmaEngine(wiring.Component):
                                          pending.eq(0b11)]
                             m.next = "COUNTERS"
             with m.State("LOAD_WAIT"):
+                m.d.sync += checked.eq(1)
                 m.d.comb += claim.eq(clear)
                 with m.If(clear & ~reader.busy):
                     m.d.sync += [pending.eq(0b11), word.eq(local[wb:])]
@@ -275,6 +284,7 @@ class DmaEngine(wiring.Component):
                     m.d.sync += self.finished.eq(self.finished + 1)
                     m.next = "IDLE"
             with m.State("STORE_WAIT"):
+                m.d.sync += checked.eq(1)
                 with m.If(clear):
                     m.d.sync += [pending.eq(0b11), word.eq(local[wb:]),
                                  t.rd_left.eq(covering_words(_low(local, wb), dma.length, dw))]
