@@ -6,8 +6,8 @@ their tests (tests/hw/), and the instruction-level simulator's timing model
 changes with it, or the hw tests fail.
 """
 
-__all__ = ["DECODE_CYCLES", "ACCESS_BUBBLE", "ACCESS_FILL", "EXECUTE_FILL", "POST_DRAIN",
-           "ISSUE_CYCLES", "FETCH_DELAY", "LOAD_SETUP", "LOAD_CLAIM", "STORE_SETUP",
+__all__ = ["DECODE_CYCLES", "ACCESS_BUBBLE", "ACCESS_FILL", "EXECUTE_FILL", "POST_LATENCY",
+           "POST_DRAIN", "ISSUE_CYCLES", "FETCH_DELAY", "LOAD_SETUP", "LOAD_CLAIM", "STORE_SETUP",
            "SCAN_DRAIN", "RUN_LATENCY", "TESTBENCH_MEM_LATENCY"]
 
 # --- an engine group (hw/group) ----------------------------------------------------------------
@@ -22,8 +22,11 @@ ACCESS_FILL = 5
 #: Cycles from the execute engine to the post-writer (lanes, job queue), paid by a RUN that
 #: finds the group idle.
 EXECUTE_FILL = 6
+#: Cycles of the requantizer's pipeline (hw/post.py: bias, multiply, shift, round and
+#: saturate, table read).
+POST_LATENCY = 5
 #: Cycles from a RUN's last POST to its last byte in ACT (Post's pipeline, write, end job).
-POST_DRAIN = 6
+POST_DRAIN = POST_LATENCY + 2
 
 # --- the global controller (hw/controller) -----------------------------------------------------
 
