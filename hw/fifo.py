@@ -4,6 +4,8 @@ from amaranth.hdl import Module, Shape, Signal
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .arch.timing import SLICE_LATENCY
+
 __all__ = ["StreamFIFO", "StreamSlice"]
 
 
@@ -82,7 +84,7 @@ class StreamSlice(wiring.Component):
     """
 
     #: Cycles from a payload's entry on ``i`` to its presence on ``o``.
-    LATENCY = 1
+    LATENCY = SLICE_LATENCY
 
     def __init__(self, shape):
         super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})

@@ -6,9 +6,9 @@ their tests (tests/hw/), and the instruction-level simulator's timing model
 changes with it, or the hw tests fail.
 """
 
-__all__ = ["DECODE_CYCLES", "ACCESS_BUBBLE", "ACCESS_FILL", "EXECUTE_FILL", "POST_LATENCY",
-           "POST_DRAIN", "ISSUE_CYCLES", "FETCH_DELAY", "LOAD_SETUP", "LOAD_CLAIM", "STORE_SETUP",
-           "SCAN_DRAIN", "RUN_LATENCY", "TESTBENCH_MEM_LATENCY"]
+__all__ = ["DECODE_CYCLES", "ACCESS_BUBBLE", "SLICE_LATENCY", "ACCESS_FILL", "EXECUTE_FILL",
+           "POST_LATENCY", "POST_DRAIN", "ISSUE_CYCLES", "FETCH_DELAY", "LOAD_SETUP",
+           "LOAD_CLAIM", "STORE_SETUP", "SCAN_DRAIN", "RUN_LATENCY", "TESTBENCH_MEM_LATENCY"]
 
 # --- an engine group (hw/group) ----------------------------------------------------------------
 
@@ -16,9 +16,11 @@ __all__ = ["DECODE_CYCLES", "ACCESS_BUBBLE", "ACCESS_FILL", "EXECUTE_FILL", "POS
 DECODE_CYCLES = 4
 #: Idle cycles of the access engine between two RUNs (the address generator's accept).
 ACCESS_BUBBLE = 2
-#: Cycles from the address generator to the execute engine (crossbar read, FIFO, sparse core,
-#: weight fetch), paid by a RUN with MAC that finds the group idle.
-ACCESS_FILL = 5
+#: Cycles through a register slice (:class:`flexigan.hw.fifo.StreamSlice`).
+SLICE_LATENCY = 1
+#: Cycles from the address generator to the execute engine (register slice, crossbar read,
+#: FIFO, sparse core, weight fetch), paid by a RUN with MAC that finds the group idle.
+ACCESS_FILL = SLICE_LATENCY + 5
 #: Cycles from the execute engine to the post-writer (lanes, job queue), paid by a RUN that
 #: finds the group idle.
 EXECUTE_FILL = 6
