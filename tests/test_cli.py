@@ -146,7 +146,7 @@ def test_compile_for_a_target_then_simulate_isa(tmp_path, capsys):
     for name in ("program.bin", "program.s", "memory.bin", "program.json"):
         assert (out / name).is_file()
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["config"]["groups"] == 2 and manifest["config"]["axi_data_width"] == 16
+    assert manifest["config"]["groups"] == 2 and manifest["config"]["axi_data_width"] == 32
     assert manifest["schedule"] and manifest["reorder"] is True
     assert "RUN" in (out / "program.s").read_text()
     assert (out / "rtl" / "files.f").read_text().split() == ["flexigan_top.v"]
