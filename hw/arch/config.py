@@ -193,10 +193,11 @@ PRESETS = {
     # ULX3S-85F, LFE5U-85F (83,640 LUT4, 208 DP16KD, 156 MULT18X18D): 4 x 16 = 64 lanes
     # (64 multipliers, 16 DP16KD of weights per group: one per lane), 4 x 16 KB activation
     # banks (32 DP16KD); the board top's 128 KB memory takes 64 more (docs/architecture.md).
+    # 25 MHz: the accelerator alone places at 24.4 MHz (nextpnr, speed 6; docs/architecture.md).
     "ulx3s": AcceleratorConfig(groups=4, lanes=16, act_banks=4, act_bank_bytes=16384,
                                weight_bytes=16384, param_entries=512, uop_depth=32,
                                axi_data_width=32, mem_latency=4, burst_bytes=512,
-                               clock_mhz=50.0, memory_bytes=131072),
+                               clock_mhz=25.0, memory_bytes=131072),
     # iCEBreaker, iCE40UP5K (5,280 LCs, 30 x 512 B EBR, 8 SB_MAC16, 4 x 32 KB SPRAM): the
     # smallest machine the examples compile for, 1 x 2 lanes, 2 x 2 KB activation banks and
     # 512 B of weights in EBR (the SPRAMs are the board top's 128 KB memory). It does not fit
