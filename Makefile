@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint bench bench-rtl icarus clean
+.PHONY: demo test test-slow lint bench bench-rtl bitstreams icarus clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+
+bitstreams: $(STAMP)
+	$(BIN)/python benchmarks/bitstreams.py
 
 bench-rtl: $(STAMP) icarus
 	$(BIN)/python benchmarks/rtl.py

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 
 from . import __version__, engines, flow, steps
 from .errors import FlexiganError, UsageError
@@ -107,6 +109,52 @@ def _cmd_simulate(args):
         print(line + " (roofline in sim_report.json)")
 
 
+def _cmd_synth(args):
+    from .synth import synth
+
+    synth(args.folder, program=args.program, allow_timing_fail=args.allow_timing_fail,
+          seed=args.seed)
+
+
+def _cmd_run(args):
+    report = flow.run_on_board(args.folder, args.port, args.input, args.output,
+                               timeout=args.timeout)
+    print(f"board: output {tuple(report['output_shape'])} -> {report['output_file']}; "
+          f"bit-exact with the golden model: {'yes' if report['bit_exact_vs_golden'] else 'NO'}"
+          f", with the instruction-level simulator: "
+          f"{'yes' if report['bit_exact_vs_isa'] else 'NO'}")
+    print(f"{report['cycles']:,} cycles (hardware counter) for {report['batch']} sample(s), "
+          f"{report['cycles_vs_isa']:.3f} of the instruction-level estimate; utilization "
+          f"{report['utilization']:.1%}" + (f"; SQNR vs onnxruntime float {report['sqnr_db']} dB"
+                                             if "sqnr_db" in report else ""))
+
+
+def _cmd_board_sim(args):
+    from .boards.simulated import serve
+    from .synth import target_of
+
+    target, config, board = target_of(args.folder)
+    out = Path(args.folder) / "board_sim"
+    print(f"building the simulated {target} board ({config.groups} groups x {config.lanes} "
+          f"lanes) under {args.simulator} in {out} ...", flush=True)
+    # The simulator's output goes to a log: announce the port on the terminal's own copy.
+    with os.fdopen(os.dup(1), "w") as console:
+        serve(config, out, simulator=args.simulator, port=args.port,
+              connections=args.connections,
+              single_port_memory=board.Board.SINGLE_PORT_MEMORY,
+              on_listen=lambda url: print(f"the simulated board listens on {url}: flexigan "
+                                          f"run {args.folder} --port {url} --input ...",
+                                          file=console, flush=True))
+    print("the host disconnected; the simulated board stopped")
+
+
+def _nonnegative(text):
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, not {text!r}") from None
+
+
 def _positive(text):
     try:
         value = int(text)
@@ -163,7 +211,41 @@ def _parser():
     p.add_argument("--input", required=True, help=".npy/.npz model inputs")
     p.add_argument("--output", help="where to write the output (default: FOLDER/output.npy)")
     p.set_defaults(run=_cmd_simulate)
+    _board_commands(sub)
     return parser
+
+
+def _board_commands(sub):
+    p = sub.add_parser("synth", help="build the compiled folder's board to a bitstream "
+                       "(Yosys, nextpnr; pip install 'flexigan[synth]')")
+    p.add_argument("folder", help="output folder of `flexigan compile --target BOARD`")
+    p.add_argument("--program", action="store_true",
+                   help="load the bitstream onto the board with openFPGALoader")
+    p.add_argument("--allow-timing-fail", action="store_true",
+                   help="keep a bitstream that misses its clock (exit status 0)")
+    p.add_argument("--seed", type=_positive, default=1, help="nextpnr's placement seed")
+    p.set_defaults(run=_cmd_synth)
+
+    p = sub.add_parser("run", help="run a compiled model on a board over its UART bridge")
+    p.add_argument("folder", help="output folder of `flexigan compile --target BOARD`")
+    p.add_argument("--port", required=True,
+                   help="pyserial URL of the board: /dev/ttyUSB0, or socket://127.0.0.1:PORT "
+                        "for `flexigan board-sim`")
+    p.add_argument("--input", required=True, help=".npy/.npz model inputs")
+    p.add_argument("--output", help="where to write the output (default: FOLDER/output.npy)")
+    p.add_argument("--timeout", type=float, default=60.0,
+                   help="seconds a frame may take to reach END (default: 60)")
+    p.set_defaults(run=_cmd_run)
+
+    p = sub.add_parser("board-sim", help="simulate the compiled folder's board with its UART "
+                       "on a TCP port, for `flexigan run`")
+    p.add_argument("folder", help="output folder of `flexigan compile --target BOARD`")
+    p.add_argument("--port", type=_nonnegative, default=0,
+                   help="TCP port on 127.0.0.1 (default: any free one, printed)")
+    p.add_argument("--simulator", default="verilator", choices=flow.SIMULATORS)
+    p.add_argument("--connections", type=_positive, default=1,
+                   help="stop after this many hosts have come and gone (default: 1)")
+    p.set_defaults(run=_cmd_board_sim)
 
 
 def main(argv=None):

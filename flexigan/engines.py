@@ -11,11 +11,8 @@ folder and int8 inputs and returns int8 outputs with a report; :data:`ENGINES` n
 from __future__ import annotations
 
 import abc
-import contextlib
 import functools
 import json
-import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +25,7 @@ from .compiler.serialize import load_graph
 from .errors import FlexiganError, UsageError
 from .hw.arch.timing import TESTBENCH_MEM_LATENCY
 from .sim import golden, isa_sim
-from .sim.rtl import SIMULATORS, RtlTestError, run_programs
+from .sim.rtl import SIMULATORS, RtlTestError, output_to, run_programs
 
 __all__ = ["Compiled", "RunOptions", "Run", "Engine", "Golden", "Isa", "Rtl", "ENGINES",
            "SIMULATORS"]
@@ -189,32 +186,11 @@ def _run_programs(images, config, sparse, build, options):
     options.log(f"running {len(images)} sample(s) on the RTL under {options.simulator}; the "
                 f"simulator's output goes to {transcript} ...")
     try:
-        with _output_to(transcript):
+        with output_to(transcript):
             return run_programs(images, config, simulator=options.simulator, build_dir=build,
                                 sparse=sparse, waves=options.waves)
     except RtlTestError as exc:
         raise FlexiganError(f"RTL simulation failed: {exc} (see {transcript})") from None
-
-
-@contextlib.contextmanager
-def _output_to(path):
-    """Send this process's stdout and stderr (file descriptors 1 and 2, which the simulators
-    write to) to the file ``path`` for the duration."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    with open(path, "w") as f:
-        os.dup2(f.fileno(), 1)
-        os.dup2(f.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
 
 
 #: The engines by name, in the order of the layers of truth.

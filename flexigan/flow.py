@@ -11,7 +11,6 @@ folder and compares it with onnxruntime's float model.
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 import tempfile
 import time
@@ -23,6 +22,7 @@ from . import engines, steps
 from .compiler import ir, passes
 from .compiler.onnx_import import import_model, load_onnx
 from .errors import UsageError
+from .files import write_json_atomic
 from .hw.arch.config import preset
 from .inputs import default_calibration, load_inputs
 from .layers import layer_table, op_name, totals
@@ -30,7 +30,7 @@ from .sim import golden
 
 __all__ = ["inspect_model", "compile_model", "simulate", "default_calibration", "load_inputs",
            "float_reference", "onnx_tensors", "target_config", "layer_table", "ENGINES",
-           "SIMULATORS"]
+           "SIMULATORS", "run_on_board"]
 
 #: The names of the engines, for ``flexigan simulate --engine``.
 ENGINES = tuple(engines.ENGINES)
@@ -193,12 +193,28 @@ def simulate(out, engine, input_path, output_path=None, sparse=None, simulator="
     if engine not in engines.ENGINES:
         raise UsageError(f"engine {engine!r} is not available (choose from: "
                          f"{', '.join(engines.ENGINES)})")
+    return _execute(out, engines.ENGINES[engine], input_path, output_path,
+                    engines.RunOptions(sparse, simulator, waves, log), "sim_report.json")
+
+
+def run_on_board(out, port, input_path, output_path=None, timeout=60.0, log=_log):
+    """Run the compiled model in ``out`` on the board behind the pyserial URL ``port``
+    (:mod:`flexigan.board_run`); writes the output as :func:`simulate` does and
+    ``out/run_report.json``; returns the report."""
+    from .board_run import BoardEngine
+
+    return _execute(out, BoardEngine(port, timeout), input_path, output_path,
+                    engines.RunOptions(log=log), "run_report.json")
+
+
+def _execute(out, engine, input_path, output_path, options, report_name):
+    """Run ``engine`` on the compiled folder ``out``: outputs saved, SQNR against the float
+    model, the report written to ``out/report_name``."""
     model = engines.Compiled(out)
     qgraph = model.qgraph
     feeds = load_inputs(qgraph, input_path)
     start = time.perf_counter()
-    run = engines.ENGINES[engine].run(model, model.quantize(feeds),
-                                      engines.RunOptions(sparse, simulator, waves, log))
+    run = engine.run(model, model.quantize(feeds), options)
     elapsed = time.perf_counter() - start
     outputs = {o: golden.dequantize(v, ir.node(qgraph, o).scale) for o, v in run.outputs.items()}
     onnx_names = dict(zip(qgraph.graph["outputs"], qgraph.graph["onnx_outputs"]))
@@ -208,12 +224,12 @@ def simulate(out, engine, input_path, output_path=None, sparse=None, simulator="
                    "outputs": {onnx_names[o]: {"shape": list(v.shape)}
                                for o, v in outputs.items()},
                    "seconds": round(elapsed, 3)})
-    _compare_with_float(report, model, feeds, outputs, run.values, log)
+    _compare_with_float(report, model, feeds, outputs, run.values, options.log)
     output_path = Path(output_path) if output_path else \
         model.folder / ("output.npy" if len(outputs) == 1 else "output.npz")
     _save_outputs(output_path, {onnx_names[o]: v for o, v in outputs.items()})
     report["output_file"] = str(output_path)
-    (model.folder / "sim_report.json").write_text(json.dumps(report, indent=1) + "\n")
+    write_json_atomic(model.folder / report_name, report)
     return report
 
 

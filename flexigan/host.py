@@ -14,6 +14,8 @@ from .hw.arch.bridge import CMD_READ, CMD_WRITE, MAX_WORDS
 __all__ = ["BridgeClient"]
 
 _ADDRESS_SPACE = 1 << 32
+#: Bytes :meth:`BridgeClient.write_bytes` writes between two read-backs.
+CHECK_EVERY = 4096
 
 
 class BridgeClient:
@@ -62,11 +64,27 @@ class BridgeClient:
             words += struct.unpack(f">{count}I", reply)
         return words
 
-    def write_bytes(self, addr, data):
-        """Write the memory image ``data`` (a whole number of words) from ``addr`` on."""
+    def write_bytes(self, addr, data, check_every=CHECK_EVERY):
+        """Write the memory image ``data`` (a whole number of words) from ``addr`` on.
+
+        After each ``check_every`` bytes (and at the end) the last word written is read back
+        and compared: that bounds the bytes in flight (the port's read timeout need only
+        cover ``check_every`` bytes on the line, not the whole image) and catches a frame the
+        board dropped. A word read back wrong raises :class:`FlexiganError`.
+        """
         data = bytes(data)
         _check_whole_words("data length", len(data))
-        self.write_words(addr, list(struct.unpack(f"<{len(data) // 4}I", data)))
+        words = list(struct.unpack(f"<{len(data) // 4}I", data))
+        step = max(1, check_every // 4)
+        for first in range(0, len(words), step):
+            part = words[first:first + step]
+            self.write_words(addr + 4 * first, part)
+            last = addr + 4 * (first + len(part) - 1)
+            echo = self.read_words(last, 1)[0]
+            if echo != part[-1]:
+                raise FlexiganError(f"host bridge: memory at 0x{last:08x} reads 0x{echo:08x} "
+                                    f"after 0x{part[-1]:08x} was written (a frame was lost or "
+                                    f"garbled on the line)")
 
     def read_bytes(self, addr, n):
         """Read ``n`` bytes (a whole number of words) of memory from ``addr`` on."""

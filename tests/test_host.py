@@ -61,11 +61,30 @@ def test_memory_images_are_little_endian_words_in_frames_of_at_most_255():
     board = FakeBoard()
     client = BridgeClient(board)
     client.write_bytes(0x1000_0000, image)
-    assert [f[:2] for f in board.frames] == [(CMD_WRITE, 255), (CMD_WRITE, 255), (CMD_WRITE, 90)]
-    assert [f[2] for f in board.frames] == [0x0400_0000, 0x0400_0000 + 255, 0x0400_0000 + 510]
+    # The last word is read back once the image is written (less than 4096 bytes).
+    assert [f[:2] for f in board.frames] == [(CMD_WRITE, 255), (CMD_WRITE, 255), (CMD_WRITE, 90),
+                                             (CMD_READ, 1)]
+    assert [f[2] for f in board.frames] == [0x0400_0000, 0x0400_0000 + 255, 0x0400_0000 + 510,
+                                            0x0400_0000 + 599]
     assert board.mem[0x1000_0004] == int.from_bytes(image[4:8], "little")
     assert client.read_bytes(0x1000_0000, len(image)) == image
-    assert [f[:2] for f in board.frames[3:]] == [(CMD_READ, 255), (CMD_READ, 255), (CMD_READ, 90)]
+    assert [f[:2] for f in board.frames[4:]] == [(CMD_READ, 255), (CMD_READ, 255), (CMD_READ, 90)]
+
+
+def test_long_images_are_read_back_every_4096_bytes_and_a_lost_frame_is_named():
+    image = bytes(range(256)) * 40                       # 10,240 bytes: checks at 4 K, 8 K, end
+    board = FakeBoard()
+    BridgeClient(board).write_bytes(0, image)
+    assert [f[2] for f in board.frames if f[0] == CMD_READ] == [1023, 2047, 2559]
+
+    class Lossy(FakeBoard):
+        def write(self, data):                           # drops the fifth: words 1020-1023
+            self.calls = getattr(self, "calls", 0) + 1
+            return len(data) if self.calls == 5 else super().write(data)
+
+    with pytest.raises(FlexiganError, match=r"memory at 0x00000ffc reads 0x00000000 after "
+                                            r"0xfffefdfc was written \(a frame was lost"):
+        BridgeClient(Lossy()).write_bytes(0, image)
 
 
 def test_empty_transfers_send_nothing():

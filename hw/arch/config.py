@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from amaranth.utils import ceil_log2
 
 from . import isa
+from .timing import ONCHIP_MEM_LATENCY
 
 __all__ = ["AcceleratorConfig", "PRESETS", "preset", "BUNDLE", "RUN_SLOTS", "FETCH_INSNS",
            "QUEUE_INSNS", "DMA_QUEUE", "MAX_SEGMENT_UOPS"]
@@ -196,7 +197,8 @@ PRESETS = {
     # 25 MHz: the accelerator alone places at 24.4 MHz (nextpnr, speed 6; docs/architecture.md).
     "ulx3s": AcceleratorConfig(groups=4, lanes=16, act_banks=4, act_bank_bytes=16384,
                                weight_bytes=16384, param_entries=512, uop_depth=32,
-                               axi_data_width=32, mem_latency=4, burst_bytes=512,
+                               axi_data_width=32, mem_latency=ONCHIP_MEM_LATENCY,
+                               burst_bytes=512,
                                clock_mhz=25.0, memory_bytes=131072),
     # iCEBreaker, iCE40UP5K (5,280 LCs, 30 x 512 B EBR, 8 SB_MAC16, 4 x 32 KB SPRAM): the
     # smallest machine the examples compile for, 1 x 2 lanes, 2 x 2 KB activation banks and
@@ -204,7 +206,8 @@ PRESETS = {
     # yet (docs/architecture.md, "Targets").
     "icebreaker": AcceleratorConfig(groups=1, lanes=2, act_banks=2, act_bank_bytes=2048,
                                     weight_bytes=512, param_entries=32, uop_depth=16,
-                                    fifo_depth=4, axi_data_width=32, mem_latency=4,
+                                    fifo_depth=4, axi_data_width=32,
+                                    mem_latency=ONCHIP_MEM_LATENCY,
                                     burst_bytes=256, clock_mhz=12.0, memory_bytes=131072),
 }
 

@@ -1,13 +1,18 @@
-"""Board files: PLL dividers against icepll/ecppll, elaboration for each board, and (slow) a
-ULX3S-85F build through yowasp Yosys and nextpnr to a bitstream."""
+"""Board files: PLL dividers against icepll/ecppll, elaboration for each board, and (slow)
+`flexigan synth` of a ULX3S-85F through Yosys and nextpnr to a bitstream."""
 
+import json
 import time
+from pathlib import Path
 
 import pytest
 
+from flexigan import flow
 from flexigan.boards import icebreaker, ulx3s
 from flexigan.boards.pll import ecp5_pll, ice40_pll
 from flexigan.hw.arch.config import preset
+from flexigan.synth import synth
+from tests.helpers import EXAMPLES
 
 BOARDS = [icebreaker, ulx3s]
 
@@ -72,7 +77,7 @@ def test_unreachable_frequency_is_named():
 @pytest.mark.parametrize("board", BOARDS, ids=lambda board: board.PRESET)
 def test_board_elaborates(board):
     config = tiny_config(board)
-    top = board.Board(config, 2048)
+    top = board.Board(config.replace(memory_bytes=2048))
     assert top.divisor == round(top.clock_mhz * 1e6 / board.BAUD)
     plan = board.PLATFORM().build(top, name="top", do_build=False)
     primitive = "SB_PLL40_PAD" if board is icebreaker else "EHXPLLL"
@@ -80,19 +85,30 @@ def test_board_elaborates(board):
 
 
 @pytest.mark.slow
-def test_ulx3s_builds_to_bitstream(tmp_path, monkeypatch):
-    # The iCEBreaker's UP5K (5,280 LCs) cannot hold even this one-group accelerator (about
-    # 20 k LCs and 38 of 30 RAMs after iCE40 synthesis): the ULX3S-85F is the board that builds.
-    # At 25 MHz: the preset's 50 MHz fails timing (43.9 MHz routed, the RUN scoreboard's hazard
-    # scan), and so did 40 MHz (38.9 MHz) on another placement; nextpnr stops on a failed clock.
-    monkeypatch.chdir(tmp_path)       # the WebAssembly tools see only the current tree
+def test_flexigan_synth_builds_the_ulx3s_and_reuses_the_build(tmp_path, monkeypatch, capsys):
+    # The tiny machine at 25 MHz, with the digits generator's image in 96 KB of block RAM.
+    monkeypatch.setenv("FLEXIGAN_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "digits"
+    config = tiny_config(ulx3s, act_bank_bytes=4096, weight_bytes=1024, clock_mhz=25.0,
+                         memory_bytes=98304)
+    flow.compile_model(EXAMPLES / "digits" / "generator.onnx", out, config=config,
+                       target="ulx3s", rtl=False, log=lambda line: None)
     start = time.monotonic()
-    bitstream, report = ulx3s.build(tiny_config(ulx3s, clock_mhz=25.0), "build", 2048)
+    report = synth(out)
     elapsed = time.monotonic() - start
-    assert bitstream.is_file() and bitstream.stat().st_size > 0
-    for cell, (used, available) in report["utilization"].items():
-        assert used <= available, cell
-    achieved = min(fmax for fmax, _ in report["fmax"].values())
-    assert achieved >= 25
-    print(f"ULX3S-85F tiny build: {elapsed:.0f} s, Fmax {achieved:.1f} MHz, "
-          f"{report['utilization']}")
+    assert Path(report["bitstream"]).stat().st_size > 0 and not report["cached"]
+    assert report == json.loads((out / "synth_report.json").read_text())
+    assert report["timing_met"] and min(report["fmax_mhz"].values()) >= 25
+    assert report["device"] == "LFE5U-85F-6BG381C" and report["lanes"] == 2
+    for name in ("lut", "ff", "dsp", "bram"):
+        assert 0 < report["resources"][name]["used"] <= report["resources"][name]["available"]
+    assert report["frames_per_second"] == round(25e6 / report["cycles_per_frame"], 2)
+    assert set(report["seconds"]) == {"elaborate", "yosys", "nextpnr", "pack"}
+    # Another model on the same machine: the same board top, from the cache.
+    again = tmp_path / "again"
+    flow.compile_model(EXAMPLES / "digits" / "generator.onnx", again, config=config,
+                       target="ulx3s", rtl=False, reorder=False, log=lambda line: None)
+    second = synth(again)
+    assert second["cached"] and second["resources"] == report["resources"]
+    assert second["cycles_per_frame"] != report["cycles_per_frame"]
+    print(f"ULX3S-85F tiny build: {elapsed:.0f} s, {capsys.readouterr().out}")
