@@ -194,7 +194,7 @@ PRESETS = {
     # ULX3S-85F, LFE5U-85F (83,640 LUT4, 208 DP16KD, 156 MULT18X18D): 4 x 16 = 64 lanes
     # (64 multipliers, 16 DP16KD of weights per group: one per lane), 4 x 16 KB activation
     # banks (32 DP16KD); the board top's 128 KB memory takes 64 more (docs/architecture.md).
-    # 25 MHz: the accelerator alone places at 24.4 MHz (nextpnr, speed 6; docs/architecture.md).
+    # 25 MHz: the accelerator alone routes at 31.25 MHz (nextpnr, speed 6; docs/architecture.md).
     "ulx3s": AcceleratorConfig(groups=4, lanes=16, act_banks=4, act_bank_bytes=16384,
                                weight_bytes=16384, param_entries=512, uop_depth=32,
                                axi_data_width=32, mem_latency=ONCHIP_MEM_LATENCY,
