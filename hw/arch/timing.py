@@ -8,7 +8,8 @@ changes with it, or the hw tests fail.
 
 __all__ = ["DECODE_CYCLES", "ACCESS_BUBBLE", "SLICE_LATENCY", "ACCESS_FILL", "EXECUTE_FILL",
            "POST_LATENCY", "POST_DRAIN", "ISSUE_CYCLES", "FETCH_DELAY", "LOAD_SETUP",
-           "LOAD_CLAIM", "STORE_SETUP", "SCAN_DRAIN", "RUN_LATENCY", "TESTBENCH_MEM_LATENCY"]
+           "LOAD_CLAIM", "STORE_SETUP", "SCAN_DRAIN", "SCAN_CYCLES", "RUN_LATENCY",
+           "TESTBENCH_MEM_LATENCY", "ONCHIP_MEM_LATENCY"]
 
 # --- an engine group (hw/group) ----------------------------------------------------------------
 
@@ -51,6 +52,9 @@ STORE_SETUP = 7
 #: then a DMA into the group's WGT or LUT waits for the RUN. The cycle model does not charge
 #: the scan (a RUN is scanned while it waits for its own DMAs or runs).
 SCAN_DRAIN = 3
+#: Cycles the scoreboard's scanner spends on a RUN besides one per micro-op and SCAN_DRAIN
+#: (release, the decoder's start and done, the record written).
+SCAN_CYCLES = 3
 
 # --- estimates and test benches ----------------------------------------------------------------
 
