@@ -9,7 +9,7 @@ channels do), it steps up to ``config.bundle_width`` taps of one word at a time,
 core downstream can spend cycles on the non-zero ones only.
 """
 
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
@@ -111,13 +111,14 @@ class AddressGenerator(wiring.Component):
         aw, ww = self._config.act_addr_width, self._config.wgt_addr_width
         cmd = Signal(agen_command_layout(self._config))
         null = Signal()
-        # Loop indices, innermost last, and the running pointers of each level: ``act[k]`` is
+        # Loop indices of the outer levels (the innermost counts its taps left, below), and the
+        # running pointers of each level: ``act[k]`` is
         # the address of tap (i0..ik, 0..) of the current pixel, so ``act[LEVELS-1]`` is the
         # current tap's. ``row``/``pix`` point at the current row's and pixel's first tap.
         r = Signal.like(cmd.rows)
         c = Signal.like(cmd.cols)
         p = Signal.like(cmd.passes)
-        idx = [Signal.like(cmd.count[k], name=f"i{k}") for k in range(LEVELS)]
+        idx = [Signal.like(cmd.count[k], name=f"i{k}") for k in range(LEVELS - 1)]
         act = [Signal(aw, name=f"act{k}") for k in range(LEVELS)]
         wgt = [Signal(ww, name=f"wgt{k}") for k in range(LEVELS)]
         row = Signal(aw)
@@ -128,20 +129,26 @@ class AddressGenerator(wiring.Component):
         byte_bits = exact_log2(self._config.axi_bytes)
         n = Signal(range(1, width + 1))
         in_word = (1 << byte_bits) - (act[2][:byte_bits] if byte_bits else 0)
-        left = cmd.count[2] - idx[2]
+        # The innermost level's taps still to walk, counted down (a subtraction from the count
+        # was on the critical path), and the weight steps of 1 .. width taps, taken with the
+        # command (no multiplier between the count and the weight pointer).
+        left = Signal.like(cmd.count[2])
+        steps = [Signal(ww, name=f"wgt_step{j}") for j in range(1, width + 1)]
         fits = Mux(left < width, left, width)
         m.d.comb += n.eq(Mux(null | (cmd.act_stride[2] != 1), 1,
                              Mux(in_word < fits, in_word, fits)))
+        # Each outer level's last index (count - 1), taken with the command.
+        final = [Signal.like(cmd.count[k], name=f"final{k}") for k in range(LEVELS - 1)]
         # An empty nest is walked as a single null tap.
         wraps = [Signal(name=f"wrap{k}") for k in range(LEVELS)]
-        m.d.comb += wraps[2].eq(null | (idx[2] + n >= cmd.count[2]))
+        m.d.comb += wraps[2].eq(null | (left <= n))
         for k in range(LEVELS - 1):
-            m.d.comb += wraps[k].eq(null | (idx[k] + 1 >= cmd.count[k]))
+            m.d.comb += wraps[k].eq(null | (idx[k] >= final[k]))
         last = Signal()
         m.d.comb += last.eq(wraps[0] & wraps[1] & wraps[2])
 
         def restart_taps(act_start):
-            stmts = [i.eq(0) for i in idx]
+            stmts = [i.eq(0) for i in idx] + [left.eq(cmd.count[2])]
             stmts += [a.eq(act_start) for a in act]
             stmts += [w.eq(cmd.wgt_base) for w in wgt]
             return stmts
@@ -166,7 +173,9 @@ class AddressGenerator(wiring.Component):
                         null.eq((c_.count[0] == 0) | (c_.count[1] == 0) | (c_.count[2] == 0)),
                         r.eq(0), c.eq(0), p.eq(0),
                         row.eq(c_.act_base), pix.eq(c_.act_base),
-                        [i.eq(0) for i in idx],
+                        [i.eq(0) for i in idx], left.eq(c_.count[2]),
+                        [f.eq(c_.count[k] - 1) for k, f in enumerate(final)],
+                        [step.eq(c_.wgt_stride[2] * j) for j, step in enumerate(steps, 1)],
                         [a.eq(c_.act_base) for a in act],
                         [w.eq(c_.wgt_base) for w in wgt],
                     ]
@@ -178,14 +187,14 @@ class AddressGenerator(wiring.Component):
                     # The innermost level that does not wrap steps; the ones inside it restart
                     # from its new pointer.
                     with m.If(~wraps[2]):
-                        m.d.sync += [idx[2].eq(idx[2] + n),
+                        m.d.sync += [left.eq(left - n),
                                      act[2].eq(act[2] + Mux(n == 1, cmd.act_stride[2], n)),
-                                     wgt[2].eq(wgt[2] + n * cmd.wgt_stride[2])]
+                                     wgt[2].eq(wgt[2] + Array(steps)[n - 1])]
                     for k in (1, 0):
                         with m.Elif(~wraps[k]):
                             a_next = act[k] + cmd.act_stride[k]
                             w_next = wgt[k] + cmd.wgt_stride[k]
-                            m.d.sync += [idx[k].eq(idx[k] + 1)]
+                            m.d.sync += [idx[k].eq(idx[k] + 1), left.eq(cmd.count[2])]
                             m.d.sync += [i.eq(0) for i in idx[k + 1:]]
                             m.d.sync += [a.eq(a_next) for a in act[k:]]
                             m.d.sync += [w.eq(w_next) for w in wgt[k:]]

@@ -6,7 +6,7 @@ the names AXI verification IP binds to by prefix. Only what the
 accelerator uses is present: incrementing bursts, one ID, no locks, caches or QoS.
 """
 
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
@@ -249,6 +249,15 @@ class AxiBurstWriter(wiring.Component):
         return m
 
 
+def _any(values):
+    """The bitwise OR of ``values``, as a balanced tree."""
+    values = list(values)
+    while len(values) > 1:
+        values = [values[k] | values[k + 1] if k + 1 < len(values) else values[k]
+                  for k in range(0, len(values), 2)]
+    return values[0]
+
+
 class AxiLiteRegisters(wiring.Component):
     """A map of 32-bit registers behind an AXI4-Lite slave port.
 
@@ -322,32 +331,36 @@ class AxiLiteRegisters(wiring.Component):
                     with m.If(hit):
                         m.d.sync += port[lo:hi].eq(axil.wdata[:hi - lo])
 
-        # Read: one outstanding; the data is registered.
+        # Read: one outstanding. The word is selected in the cycle after the address (a
+        # registered one-hot select, then an AND-OR: a wide multiplexer straight from the
+        # address maps badly to LUTs), and the data is registered.
+        r_loading = Signal()
         r_pending = Signal()
         r_data = Signal(32)
-        m.d.comb += [axil.arready.eq(~r_pending), axil.rvalid.eq(r_pending),
+        m.d.comb += [axil.arready.eq(~r_loading & ~r_pending), axil.rvalid.eq(r_pending),
                      axil.rdata.eq(r_data), axil.rresp.eq(0)]
+        readable = [f for f in self._fields if f.access != "strobe"]
+        addresses = [self._words[f.name] + k for f in readable for k in range(f.words)]
+        select = Signal(len(addresses))
+        chosen = dict(zip(addresses, select))
         with m.If(axil.arvalid & axil.arready):
-            m.d.sync += r_pending.eq(1)
+            m.d.sync += [r_loading.eq(1),
+                         select.eq(Cat(axil.araddr[2:] == word for word in addresses))]
+        words = []
+        for f in readable:
+            port = getattr(self, f.name)
+            base = self._words[f.name]
+            source = port
+            if f.access == "ro" and f.words > 1:
+                # The upper words as they were when the first word was read.
+                snapshot = Signal(f.width - 32, name=f"{f.name}_snapshot")
+                with m.If(r_loading & chosen[base]):
+                    m.d.sync += snapshot.eq(port[32:])
+                source = Cat(port[:32], snapshot)
+            for k in range(f.words):
+                words.append(Mux(chosen[base + k], source[32 * k:min(32 * k + 32, f.width)], 0))
+        with m.If(r_loading):
+            m.d.sync += [r_loading.eq(0), r_pending.eq(1), r_data.eq(_any(words))]
         with m.Elif(axil.rready):
             m.d.sync += r_pending.eq(0)
-        r_word = axil.araddr[2:]
-        with m.If(axil.arvalid & axil.arready):
-            m.d.sync += r_data.eq(0)
-            for f in self._fields:
-                if f.access == "strobe":
-                    continue
-                port = getattr(self, f.name)
-                snapshot = None
-                if f.access == "ro" and f.words > 1:
-                    snapshot = Signal(f.width - 32, name=f"{f.name}_snapshot")
-                for k in range(f.words):
-                    lo, hi = 32 * k, min(32 * k + 32, f.width)
-                    with m.If(r_word == self._words[f.name] + k):
-                        if snapshot is None or k == 0:
-                            m.d.sync += r_data.eq(port[lo:hi])
-                        else:
-                            m.d.sync += r_data.eq(snapshot[lo - 32:hi - 32])
-                        if snapshot is not None and k == 0:
-                            m.d.sync += snapshot.eq(port[32:])
         return m

@@ -1,10 +1,12 @@
 """A first-in first-out queue between two typed streams."""
 
-from amaranth.hdl import Module, Shape
+from amaranth.hdl import Module, Shape, Signal
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["StreamFIFO"]
+from .arch.timing import SLICE_LATENCY
+
+__all__ = ["StreamFIFO", "StreamSlice"]
 
 
 class StreamFIFO(wiring.Component):
@@ -59,4 +61,44 @@ class StreamFIFO(wiring.Component):
             queue.r_en.eq(self.o.ready),
             self.level.eq(queue.level),
         ]
+        return m
+
+
+class StreamSlice(wiring.Component):
+    """A register slice: one stage of a stream with registered ``ready`` as well as data.
+
+    Contract: payloads leave ``o`` in the order they entered ``i``, the cycle after they enter
+    at the earliest (:data:`LATENCY`), one per cycle while ``o`` is ready; ``i.ready`` depends
+    on no input in the same cycle (a second register holds the payload that arrives while
+    ``o`` stalls), so the slice cuts every combinational path between its two sides.
+
+    Parameters
+    ----------
+    shape : ShapeLike
+        Payload shape.
+
+    Attributes
+    ----------
+    i : In(stream.Signature(shape))
+    o : Out(stream.Signature(shape))
+    """
+
+    #: Cycles from a payload's entry on ``i`` to its presence on ``o``.
+    LATENCY = SLICE_LATENCY
+
+    def __init__(self, shape):
+        super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
+
+    def elaborate(self, platform):
+        m = Module()
+        spare = Signal.like(self.i.payload)
+        spare_valid = Signal()
+        m.d.comb += self.i.ready.eq(~spare_valid)
+        with m.If(self.o.ready | ~self.o.valid):
+            with m.If(spare_valid):
+                m.d.sync += [self.o.payload.eq(spare), self.o.valid.eq(1), spare_valid.eq(0)]
+            with m.Else():
+                m.d.sync += [self.o.payload.eq(self.i.payload), self.o.valid.eq(self.i.valid)]
+        with m.Elif(self.i.valid & self.i.ready):
+            m.d.sync += [spare.eq(self.i.payload), spare_valid.eq(1)]
         return m

@@ -11,7 +11,7 @@ the AXI rate:
   address per cycle, from ``lanes`` interleaved banks.
 """
 
-from amaranth.hdl import Array, Cat, Module, Signal, unsigned
+from amaranth.hdl import Cat, Module, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
@@ -179,8 +179,8 @@ class WeightBuffer(wiring.Component):
                 with m.If(self.r.en):
                     m.d.sync += sub.eq(row[:k_bits])
                 bank_bytes.append(rp.data.word_select(sub, 8))
-        banks = Array(bank_bytes)
-        for lane in range(lanes):
-            m.d.comb += self.r.data[lane].eq(banks[(rot + lane)[:lane_bits] if lane_bits
-                                                   else 0])
+        # Lane l takes bank (rot + l) mod lanes: the banks rotated by ``rot`` bytes, one
+        # logarithmic shifter (a multiplexer per lane from every bank was twice its size).
+        banks = Cat(bank_bytes)
+        m.d.comb += self.r.data.eq((Cat(banks, banks) >> (rot * 8))[:8 * lanes])
         return m

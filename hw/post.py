@@ -20,6 +20,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from .arch import isa
+from .arch.timing import POST_LATENCY
 from .memories import ElementMemory, chunk_layout
 
 __all__ = ["post_input_layout", "Post"]
@@ -67,7 +68,7 @@ class Post(wiring.Component):
     """
 
     #: Cycles from a job's acceptance on ``i`` to its result on ``o``.
-    LATENCY = 4
+    LATENCY = POST_LATENCY
 
     def __init__(self, config, lut_tables):
         if not isinstance(lut_tables, int) or lut_tables < 1 or lut_tables & (lut_tables - 1):
@@ -102,14 +103,14 @@ class Post(wiring.Component):
         product = Signal(signed(self._config.acc_width + 1 + 16))
         y = Signal(signed(8))
         mult, shift = Signal(signed(16)), [Signal(8, name=f"shift{k}") for k in (1, 2)]
-        use_lut = [Signal(name=f"use_lut{k}") for k in range(1, 5)]
-        table = [Signal(8, name=f"table{k}") for k in range(1, 4)]
-        y4 = Signal(signed(8))
+        use_lut = [Signal(name=f"use_lut{k}") for k in range(1, 6)]
+        table = [Signal(8, name=f"table{k}") for k in range(1, 5)]
+        y5 = Signal(signed(8))
 
-        # (2 * product) >> shift, then the rounding step; see the module docstring.
-        halved = Signal(signed(product.shape().width + 1))
-        m.d.comb += halved.eq(((product.as_signed() * 2) >> shift[1]) + 1)
-        rounded = halved >> 1
+        # (2 * product) >> shift, then the rounding step; see the module docstring. A stage
+        # each: the barrel shifter, then the 50-bit increment and the saturation.
+        shifted = Signal(signed(product.shape().width + 1))
+        rounded = (shifted + 1) >> 1
         with m.If(advance):
             m.d.sync += [
                 valid[0].eq(self.i.valid),
@@ -120,20 +121,24 @@ class Post(wiring.Component):
                 valid[1].eq(valid[0]),
                 product.eq(total * mult), shift[1].eq(shift[0]),
                 use_lut[1].eq(use_lut[0]), table[1].eq(table[0]),
-                # Stage 3: round, shift, saturate.
+                # Stage 3: shift.
                 valid[2].eq(valid[1]),
-                y.eq(Mux(rounded > 127, 127, Mux(rounded < -128, -128, rounded))),
+                shifted.eq((product.as_signed() * 2) >> shift[1]),
                 use_lut[2].eq(use_lut[1]), table[2].eq(table[1]),
-                # Stage 4: the table read (the read port's register), or the value itself.
+                # Stage 4: round, saturate.
                 valid[3].eq(valid[2]),
-                y4.eq(y), use_lut[3].eq(use_lut[2]),
+                y.eq(Mux(rounded > 127, 127, Mux(rounded < -128, -128, rounded))),
+                use_lut[3].eq(use_lut[2]), table[3].eq(table[2]),
+                # Stage 5: the table read (the read port's register), or the value itself.
+                valid[4].eq(valid[3]),
+                y5.eq(y), use_lut[4].eq(use_lut[3]),
             ]
         index_bits = ceil_log2(self._lut_tables)
         entry = y.as_unsigned() ^ Const(0x80, 8)    # y + 128, as an unsigned byte
         m.d.comb += lut_r.addr.eq(entry if not index_bits else
-                                  (table[2][:index_bits] << 8) | entry)
+                                  (table[3][:index_bits] << 8) | entry)
         m.d.comb += [
-            self.o.valid.eq(valid[3]),
-            self.o.payload.eq(Mux(use_lut[3], lut_r.data.as_signed(), y4)),
+            self.o.valid.eq(valid[4]),
+            self.o.payload.eq(Mux(use_lut[4], lut_r.data.as_signed(), y5)),
         ]
         return m

@@ -17,14 +17,15 @@ the time the DMA engine starts DMA ``s``, the released RUNs are exactly the RUNs
 ``s``.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out, connect
 from amaranth.utils import ceil_log2
 
 from .agen import LEVELS
 from .arch import isa
 from .arch.config import RUN_SLOTS
+from .arch.timing import SCAN_DRAIN
 from .group.decoder import MicroProgramDecoder
 from .memories import ElementMemory, chunk_layout
 
@@ -32,8 +33,6 @@ __all__ = ["SEQ_BITS", "run_issue_layout", "dma_query_layout", "RunScoreboard"]
 
 #: Bits of a DMA sequence number: twice the DMAs that can be outstanding, and more.
 SEQ_BITS = 8
-#: Bits of a weight address computed from a micro-program (offsets, strides x counts).
-_WGT_BITS = 48
 
 
 def run_issue_layout():
@@ -50,15 +49,20 @@ def dma_query_layout():
 
 
 def _record_layout(config):
+    run = dict(isa.fields_of(isa.RunArgs))
     return data.StructLayout({
         "valid": 1,           # issued and not yet complete
         "ready": 1,           # every DMA it depends on is done
         "dispatched": 1,      # handed to the group
         "scanned": 1,         # its micro-program's ranges below are known
         "tag": unsigned(SEQ_BITS),
-        "run": isa.RunArgs,
+        # The micro-ops and PARAM entries it reads, from its registers.
+        "uop_lo": run["uop_addr"], "uop_hi": unsigned(run["uop_addr"].width + 1),
+        "param_lo": run["param_offset"], "param_hi": unsigned(run["param_offset"].width + 1),
+        # The weight bytes and tables it reads, from its micro-program.
         "reads_wgt": 1,
-        "wgt_lo": signed(_WGT_BITS), "wgt_hi": signed(_WGT_BITS),
+        "wgt_lo": unsigned(ceil_log2(config.weight_bytes + 1)),
+        "wgt_hi": unsigned(ceil_log2(config.weight_bytes + 1)),
         "tables": unsigned(config.lut_tables),
     })
 
@@ -66,6 +70,17 @@ def _record_layout(config):
 def released(tag, done):
     """Whether DMA number ``tag`` is done when ``done`` DMAs are (modulo ``2 ** SEQ_BITS``)."""
     return ~(done - tag)[SEQ_BITS - 1]
+
+
+def _saturate(value, bits):
+    """``value`` (signed or unsigned) in ``bits`` bits (signed for a signed value), or the
+    largest value of that sign that fits: no comparator, only a check of the high bits."""
+    if value.shape().signed:
+        high = value[bits - 1:]
+        fits = (high == 0) | (high == (1 << len(high)) - 1)
+        top = Mux(value[-1], -(1 << (bits - 1)), (1 << (bits - 1)) - 1)
+        return Mux(fits, value[:bits].as_signed(), top)
+    return Mux(value[bits:] == 0, value[:bits], (1 << bits) - 1)
 
 
 def _next_slot(slot):
@@ -118,7 +133,24 @@ class RunScoreboard(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        records = Signal(data.ArrayLayout(_record_layout(self._config), RUN_SLOTS))
+        # One signal per record (not an array indexed by a signal: a whole record selected by
+        # an index is a shifter as wide as all of them); the ring pointers select fields.
+        records = [Signal(_record_layout(self._config), name=f"record{k}")
+                   for k in range(RUN_SLOTS)]
+
+        def at(index, field):
+            return Array(getattr(record, field) for record in records)[index]
+
+        def update(index, **fields):
+            for k, record in enumerate(records):
+                with m.If(index == k):
+                    m.d.sync += [getattr(record, name).eq(value) for name, value in fields.items()]
+        # The RUNs' registers, for the group and the scanner, in LUT RAM: the records keep
+        # only what the hazard checks compare, with their sums taken once, at issue.
+        m.submodules.runs = runs = memory.Memory(shape=isa.RunArgs, depth=RUN_SLOTS, init=[])
+        runs_w = runs.write_port()
+        to_group = runs.read_port(domain="comb")
+        to_scan = runs.read_port(domain="comb")
         # Records are kept in a ring, oldest first from ``head``: ``dispatch`` is the next to
         # hand to the group, ``scan`` the next whose micro-program to read.
         tail, dispatch, head, scan = (Signal(range(RUN_SLOTS), name=name)
@@ -132,17 +164,22 @@ class RunScoreboard(wiring.Component):
 
         # Issue and hand-off, in order.
         push = self.issue.valid & self.issue.ready
-        m.d.comb += self.issue.ready.eq(self.count < RUN_SLOTS)
+        new = self.issue.payload.run
+        m.d.comb += [self.issue.ready.eq(self.count < RUN_SLOTS),
+                     runs_w.addr.eq(tail), runs_w.data.eq(new), runs_w.en.eq(push)]
         with m.If(push):
-            m.d.sync += [records[tail].eq(0), records[tail].valid.eq(1),
-                         records[tail].tag.eq(self.issue.payload.tag),
-                         records[tail].run.eq(self.issue.payload.run), tail.eq(_next_slot(tail))]
-        next_out = records[dispatch]
-        m.d.comb += [self.run.valid.eq(next_out.valid & next_out.ready & ~next_out.dispatched),
-                     self.run.payload.eq(next_out.run)]
+            update(tail, valid=1, ready=0, dispatched=0, scanned=0, tag=self.issue.payload.tag,
+                   uop_lo=new.uop_addr, uop_hi=new.uop_addr + new.uop_count,
+                   param_lo=new.param_offset, param_hi=new.param_offset + new.lanes)
+            m.d.sync += tail.eq(_next_slot(tail))
+        m.d.comb += [to_group.addr.eq(dispatch),
+                     self.run.valid.eq(at(dispatch, "valid") & at(dispatch, "ready") &
+                                       ~at(dispatch, "dispatched")),
+                     self.run.payload.eq(to_group.data)]
         handed = self.run.valid & self.run.ready
         with m.If(handed):
-            m.d.sync += [next_out.dispatched.eq(1), dispatch.eq(_next_slot(dispatch))]
+            update(dispatch, dispatched=1)
+            m.d.sync += dispatch.eq(_next_slot(dispatch))
 
         # Completion: the group holds fewer RUNs than it was given (one completes per cycle).
         pop = Signal()
@@ -151,17 +188,27 @@ class RunScoreboard(wiring.Component):
         m.d.comb += pop.eq((given > sum(self.held[k] for k in range(RUN_SLOTS))) &
                            ~(scanning & (scan == head)))
         with m.If(pop):
-            m.d.sync += [records[head].valid.eq(0), head.eq(_next_slot(head))]
+            update(head, valid=0)
+            m.d.sync += head.eq(_next_slot(head))
         m.d.sync += [given.eq(given + handed - pop), self.count.eq(self.count + push - pop)]
         m.d.comb += self.waiting.eq(self.count - given)
 
-        self._scanner(m, records[scan], scan, scanning)
+        m.d.comb += to_scan.addr.eq(scan)
+        pending = at(scan, "valid") & at(scan, "ready") & ~at(scan, "scanned")
+        finish, reads_wgt, wgt_lo, wgt_hi, tables = self._scanner(m, pending, to_scan.data,
+                                                                  scanning)
+        with m.If(finish):
+            update(scan, scanned=1, tables=tables, reads_wgt=reads_wgt, wgt_lo=wgt_lo,
+                   wgt_hi=wgt_hi)
+            m.d.sync += scan.eq(_next_slot(scan))
         self._conflicts(m, records)
         return m
 
-    def _scanner(self, m, record, scan, scanning):
-        """Decodes the micro-program of each released RUN, in order, and records what it reads
-        (``record`` is the one at ``scan``; ``scanning`` is high while it is read)."""
+    def _scanner(self, m, pending, run, scanning):
+        """Decodes the micro-program of each released RUN, in order, and finds what it reads
+        (``pending``: the RUN at ``scan``, registers ``run``, is released and not scanned;
+        ``scanning`` is high from the decoder's start until the ranges are recorded). Returns
+        the strobe that records them and ``reads_wgt``, ``wgt_lo``, ``wgt_hi``, ``tables``."""
         config = self._config
         # The scanner reads its own copy of the group's micro-op memory, not the group's: it
         # scans a RUN as soon as the RUN is released, while the group's decoder (and its one
@@ -176,89 +223,129 @@ class RunScoreboard(wiring.Component):
         m.d.comb += [uops.w.valid.eq(self.uop_w.valid), uops.w.payload.eq(self.uop_w.payload)]
         m.submodules.decoder = decoder = MicroProgramDecoder(config)
         connect(m, decoder.uop, uops.r)
-        m.d.comb += [decoder.start.valid.eq(record.valid & record.ready & ~record.scanned),
-                     decoder.start.payload.addr.eq(record.run.uop_addr),
-                     decoder.start.payload.count.eq(record.run.uop_count),
-                     scanning.eq(decoder.busy)]
-        reads_wgt, wgt_lo, wgt_hi, tables = self._hazard_scan(m, decoder, record.run)
-        with m.If(decoder.done):
-            m.d.sync += [record.scanned.eq(1), record.tables.eq(tables),
-                         record.reads_wgt.eq(reads_wgt), record.wgt_lo.eq(wgt_lo),
-                         record.wgt_hi.eq(wgt_hi), scan.eq(_next_slot(scan))]
+        # The ranges are final SCAN_DRAIN cycles after the decoder's ``done``; the next scan
+        # starts once they are recorded.
+        draining = Signal(SCAN_DRAIN)
+        m.d.sync += draining.eq(Cat(decoder.done, draining[:-1]))
+        m.d.comb += [decoder.start.valid.eq(pending & ~draining.any()),
+                     decoder.start.payload.addr.eq(run.uop_addr),
+                     decoder.start.payload.count.eq(run.uop_count),
+                     scanning.eq(decoder.busy | draining.any())]
+        return (draining[-1], *self._hazard_scan(m, decoder, run))
 
     def _hazard_scan(self, m, decoder, run):
         """What ``run`` reads, from its micro-program as ``decoder`` decodes it: returns
         ``reads_wgt``, the weight bytes ``[wgt_lo, wgt_hi)`` and the activation tables (a bit
-        per table), each final in the cycle of ``decoder.done``.
+        per table), each final :data:`SCAN_DRAIN` cycles after ``decoder.done``.
 
-        A LOOP's weight span and a POST's tables are taken from the micro-op in the cycle it is
-        decoded (the span's multiply and the tables' compares on the memory's output): this is
-        the design's critical path on the ECP5 (36 MHz routed for 2 groups x 8 lanes).
+        A pipeline, so that no multiply or long sum sits between two registers with much else:
+        a decoded micro-op is registered (stage 1: LOOP operands clamped, POST operands), its
+        span ``(count - 1) x wgt_stride`` multiplied (stage 2) and kept per loop level (stage
+        3); after ``done`` the spans are summed (stage 4) and added to the base (stage 5).
+        Every value is clamped to a few times the buffer: a span beyond it, or a range that
+        leaves the buffer (a program whose addresses wrap), counts as reading every weight,
+        and so does a MAC with ``WGT.lane_stride != 1`` (which the group rejects).
         """
-        tables = self._config.lut_tables
+        config = self._config
+        tables = config.lut_tables
+        size = config.weight_bytes
+        # Spans saturate at 2 ** bits - 1 >= 4 x size (the whole buffer either way), so no
+        # clamp needs a comparator; sums of three spans, the base and the lanes fit ``width``.
+        bits = max(ceil_log2(size), 8) + 2
+        width = bits + 3
         program = decoder.program
         uop = decoder.decoded.payload
-        # The lowest and highest weight offset each loop level reaches, from its last LOOP.
-        below = [Signal(signed(_WGT_BITS), name=f"below{k}") for k in range(LEVELS)]
-        above = [Signal(signed(_WGT_BITS), name=f"above{k}") for k in range(LEVELS)]
-        used = Signal(tables)
-        with m.If(decoder.start.valid & decoder.start.ready):
-            m.d.sync += [used.eq(0), [offset.eq(0) for offset in below + above]]
+        start = decoder.start.valid & decoder.start.ready
 
-        loop = uop.args.loop
-        span = Signal(signed(_WGT_BITS))          # (count - 1) x wgt_stride of a LOOP
-        m.d.comb += span.eq((loop.count - 1) * loop.wgt_stride)
-        post = uop.args.post
-        first = Signal(range(tables))
-        m.d.comb += first.eq(run.lut_offset + post.lut)
-        lanes = run.lanes
-        post_tables = Cat(post.use_lut & (lanes != 0) &
-                          Mux(post.per_lane, (Const(t, range(tables)) - first)[:len(first)]
-                              < lanes, first == t) for t in range(tables))
-        with m.If(decoder.decoded.valid & (uop.op == isa.UopOp.LOOP)):
-            for k in range(LEVELS):
-                with m.If(loop.level == k):
-                    m.d.sync += [below[k].eq(Mux(span < 0, span, 0)),
-                                 above[k].eq(Mux(span > 0, span, 0))]
+        # Stage 1: the decoded micro-op.
+        loop, post = uop.args.loop, uop.args.post
+        is_loop, is_post = Signal(), Signal()
+        level = Signal.like(loop.level)
+        steps, stride = Signal(bits), Signal(signed(bits + 1))
+        post1 = Signal.like(post)
+        m.d.sync += [is_loop.eq(decoder.decoded.valid & (uop.op == isa.UopOp.LOOP)),
+                     is_post.eq(decoder.decoded.valid & (uop.op == isa.UopOp.POST)),
+                     level.eq(loop.level), post1.eq(post),
+                     steps.eq(_saturate(Mux(loop.count == 0, 0, loop.count - 1), bits)),
+                     stride.eq(_saturate(loop.wgt_stride, bits + 1))]
+        # Stage 2: the span; stage 3: the span of each level's last LOOP.
+        is_loop2, level2 = Signal(), Signal.like(level)
+        product = Signal(signed(2 * bits + 2))
+        m.d.sync += [is_loop2.eq(is_loop), level2.eq(level), product.eq(steps * stride)]
+        spans = [Signal(signed(bits + 1), name=f"span{k}") for k in range(LEVELS)]
+        for k in range(LEVELS):
+            with m.If(start):
+                m.d.sync += spans[k].eq(0)
+            with m.Elif(is_loop2 & (level2 == k)):
+                m.d.sync += spans[k].eq(_saturate(product, bits + 1))
+
         # Every POST's tables, though the group uses the last POST's (a micro-program with two
-        # is an error).
-        with m.If(decoder.decoded.valid & (uop.op == isa.UopOp.POST)):
+        # is an error): ``lanes`` tables from ``first`` (per lane) or table ``first``, modulo
+        # ``tables``, as a mask from table 0 rotated by ``first``.
+        used = Signal(tables)
+        first = Signal(range(tables))
+        lanes = run.lanes
+        m.d.comb += first.eq(run.lut_offset + post1.lut)
+        from_zero = Mux(post1.per_lane, Cat(lanes > t for t in range(tables)), 1)
+        post_tables = (Cat(from_zero, from_zero) << first)[tables:2 * tables]
+        with m.If(start):
+            m.d.sync += used.eq(0)
+        with m.Elif(is_post & post1.use_lut & (lanes != 0)):
             m.d.sync += used.eq(used | post_tables)
 
-        wgt_base = Signal(signed(_WGT_BITS))
-        m.d.comb += wgt_base.eq(run.wgt_offset + program.wgt.base)
-        lane_span = Signal(signed(_WGT_BITS))
-        m.d.comb += lane_span.eq((lanes - 1) * program.wgt.lane_stride)
+        # At ``done``: the base and whether the run reads weights at all.
+        base = Signal(bits)
+        reads_wgt, whole = Signal(), Signal()
         empty = Cat(program.count[k] == 0 for k in range(LEVELS))
-        reads_wgt = (program.passes != 0) & ~empty.any() & (lanes != 0)
-        return reads_wgt, wgt_base + sum(below), wgt_base + lane_span + sum(above) + 1, used
+        with m.If(decoder.done):
+            m.d.sync += [base.eq(_saturate(run.wgt_offset + program.wgt.base, bits)),
+                         reads_wgt.eq((program.passes != 0) & ~empty.any() & (lanes != 0)),
+                         whole.eq(program.wgt.lane_stride != 1)]
+        # Stage 4: the sums of the spans below and above 0 (the lanes' span is lanes - 1).
+        below, above = Signal(signed(width)), Signal(signed(width))
+        m.d.sync += [below.eq(sum(Mux(s < 0, s, 0) for s in spans)),
+                     above.eq(sum(Mux(s > 0, s, 0) for s in spans) + lanes)]
+        # Stage 5: the range, or the whole buffer.
+        lo, hi = Signal(signed(width)), Signal(signed(width))
+        m.d.comb += [lo.eq(base + below), hi.eq(base + above)]
+        whole_range = whole | (lo < 0) | (hi > size)
+        return reads_wgt, Mux(whole_range, 0, lo), Mux(whole_range, size, hi), used
 
     def _conflicts(self, m, records):
         """``conflict``: a released RUN may read what the DMA in ``query`` overwrites."""
         query = self.query
         tables = self._config.lut_tables
+        # The tables written, from the query saturated just past the last table (so that the
+        # comparisons with constants are small).
+        table_bits = ceil_log2(tables) + 1
+        table_lo, table_hi = Signal(table_bits), Signal(table_bits)
+        m.d.comb += [table_lo.eq(_saturate(query.lo, table_bits)),
+                     table_hi.eq(_saturate(query.hi, table_bits))]
+        written = Cat((table_lo <= t) & (t < table_hi) for t in range(tables))
+        # One comparison per record: the query, saturated to the widest of the records'
+        # ranges (beyond them it compares the same), against the range of its space.
+        layout = _record_layout(self._config)
+        bits = max(layout.members[name].width for name in ("uop_hi", "param_hi", "wgt_hi"))
+        query_lo = Signal(bits + 1)
+        query_hi = Signal(bits + 1)
+        m.d.comb += [query_lo.eq(_saturate(query.lo, bits + 1)),
+                     query_hi.eq(_saturate(query.hi, bits + 1))]
         hits = []
         for k, record in enumerate(records):
-            run = record.run
-            lo, hi = Signal(26, name=f"lo{k}"), Signal(26, name=f"hi{k}")
-            hit = Signal(name=f"hit{k}")
-            overlaps = query.group & (lo < query.hi) & (query.lo < hi)
+            lo, hi = Signal(bits, name=f"lo{k}"), Signal(bits, name=f"hi{k}")
+            reads = Signal(name=f"reads{k}")
             with m.Switch(query.space):
-                with m.Case(isa.Space.ACT):
-                    m.d.comb += hit.eq(1)
                 with m.Case(isa.Space.UOP):
-                    m.d.comb += [lo.eq(run.uop_addr), hi.eq(run.uop_addr + run.uop_count),
-                                 hit.eq(overlaps)]
+                    m.d.comb += [lo.eq(record.uop_lo), hi.eq(record.uop_hi)]
                 with m.Case(isa.Space.PARAM):
-                    m.d.comb += [lo.eq(run.param_offset), hi.eq(run.param_offset + run.lanes),
-                                 hit.eq(overlaps)]
+                    m.d.comb += [lo.eq(record.param_lo), hi.eq(record.param_hi)]
                 with m.Case(isa.Space.WGT):
-                    m.d.comb += hit.eq(query.group & (~record.scanned | record.reads_wgt &
-                                                      (record.wgt_lo < query.hi) &
-                                                      (query.lo < record.wgt_hi)))
+                    with m.If(record.reads_wgt):
+                        m.d.comb += [lo.eq(record.wgt_lo), hi.eq(record.wgt_hi)]
+                    m.d.comb += reads.eq(~record.scanned)
                 with m.Case(isa.Space.LUT):
-                    written = Cat((query.lo <= t) & (t < query.hi) for t in range(tables))
-                    m.d.comb += hit.eq(query.group &
-                                       (~record.scanned | (record.tables & written).any()))
+                    m.d.comb += reads.eq(~record.scanned | (record.tables & written).any())
+            overlaps = (lo < query_hi) & (query_lo < hi)
+            hit = (query.space == isa.Space.ACT) | query.group & (reads | overlaps)
             hits.append(record.valid & record.ready & hit)
         m.d.comb += self.conflict.eq(Cat(hits).any())

@@ -9,7 +9,7 @@ come in groups (the taps of one ``MAC`` micro-op, the last bundle flagged ``last
 engine needs that flag on the last tap it receives of the group.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -88,6 +88,9 @@ class SparseCore(wiring.Component):
         bundle = Signal.like(self.i.payload)
         valid = Signal()
         left = Signal(width)              # the bundle's taps still to issue
+        # Each tap's weight address, taken with the bundle (a multiply by the tap's index was
+        # on the path to the weight buffer's address).
+        addresses = [Signal.like(bundle.wgt_addr, name=f"wgt_addr{j}") for j in range(width)]
 
         # The next tap to issue is the lowest one left.
         index = Signal(range(width))
@@ -100,7 +103,7 @@ class SparseCore(wiring.Component):
         m.d.comb += [
             self.o.valid.eq(valid),
             self.o.payload.act.eq(Mux(none, 0, bundle.acts[index])),
-            self.o.payload.wgt_addr.eq(bundle.wgt_addr + index * bundle.wgt_stride),
+            self.o.payload.wgt_addr.eq(Array(addresses)[index]),
             self.o.payload.last.eq(bundle.last & (rest == 0)),
             self.o.payload.null.eq(bundle.null | none),
             self.o.payload.lanes.eq(bundle.lanes),
@@ -120,7 +123,9 @@ class SparseCore(wiring.Component):
         taken = self.i.valid & self.i.ready
         with m.If(taken):
             m.d.sync += [bundle.eq(new), valid.eq(1),
-                         left.eq(Mux(self.bypass, taps, nonzero))]
+                         left.eq(Mux(self.bypass, taps, nonzero)),
+                         [a.eq(new.wgt_addr + j * new.wgt_stride)
+                          for j, a in enumerate(addresses)]]
 
         zeros = sum(taps[j] & ~nonzero[j] for j in range(width))
         with m.If(self.clear):

@@ -191,13 +191,15 @@ class AcceleratorConfig:
 #: the board presets are sized to the devices (see docs/architecture.md, "Targets").
 PRESETS = {
     "sim": AcceleratorConfig(),
-    # ULX3S-85F, LFE5U-85F: 156 18x18 multipliers (128 lanes + 8 requantizers), ~468 KB EBR
-    # (256 KB activations, 8 x 16 KB weights); memory: 128 KB of block RAM on a 32-bit bus.
-    "ulx3s": AcceleratorConfig(groups=8, lanes=16, act_banks=8, act_bank_bytes=32768,
+    # ULX3S-85F, LFE5U-85F (83,640 LUT4, 208 DP16KD, 156 MULT18X18D): 4 x 16 = 64 lanes
+    # (64 multipliers, 16 DP16KD of weights per group: one per lane), 4 x 16 KB activation
+    # banks (32 DP16KD); the board top's 128 KB memory takes 64 more (docs/architecture.md).
+    # 25 MHz: the accelerator alone routes at 31.25 MHz (nextpnr, speed 6; docs/architecture.md).
+    "ulx3s": AcceleratorConfig(groups=4, lanes=16, act_banks=4, act_bank_bytes=16384,
                                weight_bytes=16384, param_entries=512, uop_depth=32,
                                axi_data_width=32, mem_latency=ONCHIP_MEM_LATENCY,
                                burst_bytes=512,
-                               clock_mhz=50.0, memory_bytes=131072),
+                               clock_mhz=25.0, memory_bytes=131072),
     # iCEBreaker, iCE40UP5K: 8 DSPs (4 lanes + 2 requantizers), 128 KB SPRAM as 4 activation
     # banks; memory: 128 KB on a 32-bit bus.
     "icebreaker": AcceleratorConfig(groups=2, lanes=2, act_banks=4, act_bank_bytes=32768,

@@ -6,9 +6,10 @@ their tests (tests/hw/), and the instruction-level simulator's timing model
 changes with it, or the hw tests fail.
 """
 
-__all__ = ["DECODE_CYCLES", "ACCESS_BUBBLE", "ACCESS_FILL", "EXECUTE_FILL", "POST_DRAIN",
-           "ISSUE_CYCLES", "FETCH_DELAY", "LOAD_SETUP", "LOAD_CLAIM", "STORE_SETUP",
-           "RUN_LATENCY", "TESTBENCH_MEM_LATENCY"]
+__all__ = ["DECODE_CYCLES", "ACCESS_BUBBLE", "SLICE_LATENCY", "ACCESS_FILL", "EXECUTE_FILL",
+           "POST_LATENCY", "POST_DRAIN", "ISSUE_CYCLES", "FETCH_DELAY", "LOAD_SETUP",
+           "LOAD_CLAIM", "STORE_SETUP", "SCAN_DRAIN", "SCAN_CYCLES", "RUN_LATENCY",
+           "TESTBENCH_MEM_LATENCY", "ONCHIP_MEM_LATENCY"]
 
 # --- an engine group (hw/group) ----------------------------------------------------------------
 
@@ -16,14 +17,19 @@ __all__ = ["DECODE_CYCLES", "ACCESS_BUBBLE", "ACCESS_FILL", "EXECUTE_FILL", "POS
 DECODE_CYCLES = 4
 #: Idle cycles of the access engine between two RUNs (the address generator's accept).
 ACCESS_BUBBLE = 2
-#: Cycles from the address generator to the execute engine (crossbar read, FIFO, sparse core,
-#: weight fetch), paid by a RUN with MAC that finds the group idle.
-ACCESS_FILL = 5
+#: Cycles through a register slice (:class:`flexigan.hw.fifo.StreamSlice`).
+SLICE_LATENCY = 1
+#: Cycles from the address generator to the execute engine (register slice, crossbar read,
+#: FIFO, sparse core, weight fetch), paid by a RUN with MAC that finds the group idle.
+ACCESS_FILL = SLICE_LATENCY + 5
 #: Cycles from the execute engine to the post-writer (lanes, job queue), paid by a RUN that
 #: finds the group idle.
 EXECUTE_FILL = 6
+#: Cycles of the requantizer's pipeline (hw/post.py: bias, multiply, shift, round and
+#: saturate, table read).
+POST_LATENCY = 5
 #: Cycles from a RUN's last POST to its last byte in ACT (Post's pipeline, write, end job).
-POST_DRAIN = 6
+POST_DRAIN = POST_LATENCY + 2
 
 # --- the global controller (hw/controller) -----------------------------------------------------
 
@@ -37,8 +43,18 @@ LOAD_SETUP = 3
 #: Cycles from a load's issue to its claim on the read port: a fetch starting earlier keeps
 #: the port (the load waits for it); a later one waits for the load.
 LOAD_CLAIM = 1
-#: The same as LOAD_SETUP for a store (writer command, last write response).
-STORE_SETUP = 6
+#: The same as LOAD_SETUP for a store (registered hazard check, writer command, last write
+#: response).
+STORE_SETUP = 7
+
+#: Cycles from the end of a RUN's micro-program scan (the scoreboard's decoder is done) to its
+#: weight range and tables in the scoreboard (the scan's multiply and sums, pipelined): until
+#: then a DMA into the group's WGT or LUT waits for the RUN. The cycle model does not charge
+#: the scan (a RUN is scanned while it waits for its own DMAs or runs).
+SCAN_DRAIN = 3
+#: Cycles the scoreboard's scanner spends on a RUN besides one per micro-op and SCAN_DRAIN
+#: (release, the decoder's start and done, the record written).
+SCAN_CYCLES = 3
 
 # --- estimates and test benches ----------------------------------------------------------------
 

@@ -90,8 +90,10 @@ class Counters(wiring.Component):
         live = dict(count)
         for name, port in (("macs_issued", self.macs_issued), ("macs_skipped", self.macs_skipped),
                            ("stall_cycles", self.stalls)):
+            # Registered: a sum of 64-bit counters is a long carry chain per group. The sums
+            # lag the groups by a cycle; COUNTERS waits for idle groups, so the block does not.
             total = Signal(COUNTER_BITS, name=f"total_{name}")
-            m.d.comb += total.eq(sum(port[g] for g in range(groups)))
+            m.d.sync += total.eq(sum(port[g] for g in range(groups)))
             live[name] = total
         for name in isa.COUNTER_NAMES:
             m.d.comb += self.values[name].eq(live[name])

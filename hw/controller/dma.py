@@ -77,6 +77,8 @@ class _Transfer:
         # The instruction, its space (ACT for a store), its byte address in the space.
         self.cmd = Signal(dma_command_layout(), name="cur")
         self.space = Signal(isa.Space, name="space")
+        # The end of its range in the space's units (the hazard query's ``hi``).
+        self.end = Signal(25, name="end")
         self.local = Signal(32, name="local")
         # The next word to write (a load) or read (a store) in the space.
         self.word = Signal(max(config.word_addr_width, chunk_bits - wb), name="word")
@@ -162,9 +164,7 @@ class DmaEngine(wiring.Component):
 
         t = _Transfer(cfg)
         m.d.comb += [self.hazard.space.eq(t.space), self.hazard.lo.eq(t.cmd.dma.local_addr),
-                     self.hazard.hi.eq(t.cmd.dma.local_addr +
-                                       (t.cmd.dma.length >> unit_shift(t.space))),
-                     self.hazard.groups.eq(t.cmd.dma.group_mask)]
+                     self.hazard.hi.eq(t.end), self.hazard.groups.eq(t.cmd.dma.group_mask)]
         self._load_path(m, load, t)
         self._store_path(m, store, t)
         self._sequence(m, queue.o, reader, writer, load, store, t)
@@ -225,7 +225,15 @@ class DmaEngine(wiring.Component):
         dw = self._config.axi_data_width
         wb = exact_log2(self._config.axi_bytes)
         space, local, word, pending = t.space, t.local, t.word, t.pending
-        clear = ~self.conflict.any()
+        # The scoreboards' answer is registered (their comparisons, then the OR over groups,
+        # were the design's critical path, into the reader's claim): it holds for the DMA in
+        # ``t`` from the second cycle of the wait on, as every RUN it waits for is released by
+        # the first and later changes only clear conflicts. The cycle is one of STORE_SETUP's
+        # (a load's hides behind the reader's last fetch, within LOAD_SETUP).
+        conflict = Signal()
+        checked = Signal()
+        m.d.sync += [conflict.eq(self.conflict.any()), checked.eq(0)]
+        clear = checked & ~conflict
         dma = t.cmd.dma
         read, claim = reader.load.cmd, reader.claim
         with m.FSM(name="dma"):
@@ -236,7 +244,9 @@ class DmaEngine(wiring.Component):
                     target = Mux(e.op == isa.GlobalOp.UOP_LOAD, isa.Space.UOP,
                                  Mux(e.op == isa.GlobalOp.DMA_STORE, isa.Space.ACT, e.dma.space))
                     m.d.sync += [t.cmd.eq(e), space.eq(target),
-                                 local.eq(e.dma.local_addr << unit_shift(target))]
+                                 local.eq(e.dma.local_addr << unit_shift(target)),
+                                 t.end.eq(e.dma.local_addr + (e.dma.length >>
+                                                              unit_shift(target)))]
                     with m.Switch(e.op):
                         with m.Case(isa.GlobalOp.DMA_LOAD, isa.GlobalOp.UOP_LOAD):
                             m.next = "LOAD_WAIT"
@@ -247,6 +257,7 @@ class DmaEngine(wiring.Component):
                                          pending.eq(0b11)]
                             m.next = "COUNTERS"
             with m.State("LOAD_WAIT"):
+                m.d.sync += checked.eq(1)
                 m.d.comb += claim.eq(clear)
                 with m.If(clear & ~reader.busy):
                     m.d.sync += [pending.eq(0b11), word.eq(local[wb:])]
@@ -273,6 +284,7 @@ class DmaEngine(wiring.Component):
                     m.d.sync += self.finished.eq(self.finished + 1)
                     m.next = "IDLE"
             with m.State("STORE_WAIT"):
+                m.d.sync += checked.eq(1)
                 with m.If(clear):
                     m.d.sync += [pending.eq(0b11), word.eq(local[wb:]),
                                  t.rd_left.eq(covering_words(_low(local, wb), dma.length, dw))]

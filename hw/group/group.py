@@ -4,11 +4,11 @@ from amaranth.hdl import Module
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out, connect, flipped
 
-from ..agen import AddressGenerator
+from ..agen import AddressGenerator, agen_step_layout
 from ..arch import isa
 from ..arch.config import RUN_SLOTS
 from ..crossbar import read_port_signature, write_port_signature
-from ..fifo import StreamFIFO
+from ..fifo import StreamFIFO, StreamSlice
 from ..memories import ElementMemory, WeightBuffer
 from ..sparse import SparseCore
 from .act_fetch import ActFetch
@@ -91,7 +91,11 @@ class Group(wiring.Component):
         connect(m, decoder.body, bodies.i)
 
         m.submodules.fetch = fetch = ActFetch(config, depth)
-        connect(m, agen.o, fetch.i)
+        # A register slice: the crossbar's grant decides the fetch's ready, which would
+        # otherwise run on into the address generator's next-state logic.
+        m.submodules.steps_in = steps_in = StreamSlice(agen_step_layout(config))
+        connect(m, agen.o, steps_in.i)
+        connect(m, steps_in.o, fetch.i)
         connect(m, fetch.port, flipped(self.act_rd))
         m.d.comb += fetch.flush.eq(agen.cmd.valid & agen.cmd.ready)
         m.submodules.sparse = sparse = SparseCore(config)

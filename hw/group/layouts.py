@@ -47,8 +47,9 @@ def act_tag_layout(config):
 
 
 def slot_layout():
-    """A RUN a group holds (queued or executing), for the controller's hazard checks."""
-    return data.StructLayout({"valid": 1, "run": isa.RunArgs})
+    """A slot of a group's RUN queue: whether it holds a RUN (queued or executing), for the
+    controller's scoreboard."""
+    return data.StructLayout({"valid": 1})
 
 
 def mac_layout(config):

@@ -1,7 +1,7 @@
 """The RUN queue: the RUNs a group holds, from acceptance to completion."""
 
 from amaranth.hdl import Module, Mux, Signal
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..arch import isa
@@ -21,9 +21,9 @@ class RunQueue(wiring.Component):
     Contract: ``i`` takes a RUN while fewer than :data:`RUN_SLOTS` are held. ``o`` offers the
     held RUNs, each once, in the order they were taken, from the cycle after each was taken.
     ``done`` completes the oldest held RUN (one per cycle; only while a RUN is held that ``o``
-    has handed out), which frees its slot from the next cycle. ``slots`` shows every held RUN
-    (slots fill in ring order, from the cycle after the RUN is taken until the cycle after it is
-    done) and ``busy`` is high while any is held.
+    has handed out), which frees its slot from the next cycle. ``slots`` shows which slots
+    hold a RUN (slots fill in ring order, from the cycle after the RUN is taken until the cycle
+    after it is done) and ``busy`` is high while any is held.
 
     Attributes
     ----------
@@ -53,6 +53,12 @@ class RunQueue(wiring.Component):
         held = Signal(range(RUN_SLOTS + 1))
         waiting = Signal(range(RUN_SLOTS + 1))       # held and not yet handed out
 
+        # The RUNs' registers in LUT RAM (a register file read by a ring pointer would be a
+        # multiplexer as wide as all of them).
+        m.submodules.runs = runs = memory.Memory(shape=isa.RunArgs, depth=RUN_SLOTS, init=[])
+        write = runs.write_port()
+        read = runs.read_port(domain="comb")
+
         push = self.i.valid & self.i.ready
         pop = self.done
         hand_out = self.o.valid & self.o.ready
@@ -60,14 +66,19 @@ class RunQueue(wiring.Component):
             self.i.ready.eq(held < RUN_SLOTS),
             self.busy.eq(held != 0),
             self.o.valid.eq(waiting != 0),
-            self.o.payload.eq(self.slots[offered].run),
+            write.addr.eq(tail), write.data.eq(self.i.payload), write.en.eq(push),
+            read.addr.eq(offered), self.o.payload.eq(read.data),
         ]
         m.d.sync += [held.eq(held + push - pop), waiting.eq(waiting + push - hand_out)]
+        for k, slot in enumerate(self.slots):
+            with m.If(push & (tail == k)):
+                m.d.sync += slot.valid.eq(1)
+            with m.If(pop & (head == k)):
+                m.d.sync += slot.valid.eq(0)
         with m.If(push):
-            m.d.sync += [self.slots[tail].valid.eq(1), self.slots[tail].run.eq(self.i.payload),
-                         tail.eq(_next_slot(tail))]
+            m.d.sync += tail.eq(_next_slot(tail))
         with m.If(hand_out):
             m.d.sync += offered.eq(_next_slot(offered))
         with m.If(pop):
-            m.d.sync += [self.slots[head].valid.eq(0), head.eq(_next_slot(head))]
+            m.d.sync += head.eq(_next_slot(head))
         return m

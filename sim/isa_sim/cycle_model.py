@@ -47,6 +47,8 @@ from ...hw.arch.timing import (
     ISSUE_CYCLES,
     LOAD_CLAIM,
     LOAD_SETUP,
+    SCAN_CYCLES,
+    SCAN_DRAIN,
     STORE_SETUP,
 )
 from .pipeline import RunFlow, fair_slowdowns, run_work
@@ -155,6 +157,7 @@ class CycleModel:
         self.flow = [None] * groups                 # its last RUN, to slow it down later
         # Scoreboards: when earlier work is done with which memory.
         self.group_dma = [0] * groups               # end of the last DMA into the group
+        self.scanned = [0] * groups                 # its scoreboard knows its RUNs' ranges
         self.group_reads = [{s: _Board() for s in isa.Space} for _ in range(groups)]
         self.act_reads, self.act_writes = _Board(), _Board()
         self.dma_act_writes, self.dma_act_reads = _Board(), _Board()
@@ -209,6 +212,9 @@ class CycleModel:
         else:
             for g in transfer.groups:
                 start = max(start, self.group_reads[g][transfer.space].until(*span, self.now))
+                if transfer.space in (isa.Space.WGT, isa.Space.LUT):
+                    # The scoreboard holds WGT and LUT DMAs until earlier RUNs are scanned.
+                    start = max(start, self.scanned[g])
         cycles = transfer_cycles(self.config, transfer.length)
         if transfer.store:
             cycles += STORE_SETUP
@@ -238,6 +244,9 @@ class CycleModel:
             self.now = sorted(held)[-RUN_SLOTS]     # the controller waits for a free slot
         self.held[group] = [end for end in held if end > self.now]
         start = self._ready(group, footprint)
+        # The scoreboard scans the RUN's micro-program once its DMAs are done, in order.
+        self.scanned[group] = (max(start, self.scanned[group]) + work.decode + SCAN_CYCLES
+                               + SCAN_DRAIN)
         decoded = max(start, self.decoder_free[group]) + work.decode + DECODE_CYCLES
         begin = max(decoded, self.access_free[group])
         slowdown = self._share_crossbar(group, work, begin)

@@ -11,6 +11,7 @@ import pytest
 from flexigan.compiler import asm
 from flexigan.hw.arch import isa
 from flexigan.hw.arch.config import RUN_SLOTS, AcceleratorConfig
+from flexigan.hw.arch.timing import SCAN_DRAIN
 from flexigan.hw.scoreboard import SEQ_BITS, RunScoreboard
 from tests.hw.streams import Pauses, get, put, simulate
 
@@ -191,7 +192,7 @@ CONV = """
 # Negative strides walk down from WGT.base; the last LOOP of a level wins.
 DOWN = """
     LOOP level=1 count=9 act_stride=1 wgt_stride=3
-    WGT base=90 lane_stride=7
+    WGT base=90 lane_stride=1
     LOOP level=1 count=4 act_stride=1 wgt_stride=-8
     LOOP level=0 count=2 act_stride=1 wgt_stride=-30
     MAC
@@ -203,6 +204,15 @@ PROGRAMS = {
     "no MAC": (CONV.replace("MAC", "NOP"), {}),
     "an empty tap nest": (CONV.replace("count=3", "count=0", 1), {}),
     "no lanes": (CONV, {"lanes": 0}),
+}
+# Programs whose reads the scoreboard takes as every weight: a lane stride the group rejects,
+# addresses that leave the buffer (they wrap), a span far beyond it.
+WHOLE = {
+    "lane stride": (CONV.replace("lane_stride=1", "lane_stride=7", 1), {}),
+    "below 0": (DOWN.replace("base=90", "base=10"), {"wgt_offset": 0}),
+    "beyond the end": (CONV, {"wgt_offset": CONFIG.weight_bytes - 20}),
+    "a huge span": (CONV.replace("count=3 act_stride=16 wgt_stride=24",
+                                 "count=60000 act_stride=16 wgt_stride=-8000000"), {}),
 }
 
 
@@ -228,7 +238,7 @@ def test_a_dma_into_the_weights_waits_for_an_earlier_run_that_reads_them(name):
         assert conflict(ctx, dut, isa.Space.WGT, CONFIG.weight_bytes - 1, CONFIG.weight_bytes)
         assert not conflict(ctx, dut, isa.Space.WGT, 0, CONFIG.weight_bytes, group=0)
         # The scan does not wait for the group to take the RUN.
-        await ctx.tick().repeat(count + 4)
+        await ctx.tick().repeat(count + 4 + SCAN_DRAIN)
         assert not ctx.get(dut.run.ready)
         got = conflicts(ctx)
         assert reads <= got
@@ -251,6 +261,21 @@ def test_a_dma_into_the_weights_waits_for_an_earlier_run_that_reads_them(name):
     simulate(dut, bench)
 
 
+@pytest.mark.parametrize("name", WHOLE)
+def test_a_run_whose_weight_reads_leave_the_buffer_counts_as_reading_them_all(name):
+    text, args = WHOLE[name]
+    dut = RunScoreboard(CONFIG)
+
+    async def bench(ctx):
+        count = await load(ctx, dut, 0, text)
+        await put(ctx, dut.issue, {"run": {**run_args(**args), "uop_count": count}, "tag": 0})
+        await ctx.tick().repeat(count + 5 + SCAN_DRAIN)
+        assert all(conflict(ctx, dut, isa.Space.WGT, at, at + 1)
+                   for at in range(CONFIG.weight_bytes))
+
+    simulate(dut, bench)
+
+
 @pytest.mark.parametrize("use_lut, lut, per_lane, lut_offset, lanes", [
     (1, 3, 0, 2, 4), (1, 3, 1, 2, 4), (1, 250, 1, 9, 3), (0, 3, 1, 2, 4), (1, 6, 1, 0, 0),
     (1, 1, 1, 0, 12),
@@ -267,7 +292,7 @@ def test_a_dma_into_the_activation_tables_waits_for_an_earlier_run_that_reads_th
                                                    lanes=lanes), "tag": 0})
         await ctx.tick()
         assert conflict(ctx, dut, isa.Space.LUT, 0, TABLES)    # not read yet: every table
-        await ctx.tick().repeat(count + 4)
+        await ctx.tick().repeat(count + 4 + SCAN_DRAIN)
         got = {t for t in range(TABLES) if conflict(ctx, dut, isa.Space.LUT, t, t + 1)}
         assert got == reads
         assert conflict(ctx, dut, isa.Space.LUT, 0, TABLES) == bool(reads)
@@ -311,7 +336,7 @@ def test_the_scan_follows_the_runs_in_order():
         for (at, count), (_, args) in zip(where, (first, second)):
             await put(ctx, dut.issue, {"run": {**args, "uop_addr": at, "uop_count": count},
                                        "tag": 0})
-        await ctx.tick().repeat(2 * (where[0][1] + 3))
+        await ctx.tick().repeat(2 * (where[0][1] + 3 + SCAN_DRAIN))
         reads = weights_read(*first) | weights_read(*second)
         got = {at for at in range(CONFIG.weight_bytes)
                if conflict(ctx, dut, isa.Space.WGT, at, at + 1)}

@@ -357,8 +357,8 @@ def test_report_fields_per_layer_add_up(dcgan_reports):
 
 
 #: The ULX3S with its SDRAM (a later issue): DCGAN-64's 3.6 MB image does not fit the board's
-#: on-chip memory, which the preset names.
-ULX3S_SDRAM = preset("ulx3s").replace(memory_bytes=None)
+#: on-chip memory, which the preset names; the SDRAM is 16 bits wide, ~12 cycles away.
+ULX3S_SDRAM = preset("ulx3s").replace(memory_bytes=None, axi_data_width=16, mem_latency=12)
 
 
 def test_an_image_larger_than_the_board_memory_is_refused(dcgan):
