@@ -51,8 +51,9 @@ class OnChipMemory(wiring.Component):
         Of ``axi`` (a power of two, 32 or more).
     single_port : bool
         One access per cycle, as in the iCE40UP5K's SPRAM (where, on an iCE40 platform, the
-        rows are :class:`SpramBanks`): a write waits while a read beat is held, a read waits
-        for a write. Otherwise a read and a write may share a cycle (block RAM).
+        rows are :class:`SpramBanks` when there are a multiple of 16 K of them): a write waits
+        while a read beat is held, a read waits for a write. Otherwise a read and a write may
+        share a cycle (block RAM).
 
     Attributes
     ----------
@@ -96,8 +97,10 @@ class OnChipMemory(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         rows = self._memory.depth
-        # Amaranth's iCE40 platforms say "iCE40", its ECP5 ones "ecp5".
-        if self._single_port and str(getattr(platform, "family", "")).lower() == "ice40":
+        # Amaranth's iCE40 platforms say "iCE40", its ECP5 ones "ecp5". A memory smaller than
+        # an SPRAM's 16 K rows stays in block RAM.
+        ice40 = str(getattr(platform, "family", "")).lower() == "ice40"
+        if self._single_port and ice40 and rows % SPRAM_ROWS == 0:
             m.submodules.memory = storage = SpramBanks(rows)
             read, write = storage.read, storage.write
         else:
