@@ -35,21 +35,24 @@ from ..hw.arch.timing import RUN_LATENCY
 from . import asm, ir, macs
 from .plan import plan
 from .program import ImageBuilder, Program
-from .schedule import balance, cut_pieces, merge_streams
+from .schedule import MIN_UNITS_PER_GROUP, balance, cut_pieces, merge_streams
 
 __all__ = ["lower"]
 
 
 @dataclass(frozen=True)
 class _Tile:
-    """The constants of one work unit: a block of weights ``[tap row][tap col][cin][lane]``
-    for taps ``rows x cols`` of one conv group and lane tile, its PARAM entries and LUTs."""
+    """The constants of one work unit: for each of its lane tiles (``parts``, runs of output
+    channels of one conv group) a block of weights ``[tap row][tap col][cin][lane]`` for taps
+    ``rows x cols``, the blocks one after the other, their PARAM entries one after the other,
+    and the LUTs (one shared table, or a table per lane of a unit of one lane tile). Loaded
+    with one DMA per memory, so a group fetches many small lane tiles at the cost of one."""
 
     key: tuple
-    lanes: int
-    first_row: int      # first tap (index in the phase's taps) of the block, per axis
+    parts: tuple[tuple[int, int, int], ...]    # per lane tile: (lanes, weight byte, PARAM entry)
+    first_row: int      # first tap (index in the phase's taps) of the blocks, per axis
     first_col: int
-    tap_cols: int       # tap columns in the block
+    tap_cols: int       # tap columns in a block
     weights: bytes
     params: bytes
     lut: bytes
@@ -239,9 +242,11 @@ class _Lowering:
         col_phases = {s.phase: s.phase_taps for s in col_segments}
         per_segment, lanes = self._tiling(layer, row_segments, col_segments, row_phases,
                                           col_phases)
-        tiles = self._lane_tiles(layer, lanes)
-        unit_count = len(tiles) * (len(row_segments) * len(col_segments) if per_segment
-                                   else len(row_phases) * len(col_phases))
+        blocks = len(row_segments) * len(col_segments) if per_segment \
+            else len(row_phases) * len(col_phases)
+        tiles = self._unit_tiles(layer, self._lane_tiles(layer, lanes), blocks, per_segment,
+                                 row_phases, col_phases)
+        unit_count = len(tiles) * blocks
         stages = []
         pending = self._clears(layer)
         units_total, runs_total, mac_steps = 0, 0, [0] * groups
@@ -348,14 +353,15 @@ class _Lowering:
     def _lane_tiles(self, layer, lanes):
         """``[(conv group, [channels])]``: runs of at most ``lanes`` output channels of one
         conv group whose bytes are consecutive (so one WRITE lane stride places them), in
-        address order (a depth-to-space scatters channels over the pixels of a block)."""
+        address order (a depth-to-space scatters channels over the pixels of a block; a Gemm
+        whose output is viewed as an image writes its neurons in HWC order, so a lane tile
+        is the channels of one pixel: its weight rows are taken in that order)."""
         tiles = []
         cout_g = layer.weight.shape[1]
         for conv_group in range(layer.groups):
             current = []
-            channels = range(conv_group * cout_g, (conv_group + 1) * cout_g)
-            if layer.mapped:
-                channels = sorted(channels, key=lambda n: layer.chan_addr[n])
+            channels = sorted(range(conv_group * cout_g, (conv_group + 1) * cout_g),
+                              key=lambda n: layer.chan_addr[n])
             for n in channels:
                 if current and (len(current) == lanes or
                                 layer.chan_addr[n] != layer.chan_addr[current[-1]] + 1):
@@ -365,14 +371,52 @@ class _Lowering:
             tiles.append((conv_group, current))
         return tiles
 
-    def _tile(self, layer, conv_group, channels, row_taps, col_taps, first_row, first_col):
-        local = [n - conv_group * layer.weight.shape[1] for n in channels]
-        block = layer.weight[conv_group][local][:, :, list(row_taps)][:, :, :, list(col_taps)]
-        weights = np.ascontiguousarray(block.transpose(2, 3, 1, 0)).astype(np.int8).tobytes()
-        params, lut = layer.post.param_bytes(channels), layer.post.lut_bytes(channels)
+    def _unit_tiles(self, layer, lane_tiles, blocks, per_segment, row_phases, col_phases):
+        """``[(conv group, [[channels] per lane tile])]``: the lane tiles of one conv group
+        gathered into the units' tiles. As many lane tiles per unit as fit half the weight
+        buffer and half the PARAM entries (one shared LUT), but no fewer units than
+        :data:`MIN_UNITS_PER_GROUP` per group (so every group has work, and each loads its
+        next tile while it runs one), in a multiple of the groups (so they balance)."""
+        groups = self.config.groups
+        cin = layer.cin_g
+        taps = [len(r) * len(c) for r in row_phases.values() for c in col_phases.values()]
+        lanes = max(len(channels) for _, channels in lane_tiles)
+        block = max(1, *taps) * cin * lanes
+        fit = min(self.half_bytes // block, self.half_params // lanes)
+        lut = layer.post.lut
+        if per_segment or fit <= 1 or (lut is not None and lut.shape[0] > 1):
+            return [(conv_group, [channels]) for conv_group, channels in lane_tiles]
+        by_group = {}
+        for conv_group, channels in lane_tiles:
+            by_group.setdefault(conv_group, []).append(channels)
+        total = len(lane_tiles) * blocks
+        units = max(-(-total // fit), MIN_UNITS_PER_GROUP * groups)
+        units = min(total, -(-units // groups) * groups)
+        per_unit = -(-total // units)
+        return [(conv_group, chunk[i:i + per_unit]) for conv_group, chunk in by_group.items()
+                for i in range(0, len(chunk), per_unit)]
+
+    def _tile(self, layer, conv_group, lane_tiles, row_taps, col_taps, first_row, first_col):
+        weights, params, luts, parts = [], [], [], []
+        weight_at = param_at = 0
+        for channels in lane_tiles:
+            local = [n - conv_group * layer.weight.shape[1] for n in channels]
+            block = layer.weight[conv_group][local][:, :, list(row_taps)][:, :, :,
+                                                                           list(col_taps)]
+            weights.append(np.ascontiguousarray(block.transpose(2, 3, 1, 0)).astype(np.int8)
+                           .tobytes())
+            params.append(layer.post.param_bytes(channels))
+            luts.append(layer.post.lut_bytes(channels))
+            parts.append((len(channels), weight_at, param_at))
+            weight_at += len(weights[-1])
+            param_at += len(channels)
+        weights, params = b"".join(weights), b"".join(params)
+        # One shared table, or one lane tile's tables per lane.
+        lut = luts[0]
         # By content: the channels of a depthwise layer (the Adds) share one tile.
-        key = (layer.index, row_taps, col_taps, first_row, first_col, weights, params, lut)
-        return _Tile(key, len(channels), first_row, first_col, len(col_taps), weights, params,
+        key = (layer.index, row_taps, col_taps, first_row, first_col, weights, params, lut,
+               tuple(parts))
+        return _Tile(key, tuple(parts), first_row, first_col, len(col_taps), weights, params,
                      lut)
 
     def _units(self, layer, row_segments, col_segments, piece, tiles, per_segment, src_at,
@@ -398,21 +442,24 @@ class _Lowering:
                 row_taps, col_taps, first_row, first_col = r.taps, c.taps, r.first, c.first
             else:
                 row_taps, col_taps, first_row, first_col = r.phase_taps, c.phase_taps, 0, 0
-            for conv_group, channels in tiles:
-                tile = self._tile(layer, conv_group, channels, row_taps, col_taps, first_row,
+            for conv_group, lane_tiles in tiles:
+                tile = self._tile(layer, conv_group, lane_tiles, row_taps, col_taps, first_row,
                                   first_col)
-                runs = tuple(self._run(layer, row_segment, col_segment, tile, conv_group,
+                runs = tuple(self._run(layer, row_segment, col_segment, tile, part, conv_group,
                                        channels, src_at, dst_at)
+                             for part, channels in zip(tile.parts, lane_tiles)
                              for row_segment, col_segment in batch)
                 units.append(_Unit(tile, runs))
         return units
 
-    def _run(self, layer, row_segment, col_segment, tile, conv_group, channels, src_at, dst_at):
-        """The micro-program and RUN operands of segment ``row_segment x col_segment`` for one
-        tile."""
+    def _run(self, layer, row_segment, col_segment, tile, part, conv_group, channels, src_at,
+             dst_at):
+        """The micro-program and RUN operands of segment ``row_segment x col_segment`` for the
+        lane tile ``part = (lanes, weight byte, PARAM entry)`` of ``tile``."""
         row_axis, col_axis = layer.axes
         src_grid, dst_grid = layer.src_grid, layer.dst_grid
-        cin, lanes = layer.cin_g, tile.lanes
+        cin = layer.cin_g
+        lanes, part_weights, part_params = part
         taps = row_segment.ntaps * col_segment.ntaps
         act_offset = 0
         if taps:
@@ -435,11 +482,11 @@ class _Lowering:
                  col_segment.out_step * mul_w * dst_grid.step_w * dst_grid.channels)
         out_offset = dst_at.base + layer.pixel_addr(row_segment.out0, col_segment.out0) \
             - dst_at.first_row * dst_grid.row_bytes + int(layer.chan_addr[channels[0]])
-        wgt_offset = ((row_segment.first - tile.first_row) * tile.tap_cols
-                      + col_segment.first - tile.first_col) * cin * lanes
+        wgt_offset = part_weights + ((row_segment.first - tile.first_row) * tile.tap_cols
+                                     + col_segment.first - tile.first_col) * cin * lanes
         operands = {"rows": row_segment.count, "cols": col_segment.count, "lanes": lanes,
                     "act_offset": act_offset, "wgt_offset": wgt_offset if taps else 0,
-                    "out_offset": out_offset}
+                    "param_offset": part_params, "out_offset": out_offset}
         return _Run(_program(taps, loops, act, post, write), operands,
                     row_segment.count * col_segment.count * max(1, taps * cin))
 
@@ -457,8 +504,10 @@ class _Lowering:
                 code.append(_instruction(
                     "RUN", group_mask=1 << g, uop_addr=addr,
                     uop_count=len(run.program) // isa.UOP_BYTES,
-                    param_offset=half * self.half_params, lut_offset=half * self.config.lanes,
-                    **{**run.operands, "wgt_offset": wgt_base + run.operands["wgt_offset"]}))
+                    lut_offset=half * self.config.lanes,
+                    **{**run.operands, "wgt_offset": wgt_base + run.operands["wgt_offset"],
+                       "param_offset": half * self.half_params
+                       + run.operands["param_offset"]}))
         return code
 
     def _load_tile(self, g, tile, code):
