@@ -25,17 +25,19 @@ deterministic: the same graph and config give the same bytes.
 
 from __future__ import annotations
 
+import functools
+import operator
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..errors import FitError
 from ..hw.arch import isa
-from ..hw.arch.timing import RUN_LATENCY
+from ..hw.arch.timing import LOAD_SETUP, RUN_LATENCY
 from . import asm, ir, macs
 from .plan import plan
 from .program import ImageBuilder, Program
-from .schedule import MIN_UNITS_PER_GROUP, balance, cut_pieces, merge_streams
+from .schedule import MIN_UNITS_PER_GROUP, balance, cut_pieces, merge_streams, pieces_worth
 
 __all__ = ["lower"]
 
@@ -250,11 +252,15 @@ class _Lowering:
         stages = []
         pending = self._clears(layer)
         units_total, runs_total, mac_steps = 0, 0, [0] * groups
+        steps = layer.steps_per_lane_tile() * len(self._lane_tiles(layer, lanes))
         for stage in layer.stages:
             before, after, src_at, dst_at = self._stage_dma(layer, stage)
             units = []
+            share = (stage.stop - stage.first) / layer.out_hw[0]
+            most = pieces_worth(unit_count, steps * share, self._load_cycles(layer, tiles),
+                                groups)
             for band_first, band_stop, col_first, col_stop in cut_pieces(
-                    stage.stop - stage.first, layer.out_hw[1], unit_count, groups):
+                    stage.stop - stage.first, layer.out_hw[1], unit_count, groups, most):
                 piece = (stage.first + band_first, stage.first + band_stop, col_first, col_stop)
                 units += self._units(layer, row_segments, col_segments, piece, tiles,
                                      per_segment, src_at, dst_at)
@@ -275,6 +281,7 @@ class _Lowering:
         a BARRIER. Return the number of tiles the layer loaded."""
         loaded = sum(group.tiles_loaded for group in self.groups)
         for stage in stages:
+            self.code += self._shared_constants(stage)
             self.code += stage.before
             # Each group's instructions (its loads and RUNs, in its queue's order), then
             # merged one RUN per group per round.
@@ -283,13 +290,59 @@ class _Lowering:
             self.code += stage.after
         loaded = sum(group.tiles_loaded for group in self.groups) - loaded
         if following:
+            # A LUT the next layer shares is broadcast after the BARRIER instead.
+            own_lut = _shared_lut(following[0]) is None
             for g, queue in enumerate(following[0].queues):
                 # Not a tile that would overwrite weights this layer's runs still read.
                 if queue and len(queue[0].tile.weights) <= self.half_bytes and \
                         self.groups[g].whole is None:
-                    self._load_tile(g, queue[0].tile, self.code)
+                    self._load_tile(g, queue[0].tile, self.code, lut=own_lut)
         self.emit("BARRIER", group_mask=self.all_groups)
         return loaded
+
+    def _shared_constants(self, stage):
+        """DMA loading the constants that ``stage``'s groups share, once for all of them
+        (a DMA with a group mask writes the same bytes into every group): all its
+        micro-programs in one UOP_LOAD when they fit the micro-op memory together, and a
+        LUT that every unit of the stage uses into both halves of every group that lacks it.
+        The per-unit loads of :meth:`_group_code` then find them there."""
+        code = []
+        users = {}
+        for g, queue in enumerate(stage.queues):
+            for unit in queue:
+                for run in unit.runs:
+                    users[run.program] = users.get(run.program, 0) | 1 << g
+        resident = all(program in self.groups[g].uops for program, mask in users.items()
+                       for g in range(self.config.groups) if mask >> g & 1)
+        blob = b"".join(users)
+        mask = functools.reduce(operator.or_, users.values(), 0)
+        if not resident and mask & (mask - 1) and \
+                len(blob) // isa.UOP_BYTES <= self.config.uop_depth:
+            code.append(_instruction("UOP_LOAD", space=isa.Space.UOP, group_mask=mask,
+                                     ext_addr=self.image.put("uops", blob), local_addr=0,
+                                     length=len(blob)))
+            for group in self.groups:
+                group.uops.clear()
+                group.uop_next = len(blob) // isa.UOP_BYTES
+            at = 0
+            for program, program_mask in users.items():
+                for g in range(self.config.groups):
+                    if program_mask >> g & 1:
+                        self.groups[g].uops[program] = at
+                at += len(program) // isa.UOP_BYTES
+        lut = _shared_lut(stage)
+        if lut is not None:
+            for half in (0, 1):
+                lacking = [g for g, group in enumerate(self.groups) if group.luts[half] != lut]
+                if lacking:
+                    code.append(_instruction(
+                        "DMA_LOAD", space=isa.Space.LUT,
+                        group_mask=sum(1 << g for g in lacking),
+                        ext_addr=self.image.put("constants", lut),
+                        local_addr=half * self.config.lanes, length=len(lut)))
+                    for g in lacking:
+                        self.groups[g].luts[half] = lut
+        return code
 
     def _tiling(self, layer, row_segments, col_segments, row_phases, col_phases):
         """``(per_segment, lanes)`` of the layer's weight tiles. In half the weight buffer
@@ -327,6 +380,18 @@ class _Lowering:
                            f"per lane, the weight buffer holds {config.weight_bytes} "
                            f"(short by {segment - config.weight_bytes})")
         return best[1:]
+
+    def _load_cycles(self, layer, tiles):
+        """Estimated cycles of the AXI port to load one unit of ``layer`` (its largest lane
+        tiles' weights and PARAM entries, two DMAs) and fetch its instructions."""
+        config = self.config
+        cin, lanes = layer.cin_g, max(len(c) for _, chunk in tiles for c in chunk)
+        per_unit = max(len(chunk) for _, chunk in tiles)
+        kernel = layer.weight.shape[3] * layer.weight.shape[4]
+        weights = per_unit * lanes * (cin * kernel + isa.PARAM_BYTES)
+        fetch = config.mem_latency / config.fetch_insns
+        return 2 * (config.mem_latency + LOAD_SETUP) + weights / config.axi_bytes \
+            + (2 + per_unit) * fetch
 
     def _estimate(self, layer, blocks, lanes, whole, segments):
         """Cycles the layer would take with weight tiles of ``blocks`` bytes per lane (one
@@ -510,11 +575,12 @@ class _Lowering:
                        + run.operands["param_offset"]}))
         return code
 
-    def _load_tile(self, g, tile, code):
+    def _load_tile(self, g, tile, code, lut=True):
         """``(half, weight address)`` of group ``g``'s constant buffers holding ``tile``,
         appending to ``code`` its load into the half the group used least recently (double
         buffering) if it is not there. A tile larger than half the weight buffer takes all of
-        it (its PARAM entries and LUTs still go in one half)."""
+        it (its PARAM entries and LUTs still go in one half). ``lut=False``: not its LUT
+        (a shared table that :meth:`_shared_constants` loads)."""
         group, mask = self.groups[g], 1 << g
         if tile.key in group.halves:
             half = group.halves.index(tile.key)
@@ -535,7 +601,7 @@ class _Lowering:
         code.append(_instruction("DMA_LOAD", space=isa.Space.PARAM, group_mask=mask,
                                  ext_addr=self.image.put("constants", tile.params),
                                  local_addr=half * self.half_params, length=len(tile.params)))
-        if tile.lut and group.luts[half] != tile.lut:
+        if lut and tile.lut and group.luts[half] != tile.lut:
             # A shared table stays loaded across the tiles of a layer.
             group.luts[half] = tile.lut
             code.append(_instruction("DMA_LOAD", space=isa.Space.LUT, group_mask=mask,
@@ -558,6 +624,13 @@ class _Lowering:
             group.uops[program] = group.uop_next
             group.uop_next += count
         return group.uops[program]
+
+
+def _shared_lut(stage):
+    """The one 256-byte LUT every unit of ``stage`` uses, or None."""
+    luts = {unit.tile.lut for queue in stage.queues for unit in queue}
+    lut = luts.pop() if len(luts) == 1 else None
+    return lut if lut is not None and len(lut) == isa.LUT_BYTES else None
 
 
 def _useful_macs(qgraph, layer):
