@@ -77,10 +77,12 @@ class BoardDesign(Elaboratable):
 
     A board file subclasses it with ``OSCILLATOR`` (resource name, MHz), ``LED`` (the
     ``platform.request`` arguments of the LED ``irq`` lights), ``pll_mhz(f_in, f_out)`` (the
-    achieved frequency) and ``clock(m, platform)`` (the PLL that drives ``sync``).
+    achieved frequency) and ``clock(m, platform)`` (the PLL that drives ``sync``), and
+    ``SINGLE_PORT_MEMORY`` when its on-chip memory has one port (iCE40 SPRAM).
     """
 
     BAUD = BAUD
+    SINGLE_PORT_MEMORY = False
 
     def __init__(self, config, memory_bytes=None):
         memory_bytes = memory_bytes or config.memory_bytes
@@ -88,7 +90,7 @@ class BoardDesign(Elaboratable):
             raise FlexiganError("a board needs the size of its memory (memory_bytes)")
         self.clock_mhz = self.pll_mhz(self.OSCILLATOR[1], config.clock_mhz)
         self.divisor = round(self.clock_mhz * 1e6 / BAUD)
-        self.top = BoardTop(config, memory_bytes, self.divisor)
+        self.top = BoardTop(config, memory_bytes, self.divisor, self.SINGLE_PORT_MEMORY)
 
     def elaborate(self, platform):
         m = Module()

@@ -28,6 +28,8 @@ class Board(BoardDesign):
 
     OSCILLATOR = OSCILLATOR
     LED = ("led_r",)
+    #: The memory is the UP5K's four SPRAMs (128 KB), which have one port each.
+    SINGLE_PORT_MEMORY = True
 
     @staticmethod
     def pll_mhz(f_in, f_out):

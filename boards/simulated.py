@@ -36,7 +36,8 @@ LINE_FIFO = 512
 
 
 class SimulatedBoard(wiring.Component):
-    """:class:`BoardTop` of ``config`` (its ``memory_bytes``) with the host's UART in the design.
+    """:class:`BoardTop` of ``config`` (its ``memory_bytes``, on one port when
+    ``single_port_memory``, as on the board) with the host's UART in the design.
 
     Attributes
     ----------
@@ -48,8 +49,8 @@ class SimulatedBoard(wiring.Component):
     irq : Out(1)
     """
 
-    def __init__(self, config):
-        self.top = BoardTop(config, config.memory_bytes, DIVISOR)
+    def __init__(self, config, single_port_memory=False):
+        self.top = BoardTop(config, config.memory_bytes, DIVISOR, single_port_memory)
         super().__init__({"host_i": In(stream.Signature(8)), "host_o": Out(stream.Signature(8)),
                           "irq": Out(1)})
 
@@ -76,7 +77,7 @@ class SimulatedBoard(wiring.Component):
 
 
 def serve(config, build_dir, *, simulator="verilator", port=0, connections=1,
-          idle_seconds=600, on_listen=print):
+          idle_seconds=600, single_port_memory=False, on_listen=print):
     """Run the simulated board until ``connections`` hosts have come and gone.
 
     ``on_listen(url)`` is called (from another thread) once the socket listens. The
@@ -99,7 +100,7 @@ def serve(config, build_dir, *, simulator="verilator", port=0, connections=1,
     build_dir.mkdir(parents=True, exist_ok=True)
     try:
         with output_to(build_dir / "simulation.log"):
-            run_cocotb(SimulatedBoard(config),
+            run_cocotb(SimulatedBoard(config, single_port_memory),
                        test_module="flexigan.sim.tb.board", simulator=simulator,
                        build_dir=build_dir,
                        extra_env={"DIVISOR": DIVISOR, "PORT": port, "PORT_FILE": port_file,

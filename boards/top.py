@@ -44,6 +44,8 @@ class BoardTop(wiring.Component):
         A positive multiple of ``config.axi_data_width // 8``.
     divisor : int
         Clock cycles per UART bit (see :class:`flexigan.hw.bridge.UartBridge`).
+    single_port_memory : bool
+        The on-chip memory has one port (iCE40 SPRAM; see :class:`OnChipMemory`).
 
     Attributes
     ----------
@@ -54,13 +56,13 @@ class BoardTop(wiring.Component):
     memory : OnChipMemory
     """
 
-    def __init__(self, config, memory_bytes, divisor):
+    def __init__(self, config, memory_bytes, divisor, single_port_memory=False):
         row_bytes = config.axi_data_width // 8
         if not isinstance(memory_bytes, int) or memory_bytes <= 0 or memory_bytes % row_bytes:
             raise ValueError(f"BoardTop memory_bytes must be a positive multiple of the AXI "
                              f"width ({row_bytes} bytes), not {memory_bytes!r}")
         self.accelerator = Accelerator(config)
-        self.memory = OnChipMemory(memory_bytes, config.axi_data_width)
+        self.memory = OnChipMemory(memory_bytes, config.axi_data_width, single_port_memory)
         self.bridge = UartBridge(divisor)
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "irq": Out(1)})
 

@@ -133,7 +133,7 @@ def _cmd_board_sim(args):
     from .boards.simulated import serve
     from .synth import target_of
 
-    target, config, _ = target_of(args.folder)
+    target, config, board = target_of(args.folder)
     out = Path(args.folder) / "board_sim"
     print(f"building the simulated {target} board ({config.groups} groups x {config.lanes} "
           f"lanes) under {args.simulator} in {out} ...", flush=True)
@@ -141,6 +141,7 @@ def _cmd_board_sim(args):
     with os.fdopen(os.dup(1), "w") as console:
         serve(config, out, simulator=args.simulator, port=args.port,
               connections=args.connections,
+              single_port_memory=board.Board.SINGLE_PORT_MEMORY,
               on_listen=lambda url: print(f"the simulated board listens on {url}: flexigan "
                                           f"run {args.folder} --port {url} --input ...",
                                           file=console, flush=True))

@@ -6,7 +6,7 @@ at a time, an AXI4 burst ahead of an AXI4-Lite word waiting at the same moment, 
 accesses go between the accelerator's bursts.
 """
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Array, Cat, ClockSignal, Elaboratable, Instance, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In
@@ -14,7 +14,10 @@ from amaranth.utils import ceil_log2, exact_log2
 
 from .axi import axi4_lite_signature, axi4_signature
 
-__all__ = ["READ_LATENCY", "OnChipMemory"]
+__all__ = ["READ_LATENCY", "OnChipMemory", "SpramBanks", "SPRAM_ROWS"]
+
+#: Rows of 16 bits in one iCE40UP5K SB_SPRAM256KA.
+SPRAM_ROWS = 16384
 
 #: An AXI4 read burst (or AXI4-Lite read) accepted on AR in cycle ``t`` presents its first beat
 #: on R in cycle ``t + READ_LATENCY``; further beats follow one per cycle while ``rready`` is
@@ -46,6 +49,10 @@ class OnChipMemory(wiring.Component):
         Bytes; a positive multiple of ``data_width // 8``.
     data_width : int
         Of ``axi`` (a power of two, 32 or more).
+    single_port : bool
+        One access per cycle, as in the iCE40UP5K's SPRAM (where, on an iCE40 platform, the
+        rows are :class:`SpramBanks`): a write waits while a read beat is held, a read waits
+        for a write. Otherwise a read and a write may share a cycle (block RAM).
 
     Attributes
     ----------
@@ -55,7 +62,7 @@ class OnChipMemory(wiring.Component):
         The contents, one ``data_width``-bit row per element (for a simulation's backdoor).
     """
 
-    def __init__(self, depth, data_width):
+    def __init__(self, depth, data_width, single_port=False):
         if not isinstance(data_width, int) or data_width < 32 or data_width & (data_width - 1):
             raise ValueError(f"OnChipMemory data_width must be a power of two >= 32, not "
                              f"{data_width!r}")
@@ -64,6 +71,7 @@ class OnChipMemory(wiring.Component):
             raise ValueError(f"OnChipMemory depth must be a positive multiple of {row_bytes} "
                              f"bytes, not {depth!r}")
         self._data_width = data_width
+        self._single_port = single_port
         self._memory = Memory(shape=data_width, depth=depth // row_bytes, init=[])
         super().__init__({
             "axi": In(axi4_signature(addr_width=32, data_width=data_width)),
@@ -87,12 +95,22 @@ class OnChipMemory(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.memory = self._memory
-        self._reads(m, self._memory.read_port())
-        self._writes(m, self._memory.write_port(granularity=8))
+        rows = self._memory.depth
+        # Amaranth's iCE40 platforms say "iCE40", its ECP5 ones "ecp5".
+        if self._single_port and str(getattr(platform, "family", "")).lower() == "ice40":
+            m.submodules.memory = storage = SpramBanks(rows)
+            read, write = storage.read, storage.write
+        else:
+            m.submodules.memory = self._memory
+            read, write = self._memory.read_port(), self._memory.write_port(granularity=8)
+        # One access per cycle on a single port: the read side yields to a write unless it
+        # holds a beat not yet taken (the port's output must not change under it).
+        holding, writing = Signal(), Signal()
+        self._reads(m, read, grant=~writing if self._single_port else 1, holding=holding)
+        self._writes(m, write, grant=~holding if self._single_port else 1, writing=writing)
         return m
 
-    def _reads(self, m, port):
+    def _reads(self, m, port, grant, holding):
         axi, lite = self.axi.read, self.axil
         busy, from_lite = Signal(), Signal()
         row = Signal.like(port.addr)
@@ -100,18 +118,20 @@ class OnChipMemory(wiring.Component):
         to_issue = Signal(9)            # beats still to read from the memory
         valid, last, rid = Signal(), Signal(), Signal.like(axi.arid)
         taken = Signal()
-        m.d.comb += taken.eq(Mux(from_lite, lite.rready, axi.rready))
+        m.d.comb += [taken.eq(Mux(from_lite, lite.rready, axi.rready)),
+                     holding.eq(valid & ~taken)]
         # The read port's output is the R beat: it advances only when that beat is taken.
         advance = ~valid | taken
+        issue = advance & grant & (to_issue != 0)
         m.d.comb += [
-            port.addr.eq(row), port.en.eq(advance),
+            port.addr.eq(row), port.en.eq(issue),
             axi.rdata.eq(port.data), axi.rid.eq(rid), axi.rlast.eq(last),
             axi.rvalid.eq(valid & ~from_lite), lite.rvalid.eq(valid & from_lite),
             lite.rdata.eq(port.data.word_select(lane, 32) if len(lane) else port.data),
         ]
         with m.If(advance):
-            m.d.sync += [valid.eq(to_issue != 0), last.eq(to_issue == 1)]
-            with m.If(to_issue != 0):
+            m.d.sync += [valid.eq(issue), last.eq(to_issue == 1)]
+            with m.If(issue):
                 m.d.sync += [row.eq(row + 1), to_issue.eq(to_issue - 1)]
         with m.If(valid & taken & (last | from_lite)):
             m.d.sync += busy.eq(0)
@@ -124,13 +144,14 @@ class OnChipMemory(wiring.Component):
                 m.d.sync += [busy.eq(1), from_lite.eq(1), row.eq(self._row(lite.araddr)),
                              lane.eq(self._lane(lite.araddr)), to_issue.eq(1)]
 
-    def _writes(self, m, port):
+    def _writes(self, m, port, grant, writing):
         axi, lite = self.axi.write, self.axil
+        m.d.comb += writing.eq(port.en.any())
         row, from_lite, bid = Signal.like(port.addr), Signal(), Signal.like(axi.awid)
         lanes = self._data_width // 32
         with m.FSM():
             with m.State("IDLE"):
-                lite_both = ~axi.awvalid & lite.awvalid & lite.wvalid
+                lite_both = ~axi.awvalid & lite.awvalid & lite.wvalid & grant
                 lane = self._lane(lite.awaddr)
                 m.d.comb += [axi.awready.eq(1), lite.awready.eq(lite_both),
                              lite.wready.eq(lite_both)]
@@ -146,8 +167,8 @@ class OnChipMemory(wiring.Component):
                     m.d.sync += from_lite.eq(1)
                     m.next = "RESPOND"
             with m.State("BURST"):
-                m.d.comb += [axi.wready.eq(1), port.addr.eq(row), port.data.eq(axi.wdata)]
-                with m.If(axi.wvalid):
+                m.d.comb += [axi.wready.eq(grant), port.addr.eq(row), port.data.eq(axi.wdata)]
+                with m.If(axi.wvalid & grant):
                     m.d.comb += port.en.eq(axi.wstrb)
                     m.d.sync += row.eq(row + 1)
                     with m.If(axi.wlast):
@@ -157,3 +178,51 @@ class OnChipMemory(wiring.Component):
                              lite.bvalid.eq(from_lite)]
                 with m.If(Mux(from_lite, lite.bready, axi.bready)):
                     m.next = "IDLE"
+
+
+class _Port:
+    """What a memory port offers: ``addr``, ``en`` and ``data``."""
+
+    def __init__(self, addr, en, data):
+        self.addr, self.en, self.data = addr, en, data
+
+
+class SpramBanks(Elaboratable):
+    """``rows`` 32-bit rows in the iCE40UP5K's SB_SPRAM256KA blocks (16 K x 16 bits each): two
+    side by side for each 16 K rows. ``read`` and ``write`` look like an
+    :class:`~amaranth.lib.memory.Memory`'s ports (``write.en`` a bit per byte), but the blocks
+    have one port: the caller never reads and writes in the same cycle. Read data comes the
+    cycle after ``read.en`` and then holds (an idle block keeps its output)."""
+
+    def __init__(self, rows):
+        if not isinstance(rows, int) or rows <= 0 or rows % SPRAM_ROWS:
+            raise ValueError(f"SpramBanks rows must be a positive multiple of {SPRAM_ROWS}, "
+                             f"not {rows!r}")
+        self.banks = rows // SPRAM_ROWS
+        self.read = _Port(Signal(range(rows)), Signal(), Signal(32))
+        self.write = _Port(Signal(range(rows)), Signal(4), Signal(32))
+
+    def elaborate(self, platform):
+        m = Module()
+        writing = self.write.en.any()
+        addr = Mux(writing, self.write.addr, self.read.addr)
+        bank, read_bank = addr[exact_log2(SPRAM_ROWS):], Signal(range(max(2, self.banks)))
+        with m.If(self.read.en & ~writing):
+            m.d.sync += read_bank.eq(bank)
+        outputs = []
+        for b in range(self.banks):
+            halves = []
+            for half in range(2):
+                data = Signal(16)
+                low, high = self.write.en[2 * half], self.write.en[2 * half + 1]
+                m.submodules[f"spram{b}_{half}"] = Instance(
+                    "SB_SPRAM256KA", i_ADDRESS=addr[:exact_log2(SPRAM_ROWS)],
+                    i_DATAIN=self.write.data[16 * half:16 * half + 16],
+                    i_MASKWREN=Cat(low, low, high, high), i_WREN=writing,
+                    i_CHIPSELECT=(bank == b) & (writing | self.read.en), i_CLOCK=ClockSignal(),
+                    i_STANDBY=0, i_SLEEP=0, i_POWEROFF=1, o_DATAOUT=data)
+                halves.append(data)
+            outputs.append(Cat(*halves))
+        m.d.comb += self.read.data.eq(Array(outputs)[read_bank] if self.banks > 1
+                                      else outputs[0])
+        return m

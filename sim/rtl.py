@@ -123,14 +123,15 @@ def output_to(path):
                 os.close(fd)
 
 
-def write_verilog(design, path, toplevel="top", simulator=None):
+def write_verilog(design, path, toplevel="top", simulator=None, platform=None):
     """Write ``design`` as Verilog module ``toplevel`` to ``path``, unless it is unchanged.
 
     Returns the path. Leaving an unchanged file alone lets the simulator skip its rebuild.
     For ``simulator="icarus"`` the time-0 evaluation of combinational blocks is made explicit.
+    ``platform`` is what the design's ``elaborate`` sees (None: a plain simulation).
     """
     path = Path(path)
-    text = verilog.convert(design, name=toplevel, emit_src=False)
+    text = verilog.convert(design, name=toplevel, emit_src=False, platform=platform)
     if simulator == "icarus":
         text = _kick_time_zero(text)
     if not path.exists() or path.read_text() != text:
@@ -140,7 +141,7 @@ def write_verilog(design, path, toplevel="top", simulator=None):
 
 
 def run_cocotb(design, *, test_module, simulator, build_dir, toplevel="top", testcase=None,
-               extra_env=None, seed=None, waves=False):
+               extra_env=None, seed=None, waves=False, platform=None, sources=()):
     """Build ``design`` and run the cocotb tests in ``test_module`` on it.
 
     Parameters
@@ -161,6 +162,10 @@ def run_cocotb(design, *, test_module, simulator, build_dir, toplevel="top", tes
         cocotb's random seed.
     waves : bool
         Record a waveform in the build directory.
+    platform : object, optional
+        What the design's ``elaborate`` sees (a stand-in naming a family, for example).
+    sources : sequence of path
+        More Verilog files: models of the vendor primitives the design instantiates.
 
     Raises
     ------
@@ -171,11 +176,11 @@ def run_cocotb(design, *, test_module, simulator, build_dir, toplevel="top", tes
         raise ValueError(f"simulator must be one of {SIMULATORS}, not {simulator!r}")
     build_dir = Path(build_dir).resolve()
     sim_dir = build_dir / simulator
-    source = write_verilog(design, sim_dir / f"{toplevel}.v", toplevel, simulator)
+    source = write_verilog(design, sim_dir / f"{toplevel}.v", toplevel, simulator, platform)
     results = sim_dir / "results.xml"
     with _simulator_environment(simulator):
         runner = get_runner(simulator)
-        runner.build(sources=[source], hdl_toplevel=toplevel, build_dir=sim_dir,
+        runner.build(sources=[source, *sources], hdl_toplevel=toplevel, build_dir=sim_dir,
                      build_args=_build_args(simulator), timescale=TIMESCALE, waves=waves)
         try:
             runner.test(test_module=test_module, hdl_toplevel=toplevel, build_dir=sim_dir,

