@@ -673,7 +673,8 @@ def lower(qgraph, config, reorder=True):
                          "first": first, "last": len(lowering.code),
                          "macs_useful": _useful_macs(qgraph, layer),
                          "stages": stats.stages, "per_segment_tiles": stats.per_segment_tiles,
-                         "lanes_per_tile": stats.lanes_per_tile, "units": stats.units,
+                         "lanes_per_tile": stats.lanes_per_tile, "packed_columns": layer.packed,
+                         "units": stats.units,
                          "runs": stats.runs, "tiles": tiles, "mac_steps": stats.mac_steps})
     counters = lowering.image.reserve("counters", 8 * 8)
     lowering.emit("COUNTERS", action=isa.CounterAction.STORE, ext_addr=counters)
