@@ -103,11 +103,13 @@ class _LayerStats:
 @dataclass(frozen=True)
 class _PreparedStage:
     """One stage of a layer: DMA ``before`` it, the work units queued per group, DMA
-    ``after``."""
+    ``after``. ``broadcast``: the groups' units run in lockstep, each RUN instruction
+    starting the same RUN on every group (:meth:`_Lowering.broadcast_code`)."""
 
     before: list
     queues: list[list[_Unit]]
     after: list
+    broadcast: bool = False
 
 
 @dataclass
@@ -133,7 +135,7 @@ def _uop(op, **operands):
     return asm.encode("uop", op, **operands)
 
 
-def _program(taps, loops, act, post, write):
+def _program(taps, loops, act, post, write, write_base=0):
     """Bytes of a segment's micro-program; LOOP levels of count 1 are left out."""
     ops = []
     if taps:
@@ -145,8 +147,8 @@ def _program(taps, loops, act, post, write):
     ops.append(_uop("CLEAR", use_bias=1))
     if taps:
         ops.append(_uop("MAC"))
-    ops += [_uop("POST", **post), _uop("WRITE", row_stride=write[0], col_stride=write[1],
-                                       lane_stride=1)]
+    ops += [_uop("POST", **post), _uop("WRITE", base=write_base, row_stride=write[0],
+                                       col_stride=write[1], lane_stride=1)]
     return b"".join(ops)
 
 
@@ -246,8 +248,13 @@ class _Lowering:
                                           col_phases)
         blocks = len(row_segments) * len(col_segments) if per_segment \
             else len(row_phases) * len(col_phases)
-        tiles = self._unit_tiles(layer, self._lane_tiles(layer, lanes), blocks, per_segment,
-                                 row_phases, col_phases)
+        lane_tiles = self._lane_tiles(layer, lanes)
+        if not per_segment and self._broadcastable(layer, lane_tiles, row_segments,
+                                                   col_segments):
+            return self._prepare_broadcast(layer, lane_tiles, row_segments[0],
+                                           col_segments[0], lanes)
+        tiles = self._unit_tiles(layer, lane_tiles, blocks, per_segment, row_phases,
+                                 col_phases)
         unit_count = len(tiles) * blocks
         stages = []
         pending = self._clears(layer)
@@ -275,6 +282,107 @@ class _Lowering:
                             mac_steps)
         return stages, stats
 
+    def _broadcastable(self, layer, lane_tiles, row_segments, col_segments):
+        """Whether the lane tiles of ``layer`` (a 1x1 output: a Gemm) run as broadcast RUNs:
+        one stage, one segment, one conv group, no per-lane LUT, at least two rounds of a lane
+        tile per group, and lane tile ``j*G + g`` written at a fixed offset ``shift(g)`` from
+        lane tile ``j*G`` (so each group's micro-program holds its offset in WRITE.base)."""
+        groups = self.config.groups
+        lut = layer.post.lut
+        if layer.out_hw != (1, 1) or layer.groups != 1 or len(layer.stages) != 1 or \
+                len(row_segments) != 1 or len(col_segments) != 1 or \
+                len(lane_tiles) < MIN_UNITS_PER_GROUP * groups or \
+                (lut is not None and lut.shape[0] > 1):
+            return False
+        first = [int(layer.chan_addr[channels[0]]) for _, channels in lane_tiles]
+        return all(first[j + g] - first[j] == first[g] - first[0]
+                   for j in range(0, len(first), groups) for g in range(groups)
+                   if j + g < len(first))
+
+    def _prepare_broadcast(self, layer, lane_tiles, row_segment, col_segment, lanes):
+        """``(stages, stats)`` of a layer of broadcast RUNs: lane tile ``j*G + g`` is group
+        ``g``'s in round ``j``; a group's unit holds the lane tiles of consecutive rounds that
+        fit half its weight buffer and PARAM entries, at the same offsets in every group."""
+        groups = self.config.groups
+        stage = layer.stages[0]
+        before, after, src_at, dst_at = self._stage_dma(layer, stage)
+        rounds = -(-len(lane_tiles) // groups)
+        block = max(1, row_segment.ntaps * col_segment.ntaps) * layer.cin_g * lanes
+        fit = max(1, min(self.half_bytes // block, self.half_params // lanes))
+        per_unit = max(1, min(fit, -(-rounds // MIN_UNITS_PER_GROUP)))
+        first = [int(layer.chan_addr[channels[0]]) for _, channels in lane_tiles]
+        queues = []
+        for g in range(groups):
+            mine = [lane_tiles[j * groups + g][1] for j in range(rounds)
+                    if j * groups + g < len(lane_tiles)]
+            units = []
+            for start in range(0, len(mine), per_unit):
+                chunk = mine[start:start + per_unit]
+                tile = self._tile(layer, 0, chunk, row_segment.phase_taps,
+                                  col_segment.phase_taps, 0, 0)
+                runs = []
+                for part, channels in zip(tile.parts, chunk):
+                    run = self._run(layer, row_segment, col_segment, tile, part, 0, channels,
+                                    src_at, dst_at, write_base=first[g] - first[0])
+                    runs.append(run)
+                units.append(_Unit(tile, tuple(runs)))
+            queues.append(units)
+        mac_steps = [sum(r.steps for u in queue for r in u.runs) for queue in queues]
+        stats = _LayerStats(1, False, lanes, sum(map(len, queues)),
+                            sum(len(u.runs) for queue in queues for u in queue), mac_steps)
+        pending = self._clears(layer)
+        return [_PreparedStage(pending + before, queues, after, broadcast=True)], stats
+
+    def broadcast_code(self, stage):
+        """The instructions of a broadcast stage: each group's micro-program (its WRITE.base
+        places its lane tile) at one address in every group, then per unit index the groups'
+        tile loads (into the same half of each) and one RUN per round for all of them."""
+        code = self._broadcast_uops(stage.queues)
+        for group in self.groups:
+            group.last = 1
+        for u in range(max(map(len, stage.queues))):
+            placed = {g: self._load_tile(g, queue[u].tile, code)
+                      for g, queue in enumerate(stage.queues) if u < len(queue)}
+            for g, (half, _) in placed.items():
+                self.groups[g].last = half
+            for r in range(max(len(stage.queues[g][u].runs) for g in placed)):
+                masks = {}
+                for g, (half, wgt_base) in placed.items():
+                    runs = stage.queues[g][u].runs
+                    if r < len(runs):
+                        key = tuple(sorted(self._run_operands(g, runs[r], half,
+                                                              wgt_base).items()))
+                        masks[key] = masks.get(key, 0) | 1 << g
+                code += [_instruction("RUN", group_mask=mask, **dict(key))
+                         for key, mask in masks.items()]
+        return code
+
+    def _broadcast_uops(self, queues):
+        """UOP_LOAD of each group's micro-programs (in first-use order, the same sizes in
+        every group) at one address in all groups."""
+        programs = [list(dict.fromkeys(r.program for u in queue for r in u.runs))
+                    for queue in queues]
+        words = max(sum(len(p) for p in mine) for mine in programs) // isa.UOP_BYTES
+        base = max(group.uop_next for group in self.groups)
+        if base + words > self.config.uop_depth:
+            base = 0
+            for group in self.groups:
+                group.uops.clear()
+        code = []
+        for g, mine in enumerate(programs):
+            group = self.groups[g]
+            at = base
+            for program in mine:
+                group.uops[program] = at
+                at += len(program) // isa.UOP_BYTES
+            group.uop_next = base + words
+            if mine:
+                blob = b"".join(mine)
+                code.append(_instruction("UOP_LOAD", space=isa.Space.UOP, group_mask=1 << g,
+                                         ext_addr=self.image.put("uops", blob),
+                                         local_addr=base, length=len(blob)))
+        return code
+
     def emit_layer(self, stages, following=None):
         """Emit a prepared layer, then the first tile of each group's first unit of the
         ``following`` layer's first stage (so its weights load while this layer finishes), and
@@ -283,10 +391,13 @@ class _Lowering:
         for stage in stages:
             self.code += self._shared_constants(stage)
             self.code += stage.before
-            # Each group's instructions (its loads and RUNs, in its queue's order), then
-            # merged one RUN per group per round.
-            self.code += merge_streams([self._group_code(g, queue)
-                                 for g, queue in enumerate(stage.queues)])
+            if stage.broadcast:
+                self.code += self.broadcast_code(stage)
+            else:
+                # Each group's instructions (its loads and RUNs, in its queue's order), then
+                # merged one RUN per group per round.
+                self.code += merge_streams([self._group_code(g, queue)
+                                            for g, queue in enumerate(stage.queues)])
             self.code += stage.after
         loaded = sum(group.tiles_loaded for group in self.groups) - loaded
         if following:
@@ -296,6 +407,8 @@ class _Lowering:
                 # Not a tile that would overwrite weights this layer's runs still read.
                 if queue and len(queue[0].tile.weights) <= self.half_bytes and \
                         self.groups[g].whole is None:
+                    if following[0].broadcast:
+                        self.groups[g].last = 1     # every group's first tile in half 0
                     self._load_tile(g, queue[0].tile, self.code, lut=own_lut)
         self.emit("BARRIER", group_mask=self.all_groups)
         return loaded
@@ -312,8 +425,9 @@ class _Lowering:
             for unit in queue:
                 for run in unit.runs:
                     users[run.program] = users.get(run.program, 0) | 1 << g
-        resident = all(program in self.groups[g].uops for program, mask in users.items()
-                       for g in range(self.config.groups) if mask >> g & 1)
+        resident = stage.broadcast or all(
+            program in self.groups[g].uops for program, mask in users.items()
+            for g in range(self.config.groups) if mask >> g & 1)
         blob = b"".join(users)
         mask = functools.reduce(operator.or_, users.values(), 0)
         if not resident and mask & (mask - 1) and \
@@ -518,9 +632,10 @@ class _Lowering:
         return units
 
     def _run(self, layer, row_segment, col_segment, tile, part, conv_group, channels, src_at,
-             dst_at):
+             dst_at, write_base=0):
         """The micro-program and RUN operands of segment ``row_segment x col_segment`` for the
-        lane tile ``part = (lanes, weight byte, PARAM entry)`` of ``tile``."""
+        lane tile ``part = (lanes, weight byte, PARAM entry)`` of ``tile``; ``write_base``
+        bytes of its output offset go in its WRITE micro-op instead of the RUN."""
         row_axis, col_axis = layer.axes
         src_grid, dst_grid = layer.src_grid, layer.dst_grid
         cin = layer.cin_g
@@ -546,13 +661,14 @@ class _Lowering:
         write = (row_segment.out_step * mul_h * dst_grid.step_h * dst_grid.row_bytes,
                  col_segment.out_step * mul_w * dst_grid.step_w * dst_grid.channels)
         out_offset = dst_at.base + layer.pixel_addr(row_segment.out0, col_segment.out0) \
-            - dst_at.first_row * dst_grid.row_bytes + int(layer.chan_addr[channels[0]])
+            - dst_at.first_row * dst_grid.row_bytes + int(layer.chan_addr[channels[0]]) \
+            - write_base
         wgt_offset = part_weights + ((row_segment.first - tile.first_row) * tile.tap_cols
                                      + col_segment.first - tile.first_col) * cin * lanes
         operands = {"rows": row_segment.count, "cols": col_segment.count, "lanes": lanes,
                     "act_offset": act_offset, "wgt_offset": wgt_offset if taps else 0,
                     "param_offset": part_params, "out_offset": out_offset}
-        return _Run(_program(taps, loops, act, post, write), operands,
+        return _Run(_program(taps, loops, act, post, write, write_base), operands,
                     row_segment.count * col_segment.count * max(1, taps * cin))
 
     # --- groups --------------------------------------------------------------------------------
@@ -565,15 +681,19 @@ class _Lowering:
             half, wgt_base = self._load_tile(g, unit.tile, code)
             self.groups[g].last = half
             for run in unit.runs:
-                addr = self._load_uops(g, run.program, code)
-                code.append(_instruction(
-                    "RUN", group_mask=1 << g, uop_addr=addr,
-                    uop_count=len(run.program) // isa.UOP_BYTES,
-                    lut_offset=half * self.config.lanes,
-                    **{**run.operands, "wgt_offset": wgt_base + run.operands["wgt_offset"],
-                       "param_offset": half * self.half_params
-                       + run.operands["param_offset"]}))
+                self._load_uops(g, run.program, code)
+                code.append(_instruction("RUN", group_mask=1 << g,
+                                         **self._run_operands(g, run, half, wgt_base)))
         return code
+
+    def _run_operands(self, g, run, half, wgt_base):
+        """The RUN registers of ``run`` on group ``g``, its tile in ``half`` of the constant
+        buffers (weights from ``wgt_base``) and its micro-program loaded."""
+        return {"uop_addr": self.groups[g].uops[run.program],
+                "uop_count": len(run.program) // isa.UOP_BYTES,
+                "lut_offset": half * self.config.lanes,
+                **run.operands, "wgt_offset": wgt_base + run.operands["wgt_offset"],
+                "param_offset": half * self.half_params + run.operands["param_offset"]}
 
     def _load_tile(self, g, tile, code, lut=True):
         """``(half, weight address)`` of group ``g``'s constant buffers holding ``tile``,
