@@ -26,13 +26,16 @@ from ..hw.uart import UartRx, UartTx
 from ..sim.rtl import SIMULATORS, RtlTestError, output_to, run_cocotb
 from .top import BoardTop
 
-__all__ = ["DIVISOR", "LINE_FIFO", "SimulatedBoard", "serve"]
+__all__ = ["DIVISOR", "LINE_FIFO", "TIMEOUT_BITS", "SimulatedBoard", "serve"]
 
 #: Clock cycles per UART bit in simulation, where the line has no analogue errors: the least at
 #: which the bridge commits a 255-word write frame before its byte queue overflows (docs/boards.md).
 DIVISOR = 5
 #: Bytes each direction of the host's end of the line holds.
 LINE_FIFO = 512
+#: The bridge's timeout in simulation, in bit times (a board's is 10,000): simulated cycles
+#: are dear, and the host's frames arrive whole.
+TIMEOUT_BITS = 1000
 
 
 class SimulatedBoard(wiring.Component):
@@ -50,7 +53,8 @@ class SimulatedBoard(wiring.Component):
     """
 
     def __init__(self, config, single_port_memory=False):
-        self.top = BoardTop(config, config.memory_bytes, DIVISOR, single_port_memory)
+        self.top = BoardTop(config, config.memory_bytes, DIVISOR, single_port_memory,
+                            TIMEOUT_BITS)
         super().__init__({"host_i": In(stream.Signature(8)), "host_o": Out(stream.Signature(8)),
                           "irq": Out(1)})
 

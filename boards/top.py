@@ -17,7 +17,7 @@ from amaranth.lib.wiring import In, Out, connect
 
 from ..hw.accelerator import Accelerator
 from ..hw.arch.memory_map import REGISTERS_BASE
-from ..hw.bridge import UartBridge
+from ..hw.bridge import TIMEOUT_BITS, UartBridge
 from ..hw.onchip import OnChipMemory
 
 __all__ = ["BoardTop"]
@@ -46,6 +46,8 @@ class BoardTop(wiring.Component):
         Clock cycles per UART bit (see :class:`flexigan.hw.bridge.UartBridge`).
     single_port_memory : bool
         The on-chip memory has one port (iCE40 SPRAM; see :class:`OnChipMemory`).
+    timeout_bits : int
+        The bridge's timeout for an incomplete frame, in bit times.
 
     Attributes
     ----------
@@ -56,14 +58,15 @@ class BoardTop(wiring.Component):
     memory : OnChipMemory
     """
 
-    def __init__(self, config, memory_bytes, divisor, single_port_memory=False):
+    def __init__(self, config, memory_bytes, divisor, single_port_memory=False,
+                 timeout_bits=TIMEOUT_BITS):
         row_bytes = config.axi_data_width // 8
         if not isinstance(memory_bytes, int) or memory_bytes <= 0 or memory_bytes % row_bytes:
             raise ValueError(f"BoardTop memory_bytes must be a positive multiple of the AXI "
                              f"width ({row_bytes} bytes), not {memory_bytes!r}")
         self.accelerator = Accelerator(config)
         self.memory = OnChipMemory(memory_bytes, config.axi_data_width, single_port_memory)
-        self.bridge = UartBridge(divisor)
+        self.bridge = UartBridge(divisor, timeout_bits)
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "irq": Out(1)})
 
     def elaborate(self, platform):

@@ -11,8 +11,6 @@ folder and compares it with onnxruntime's float model.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import shutil
 import tempfile
 import time
@@ -24,6 +22,7 @@ from . import engines, steps
 from .compiler import ir, passes
 from .compiler.onnx_import import import_model, load_onnx
 from .errors import UsageError
+from .files import write_json_atomic
 from .hw.arch.config import preset
 from .inputs import default_calibration, load_inputs
 from .layers import layer_table, op_name, totals
@@ -230,14 +229,8 @@ def _execute(out, engine, input_path, output_path, options, report_name):
         model.folder / ("output.npy" if len(outputs) == 1 else "output.npz")
     _save_outputs(output_path, {onnx_names[o]: v for o, v in outputs.items()})
     report["output_file"] = str(output_path)
-    _write_report(model.folder / report_name, report)
+    write_json_atomic(model.folder / report_name, report)
     return report
-
-
-def _write_report(path, report):
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
-        f.write(json.dumps(report, indent=1) + "\n")
-    os.replace(f.name, path)
 
 
 def _compare_with_float(report, model, feeds, outputs, values, log):

@@ -70,11 +70,15 @@ class BridgeClient:
         After each ``check_every`` bytes (and at the end) the last word written is read back
         and compared: that bounds the bytes in flight (the port's read timeout need only
         cover ``check_every`` bytes on the line, not the whole image) and catches a frame the
-        board dropped. A word read back wrong raises :class:`FlexiganError`.
+        board dropped. A word read back wrong raises :class:`FlexiganError`. ``check_every=0``
+        writes without reading back.
         """
         data = bytes(data)
         _check_whole_words("data length", len(data))
         words = list(struct.unpack(f"<{len(data) // 4}I", data))
+        if not check_every:
+            self.write_words(addr, words)
+            return
         step = max(1, check_every // 4)
         for first in range(0, len(words), step):
             part = words[first:first + step]

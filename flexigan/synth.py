@@ -11,20 +11,19 @@ instruction-level simulator's cycles for one frame.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import tempfile
 from pathlib import Path
 
 from . import boards
 from .boards.build import TimingError
 from .engines import Compiled
 from .errors import FlexiganError, UsageError
+from .files import write_json_atomic
 from .hw.arch.config import AcceleratorConfig
 from .inputs import default_calibration
 from .sim import isa_sim
 
-__all__ = ["synth", "program_board", "target_of", "write_json_atomic"]
+__all__ = ["synth", "program_board", "target_of", "frame_cycles"]
 
 #: Where in the output folder the build's files go.
 FOLDER = "synth"
@@ -133,11 +132,3 @@ def program_board(board, bitstream, log=print):
             last += " (install libusb-1.0-0 and libftdi1-2, e.g. with apt-get)"
         raise FlexiganError(f"programming failed: openFPGALoader: {last.strip()}")
     log(f"programmed the {board.PRESET} board")
-
-
-def write_json_atomic(path, document):
-    """Write ``document`` as JSON to ``path`` through a temporary file in the same folder."""
-    path = Path(path)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
-        f.write(json.dumps(document, indent=1) + "\n")
-    os.replace(f.name, path)

@@ -9,8 +9,8 @@ no host, after ``IDLE_SECONDS`` of wall time.
 
 Simulated time runs only as fast as the host talks: while nothing moves, the simulation
 advances ``IDLE_CYCLES`` per millisecond of waiting for the host, so the accelerator runs while
-the host polls it, and the bytes of a frame are never further apart than that (far below the
-bridge's timeout).
+the host polls it. The host writes each frame at once, so its bytes are never split by such a
+step (which is shorter than the simulated bridge's timeout, 1,000 bit times).
 """
 
 import os

@@ -87,7 +87,7 @@ def test_a_garbled_frame_never_writes_and_the_bridge_recovers_after_its_timeout(
         client.write_words(0x100, [0x1111_1111, 0x2222_2222, 0x3333_3333, 0x4444_4444])
         # A frame that stops short: its two words must never reach memory.
         port.write(struct.pack(">BBI", CMD_WRITE, 4, 0x100 // 4) + bytes(8))
-        time.sleep(2)       # quiet: the simulation runs past the bridge's 10,000-bit timeout
+        time.sleep(2)       # quiet: the simulation runs past the bridge's timeout (1,000 bits)
         assert client.read_words(0x100, 4) == [0x1111_1111, 0x2222_2222, 0x3333_3333,
                                                 0x4444_4444]
         # An unknown command: everything up to a quiet line is dropped, a complete write too.

@@ -1,7 +1,5 @@
 """The AXI4-Lite register file and the AXI4 DMA parts on real simulators, against AxiRam."""
 
-import time
-
 import pytest
 
 from flexigan.hw.arch.config import AcceleratorConfig
@@ -15,8 +13,6 @@ CONFIG = AcceleratorConfig(axi_data_width=32, burst_bytes=256)
 @pytest.mark.parametrize("pause", [0.0, 0.3])
 @pytest.mark.parametrize("simulator", SIMULATORS)
 def test_dma_copy_against_axi_ram(simulator, pause, build_root):
-    start = time.monotonic()
     run_cocotb(DmaCopy(CONFIG), test_module="flexigan.sim.tb.dma_copy", simulator=simulator,
                build_dir=build_root / "dma_copy",
                extra_env={"AXI_DATA_WIDTH": CONFIG.axi_data_width, "PAUSE": pause, "SEED": 1})
-    assert time.monotonic() - start < 60
