@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint bench bench-rtl bitstreams icarus clean
+.PHONY: demo test test-slow lint bench bench-zoo bench-rtl bitstreams icarus clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+
+bench-zoo: $(STAMP)
+	$(BIN)/python benchmarks/zoo.py
 
 bitstreams: $(STAMP)
 	$(BIN)/python benchmarks/bitstreams.py

@@ -25,31 +25,36 @@ deterministic: the same graph and config give the same bytes.
 
 from __future__ import annotations
 
+import functools
+import operator
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..errors import FitError
 from ..hw.arch import isa
-from ..hw.arch.timing import RUN_LATENCY
+from ..hw.arch.timing import LOAD_SETUP, RUN_LATENCY
 from . import asm, ir, macs
 from .plan import plan
 from .program import ImageBuilder, Program
-from .schedule import balance, cut_pieces, merge_streams
+from .schedule import MIN_UNITS_PER_GROUP, balance, cut_pieces, merge_streams, pieces_worth
 
 __all__ = ["lower"]
 
 
 @dataclass(frozen=True)
 class _Tile:
-    """The constants of one work unit: a block of weights ``[tap row][tap col][cin][lane]``
-    for taps ``rows x cols`` of one conv group and lane tile, its PARAM entries and LUTs."""
+    """The constants of one work unit: for each of its lane tiles (``parts``, runs of output
+    channels of one conv group) a block of weights ``[tap row][tap col][cin][lane]`` for taps
+    ``rows x cols``, the blocks one after the other, their PARAM entries one after the other,
+    and the LUTs (one shared table, or a table per lane of a unit of one lane tile). Loaded
+    with one DMA per memory, so a group fetches many small lane tiles at the cost of one."""
 
     key: tuple
-    lanes: int
-    first_row: int      # first tap (index in the phase's taps) of the block, per axis
+    parts: tuple[tuple[int, int, int], ...]    # per lane tile: (lanes, weight byte, PARAM entry)
+    first_row: int      # first tap (index in the phase's taps) of the blocks, per axis
     first_col: int
-    tap_cols: int       # tap columns in the block
+    tap_cols: int       # tap columns in a block
     weights: bytes
     params: bytes
     lut: bytes
@@ -98,11 +103,13 @@ class _LayerStats:
 @dataclass(frozen=True)
 class _PreparedStage:
     """One stage of a layer: DMA ``before`` it, the work units queued per group, DMA
-    ``after``."""
+    ``after``. ``broadcast``: the groups' units run in lockstep, each RUN instruction
+    starting the same RUN on every group (:meth:`_Lowering.broadcast_code`)."""
 
     before: list
     queues: list[list[_Unit]]
     after: list
+    broadcast: bool = False
 
 
 @dataclass
@@ -128,7 +135,7 @@ def _uop(op, **operands):
     return asm.encode("uop", op, **operands)
 
 
-def _program(taps, loops, act, post, write):
+def _program(taps, loops, act, post, write, write_base=0):
     """Bytes of a segment's micro-program; LOOP levels of count 1 are left out."""
     ops = []
     if taps:
@@ -140,8 +147,8 @@ def _program(taps, loops, act, post, write):
     ops.append(_uop("CLEAR", use_bias=1))
     if taps:
         ops.append(_uop("MAC"))
-    ops += [_uop("POST", **post), _uop("WRITE", row_stride=write[0], col_stride=write[1],
-                                       lane_stride=1)]
+    ops += [_uop("POST", **post), _uop("WRITE", base=write_base, row_stride=write[0],
+                                       col_stride=write[1], lane_stride=1)]
     return b"".join(ops)
 
 
@@ -239,17 +246,28 @@ class _Lowering:
         col_phases = {s.phase: s.phase_taps for s in col_segments}
         per_segment, lanes = self._tiling(layer, row_segments, col_segments, row_phases,
                                           col_phases)
-        tiles = self._lane_tiles(layer, lanes)
-        unit_count = len(tiles) * (len(row_segments) * len(col_segments) if per_segment
-                                   else len(row_phases) * len(col_phases))
+        blocks = len(row_segments) * len(col_segments) if per_segment \
+            else len(row_phases) * len(col_phases)
+        lane_tiles = self._lane_tiles(layer, lanes)
+        if not per_segment and self._broadcastable(layer, lane_tiles, row_segments,
+                                                   col_segments):
+            return self._prepare_broadcast(layer, lane_tiles, row_segments[0],
+                                           col_segments[0], lanes)
+        tiles = self._unit_tiles(layer, lane_tiles, blocks, per_segment, row_phases,
+                                 col_phases)
+        unit_count = len(tiles) * blocks
         stages = []
         pending = self._clears(layer)
         units_total, runs_total, mac_steps = 0, 0, [0] * groups
+        steps = layer.steps_per_lane_tile() * len(self._lane_tiles(layer, lanes))
         for stage in layer.stages:
             before, after, src_at, dst_at = self._stage_dma(layer, stage)
             units = []
+            share = (stage.stop - stage.first) / layer.out_hw[0]
+            most = pieces_worth(unit_count, steps * share, self._load_cycles(layer, tiles),
+                                groups)
             for band_first, band_stop, col_first, col_stop in cut_pieces(
-                    stage.stop - stage.first, layer.out_hw[1], unit_count, groups):
+                    stage.stop - stage.first, layer.out_hw[1], unit_count, groups, most):
                 piece = (stage.first + band_first, stage.first + band_stop, col_first, col_stop)
                 units += self._units(layer, row_segments, col_segments, piece, tiles,
                                      per_segment, src_at, dst_at)
@@ -264,27 +282,181 @@ class _Lowering:
                             mac_steps)
         return stages, stats
 
+    def _broadcastable(self, layer, lane_tiles, row_segments, col_segments):
+        """Whether the lane tiles of ``layer`` (a 1x1 output: a Gemm) run as broadcast RUNs:
+        one stage, one segment, one conv group, no per-lane LUT, at least two rounds of a lane
+        tile per group, and lane tile ``j*G + g`` written at a fixed offset ``shift(g)`` from
+        lane tile ``j*G`` (so each group's micro-program holds its offset in WRITE.base)."""
+        groups = self.config.groups
+        lut = layer.post.lut
+        if layer.out_hw != (1, 1) or layer.groups != 1 or len(layer.stages) != 1 or \
+                len(row_segments) != 1 or len(col_segments) != 1 or \
+                len(lane_tiles) < MIN_UNITS_PER_GROUP * groups or \
+                (lut is not None and lut.shape[0] > 1):
+            return False
+        first = [int(layer.chan_addr[channels[0]]) for _, channels in lane_tiles]
+        return all(first[j + g] - first[j] == first[g] - first[0]
+                   for j in range(0, len(first), groups) for g in range(groups)
+                   if j + g < len(first))
+
+    def _prepare_broadcast(self, layer, lane_tiles, row_segment, col_segment, lanes):
+        """``(stages, stats)`` of a layer of broadcast RUNs: lane tile ``j*G + g`` is group
+        ``g``'s in round ``j``; a group's unit holds the lane tiles of consecutive rounds that
+        fit half its weight buffer and PARAM entries, at the same offsets in every group."""
+        groups = self.config.groups
+        stage = layer.stages[0]
+        before, after, src_at, dst_at = self._stage_dma(layer, stage)
+        rounds = -(-len(lane_tiles) // groups)
+        block = max(1, row_segment.ntaps * col_segment.ntaps) * layer.cin_g * lanes
+        fit = max(1, min(self.half_bytes // block, self.half_params // lanes))
+        per_unit = max(1, min(fit, -(-rounds // MIN_UNITS_PER_GROUP)))
+        first = [int(layer.chan_addr[channels[0]]) for _, channels in lane_tiles]
+        queues = []
+        for g in range(groups):
+            mine = [lane_tiles[j * groups + g][1] for j in range(rounds)
+                    if j * groups + g < len(lane_tiles)]
+            units = []
+            for start in range(0, len(mine), per_unit):
+                chunk = mine[start:start + per_unit]
+                tile = self._tile(layer, 0, chunk, row_segment.phase_taps,
+                                  col_segment.phase_taps, 0, 0)
+                runs = []
+                for part, channels in zip(tile.parts, chunk):
+                    run = self._run(layer, row_segment, col_segment, tile, part, 0, channels,
+                                    src_at, dst_at, write_base=first[g] - first[0])
+                    runs.append(run)
+                units.append(_Unit(tile, tuple(runs)))
+            queues.append(units)
+        mac_steps = [sum(r.steps for u in queue for r in u.runs) for queue in queues]
+        stats = _LayerStats(1, False, lanes, sum(map(len, queues)),
+                            sum(len(u.runs) for queue in queues for u in queue), mac_steps)
+        pending = self._clears(layer)
+        return [_PreparedStage(pending + before, queues, after, broadcast=True)], stats
+
+    def broadcast_code(self, stage):
+        """The instructions of a broadcast stage: each group's micro-program (its WRITE.base
+        places its lane tile) at one address in every group, then per unit index the groups'
+        tile loads (into the same half of each) and one RUN per round for all of them."""
+        code = self._broadcast_uops(stage.queues)
+        for group in self.groups:
+            group.last = 1
+        for u in range(max(map(len, stage.queues))):
+            placed = {g: self._load_tile(g, queue[u].tile, code)
+                      for g, queue in enumerate(stage.queues) if u < len(queue)}
+            for g, (half, _) in placed.items():
+                self.groups[g].last = half
+            for r in range(max(len(stage.queues[g][u].runs) for g in placed)):
+                masks = {}
+                for g, (half, wgt_base) in placed.items():
+                    runs = stage.queues[g][u].runs
+                    if r < len(runs):
+                        key = tuple(sorted(self._run_operands(g, runs[r], half,
+                                                              wgt_base).items()))
+                        masks[key] = masks.get(key, 0) | 1 << g
+                code += [_instruction("RUN", group_mask=mask, **dict(key))
+                         for key, mask in masks.items()]
+        return code
+
+    def _broadcast_uops(self, queues):
+        """UOP_LOAD of each group's micro-programs (in first-use order, the same sizes in
+        every group) at one address in all groups."""
+        programs = [list(dict.fromkeys(r.program for u in queue for r in u.runs))
+                    for queue in queues]
+        words = max(sum(len(p) for p in mine) for mine in programs) // isa.UOP_BYTES
+        base = max(group.uop_next for group in self.groups)
+        if base + words > self.config.uop_depth:
+            base = 0
+            for group in self.groups:
+                group.uops.clear()
+        code = []
+        for g, mine in enumerate(programs):
+            group = self.groups[g]
+            at = base
+            for program in mine:
+                group.uops[program] = at
+                at += len(program) // isa.UOP_BYTES
+            group.uop_next = base + words
+            if mine:
+                blob = b"".join(mine)
+                code.append(_instruction("UOP_LOAD", space=isa.Space.UOP, group_mask=1 << g,
+                                         ext_addr=self.image.put("uops", blob),
+                                         local_addr=base, length=len(blob)))
+        return code
+
     def emit_layer(self, stages, following=None):
         """Emit a prepared layer, then the first tile of each group's first unit of the
         ``following`` layer's first stage (so its weights load while this layer finishes), and
         a BARRIER. Return the number of tiles the layer loaded."""
         loaded = sum(group.tiles_loaded for group in self.groups)
         for stage in stages:
+            self.code += self._shared_constants(stage)
             self.code += stage.before
-            # Each group's instructions (its loads and RUNs, in its queue's order), then
-            # merged one RUN per group per round.
-            self.code += merge_streams([self._group_code(g, queue)
-                                 for g, queue in enumerate(stage.queues)])
+            if stage.broadcast:
+                self.code += self.broadcast_code(stage)
+            else:
+                # Each group's instructions (its loads and RUNs, in its queue's order), then
+                # merged one RUN per group per round.
+                self.code += merge_streams([self._group_code(g, queue)
+                                            for g, queue in enumerate(stage.queues)])
             self.code += stage.after
         loaded = sum(group.tiles_loaded for group in self.groups) - loaded
         if following:
+            # A LUT the next layer shares is broadcast after the BARRIER instead.
+            own_lut = _shared_lut(following[0]) is None
             for g, queue in enumerate(following[0].queues):
                 # Not a tile that would overwrite weights this layer's runs still read.
                 if queue and len(queue[0].tile.weights) <= self.half_bytes and \
                         self.groups[g].whole is None:
-                    self._load_tile(g, queue[0].tile, self.code)
+                    if following[0].broadcast:
+                        self.groups[g].last = 1     # every group's first tile in half 0
+                    self._load_tile(g, queue[0].tile, self.code, lut=own_lut)
         self.emit("BARRIER", group_mask=self.all_groups)
         return loaded
+
+    def _shared_constants(self, stage):
+        """DMA loading the constants that ``stage``'s groups share, once for all of them
+        (a DMA with a group mask writes the same bytes into every group): all its
+        micro-programs in one UOP_LOAD when they fit the micro-op memory together, and a
+        LUT that every unit of the stage uses into both halves of every group that lacks it.
+        The per-unit loads of :meth:`_group_code` then find them there."""
+        code = []
+        users = {}
+        for g, queue in enumerate(stage.queues):
+            for unit in queue:
+                for run in unit.runs:
+                    users[run.program] = users.get(run.program, 0) | 1 << g
+        resident = stage.broadcast or all(
+            program in self.groups[g].uops for program, mask in users.items()
+            for g in range(self.config.groups) if mask >> g & 1)
+        blob = b"".join(users)
+        mask = functools.reduce(operator.or_, users.values(), 0)
+        if not resident and mask & (mask - 1) and \
+                len(blob) // isa.UOP_BYTES <= self.config.uop_depth:
+            code.append(_instruction("UOP_LOAD", space=isa.Space.UOP, group_mask=mask,
+                                     ext_addr=self.image.put("uops", blob), local_addr=0,
+                                     length=len(blob)))
+            for group in self.groups:
+                group.uops.clear()
+                group.uop_next = len(blob) // isa.UOP_BYTES
+            at = 0
+            for program, program_mask in users.items():
+                for g in range(self.config.groups):
+                    if program_mask >> g & 1:
+                        self.groups[g].uops[program] = at
+                at += len(program) // isa.UOP_BYTES
+        lut = _shared_lut(stage)
+        if lut is not None:
+            for half in (0, 1):
+                lacking = [g for g, group in enumerate(self.groups) if group.luts[half] != lut]
+                if lacking:
+                    code.append(_instruction(
+                        "DMA_LOAD", space=isa.Space.LUT,
+                        group_mask=sum(1 << g for g in lacking),
+                        ext_addr=self.image.put("constants", lut),
+                        local_addr=half * self.config.lanes, length=len(lut)))
+                    for g in lacking:
+                        self.groups[g].luts[half] = lut
+        return code
 
     def _tiling(self, layer, row_segments, col_segments, row_phases, col_phases):
         """``(per_segment, lanes)`` of the layer's weight tiles. In half the weight buffer
@@ -323,6 +495,18 @@ class _Lowering:
                            f"(short by {segment - config.weight_bytes})")
         return best[1:]
 
+    def _load_cycles(self, layer, tiles):
+        """Estimated cycles of the AXI port to load one unit of ``layer`` (its largest lane
+        tiles' weights and PARAM entries, two DMAs) and fetch its instructions."""
+        config = self.config
+        cin, lanes = layer.cin_g, max(len(c) for _, chunk in tiles for c in chunk)
+        per_unit = max(len(chunk) for _, chunk in tiles)
+        kernel = layer.weight.shape[3] * layer.weight.shape[4]
+        weights = per_unit * lanes * (cin * kernel + isa.PARAM_BYTES)
+        fetch = config.mem_latency / config.fetch_insns
+        return 2 * (config.mem_latency + LOAD_SETUP) + weights / config.axi_bytes \
+            + (2 + per_unit) * fetch
+
     def _estimate(self, layer, blocks, lanes, whole, segments):
         """Cycles the layer would take with weight tiles of ``blocks`` bytes per lane (one
         unit each, per lane tile and per piece of each stage) on ``lanes`` lanes: its MAC
@@ -348,14 +532,15 @@ class _Lowering:
     def _lane_tiles(self, layer, lanes):
         """``[(conv group, [channels])]``: runs of at most ``lanes`` output channels of one
         conv group whose bytes are consecutive (so one WRITE lane stride places them), in
-        address order (a depth-to-space scatters channels over the pixels of a block)."""
+        address order (a depth-to-space scatters channels over the pixels of a block; a Gemm
+        whose output is viewed as an image writes its neurons in HWC order, so a lane tile
+        is the channels of one pixel: its weight rows are taken in that order)."""
         tiles = []
         cout_g = layer.weight.shape[1]
         for conv_group in range(layer.groups):
             current = []
-            channels = range(conv_group * cout_g, (conv_group + 1) * cout_g)
-            if layer.mapped:
-                channels = sorted(channels, key=lambda n: layer.chan_addr[n])
+            channels = sorted(range(conv_group * cout_g, (conv_group + 1) * cout_g),
+                              key=lambda n: layer.chan_addr[n])
             for n in channels:
                 if current and (len(current) == lanes or
                                 layer.chan_addr[n] != layer.chan_addr[current[-1]] + 1):
@@ -365,14 +550,52 @@ class _Lowering:
             tiles.append((conv_group, current))
         return tiles
 
-    def _tile(self, layer, conv_group, channels, row_taps, col_taps, first_row, first_col):
-        local = [n - conv_group * layer.weight.shape[1] for n in channels]
-        block = layer.weight[conv_group][local][:, :, list(row_taps)][:, :, :, list(col_taps)]
-        weights = np.ascontiguousarray(block.transpose(2, 3, 1, 0)).astype(np.int8).tobytes()
-        params, lut = layer.post.param_bytes(channels), layer.post.lut_bytes(channels)
+    def _unit_tiles(self, layer, lane_tiles, blocks, per_segment, row_phases, col_phases):
+        """``[(conv group, [[channels] per lane tile])]``: the lane tiles of one conv group
+        gathered into the units' tiles. As many lane tiles per unit as fit half the weight
+        buffer and half the PARAM entries (one shared LUT), but no fewer units than
+        :data:`MIN_UNITS_PER_GROUP` per group (so every group has work, and each loads its
+        next tile while it runs one), in a multiple of the groups (so they balance)."""
+        groups = self.config.groups
+        cin = layer.cin_g
+        taps = [len(r) * len(c) for r in row_phases.values() for c in col_phases.values()]
+        lanes = max(len(channels) for _, channels in lane_tiles)
+        block = max(1, *taps) * cin * lanes
+        fit = min(self.half_bytes // block, self.half_params // lanes)
+        lut = layer.post.lut
+        if per_segment or fit <= 1 or (lut is not None and lut.shape[0] > 1):
+            return [(conv_group, [channels]) for conv_group, channels in lane_tiles]
+        by_group = {}
+        for conv_group, channels in lane_tiles:
+            by_group.setdefault(conv_group, []).append(channels)
+        total = len(lane_tiles) * blocks
+        units = max(-(-total // fit), MIN_UNITS_PER_GROUP * groups)
+        units = min(total, -(-units // groups) * groups)
+        per_unit = -(-total // units)
+        return [(conv_group, chunk[i:i + per_unit]) for conv_group, chunk in by_group.items()
+                for i in range(0, len(chunk), per_unit)]
+
+    def _tile(self, layer, conv_group, lane_tiles, row_taps, col_taps, first_row, first_col):
+        weights, params, luts, parts = [], [], [], []
+        weight_at = param_at = 0
+        for channels in lane_tiles:
+            local = [n - conv_group * layer.weight.shape[1] for n in channels]
+            block = layer.weight[conv_group][local][:, :, list(row_taps)][:, :, :,
+                                                                           list(col_taps)]
+            weights.append(np.ascontiguousarray(block.transpose(2, 3, 1, 0)).astype(np.int8)
+                           .tobytes())
+            params.append(layer.post.param_bytes(channels))
+            luts.append(layer.post.lut_bytes(channels))
+            parts.append((len(channels), weight_at, param_at))
+            weight_at += len(weights[-1])
+            param_at += len(channels)
+        weights, params = b"".join(weights), b"".join(params)
+        # One shared table, or one lane tile's tables per lane.
+        lut = luts[0]
         # By content: the channels of a depthwise layer (the Adds) share one tile.
-        key = (layer.index, row_taps, col_taps, first_row, first_col, weights, params, lut)
-        return _Tile(key, len(channels), first_row, first_col, len(col_taps), weights, params,
+        key = (layer.index, row_taps, col_taps, first_row, first_col, weights, params, lut,
+               tuple(parts))
+        return _Tile(key, tuple(parts), first_row, first_col, len(col_taps), weights, params,
                      lut)
 
     def _units(self, layer, row_segments, col_segments, piece, tiles, per_segment, src_at,
@@ -398,21 +621,25 @@ class _Lowering:
                 row_taps, col_taps, first_row, first_col = r.taps, c.taps, r.first, c.first
             else:
                 row_taps, col_taps, first_row, first_col = r.phase_taps, c.phase_taps, 0, 0
-            for conv_group, channels in tiles:
-                tile = self._tile(layer, conv_group, channels, row_taps, col_taps, first_row,
+            for conv_group, lane_tiles in tiles:
+                tile = self._tile(layer, conv_group, lane_tiles, row_taps, col_taps, first_row,
                                   first_col)
-                runs = tuple(self._run(layer, row_segment, col_segment, tile, conv_group,
+                runs = tuple(self._run(layer, row_segment, col_segment, tile, part, conv_group,
                                        channels, src_at, dst_at)
+                             for part, channels in zip(tile.parts, lane_tiles)
                              for row_segment, col_segment in batch)
                 units.append(_Unit(tile, runs))
         return units
 
-    def _run(self, layer, row_segment, col_segment, tile, conv_group, channels, src_at, dst_at):
-        """The micro-program and RUN operands of segment ``row_segment x col_segment`` for one
-        tile."""
+    def _run(self, layer, row_segment, col_segment, tile, part, conv_group, channels, src_at,
+             dst_at, write_base=0):
+        """The micro-program and RUN operands of segment ``row_segment x col_segment`` for the
+        lane tile ``part = (lanes, weight byte, PARAM entry)`` of ``tile``; ``write_base``
+        bytes of its output offset go in its WRITE micro-op instead of the RUN."""
         row_axis, col_axis = layer.axes
         src_grid, dst_grid = layer.src_grid, layer.dst_grid
-        cin, lanes = layer.cin_g, tile.lanes
+        cin = layer.cin_g
+        lanes, part_weights, part_params = part
         taps = row_segment.ntaps * col_segment.ntaps
         act_offset = 0
         if taps:
@@ -434,13 +661,14 @@ class _Lowering:
         write = (row_segment.out_step * mul_h * dst_grid.step_h * dst_grid.row_bytes,
                  col_segment.out_step * mul_w * dst_grid.step_w * dst_grid.channels)
         out_offset = dst_at.base + layer.pixel_addr(row_segment.out0, col_segment.out0) \
-            - dst_at.first_row * dst_grid.row_bytes + int(layer.chan_addr[channels[0]])
-        wgt_offset = ((row_segment.first - tile.first_row) * tile.tap_cols
-                      + col_segment.first - tile.first_col) * cin * lanes
+            - dst_at.first_row * dst_grid.row_bytes + int(layer.chan_addr[channels[0]]) \
+            - write_base
+        wgt_offset = part_weights + ((row_segment.first - tile.first_row) * tile.tap_cols
+                                     + col_segment.first - tile.first_col) * cin * lanes
         operands = {"rows": row_segment.count, "cols": col_segment.count, "lanes": lanes,
                     "act_offset": act_offset, "wgt_offset": wgt_offset if taps else 0,
-                    "out_offset": out_offset}
-        return _Run(_program(taps, loops, act, post, write), operands,
+                    "param_offset": part_params, "out_offset": out_offset}
+        return _Run(_program(taps, loops, act, post, write, write_base), operands,
                     row_segment.count * col_segment.count * max(1, taps * cin))
 
     # --- groups --------------------------------------------------------------------------------
@@ -453,19 +681,26 @@ class _Lowering:
             half, wgt_base = self._load_tile(g, unit.tile, code)
             self.groups[g].last = half
             for run in unit.runs:
-                addr = self._load_uops(g, run.program, code)
-                code.append(_instruction(
-                    "RUN", group_mask=1 << g, uop_addr=addr,
-                    uop_count=len(run.program) // isa.UOP_BYTES,
-                    param_offset=half * self.half_params, lut_offset=half * self.config.lanes,
-                    **{**run.operands, "wgt_offset": wgt_base + run.operands["wgt_offset"]}))
+                self._load_uops(g, run.program, code)
+                code.append(_instruction("RUN", group_mask=1 << g,
+                                         **self._run_operands(g, run, half, wgt_base)))
         return code
 
-    def _load_tile(self, g, tile, code):
+    def _run_operands(self, g, run, half, wgt_base):
+        """The RUN registers of ``run`` on group ``g``, its tile in ``half`` of the constant
+        buffers (weights from ``wgt_base``) and its micro-program loaded."""
+        return {"uop_addr": self.groups[g].uops[run.program],
+                "uop_count": len(run.program) // isa.UOP_BYTES,
+                "lut_offset": half * self.config.lanes,
+                **run.operands, "wgt_offset": wgt_base + run.operands["wgt_offset"],
+                "param_offset": half * self.half_params + run.operands["param_offset"]}
+
+    def _load_tile(self, g, tile, code, lut=True):
         """``(half, weight address)`` of group ``g``'s constant buffers holding ``tile``,
         appending to ``code`` its load into the half the group used least recently (double
         buffering) if it is not there. A tile larger than half the weight buffer takes all of
-        it (its PARAM entries and LUTs still go in one half)."""
+        it (its PARAM entries and LUTs still go in one half). ``lut=False``: not its LUT
+        (a shared table that :meth:`_shared_constants` loads)."""
         group, mask = self.groups[g], 1 << g
         if tile.key in group.halves:
             half = group.halves.index(tile.key)
@@ -486,7 +721,7 @@ class _Lowering:
         code.append(_instruction("DMA_LOAD", space=isa.Space.PARAM, group_mask=mask,
                                  ext_addr=self.image.put("constants", tile.params),
                                  local_addr=half * self.half_params, length=len(tile.params)))
-        if tile.lut and group.luts[half] != tile.lut:
+        if lut and tile.lut and group.luts[half] != tile.lut:
             # A shared table stays loaded across the tiles of a layer.
             group.luts[half] = tile.lut
             code.append(_instruction("DMA_LOAD", space=isa.Space.LUT, group_mask=mask,
@@ -509,6 +744,13 @@ class _Lowering:
             group.uops[program] = group.uop_next
             group.uop_next += count
         return group.uops[program]
+
+
+def _shared_lut(stage):
+    """The one 256-byte LUT every unit of ``stage`` uses, or None."""
+    luts = {unit.tile.lut for queue in stage.queues for unit in queue}
+    lut = luts.pop() if len(luts) == 1 else None
+    return lut if lut is not None and len(lut) == isa.LUT_BYTES else None
 
 
 def _useful_macs(qgraph, layer):
@@ -551,7 +793,8 @@ def lower(qgraph, config, reorder=True):
                          "first": first, "last": len(lowering.code),
                          "macs_useful": _useful_macs(qgraph, layer),
                          "stages": stats.stages, "per_segment_tiles": stats.per_segment_tiles,
-                         "lanes_per_tile": stats.lanes_per_tile, "units": stats.units,
+                         "lanes_per_tile": stats.lanes_per_tile, "packed_columns": layer.packed,
+                         "units": stats.units,
                          "runs": stats.runs, "tiles": tiles, "mac_steps": stats.mac_steps})
     counters = lowering.image.reserve("counters", 8 * 8)
     lowering.emit("COUNTERS", action=isa.CounterAction.STORE, ext_addr=counters)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import heapq
 
-__all__ = ["MIN_UNITS_PER_GROUP", "cut_pieces", "balance", "merge_streams"]
+__all__ = ["MIN_UNITS_PER_GROUP", "cut_pieces", "pieces_worth", "balance", "merge_streams"]
 
 #: Work units per group below which a layer's units are split into row bands (so every group
 #: has work, and the greedy balance has pieces to move).
@@ -48,19 +48,37 @@ def _cuts(n, parts):
     return [n * i // parts for i in range(parts + 1)]
 
 
+def pieces_worth(units, steps, load, groups):
+    """Most pieces worth cutting a stage of ``units`` work units into, when every piece
+    loads its own copy of the units' tiles, one DMA after another (``load`` cycles each),
+    and the stage's ``steps`` MAC steps spread over the groups the pieces keep busy: a small
+    layer runs on fewer groups rather than wait for the same weights to reach each of them.
+    The piece count that minimises ``pieces * units * load + steps / busy groups``; None
+    when that keeps every group busy (the cut is then :func:`cut_pieces`' own)."""
+    def estimate(pieces):
+        return pieces * units * load + steps / min(groups, pieces * units)
+
+    most = -(-MIN_UNITS_PER_GROUP * groups // units)
+    best = min(range(1, most + 1), key=estimate)
+    return None if best * units >= groups else best
+
+
 @functools.lru_cache(maxsize=1024)
-def cut_pieces(rows, cols, units, groups):
+def cut_pieces(rows, cols, units, groups, most=None):
     """Rectangles ``(r0, r1, c0, c1)`` cutting a ``rows x cols`` output into row bands times
     column bands of ``units`` work units each (of cost about proportional to their pixels),
     so that the units balance over the groups: the cut whose greedy assignment has the
     least-loaded busiest group, preferring at least :data:`MIN_UNITS_PER_GROUP` units per
     group (smaller pieces balance unequal units), then the fewest pieces (fewer RUNs and tile
     loads), then whole rows. Columns are cut only when rows alone leave groups idle or
-    unequal (few output rows: a stage of a layer, a late layer with few channels)."""
-    if units >= MIN_UNITS_PER_GROUP * groups:
+    unequal (few output rows: a stage of a layer, a late layer with few channels). At most
+    ``most`` pieces when given (see :func:`pieces_worth`)."""
+    if units >= MIN_UNITS_PER_GROUP * groups or most == 1:
         return ((0, rows, 0, cols),)
     least = -(-MIN_UNITS_PER_GROUP * groups // units)
-    most = 4 * least
+    if most is None:
+        most = 4 * least
+    least = min(least, most)
 
     def busiest(row_bands, col_bands):
         row_cuts, col_cuts = _cuts(rows, row_bands), _cuts(cols, col_bands)

@@ -19,7 +19,8 @@ after each that makes a plan:
 1. :func:`.storages.assign`: which values are stored, where the others live, the jobs in
    order (graph -> :class:`~.types.Addressing`);
 2. :func:`.layers.build`: each job's layers in normal form, each storage's writers and readers
-   (-> :class:`~.types.Plan`);
+   (-> :class:`~.types.Plan`); then :func:`.pack.columns`: a layer with few output channels
+   packs neighbouring output columns into its lanes;
 3. :func:`.memory.stage`: homes (ACT, or external memory for model inputs, outputs and spills)
    and the stages of each layer, with its window and staging buffers;
 4. :func:`.memory.allocate`: the ACT address of every tensor and buffer.
@@ -31,7 +32,7 @@ by the input region, with one segment of all taps, so padding and inserted zeros
 
 from __future__ import annotations
 
-from . import layers, memory, storages
+from . import layers, memory, pack, storages
 from .check import check
 from .memory import ALIGN, align
 from .types import Axis, Buffer, Layer, Plan, Stage, Storage
@@ -52,5 +53,7 @@ def plan(graph, config, reorder=True):
     """
     where = storages.assign(graph, reorder)
     p = check(layers.build(graph, where, config.act_bytes, reorder))
+    if reorder:
+        p = check(pack.columns(p, config.lanes))
     p = check(memory.stage(p))
     return check(memory.allocate(p))

@@ -41,7 +41,7 @@ def _identity_copy(index, name, nodes, src, src_grid, src_chan, axes, dst, dst_g
     shift = 0 * ones if requant is None else np.broadcast_to(requant.shift, (channels,))
     eye = np.eye(channels, dtype=np.int8)
     post = numerics.Post(eye[:, :, None, None], 0 * ones, multiplier, shift, None)
-    return Layer(index=index, name=name, nodes=nodes, op="Copy", transposed=False,
+    return Layer(index=index, name=name, nodes=nodes, op="Copy", transposed=(False, False),
                  weight=np.ascontiguousarray(eye[None, :, :, None, None]), stride=(1, 1),
                  dilation=(1, 1), axes=axes, out_hw=(axes[0].size, axes[1].size), post=post,
                  src=src, src_grid=src_grid, dst=dst, dst_grid=dst_grid,
@@ -153,7 +153,7 @@ def _add_geometry(n, post, grid, operands):
     """Layer fields of a residual Add: elementwise over the logical pixels of the source, in
     both plans; its two taps ``C`` channels apart (its operand storage) or 0 (a value added
     to itself)."""
-    return dict(weight=post.weight, transposed=False, stride=(1, 1), dilation=(1, 1),
+    return dict(weight=post.weight, transposed=(False, False), stride=(1, 1), dilation=(1, 1),
                 axes=_logical_axes(grid), out_hw=(tuple(n.shape[1:]) + (1, 1))[:2],
                 group_step=1, chan_step=n.shape[0] if operands else 0)
 
@@ -175,8 +175,8 @@ def _conv_geometry(n, weight, grid, reorder):
         if transposed:
             weight = weight[..., ::-1, ::-1]
             stride, transposed = (1, 1), False
-    return dict(weight=weight, transposed=transposed, stride=stride, dilation=dilation,
-                axes=axes, out_hw=tuple(n.shape[1:]))
+    return dict(weight=weight, transposed=(transposed, transposed), stride=stride,
+                dilation=dilation, axes=axes, out_hw=tuple(n.shape[1:]))
 
 
 def _compute_layer(index, job, graph, where, reorder):
@@ -205,8 +205,8 @@ def _compute_layer(index, job, graph, where, reorder):
             (where.stored_shapes[source][0],) + src_grid.shape[1:]
         weight = _normal_weight(n.op, post.weight, in_shape)
         if isinstance(n.op, ir.Dense):
-            fields = dict(weight=weight, transposed=False, stride=(1, 1), dilation=(1, 1),
-                          axes=_logical_axes(src_grid), out_hw=(1, 1))
+            fields = dict(weight=weight, transposed=(False, False), stride=(1, 1),
+                          dilation=(1, 1), axes=_logical_axes(src_grid), out_hw=(1, 1))
         else:
             fields = _conv_geometry(n, weight, src_grid, reorder)
     channels = n.shape[0]

@@ -145,7 +145,8 @@ class Layer:
     """One lowered compute op in normal form (a grouped convolution, plus its fused POST).
 
     ``weight`` is int8 ``(groups, cout_g, cin_g, kh, kw)``, indexed by the kernel taps of the
-    segments; ``transposed`` selects the transposed-convolution segments. The layer reads
+    segments; ``transposed`` selects the transposed-convolution segments, per axis (rows,
+    columns). The layer reads
     storage ``src`` (placed by ``src_grid``) and writes storage ``dst`` (``dst_grid``).
     ``chan_addr[n]`` is the byte offset of output channel ``n`` from its pixel's address
     ``pixel_addr(h, w)`` in the destination grid (a layer writing into a channel slice of a
@@ -156,6 +157,10 @@ class Layer:
     layer whose taps are two channels ``chan_step`` apart (its operands, side by side in one
     storage, or one value read twice with step 0).
 
+    ``packed`` is the number of neighbouring output columns packed into one pixel of the
+    layer (:mod:`.pack`; 1: none): its lanes are ``packed`` times the output channels, and
+    its weights are zero on the columns a lane's own output does not read.
+
     ``stages``, ``windows`` and ``staging`` are empty until pass 3 plans the memory: the
     output rows cut into stages, and the ACT buffers through which the layer reads a source
     (windows) and writes a destination (staging) in external memory.
@@ -165,7 +170,7 @@ class Layer:
     name: str
     nodes: tuple[str, ...]
     op: str
-    transposed: bool
+    transposed: tuple[bool, bool]
     weight: np.ndarray
     stride: tuple[int, int]
     dilation: tuple[int, int]
@@ -182,6 +187,7 @@ class Layer:
     chan_step: int = 1
     out_off: tuple[int, int] = (0, 0)
     out_mul: tuple[int, int] = (1, 1)
+    packed: int = 1
     stages: tuple[Stage, ...] = ()
     windows: tuple[Buffer, ...] = ()
     staging: tuple[Buffer, ...] = ()
@@ -217,7 +223,7 @@ class Layer:
         """The :class:`~flexigan.compiler.segments.AxisSegment` s along ``axis`` (0: rows)."""
         geometry = self.axes[axis]
         kernel = self.weight.shape[3 + axis]
-        cut = segments.convt_axis if self.transposed else segments.conv_axis
+        cut = segments.convt_axis if self.transposed[axis] else segments.conv_axis
         return cut(geometry.size, self.out_hw[axis], kernel, self.stride[axis], geometry.pad,
                    self.dilation[axis])
 

@@ -1,0 +1,45 @@
+"""Pass 2b (compiler/plan/pack.py): few output channels pack neighbouring output columns
+into the lanes, writing the same bytes, bit-exact with the golden model."""
+
+import pytest
+
+from flexigan.compiler.plan import plan
+from flexigan.hw.arch.config import AcceleratorConfig
+from tests.helpers import SIM, check_bit_exact, conv_model, convt_model, quantized
+
+#: A small machine whose tiny memories force stages and per-segment tiles.
+SMALL = AcceleratorConfig(groups=3, lanes=8, act_banks=2, act_bank_bytes=1024, weight_bytes=512,
+                          param_entries=16, uop_depth=24, axi_data_width=32, mem_latency=4,
+                          burst_bytes=64)
+
+CASES = {
+    # (model, packed columns per pixel, kernel columns after packing)
+    "conv 3x3, 3 channels": (conv_model(4, 3, [6, 8], [3, 3], pads=[1, 1, 1, 1]), 2, 4),
+    "conv 3x3 stride 2": (conv_model(4, 2, [8, 16], [3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+                          4, 9),
+    "convT k4 s2 p1": (convt_model(6, 3, [5, 4], [4, 4], strides=[2, 2], pads=[1, 1, 1, 1],
+                                   act="Tanh"), 2, 3),
+    "convT k3 s2 p1 op1": (convt_model(4, 2, [4, 5], [3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
+                                       output_padding=[1, 1]), 2, 2),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_few_channels_pack_columns(case):
+    model, columns, kernel = CASES[case]
+    qgraph, inputs = quantized(model)
+    layer = plan(qgraph, SIM).layers[0]
+    assert layer.out_mul == (1, columns)
+    assert layer.weight.shape[1] == columns * layer.dst_grid.channels
+    assert layer.weight.shape[4] == kernel
+    assert not layer.transposed[1]
+    for config in (SIM, SMALL):
+        check_bit_exact(qgraph, inputs, config)
+        check_bit_exact(qgraph, inputs, config, sparse=False)
+
+
+def test_enough_channels_do_not_pack():
+    qgraph, _ = quantized(conv_model(4, 5, [6, 8], [3, 3], pads=[1, 1, 1, 1]))
+    assert plan(qgraph, SIM).layers[0].out_mul == (1, 1)
+    qgraph, _ = quantized(conv_model(4, 3, [6, 8], [1, 1]))      # 1x1: no columns shared
+    assert plan(qgraph, SIM).layers[0].out_mul == (1, 1)

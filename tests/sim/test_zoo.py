@@ -1,0 +1,91 @@
+"""The benchmark zoo (benchmarks/zoo.py) held to its bounds on the ``sim`` target.
+
+Every zoo model compiles, runs one frame in the instruction-level simulator bit-exact with the
+golden model, and stays under a ceiling of cycles / max(compute bound, memory bound) with the
+sparse core off: the measured figure with a little slack, so that a scheduling regression
+fails here. Lower a ceiling when a change improves a model.
+"""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from flexigan.compiler.lower import lower
+from flexigan.hw.arch import isa
+from flexigan.hw.arch.config import preset
+
+_SPEC = importlib.util.spec_from_file_location(
+    "zoo", Path(__file__).resolve().parents[2] / "benchmarks" / "zoo.py")
+zoo = sys.modules.setdefault("zoo", importlib.util.module_from_spec(_SPEC))
+_SPEC.loader.exec_module(zoo)
+
+#: cycles / bound on the ``sim`` target, sparse off: measured, plus ~3 %.
+CEILINGS = {
+    "mlp_g": 2.68,
+    "mlp_d": 1.8,
+    "dcgan_mnist_g": 1.54,
+    "cgan_g": 1.54,
+    "upconv_g": 4.74,
+    "espcn_g": 1.97,
+    "unet_g": 1.88,
+    "resnet_g": 1.43,
+    "narrow_g": 27.6,
+    "wide_g": 1.48,
+    "dcgan32_d": 1.31,
+    "digits_g": 14.9,
+    "digits_d": 7.6,
+    "dcgan64_g": 1.12,
+    "dcgan64_d": 1.1,
+}
+
+
+def test_every_zoo_model_has_a_ceiling():
+    assert set(CEILINGS) == set(zoo.BY_NAME)
+    assert len(zoo.MODELS) >= 10
+
+
+@pytest.mark.parametrize("name", list(CEILINGS))
+def test_zoo_model_is_bit_exact_and_near_its_bound(name):
+    figures = zoo.measure(name, "sim", check=True)       # asserts ISA == golden
+    assert figures["x_bound"] <= CEILINGS[name], figures
+
+
+def _ops(program):
+    code = program.code
+    return [isa.decode_global(int.from_bytes(code[i:i + isa.GLOBAL_BYTES], "little"))
+            for i in range(0, len(code), isa.GLOBAL_BYTES)]
+
+
+def test_linear_start_runs_full_lane_tiles():
+    # Gemm 64 -> 128x7x7 viewed as an image: a RUN per 8 channels of a pixel, not per value.
+    qgraph, _ = zoo.quantized("dcgan_mnist_g")
+    config = preset("sim")
+    program = lower(qgraph, config)
+    gemm = program.layout["layers"][0]
+    assert gemm["runs"] == 128 * 7 * 7 // config.lanes
+    runs = [args for op, args in _ops(program)[gemm["first"]:gemm["last"]]
+            if op == isa.GlobalOp.RUN]
+    assert {args["lanes"] for args in runs} == {config.lanes}
+    # Broadcast: one RUN instruction starts a lane tile on every group (each group's WRITE
+    # micro-op places its own), so instruction fetch does not bound the layer.
+    assert len(runs) == gemm["runs"] // config.groups
+    assert {args["group_mask"] for args in runs} == {(1 << config.groups) - 1}
+
+
+def test_shared_constants_load_once_per_layer():
+    # The micro-programs of a layer reach each group once (in one DMA with a group mask when
+    # the groups share them; a broadcast layer's differ per group), and a LUT every group
+    # uses arrives by one DMA per half, not one per group or per RUN.
+    qgraph, _ = zoo.quantized("dcgan_mnist_g")
+    program = lower(qgraph, preset("sim"))
+    ops = _ops(program)
+    for layer in program.layout["layers"]:
+        body = ops[layer["first"]:layer["last"]]
+        masks = [args["group_mask"] for op, args in body if op == isa.GlobalOp.UOP_LOAD]
+        lut_loads = [args for op, args in body
+                     if op == isa.GlobalOp.DMA_LOAD and args["space"] == isa.Space.LUT]
+        assert all(bin(a & b).count("1") == 0 for i, a in enumerate(masks)
+                   for b in masks[i + 1:]), layer["name"]
+        assert len(lut_loads) <= 2, layer["name"]
