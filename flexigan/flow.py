@@ -202,7 +202,9 @@ def run_on_board(out, port, input_path, output_path=None, timeout=60.0, log=_log
     (:mod:`flexigan.board_run`); writes the output as :func:`simulate` does and
     ``out/run_report.json``; returns the report."""
     from .board_run import BoardEngine
+    from .synth import target_of
 
+    target_of(out)                         # compiled for a board, not for `sim`
     return _execute(out, BoardEngine(port, timeout), input_path, output_path,
                     engines.RunOptions(log=log), "run_report.json")
 

@@ -115,8 +115,10 @@ def test_run_needs_a_board_target(tmp_path, capsys):
     model = save(tiny_generator(), tmp_path / "g.onnx")
     assert cli.main(["compile", str(model), "-o", str(tmp_path / "out"), "--no-rtl"]) == 0
     capsys.readouterr()
-    status, _, err = _run(capsys, "board-sim", str(tmp_path / "out"))
-    assert status == 1 and "compiled for 'sim', a simulation target" in err
+    for argv in (["board-sim", str(tmp_path / "out")],
+                 ["run", str(tmp_path / "out"), "--port", "/dev/null", "--input", "z.npy"]):
+        status, _, err = _run(capsys, *argv)
+        assert status == 1 and "compiled for 'sim', a simulation target" in err
 
 
 @pytest.mark.slow
