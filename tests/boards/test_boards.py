@@ -20,9 +20,9 @@ BOARDS = [icebreaker, ulx3s]
 def tiny_config(board, **changes):
     """The board's preset shrunk to one group of two lanes and small buffers (the board top's
     on-chip memory needs a bus at least 32 bits wide)."""
-    return preset(board.PRESET).replace(
-        groups=1, lanes=2, act_banks=2, act_bank_bytes=1024, weight_bytes=512,
-        param_entries=64, uop_depth=16, burst_bytes=64, axi_data_width=32, **changes)
+    tiny = dict(groups=1, lanes=2, act_banks=2, act_bank_bytes=1024, weight_bytes=512,
+                param_entries=64, uop_depth=16, burst_bytes=64, axi_data_width=32)
+    return preset(board.PRESET).replace(**{**tiny, **changes})
 
 
 @pytest.mark.parametrize("f_in, f_out, expected", [
