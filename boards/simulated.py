@@ -19,7 +19,7 @@ from pathlib import Path
 
 from amaranth.hdl import Module
 from amaranth.lib import fifo, stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import In, Out, connect
 
 from ..errors import FlexiganError
 from ..hw.uart import UartRx, UartTx
@@ -65,18 +65,11 @@ class SimulatedBoard(wiring.Component):
         m.submodules.from_board = from_board = fifo.SyncFIFOBuffered(width=8, depth=LINE_FIFO)
         m.submodules.uart_tx = uart_tx = UartTx(DIVISOR)
         m.submodules.uart_rx = uart_rx = UartRx(DIVISOR)
-        m.d.comb += [
-            to_board.w_data.eq(self.host_i.payload), to_board.w_en.eq(self.host_i.valid),
-            self.host_i.ready.eq(to_board.w_rdy),
-            uart_tx.i.payload.eq(to_board.r_data), uart_tx.i.valid.eq(to_board.r_rdy),
-            to_board.r_en.eq(uart_tx.i.ready),
-            top.rx.eq(uart_tx.tx), uart_rx.rx.eq(top.tx),
-            from_board.w_data.eq(uart_rx.o.payload), from_board.w_en.eq(uart_rx.o.valid),
-            uart_rx.o.ready.eq(1),
-            self.host_o.payload.eq(from_board.r_data), self.host_o.valid.eq(from_board.r_rdy),
-            from_board.r_en.eq(self.host_o.ready),
-            self.irq.eq(top.irq),
-        ]
+        connect(m, wiring.flipped(self.host_i), to_board.w_stream)
+        connect(m, to_board.r_stream, uart_tx.i)
+        connect(m, uart_rx.o, from_board.w_stream)        # a full FIFO: the byte is lost
+        connect(m, from_board.r_stream, wiring.flipped(self.host_o))
+        m.d.comb += [top.rx.eq(uart_tx.tx), uart_rx.rx.eq(top.tx), self.irq.eq(top.irq)]
         return m
 
 

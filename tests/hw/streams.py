@@ -69,6 +69,23 @@ def simulate(dut, *testbenches, processes=(), timeout=100_000, vcd=None):
         run()
 
 
+async def decode_bytes(ctx, pin, divisor, received):
+    """Decode 8N1 frames on ``pin`` forever (bits of ``divisor`` cycles, sampled mid-bit),
+    appending each byte to ``received``; a short start bit or a low stop bit fails."""
+    while True:
+        while ctx.get(pin):
+            await ctx.tick()
+        await ctx.tick().repeat(divisor // 2)
+        assert ctx.get(pin) == 0, "start bit too short"
+        byte = 0
+        for k in range(8):
+            await ctx.tick().repeat(divisor)
+            byte |= ctx.get(pin) << k
+        await ctx.tick().repeat(divisor)
+        assert ctx.get(pin) == 1, "stop bit low"
+        received.append(byte)
+
+
 async def drive_byte(ctx, pin, byte, divisor, stop=1):
     """Drive one 8N1 UART frame on ``pin``, each bit for ``divisor`` cycles (``stop`` 0 makes a
     framing error)."""

@@ -19,7 +19,7 @@ from flexigan.hw.arch.registers import STATUS_BUSY, STATUS_DONE
 from flexigan.hw.onchip import READ_LATENCY, OnChipMemory
 from flexigan.sim import isa_sim
 from tests.helpers import RecordingPort, conv_model, quantized
-from tests.hw.streams import Pauses, drive_byte, simulate
+from tests.hw.streams import Pauses, decode_bytes, drive_byte, simulate
 
 #: A UART bit every 4 cycles: a byte in 40.
 DIVISOR = 4
@@ -214,18 +214,7 @@ class TopTB:
             ctx.set(self.dut.rx, 1)
 
     async def decode_tx(self, ctx):
-        tx = self.dut.tx
-        while True:
-            while ctx.get(tx):
-                await ctx.tick()
-            await ctx.tick().repeat(DIVISOR // 2)
-            byte = 0
-            for k in range(8):
-                await ctx.tick().repeat(DIVISOR)
-                byte |= ctx.get(tx) << k
-            await ctx.tick().repeat(DIVISOR)
-            assert ctx.get(tx) == 1, "stop bit low"
-            self.replies.append(byte)
+        await decode_bytes(ctx, self.dut.tx, DIVISOR, self.replies)
 
     async def write_words(self, ctx, addr, words):
         for first in range(0, len(words), MAX_WORDS):

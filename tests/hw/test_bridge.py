@@ -12,7 +12,7 @@ from flexigan.hw.arch.registers import register_addresses, registers
 from flexigan.hw.axi import AxiLiteRegisters
 from flexigan.hw.bridge import UartBridge
 from tests.helpers import RecordingPort
-from tests.hw.streams import drive_byte, simulate
+from tests.hw.streams import decode_bytes, drive_byte, simulate
 
 DIVISOR = 5
 TIMEOUT_BITS = 30
@@ -51,19 +51,7 @@ class TB:
             await ctx.tick()
 
     async def decode_tx(self, ctx):
-        tx, d = self.dut.tx, self.divisor
-        while True:
-            while ctx.get(tx):
-                await ctx.tick()
-            await ctx.tick().repeat(d // 2)
-            assert ctx.get(tx) == 0, "start bit too short"
-            byte = 0
-            for k in range(8):
-                await ctx.tick().repeat(d)
-                byte |= ctx.get(tx) << k
-            await ctx.tick().repeat(d)
-            assert ctx.get(tx) == 1, "stop bit low"
-            self.replies.append(byte)
+        await decode_bytes(ctx, self.dut.tx, self.divisor, self.replies)
 
     async def count_dropped(self, ctx):
         async for _, _, dropped in ctx.tick().sample(self.dut.dropped):
