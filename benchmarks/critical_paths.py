@@ -36,7 +36,7 @@ ARCS = {
     "L6MUX21": [(("D0", "D1", "SD"), ("Z",), 0.2)],
     "CCU2C": [(("A", "B", "C", "D"), ("S", "COUT"), 0.45), (("CIN",), ("COUT",), 0.07),
               (("CIN",), ("S",), 0.4)],
-    "MULT18X18D": [(("A", "B", "SIGNED"), ("P",), 3.93)],
+    "MULT18X18D": [(("A", "B", "SIGNEDA", "SIGNEDB"), ("P",), 3.93)],
     "TRELLIS_DPR16X4": [(("RAD",), ("DO",), 0.5)],
 }
 #: Inputs fed without general routing (inside a slice, or the carry chain).
@@ -65,8 +65,8 @@ def synthesize(args, out):
 
 def _arcs(cell_type, port):
     """The combinational arcs (output prefixes, ns) of ``port``, an input of ``cell_type``."""
-    return [(outs, ns) for ins, outs, ns in ARCS.get(cell_type, ())
-            if port.startswith(ins)]
+    base = re.sub(r"\d+$", "", port)
+    return [(outs, ns) for ins, outs, ns in ARCS.get(cell_type, ()) if base in ins]
 
 
 def _is_combinational_mult(cell):
@@ -117,18 +117,19 @@ def timing_graph(netlist):
 
 
 def arrivals(sources, edges):
-    """{bit: (ns, start register, levels)}, the latest arrival at each bit."""
+    """{bit: (ns, start register, levels, (previous bit, cell))}, the latest arrival at each
+    bit and where it came from."""
     indegree = defaultdict(int)
     for targets in edges.values():
         for bit, _, _ in targets:
             indegree[bit] += 1
-    best = {bit: (ns, name, 0) for bit, (ns, name) in sources.items()}
+    best = {bit: (ns, name, 0, None) for bit, (ns, name) in sources.items()}
     ready = [bit for bit in set(edges) | set(sources) if indegree[bit] == 0]
     while ready:
         bit = ready.pop()
-        here = best.get(bit, (0.0, "constant", 0))
-        for target, ns, _ in edges.get(bit, ()):
-            candidate = (here[0] + ns, here[1], here[2] + 1)
+        here = best.get(bit, (0.0, "constant", 0, None))
+        for target, ns, cell in edges.get(bit, ()):
+            candidate = (here[0] + ns, here[1], here[2] + 1, (bit, cell))
             if target not in best or candidate[0] > best[target][0]:
                 best[target] = candidate
             indegree[target] -= 1
@@ -151,7 +152,7 @@ def slow_paths(netlist, period):
     for bit, cells in endpoints.items():
         if bit not in best:
             continue
-        ns, start, levels = best[bit]
+        ns, start, levels, _ = best[bit]
         ns += ROUTE + SETUP
         if ns <= period:
             continue
@@ -161,6 +162,24 @@ def slow_paths(netlist, period):
             groups[key] = (max(worst[0], ns), max(worst[1], levels), worst[2] + 1)
     return sorted(((ns, levels, s, e, n) for (s, e), (ns, levels, n) in groups.items()),
                   reverse=True)
+
+
+def trace(netlist, pattern):
+    """The cells of the slowest path into a register whose name contains ``pattern``:
+    [(ns at the cell's output, cell)], from the start register."""
+    sources, edges, endpoints = timing_graph(netlist)
+    best = arrivals(sources, edges)
+    ends = [bit for bit, cells in endpoints.items()
+            if bit in best and any(pattern in cell for cell in cells)]
+    if not ends:
+        return []
+    bit = max(ends, key=lambda b: best[b][0])
+    path = []
+    while best.get(bit) and best[bit][3]:
+        path.append((best[bit][0], best[bit][3][1]))
+        bit = best[bit][3][0]
+    path.append((best[bit][0], best[bit][1]))
+    return path[::-1]
 
 
 def main(argv=None):
@@ -175,8 +194,14 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "paths")
     parser.add_argument("--netlist", type=Path, help="analyse this top.json, no synthesis")
     parser.add_argument("--top", type=int, default=40, help="rows to print")
+    parser.add_argument("--trace", metavar="NAME",
+                        help="print the cells of the slowest path into a register named so")
     args = parser.parse_args(argv)
     netlist = args.netlist or synthesize(args, args.out)
+    if args.trace:
+        for ns, cell in trace(json.loads(Path(netlist).read_text()), args.trace):
+            print(f"{ns:6.1f}  {cell}")
+        return 0
     rows = slow_paths(json.loads(Path(netlist).read_text()), 1000.0 / args.mhz)
     print(f"{len(rows)} register pairs over {1000 / args.mhz:.1f} ns (estimated)")
     print(f"{'ns':>6} {'lvl':>4} {'bits':>5}  start -> end")
