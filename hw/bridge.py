@@ -117,6 +117,7 @@ class UartBridge(wiring.Component):
             f.receiving(header_byte)
 
         with m.State("decode"):
+            m.d.sync += f.final.eq(f.count - 1)
             with m.If((f.cmd != CMD_WRITE) & (f.cmd != CMD_READ)):
                 f.drop()
             with m.Elif(f.count == 0):
@@ -197,7 +198,10 @@ class _Frame:
         self.header = Signal(40)            # count, then the word address: shifted in MSB first
         self.count, self.address = self.header[32:], self.header[:32]
         self.word = Signal(8)               # words of the frame done
-        self.last_word = self.word == self.count - 1
+        # The frame's last word number, registered when the header is decoded (a subtraction
+        # before the comparison was the bridge's longest path).
+        self.final = Signal(8)
+        self.last_word = self.word == self.final
         self.data = Signal(32)
         self.nbyte = Signal(3)              # bytes of the header or of a word done
         self.byte = rx_bytes.valid & rx_bytes.ready

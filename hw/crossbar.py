@@ -16,6 +16,9 @@ every bank is routed to every group after reset. A group read outside its route 
 but raises the group's sticky ``route_fault`` bit: a compiler or program error, never silent.
 """
 
+import functools
+import operator
+
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -50,18 +53,26 @@ def write_port_signature(addr_width, data_width):
     })
 
 
-def _round_robin(m, requests, pointer, name):
-    """The lowest-numbered requester at or after ``pointer``, else the lowest one."""
+def _round_robin(m, requests, name):
+    """The one-hot grant among ``requests``: the lowest-numbered requester above the last
+    winner, else the lowest one. The priority is kept as a mask of the requesters above the
+    last winner, so a grant is two lowest-set-bit picks and a multiplexer (carry chains, no
+    encoded index), a short path from the requests to the ports' ``ready``."""
     n = len(requests)
+    above = Signal(n, name=f"{name}_above")
     upper = Signal(n, name=f"{name}_upper")
-    choice = Signal(n, name=f"{name}_choice")
-    winner = Signal(range(max(n, 2)), name=f"{name}_winner")
-    m.d.comb += upper.eq(requests & ~((Const(1, n + 1) << pointer) - 1))
-    m.d.comb += choice.eq(Mux(upper.any(), upper, requests))
-    for i in reversed(range(n)):
-        with m.If(choice[i]):
-            m.d.comb += winner.eq(i)
-    return winner
+    onehot = Signal(n, name=f"{name}_onehot")
+    m.d.comb += upper.eq(requests & above)
+    m.d.comb += onehot.eq(Mux(upper.any(), upper & -upper, requests & -requests)[:n])
+    with m.If(requests.any()):
+        m.d.sync += above.eq(-(onehot << 1))      # the requesters above the winner
+    return onehot
+
+
+def _select(onehot, values):
+    """The value of ``values`` whose bit is set in ``onehot`` (0 when none is): an AND-OR
+    multiplexer, one level shallower than a priority chain."""
+    return functools.reduce(operator.or_, (Mux(onehot[i], v, 0) for i, v in enumerate(values)))
 
 
 class Crossbar(wiring.Component):
@@ -140,6 +151,13 @@ class Crossbar(wiring.Component):
         def bank_of(addr):
             return addr[row_bits:] if bank_bits else Const(0, 1)
 
+        rows = [p.req.payload.addr[:row_bits] for p in readers]
+        # Ports asking for the same word are served by one access: which pairs ask the same
+        # word is compared beside the arbitration, not after it.
+        same = [[Signal(name=f"rd_same{i}_{j}") for j in range(len(readers))]
+                for i in range(len(readers))]
+        for i, j in ((i, j) for i in range(len(readers)) for j in range(len(readers))):
+            m.d.comb += same[i][j].eq(1 if i == j else rows[i] == rows[j])
         rd_grant = [Signal(name=f"rd_grant{i}") for i in range(len(readers))]
         wr_grant = [Signal(name=f"wr_grant{i}") for i in range(len(writers))]
         rd_bank = [Signal(range(max(banks, 2)), name=f"rd_bank{i}")
@@ -156,17 +174,11 @@ class Crossbar(wiring.Component):
             asking = Signal(len(readers), name=f"rd_ask{b}")
             m.d.comb += asking.eq(Cat(p.req.valid & (bank_of(p.req.payload.addr) == b)
                                       for p in readers))
-            rd_ptr = Signal(range(len(readers)), name=f"rd_ptr{b}")
-            winner = _round_robin(m, asking, rd_ptr, f"rd{b}")
-            word = Signal(row_bits, name=f"rd_word{b}")
-            for i, p in enumerate(readers):
-                with m.If(winner == i):
-                    m.d.comb += word.eq(p.req.payload.addr[:row_bits])
-            m.d.comb += [rport.addr.eq(word), rport.en.eq(asking.any())]
-            with m.If(asking.any()):
-                m.d.sync += rd_ptr.eq(Mux(winner == len(readers) - 1, 0, winner + 1))
-            for i, p in enumerate(readers):
-                with m.If(asking[i] & (p.req.payload.addr[:row_bits] == word)):
+            winner = _round_robin(m, asking, f"rd{b}")
+            m.d.comb += [rport.addr.eq(_select(winner, rows)), rport.en.eq(asking.any())]
+            for i in range(len(readers)):
+                with m.If(asking[i] & Cat(winner[j] & same[i][j]
+                                          for j in range(len(readers))).any()):
                     m.d.comb += rd_grant[i].eq(1)
                     m.d.sync += rd_bank[i].eq(b)
 
@@ -174,18 +186,16 @@ class Crossbar(wiring.Component):
             wanting = Signal(len(writers), name=f"wr_want{b}")
             m.d.comb += wanting.eq(Cat(p.req.valid & (bank_of(p.req.payload.addr) == b)
                                        for p in writers))
-            wr_ptr = Signal(range(len(writers)), name=f"wr_ptr{b}")
-            wwinner = _round_robin(m, wanting, wr_ptr, f"wr{b}")
-            with m.If(wanting.any()):
-                m.d.sync += wr_ptr.eq(Mux(wwinner == len(writers) - 1, 0, wwinner + 1))
-            for i, p in enumerate(writers):
-                with m.If(wanting.any() & (wwinner == i)):
-                    m.d.comb += [
-                        wport.addr.eq(p.req.payload.addr[:row_bits]),
-                        wport.data.eq(p.req.payload.data),
-                        wport.en.eq(p.req.payload.mask),
-                        wr_grant[i].eq(1),
-                    ]
+            wwinner = _round_robin(m, wanting, f"wr{b}")
+            requests = [p.req.payload for p in writers]
+            m.d.comb += [
+                wport.addr.eq(_select(wwinner, [r.addr[:row_bits] for r in requests])),
+                wport.data.eq(_select(wwinner, [r.data for r in requests])),
+                wport.en.eq(_select(wwinner, [r.mask for r in requests])),
+            ]
+            for i in range(len(writers)):
+                with m.If(wwinner[i]):
+                    m.d.comb += wr_grant[i].eq(1)
 
         for i, p in enumerate(readers):
             m.d.comb += p.req.ready.eq(rd_grant[i])
