@@ -12,8 +12,10 @@ instructions (COUNTERS STORE counts itself). COUNTERS RESET zeroes all but ``cyc
 from amaranth.hdl import Module, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
 from ..arch import isa
+from ..arch.timing import POST_DRAIN
 
 __all__ = ["COUNTER_BITS", "counters_layout", "issue_events_signature", "Counters"]
 
@@ -90,11 +92,7 @@ class Counters(wiring.Component):
         live = dict(count)
         for name, port in (("macs_issued", self.macs_issued), ("macs_skipped", self.macs_skipped),
                            ("stall_cycles", self.stalls)):
-            # Registered: a sum of 64-bit counters is a long carry chain per group. The sums
-            # lag the groups by a cycle; COUNTERS waits for idle groups, so the block does not.
-            total = Signal(COUNTER_BITS, name=f"total_{name}")
-            m.d.sync += total.eq(sum(port[g] for g in range(groups)))
-            live[name] = total
+            live[name] = _registered_sum(m, [port[g] for g in range(groups)], name)
         for name in isa.COUNTER_NAMES:
             m.d.comb += self.values[name].eq(live[name])
         m.d.comb += self.clear.eq(self.start | events.reset)
@@ -118,3 +116,22 @@ class Counters(wiring.Component):
         with m.If(self.start):
             m.d.sync += [count["cycles"].eq(0), count["instructions"].eq(0)]
         return m
+
+
+def _registered_sum(m, values, name):
+    """The sum of the 64-bit ``values``, as a tree of registered pairwise sums (one 64-bit
+    carry chain between registers): it lags the values by ``ceil(log2(len(values)))`` cycles,
+    at least one. COUNTERS waits for idle groups, and a group's last count precedes its RUN's
+    end by the post-writer's drain (:data:`~flexigan.hw.arch.timing.POST_DRAIN`, more than the
+    four cycles of 16 groups), so the stored block does not lag."""
+    assert max(1, ceil_log2(len(values))) < POST_DRAIN, "the counters' sums lag too far"
+    level = 0
+    while True:
+        sums = []
+        for k in range(0, len(values), 2):
+            total = Signal(COUNTER_BITS, name=f"total_{name}_{level}_{k // 2}")
+            m.d.sync += total.eq(sum(values[k:k + 2]))
+            sums.append(total)
+        if len(sums) == 1:
+            return sums[0]
+        values, level = sums, level + 1
