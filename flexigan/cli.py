@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import __version__, engines, flow, steps
 from .errors import FlexiganError, UsageError
+from .folder import BOARD_SIM_FOLDER
 from .hw.arch.config import PRESETS
 
 __all__ = ["main"]
@@ -134,7 +135,7 @@ def _cmd_board_sim(args):
     from .synth import target_of
 
     target, config, board = target_of(args.folder)
-    out = Path(args.folder) / "board_sim"
+    out = Path(args.folder) / BOARD_SIM_FOLDER
     print(f"building the simulated {target} board ({config.groups} groups x {config.lanes} "
           f"lanes) under {args.simulator} in {out} ...", flush=True)
     # The simulator's output goes to a log: announce the port on the terminal's own copy.
@@ -182,7 +183,8 @@ def _parser():
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--calibrate", metavar="INPUTS",
                    help=".npy/.npz calibration inputs (default: generated)")
-    p.add_argument("--force", action="store_true", help="overwrite a non-empty output folder")
+    p.add_argument("--force", action="store_true",
+                   help="replace an output folder that flexigan compiled")
     p.add_argument("--target", default="sim", choices=sorted(PRESETS),
                    help="accelerator preset (default: sim)")
     p.add_argument("--groups", type=_positive, help="engine groups (default: the target's)")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import abc
 import functools
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,8 @@ import numpy as np
 from .compiler import ir
 from .compiler.program import load_program
 from .compiler.serialize import load_graph
-from .errors import FlexiganError, UsageError
+from .errors import FlexiganError, FolderError, UsageError
+from .folder import RTL_SIM_FOLDER, verify
 from .hw.arch.timing import TESTBENCH_MEM_LATENCY
 from .sim import golden, isa_sim
 from .sim.rtl import SIMULATORS, RtlTestError, output_to, run_programs
@@ -32,34 +32,35 @@ __all__ = ["Compiled", "RunOptions", "Run", "Engine", "Golden", "Isa", "Rtl", "E
 
 
 class Compiled:
-    """A folder written by ``flexigan compile``; each file is read when first needed, once.
+    """A folder written by ``flexigan compile``, checked against its manifest
+    (:func:`flexigan.folder.verify`) before anything in it is read; each file is read when first
+    needed, once.
 
-    Raises :class:`UsageError` when the folder has no ``quantized.npz`` (nothing compiled).
+    Raises :class:`~flexigan.errors.FolderError` when the folder is not a compiled one, a file
+    changed since the compile, or the compile stopped before ``quantized.npz``.
     """
 
     def __init__(self, folder):
         self.folder = Path(folder)
-        if not (self.folder / "quantized.npz").is_file():
-            raise UsageError(f"{self.folder} is not a compiled model folder (no quantized.npz); "
-                             "run `flexigan compile` first")
+        self.manifest = verify(self.folder)
+        self._require("quantized.npz", "quantized model")
         self.qgraph = load_graph(self.folder / "quantized.npz")
+
+    def _require(self, name, what):
+        if name not in self.manifest["files"]:
+            raise FolderError(f"{self.folder} has no {what} ({name}): its compile stopped "
+                              f"after {self.manifest['steps'][-1]}; compile it again")
 
     @functools.cached_property
     def program(self):
         """The compiled :class:`~flexigan.compiler.program.Program`."""
-        if not (self.folder / "program.json").is_file():
-            raise UsageError(f"{self.folder} has no compiled program (program.json); "
-                             "recompile it")
+        self._require("program.json", "compiled program")
         return load_program(self.folder)
 
-    @functools.cached_property
+    @property
     def sparse(self):
         """Whether the model was compiled with the sparse cores' zero skipping on."""
-        path = self.folder / "manifest.json"
-        if not path.is_file():
-            raise UsageError(f"{self.folder} has no manifest.json (its compile stopped early), "
-                             "so its zero-skipping setting is unknown; recompile it")
-        return json.loads(path.read_text()).get("sparse", True)
+        return self.manifest["sparse"]
 
     def quantize(self, feeds):
         """Float model inputs as the int8 steps of each input's scale."""
@@ -147,7 +148,7 @@ class Rtl(Engine):
         isa = ENGINES["isa"].run(model, inputs, options)
         sparse, program = isa.report["sparse"], model.program
         images = [program.frame(inputs, n) for n in range(isa.report["batch"])]
-        build = model.folder / "rtl_sim" / options.simulator
+        build = model.folder / RTL_SIM_FOLDER / options.simulator
         results = _run_programs(images, program.config, sparse, build, options)
         per_frame = [program.outputs(r.memory) for r in results]
         outputs = {o: np.stack([frame[o] for frame in per_frame])

@@ -36,3 +36,8 @@ class FitError(FlexiganError):
 
 class UsageError(FlexiganError):
     """A bad command-line argument or output location."""
+
+
+class FolderError(FlexiganError):
+    """A compiled folder is missing a file, holds one that changed since its compile, or holds
+    one that does not parse."""

@@ -11,18 +11,16 @@ folder and compares it with onnxruntime's float model.
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from . import engines, steps
+from . import engines, folder, steps
 from .compiler import ir, passes
 from .compiler.onnx_import import import_model, load_onnx
 from .errors import UsageError
-from .files import write_json_atomic
+from .files import atomic_file, write_json_atomic
 from .hw.arch.config import preset
 from .inputs import default_calibration, load_inputs
 from .layers import layer_table, op_name, totals
@@ -62,16 +60,6 @@ def target_config(target="sim", groups=None, lanes=None):
         raise UsageError(str(exc)) from None
 
 
-def _check_out(out, force):
-    """The output folder as a Path; refuse a file, or a non-empty folder unless ``force``."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"output {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise UsageError(f"output folder {out} is not empty; use --force to overwrite it")
-    return out
-
-
 def compile_model(model_path, out, calibrate=None, force=False, config=None, target="sim",
                   reorder=True, sparse=True, rtl=True, stop_after=None, log=_log):
     """Compile ``model_path`` into the folder ``out`` by the steps of :mod:`flexigan.steps`.
@@ -81,7 +69,8 @@ def compile_model(model_path, out, calibrate=None, force=False, config=None, tar
     model_path : path
         The ONNX model.
     out : path
-        Output folder; must be empty or missing unless ``force``.
+        Output folder; must be empty or missing unless ``force``, when it may also be a folder
+        flexigan compiled.
     calibrate : path, optional
         ``.npy``/``.npz`` calibration inputs; generated ones (see :func:`default_calibration`)
         by default.
@@ -106,40 +95,22 @@ def compile_model(model_path, out, calibrate=None, force=False, config=None, tar
         The products of the steps that ran; its ``manifest`` is the one written (None when the
         compile stopped before the ``manifest`` step).
 
-    The steps write into a temporary folder whose files move into ``out`` once the last of them
-    has succeeded: a failing compile leaves ``out`` as it was. Those files replace every product
-    a compile can make (so none of an earlier compile outlives this one); other files in ``out``
-    are kept.
+    The steps write into a temporary folder beside ``out`` that takes its place once the last
+    of them has succeeded (:func:`flexigan.folder.staged`): a failing or interrupted compile
+    leaves no ``out``, or the previous one intact. With ``force`` it replaces a folder flexigan
+    compiled, never one that holds a file of the user's.
     """
     model_path = Path(model_path)
     config = config or target_config(target)
     plan = steps.until(steps.compile_steps(rtl), stop_after)
-    out = _check_out(out, force)
     options = steps.Options(model_path, config, target, Path(calibrate) if calibrate else None,
                             reorder, sparse)
-    with tempfile.TemporaryDirectory(prefix="flexigan-") as staging:
-        state = steps.State(options, Path(staging), plan, log)
-        state = steps.run_steps(plan, state)
-        _install(Path(staging), out, [p for s in steps.compile_steps(rtl=True)
-                                      for p in s.products])
-    return dataclasses.replace(state, folder=out)
-
-
-def _install(staging, out, products):
-    """Move every file under ``staging`` to the same place under ``out``, after removing the
-    ``products`` (paths relative to ``out``) from it."""
-    out.mkdir(parents=True, exist_ok=True)
-    for name in products:
-        path = out / name
-        if path.is_symlink() or path.is_file():
-            path.unlink()
-        elif path.is_dir():
-            shutil.rmtree(path)
-    for path in sorted(staging.rglob("*")):
-        if path.is_file():
-            target = out / path.relative_to(staging)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(path, target)
+    products = [p for step in steps.compile_steps(rtl=True) for p in step.products]
+    with folder.staged(out, force, products) as staging:
+        state = steps.run_steps(plan, steps.State(options, staging, plan, log))
+        if state.manifest is None:
+            folder.seal(staging, steps.record(state))
+    return dataclasses.replace(state, folder=Path(out))
 
 
 def float_reference(model_path, feeds, names=()):
@@ -194,7 +165,7 @@ def simulate(out, engine, input_path, output_path=None, sparse=None, simulator="
         raise UsageError(f"engine {engine!r} is not available (choose from: "
                          f"{', '.join(engines.ENGINES)})")
     return _execute(out, engines.ENGINES[engine], input_path, output_path,
-                    engines.RunOptions(sparse, simulator, waves, log), "sim_report.json")
+                    engines.RunOptions(sparse, simulator, waves, log), folder.SIM_REPORT)
 
 
 def run_on_board(out, port, input_path, output_path=None, timeout=60.0, log=_log):
@@ -206,7 +177,7 @@ def run_on_board(out, port, input_path, output_path=None, timeout=60.0, log=_log
 
     target_of(out)                         # compiled for a board, not for `sim`
     return _execute(out, BoardEngine(port, timeout), input_path, output_path,
-                    engines.RunOptions(log=log), "run_report.json")
+                    engines.RunOptions(log=log), folder.RUN_REPORT)
 
 
 def _execute(out, engine, input_path, output_path, options, report_name):
@@ -228,7 +199,7 @@ def _execute(out, engine, input_path, output_path, options, report_name):
                    "seconds": round(elapsed, 3)})
     _compare_with_float(report, model, feeds, outputs, run.values, options.log)
     output_path = Path(output_path) if output_path else \
-        model.folder / ("output.npy" if len(outputs) == 1 else "output.npz")
+        model.folder / folder.OUTPUTS[len(outputs) > 1]
     _save_outputs(output_path, {onnx_names[o]: v for o, v in outputs.items()})
     report["output_file"] = str(output_path)
     write_json_atomic(model.folder / report_name, report)
@@ -267,13 +238,12 @@ def _db(value):
 
 
 def _save_outputs(path, outputs):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    """Write ``outputs`` to ``path`` (``.npz``, or ``.npy`` for one output) whole or not at
+    all."""
+    if path.suffix != ".npz" and len(outputs) != 1:
+        raise UsageError(f"the model has {len(outputs)} outputs: give an .npz output path")
+    with atomic_file(path) as f:
         if path.suffix == ".npz":
-            np.savez(path, **outputs)
-        elif len(outputs) == 1:
-            np.save(path, next(iter(outputs.values())))
+            np.savez(f, **outputs)
         else:
-            raise UsageError(f"the model has {len(outputs)} outputs: give an .npz output path")
-    except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+            np.save(f, next(iter(outputs.values())))

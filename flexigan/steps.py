@@ -15,7 +15,9 @@ added here shows up in all three. The products, relative to the output folder:
 - ``lower``: ``program.bin``, ``program.s``, ``memory.bin`` and ``program.json``;
 - ``rtl`` (unless the RTL is not asked for): ``rtl/``, the accelerator's Verilog;
 - ``manifest``: ``manifest.json``, the record of the model, its layers, the target and the
-  steps that made the folder.
+  steps that made the folder, with the size and SHA-256 of every file above
+  (:mod:`flexigan.folder`). A compile stopped before this step still writes a manifest: its
+  :func:`record` part and the digests.
 
 The ``.npz`` graphs are :func:`~flexigan.compiler.serialize.load_graph` files.
 """
@@ -38,12 +40,13 @@ from .compiler.lower import lower
 from .compiler.onnx_import import import_model
 from .compiler.serialize import save_graph
 from .errors import UsageError
+from .folder import seal
 from .hw.arch.config import AcceleratorConfig
 from .hw.verilog import write_rtl
 from .inputs import CALIBRATION_SAMPLES, default_calibration, load_inputs
 from .layers import layer_table, quant_summary, totals
 
-__all__ = ["Options", "State", "Step", "compile_steps", "until", "run_steps"]
+__all__ = ["Options", "State", "Step", "compile_steps", "until", "run_steps", "record"]
 
 #: Where the intermediate products (the IR after each step, the calibration ranges) go.
 STEPS_FOLDER = "steps"
@@ -139,18 +142,34 @@ def rtl_step(state):
 
 
 def manifest_step(state):
-    manifest = _manifest(state)
-    _write_json(state.folder / "manifest.json", manifest)
-    return dataclasses.replace(state, manifest=manifest)
+    return dataclasses.replace(state, manifest=seal(state.folder, _manifest(state)))
 
 
 def _write_json(path, document):
     path.write_text(json.dumps(document, indent=1) + "\n")
 
 
+def record(state):
+    """What the manifest of every compiled folder says, a compile stopped early included: the
+    model, the calibration, the steps that ran, the target and the options.
+    (:func:`flexigan.folder.seal` adds the digests of the files.)"""
+    options = state.options
+    return {
+        "flexigan": __version__,
+        "model": {"source": str(options.model),
+                  "sha256": hashlib.sha256(options.model.read_bytes()).hexdigest()},
+        "calibration": str(options.calibrate) if options.calibrate else
+        f"generated ({CALIBRATION_SAMPLES} samples, seed 0)",
+        "steps": [step.name for step in state.steps],
+        "target": options.target, "config": options.config.to_dict(),
+        "reorder": options.reorder, "sparse": options.sparse,
+    }
+
+
 def _manifest(state):
-    """The record of a compiled folder: model, calibration, steps, target, layers, schedule."""
-    options, qgraph, program = state.options, state.graph, state.program
+    """The record of a complete compile: :func:`record`, and the model's boundary, layers,
+    program and schedule."""
+    qgraph, program = state.graph, state.program
     rows = layer_table(qgraph)
     for row in rows:
         n = ir.node(qgraph, row["name"])
@@ -161,23 +180,16 @@ def _manifest(state):
         return {name: {"shape": list(ir.node(qgraph, name).shape),
                        "scale": ir.node(qgraph, name).scale} for name in names}
 
-    manifest = {
-        "flexigan": __version__,
-        "model": {"source": str(options.model),
-                  "sha256": hashlib.sha256(options.model.read_bytes()).hexdigest(),
-                  "inputs": boundary(qgraph.graph["inputs"]),
-                  "outputs": boundary(qgraph.graph["outputs"])},
-        "calibration": str(options.calibrate) if options.calibrate else
-        f"generated ({CALIBRATION_SAMPLES} samples, seed 0)",
-        "steps": [step.name for step in state.steps],
-        "target": options.target, "config": options.config.to_dict(),
-        "reorder": options.reorder, "sparse": options.sparse,
+    manifest = record(state)
+    manifest["model"].update(inputs=boundary(qgraph.graph["inputs"]),
+                             outputs=boundary(qgraph.graph["outputs"]))
+    manifest.update({
         "program": {"instructions": program.layout["code"], "image_bytes": len(program.image),
                     "files": list(PROGRAM_FILES)},
         "totals": totals(rows),
         "layers": rows,
         "schedule": program.layout["layers"],
-    }
+    })
     if state.rtl:
         manifest["rtl"] = state.rtl
     return manifest

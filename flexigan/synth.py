@@ -10,15 +10,15 @@ instruction-level simulator's cycles for one frame.
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 
 from . import boards
 from .boards.build import TimingError
 from .engines import Compiled
-from .errors import FlexiganError, UsageError
+from .errors import FlexiganError, FolderError, UsageError
 from .files import write_json_atomic
+from .folder import MANIFEST, SYNTH_FOLDER, SYNTH_REPORT, verify
 from .hw.arch.config import AcceleratorConfig
 from .inputs import default_calibration
 from .sim import isa_sim
@@ -26,21 +26,18 @@ from .sim import isa_sim
 __all__ = ["synth", "program_board", "target_of", "frame_cycles"]
 
 #: Where in the output folder the build's files go.
-FOLDER = "synth"
-REPORT = "synth_report.json"
+FOLDER = SYNTH_FOLDER
+REPORT = SYNTH_REPORT
 
 
 def target_of(out):
     """``(target name, AcceleratorConfig, board module)`` of the compiled folder ``out``."""
-    manifest = Path(out) / "manifest.json"
-    if not manifest.is_file():
-        raise UsageError(f"{out} is not a compiled model folder (no manifest.json); run "
-                         f"`flexigan compile --target ulx3s` (or icebreaker) first")
+    document = verify(out)
     try:
-        document = json.loads(manifest.read_text())
         target, config = document["target"], AcceleratorConfig(**document["config"])
     except (ValueError, KeyError, TypeError) as exc:
-        raise UsageError(f"{manifest} is damaged ({exc}); compile the model again") from None
+        raise FolderError(f"{Path(out) / MANIFEST} is damaged ({exc}); compile the model "
+                          "again") from None
     board = boards.board(target)
     if board is None:
         raise UsageError(f"{out} was compiled for {target!r}, a simulation target; compile "

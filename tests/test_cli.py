@@ -106,8 +106,9 @@ def test_compile_refuses_a_non_empty_output_folder(tmp_path, capsys):
     status, _, err = run(capsys, "compile", str(model), "-o", str(out))
     assert_one_line_error(status, err, "is not empty; use --force")
     assert (out / "keep.txt").read_text() == "precious" and len(list(out.iterdir())) == 1
-    status, _, _ = run(capsys, "compile", str(model), "-o", str(out), "--force", "--no-rtl")
-    assert status == 0 and (out / "manifest.json").is_file()
+    status, _, err = run(capsys, "compile", str(model), "-o", str(out), "--force", "--no-rtl")
+    assert_one_line_error(status, err, "--force replaces only a folder that flexigan compiled")
+    assert (out / "keep.txt").read_text() == "precious" and len(list(out.iterdir())) == 1
 
 
 def test_compile_with_calibration_file_and_wrong_input_shape(tmp_path, capsys):

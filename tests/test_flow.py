@@ -65,16 +65,17 @@ def test_stop_after_writes_the_products_up_to_that_step_and_none_after(tmp_path,
     status, text, _ = run(capsys, "compile", str(tiny), "-o", str(out), *SMALL,
                           "--stop-after", step)
     assert status == 0
+    # Every compile, stopped or not, leaves a manifest that records the digests of the rest.
     expected = set().union(*(products for _, products in PRODUCTS[:index + 1]))
-    assert files(out) == expected
+    assert files(out) == expected | {"manifest.json"}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["files"]) == expected - {"manifest.json"}
     progress = [line for line in text.splitlines() if line.startswith("[")]
     assert progress == [f"[{i + 1}/{index + 1}] {name} ..."
                         for i, (name, _) in enumerate(PRODUCTS[:index + 1])]
     if step != "manifest":
         assert f"stopped after {step}: {out} holds model.onnx" in text
-    else:
-        manifest = json.loads((out / "manifest.json").read_text())
-        assert manifest["steps"] == [name for name, _ in PRODUCTS]
+    assert manifest["steps"] == [name for name, _ in PRODUCTS[:index + 1]]
 
 
 def test_the_intermediate_products_show_each_step(tmp_path, capsys, tiny):
@@ -99,7 +100,8 @@ def test_golden_runs_a_folder_stopped_after_quantize(tmp_path, capsys, tiny):
     assert status == 0 and "SQNR" in text
     status, _, err = run(capsys, "simulate", str(out), "--engine", "isa", "--input",
                          str(tmp_path / "z.npy"))
-    assert_one_line_error(status, err, "has no compiled program (program.json)")
+    assert_one_line_error(status, err, "has no compiled program (program.json)",
+                          "stopped after quantize")
 
 
 @pytest.mark.parametrize("options, choices", [
@@ -130,13 +132,31 @@ def test_a_failing_step_leaves_the_output_folder_as_it_was(tmp_path, capsys, tin
 def test_a_forced_compile_replaces_every_product_of_the_last_one(tmp_path, capsys, tiny):
     out = tmp_path / "out"
     run(capsys, "compile", str(tiny), "-o", str(out), *SMALL)
-    (out / "notes.txt").write_text("mine")
+    np.save(tmp_path / "z.npy", np.random.default_rng(1).standard_normal((2, 4, 1, 1)))
+    run(capsys, "simulate", str(out), "--input", str(tmp_path / "z.npy"))
     status, _, _ = run(capsys, "compile", str(tiny), "-o", str(out), "--force",
                        "--stop-after", "quantize")
     assert status == 0
-    # No program, Verilog or manifest of the earlier compile is left beside the new IR.
-    assert files(out) == {"notes.txt", "model.onnx", "steps/import.npz", "steps/fold_affine.npz",
-                          "steps/calibrate.json", "quantized.npz"}
+    # No program, Verilog, report or output of the earlier compile is left beside the new IR.
+    assert files(out) == {"manifest.json", "model.onnx", "steps/import.npz",
+                          "steps/fold_affine.npz", "steps/calibrate.json", "quantized.npz"}
+
+
+def test_force_never_deletes_a_file_flexigan_did_not_write(tmp_path, capsys, tiny):
+    out = tmp_path / "out"
+    run(capsys, "compile", str(tiny), "-o", str(out), "--no-rtl")
+    (out / "steps" / "notes.txt").write_text("mine")
+    before = snapshot(out)
+    status, _, err = run(capsys, "compile", str(tiny), "-o", str(out), "--force", "--no-rtl")
+    assert_one_line_error(status, err, "--force would delete steps/notes.txt", "move it away")
+    assert snapshot(out) == before
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "model.onnx").write_bytes(b"the user's own")
+    status, _, err = run(capsys, "compile", str(tiny), "-o", str(mine), "--force", "--no-rtl")
+    assert_one_line_error(status, err, "--force replaces only a folder that flexigan compiled",
+                          "left alone")
+    assert (mine / "model.onnx").read_bytes() == b"the user's own"
 
 
 @pytest.fixture(scope="module")
