@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ModelError
 from ..hw.arch import isa
 from ..hw.arch.config import AcceleratorConfig
 from . import asm
@@ -173,8 +174,23 @@ class Program:
 
 
 def load_program(folder):
-    """The :class:`Program` saved in ``folder``."""
+    """The :class:`Program` saved in ``folder``; a :class:`~flexigan.errors.ModelError` (one
+    line) when its files are missing, do not parse, or disagree (an image shorter than its
+    layout)."""
     folder = Path(folder)
-    meta = json.loads((folder / "program.json").read_text())
-    return Program(AcceleratorConfig(**meta["config"]), (folder / "memory.bin").read_bytes(),
-                   meta["layout"])
+    try:
+        meta = json.loads((folder / "program.json").read_text())
+        program = Program(AcceleratorConfig(**meta["config"]),
+                          (folder / "memory.bin").read_bytes(), meta["layout"])
+        end = max(addr + size for addr, size in program.layout["regions"].values())
+    except OSError as exc:
+        raise ModelError(f"cannot read the program in {folder}: {exc.strerror} "
+                         f"({exc.filename})") from None
+    except Exception as exc:  # json, a missing key, a wrong type or a bad config
+        text = " ".join(str(exc).split())
+        raise ModelError(f"{folder / 'program.json'} is damaged ({type(exc).__name__}: "
+                         f"{text}); compile again") from None
+    if len(program.image) < end:
+        raise ModelError(f"{folder / 'memory.bin'} holds {len(program.image)} bytes, its layout "
+                         f"{end}; compile again")
+    return program

@@ -63,20 +63,36 @@ def save_graph(graph, path):
 
 
 def load_graph(path):
-    """Read a graph written by :func:`save_graph`, verified."""
+    """Read a graph written by :func:`save_graph`, verified.
+
+    Raises :class:`~flexigan.errors.ModelError` (one line) for a file that is missing,
+    truncated, not such a graph, or whose graph breaks an IR invariant.
+    """
     try:
         with np.load(path, allow_pickle=False) as data:
             doc = json.loads(str(data["__graph__"]))
             arrays = {k: data[k] for k in data.files if k != "__graph__"}
-    except (OSError, KeyError, ValueError) as exc:
-        raise ModelError(f"cannot read compiled model {path}: {exc}") from None
-    if doc.get("format") != FORMAT:
-        raise ModelError(f"{path} is not a {FORMAT} file (format {doc.get('format')!r})")
-    graph = ir.new_graph()
-    graph.graph.update(doc["graph"])
-    for entry in doc["nodes"]:
-        n = _decode(entry["node"], arrays)
-        graph.add_node(entry["name"], node=n)
-        for i in n.inputs:
-            graph.add_edge(i, entry["name"])
-    return ir.verify(graph, quantized=all(n.scale is not None for _, n in ir.topo_nodes(graph)))
+    except Exception as exc:  # zipfile, numpy and json each raise their own on a damaged file
+        raise ModelError(f"cannot read compiled model {path}: {_reason(exc)}") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        found = doc.get("format") if isinstance(doc, dict) else None
+        raise ModelError(f"{path} is not a {FORMAT} file (format {found!r})")
+    try:
+        graph = ir.new_graph()
+        graph.graph.update(doc["graph"])
+        for entry in doc["nodes"]:
+            n = _decode(entry["node"], arrays)
+            graph.add_node(entry["name"], node=n)
+            for i in n.inputs:
+                graph.add_edge(i, entry["name"])
+        quantized = all(n.scale is not None for _, n in ir.topo_nodes(graph))
+        return ir.verify(graph, quantized=quantized)
+    except ModelError:
+        raise
+    except Exception as exc:  # a damaged document: missing keys, wrong types, broken graph
+        raise ModelError(f"{path} is damaged ({_reason(exc)})") from None
+
+
+def _reason(exc):
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -30,6 +30,8 @@ __all__ = ["MANIFEST", "SIM_REPORT", "RUN_REPORT", "SYNTH_REPORT", "SYNTH_FOLDER
            "read_manifest", "verify", "staged"]
 
 MANIFEST = "manifest.json"
+#: What the commands read from every manifest (:func:`flexigan.steps.record` writes them).
+_KEYS = ("steps", "target", "config", "sparse")
 #: What the commands that read a compiled folder write into it.
 SIM_REPORT, RUN_REPORT, SYNTH_REPORT = "sim_report.json", "run_report.json", "synth_report.json"
 SYNTH_FOLDER, RTL_SIM_FOLDER, BOARD_SIM_FOLDER = "synth", "rtl_sim", "board_sim"
@@ -80,6 +82,9 @@ def read_manifest(folder):
         raise FolderError(f"{path} is damaged ({reason}); compile again") from None
     if not isinstance(document, dict) or "flexigan" not in document:
         raise FolderError(f"{path} is not a flexigan manifest; compile again")
+    missing = [key for key in _KEYS if key not in document]
+    if missing:
+        raise FolderError(f"{path} is damaged (no {missing[0]!r}); compile again")
     return document
 
 
