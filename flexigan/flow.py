@@ -33,6 +33,9 @@ __all__ = ["inspect_model", "compile_model", "simulate", "default_calibration", 
 #: The names of the engines, for ``flexigan simulate --engine``.
 ENGINES = tuple(engines.ENGINES)
 SIMULATORS = engines.SIMULATORS
+#: The fraction of an input's values clipped by its calibrated range above which ``simulate``
+#: warns.
+CLIPPED_WARNING = 0.01
 
 
 def _log(message):
@@ -186,6 +189,7 @@ def _execute(out, engine, input_path, output_path, options, report_name):
     model = engines.Compiled(out)
     qgraph = model.qgraph
     feeds = load_inputs(qgraph, input_path)
+    clipped = _clipped(model, feeds, options.log)
     start = time.perf_counter()
     run = engine.run(model, model.quantize(feeds), options)
     elapsed = time.perf_counter() - start
@@ -196,7 +200,8 @@ def _execute(out, engine, input_path, output_path, options, report_name):
                    "output_shape": list(next(iter(outputs.values())).shape),
                    "outputs": {onnx_names[o]: {"shape": list(v.shape)}
                                for o, v in outputs.items()},
-                   "seconds": round(elapsed, 3)})
+                   "seconds": round(elapsed, 3),
+                   "inputs": {name: {"clipped": fraction} for name, fraction in clipped.items()}})
     _compare_with_float(report, model, feeds, outputs, run.values, options.log)
     output_path = Path(output_path) if output_path else \
         model.folder / folder.OUTPUTS[len(outputs) > 1]
@@ -206,16 +211,30 @@ def _execute(out, engine, input_path, output_path, options, report_name):
     return report
 
 
+def _clipped(model, feeds, log):
+    """The fraction of each input's values outside the range its calibration gave it (they
+    saturate); a warning for any above :data:`CLIPPED_WARNING`."""
+    clipped = {}
+    for name, x in feeds.items():
+        scale = ir.node(model.qgraph, name).scale
+        clipped[name] = round(golden.clipped_fraction(x, scale), 6)
+        if clipped[name] > CLIPPED_WARNING:
+            log(f"warning: {clipped[name]:.1%} of input {name!r} lies outside its calibrated "
+                f"range (+-{127 * scale:.4g}) and is clipped, the usual cause of a poor SQNR; "
+                "calibrate with inputs like these (compile --calibrate)")
+    return clipped
+
+
 def _compare_with_float(report, model, feeds, outputs, values, log):
     """Add to ``report`` the SQNR against onnxruntime's float model of every output and, as
-    ``layers``, of every value in ``values`` that is a tensor of the ONNX model."""
+    ``layers``, of every value in ``values`` that is a tensor of the ONNX model (``values``
+    may hold the first samples only: ``layers_samples`` says how many)."""
     source, qgraph = model.folder / "model.onnx", model.qgraph
-    if not source.is_file():
-        log(f"{source} is missing: no float reference, no SQNR")
-        return
     tensors = onnx_tensors(source) if values else set()
     layers = [n for n, _ in ir.topo_nodes(qgraph) if n in values and n in tensors]
-    reference = float_reference(source, feeds, layers)
+    batch = len(next(iter(feeds.values())))
+    sampled = len(next(iter(values.values()))) if values else 0
+    reference = float_reference(source, feeds, layers if sampled == batch else ())
     if reference is None:
         log("onnxruntime is not installed: no float reference, no SQNR")
         return
@@ -225,6 +244,10 @@ def _compare_with_float(report, model, feeds, outputs, values, log):
             golden.sqnr_db(reference[onnx_names[o]], v))
     report["sqnr_db"] = min(x["sqnr_db"] for x in report["outputs"].values())
     if values:
+        if sampled < batch:
+            reference = float_reference(source, {k: v[:sampled] for k, v in feeds.items()},
+                                        layers)
+            report["layers_samples"] = sampled
         report["layers"] = []
         for name in (n for n in layers if n in reference):
             node = ir.node(qgraph, name)

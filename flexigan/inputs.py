@@ -6,6 +6,8 @@ so the two accept the same files.
 
 from __future__ import annotations
 
+import contextlib
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -36,32 +38,57 @@ def default_calibration(graph, samples=CALIBRATION_SAMPLES, seed=0):
 def load_inputs(graph, path):
     """Read model inputs from ``.npy`` (single-input models) or ``.npz`` (keyed by input name).
 
-    A missing batch axis is added. Raises :class:`UsageError` on a shape or name mismatch.
+    A missing batch axis is added. Raises :class:`UsageError` for a file that cannot be read,
+    arrays not named after the model's inputs, a shape that is not the input's, a batch of
+    none, values that are not real numbers or not finite, and inputs of different batch sizes.
     """
     path = Path(path)
     names = graph.graph["inputs"]
+    arrays = _read(path, names)
+    if sorted(arrays) != sorted(names):
+        raise UsageError(f"{path} holds arrays {sorted(arrays)}; the model's inputs are "
+                         f"{sorted(names)}: give one array per input, named after it")
+    feeds = {name: _checked(name, arrays[name], ir.node(graph, name).shape, path)
+             for name in names}
+    batches = {name: x.shape[0] for name, x in feeds.items()}
+    if len(set(batches.values())) > 1:
+        raise UsageError(f"the inputs of {path} have different batch sizes: {batches}")
+    return feeds
+
+
+def _read(path, names):
+    """The arrays of an ``.npy`` (named after the model's only input) or ``.npz`` file."""
     try:
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-        else:
-            arrays = {names[0]: np.load(path, allow_pickle=False)}
+        with contextlib.ExitStack() as stack:
+            data = np.load(path, allow_pickle=False)
+            if isinstance(data, np.lib.npyio.NpzFile):
+                stack.enter_context(data)
+                return {k: data[k] for k in data.files}
             if len(names) != 1:
                 raise UsageError(f"the model has inputs {names}: give an .npz keyed by name")
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot read inputs from {path}: {exc}") from None
-    if len(arrays) == 1 and len(names) == 1 and names[0] not in arrays:
-        arrays = {names[0]: next(iter(arrays.values()))}
-    feeds = {}
-    for name in names:
-        if name not in arrays:
-            raise UsageError(f"{path} has no array for input {name!r} (has {sorted(arrays)})")
-        x = np.asarray(arrays[name], dtype=np.float64)
-        shape = ir.node(graph, name).shape
-        if x.shape == shape:
-            x = x[None]
-        if x.shape[1:] != shape:
-            raise UsageError(f"input {name!r} of {path} has shape {x.shape}; the model expects "
-                             f"(N, {', '.join(map(str, shape))})")
-        feeds[name] = x
-    return feeds
+            return {names[0]: data}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else \
+            " ".join(str(exc).split()) or "empty or truncated file"
+        raise UsageError(f"cannot read inputs from {path}: {reason}") from None
+
+
+def _checked(name, x, shape, path):
+    """``x`` as float64 ``(N, *shape)``, N >= 1, every value finite."""
+    if x.dtype.kind not in "iuf":
+        raise UsageError(f"input {name!r} of {path} has dtype {x.dtype}: give real numbers "
+                         "(float or integer)")
+    if x.shape == shape:
+        x = x[None]
+    if x.shape[1:] != shape:
+        raise UsageError(f"input {name!r} of {path} has shape {x.shape}; the model expects "
+                         f"(N, {', '.join(map(str, shape))})")
+    if x.shape[0] == 0:
+        raise UsageError(f"input {name!r} of {path} holds no samples (batch 0)")
+    x = x.astype(np.float64)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        first = tuple(int(i) for i in np.unravel_index(int(bad.argmax()), x.shape))
+        raise UsageError(f"input {name!r} of {path} has {int(bad.sum())} NaN or infinite "
+                         f"value(s), the first at index {first}; give finite numbers")
+    return x

@@ -17,7 +17,8 @@ from ..compiler import ir
 from ..compiler.evaluate import LAYOUT_KERNELS, MAC_KERNELS, channels, pad, run_graph
 from ..hw.arch.numerics import round_half_up, sat8
 
-__all__ = ["run_int", "run_quantized", "quantize_input", "dequantize", "sqnr_db"]
+__all__ = ["run_int", "run_quantized", "quantize_input", "clipped_fraction", "dequantize",
+           "sqnr_db"]
 
 
 def _int_step(n, xs):
@@ -76,6 +77,13 @@ def run_int(qgraph, feeds_int8, keep=False):
 def quantize_input(x, scale):
     """Float ``x`` as int8 steps of ``scale``: ``sat8(floor(x / scale + 0.5))``."""
     return sat8(round_half_up(np.asarray(x, dtype=np.float64) / scale))
+
+
+def clipped_fraction(x, scale):
+    """The fraction of the values of ``x`` that :func:`quantize_input` saturates: those outside
+    the int8 range of ``scale`` (the range calibration gave the input)."""
+    steps = round_half_up(np.asarray(x, dtype=np.float64) / scale)
+    return float(np.mean(sat8(steps) != steps)) if steps.size else 0.0
 
 
 def dequantize(q, scale):

@@ -90,7 +90,7 @@ def _add_layer_counts(totals, layers, result):
                       result.dram_bytes[first:last].sum()]
 
 
-def simulate(program, inputs_int8, config=None, sparse=True):
+def simulate(program, inputs_int8, config=None, sparse=True, progress=None):
     """Run ``program`` once per sample of ``inputs_int8``; return ``(outputs, report)``.
 
     Parameters
@@ -103,6 +103,8 @@ def simulate(program, inputs_int8, config=None, sparse=True):
         Must be the program's (the default).
     sparse : bool
         Zero skipping on or off.
+    progress : callable, optional
+        Called with the number of samples done after each one.
 
     Returns
     -------
@@ -130,6 +132,8 @@ def simulate(program, inputs_int8, config=None, sparse=True):
         _add_layer_counts(totals, layers, result)
         busy += result.busy
         stall += result.stall
+        if progress:
+            progress(n + 1)
     rows = [{"name": layer["name"], "op": layer["op"],
              **figures(config, cycles, layer["macs_useful"] * batch, issued, skipped, dram)}
             for layer, (cycles, issued, skipped, dram) in zip(layers, totals)]
