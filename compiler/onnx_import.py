@@ -22,7 +22,7 @@ from onnx import numpy_helper, shape_inference, version_converter
 from onnx.reference import ReferenceEvaluator
 
 from ..errors import ModelError, UnsupportedError
-from . import ir
+from . import ir, limits
 
 __all__ = ["import_model", "load_onnx", "SUPPORTED_OPS", "OPSET_RANGE"]
 
@@ -79,13 +79,43 @@ def load_onnx(path):
                              f"{location!r} outside the model's folder; refused")
         if not target.is_file():
             raise ModelError(f"{path}: external data {location!r} of {tensor.name!r} is missing")
+    _check_order(path, model.graph)
     try:
         onnx.load_external_data_for_model(model, str(base))
         onnx.checker.check_model(model)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{path} fails the ONNX checker: {first}") from None
+        raise ModelError(f"{path} fails the ONNX checker: {_one_line(exc)}") from None
     return model
+
+
+def _one_line(exc, limit=300):
+    """The message of ``exc`` on one line (onnx's span several, with node listings)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _check_order(path, graph):
+    """Refuse a graph whose nodes read a tensor before a node computes it: a cycle, named by
+    its nodes, or nodes out of topological order."""
+    import networkx as nx
+
+    made = {o: i for i, n in enumerate(graph.node) for o in n.output if o}
+    label = [n.name or n.output[0] for n in graph.node]
+    late = [(i, made[x]) for i, n in enumerate(graph.node) for x in n.input
+            if x in made and made[x] >= i]
+    if not late:
+        return
+    edges = nx.DiGraph([(made[x], i) for i, n in enumerate(graph.node) for x in n.input
+                        if x in made])
+    try:
+        cycle = [label[a] for a, _ in nx.find_cycle(edges)]
+        raise ModelError(f"{path}: the graph has a cycle ({' -> '.join(cycle + cycle[:1])}); "
+                         "ONNX graphs must be acyclic")
+    except nx.NetworkXNoCycle:
+        reader, writer = late[0]
+        raise ModelError(f"{path}: node {label[reader]!r} reads a tensor that node "
+                         f"{label[writer]!r} computes after it; the nodes must be in "
+                         "topological order") from None
 
 
 def _external_tensors(graph):
@@ -106,28 +136,48 @@ def _opset(model):
 def _prepare(model, batch):
     """Convert the opset if needed, fix the batch axis and infer shapes."""
     version = _opset(model)
-    if not OPSET_RANGE[0] <= version <= OPSET_RANGE[1]:
+    if version > OPSET_RANGE[1]:
+        raise ModelError(f"the model uses opset {version}, newer than this onnx "
+                         f"({onnx.__version__}) knows (up to {OPSET_RANGE[1]}); export it at an "
+                         f"opset from {OPSET_RANGE[0]} to {OPSET_RANGE[1]}, or upgrade onnx")
+    if version < OPSET_RANGE[0]:
         try:
             model = version_converter.convert_version(model, OPSET_TARGET)
         except Exception as exc:
-            raise ModelError(f"cannot convert opset {version} to {OPSET_TARGET}: {exc}") from None
+            raise ModelError(f"onnx's version converter cannot bring opset {version} to "
+                             f"{OPSET_TARGET} ({_one_line(exc, 200)}); export the model at an "
+                             f"opset from {OPSET_RANGE[0]} to {OPSET_RANGE[1]}") from None
     inits = {t.name for t in model.graph.initializer}
     for value in model.graph.input:
         if value.name in inits:
             continue
         dims = value.type.tensor_type.shape.dim
         for axis, dim in enumerate(dims):
-            if axis == 0 and (dim.dim_param or dim.dim_value == 0):
+            if axis == 0 and (dim.dim_param or dim.dim_value <= 0):   # unknown batch
                 dim.Clear()
                 dim.dim_value = batch
-            elif dim.dim_param or dim.dim_value <= 0:
+            elif dim.dim_param or not dim.HasField("dim_value"):
                 raise ModelError(f"input {value.name!r} has a dynamic size at axis {axis}: "
                                  "only the batch axis (0) may be dynamic")
+            elif dim.dim_value <= 0:
+                raise ModelError(f"input {value.name!r} has size {dim.dim_value} at axis "
+                                 f"{axis}: every size must be positive")
     try:
-        return shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+        model = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise ModelError(f"shape inference failed: {first}") from None
+        raise ModelError(f"shape inference failed: {_one_line(exc)}") from None
+    _check_sizes(model)
+    return model
+
+
+def _check_sizes(model):
+    """Refuse a tensor ONNX's shape inference makes too large for the host, before constant
+    folding or legalization allocates it (:mod:`flexigan.compiler.limits`)."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    for name, shape in _static_shapes(model).items():
+        node = producer.get(name)
+        limits.check_value(node.name or name if node else name,
+                           node.op_type if node else "input", shape)
 
 
 def _static_shapes(model):
@@ -194,7 +244,11 @@ class _Builder:
         return ir.node(self.graph, name).shape
 
     def emit(self, name, op, inputs):
-        return ir.add_node(self.graph, name, op, inputs)
+        """Add the IR value ``name``; a :class:`ModelError` when it is too large for the host
+        (:func:`~flexigan.compiler.limits.check_layer`), before anything is allocated."""
+        ir.add_node(self.graph, name, op, inputs)
+        limits.check_layer(self.graph, name)
+        return name
 
 
 def import_model(path_or_model, batch=None):
@@ -621,6 +675,17 @@ def _concat(build, node, *xs, axis):
     build.emit(node.output[0], ir.Concat(axis - 1), xs)
 
 
+def _reshaped(full, shape):
+    """numpy's reshape of ``full`` to ``shape`` (one ``-1`` inferred), by arithmetic alone: no
+    array of a size the model chose is allocated."""
+    total, known = math.prod(full), math.prod(d for d in shape if d != -1)
+    target = [total // known if d == -1 and known and total % known == 0 else d for d in shape]
+    if shape.count(-1) > 1 or any(d < 0 for d in target) or math.prod(target) != total:
+        raise Unsupported(f"cannot reshape {full} to {shape}: cannot reshape array of size "
+                          f"{total} into shape ({','.join(map(str, shape))})")
+    return tuple(target)
+
+
 def _reshape_to(build, node, x, full_shape):
     """Emit a Reshape to the full (batched) shape, or alias if nothing changes."""
     full_shape = tuple(int(d) for d in full_shape)
@@ -644,11 +709,7 @@ def _reshape(build, node, x, shape, *, allowzero=0):
     full = _full(build, x)
     if not allowzero:
         shape = [full[i] if d == 0 else d for i, d in enumerate(shape)]
-    try:
-        target = np.empty(full, dtype=np.int8).reshape(shape).shape
-    except ValueError as exc:
-        raise Unsupported(f"cannot reshape {full} to {shape}: {exc}") from None
-    _reshape_to(build, node, x, target)
+    _reshape_to(build, node, x, _reshaped(full, shape))
 
 
 @_op("Flatten")

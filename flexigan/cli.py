@@ -262,6 +262,12 @@ def main(argv=None):
             raise
         print(f"flexigan: error: {exc}", file=sys.stderr)
         return 1
+    except MemoryError:
+        if debug:
+            raise
+        print("flexigan: error: out of memory; give fewer samples (--input, --calibrate) or a "
+              "smaller model", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("flexigan: interrupted", file=sys.stderr)
         return 130

@@ -13,11 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from .compiler import ir
+from .compiler.limits import CALIBRATION_SAMPLES
 from .errors import UsageError
 
 __all__ = ["CALIBRATION_SAMPLES", "default_calibration", "load_inputs"]
-
-CALIBRATION_SAMPLES = 64
 
 
 def default_calibration(graph, samples=CALIBRATION_SAMPLES, seed=0):
