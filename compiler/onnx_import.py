@@ -71,9 +71,12 @@ def load_onnx(path):
     if not model.graph.node and not model.graph.output:
         raise ModelError(f"{path} is not a valid ONNX file (empty or truncated graph)")
     base = path.resolve().parent
-    for tensor in _external_tensors(model.graph):
+    for tensor in _external_tensors(model):
         location = {e.key: e.value for e in tensor.external_data}.get("location", "")
         target = (base / location).resolve()
+        if not location:
+            raise ModelError(f"{path}: tensor {tensor.name!r} is marked external but names no "
+                             "file")
         if os.path.commonpath([target, base]) != str(base):
             raise ModelError(f"{path}: tensor {tensor.name!r} points at external data "
                              f"{location!r} outside the model's folder; refused")
@@ -82,6 +85,9 @@ def load_onnx(path):
     _check_order(path, model.graph)
     try:
         onnx.load_external_data_for_model(model, str(base))
+    except Exception as exc:
+        raise ModelError(f"{path}: cannot read its external data: {_one_line(exc)}") from None
+    try:
         onnx.checker.check_model(model)
     except Exception as exc:
         raise ModelError(f"{path} fails the ONNX checker: {_one_line(exc)}") from None
@@ -118,15 +124,33 @@ def _check_order(path, graph):
                          "topological order") from None
 
 
-def _external_tensors(graph):
-    for tensor in graph.initializer:
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            yield tensor
-    for n in graph.node:
+def _external_tensors(model):
+    """Every tensor of ``model`` that keeps its data in a file: initializers (sparse ones
+    too), tensors in node attributes, in subgraphs (If, Loop, Scan bodies) at any depth, and in
+    the model's functions."""
+    def tensors_of_graph(graph):
+        yield from graph.initializer
+        for sparse in graph.sparse_initializer:
+            yield from (sparse.values, sparse.indices)
+        for n in graph.node:
+            yield from tensors_of_node(n)
+
+    def tensors_of_node(n):
         for attr in n.attribute:
-            if attr.type == onnx.AttributeProto.TENSOR and \
-                    attr.t.data_location == onnx.TensorProto.EXTERNAL:
+            if attr.HasField("t"):
                 yield attr.t
+            yield from attr.tensors
+            for sparse in (*([attr.sparse_tensor] if attr.HasField("sparse_tensor") else []),
+                           *attr.sparse_tensors):
+                yield from (sparse.values, sparse.indices)
+            for graph in (*([attr.g] if attr.HasField("g") else []), *attr.graphs):
+                yield from tensors_of_graph(graph)
+
+    tensors = [*tensors_of_graph(model.graph),
+               *(t for function in model.functions for n in function.node
+                 for t in tensors_of_node(n))]
+    return [t for t in tensors
+            if t.data_location == onnx.TensorProto.EXTERNAL or len(t.external_data)]
 
 
 def _opset(model):
