@@ -144,29 +144,43 @@ def _check_replaceable(out, force, products):
 
 @contextlib.contextmanager
 def _signals_held():
-    """Hold Ctrl-C (and SIGTERM) while the block runs: it is delivered when the block ends."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    """Defer Ctrl-C (and SIGTERM) until the block has run: a signal that arrives meanwhile is
+    raised again when it ends. (Masking the signal would not do: another thread of the process,
+    one of numpy's say, would take it.) Outside the main thread the block runs unguarded."""
+    received = []
+    try:
+        previous = {s: signal.signal(s, lambda signum, frame: received.append(signum))
+                    for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:
+        previous = {}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if received:
+            signal.raise_signal(received[0])
 
 
 def _swap(staging, out):
     """Put the folder ``staging`` in the place of ``out`` (missing, empty or a flexigan
     output), with no moment at which an interrupt leaves neither."""
+    old = None
     with _signals_held():
         out.parent.mkdir(parents=True, exist_ok=True)
-        old = None
         if out.is_dir() and any(out.iterdir()):
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
             os.rename(out, old)               # onto the empty folder mkdtemp made
         elif out.is_dir():
             out.rmdir()
-        os.rename(staging, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        try:
+            os.rename(staging, out)
+        except OSError:
+            if old is not None:
+                os.rename(old, out)           # the earlier folder back in its place
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -184,7 +198,9 @@ def staged(out, force=False, products=()):
     if out.name in ("", ".."):                  # "." or "x/..": rename needs a name
         out = out.resolve()
     _check_replaceable(out, force, products)
-    anchor = next(p for p in (out.parent, *out.parent.parents) if p.is_dir())
+    anchor = next(p for p in (out.parent, *out.parent.parents) if p.exists())
+    if not anchor.is_dir():
+        raise UsageError(f"cannot write the output folder {out}: {anchor} is not a folder")
     try:
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=anchor))
         os.chmod(staging, 0o777 & ~umask())

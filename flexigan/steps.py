@@ -103,8 +103,9 @@ def _save_ir(state, name, graph):
 
 
 def import_step(state):
+    graph = import_model(state.options.model)     # a missing or bad model fails in one line
     shutil.copyfile(state.options.model, state.folder / "model.onnx")
-    return _save_ir(state, "import", import_model(state.options.model))
+    return _save_ir(state, "import", graph)
 
 
 def _float_pass_step(float_pass):
