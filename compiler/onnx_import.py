@@ -168,9 +168,11 @@ def _prepare(model, batch):
         try:
             model = version_converter.convert_version(model, OPSET_TARGET)
         except Exception as exc:
+            # onnx reports a C++ assertion: its source line, then "failed: " and the reason.
+            reason = _one_line(exc, 10_000).rpartition("failed: ")[2][:200]
             raise ModelError(f"onnx's version converter cannot bring opset {version} to "
-                             f"{OPSET_TARGET} ({_one_line(exc, 200)}); export the model at an "
-                             f"opset from {OPSET_RANGE[0]} to {OPSET_RANGE[1]}") from None
+                             f"{OPSET_TARGET} ({reason}); export the model at an opset from "
+                             f"{OPSET_RANGE[0]} to {OPSET_RANGE[1]}") from None
     inits = {t.name for t in model.graph.initializer}
     for value in model.graph.input:
         if value.name in inits:

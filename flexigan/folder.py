@@ -132,7 +132,9 @@ def _check_replaceable(out, force, products):
         raise UsageError(f"--force replaces only a folder that flexigan compiled, and {out} "
                          f"is not one ({exc}); it is left alone") from None
     # A manifest of an older flexigan records no files: its compile's products are known.
-    ours = {MANIFEST, *(manifest.get("files") or ()), *products, *WRITTEN_LATER}
+    recorded = manifest.get("files")
+    ours = {MANIFEST, *(recorded if isinstance(recorded, dict) else ()), *products,
+            *WRITTEN_LATER}
     for path in sorted(out.rglob("*")):
         name = path.relative_to(out)
         if path.is_dir() and not path.is_symlink():

@@ -126,6 +126,17 @@ def huge_resize():
                       {"s": np.array([1, 1, 20000, 20000], np.float32)})
 
 
+def unconvertible():
+    """Tile at opset 5: onnx's version converter has no adapter for it."""
+    nodes = [helper.make_node("Tile", ["x", "tiles", "axis"], ["y"], name="tile")]
+    graph = helper.make_graph(nodes, "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+                              [numpy_helper.from_array(np.array(2, np.int64), "tiles"),
+                               numpy_helper.from_array(np.array(1, np.int64), "axis")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 5)])
+
+
 def unsupported():
     return make_model([helper.make_node("Softmax", ["x"], ["y"], name="soft")],
                       [("x", [1, 2])], [("y", [1, 2])])
@@ -143,6 +154,9 @@ BAD_MODELS = {
     "truncated": (truncated(), ["g.onnx"]),
     "cyclic": (cyclic(), ["the graph has a cycle (", "first", "second", "must be acyclic"]),
     "future opset": (relu_model(opset=99), ["uses opset 99, newer than this onnx"]),
+    "unconvertible opset": (unconvertible(), [
+        "onnx's version converter cannot bring opset 5 to 17 (No Adapter From Version $5 for "
+        "Tile); export the model at an opset from 11 to"]),
     "negative size": (relu_model((1, -2)), ["input 'x' has size -2 at axis 1",
                                             "must be positive"]),
     "zero size": (relu_model((1, 0)), ["input 'x' has size 0 at axis 1"]),
@@ -245,6 +259,14 @@ def test_bad_inputs_to_simulate_are_one_line_and_write_nothing(capsys, root, com
     shutil.copytree(compiled, out)
     refused(capsys, root, ["simulate", out, "--engine", "isa", "--input", path,
                            "--output", root / "y.npy"], *fragments)
+
+
+def test_simulate_into_an_unwritable_place(capsys, root, compiled):
+    out = root / "out"
+    shutil.copytree(compiled, out)
+    np.save(root / "z.npy", np.zeros((1, 4, 1, 1)))
+    refused(capsys, root, ["simulate", out, "--input", root / "z.npy", "--output",
+                           "/proc/flexigan-y.npy"], "cannot write /proc/flexigan-y.npy")
 
 
 @pytest.mark.parametrize("case", ["complex", "NaN", "batch 0", "npz key", "empty file"])
