@@ -120,7 +120,9 @@ def _check_replaceable(out, force, products):
     ``force``; with ``force``, a folder flexigan did not write or one that holds a file of the
     user's (one its manifest does not record, of none of the names in ``products`` and
     :data:`WRITTEN_LATER`)."""
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
+    if out.is_symlink():
+        raise UsageError(f"output {out} is a symbolic link; give the folder it points at")
+    if out.exists() and not out.is_dir():
         raise UsageError(f"output {out} exists and is not a folder")
     if not out.is_dir() or not any(out.iterdir()):
         return
