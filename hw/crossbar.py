@@ -81,11 +81,12 @@ class Crossbar(wiring.Component):
     Contract:
 
     - a read accepted on a ``rd``/``dma_rd`` port in cycle ``t`` is answered on its ``resp`` in
-      cycle ``t + 1`` with the word's value before any write accepted in cycle ``t``;
+      cycle ``t + 1`` with the word's value before any write accepted in cycle ``t - 1`` or
+      later;
     - all ports asking one bank for the same word in a cycle are accepted together; a bank
       serves one word per cycle, round-robin among ports asking for different words;
-    - a write accepted in cycle ``t`` is visible to reads accepted from ``t + 1``; one write per
-      bank per cycle, round-robin;
+    - a write accepted in cycle ``t`` is written in cycle ``t + 1`` and visible to reads
+      accepted from ``t + 2``; one write per bank per cycle, round-robin;
     - ``stalls[g]`` counts the cycles group port ``g`` had a read waiting; ``route_fault[g]`` is
       set by a group read outside the group's route; ``clear`` zeroes both.
 
@@ -187,8 +188,11 @@ class Crossbar(wiring.Component):
             m.d.comb += wanting.eq(Cat(p.req.valid & (bank_of(p.req.payload.addr) == b)
                                        for p in writers))
             wwinner = _round_robin(m, wanting, f"wr{b}")
+            # The granted write reaches the bank a cycle later, from registers: no path from a
+            # writer's logic (a realigner behind the external memory's block RAM, a requantizer)
+            # through the arbitration into the bank's inputs.
             requests = [p.req.payload for p in writers]
-            m.d.comb += [
+            m.d.sync += [
                 wport.addr.eq(_select(wwinner, [r.addr[:row_bits] for r in requests])),
                 wport.data.eq(_select(wwinner, [r.data for r in requests])),
                 wport.en.eq(_select(wwinner, [r.mask for r in requests])),
