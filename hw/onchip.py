@@ -7,12 +7,13 @@ accesses go between the accelerator's bursts.
 """
 
 from amaranth.hdl import Array, Cat, ClockSignal, Elaboratable, Instance, Module, Mux, Signal
-from amaranth.lib import wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In
 from amaranth.utils import ceil_log2, exact_log2
 
 from .axi import axi4_lite_signature, axi4_signature
+from .fifo import StreamSlice
 
 __all__ = ["READ_LATENCY", "OnChipMemory", "SpramBanks", "SPRAM_ROWS"]
 
@@ -21,8 +22,10 @@ SPRAM_ROWS = 16384
 
 #: An AXI4 read burst (or AXI4-Lite read) accepted on AR in cycle ``t`` presents its first beat
 #: on R in cycle ``t + READ_LATENCY``; further beats follow one per cycle while ``rready`` is
-#: high. A register between the AR handshake and the memory's synchronous read port.
-READ_LATENCY = 2
+#: high. A register between the AR handshake and the memory's synchronous read port, and a
+#: register slice after it: R starts at flip-flops, not at the block RAMs' outputs and the
+#: multiplexer between them (a block RAM's clock-to-output is 4 ns on the ECP5-6).
+READ_LATENCY = 3
 
 _LITE_BYTES = 4
 
@@ -120,17 +123,26 @@ class OnChipMemory(wiring.Component):
         lane = Signal.like(self._lane(lite.araddr))
         to_issue = Signal(9)            # beats still to read from the memory
         valid, last, rid = Signal(), Signal(), Signal.like(axi.arid)
-        taken = Signal()
-        m.d.comb += [taken.eq(Mux(from_lite, lite.rready, axi.rready)),
-                     holding.eq(valid & ~taken)]
-        # The read port's output is the R beat: it advances only when that beat is taken.
+        # The R beats leave through a register slice; the port's output holds a beat until
+        # the slice takes it.
+        m.submodules.r_slice = out = StreamSlice(data.StructLayout({
+            "data": len(port.data), "last": 1, "id": len(rid), "lite": 1}))
+        taken = out.i.ready
+        m.d.comb += holding.eq(valid & ~taken)
         advance = ~valid | taken
         issue = advance & grant & (to_issue != 0)
+        beat = out.o.payload
         m.d.comb += [
             port.addr.eq(row), port.en.eq(issue),
-            axi.rdata.eq(port.data), axi.rid.eq(rid), axi.rlast.eq(last),
-            axi.rvalid.eq(valid & ~from_lite), lite.rvalid.eq(valid & from_lite),
-            lite.rdata.eq(port.data.word_select(lane, 32) if len(lane) else port.data),
+            out.i.valid.eq(valid),
+            out.i.payload.data.eq(Mux(from_lite, port.data.word_select(lane, 32)
+                                      if len(lane) else port.data, port.data)),
+            out.i.payload.last.eq(last), out.i.payload.id.eq(rid),
+            out.i.payload.lite.eq(from_lite),
+            axi.rdata.eq(beat.data), axi.rid.eq(beat.id), axi.rlast.eq(beat.last),
+            axi.rvalid.eq(out.o.valid & ~beat.lite), lite.rvalid.eq(out.o.valid & beat.lite),
+            lite.rdata.eq(beat.data[:32]),
+            out.o.ready.eq(Mux(beat.lite, lite.rready, axi.rready)),
         ]
         with m.If(advance):
             m.d.sync += [valid.eq(issue), last.eq(to_issue == 1)]

@@ -241,7 +241,8 @@ class RunScoreboard(wiring.Component):
         A pipeline, so that no multiply or long sum sits between two registers with much else:
         a decoded micro-op is registered (stage 1: LOOP operands clamped, POST operands), its
         span ``(count - 1) x wgt_stride`` multiplied (stage 2) and kept per loop level (stage
-        3); after ``done`` the spans are summed (stage 4) and added to the base (stage 5).
+        3); after ``done`` the spans are summed (stage 4) and added to the base (stage 5, the
+        base summed and saturated in two cycles beside it), then compared with the buffer.
         Every value is clamped to a few times the buffer: a span beyond it, or a range that
         leaves the buffer (a program whose addresses wrap), counts as reading every weight,
         and so does a MAC with ``WGT.lane_stride != 1`` (which the group rejects).
@@ -293,21 +294,23 @@ class RunScoreboard(wiring.Component):
         with m.Elif(is_post & post1.use_lut & (lanes != 0)):
             m.d.sync += used.eq(used | post_tables)
 
-        # At ``done``: the base and whether the run reads weights at all.
+        # At ``done``: the base (summed, then saturated) and whether the run reads weights.
+        base_sum = Signal.like(run.wgt_offset + program.wgt.base)
         base = Signal(bits)
         reads_wgt, whole = Signal(), Signal()
         empty = Cat(program.count[k] == 0 for k in range(LEVELS))
         with m.If(decoder.done):
-            m.d.sync += [base.eq(_saturate(run.wgt_offset + program.wgt.base, bits)),
+            m.d.sync += [base_sum.eq(run.wgt_offset + program.wgt.base),
                          reads_wgt.eq((program.passes != 0) & ~empty.any() & (lanes != 0)),
                          whole.eq(program.wgt.lane_stride != 1)]
+        m.d.sync += base.eq(_saturate(base_sum, bits))
         # Stage 4: the sums of the spans below and above 0 (the lanes' span is lanes - 1).
         below, above = Signal(signed(width)), Signal(signed(width))
         m.d.sync += [below.eq(sum(Mux(s < 0, s, 0) for s in spans)),
                      above.eq(sum(Mux(s > 0, s, 0) for s in spans) + lanes)]
-        # Stage 5: the range, or the whole buffer.
+        # Stage 5: the range (registered); then the range or the whole buffer.
         lo, hi = Signal(signed(width)), Signal(signed(width))
-        m.d.comb += [lo.eq(base + below), hi.eq(base + above)]
+        m.d.sync += [lo.eq(base + below), hi.eq(base + above)]
         whole_range = whole | (lo < 0) | (hi > size)
         return reads_wgt, Mux(whole_range, 0, lo), Mux(whole_range, size, hi), used
 

@@ -11,7 +11,7 @@ import pytest
 from flexigan.compiler import asm
 from flexigan.hw.arch import isa
 from flexigan.hw.arch.config import RUN_SLOTS, AcceleratorConfig
-from flexigan.hw.arch.timing import SCAN_DRAIN
+from flexigan.hw.arch.timing import SCAN_CYCLES, SCAN_DRAIN
 from flexigan.hw.scoreboard import SEQ_BITS, RunScoreboard
 from tests.hw.streams import Pauses, get, put, simulate
 
@@ -168,8 +168,9 @@ def test_runs_leave_in_order_each_once_its_dmas_are_done(seed, p_issue, p_busy, 
                 held.append(rng.randrange(1, hold + 1))
             cycle += 1
         ctx.set(dut.held, 0)
-        # Every entry is freed (after the scanner is done with it).
-        for _ in range(4 * RUN_SLOTS):
+        # Every entry is freed (after the scanner is done with it: SCAN_CYCLES + SCAN_DRAIN
+        # per RUN of no micro-ops, each of RUN_SLOTS RUNs perhaps not yet scanned).
+        for _ in range(RUN_SLOTS * (SCAN_CYCLES + SCAN_DRAIN + 1)):
             await ctx.tick()
         assert (ctx.get(dut.count), ctx.get(dut.waiting)) == (0, 0)
 
