@@ -12,7 +12,7 @@ from flexigan.compiler.evaluate import run_float
 from flexigan.compiler.onnx_import import import_model
 from flexigan.compiler.serialize import load_graph
 from flexigan.sim import golden
-from tests.helpers import make_model, save
+from tests.helpers import check_bit_exact, make_model, quantized, save, spread_model
 
 QUIET = dict(log=lambda message: None)
 
@@ -90,3 +90,24 @@ def test_folding_costs_the_int8_model_little_accuracy():
         sqnr.append({k: golden.sqnr_db(reference[k], got[k]) for k in ("bn", "c3", "image")})
     unfolded, folded = sqnr
     assert all(folded[k] > unfolded[k] - 1 for k in folded), sqnr
+
+
+@pytest.mark.parametrize("reorder", [True, False], ids=["zero-free", "conventional"])
+@pytest.mark.parametrize("kind", ["resize", "resize 3x2", "input", "shared", "large resize",
+                                  "large input"])
+def test_folded_resize_conv_blocks_are_bit_exact(kind, reorder):
+    # The resize-conv blocks of tests/compiler/test_lower.py, folded: ISA == golden. "shared"
+    # keeps the Upsample that an Add reads; the conventional baseline folds none (it copies).
+    qgraph, inputs = quantized(spread_model(kind), reorder=reorder)
+    upsamples = [n for n, node in ir.topo_nodes(qgraph) if isinstance(node.op, ir.Upsample)]
+    assert len(upsamples) == (kind == "shared") + (not reorder)
+    check_bit_exact(qgraph, inputs, reorder=reorder)
+
+
+def test_the_conventional_baseline_does_not_fold(tmp_path):
+    model = save(resize_conv_generator(), tmp_path / "g.onnx")
+    flow.compile_model(model, tmp_path / "out", reorder=False, rtl=False,
+                       stop_after="fold_upsample", **QUIET)
+    graph = load_graph(tmp_path / "out/steps/fold_upsample.npz")
+    assert [n for n, node in ir.topo_nodes(graph) if isinstance(node.op, ir.Upsample)] == \
+        ["u1", "u2"]
