@@ -37,7 +37,14 @@ from ..hw.arch.timing import LOAD_SETUP, RUN_LATENCY
 from . import asm, ir, macs
 from .plan import plan
 from .program import ImageBuilder, Program
-from .schedule import MIN_UNITS_PER_GROUP, balance, cut_pieces, merge_streams, pieces_worth
+from .schedule import (
+    MIN_UNITS_PER_GROUP,
+    balance,
+    coalesce_loads,
+    cut_pieces,
+    merge_streams,
+    pieces_worth,
+)
 
 __all__ = ["lower"]
 
@@ -388,6 +395,7 @@ class _Lowering:
         ``following`` layer's first stage (so its weights load while this layer finishes), and
         a BARRIER. Return the number of tiles the layer loaded."""
         loaded = sum(group.tiles_loaded for group in self.groups)
+        start = len(self.code)
         for stage in stages:
             self.code += self._shared_constants(stage)
             self.code += stage.before
@@ -410,6 +418,8 @@ class _Lowering:
                     if following[0].broadcast:
                         self.groups[g].last = 1     # every group's first tile in half 0
                     self._load_tile(g, queue[0].tile, self.code, lut=own_lut)
+        # The same tile or micro-program into several groups: one load.
+        self.code[start:] = coalesce_loads(self.code[start:])
         self.emit("BARRIER", group_mask=self.all_groups)
         return loaded
 

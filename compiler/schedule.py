@@ -3,8 +3,10 @@
 A layer's work units (a phase's segments for one lane tile) are cut into pieces of the output
 so that there are enough to go round (:func:`cut_pieces`), given to the groups by greedy
 longest-processing-time (:func:`balance`), and the groups' instruction streams are merged
-round robin, one RUN per group per round (:func:`merge_streams`). Pure functions of sizes and
-costs; the lowering (:mod:`~flexigan.compiler.lower`) builds the units and the streams.
+round robin, one RUN per group per round (:func:`merge_streams`), and loads of the same bytes
+into several groups become one load (:func:`coalesce_loads`). Pure functions of sizes, costs
+and instruction lists; the lowering (:mod:`~flexigan.compiler.lower`) builds the units and the
+streams.
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ from __future__ import annotations
 import functools
 import heapq
 
-__all__ = ["MIN_UNITS_PER_GROUP", "cut_pieces", "pieces_worth", "balance", "merge_streams"]
+from ..hw.arch import isa
+
+__all__ = ["MIN_UNITS_PER_GROUP", "cut_pieces", "pieces_worth", "balance", "merge_streams",
+           "coalesce_loads"]
 
 #: Work units per group below which a layer's units are split into row bands (so every group
 #: has work, and the greedy balance has pieces to move).
@@ -41,6 +46,51 @@ def merge_streams(streams):
             if turn < len(rounds):
                 code += rounds[turn]
     return code
+
+
+#: Instructions no load is moved across (layer boundaries and machine-wide state).
+_FENCES = frozenset({"BARRIER", "ROUTE", "COUNTERS", "END"})
+_LOADS = frozenset({"DMA_LOAD", "UOP_LOAD"})
+
+
+def _group_load(op, operands):
+    """The key of a load into group memories (the same bytes to the same place), else None.
+    ACT is one memory that every group shares, so its loads have none."""
+    if op not in _LOADS or operands["space"] == isa.Space.ACT:
+        return None
+    return (op, operands["space"], operands["ext_addr"], operands["local_addr"],
+            operands["length"])
+
+
+def coalesce_loads(code):
+    """``code`` (``(op, operands)`` pairs) with each load into group memories merged into an
+    earlier load of the same bytes to the same place in other groups: one instruction whose
+    group mask is the union (a DMA with a group mask writes the same bytes into every group
+    of its mask, in the time of one), so identical weight tiles, PARAM entries and
+    micro-programs cost one fetch and one memory latency instead of one per group.
+
+    A load moves only over instructions that involve none of its groups, never over a fence
+    (:data:`_FENCES`): every group sees its own instructions in the same order, so each
+    group's memories hold the same bytes at each of its RUNs as before."""
+    out = []
+    for op, operands in code:
+        key, mask = _group_load(op, operands), operands.get("group_mask", 0)
+        target = None
+        for i in range(len(out) - 1, -1, -1) if key else ():
+            earlier_op, earlier = out[i]
+            if earlier_op in _FENCES:
+                break
+            if _group_load(earlier_op, earlier) == key:
+                target = i
+                break
+            if earlier.get("group_mask", 0) & mask:
+                break
+        if target is None:
+            out.append((op, operands))
+        else:
+            earlier_op, earlier = out[target]
+            out[target] = (earlier_op, {**earlier, "group_mask": earlier["group_mask"] | mask})
+    return out
 
 
 def _cuts(n, parts):

@@ -7,8 +7,9 @@ added here shows up in all three. The products, relative to the output folder:
 
 - ``import``: ``model.onnx`` (a copy of the source, the float reference) and
   ``steps/import.npz`` (the IR as imported);
-- one step per float pass (:data:`~flexigan.compiler.passes.FLOAT_PASSES`: ``fold_affine``):
-  ``steps/<pass>.npz``, the IR after that pass;
+- one step per float pass (:data:`~flexigan.compiler.passes.FLOAT_PASSES`: ``fold_affine``,
+  ``fold_upsample``): ``steps/<pass>.npz``, the IR after that pass (the IR unchanged for a
+  pass of the zero-free lowering in a ``--no-reorder`` compile);
 - ``calibrate``: ``steps/calibrate.json``, the max-abs range of every IR value on the
   calibration inputs;
 - ``quantize``: ``quantized.npz``, the int8 IR that the golden interpreter runs;
@@ -112,7 +113,8 @@ def _float_pass_step(float_pass):
     name = float_pass.__name__
 
     def run(state):
-        return _save_ir(state, name, passes.run_passes(state.graph, (float_pass,)))
+        return _save_ir(state, name, passes.run_passes(state.graph, (float_pass,),
+                                                       state.options.reorder))
 
     return Step(name, run, (f"{STEPS_FOLDER}/{name}.npz",))
 

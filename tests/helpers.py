@@ -90,9 +90,11 @@ def tiny_generator(seed=0):
     return make_model(nodes, [("z", ["N", 4, 1, 1])], [("image", ["N", 2, 4, 4])], inits)
 
 
-def quantized(model, samples=16):
-    """The quantized IR of ``model`` (path or ModelProto), and int8 test inputs."""
-    graph = passes.run_passes(import_model(model))
+def quantized(model, samples=16, float_passes=passes.FLOAT_PASSES, reorder=True):
+    """The quantized IR of ``model`` (path or ModelProto) after ``float_passes`` (for the
+    zero-free lowering, or the conventional baseline when not ``reorder``), and int8 test
+    inputs."""
+    graph = passes.run_passes(import_model(model), float_passes, reorder)
     feeds = default_calibration(graph, samples=samples, seed=0)
     qgraph = ir.verify(quant.quantize(graph, quant.calibrate(graph, feeds)), quantized=True)
     test = default_calibration(graph, samples=2, seed=1)

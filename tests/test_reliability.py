@@ -471,8 +471,9 @@ sys.exit(cli.main(sys.argv[2:]))
 
 #: (where the compile is held, whether an earlier OUT is there): every step over an earlier
 #: folder, and one without.
-INTERRUPTED = [*((held, True) for held in ("import", "fold_affine", "calibrate", "quantize",
-                                           "lower", "rtl", "manifest", "rename")),
+INTERRUPTED = [*((held, True) for held in ("import", "fold_affine", "fold_upsample",
+                                           "calibrate", "quantize", "lower", "rtl",
+                                           "manifest", "rename")),
                ("calibrate", False)]
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from onnx import helper
 
+from flexigan.compiler import passes
 from flexigan.compiler.lower import lower
 from flexigan.compiler.program import load_program
 from flexigan.errors import FitError, UnsupportedError
@@ -261,9 +262,14 @@ SPREAD_CASES = ["resize", "resize 3x2", "resize output", "input", "shared", "DCR
                 "large input CRD"]
 
 
+#: The float passes without ``fold_upsample``: an Upsample stays in the IR, so these tests
+#: exercise its lowering (tests/e2e/test_upsample_fold.py covers the folded pair).
+UNFOLDED = (passes.fold_affine,)
+
+
 @pytest.fixture(scope="module", params=SPREAD_CASES)
 def spread_case(request):
-    return quantized(spread_model(request.param))
+    return quantized(spread_model(request.param), float_passes=UNFOLDED)
 
 
 @pytest.mark.parametrize("reorder", [True, False], ids=["zero-free", "conventional"])
@@ -282,7 +288,7 @@ def test_depth_to_space_is_addressing():
 
 
 def test_upsample_is_written_by_its_producer_and_copied_into_the_other_blocks():
-    qgraph, _ = quantized(spread_model("resize"))
+    qgraph, _ = quantized(spread_model("resize"), float_passes=UNFOLDED)
     program = lower(qgraph, SIM)
     layers = program.layout["layers"]
     assert [layer["op"] for layer in layers] == ["Conv"] + ["Copy"] * 3 + ["Conv"]

@@ -4,7 +4,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from flexigan.compiler.schedule import MIN_UNITS_PER_GROUP, balance, cut_pieces, merge_streams
+from flexigan.compiler.schedule import (
+    MIN_UNITS_PER_GROUP,
+    balance,
+    coalesce_loads,
+    cut_pieces,
+    merge_streams,
+)
+from flexigan.hw.arch import isa
 
 
 @dataclass(frozen=True)
@@ -39,3 +46,39 @@ def test_merge_takes_one_run_per_group_per_round_with_its_loads():
     b = [("RUN", {"n": 4}), ("DMA_LOAD", {"n": 5}), ("RUN", {"n": 6}), ("BARRIER", {})]
     merged = [operands.get("n", op) for op, operands in merge_streams([a, b])]
     assert merged == [1, 2, 4, 3, 5, 6, "BARRIER"]
+
+
+def _load(mask, ext, space=isa.Space.WGT, local=0, length=256, op="DMA_LOAD"):
+    return (op, {"space": space, "group_mask": mask, "ext_addr": ("constants", ext),
+                 "local_addr": local, "length": length})
+
+
+def _run(mask):
+    return ("RUN", {"group_mask": mask})
+
+
+def test_loads_of_the_same_bytes_into_several_groups_become_one():
+    code = [_load(0x1, 0), _load(0x1, 256, isa.Space.PARAM), _run(0x1),
+            _load(0x2, 0), _load(0x2, 256, isa.Space.PARAM), _run(0x2),
+            _load(0x4, 0, op="UOP_LOAD", space=isa.Space.UOP),
+            _load(0x8, 0, op="UOP_LOAD", space=isa.Space.UOP)]
+    assert coalesce_loads(code) == [
+        _load(0x3, 0), _load(0x3, 256, isa.Space.PARAM), _run(0x1), _run(0x2),
+        _load(0xc, 0, op="UOP_LOAD", space=isa.Space.UOP)]
+
+
+def test_a_load_never_passes_an_instruction_of_its_groups_or_a_fence():
+    code = [
+        _load(0x1, 0), _run(0x3), _load(0x2, 0),               # group 1 runs in between
+        _load(0x4, 0), ("BARRIER", {"group_mask": 0xf}), _load(0x8, 0),    # a fence
+        _load(0x1, 0, local=8), _load(0x2, 0, local=16),       # another place
+        _load(0x1, 0, length=128), _load(0x2, 0, length=256),  # other bytes
+        ("DMA_LOAD", {"space": isa.Space.ACT, "ext_addr": ("inputs", 0), "local_addr": 0,
+                      "length": 64}),
+        ("DMA_LOAD", {"space": isa.Space.ACT, "ext_addr": ("inputs", 0), "local_addr": 0,
+                      "length": 64}),                          # ACT: one memory, no groups
+    ]
+    merged = coalesce_loads(code)
+    assert merged[:5] == [_load(0x1, 0), _run(0x3), _load(0x6, 0),
+                          ("BARRIER", {"group_mask": 0xf}), _load(0x8, 0)]
+    assert merged[5:] == code[6:]
