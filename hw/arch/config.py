@@ -18,15 +18,17 @@ from . import isa
 from .timing import ONCHIP_MEM_LATENCY
 
 __all__ = ["AcceleratorConfig", "PRESETS", "preset", "BUNDLE", "RUN_SLOTS", "FETCH_INSNS",
-           "QUEUE_INSNS", "DMA_QUEUE", "MAX_SEGMENT_UOPS"]
+           "FETCH_INSNS_MAX", "QUEUE_INSNS", "DMA_QUEUE", "MAX_SEGMENT_UOPS"]
 
 #: Most taps in one access step (the sparse core's look-ahead).
 BUNDLE = 4
 #: RUNs a group holds: the one executing and those queued behind it (the controller waits
 #: when all are taken).
 RUN_SLOTS = 4
-#: Instructions read per fetch (at least one AXI beat).
+#: Fewest and most instructions read per fetch (at least one AXI beat): a fetch reads about
+#: what the bus moves in one memory latency, so that the latency costs at most half its time.
 FETCH_INSNS = 2
+FETCH_INSNS_MAX = 8
 #: Instructions the controller's prefetch queue holds (at least two fetches).
 QUEUE_INSNS = 4
 #: DMA instructions queued ahead of the DMA engine.
@@ -164,8 +166,14 @@ class AcceleratorConfig:
 
     @property
     def fetch_insns(self):
-        """Instructions read per fetch: :data:`FETCH_INSNS`, or a whole AXI beat's worth."""
-        return max(FETCH_INSNS, self.axi_bytes // isa.GLOBAL_BYTES)
+        """Instructions read per fetch: what the bus moves in ``mem_latency`` cycles, a power
+        of two from :data:`FETCH_INSNS` to :data:`FETCH_INSNS_MAX`, and a whole AXI beat's
+        worth at least. (Each fetch pays the latency once: with a 64-byte bus and a latency
+        of 32, two instructions a fetch cost 16.5 cycles each, eight 4.5.)"""
+        moved = self.mem_latency * self.axi_bytes // isa.GLOBAL_BYTES
+        wanted = 1 << max(moved, 1).bit_length() - 1
+        return max(FETCH_INSNS, self.axi_bytes // isa.GLOBAL_BYTES,
+                   min(wanted, FETCH_INSNS_MAX))
 
     @property
     def queue_insns(self):
