@@ -56,7 +56,9 @@ def agen_step_layout(config):
 
     Tap ``j < n`` reads the activation at ``act_addr + j`` and the weights at ``wgt_addr +
     j * wgt_stride``. ``null`` marks the single step of an empty tap nest (a loop count of 0,
-    ``n = 1``): it stands for "no multiply" and carries an activation of zero.
+    ``n = 1``): it stands for "no multiply" and carries an activation of zero. ``reuse`` marks
+    a non-null step in the same word as the RUN's previous non-null step (the activation
+    fetch answers it from the word it read last, without a crossbar read).
     """
     return data.StructLayout({
         "act_addr": unsigned(config.act_addr_width),
@@ -65,6 +67,7 @@ def agen_step_layout(config):
         "n": range(1, config.bundle_width + 1),
         "last": 1,
         "null": 1,
+        "reuse": 1,
         "lanes": _run_field("lanes"),
     })
 
@@ -108,78 +111,96 @@ class AddressGenerator(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        aw, ww = self._config.act_addr_width, self._config.wgt_addr_width
-        cmd = Signal(agen_command_layout(self._config))
+        config = self._config
+        aw, ww = config.act_addr_width, config.wgt_addr_width
+        width = config.bundle_width
+        byte_bits = exact_log2(config.axi_bytes)
+        cmd = Signal(agen_command_layout(config))
         null = Signal()
-        # Loop indices of the outer levels (the innermost counts its taps left, below), and the
-        # running pointers of each level: ``act[k]`` is
-        # the address of tap (i0..ik, 0..) of the current pixel, so ``act[LEVELS-1]`` is the
-        # current tap's. ``row``/``pix`` point at the current row's and pixel's first tap.
+        bundled = Signal()                # not null, and the innermost level walks bytes
+        # Loop indices of the outer levels (the innermost counts its taps left), and the
+        # running pointers of each level: ``act[k]`` is the address of tap (i0..ik, 0..) of
+        # the current pixel, so ``act[LEVELS-1]`` is the current tap's. ``row``/``pix`` point
+        # at the current row's and pixel's first tap.
         r = Signal.like(cmd.rows)
         c = Signal.like(cmd.cols)
         p = Signal.like(cmd.passes)
         idx = [Signal.like(cmd.count[k], name=f"i{k}") for k in range(LEVELS - 1)]
+        final = [Signal.like(cmd.count[k], name=f"final{k}") for k in range(LEVELS - 1)]
+        left = Signal.like(cmd.count[2])
         act = [Signal(aw, name=f"act{k}") for k in range(LEVELS)]
         wgt = [Signal(ww, name=f"wgt{k}") for k in range(LEVELS)]
         row = Signal(aw)
         pix = Signal(aw)
-        # The taps of this step: up to the bundle width, the end of the innermost level or
-        # the end of the word, whichever comes first, when the innermost level walks bytes.
-        width = self._config.bundle_width
-        byte_bits = exact_log2(self._config.axi_bytes)
-        n = Signal(range(1, width + 1))
-        in_word = (1 << byte_bits) - (act[2][:byte_bits] if byte_bits else 0)
-        # The innermost level's taps still to walk, counted down (a subtraction from the count
-        # was on the critical path), and the weight steps of 1 .. width taps, taken with the
-        # command (no multiplier between the count and the weight pointer).
-        left = Signal.like(cmd.count[2])
+        # The weight steps of 1 .. width taps, taken with the command.
         steps = [Signal(ww, name=f"wgt_step{j}") for j in range(1, width + 1)]
-        fits = Mux(left < width, left, width)
-        m.d.comb += n.eq(Mux(null | (cmd.act_stride[2] != 1), 1,
-                             Mux(in_word < fits, in_word, fits)))
-        # Each outer level's last index (count - 1), taken with the command.
-        final = [Signal.like(cmd.count[k], name=f"final{k}") for k in range(LEVELS - 1)]
-        # An empty nest is walked as a single null tap.
+
+        # Every decision of the current step is a flip-flop, computed with the step before
+        # (a chain of comparisons and muxes on the counters was the critical path): the
+        # step's tap count ``n``, whether each level wraps after it, whether the pass, column
+        # and row are the last ones.
+        n = Signal(range(1, width + 1))
         wraps = [Signal(name=f"wrap{k}") for k in range(LEVELS)]
-        m.d.comb += wraps[2].eq(null | (left <= n))
-        for k in range(LEVELS - 1):
-            m.d.comb += wraps[k].eq(null | (idx[k] >= final[k]))
-        last = Signal()
-        m.d.comb += last.eq(wraps[0] & wraps[1] & wraps[2])
+        last_pass, last_col, last_row = Signal(), Signal(), Signal()
+        # The word of the RUN's last non-null step, for ``reuse``.
+        word = act[2][byte_bits:]
+        seen = Signal()
+        seen_word = Signal.like(word)
+
+        def taps(left_next, act_next, bundled_next=bundled, null_next=null):
+            """``n`` and ``wraps[2]`` for the step at ``act_next`` with ``left_next`` taps
+            left: up to the bundle width, the end of the innermost level or the end of the
+            word, whichever comes first, when the innermost level walks bytes."""
+            in_word = (1 << byte_bits) - (act_next[:byte_bits] if byte_bits else 0)
+            cap = Mux(in_word < width, in_word, width)
+            n_next = Mux(bundled_next, Mux(left_next < cap, left_next, cap), 1)
+            wrap = null_next | (left_next <= Mux(bundled_next, cap, 1))
+            return [n.eq(n_next), wraps[2].eq(wrap)]
 
         def restart_taps(act_start):
+            """The pass's first step, the tap nest restarted from ``act_start``."""
             stmts = [i.eq(0) for i in idx] + [left.eq(cmd.count[2])]
             stmts += [a.eq(act_start) for a in act]
             stmts += [w.eq(cmd.wgt_base) for w in wgt]
-            return stmts
+            stmts += [wraps[k].eq(null | (f == 0)) for k, f in enumerate(final)]
+            return stmts + taps(cmd.count[2], act_start)
 
         m.d.comb += [
             self.o.payload.act_addr.eq(act[-1]),
             self.o.payload.wgt_addr.eq(wgt[-1]),
             self.o.payload.wgt_stride.eq(cmd.wgt_stride[2]),
             self.o.payload.n.eq(n),
-            self.o.payload.last.eq(last),
+            self.o.payload.last.eq(wraps[0] & wraps[1] & wraps[2]),
             self.o.payload.null.eq(null),
+            self.o.payload.reuse.eq(~null & seen & (word == seen_word)),
             self.o.payload.lanes.eq(cmd.lanes),
         ]
+        with m.If(self.o.valid & self.o.ready & ~null):
+            m.d.sync += [seen.eq(1), seen_word.eq(word)]
 
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(1)
                 with m.If(self.cmd.valid):
-                    c_ = self.cmd.payload
+                    new = self.cmd.payload
+                    new_null = (new.count[0] == 0) | (new.count[1] == 0) | (new.count[2] == 0)
+                    new_bundled = ~new_null & (new.act_stride[2] == 1)
                     m.d.sync += [
-                        cmd.eq(c_),
-                        null.eq((c_.count[0] == 0) | (c_.count[1] == 0) | (c_.count[2] == 0)),
+                        cmd.eq(new), null.eq(new_null), bundled.eq(new_bundled), seen.eq(0),
                         r.eq(0), c.eq(0), p.eq(0),
-                        row.eq(c_.act_base), pix.eq(c_.act_base),
-                        [i.eq(0) for i in idx], left.eq(c_.count[2]),
-                        [f.eq(c_.count[k] - 1) for k, f in enumerate(final)],
-                        [step.eq(c_.wgt_stride[2] * j) for j, step in enumerate(steps, 1)],
-                        [a.eq(c_.act_base) for a in act],
-                        [w.eq(c_.wgt_base) for w in wgt],
+                        row.eq(new.act_base), pix.eq(new.act_base),
+                        [i.eq(0) for i in idx], left.eq(new.count[2]),
+                        [f.eq(new.count[k] - 1) for k, f in enumerate(final)],
+                        [step.eq(new.wgt_stride[2] * j) for j, step in enumerate(steps, 1)],
+                        [a.eq(new.act_base) for a in act],
+                        [w.eq(new.wgt_base) for w in wgt],
+                        [wrap.eq(new_null | (new.count[k] <= 1)) for k, wrap in
+                         enumerate(wraps[:-1])],
+                        taps(new.count[2], new.act_base, new_bundled, new_null),
+                        last_pass.eq(new.passes <= 1), last_col.eq(new.cols <= 1),
+                        last_row.eq(new.rows <= 1),
                     ]
-                    with m.If((c_.rows != 0) & (c_.cols != 0) & (c_.passes != 0)):
+                    with m.If((new.rows != 0) & (new.cols != 0) & (new.passes != 0)):
                         m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += [self.o.valid.eq(1), self.busy.eq(1)]
@@ -187,26 +208,40 @@ class AddressGenerator(wiring.Component):
                     # The innermost level that does not wrap steps; the ones inside it restart
                     # from its new pointer.
                     with m.If(~wraps[2]):
-                        m.d.sync += [left.eq(left - n),
-                                     act[2].eq(act[2] + Mux(n == 1, cmd.act_stride[2], n)),
-                                     wgt[2].eq(wgt[2] + Array(steps)[n - 1])]
+                        left_next, act_next = Signal.like(left), Signal.like(act[2])
+                        m.d.comb += [left_next.eq(left - n),
+                                     act_next.eq(act[2] + Mux(bundled, n, cmd.act_stride[2]))]
+                        m.d.sync += [left.eq(left_next), act[2].eq(act_next),
+                                     wgt[2].eq(wgt[2] + Array(steps)[n - 1]),
+                                     taps(left_next, act_next)]
                     for k in (1, 0):
                         with m.Elif(~wraps[k]):
-                            a_next = act[k] + cmd.act_stride[k]
+                            a_next = Signal(aw, name=f"act{k}_next")
                             w_next = wgt[k] + cmd.wgt_stride[k]
-                            m.d.sync += [idx[k].eq(idx[k] + 1), left.eq(cmd.count[2])]
+                            m.d.comb += a_next.eq(act[k] + cmd.act_stride[k])
+                            m.d.sync += [idx[k].eq(idx[k] + 1), left.eq(cmd.count[2]),
+                                         wraps[k].eq(idx[k] + 1 >= final[k]),
+                                         taps(cmd.count[2], a_next)]
                             m.d.sync += [i.eq(0) for i in idx[k + 1:]]
+                            m.d.sync += [wraps[j].eq(final[j] == 0)
+                                         for j in range(k + 1, LEVELS - 1)]
                             m.d.sync += [a.eq(a_next) for a in act[k:]]
                             m.d.sync += [w.eq(w_next) for w in wgt[k:]]
-                    with m.Elif(p + 1 < cmd.passes):
-                        m.d.sync += [p.eq(p + 1), restart_taps(pix)]
-                    with m.Elif(c + 1 < cmd.cols):
-                        pix_next = pix + cmd.act_col
-                        m.d.sync += [p.eq(0), c.eq(c + 1), pix.eq(pix_next),
+                    with m.Elif(~last_pass):
+                        m.d.sync += [p.eq(p + 1), last_pass.eq(p + 2 >= cmd.passes),
+                                     restart_taps(pix)]
+                    with m.Elif(~last_col):
+                        pix_next = Signal(aw)
+                        m.d.comb += pix_next.eq(pix + cmd.act_col)
+                        m.d.sync += [p.eq(0), last_pass.eq(cmd.passes <= 1), c.eq(c + 1),
+                                     last_col.eq(c + 2 >= cmd.cols), pix.eq(pix_next),
                                      restart_taps(pix_next)]
-                    with m.Elif(r + 1 < cmd.rows):
-                        row_next = row + cmd.act_row
-                        m.d.sync += [p.eq(0), c.eq(0), r.eq(r + 1), row.eq(row_next),
+                    with m.Elif(~last_row):
+                        row_next = Signal(aw)
+                        m.d.comb += row_next.eq(row + cmd.act_row)
+                        m.d.sync += [p.eq(0), last_pass.eq(cmd.passes <= 1), c.eq(0),
+                                     last_col.eq(cmd.cols <= 1), r.eq(r + 1),
+                                     last_row.eq(r + 2 >= cmd.rows), row.eq(row_next),
                                      pix.eq(row_next), restart_taps(row_next)]
                     with m.Else():
                         m.next = "IDLE"

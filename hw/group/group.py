@@ -97,7 +97,6 @@ class Group(wiring.Component):
         connect(m, agen.o, steps_in.i)
         connect(m, steps_in.o, fetch.i)
         connect(m, fetch.port, flipped(self.act_rd))
-        m.d.comb += fetch.flush.eq(agen.cmd.valid & agen.cmd.ready)
         m.submodules.sparse = sparse = SparseCore(config)
         connect(m, fetch.o, sparse.i)
         m.d.comb += [sparse.bypass.eq(self.bypass), sparse.clear.eq(self.clear),
