@@ -12,7 +12,7 @@ core downstream can spend cycles on the non-zero ones only.
 from amaranth.hdl import Array, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import exact_log2
+from amaranth.utils import ceil_log2, exact_log2
 
 from .arch import isa
 
@@ -147,15 +147,24 @@ class AddressGenerator(wiring.Component):
         seen = Signal()
         seen_word = Signal.like(word)
 
-        def taps(left_next, act_next, bundled_next=bundled, null_next=null):
-            """``n`` and ``wraps[2]`` for the step at ``act_next`` with ``left_next`` taps
-            left: up to the bundle width, the end of the innermost level or the end of the
-            word, whichever comes first, when the innermost level walks bytes."""
+        # The taps left are compared with the step's cap (at most ``width``) on their low bits
+        # only, with a flag for "more than 2 * width": no 16-bit comparison on the path.
+        low_bits = ceil_log2(2 * width + 1)
+
+        def taps(small, low, act_next, bundled_next=bundled, null_next=null):
+            """``n`` and ``wraps[2]`` for the step at ``act_next`` with ``low`` taps left if
+            ``small``, more than ``2 * width`` if not: up to the bundle width, the end of the
+            innermost level or the end of the word, whichever comes first, when the innermost
+            level walks bytes."""
             in_word = (1 << byte_bits) - (act_next[:byte_bits] if byte_bits else 0)
             cap = Mux(in_word < width, in_word, width)
-            n_next = Mux(bundled_next, Mux(left_next < cap, left_next, cap), 1)
-            wrap = null_next | (left_next <= Mux(bundled_next, cap, 1))
+            n_next = Mux(bundled_next, Mux(small & (low < cap), low, cap), 1)
+            wrap = null_next | (small & (low <= Mux(bundled_next, cap, 1)))
             return [n.eq(n_next), wraps[2].eq(wrap)]
+
+        def count_taps(count, act_next, *flags):
+            """:func:`taps` at the start of the innermost level, ``count`` taps left."""
+            return taps(count[low_bits:] == 0, count[:low_bits], act_next, *flags)
 
         def restart_taps(act_start):
             """The pass's first step, the tap nest restarted from ``act_start``."""
@@ -163,7 +172,7 @@ class AddressGenerator(wiring.Component):
             stmts += [a.eq(act_start) for a in act]
             stmts += [w.eq(cmd.wgt_base) for w in wgt]
             stmts += [wraps[k].eq(null | (f == 0)) for k, f in enumerate(final)]
-            return stmts + taps(cmd.count[2], act_start)
+            return stmts + count_taps(cmd.count[2], act_start)
 
         m.d.comb += [
             self.o.payload.act_addr.eq(act[-1]),
@@ -196,7 +205,7 @@ class AddressGenerator(wiring.Component):
                         [w.eq(new.wgt_base) for w in wgt],
                         [wrap.eq(new_null | (new.count[k] <= 1)) for k, wrap in
                          enumerate(wraps[:-1])],
-                        taps(new.count[2], new.act_base, new_bundled, new_null),
+                        count_taps(new.count[2], new.act_base, new_bundled, new_null),
                         last_pass.eq(new.passes <= 1), last_col.eq(new.cols <= 1),
                         last_row.eq(new.rows <= 1),
                     ]
@@ -208,12 +217,15 @@ class AddressGenerator(wiring.Component):
                     # The innermost level that does not wrap steps; the ones inside it restart
                     # from its new pointer.
                     with m.If(~wraps[2]):
-                        left_next, act_next = Signal.like(left), Signal.like(act[2])
-                        m.d.comb += [left_next.eq(left - n),
+                        # Taps left after this step: exact in the low bits while they were
+                        # few; more than 2 * width otherwise.
+                        low_next = Signal(low_bits)
+                        act_next = Signal.like(act[2])
+                        m.d.comb += [low_next.eq(left[:low_bits] - n),
                                      act_next.eq(act[2] + Mux(bundled, n, cmd.act_stride[2]))]
-                        m.d.sync += [left.eq(left_next), act[2].eq(act_next),
+                        m.d.sync += [left.eq(left - n), act[2].eq(act_next),
                                      wgt[2].eq(wgt[2] + Array(steps)[n - 1]),
-                                     taps(left_next, act_next)]
+                                     taps(left[low_bits:] == 0, low_next, act_next)]
                     for k in (1, 0):
                         with m.Elif(~wraps[k]):
                             a_next = Signal(aw, name=f"act{k}_next")
@@ -221,7 +233,7 @@ class AddressGenerator(wiring.Component):
                             m.d.comb += a_next.eq(act[k] + cmd.act_stride[k])
                             m.d.sync += [idx[k].eq(idx[k] + 1), left.eq(cmd.count[2]),
                                          wraps[k].eq(idx[k] + 1 >= final[k]),
-                                         taps(cmd.count[2], a_next)]
+                                         count_taps(cmd.count[2], a_next)]
                             m.d.sync += [i.eq(0) for i in idx[k + 1:]]
                             m.d.sync += [wraps[j].eq(final[j] == 0)
                                          for j in range(k + 1, LEVELS - 1)]
