@@ -111,80 +111,23 @@ class AddressGenerator(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        config = self._config
-        aw, ww = config.act_addr_width, config.wgt_addr_width
-        width = config.bundle_width
-        byte_bits = exact_log2(config.axi_bytes)
-        cmd = Signal(agen_command_layout(config))
-        null = Signal()
-        bundled = Signal()                # not null, and the innermost level walks bytes
-        # Loop indices of the outer levels (the innermost counts its taps left), and the
-        # running pointers of each level: ``act[k]`` is the address of tap (i0..ik, 0..) of
-        # the current pixel, so ``act[LEVELS-1]`` is the current tap's. ``row``/``pix`` point
-        # at the current row's and pixel's first tap.
-        r = Signal.like(cmd.rows)
-        c = Signal.like(cmd.cols)
-        p = Signal.like(cmd.passes)
-        idx = [Signal.like(cmd.count[k], name=f"i{k}") for k in range(LEVELS - 1)]
-        final = [Signal.like(cmd.count[k], name=f"final{k}") for k in range(LEVELS - 1)]
-        left = Signal.like(cmd.count[2])
-        act = [Signal(aw, name=f"act{k}") for k in range(LEVELS)]
-        wgt = [Signal(ww, name=f"wgt{k}") for k in range(LEVELS)]
-        row = Signal(aw)
-        pix = Signal(aw)
-        # The weight steps of 1 .. width taps, taken with the command.
-        steps = [Signal(ww, name=f"wgt_step{j}") for j in range(1, width + 1)]
-
-        # Every decision of the current step is a flip-flop, computed with the step before
-        # (a chain of comparisons and muxes on the counters was the critical path): the
-        # step's tap count ``n``, whether each level wraps after it, whether the pass, column
-        # and row are the last ones.
-        n = Signal(range(1, width + 1))
-        wraps = [Signal(name=f"wrap{k}") for k in range(LEVELS)]
-        last_pass, last_col, last_row = Signal(), Signal(), Signal()
+        nest = _Nest(self._config)
+        cmd, act, wgt, wraps = nest.cmd, nest.act, nest.wgt, nest.wraps
         # The word of the RUN's last non-null step, for ``reuse``.
-        word = act[2][byte_bits:]
+        word = act[2][nest.byte_bits:]
         seen = Signal()
         seen_word = Signal.like(word)
-
-        # The taps left are compared with the step's cap (at most ``width``) on their low bits
-        # only, with a flag for "more than 2 * width": no 16-bit comparison on the path.
-        low_bits = ceil_log2(2 * width + 1)
-
-        def taps(small, low, act_next, bundled_next=bundled, null_next=null):
-            """``n`` and ``wraps[2]`` for the step at ``act_next`` with ``low`` taps left if
-            ``small``, more than ``2 * width`` if not: up to the bundle width, the end of the
-            innermost level or the end of the word, whichever comes first, when the innermost
-            level walks bytes."""
-            in_word = (1 << byte_bits) - (act_next[:byte_bits] if byte_bits else 0)
-            cap = Mux(in_word < width, in_word, width)
-            n_next = Mux(bundled_next, Mux(small & (low < cap), low, cap), 1)
-            wrap = null_next | (small & (low <= Mux(bundled_next, cap, 1)))
-            return [n.eq(n_next), wraps[2].eq(wrap)]
-
-        def count_taps(count, act_next, *flags):
-            """:func:`taps` at the start of the innermost level, ``count`` taps left."""
-            return taps(count[low_bits:] == 0, count[:low_bits], act_next, *flags)
-
-        def restart_taps(act_start):
-            """The pass's first step, the tap nest restarted from ``act_start``."""
-            stmts = [i.eq(0) for i in idx] + [left.eq(cmd.count[2])]
-            stmts += [a.eq(act_start) for a in act]
-            stmts += [w.eq(cmd.wgt_base) for w in wgt]
-            stmts += [wraps[k].eq(null | (f == 0)) for k, f in enumerate(final)]
-            return stmts + count_taps(cmd.count[2], act_start)
-
         m.d.comb += [
             self.o.payload.act_addr.eq(act[-1]),
             self.o.payload.wgt_addr.eq(wgt[-1]),
             self.o.payload.wgt_stride.eq(cmd.wgt_stride[2]),
-            self.o.payload.n.eq(n),
+            self.o.payload.n.eq(nest.n),
             self.o.payload.last.eq(wraps[0] & wraps[1] & wraps[2]),
-            self.o.payload.null.eq(null),
-            self.o.payload.reuse.eq(~null & seen & (word == seen_word)),
+            self.o.payload.null.eq(nest.null),
+            self.o.payload.reuse.eq(~nest.null & seen & (word == seen_word)),
             self.o.payload.lanes.eq(cmd.lanes),
         ]
-        with m.If(self.o.valid & self.o.ready & ~null):
+        with m.If(self.o.valid & self.o.ready & ~nest.null):
             m.d.sync += [seen.eq(1), seen_word.eq(word)]
 
         with m.FSM():
@@ -192,69 +135,143 @@ class AddressGenerator(wiring.Component):
                 m.d.comb += self.cmd.ready.eq(1)
                 with m.If(self.cmd.valid):
                     new = self.cmd.payload
-                    new_null = (new.count[0] == 0) | (new.count[1] == 0) | (new.count[2] == 0)
-                    new_bundled = ~new_null & (new.act_stride[2] == 1)
-                    m.d.sync += [
-                        cmd.eq(new), null.eq(new_null), bundled.eq(new_bundled), seen.eq(0),
-                        r.eq(0), c.eq(0), p.eq(0),
-                        row.eq(new.act_base), pix.eq(new.act_base),
-                        [i.eq(0) for i in idx], left.eq(new.count[2]),
-                        [f.eq(new.count[k] - 1) for k, f in enumerate(final)],
-                        [step.eq(new.wgt_stride[2] * j) for j, step in enumerate(steps, 1)],
-                        [a.eq(new.act_base) for a in act],
-                        [w.eq(new.wgt_base) for w in wgt],
-                        [wrap.eq(new_null | (new.count[k] <= 1)) for k, wrap in
-                         enumerate(wraps[:-1])],
-                        count_taps(new.count[2], new.act_base, new_bundled, new_null),
-                        last_pass.eq(new.passes <= 1), last_col.eq(new.cols <= 1),
-                        last_row.eq(new.rows <= 1),
-                    ]
+                    m.d.sync += [seen.eq(0), nest.start(new)]
                     with m.If((new.rows != 0) & (new.cols != 0) & (new.passes != 0)):
                         m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += [self.o.valid.eq(1), self.busy.eq(1)]
                 with m.If(self.o.ready):
-                    # The innermost level that does not wrap steps; the ones inside it restart
-                    # from its new pointer.
-                    with m.If(~wraps[2]):
-                        # Taps left after this step: exact in the low bits while they were
-                        # few; more than 2 * width otherwise.
-                        low_next = Signal(low_bits)
-                        act_next = Signal.like(act[2])
-                        m.d.comb += [low_next.eq(left[:low_bits] - n),
-                                     act_next.eq(act[2] + Mux(bundled, n, cmd.act_stride[2]))]
-                        m.d.sync += [left.eq(left - n), act[2].eq(act_next),
-                                     wgt[2].eq(wgt[2] + Array(steps)[n - 1]),
-                                     taps(left[low_bits:] == 0, low_next, act_next)]
-                    for k in (1, 0):
-                        with m.Elif(~wraps[k]):
-                            a_next = Signal(aw, name=f"act{k}_next")
-                            w_next = wgt[k] + cmd.wgt_stride[k]
-                            m.d.comb += a_next.eq(act[k] + cmd.act_stride[k])
-                            m.d.sync += [idx[k].eq(idx[k] + 1), left.eq(cmd.count[2]),
-                                         wraps[k].eq(idx[k] + 1 >= final[k]),
-                                         count_taps(cmd.count[2], a_next)]
-                            m.d.sync += [i.eq(0) for i in idx[k + 1:]]
-                            m.d.sync += [wraps[j].eq(final[j] == 0)
-                                         for j in range(k + 1, LEVELS - 1)]
-                            m.d.sync += [a.eq(a_next) for a in act[k:]]
-                            m.d.sync += [w.eq(w_next) for w in wgt[k:]]
-                    with m.Elif(~last_pass):
-                        m.d.sync += [p.eq(p + 1), last_pass.eq(p + 2 >= cmd.passes),
-                                     restart_taps(pix)]
-                    with m.Elif(~last_col):
-                        pix_next = Signal(aw)
-                        m.d.comb += pix_next.eq(pix + cmd.act_col)
-                        m.d.sync += [p.eq(0), last_pass.eq(cmd.passes <= 1), c.eq(c + 1),
-                                     last_col.eq(c + 2 >= cmd.cols), pix.eq(pix_next),
-                                     restart_taps(pix_next)]
-                    with m.Elif(~last_row):
-                        row_next = Signal(aw)
-                        m.d.comb += row_next.eq(row + cmd.act_row)
-                        m.d.sync += [p.eq(0), last_pass.eq(cmd.passes <= 1), c.eq(0),
-                                     last_col.eq(cmd.cols <= 1), r.eq(r + 1),
-                                     last_row.eq(r + 2 >= cmd.rows), row.eq(row_next),
-                                     pix.eq(row_next), restart_taps(row_next)]
-                    with m.Else():
-                        m.next = "IDLE"
+                    self._advance(m, nest)
         return m
+
+    @staticmethod
+    def _advance(m, nest):
+        """The step after the current one: the innermost level that does not wrap steps;
+        the ones inside it restart from its new pointer. Leaves the FSM after the last."""
+        cmd, act, wgt, wraps, idx, left, n = (nest.cmd, nest.act, nest.wgt, nest.wraps,
+                                              nest.idx, nest.left, nest.n)
+        with m.If(~wraps[2]):
+            # Taps left after this step: exact in the low bits while they were few; more than
+            # 2 * width otherwise.
+            low_next = Signal(nest.low_bits)
+            act_next = Signal.like(act[2])
+            m.d.comb += [low_next.eq(left[:nest.low_bits] - n),
+                         act_next.eq(act[2] + Mux(nest.bundled, n, cmd.act_stride[2]))]
+            m.d.sync += [left.eq(left - n), act[2].eq(act_next),
+                         wgt[2].eq(wgt[2] + Array(nest.steps)[n - 1]),
+                         nest.taps(left[nest.low_bits:] == 0, low_next, act_next)]
+        for k in (1, 0):
+            with m.Elif(~wraps[k]):
+                a_next = Signal.like(act[k], name=f"act{k}_next")
+                w_next = wgt[k] + cmd.wgt_stride[k]
+                m.d.comb += a_next.eq(act[k] + cmd.act_stride[k])
+                m.d.sync += [idx[k].eq(idx[k] + 1), left.eq(cmd.count[2]),
+                             wraps[k].eq(idx[k] + 1 >= nest.final[k]),
+                             nest.count_taps(cmd.count[2], a_next)]
+                m.d.sync += [i.eq(0) for i in idx[k + 1:]]
+                m.d.sync += [wraps[j].eq(nest.final[j] == 0) for j in range(k + 1, LEVELS - 1)]
+                m.d.sync += [a.eq(a_next) for a in act[k:]]
+                m.d.sync += [w.eq(w_next) for w in wgt[k:]]
+        p, c, r = nest.p, nest.c, nest.r
+        with m.Elif(~nest.last_pass):
+            m.d.sync += [p.eq(p + 1), nest.last_pass.eq(p + 2 >= cmd.passes),
+                         nest.restart(nest.pix)]
+        with m.Elif(~nest.last_col):
+            pix_next = Signal.like(nest.pix)
+            m.d.comb += pix_next.eq(nest.pix + cmd.act_col)
+            m.d.sync += [p.eq(0), nest.last_pass.eq(cmd.passes <= 1), c.eq(c + 1),
+                         nest.last_col.eq(c + 2 >= cmd.cols), nest.pix.eq(pix_next),
+                         nest.restart(pix_next)]
+        with m.Elif(~nest.last_row):
+            row_next = Signal.like(nest.row)
+            m.d.comb += row_next.eq(nest.row + cmd.act_row)
+            m.d.sync += [p.eq(0), nest.last_pass.eq(cmd.passes <= 1), c.eq(0),
+                         nest.last_col.eq(cmd.cols <= 1), r.eq(r + 1),
+                         nest.last_row.eq(r + 2 >= cmd.rows), nest.row.eq(row_next),
+                         nest.pix.eq(row_next), nest.restart(row_next)]
+        with m.Else():
+            m.next = "IDLE"
+
+
+class _Nest:
+    """The address generator's registers, and the statements that load them.
+
+    Loop indices of the outer levels (the innermost counts its taps ``left``), and the running
+    pointers of each level: ``act[k]`` is the address of tap (i0..ik, 0..) of the current
+    pixel, so ``act[LEVELS-1]`` is the current tap's; ``row``/``pix`` point at the current
+    row's and pixel's first tap. Every decision of the current step is a flip-flop, computed
+    with the step before (a chain of comparisons and muxes on the counters was the critical
+    path): the step's tap count ``n``, whether each level wraps after it (``wraps``), whether
+    the pass, column and row are the last ones.
+    """
+
+    def __init__(self, config):
+        aw, ww = config.act_addr_width, config.wgt_addr_width
+        self.width = width = config.bundle_width
+        self.byte_bits = exact_log2(config.axi_bytes)
+        # The taps left are compared with the step's cap (at most ``width``) on their low
+        # bits only, with a flag for "more than 2 * width": no 16-bit comparison on the path.
+        self.low_bits = ceil_log2(2 * width + 1)
+        self.cmd = cmd = Signal(agen_command_layout(config))
+        self.null = Signal()
+        self.bundled = Signal()           # not null, and the innermost level walks bytes
+        self.r, self.c, self.p = (Signal.like(cmd.rows, name="r"), Signal.like(cmd.cols, name="c"),
+                                  Signal.like(cmd.passes, name="p"))
+        self.idx = [Signal.like(cmd.count[k], name=f"i{k}") for k in range(LEVELS - 1)]
+        self.final = [Signal.like(cmd.count[k], name=f"final{k}") for k in range(LEVELS - 1)]
+        self.left = Signal.like(cmd.count[2], name="left")
+        self.act = [Signal(aw, name=f"act{k}") for k in range(LEVELS)]
+        self.wgt = [Signal(ww, name=f"wgt{k}") for k in range(LEVELS)]
+        self.row, self.pix = Signal(aw, name="row"), Signal(aw, name="pix")
+        # The weight steps of 1 .. width taps, taken with the command.
+        self.steps = [Signal(ww, name=f"wgt_step{j}") for j in range(1, width + 1)]
+        self.n = Signal(range(1, width + 1), name="n")
+        self.wraps = [Signal(name=f"wrap{k}") for k in range(LEVELS)]
+        self.last_pass, self.last_col, self.last_row = (
+            Signal(name="last_pass"), Signal(name="last_col"), Signal(name="last_row"))
+
+    def taps(self, small, low, act_next, bundled=None, null=None):
+        """``n`` and ``wraps[2]`` for the step at ``act_next`` with ``low`` taps left if
+        ``small``, more than ``2 * width`` if not: up to the bundle width, the end of the
+        innermost level or the end of the word, whichever comes first, when the innermost
+        level walks bytes."""
+        bundled = self.bundled if bundled is None else bundled
+        null = self.null if null is None else null
+        width, byte_bits = self.width, self.byte_bits
+        in_word = (1 << byte_bits) - (act_next[:byte_bits] if byte_bits else 0)
+        cap = Mux(in_word < width, in_word, width)
+        n_next = Mux(bundled, Mux(small & (low < cap), low, cap), 1)
+        wrap = null | (small & (low <= Mux(bundled, cap, 1)))
+        return [self.n.eq(n_next), self.wraps[2].eq(wrap)]
+
+    def count_taps(self, count, act_next, bundled=None, null=None):
+        """:meth:`taps` at the start of the innermost level, ``count`` taps left."""
+        return self.taps(count[self.low_bits:] == 0, count[:self.low_bits], act_next,
+                         bundled, null)
+
+    def restart(self, act_start):
+        """The pass's first step: the tap nest restarted from ``act_start``."""
+        stmts = [i.eq(0) for i in self.idx] + [self.left.eq(self.cmd.count[2])]
+        stmts += [a.eq(act_start) for a in self.act]
+        stmts += [w.eq(self.cmd.wgt_base) for w in self.wgt]
+        stmts += [self.wraps[k].eq(self.null | (f == 0)) for k, f in enumerate(self.final)]
+        return stmts + self.count_taps(self.cmd.count[2], act_start)
+
+    def start(self, new):
+        """A command's first step."""
+        null = (new.count[0] == 0) | (new.count[1] == 0) | (new.count[2] == 0)
+        bundled = ~null & (new.act_stride[2] == 1)
+        return [
+            self.cmd.eq(new), self.null.eq(null), self.bundled.eq(bundled),
+            self.r.eq(0), self.c.eq(0), self.p.eq(0),
+            self.row.eq(new.act_base), self.pix.eq(new.act_base),
+            [i.eq(0) for i in self.idx], self.left.eq(new.count[2]),
+            [f.eq(new.count[k] - 1) for k, f in enumerate(self.final)],
+            [step.eq(new.wgt_stride[2] * j) for j, step in enumerate(self.steps, 1)],
+            [a.eq(new.act_base) for a in self.act],
+            [w.eq(new.wgt_base) for w in self.wgt],
+            [wrap.eq(null | (new.count[k] <= 1)) for k, wrap in enumerate(self.wraps[:-1])],
+            self.count_taps(new.count[2], new.act_base, bundled, null),
+            self.last_pass.eq(new.passes <= 1), self.last_col.eq(new.cols <= 1),
+            self.last_row.eq(new.rows <= 1),
+        ]
