@@ -27,9 +27,10 @@ ACCESS_FILL = SLICE_LATENCY + 5
 EXECUTE_FILL = 6
 #: Cycles of the requantizer's pipeline (hw/post.py: bias, multiply, shift, round and
 #: saturate, table read).
-POST_LATENCY = 5
-#: Cycles from a RUN's last POST to its last byte in ACT (Post's pipeline, write, end job).
-POST_DRAIN = POST_LATENCY + 2
+POST_LATENCY = 6
+#: Cycles from a RUN's last POST to its last byte in ACT (Post's pipeline, the post-writer's
+#: register slice, write, end job).
+POST_DRAIN = POST_LATENCY + SLICE_LATENCY + 2
 
 # --- the global controller (hw/controller) -----------------------------------------------------
 

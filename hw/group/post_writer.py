@@ -7,7 +7,7 @@ from amaranth.utils import ceil_log2, exact_log2
 
 from ..arch import isa
 from ..crossbar import write_port_signature
-from ..fifo import StreamFIFO
+from ..fifo import StreamFIFO, StreamSlice
 from ..memories import chunk_layout
 from ..post import Post
 from .layouts import job_layout
@@ -22,8 +22,9 @@ class PostWriter(wiring.Component):
     ``PARAM[param_offset + l]``, computes POST (table ``(lut + (l if per_lane else 0)) mod
     tables``) and writes the byte to ``ACT[out_addr + l * lane_stride]`` through ``port``.
     One lane per cycle; a job takes ``max(1, lanes)`` cycles when the crossbar does not stall.
-    For an ``end`` job, ``done`` pulses once every earlier byte has been written (the RUN is
-    complete). Activation tables are written through ``lut_w``.
+    A lane's byte is on ``port`` ``Post.LATENCY + 2`` cycles after its PARAM read (the read,
+    Post, a register slice). For an ``end`` job, ``done`` pulses once every earlier byte has
+    been written (the RUN is complete). Activation tables are written through ``lut_w``.
     """
 
     #: Write addresses in flight (in the Post pipeline, or waiting for the crossbar).
@@ -93,19 +94,24 @@ class PostWriter(wiring.Component):
                 # The job's last lane is read (or it has none): the next job may start.
                 m.d.comb += self.jobs.ready.eq(1)
                 m.d.sync += lane.eq(0)
-        with m.If(self.jobs.valid & job.end & ~held & (addresses.level == 0)):
+        with m.If(self.jobs.valid & job.end & ~held & (addresses.level == 0) &
+                  ~self.port.req.valid):
             m.d.comb += [self.jobs.ready.eq(1), self.done.eq(1)]
 
-        # Each result goes to its byte of ACT.
+        # Each result goes to its byte of ACT, through a register slice: the crossbar's write
+        # grant would otherwise stall the Post pipeline, the PARAM read and the job queue in
+        # the same cycle.
         byte_bits = exact_log2(config.axi_bytes)
         target = addresses.o.payload
+        m.submodules.write = write = StreamSlice(self.port.req.payload.shape())
+        connect(m, write.o, flipped(self.port.req))
         m.d.comb += [
-            self.port.req.valid.eq(post.o.valid),
-            self.port.req.payload.addr.eq(target[byte_bits:]),
-            self.port.req.payload.data.eq(Cat(post.o.payload for _ in range(config.axi_bytes))),
-            self.port.req.payload.mask.eq(Const(1, config.axi_bytes) << target[:byte_bits]
-                                          if byte_bits else 1),
-            post.o.ready.eq(self.port.req.ready),
-            addresses.o.ready.eq(post.o.valid & self.port.req.ready),
+            write.i.valid.eq(post.o.valid),
+            write.i.payload.addr.eq(target[byte_bits:]),
+            write.i.payload.data.eq(Cat(post.o.payload for _ in range(config.axi_bytes))),
+            write.i.payload.mask.eq(Const(1, config.axi_bytes) << target[:byte_bits]
+                                    if byte_bits else 1),
+            post.o.ready.eq(write.i.ready),
+            addresses.o.ready.eq(post.o.valid & write.i.ready),
         ]
         return m
