@@ -9,7 +9,7 @@ channels do), it steps up to ``config.bundle_width`` taps of one word at a time,
 core downstream can spend cycles on the non-zero ones only.
 """
 
-from amaranth.hdl import Array, Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, C, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
@@ -159,7 +159,7 @@ class AddressGenerator(wiring.Component):
                          act_next.eq(act[2] + Mux(nest.bundled, n, cmd.act_stride[2]))]
             m.d.sync += [left.eq(left - n), act[2].eq(act_next),
                          wgt[2].eq(wgt[2] + Array(nest.steps)[n - 1]),
-                         nest.taps(left[nest.low_bits:] == 0, low_next, act_next)]
+                         nest.taps(left[nest.low_bits:] == 0, low_next, nest.byte(act[2], n))]
         for k in (1, 0):
             with m.Elif(~wraps[k]):
                 a_next = Signal.like(act[k], name=f"act{k}_next")
@@ -167,7 +167,8 @@ class AddressGenerator(wiring.Component):
                 m.d.comb += a_next.eq(act[k] + cmd.act_stride[k])
                 m.d.sync += [idx[k].eq(idx[k] + 1), left.eq(cmd.count[2]),
                              wraps[k].eq(idx[k] + 1 >= nest.final[k]),
-                             nest.count_taps(cmd.count[2], a_next)]
+                             nest.count_taps(cmd.count[2],
+                                             nest.byte(act[k], cmd.act_stride[k]))]
                 m.d.sync += [i.eq(0) for i in idx[k + 1:]]
                 m.d.sync += [wraps[j].eq(nest.final[j] == 0) for j in range(k + 1, LEVELS - 1)]
                 m.d.sync += [a.eq(a_next) for a in act[k:]]
@@ -175,20 +176,21 @@ class AddressGenerator(wiring.Component):
         p, c, r = nest.p, nest.c, nest.r
         with m.Elif(~nest.last_pass):
             m.d.sync += [p.eq(p + 1), nest.last_pass.eq(p + 2 >= cmd.passes),
-                         nest.restart(nest.pix)]
+                         nest.restart(nest.pix, nest.byte(nest.pix))]
         with m.Elif(~nest.last_col):
             pix_next = Signal.like(nest.pix)
             m.d.comb += pix_next.eq(nest.pix + cmd.act_col)
             m.d.sync += [p.eq(0), nest.last_pass.eq(cmd.passes <= 1), c.eq(c + 1),
                          nest.last_col.eq(c + 2 >= cmd.cols), nest.pix.eq(pix_next),
-                         nest.restart(pix_next)]
+                         nest.restart(pix_next, nest.byte(nest.pix, cmd.act_col))]
         with m.Elif(~nest.last_row):
             row_next = Signal.like(nest.row)
             m.d.comb += row_next.eq(nest.row + cmd.act_row)
             m.d.sync += [p.eq(0), nest.last_pass.eq(cmd.passes <= 1), c.eq(0),
                          nest.last_col.eq(cmd.cols <= 1), r.eq(r + 1),
                          nest.last_row.eq(r + 2 >= cmd.rows), nest.row.eq(row_next),
-                         nest.pix.eq(row_next), nest.restart(row_next)]
+                         nest.pix.eq(row_next),
+                         nest.restart(row_next, nest.byte(nest.row, cmd.act_row))]
         with m.Else():
             m.next = "IDLE"
 
@@ -230,32 +232,41 @@ class _Nest:
         self.last_pass, self.last_col, self.last_row = (
             Signal(name="last_pass"), Signal(name="last_col"), Signal(name="last_row"))
 
-    def taps(self, small, low, act_next, bundled=None, null=None):
-        """``n`` and ``wraps[2]`` for the step at ``act_next`` with ``low`` taps left if
-        ``small``, more than ``2 * width`` if not: up to the bundle width, the end of the
+    def byte(self, address, offset=None):
+        """The byte in its word of ``address + offset``, from the low bits alone (the step's
+        tap count needs no carry from the whole address)."""
+        if not self.byte_bits:
+            return C(0, 1)
+        low = address[:self.byte_bits]
+        return low if offset is None else (low + offset[:self.byte_bits])[:self.byte_bits]
+
+    def taps(self, small, low, byte, bundled=None, null=None):
+        """``n`` and ``wraps[2]`` for the step at ``byte`` of its word with ``low`` taps left
+        if ``small``, more than ``2 * width`` if not: up to the bundle width, the end of the
         innermost level or the end of the word, whichever comes first, when the innermost
         level walks bytes."""
         bundled = self.bundled if bundled is None else bundled
         null = self.null if null is None else null
         width, byte_bits = self.width, self.byte_bits
-        in_word = (1 << byte_bits) - (act_next[:byte_bits] if byte_bits else 0)
+        in_word = (1 << byte_bits) - byte
         cap = Mux(in_word < width, in_word, width)
         n_next = Mux(bundled, Mux(small & (low < cap), low, cap), 1)
         wrap = null | (small & (low <= Mux(bundled, cap, 1)))
         return [self.n.eq(n_next), self.wraps[2].eq(wrap)]
 
-    def count_taps(self, count, act_next, bundled=None, null=None):
+    def count_taps(self, count, byte, bundled=None, null=None):
         """:meth:`taps` at the start of the innermost level, ``count`` taps left."""
-        return self.taps(count[self.low_bits:] == 0, count[:self.low_bits], act_next,
-                         bundled, null)
+        return self.taps(count[self.low_bits:] == 0, count[:self.low_bits], byte, bundled,
+                         null)
 
-    def restart(self, act_start):
-        """The pass's first step: the tap nest restarted from ``act_start``."""
+    def restart(self, act_start, byte):
+        """The pass's first step: the tap nest restarted from ``act_start`` (at ``byte`` of
+        its word)."""
         stmts = [i.eq(0) for i in self.idx] + [self.left.eq(self.cmd.count[2])]
         stmts += [a.eq(act_start) for a in self.act]
         stmts += [w.eq(self.cmd.wgt_base) for w in self.wgt]
         stmts += [self.wraps[k].eq(self.null | (f == 0)) for k, f in enumerate(self.final)]
-        return stmts + self.count_taps(self.cmd.count[2], act_start)
+        return stmts + self.count_taps(self.cmd.count[2], byte)
 
     def start(self, new):
         """A command's first step."""
@@ -271,7 +282,7 @@ class _Nest:
             [a.eq(new.act_base) for a in self.act],
             [w.eq(new.wgt_base) for w in self.wgt],
             [wrap.eq(null | (new.count[k] <= 1)) for k, wrap in enumerate(self.wraps[:-1])],
-            self.count_taps(new.count[2], new.act_base, bundled, null),
+            self.count_taps(new.count[2], self.byte(new.act_base), bundled, null),
             self.last_pass.eq(new.passes <= 1), self.last_col.eq(new.cols <= 1),
             self.last_row.eq(new.rows <= 1),
         ]
