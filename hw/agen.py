@@ -9,7 +9,10 @@ channels do), it steps up to ``config.bundle_width`` taps of one word at a time,
 core downstream can spend cycles on the non-zero ones only.
 """
 
-from amaranth.hdl import Array, C, Module, Mux, Signal, unsigned
+import operator
+from functools import reduce
+
+from amaranth.hdl import Array, C, Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
@@ -151,15 +154,11 @@ class AddressGenerator(wiring.Component):
         cmd, act, wgt, wraps, idx, left, n = (nest.cmd, nest.act, nest.wgt, nest.wraps,
                                               nest.idx, nest.left, nest.n)
         with m.If(~wraps[2]):
-            # Taps left after this step: exact in the low bits while they were few; more than
-            # 2 * width otherwise.
-            low_next = Signal(nest.low_bits)
-            act_next = Signal.like(act[2])
-            m.d.comb += [low_next.eq(left[:nest.low_bits] - n),
-                         act_next.eq(act[2] + Mux(nest.bundled, n, cmd.act_stride[2]))]
-            m.d.sync += [left.eq(left - n), act[2].eq(act_next),
-                         wgt[2].eq(wgt[2] + Array(nest.steps)[n - 1]),
-                         nest.taps(left[nest.low_bits:] == 0, low_next, nest.byte(act[2], n))]
+            low, taps = nest.step_taps()
+            m.d.comb += low
+            m.d.sync += [left.eq(left - n),
+                         act[2].eq(act[2] + Mux(nest.bundled, n, cmd.act_stride[2])),
+                         wgt[2].eq(wgt[2] + Array(nest.steps)[n - 1]), taps]
         for k in (1, 0):
             with m.Elif(~wraps[k]):
                 a_next = Signal.like(act[k], name=f"act{k}_next")
@@ -193,6 +192,17 @@ class AddressGenerator(wiring.Component):
                          nest.restart(row_next, nest.byte(nest.row, cmd.act_row))]
         with m.Else():
             m.next = "IDLE"
+
+
+def _any(terms):
+    """The OR of ``terms`` (0 if there are none)."""
+    terms = list(terms)
+    return Cat(terms).any() if terms else C(0, 1)
+
+
+def _below(value, bound):
+    """``value < bound`` for a constant ``bound``, as equalities."""
+    return _any(value == v for v in range(min(bound, 1 << len(value))))
 
 
 class _Nest:
@@ -240,24 +250,55 @@ class _Nest:
         low = address[:self.byte_bits]
         return low if offset is None else (low + offset[:self.byte_bits])[:self.byte_bits]
 
-    def taps(self, small, low, byte, bundled=None, null=None):
-        """``n`` and ``wraps[2]`` for the step at ``byte`` of its word with ``low`` taps left
-        if ``small``, more than ``2 * width`` if not: up to the bundle width, the end of the
-        innermost level or the end of the word, whichever comes first, when the innermost
-        level walks bytes."""
+    # The tap count and the wrap of the next step are decided by comparisons of a few bits
+    # with constants, written as equalities: Yosys maps an ordered comparison to a carry chain,
+    # a routed hop each, and these were a chain of them.
+
+    def taps(self, below, low, byte_is, bundled=None, null=None):
+        """``n`` and ``wraps[2]`` for a step: up to the bundle width, the end of the innermost
+        level or the end of the word, whichever comes first, when the innermost level walks
+        bytes. ``below(c)`` tells whether fewer than ``c`` taps are left (``c <= width + 1``),
+        ``low`` is their number when that is so, ``byte_is(b)`` whether the step is at byte
+        ``b`` of its word."""
         bundled = self.bundled if bundled is None else bundled
         null = self.null if null is None else null
-        width, byte_bits = self.width, self.byte_bits
-        in_word = (1 << byte_bits) - byte
-        cap = Mux(in_word < width, in_word, width)
-        n_next = Mux(bundled, Mux(small & (low < cap), low, cap), 1)
-        wrap = null | (small & (low <= Mux(bundled, cap, 1)))
+        width, word = self.width, 1 << self.byte_bits
+        # The cap is c < width at byte word - c of the word, else width.
+        near = [byte_is(word - c) for c in range(1, width)]
+        caps = near + [~_any(near)]
+        cap = reduce(operator.or_, (Mux(is_cap, c, 0) for c, is_cap in enumerate(caps, 1)))
+        fewer = _any(is_cap & below(c) for c, is_cap in enumerate(caps, 1))
+        within = _any(is_cap & below(c + 1) for c, is_cap in enumerate(caps, 1))
+        n_next = Mux(bundled, Mux(fewer, low, cap), 1)
+        wrap = null | Mux(bundled, within, below(2))
         return [self.n.eq(n_next), self.wraps[2].eq(wrap)]
 
     def count_taps(self, count, byte, bundled=None, null=None):
-        """:meth:`taps` at the start of the innermost level, ``count`` taps left."""
-        return self.taps(count[self.low_bits:] == 0, count[:self.low_bits], byte, bundled,
-                         null)
+        """:meth:`taps` at the start of the innermost level, ``count`` taps left, at ``byte``
+        of the word."""
+        small = count[self.low_bits:] == 0
+        low = count[:self.low_bits]
+        return self.taps(lambda c: small & _below(low, c), low, lambda b: byte == b,
+                         bundled, null)
+
+    def step_taps(self):
+        """:meth:`taps` after a step that leaves taps in the innermost level: ``n`` fewer
+        taps, ``n`` bytes further (such a step is bundled or one tap)."""
+        left, n, width = self.left[:self.low_bits], self.n, self.width
+        # Exact while the taps left were few, more than ``2 * width`` otherwise.
+        small = self.left[self.low_bits:] == 0
+        low = Signal(self.low_bits, name="low_next")
+        is_n = [n == j for j in range(1, width + 1)]
+        word = 1 << self.byte_bits
+        byte = self.act[2][:self.byte_bits]
+
+        def below(c):
+            return small & _any(i & _below(left, c + j) for j, i in enumerate(is_n, 1))
+
+        def byte_is(b):
+            return _any(i & (byte == (b - j) % word) for j, i in enumerate(is_n, 1))
+
+        return [low.eq(left - n)], self.taps(below, low, byte_is)
 
     def restart(self, act_start, byte):
         """The pass's first step: the tap nest restarted from ``act_start`` (at ``byte`` of

@@ -56,6 +56,8 @@ class Execute(wiring.Component):
         # body.rows``: flip-flops set with the counters, so that the steps' ready and the
         # pixel's end see no comparison.
         last_pass, last_column, last_row = Signal(), Signal(), Signal()
+        # ``body.passes == 0``, ``== 1`` and ``body.cols == 1``, taken with the body.
+        no_mac, one_pass, one_column = Signal(), Signal(), Signal()
         first = Signal(init=1)                # the next step starts a pixel
         out_row = Signal.like(body.out_base)
         out_pixel = Signal.like(body.out_base)
@@ -70,6 +72,8 @@ class Execute(wiring.Component):
                 with m.If(self.body.valid):
                     new = self.body.payload
                     m.d.sync += [body.eq(new), row.eq(0), column.eq(0), passes.eq(0),
+                                 no_mac.eq(new.passes == 0), one_pass.eq(new.passes == 1),
+                                 one_column.eq(new.cols == 1),
                                  last_pass.eq(new.passes == 1), last_column.eq(new.cols == 1),
                                  last_row.eq(new.rows == 1),
                                  first.eq(1), out_row.eq(new.out_base),
@@ -81,11 +85,12 @@ class Execute(wiring.Component):
             with m.State("PIXEL"):
                 # Is this cycle the end of the pixel?
                 ends = Signal()
-                with m.If(body.passes == 0):
-                    m.d.comb += ends.eq(~body.post | room)
+                fits = ~body.post | room      # the pixel's job may go
+                with m.If(no_mac):
+                    m.d.comb += ends.eq(fits)
                 with m.Else():
                     final = step.last & last_pass
-                    m.d.comb += self.steps.ready.eq(~final | ~body.post | room)
+                    m.d.comb += self.steps.ready.eq(~final | fits)
                     with m.If(taken):
                         m.d.sync += first.eq(0)
                         with m.If(step.last):
@@ -94,14 +99,14 @@ class Execute(wiring.Component):
                     m.d.comb += ends.eq(taken & final)
                 with m.If(ends):
                     m.d.comb += emit.eq(body.post)
-                    m.d.sync += [passes.eq(0), last_pass.eq(body.passes == 1), first.eq(1)]
+                    m.d.sync += [passes.eq(0), last_pass.eq(one_pass), first.eq(1)]
                     with m.If(~last_column):
                         m.d.sync += [column.eq(column + 1),
                                      last_column.eq(column + 2 == body.cols),
                                      out_pixel.eq(out_pixel + body.out_col)]
                     with m.Elif(~last_row):
                         next_row = out_row + body.out_row
-                        m.d.sync += [column.eq(0), last_column.eq(body.cols == 1),
+                        m.d.sync += [column.eq(0), last_column.eq(one_column),
                                      row.eq(row + 1), last_row.eq(row + 2 == body.rows),
                                      out_row.eq(next_row), out_pixel.eq(next_row)]
                     with m.Else():
