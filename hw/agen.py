@@ -151,26 +151,22 @@ class AddressGenerator(wiring.Component):
     def _advance(m, nest):
         """The step after the current one: the innermost level that does not wrap steps;
         the ones inside it restart from its new pointer. Leaves the FSM after the last."""
-        cmd, act, wgt, wraps, idx, left, n = (nest.cmd, nest.act, nest.wgt, nest.wraps,
-                                              nest.idx, nest.left, nest.n)
+        cmd, act, wgt, wraps, idx, n = (nest.cmd, nest.act, nest.wgt, nest.wraps, nest.idx,
+                                        nest.n)
         with m.If(~wraps[2]):
-            low, taps = nest.step_taps()
-            m.d.comb += low
-            m.d.sync += [left.eq(left - n),
-                         act[2].eq(act[2] + Mux(nest.bundled, n, cmd.act_stride[2])),
-                         wgt[2].eq(wgt[2] + Array(nest.steps)[n - 1]), taps]
+            m.d.sync += [act[2].eq(act[2] + Mux(nest.bundled, n, cmd.act_stride[2])),
+                         wgt[2].eq(wgt[2] + Array(nest.steps)[n - 1]), nest.step_taps()]
         for k in (1, 0):
             with m.Elif(~wraps[k]):
                 a_next = Signal.like(act[k], name=f"act{k}_next")
                 w_next = wgt[k] + cmd.wgt_stride[k]
                 m.d.comb += a_next.eq(act[k] + cmd.act_stride[k])
-                m.d.sync += [idx[k].eq(idx[k] + 1), left.eq(cmd.count[2]),
+                m.d.sync += [idx[k].eq(idx[k] + 1),
                              wraps[k].eq(idx[k] + 1 >= nest.final[k]),
-                             nest.count_taps(cmd.count[2],
-                                             nest.byte(act[k], cmd.act_stride[k]))]
+                             nest.first_taps(nest.next_byte[k])]
                 m.d.sync += [i.eq(0) for i in idx[k + 1:]]
                 m.d.sync += [wraps[j].eq(nest.final[j] == 0) for j in range(k + 1, LEVELS - 1)]
-                m.d.sync += [a.eq(a_next) for a in act[k:]]
+                m.d.sync += nest.set_act(k, a_next, cmd)
                 m.d.sync += [w.eq(w_next) for w in wgt[k:]]
         p, c, r = nest.p, nest.c, nest.r
         with m.Elif(~nest.last_pass):
@@ -180,16 +176,16 @@ class AddressGenerator(wiring.Component):
             pix_next = Signal.like(nest.pix)
             m.d.comb += pix_next.eq(nest.pix + cmd.act_col)
             m.d.sync += [p.eq(0), nest.last_pass.eq(cmd.passes <= 1), c.eq(c + 1),
-                         nest.last_col.eq(c + 2 >= cmd.cols), nest.pix.eq(pix_next),
-                         nest.restart(pix_next, nest.byte(nest.pix, cmd.act_col))]
+                         nest.last_col.eq(c + 2 >= cmd.cols), nest.set_pix(pix_next, cmd),
+                         nest.restart(pix_next, nest.next_byte["col"])]
         with m.Elif(~nest.last_row):
             row_next = Signal.like(nest.row)
             m.d.comb += row_next.eq(nest.row + cmd.act_row)
             m.d.sync += [p.eq(0), nest.last_pass.eq(cmd.passes <= 1), c.eq(0),
                          nest.last_col.eq(cmd.cols <= 1), r.eq(r + 1),
-                         nest.last_row.eq(r + 2 >= cmd.rows), nest.row.eq(row_next),
-                         nest.pix.eq(row_next),
-                         nest.restart(row_next, nest.byte(nest.row, cmd.act_row))]
+                         nest.last_row.eq(r + 2 >= cmd.rows), nest.set_row(row_next, cmd),
+                         nest.set_pix(row_next, cmd),
+                         nest.restart(row_next, nest.next_byte["row"])]
         with m.Else():
             m.next = "IDLE"
 
@@ -208,21 +204,27 @@ def _below(value, bound):
 class _Nest:
     """The address generator's registers, and the statements that load them.
 
-    Loop indices of the outer levels (the innermost counts its taps ``left``), and the running
-    pointers of each level: ``act[k]`` is the address of tap (i0..ik, 0..) of the current
-    pixel, so ``act[LEVELS-1]`` is the current tap's; ``row``/``pix`` point at the current
-    row's and pixel's first tap. Every decision of the current step is a flip-flop, computed
-    with the step before (a chain of comparisons and muxes on the counters was the critical
-    path): the step's tap count ``n``, whether each level wraps after it (``wraps``), whether
-    the pass, column and row are the last ones.
+    Loop indices of the outer levels, and the running pointers of each level: ``act[k]`` is
+    the address of tap (i0..ik, 0..) of the current pixel, so ``act[LEVELS-1]`` is the current
+    tap's; ``row``/``pix`` point at the current row's and pixel's first tap. Every decision of
+    the current step is a flip-flop, computed with the step before (a chain of comparisons and
+    muxes on the counters was the critical path): the step's tap count ``n``, the taps the
+    innermost level has left after it (``rem``), whether each level wraps after it
+    (``wraps``), whether the pass, column and row are the last ones.
+
+    A step's taps are capped by the bundle width and the end of the word: a step at byte
+    ``word - c`` of its word (``c < width``) takes at most ``c`` taps, others ``width``. The
+    innermost level's first step has one of these ``width`` caps, so its ``n``, ``rem`` and
+    wrap are tabled per cap when the command is taken (``first``): starting the level is a
+    look-up by the start's byte.
     """
 
     def __init__(self, config):
         aw, ww = config.act_addr_width, config.wgt_addr_width
         self.width = width = config.bundle_width
         self.byte_bits = exact_log2(config.axi_bytes)
-        # The taps left are compared with the step's cap (at most ``width``) on their low
-        # bits only, with a flag for "more than 2 * width": no 16-bit comparison on the path.
+        # ``rem`` is compared with a cap on its low bits only, with a flag for "more than
+        # 2 * width".
         self.low_bits = ceil_log2(2 * width + 1)
         self.cmd = cmd = Signal(agen_command_layout(config))
         self.null = Signal()
@@ -231,7 +233,7 @@ class _Nest:
                                   Signal.like(cmd.passes, name="p"))
         self.idx = [Signal.like(cmd.count[k], name=f"i{k}") for k in range(LEVELS - 1)]
         self.final = [Signal.like(cmd.count[k], name=f"final{k}") for k in range(LEVELS - 1)]
-        self.left = Signal.like(cmd.count[2], name="left")
+        self.rem = Signal.like(cmd.count[2], name="rem")
         self.act = [Signal(aw, name=f"act{k}") for k in range(LEVELS)]
         self.wgt = [Signal(ww, name=f"wgt{k}") for k in range(LEVELS)]
         self.row, self.pix = Signal(aw, name="row"), Signal(aw, name="pix")
@@ -241,6 +243,19 @@ class _Nest:
         self.wraps = [Signal(name=f"wrap{k}") for k in range(LEVELS)]
         self.last_pass, self.last_col, self.last_row = (
             Signal(name="last_pass"), Signal(name="last_col"), Signal(name="last_row"))
+        # The byte in its word where the innermost level restarts next after a step of level k
+        # (``act[k] + act_stride[k]``), a column (``pix + act_col``) or a row (``row +
+        # act_row``): registers set with the pointers, so that a restart's look-up does not
+        # wait for an adder.
+        self.next_byte = {key: Signal(max(1, self.byte_bits), name=f"next_byte_{key}")
+                          for key in (0, 1, "col", "row")}
+        # Bytes to the end of the word at the next step, and the next step's cap (one-hot by
+        # cap 1 .. width), if the current one is not the innermost level's last.
+        self.ahead = Signal(range(1, (1 << self.byte_bits) + 1), name="ahead")
+        self.cap_ahead = Signal(width, name="cap_ahead")
+        self.first = [Signal(data.StructLayout({"n": self.n.shape(), "rem": self.rem.shape(),
+                                                "wrap": 1}), name=f"first{c}")
+                      for c in range(1, width + 1)]
 
     def byte(self, address, offset=None):
         """The byte in its word of ``address + offset``, from the low bits alone (the step's
@@ -250,80 +265,101 @@ class _Nest:
         low = address[:self.byte_bits]
         return low if offset is None else (low + offset[:self.byte_bits])[:self.byte_bits]
 
-    # The tap count and the wrap of the next step are decided by comparisons of a few bits
-    # with constants, written as equalities: Yosys maps an ordered comparison to a carry chain,
-    # a routed hop each, and these were a chain of them.
+    def set_act(self, level, value, cmd):
+        """``act[level:] = value``, with the bytes of the next restarts of the outer levels
+        (``cmd`` holds the strides)."""
+        stmts = [a.eq(value) for a in self.act[level:]]
+        return stmts + [self.next_byte[k].eq(self.byte(value, cmd.act_stride[k]))
+                        for k in range(level, LEVELS - 1)]
 
-    def taps(self, below, low, byte_is, bundled=None, null=None):
-        """``n`` and ``wraps[2]`` for a step: up to the bundle width, the end of the innermost
-        level or the end of the word, whichever comes first, when the innermost level walks
-        bytes. ``below(c)`` tells whether fewer than ``c`` taps are left (``c <= width + 1``),
-        ``low`` is their number when that is so, ``byte_is(b)`` whether the step is at byte
-        ``b`` of its word."""
-        bundled = self.bundled if bundled is None else bundled
-        null = self.null if null is None else null
-        width, word = self.width, 1 << self.byte_bits
-        # The cap is c < width at byte word - c of the word, else width.
-        near = [byte_is(word - c) for c in range(1, width)]
-        caps = near + [~_any(near)]
-        cap = reduce(operator.or_, (Mux(is_cap, c, 0) for c, is_cap in enumerate(caps, 1)))
-        fewer = _any(is_cap & below(c) for c, is_cap in enumerate(caps, 1))
-        within = _any(is_cap & below(c + 1) for c, is_cap in enumerate(caps, 1))
-        n_next = Mux(bundled, Mux(fewer, low, cap), 1)
-        wrap = null | Mux(bundled, within, below(2))
-        return [self.n.eq(n_next), self.wraps[2].eq(wrap)]
+    def set_pix(self, value, cmd):
+        """``pix = value``, with the byte of the next column's first tap."""
+        return [self.pix.eq(value), self.next_byte["col"].eq(self.byte(value, cmd.act_col))]
 
-    def count_taps(self, count, byte, bundled=None, null=None):
-        """:meth:`taps` at the start of the innermost level, ``count`` taps left, at ``byte``
-        of the word."""
-        small = count[self.low_bits:] == 0
-        low = count[:self.low_bits]
-        return self.taps(lambda c: small & _below(low, c), low, lambda b: byte == b,
-                         bundled, null)
+    def set_row(self, value, cmd):
+        """``row = value``, with the byte of the next row's first tap."""
+        return [self.row.eq(value), self.next_byte["row"].eq(self.byte(value, cmd.act_row))]
+
+    def caps(self, byte_is):
+        """One-hot, by cap ``c = 1 .. width``: the step is at byte ``word - c`` (``c <
+        width``), or elsewhere (``c = width``); ``byte_is(b)`` tells whether it is at ``b``.
+        Equalities of a few bits: Yosys maps an ordered comparison to a routed carry chain."""
+        word = 1 << self.byte_bits
+        near = [byte_is(word - c) for c in range(1, self.width)]
+        return near + [~_any(near)]
+
+    def _ahead(self, to_end):
+        """``ahead`` and ``cap_ahead`` for the step after one ``to_end`` bytes before the end
+        of its word (it takes ``min(to_end, width)`` of them, if it is not the level's last)."""
+        word, width = 1 << self.byte_bits, self.width
+        ahead = Mux(to_end <= width, word, to_end - width)
+        return [self.ahead.eq(ahead),
+                self.cap_ahead.eq(Cat([ahead == c for c in range(1, width)] + [ahead >= width]))]
+
+    def tabled(self, count, bundled, null):
+        """The first step of the innermost level with ``count`` taps, for each cap."""
+        return [{"n": Mux(bundled, Mux(count < c, count, c), 1),
+                 "rem": Mux(null | (count <= Mux(bundled, c, 1)), 0,
+                            Mux(bundled, count - c, count - 1)),
+                 "wrap": null | (count <= Mux(bundled, c, 1))}
+                for c in range(1, self.width + 1)]
+
+    def first_taps(self, byte):
+        """The innermost level's first step, at ``byte`` of the word: a look-up."""
+        return self._load(self.caps(lambda b: byte == b), self.first, byte)
+
+    def _load(self, caps, rows, byte):
+        """``n``, ``rem`` and ``wraps[2]`` from the row of ``rows`` whose cap is one-hot in
+        ``caps``; the step is at ``byte`` of its word."""
+        stmts = [target.eq(reduce(operator.or_, (Mux(is_cap, row[name], 0)
+                                                 for is_cap, row in zip(caps, rows))))
+                 for name, target in (("n", self.n), ("rem", self.rem),
+                                      ("wrap", self.wraps[2]))]
+        return stmts + self._ahead((1 << self.byte_bits) - byte)
 
     def step_taps(self):
-        """:meth:`taps` after a step that leaves taps in the innermost level: ``n`` fewer
-        taps, ``n`` bytes further (such a step is bundled or one tap)."""
-        left, n, width = self.left[:self.low_bits], self.n, self.width
-        # Exact while the taps left were few, more than ``2 * width`` otherwise.
-        small = self.left[self.low_bits:] == 0
-        low = Signal(self.low_bits, name="low_next")
-        is_n = [n == j for j in range(1, width + 1)]
-        word = 1 << self.byte_bits
-        byte = self.act[2][:self.byte_bits]
-
-        def below(c):
-            return small & _any(i & _below(left, c + j) for j, i in enumerate(is_n, 1))
-
-        def byte_is(b):
-            return _any(i & (byte == (b - j) % word) for j, i in enumerate(is_n, 1))
-
-        return [low.eq(left - n)], self.taps(below, low, byte_is)
+        """The step after one that leaves taps in the innermost level (``rem > 0``): at most
+        ``cap_ahead`` taps if bundled, one if not."""
+        rem = self.rem
+        small = rem[self.low_bits:] == 0
+        low = rem[:self.low_bits]
+        caps = list(self.cap_ahead)
+        # The last step of the level if ``rem`` is within the cap: then it takes them all.
+        within = small & _any(is_cap & _below(low, c + 1) for c, is_cap in enumerate(caps, 1))
+        cap = reduce(operator.or_, (Mux(is_cap, c, 0) for c, is_cap in enumerate(caps, 1)))
+        return [self.n.eq(Mux(self.bundled, Mux(within, low, cap), 1)),
+                self.wraps[2].eq(Mux(self.bundled, within, small & _below(low, 2))),
+                self.rem.eq(Mux(self.bundled, Mux(within, 0, rem - cap), rem - 1)),
+                *self._ahead(self.ahead)]
 
     def restart(self, act_start, byte):
         """The pass's first step: the tap nest restarted from ``act_start`` (at ``byte`` of
         its word)."""
-        stmts = [i.eq(0) for i in self.idx] + [self.left.eq(self.cmd.count[2])]
-        stmts += [a.eq(act_start) for a in self.act]
+        stmts = [i.eq(0) for i in self.idx]
+        stmts += self.set_act(0, act_start, self.cmd)
         stmts += [w.eq(self.cmd.wgt_base) for w in self.wgt]
         stmts += [self.wraps[k].eq(self.null | (f == 0)) for k, f in enumerate(self.final)]
-        return stmts + self.count_taps(self.cmd.count[2], byte)
+        return stmts + self.first_taps(byte)
 
     def start(self, new):
         """A command's first step."""
         null = (new.count[0] == 0) | (new.count[1] == 0) | (new.count[2] == 0)
         bundled = ~null & (new.act_stride[2] == 1)
+        rows = self.tabled(new.count[2], bundled, null)
+        byte = self.byte(new.act_base)
         return [
             self.cmd.eq(new), self.null.eq(null), self.bundled.eq(bundled),
             self.r.eq(0), self.c.eq(0), self.p.eq(0),
-            self.row.eq(new.act_base), self.pix.eq(new.act_base),
-            [i.eq(0) for i in self.idx], self.left.eq(new.count[2]),
+            self.set_row(new.act_base, new), self.set_pix(new.act_base, new),
+            [i.eq(0) for i in self.idx],
             [f.eq(new.count[k] - 1) for k, f in enumerate(self.final)],
             [step.eq(new.wgt_stride[2] * j) for j, step in enumerate(self.steps, 1)],
-            [a.eq(new.act_base) for a in self.act],
+            self.set_act(0, new.act_base, new),
             [w.eq(new.wgt_base) for w in self.wgt],
             [wrap.eq(null | (new.count[k] <= 1)) for k, wrap in enumerate(self.wraps[:-1])],
-            self.count_taps(new.count[2], self.byte(new.act_base), bundled, null),
+            [first[name].eq(row[name]) for first, row in zip(self.first, rows)
+             for name in ("n", "rem", "wrap")],
+            self._load(self.caps(lambda b: byte == b), rows, byte),
             self.last_pass.eq(new.passes <= 1), self.last_col.eq(new.cols <= 1),
             self.last_row.eq(new.rows <= 1),
         ]
