@@ -149,45 +149,78 @@ class AddressGenerator(wiring.Component):
 
     @staticmethod
     def _advance(m, nest):
-        """The step after the current one: the innermost level that does not wrap steps;
-        the ones inside it restart from its new pointer. Leaves the FSM after the last."""
+        """The step after the current one, when ``o`` takes this one: the innermost level
+        that does not wrap steps; the ones inside it restart from its new pointer. Leaves the
+        FSM after the last step.
+
+        Which of these happens is one-hot from the registered flags, and every register's
+        next value is an AND-OR of the branches' values (nested conditions put a priority
+        chain of muxes in front of every pointer)."""
         cmd, act, wgt, wraps, idx, n = (nest.cmd, nest.act, nest.wgt, nest.wraps, nest.idx,
                                         nest.n)
-        with m.If(~wraps[2]):
-            m.d.sync += [act[2].eq(act[2] + Mux(nest.bundled, n, cmd.act_stride[2])),
-                         wgt[2].eq(wgt[2] + Array(nest.steps)[n - 1]), nest.step_taps()]
-        for k in (1, 0):
-            with m.Elif(~wraps[k]):
-                a_next = Signal.like(act[k], name=f"act{k}_next")
-                w_next = wgt[k] + cmd.wgt_stride[k]
-                m.d.comb += a_next.eq(act[k] + cmd.act_stride[k])
-                m.d.sync += [idx[k].eq(idx[k] + 1),
-                             wraps[k].eq(idx[k] + 1 >= nest.final[k]),
-                             nest.first_taps(nest.next_byte[k])]
-                m.d.sync += [i.eq(0) for i in idx[k + 1:]]
-                m.d.sync += [wraps[j].eq(nest.final[j] == 0) for j in range(k + 1, LEVELS - 1)]
-                m.d.sync += nest.set_act(k, a_next, cmd)
-                m.d.sync += [w.eq(w_next) for w in wgt[k:]]
         p, c, r = nest.p, nest.c, nest.r
-        with m.Elif(~nest.last_pass):
-            m.d.sync += [p.eq(p + 1), nest.last_pass.eq(p + 2 >= cmd.passes),
-                         nest.restart(nest.pix, nest.byte(nest.pix))]
-        with m.Elif(~nest.last_col):
-            pix_next = Signal.like(nest.pix)
-            m.d.comb += pix_next.eq(nest.pix + cmd.act_col)
-            m.d.sync += [p.eq(0), nest.last_pass.eq(cmd.passes <= 1), c.eq(c + 1),
-                         nest.last_col.eq(c + 2 >= cmd.cols), nest.set_pix(pix_next, cmd),
-                         nest.restart(pix_next, nest.next_byte["col"])]
-        with m.Elif(~nest.last_row):
-            row_next = Signal.like(nest.row)
-            m.d.comb += row_next.eq(nest.row + cmd.act_row)
-            m.d.sync += [p.eq(0), nest.last_pass.eq(cmd.passes <= 1), c.eq(0),
-                         nest.last_col.eq(cmd.cols <= 1), r.eq(r + 1),
-                         nest.last_row.eq(r + 2 >= cmd.rows), nest.set_row(row_next, cmd),
-                         nest.set_pix(row_next, cmd),
-                         nest.restart(row_next, nest.next_byte["row"])]
-        with m.Else():
+        a_next = [Signal.like(act[k], name=f"act{k}_next") for k in range(LEVELS - 1)]
+        pix_next, row_next = Signal.like(nest.pix), Signal.like(nest.row)
+        m.d.comb += [a.eq(act[k] + cmd.act_stride[k]) for k, a in enumerate(a_next)]
+        m.d.comb += [pix_next.eq(nest.pix + cmd.act_col), row_next.eq(nest.row + cmd.act_row)]
+        # What each branch sets: the innermost level's step, the step of level 1 or 0, the
+        # next pass, column or row (the end sets nothing).
+        branches = [[act[2].eq(act[2] + Mux(nest.bundled, n, cmd.act_stride[2])),
+                     wgt[2].eq(wgt[2] + Array(nest.steps)[n - 1]), nest.step_taps()]]
+        for k in (1, 0):
+            branches.append([
+                idx[k].eq(idx[k] + 1), wraps[k].eq(idx[k] + 1 >= nest.final[k]),
+                nest.first_taps(nest.next_byte[k]), [i.eq(0) for i in idx[k + 1:]],
+                [wraps[j].eq(nest.final[j] == 0) for j in range(k + 1, LEVELS - 1)],
+                nest.set_act(k, a_next[k], cmd),
+                [w.eq(wgt[k] + cmd.wgt_stride[k]) for w in wgt[k:]]])
+        branches += [
+            [p.eq(p + 1), nest.last_pass.eq(p + 2 >= cmd.passes),
+             nest.restart(nest.pix, nest.byte(nest.pix))],
+            [p.eq(0), nest.last_pass.eq(cmd.passes <= 1), c.eq(c + 1),
+             nest.last_col.eq(c + 2 >= cmd.cols), nest.set_pix(pix_next, cmd),
+             nest.restart(pix_next, nest.next_byte["col"])],
+            [p.eq(0), nest.last_pass.eq(cmd.passes <= 1), c.eq(0),
+             nest.last_col.eq(cmd.cols <= 1), r.eq(r + 1), nest.last_row.eq(r + 2 >= cmd.rows),
+             nest.set_row(row_next, cmd), nest.set_pix(row_next, cmd),
+             nest.restart(row_next, nest.next_byte["row"])],
+        ]
+        # One-hot: the innermost level steps unless it wraps, else the branch ``outer`` (a
+        # flip-flop, set from the flags' next values) names.
+        taken = [~wraps[2]] + [wraps[2] & nest.outer[i] for i in range(len(branches) - 1)]
+        targets = {}
+        for choice, stmts in zip(taken, branches):
+            for stmt in _flatten(stmts):
+                targets.setdefault(id(stmt.lhs), (stmt.lhs, []))[1].append((choice, stmt.rhs))
+        following = {}
+        for key, (lhs, values) in targets.items():
+            hold = ~_any(choice for choice, _ in values)
+            following[key] = Signal.like(lhs, name=f"{lhs.name}_following")
+            m.d.comb += following[key].eq(reduce(operator.or_, [
+                Mux(choice, value, 0) for choice, value in values] + [Mux(hold, lhs, 0)]))
+            m.d.sync += lhs.eq(following[key])
+        flags = [following.get(id(flag), flag) for flag in nest.outer_flags()]
+        m.d.sync += nest.outer.eq(_first_clear(flags))
+        with m.If(wraps[2] & nest.outer[-1]):
             m.next = "IDLE"
+
+
+def _first_clear(flags):
+    """One-hot: the first of ``flags`` that is clear, or (the last bit) none."""
+    bits, earlier = [], C(1, 1)
+    for flag in flags:
+        bits.append(earlier & ~flag)
+        earlier = earlier & flag
+    return Cat(bits + [earlier])
+
+
+def _flatten(stmts):
+    """The assignments of a nest of lists."""
+    for stmt in stmts:
+        if isinstance(stmt, (list, tuple)):
+            yield from _flatten(stmt)
+        else:
+            yield stmt
 
 
 def _any(terms):
@@ -249,6 +282,10 @@ class _Nest:
         # wait for an adder.
         self.next_byte = {key: Signal(max(1, self.byte_bits), name=f"next_byte_{key}")
                           for key in (0, 1, "col", "row")}
+        # Which branch follows when the innermost level wraps (one-hot: the step of level 1, of
+        # level 0, the next pass, column, row, the end): the first clear of
+        # :meth:`outer_flags`, a flip-flop set with them.
+        self.outer = Signal(LEVELS + 3, name="outer")
         # Bytes to the end of the word at the next step, and the next step's cap (one-hot by
         # cap 1 .. width), if the current one is not the innermost level's last.
         self.ahead = Signal(range(1, (1 << self.byte_bits) + 1), name="ahead")
@@ -264,6 +301,10 @@ class _Nest:
             return C(0, 1)
         low = address[:self.byte_bits]
         return low if offset is None else (low + offset[:self.byte_bits])[:self.byte_bits]
+
+    def outer_flags(self):
+        """The flags whose first clear one names the branch after the innermost level."""
+        return [self.wraps[1], self.wraps[0], self.last_pass, self.last_col, self.last_row]
 
     def set_act(self, level, value, cmd):
         """``act[level:] = value``, with the bytes of the next restarts of the outer levels
@@ -347,7 +388,9 @@ class _Nest:
         bundled = ~null & (new.act_stride[2] == 1)
         rows = self.tabled(new.count[2], bundled, null)
         byte = self.byte(new.act_base)
-        return [
+        wraps = [null | (new.count[k] <= 1) for k in range(LEVELS - 1)]
+        flags = [wraps[1], wraps[0], new.passes <= 1, new.cols <= 1, new.rows <= 1]
+        return [self.outer.eq(_first_clear(flags)),
             self.cmd.eq(new), self.null.eq(null), self.bundled.eq(bundled),
             self.r.eq(0), self.c.eq(0), self.p.eq(0),
             self.set_row(new.act_base, new), self.set_pix(new.act_base, new),
@@ -356,7 +399,7 @@ class _Nest:
             [step.eq(new.wgt_stride[2] * j) for j, step in enumerate(self.steps, 1)],
             self.set_act(0, new.act_base, new),
             [w.eq(new.wgt_base) for w in self.wgt],
-            [wrap.eq(null | (new.count[k] <= 1)) for k, wrap in enumerate(self.wraps[:-1])],
+            [wrap.eq(value) for wrap, value in zip(self.wraps, wraps)],
             [first[name].eq(row[name]) for first, row in zip(self.first, rows)
              for name in ("n", "rem", "wrap")],
             self._load(self.caps(lambda b: byte == b), rows, byte),
