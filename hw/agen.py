@@ -171,17 +171,17 @@ class AddressGenerator(wiring.Component):
             branches.append([
                 idx[k].eq(idx[k] + 1), wraps[k].eq(idx[k] + 1 >= nest.final[k]),
                 nest.first_taps(nest.next_byte[k]), [i.eq(0) for i in idx[k + 1:]],
-                [wraps[j].eq(nest.final[j] == 0) for j in range(k + 1, LEVELS - 1)],
+                [wraps[j].eq(nest.wraps_restart[j]) for j in range(k + 1, LEVELS - 1)],
                 nest.set_act(k, a_next[k], cmd),
                 [w.eq(wgt[k] + cmd.wgt_stride[k]) for w in wgt[k:]]])
         branches += [
             [p.eq(p + 1), nest.last_pass.eq(p + 2 >= cmd.passes),
              nest.restart(nest.pix, nest.byte(nest.pix))],
-            [p.eq(0), nest.last_pass.eq(cmd.passes <= 1), c.eq(c + 1),
+            [p.eq(0), nest.last_pass.eq(nest.one_pass), c.eq(c + 1),
              nest.last_col.eq(c + 2 >= cmd.cols), nest.set_pix(pix_next, cmd),
              nest.restart(pix_next, nest.next_byte["col"])],
-            [p.eq(0), nest.last_pass.eq(cmd.passes <= 1), c.eq(0),
-             nest.last_col.eq(cmd.cols <= 1), r.eq(r + 1), nest.last_row.eq(r + 2 >= cmd.rows),
+            [p.eq(0), nest.last_pass.eq(nest.one_pass), c.eq(0),
+             nest.last_col.eq(nest.one_col), r.eq(r + 1), nest.last_row.eq(r + 2 >= cmd.rows),
              nest.set_row(row_next, cmd), nest.set_pix(row_next, cmd),
              nest.restart(row_next, nest.next_byte["row"])],
         ]
@@ -192,15 +192,25 @@ class AddressGenerator(wiring.Component):
         for choice, stmts in zip(taken, branches):
             for stmt in _flatten(stmts):
                 targets.setdefault(id(stmt.lhs), (stmt.lhs, []))[1].append((choice, stmt.rhs))
-        following = {}
-        for key, (lhs, values) in targets.items():
+        for lhs, values in targets.values():
             hold = ~_any(choice for choice, _ in values)
-            following[key] = Signal.like(lhs, name=f"{lhs.name}_following")
-            m.d.comb += following[key].eq(reduce(operator.or_, [
-                Mux(choice, value, 0) for choice, value in values] + [Mux(hold, lhs, 0)]))
-            m.d.sync += lhs.eq(following[key])
-        flags = [following.get(id(flag), flag) for flag in nest.outer_flags()]
-        m.d.sync += nest.outer.eq(_first_clear(flags))
+            m.d.sync += lhs.eq(reduce(operator.or_, [Mux(choice, value, 0)
+                                                     for choice, value in values] +
+                                      [Mux(hold, lhs, 0)]))
+        # The branch after the next wrap: each branch's flags are known (restarted levels
+        # take their registered restart values), so ``outer`` follows from registers.
+        w0, w1 = nest.wraps_restart
+        following_flags = [
+            [idx[1] + 1 >= nest.final[1], wraps[0], nest.last_pass, nest.last_col, nest.last_row],
+            [w1, idx[0] + 1 >= nest.final[0], nest.last_pass, nest.last_col, nest.last_row],
+            [w1, w0, p + 2 >= cmd.passes, nest.last_col, nest.last_row],
+            [w1, w0, nest.one_pass, c + 2 >= cmd.cols, nest.last_row],
+            [w1, w0, nest.one_pass, nest.one_col, r + 2 >= cmd.rows],
+        ]
+        with m.If(wraps[2]):
+            m.d.sync += nest.outer.eq(reduce(operator.or_, [
+                Mux(nest.outer[b], _first_clear(flags), 0)
+                for b, flags in enumerate(following_flags)]))
         with m.If(wraps[2] & nest.outer[-1]):
             m.next = "IDLE"
 
@@ -286,6 +296,10 @@ class _Nest:
         # level 0, the next pass, column, row, the end): the first clear of
         # :meth:`outer_flags`, a flip-flop set with them.
         self.outer = Signal(LEVELS + 3, name="outer")
+        # What restarts set, taken with the command: each outer level's wrap (its count is
+        # 1, or the nest is null), a single pass, a single column.
+        self.wraps_restart = [Signal(name=f"wrap{k}_restart") for k in range(LEVELS - 1)]
+        self.one_pass, self.one_col = Signal(name="one_pass"), Signal(name="one_col")
         # Bytes to the end of the word at the next step, and the next step's cap (one-hot by
         # cap 1 .. width), if the current one is not the innermost level's last.
         self.ahead = Signal(range(1, (1 << self.byte_bits) + 1), name="ahead")
@@ -301,10 +315,6 @@ class _Nest:
             return C(0, 1)
         low = address[:self.byte_bits]
         return low if offset is None else (low + offset[:self.byte_bits])[:self.byte_bits]
-
-    def outer_flags(self):
-        """The flags whose first clear one names the branch after the innermost level."""
-        return [self.wraps[1], self.wraps[0], self.last_pass, self.last_col, self.last_row]
 
     def set_act(self, level, value, cmd):
         """``act[level:] = value``, with the bytes of the next restarts of the outer levels
@@ -338,12 +348,15 @@ class _Nest:
                 self.cap_ahead.eq(Cat([ahead == c for c in range(1, width)] + [ahead >= width]))]
 
     def tabled(self, count, bundled, null):
-        """The first step of the innermost level with ``count`` taps, for each cap."""
-        return [{"n": Mux(bundled, Mux(count < c, count, c), 1),
-                 "rem": Mux(null | (count <= Mux(bundled, c, 1)), 0,
-                            Mux(bundled, count - c, count - 1)),
-                 "wrap": null | (count <= Mux(bundled, c, 1))}
-                for c in range(1, self.width + 1)]
+        """The first step of the innermost level with ``count`` taps, for each cap (compared
+        with constants only)."""
+        rows = []
+        for c in range(1, self.width + 1):
+            within = Mux(bundled, count <= c, count <= 1)
+            rows.append({"n": Mux(bundled & (count < c), count, Mux(bundled, c, 1)),
+                         "rem": Mux(null | within, 0, Mux(bundled, count - c, count - 1)),
+                         "wrap": null | within})
+        return rows
 
     def first_taps(self, byte):
         """The innermost level's first step, at ``byte`` of the word: a look-up."""
@@ -379,7 +392,7 @@ class _Nest:
         stmts = [i.eq(0) for i in self.idx]
         stmts += self.set_act(0, act_start, self.cmd)
         stmts += [w.eq(self.cmd.wgt_base) for w in self.wgt]
-        stmts += [self.wraps[k].eq(self.null | (f == 0)) for k, f in enumerate(self.final)]
+        stmts += [w.eq(r) for w, r in zip(self.wraps, self.wraps_restart)]
         return stmts + self.first_taps(byte)
 
     def start(self, new):
@@ -391,6 +404,8 @@ class _Nest:
         wraps = [null | (new.count[k] <= 1) for k in range(LEVELS - 1)]
         flags = [wraps[1], wraps[0], new.passes <= 1, new.cols <= 1, new.rows <= 1]
         return [self.outer.eq(_first_clear(flags)),
+            [w.eq(value) for w, value in zip(self.wraps_restart, wraps)],
+            self.one_pass.eq(new.passes <= 1), self.one_col.eq(new.cols <= 1),
             self.cmd.eq(new), self.null.eq(null), self.bundled.eq(bundled),
             self.r.eq(0), self.c.eq(0), self.p.eq(0),
             self.set_row(new.act_base, new), self.set_pix(new.act_base, new),
