@@ -90,8 +90,9 @@ class AddressGenerator(wiring.Component):
     step holds ``n = min(bundle_width, count[2] - i2, bytes left in the word of act_addr)``
     taps, with ``wgt_stride = wgt_stride[2]``; otherwise one tap. A nest with a zero count
     yields one step per pass with ``null = last = 1``. ``rows``, ``cols`` or ``passes`` of 0
-    yield nothing. One step per cycle while ``o`` is ready; ``busy`` is high from the command
-    until its final step is transferred.
+    yield nothing. The first step is on ``o`` two cycles after the command is taken (a cycle
+    loads the nest), then one step per cycle while ``o`` is ready; ``busy`` is high from the
+    command until its final step is transferred; ``cmd`` is ready again the cycle after.
 
     Parameters
     ----------
@@ -137,10 +138,17 @@ class AddressGenerator(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(1)
                 with m.If(self.cmd.valid):
-                    new = self.cmd.payload
-                    m.d.sync += [seen.eq(0), nest.start(new)]
-                    with m.If((new.rows != 0) & (new.cols != 0) & (new.passes != 0)):
-                        m.next = "RUN"
+                    m.d.sync += [seen.eq(0), nest.start(self.cmd.payload)]
+                    m.next = "LOAD"
+            with m.State("LOAD"):
+                # The first step from the registered command and its table: a cycle that
+                # keeps the table's comparisons and subtractions off the first step.
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += nest.first_taps(nest.byte(cmd.act_base))
+                with m.If((cmd.rows != 0) & (cmd.cols != 0) & (cmd.passes != 0)):
+                    m.next = "RUN"
+                with m.Else():
+                    m.next = "IDLE"
             with m.State("RUN"):
                 m.d.comb += [self.o.valid.eq(1), self.busy.eq(1)]
                 with m.If(self.o.ready):
@@ -396,11 +404,10 @@ class _Nest:
         return stmts + self.first_taps(byte)
 
     def start(self, new):
-        """A command's first step."""
+        """A command taken: everything but the first step's taps (:meth:`first_taps`)."""
         null = (new.count[0] == 0) | (new.count[1] == 0) | (new.count[2] == 0)
         bundled = ~null & (new.act_stride[2] == 1)
         rows = self.tabled(new.count[2], bundled, null)
-        byte = self.byte(new.act_base)
         wraps = [null | (new.count[k] <= 1) for k in range(LEVELS - 1)]
         flags = [wraps[1], wraps[0], new.passes <= 1, new.cols <= 1, new.rows <= 1]
         return [self.outer.eq(_first_clear(flags)),
@@ -417,7 +424,6 @@ class _Nest:
             [wrap.eq(value) for wrap, value in zip(self.wraps, wraps)],
             [first[name].eq(row[name]) for first, row in zip(self.first, rows)
              for name in ("n", "rem", "wrap")],
-            self._load(self.caps(lambda b: byte == b), rows, byte),
             self.last_pass.eq(new.passes <= 1), self.last_col.eq(new.cols <= 1),
             self.last_row.eq(new.rows <= 1),
         ]
