@@ -55,6 +55,9 @@ class PostWriter(wiring.Component):
 
         job = self.jobs.payload
         lane = Signal.like(job.lanes)          # next lane whose PARAM entry is read
+        # ``lane == 0``, and (for ``lane > 0``) ``lane + 1 >= job.lanes``, registered with
+        # ``lane``: the job queue's ready sees a comparison with constants only.
+        first, last_lane = Signal(init=1), Signal()
         lane_addr = Signal(address_width)      # its output address
         held = Signal()                        # a lane's PARAM entry is on param.data
         # The lane's operands, taken from the job with its PARAM read: the job leaves with its
@@ -65,7 +68,7 @@ class PostWriter(wiring.Component):
         param = data.View(isa.PARAM_LAYOUT, self.param.data)
 
         advance = ~held | post.i.ready
-        address = Mux(lane == 0, job.out_addr, lane_addr)
+        address = Mux(first, job.out_addr, lane_addr)
         m.d.comb += [
             self.param.addr.eq(job.param_offset + lane),
             post.i.valid.eq(held),
@@ -80,20 +83,24 @@ class PostWriter(wiring.Component):
         ]
         with m.If(advance):
             m.d.sync += held.eq(0)
+        more = Mux(first, job.lanes != 0, 1)                   # lane < job.lanes
+        last = Mux(first, job.lanes <= 1, last_lane)           # lane + 1 >= job.lanes
         with m.If(self.jobs.valid & ~job.end & advance):
-            with m.If(lane < job.lanes):
+            with m.If(more):
                 # Read the lane's PARAM entry; it meets the lane's sum next cycle.
                 m.d.comb += self.param.en.eq(1)
                 m.d.sync += [
-                    held.eq(1), lane.eq(lane + 1), lane_addr.eq(address + job.lane_stride),
+                    held.eq(1), lane.eq(lane + 1), first.eq(0),
+                    last_lane.eq(lane + 2 >= job.lanes),
+                    lane_addr.eq(address + job.lane_stride),
                     held_job.acc.eq(job.acc[lane]), held_job.use_bias.eq(job.use_bias),
                     held_job.use_lut.eq(job.use_lut), held_job.addr.eq(address),
                     held_job.table.eq(job.lut + Mux(job.per_lane, lane, 0)),
                 ]
-            with m.If(lane + 1 >= job.lanes):
+            with m.If(last):
                 # The job's last lane is read (or it has none): the next job may start.
                 m.d.comb += self.jobs.ready.eq(1)
-                m.d.sync += lane.eq(0)
+                m.d.sync += [lane.eq(0), first.eq(1)]
         with m.If(self.jobs.valid & job.end & ~held & (addresses.level == 0) &
                   ~self.port.req.valid):
             m.d.comb += [self.jobs.ready.eq(1), self.done.eq(1)]
