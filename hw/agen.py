@@ -201,10 +201,10 @@ class AddressGenerator(wiring.Component):
             for stmt in _flatten(stmts):
                 targets.setdefault(id(stmt.lhs), (stmt.lhs, []))[1].append((choice, stmt.rhs))
         for lhs, values in targets.values():
-            hold = ~_any(choice for choice, _ in values)
-            m.d.sync += lhs.eq(reduce(operator.or_, [Mux(choice, value, 0)
-                                                     for choice, value in values] +
-                                      [Mux(hold, lhs, 0)]))
+            # A register no taken branch sets keeps its value (the flip-flop's enable).
+            with m.If(_any(choice for choice, _ in values)):
+                m.d.sync += lhs.eq(reduce(operator.or_, [Mux(choice, value, 0)
+                                                         for choice, value in values]))
         # The branch after the next wrap: each branch's flags are known (restarted levels
         # take their registered restart values), so ``outer`` follows from registers.
         w0, w1 = nest.wraps_restart
