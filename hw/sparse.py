@@ -41,6 +41,16 @@ def bundle_layout(config):
                               "last": 1, "null": 1, "lanes": _lanes_field()})
 
 
+def _scan(taps, left, index, none, final):
+    """Loads ``left`` with the set of ``taps`` still to issue, ``index`` with the lowest,
+    ``none`` and ``final`` with whether it holds none or at most one."""
+    lowest = 0
+    for j in reversed(range(len(taps))):
+        lowest = Mux(taps[j], j, lowest)
+    return [left.eq(taps), index.eq(lowest), none.eq(taps == 0),
+            final.eq((taps & (taps - 1)) == 0)]
+
+
 class SparseCore(wiring.Component):
     """Issues a bundle's taps one per cycle, dropping those whose activation is zero.
 
@@ -119,23 +129,19 @@ class SparseCore(wiring.Component):
         m.d.comb += [taps.eq((Const(1, width + 1) << new.n) - 1),
                      nonzero.eq(Cat(a != 0 for a in new.acts) & taps)]
         taken = self.i.valid & self.i.ready
-        left_next = Signal(width)
-        m.d.comb += left_next.eq(left)
+        # ``left``, ``index``, ``none`` and ``final`` for each way ``left`` moves (a new
+        # bundle, a tap issued), computed in parallel and chosen by the handshakes last.
+        fresh, issued = Signal(width), Signal(width)
+        m.d.comb += [fresh.eq(Mux(self.bypass, taps, nonzero)), issued.eq(left & (left - 1))]
         with m.If(taken):
-            m.d.comb += left_next.eq(Mux(self.bypass, taps, nonzero))
             m.d.sync += [bundle.eq(new), valid.eq(1),
                          [a.eq(new.wgt_addr + j * new.wgt_stride)
-                          for j, a in enumerate(addresses)]]
+                          for j, a in enumerate(addresses)],
+                         _scan(fresh, left, index, none, final)]
         with m.Elif(self.o.valid & self.o.ready):
-            m.d.comb += left_next.eq(left & (left - 1))
+            m.d.sync += _scan(issued, left, index, none, final)
             with m.If(final):
                 m.d.sync += valid.eq(0)
-        m.d.sync += index.eq(0)
-        for j in reversed(range(width)):
-            with m.If(left_next[j]):
-                m.d.sync += index.eq(j)
-        m.d.sync += [left.eq(left_next), none.eq(left_next == 0),
-                     final.eq((left_next & (left_next - 1)) == 0)]
         self._count(m, taken, taps, nonzero)
         return m
 

@@ -83,20 +83,19 @@ class Execute(wiring.Component):
                     with m.Else():
                         m.next = "PIXEL"
             with m.State("PIXEL"):
-                # Is this cycle the end of the pixel?
+                # Is this cycle the end of the pixel? (Flat, from flip-flops: the pixel's last
+                # step is here, or there are none, and its job may go.)
                 ends = Signal()
                 fits = ~body.post | room      # the pixel's job may go
-                with m.If(no_mac):
-                    m.d.comb += ends.eq(fits)
-                with m.Else():
-                    final = step.last & last_pass
+                final = step.last & last_pass
+                m.d.comb += ends.eq(fits & (no_mac | (self.steps.valid & final)))
+                with m.If(~no_mac):
                     m.d.comb += self.steps.ready.eq(~final | fits)
                     with m.If(taken):
                         m.d.sync += first.eq(0)
                         with m.If(step.last):
                             m.d.sync += [passes.eq(passes + 1),
                                          last_pass.eq(passes + 2 == body.passes)]
-                    m.d.comb += ends.eq(taken & final)
                 with m.If(ends):
                     m.d.comb += emit.eq(body.post)
                     m.d.sync += [passes.eq(0), last_pass.eq(one_pass), first.eq(1)]
