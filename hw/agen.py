@@ -144,7 +144,10 @@ class AddressGenerator(wiring.Component):
                 # The first step from the registered command and its table: a cycle that
                 # keeps the table's comparisons and subtractions off the first step.
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += nest.first_taps(nest.byte(cmd.act_base))
+                rows = nest.tabled(cmd.count[2], nest.bundled, nest.null)
+                m.d.sync += [[first[name].eq(row[name]) for first, row in zip(nest.first, rows)
+                              for name in ("n", "rem", "wrap")],
+                             nest.first_taps(nest.byte(cmd.act_base), rows)]
                 with m.If((cmd.rows != 0) & (cmd.cols != 0) & (cmd.passes != 0)):
                     m.next = "RUN"
                 with m.Else():
@@ -177,19 +180,20 @@ class AddressGenerator(wiring.Component):
                      wgt[2].eq(wgt[2] + Array(nest.steps)[n - 1]), nest.step_taps()]]
         for k in (1, 0):
             branches.append([
-                idx[k].eq(idx[k] + 1), wraps[k].eq(idx[k] + 1 >= nest.final[k]),
-                nest.first_taps(nest.next_byte[k]), [i.eq(0) for i in idx[k + 1:]],
+                idx[k].eq(idx[k] - 1), wraps[k].eq(idx[k] == 1),
+                nest.first_taps(nest.next_byte[k]),
+                [i.eq(f) for i, f in zip(idx[k + 1:], nest.final[k + 1:])],
                 [wraps[j].eq(nest.wraps_restart[j]) for j in range(k + 1, LEVELS - 1)],
                 nest.set_act(k, a_next[k], cmd),
                 [w.eq(wgt[k] + cmd.wgt_stride[k]) for w in wgt[k:]]])
         branches += [
-            [p.eq(p + 1), nest.last_pass.eq(p + 2 >= cmd.passes),
+            [p.eq(p - 1), nest.last_pass.eq(p == 1),
              nest.restart(nest.pix, nest.byte(nest.pix))],
-            [p.eq(0), nest.last_pass.eq(nest.one_pass), c.eq(c + 1),
-             nest.last_col.eq(c + 2 >= cmd.cols), nest.set_pix(pix_next, cmd),
+            [p.eq(nest.passes_m1), nest.last_pass.eq(nest.one_pass), c.eq(c - 1),
+             nest.last_col.eq(c == 1), nest.set_pix(pix_next, cmd),
              nest.restart(pix_next, nest.next_byte["col"])],
-            [p.eq(0), nest.last_pass.eq(nest.one_pass), c.eq(0),
-             nest.last_col.eq(nest.one_col), r.eq(r + 1), nest.last_row.eq(r + 2 >= cmd.rows),
+            [p.eq(nest.passes_m1), nest.last_pass.eq(nest.one_pass), c.eq(nest.cols_m1),
+             nest.last_col.eq(nest.one_col), r.eq(r - 1), nest.last_row.eq(r == 1),
              nest.set_row(row_next, cmd), nest.set_pix(row_next, cmd),
              nest.restart(row_next, nest.next_byte["row"])],
         ]
@@ -209,11 +213,11 @@ class AddressGenerator(wiring.Component):
         # take their registered restart values), so ``outer`` follows from registers.
         w0, w1 = nest.wraps_restart
         following_flags = [
-            [idx[1] + 1 >= nest.final[1], wraps[0], nest.last_pass, nest.last_col, nest.last_row],
-            [w1, idx[0] + 1 >= nest.final[0], nest.last_pass, nest.last_col, nest.last_row],
-            [w1, w0, p + 2 >= cmd.passes, nest.last_col, nest.last_row],
-            [w1, w0, nest.one_pass, c + 2 >= cmd.cols, nest.last_row],
-            [w1, w0, nest.one_pass, nest.one_col, r + 2 >= cmd.rows],
+            [idx[1] == 1, wraps[0], nest.last_pass, nest.last_col, nest.last_row],
+            [w1, idx[0] == 1, nest.last_pass, nest.last_col, nest.last_row],
+            [w1, w0, p == 1, nest.last_col, nest.last_row],
+            [w1, w0, nest.one_pass, c == 1, nest.last_row],
+            [w1, w0, nest.one_pass, nest.one_col, r == 1],
         ]
         with m.If(wraps[2]):
             m.d.sync += nest.outer.eq(reduce(operator.or_, [
@@ -255,7 +259,8 @@ def _below(value, bound):
 class _Nest:
     """The address generator's registers, and the statements that load them.
 
-    Loop indices of the outer levels, and the running pointers of each level: ``act[k]`` is
+    The steps of the outer levels still to come (``idx``, counted down), and the running
+    pointers of each level: ``act[k]`` is
     the address of tap (i0..ik, 0..) of the current pixel, so ``act[LEVELS-1]`` is the current
     tap's; ``row``/``pix`` point at the current row's and pixel's first tap. Every decision of
     the current step is a flip-flop, computed with the step before (a chain of comparisons and
@@ -280,9 +285,14 @@ class _Nest:
         self.cmd = cmd = Signal(agen_command_layout(config))
         self.null = Signal()
         self.bundled = Signal()           # not null, and the innermost level walks bytes
+        # Rows, columns, passes and outer-level taps still to come after the current one,
+        # counted down (a flag's next value is then an equality, not a sum and a comparison),
+        # and what the columns, passes and levels restart from.
         self.r, self.c, self.p = (Signal.like(cmd.rows, name="r"), Signal.like(cmd.cols, name="c"),
                                   Signal.like(cmd.passes, name="p"))
         self.idx = [Signal.like(cmd.count[k], name=f"i{k}") for k in range(LEVELS - 1)]
+        self.cols_m1 = Signal.like(cmd.cols, name="cols_m1")
+        self.passes_m1 = Signal.like(cmd.passes, name="passes_m1")
         self.final = [Signal.like(cmd.count[k], name=f"final{k}") for k in range(LEVELS - 1)]
         self.rem = Signal.like(cmd.count[2], name="rem")
         self.act = [Signal(aw, name=f"act{k}") for k in range(LEVELS)]
@@ -366,9 +376,11 @@ class _Nest:
                          "wrap": null | within})
         return rows
 
-    def first_taps(self, byte):
-        """The innermost level's first step, at ``byte`` of the word: a look-up."""
-        return self._load(self.caps(lambda b: byte == b), self.first, byte)
+    def first_taps(self, byte, rows=None):
+        """The innermost level's first step, at ``byte`` of the word: a look-up in ``first``
+        (or in ``rows``, the table being loaded)."""
+        rows = self.first if rows is None else rows
+        return self._load(self.caps(lambda b: byte == b), rows, byte)
 
     def _load(self, caps, rows, byte):
         """``n``, ``rem`` and ``wraps[2]`` from the row of ``rows`` whose cap is one-hot in
@@ -397,33 +409,32 @@ class _Nest:
     def restart(self, act_start, byte):
         """The pass's first step: the tap nest restarted from ``act_start`` (at ``byte`` of
         its word)."""
-        stmts = [i.eq(0) for i in self.idx]
+        stmts = [i.eq(f) for i, f in zip(self.idx, self.final)]
         stmts += self.set_act(0, act_start, self.cmd)
         stmts += [w.eq(self.cmd.wgt_base) for w in self.wgt]
         stmts += [w.eq(r) for w, r in zip(self.wraps, self.wraps_restart)]
         return stmts + self.first_taps(byte)
 
     def start(self, new):
-        """A command taken: everything but the first step's taps (:meth:`first_taps`)."""
+        """A command taken: everything but the table of first steps and the first step's
+        taps, which the next cycle loads from the registered command."""
         null = (new.count[0] == 0) | (new.count[1] == 0) | (new.count[2] == 0)
         bundled = ~null & (new.act_stride[2] == 1)
-        rows = self.tabled(new.count[2], bundled, null)
         wraps = [null | (new.count[k] <= 1) for k in range(LEVELS - 1)]
         flags = [wraps[1], wraps[0], new.passes <= 1, new.cols <= 1, new.rows <= 1]
         return [self.outer.eq(_first_clear(flags)),
             [w.eq(value) for w, value in zip(self.wraps_restart, wraps)],
             self.one_pass.eq(new.passes <= 1), self.one_col.eq(new.cols <= 1),
             self.cmd.eq(new), self.null.eq(null), self.bundled.eq(bundled),
-            self.r.eq(0), self.c.eq(0), self.p.eq(0),
+            self.r.eq(new.rows - 1), self.c.eq(new.cols - 1), self.p.eq(new.passes - 1),
+            self.cols_m1.eq(new.cols - 1), self.passes_m1.eq(new.passes - 1),
             self.set_row(new.act_base, new), self.set_pix(new.act_base, new),
-            [i.eq(0) for i in self.idx],
+            [i.eq(new.count[k] - 1) for k, i in enumerate(self.idx)],
             [f.eq(new.count[k] - 1) for k, f in enumerate(self.final)],
             [step.eq(new.wgt_stride[2] * j) for j, step in enumerate(self.steps, 1)],
             self.set_act(0, new.act_base, new),
             [w.eq(new.wgt_base) for w in self.wgt],
             [wrap.eq(value) for wrap, value in zip(self.wraps, wraps)],
-            [first[name].eq(row[name]) for first, row in zip(self.first, rows)
-             for name in ("n", "rem", "wrap")],
             self.last_pass.eq(new.passes <= 1), self.last_col.eq(new.cols <= 1),
             self.last_row.eq(new.rows <= 1),
         ]
