@@ -21,9 +21,9 @@ ACCESS_BUBBLE = 2
 #: Cycles through a register slice (:class:`flexigan.hw.fifo.StreamSlice`).
 SLICE_LATENCY = 1
 #: Cycles from the address generator to the execute engine (its load cycle, register slice,
-#: crossbar read, FIFO, sparse core, weight fetch), paid by a RUN with MAC that finds the
-#: group idle.
-ACCESS_FILL = SLICE_LATENCY + 6
+#: crossbar read, FIFO, sparse core, weight fetch's two stages), paid by a RUN with MAC that
+#: finds the group idle.
+ACCESS_FILL = SLICE_LATENCY + 7
 #: Cycles from the execute engine to the post-writer (lanes, job queue), paid by a RUN that
 #: finds the group idle.
 EXECUTE_FILL = 6
