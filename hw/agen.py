@@ -144,7 +144,7 @@ class AddressGenerator(wiring.Component):
                 # The first step from the registered command and its table: a cycle that
                 # keeps the table's comparisons and subtractions off the first step.
                 m.d.comb += self.busy.eq(1)
-                rows = nest.tabled(cmd.count[2], nest.bundled, nest.null)
+                rows = nest.tabled()
                 m.d.sync += [[first[name].eq(row[name]) for first, row in zip(nest.first, rows)
                               for name in ("n", "rem", "wrap")],
                              nest.first_taps(nest.byte(cmd.act_base), rows)]
@@ -322,6 +322,10 @@ class _Nest:
         # cap 1 .. width), if the current one is not the innermost level's last.
         self.ahead = Signal(range(1, (1 << self.byte_bits) + 1), name="ahead")
         self.cap_ahead = Signal(width, name="cap_ahead")
+        # The innermost count compared with and less each cap, taken with the command.
+        self.fewer = [Signal(name=f"fewer{c}") for c in range(1, width + 1)]
+        self.within = [Signal(name=f"within{c}") for c in range(1, width + 1)]
+        self.less = [Signal.like(cmd.count[2], name=f"less{c}") for c in range(1, width + 1)]
         self.first = [Signal(data.StructLayout({"n": self.n.shape(), "rem": self.rem.shape(),
                                                 "wrap": 1}), name=f"first{c}")
                       for c in range(1, width + 1)]
@@ -365,16 +369,23 @@ class _Nest:
         return [self.ahead.eq(ahead),
                 self.cap_ahead.eq(Cat([ahead == c for c in range(1, width)] + [ahead >= width]))]
 
-    def tabled(self, count, bundled, null):
-        """The first step of the innermost level with ``count`` taps, for each cap (compared
-        with constants only)."""
+    def tabled(self):
+        """The first step of the innermost level, for each cap, from the command's taps
+        compared and subtracted when it was taken (:meth:`start`)."""
+        count, bundled, null = self.cmd.count[2], self.bundled, self.null
         rows = []
-        for c in range(1, self.width + 1):
-            within = Mux(bundled, count <= c, count <= 1)
-            rows.append({"n": Mux(bundled & (count < c), count, Mux(bundled, c, 1)),
-                         "rem": Mux(null | within, 0, Mux(bundled, count - c, count - 1)),
+        for c, (fewer, within, less) in enumerate(zip(self.fewer, self.within, self.less), 1):
+            within = Mux(bundled, within, self.within[0])
+            rows.append({"n": Mux(bundled & fewer, count, Mux(bundled, c, 1)),
+                         "rem": Mux(null | within, 0, Mux(bundled, less, self.less[0])),
                          "wrap": null | within})
         return rows
+
+    def _count(self, count):
+        """What :meth:`tabled` needs of the innermost level's ``count``, per cap ``c``:
+        ``count < c``, ``count <= c`` and ``count - c``."""
+        return [[f.eq(count < c), w.eq(count <= c), s.eq(count - c)]
+                for c, (f, w, s) in enumerate(zip(self.fewer, self.within, self.less), 1)]
 
     def first_taps(self, byte, rows=None):
         """The innermost level's first step, at ``byte`` of the word: a look-up in ``first``
@@ -426,6 +437,7 @@ class _Nest:
             [w.eq(value) for w, value in zip(self.wraps_restart, wraps)],
             self.one_pass.eq(new.passes <= 1), self.one_col.eq(new.cols <= 1),
             self.cmd.eq(new), self.null.eq(null), self.bundled.eq(bundled),
+            self._count(new.count[2]),
             self.r.eq(new.rows - 1), self.c.eq(new.cols - 1), self.p.eq(new.passes - 1),
             self.cols_m1.eq(new.cols - 1), self.passes_m1.eq(new.passes - 1),
             self.set_row(new.act_base, new), self.set_pix(new.act_base, new),
