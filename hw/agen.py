@@ -9,10 +9,13 @@ channels do), it steps up to ``config.bundle_width`` taps of one word at a time,
 core downstream can spend cycles on the non-zero ones only.
 """
 
-from amaranth.hdl import Array, Module, Mux, Signal, unsigned
+import operator
+from functools import reduce
+
+from amaranth.hdl import Array, C, Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import exact_log2
+from amaranth.utils import ceil_log2, exact_log2
 
 from .arch import isa
 
@@ -56,7 +59,9 @@ def agen_step_layout(config):
 
     Tap ``j < n`` reads the activation at ``act_addr + j`` and the weights at ``wgt_addr +
     j * wgt_stride``. ``null`` marks the single step of an empty tap nest (a loop count of 0,
-    ``n = 1``): it stands for "no multiply" and carries an activation of zero.
+    ``n = 1``): it stands for "no multiply" and carries an activation of zero. ``reuse`` marks
+    a non-null step in the same word as the RUN's previous non-null step (the activation
+    fetch answers it from the word it read last, without a crossbar read).
     """
     return data.StructLayout({
         "act_addr": unsigned(config.act_addr_width),
@@ -65,6 +70,7 @@ def agen_step_layout(config):
         "n": range(1, config.bundle_width + 1),
         "last": 1,
         "null": 1,
+        "reuse": 1,
         "lanes": _run_field("lanes"),
     })
 
@@ -84,8 +90,9 @@ class AddressGenerator(wiring.Component):
     step holds ``n = min(bundle_width, count[2] - i2, bytes left in the word of act_addr)``
     taps, with ``wgt_stride = wgt_stride[2]``; otherwise one tap. A nest with a zero count
     yields one step per pass with ``null = last = 1``. ``rows``, ``cols`` or ``passes`` of 0
-    yield nothing. One step per cycle while ``o`` is ready; ``busy`` is high from the command
-    until its final step is transferred.
+    yield nothing. The first step is on ``o`` two cycles after the command is taken (a cycle
+    loads the nest), then one step per cycle while ``o`` is ready; ``busy`` is high from the
+    command until its final step is transferred; ``cmd`` is ready again the cycle after.
 
     Parameters
     ----------
@@ -108,106 +115,338 @@ class AddressGenerator(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        aw, ww = self._config.act_addr_width, self._config.wgt_addr_width
-        cmd = Signal(agen_command_layout(self._config))
-        null = Signal()
-        # Loop indices of the outer levels (the innermost counts its taps left, below), and the
-        # running pointers of each level: ``act[k]`` is
-        # the address of tap (i0..ik, 0..) of the current pixel, so ``act[LEVELS-1]`` is the
-        # current tap's. ``row``/``pix`` point at the current row's and pixel's first tap.
-        r = Signal.like(cmd.rows)
-        c = Signal.like(cmd.cols)
-        p = Signal.like(cmd.passes)
-        idx = [Signal.like(cmd.count[k], name=f"i{k}") for k in range(LEVELS - 1)]
-        act = [Signal(aw, name=f"act{k}") for k in range(LEVELS)]
-        wgt = [Signal(ww, name=f"wgt{k}") for k in range(LEVELS)]
-        row = Signal(aw)
-        pix = Signal(aw)
-        # The taps of this step: up to the bundle width, the end of the innermost level or
-        # the end of the word, whichever comes first, when the innermost level walks bytes.
-        width = self._config.bundle_width
-        byte_bits = exact_log2(self._config.axi_bytes)
-        n = Signal(range(1, width + 1))
-        in_word = (1 << byte_bits) - (act[2][:byte_bits] if byte_bits else 0)
-        # The innermost level's taps still to walk, counted down (a subtraction from the count
-        # was on the critical path), and the weight steps of 1 .. width taps, taken with the
-        # command (no multiplier between the count and the weight pointer).
-        left = Signal.like(cmd.count[2])
-        steps = [Signal(ww, name=f"wgt_step{j}") for j in range(1, width + 1)]
-        fits = Mux(left < width, left, width)
-        m.d.comb += n.eq(Mux(null | (cmd.act_stride[2] != 1), 1,
-                             Mux(in_word < fits, in_word, fits)))
-        # Each outer level's last index (count - 1), taken with the command.
-        final = [Signal.like(cmd.count[k], name=f"final{k}") for k in range(LEVELS - 1)]
-        # An empty nest is walked as a single null tap.
-        wraps = [Signal(name=f"wrap{k}") for k in range(LEVELS)]
-        m.d.comb += wraps[2].eq(null | (left <= n))
-        for k in range(LEVELS - 1):
-            m.d.comb += wraps[k].eq(null | (idx[k] >= final[k]))
-        last = Signal()
-        m.d.comb += last.eq(wraps[0] & wraps[1] & wraps[2])
-
-        def restart_taps(act_start):
-            stmts = [i.eq(0) for i in idx] + [left.eq(cmd.count[2])]
-            stmts += [a.eq(act_start) for a in act]
-            stmts += [w.eq(cmd.wgt_base) for w in wgt]
-            return stmts
-
+        nest = _Nest(self._config)
+        cmd, act, wgt, wraps = nest.cmd, nest.act, nest.wgt, nest.wraps
+        # The word of the RUN's last non-null step, for ``reuse``.
+        word = act[2][nest.byte_bits:]
+        seen = Signal()
+        seen_word = Signal.like(word)
         m.d.comb += [
             self.o.payload.act_addr.eq(act[-1]),
             self.o.payload.wgt_addr.eq(wgt[-1]),
             self.o.payload.wgt_stride.eq(cmd.wgt_stride[2]),
-            self.o.payload.n.eq(n),
-            self.o.payload.last.eq(last),
-            self.o.payload.null.eq(null),
+            self.o.payload.n.eq(nest.n),
+            self.o.payload.last.eq(wraps[0] & wraps[1] & wraps[2]),
+            self.o.payload.null.eq(nest.null),
+            self.o.payload.reuse.eq(~nest.null & seen & (word == seen_word)),
             self.o.payload.lanes.eq(cmd.lanes),
         ]
+        with m.If(self.o.valid & self.o.ready & ~nest.null):
+            m.d.sync += [seen.eq(1), seen_word.eq(word)]
 
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(1)
                 with m.If(self.cmd.valid):
-                    c_ = self.cmd.payload
-                    m.d.sync += [
-                        cmd.eq(c_),
-                        null.eq((c_.count[0] == 0) | (c_.count[1] == 0) | (c_.count[2] == 0)),
-                        r.eq(0), c.eq(0), p.eq(0),
-                        row.eq(c_.act_base), pix.eq(c_.act_base),
-                        [i.eq(0) for i in idx], left.eq(c_.count[2]),
-                        [f.eq(c_.count[k] - 1) for k, f in enumerate(final)],
-                        [step.eq(c_.wgt_stride[2] * j) for j, step in enumerate(steps, 1)],
-                        [a.eq(c_.act_base) for a in act],
-                        [w.eq(c_.wgt_base) for w in wgt],
-                    ]
-                    with m.If((c_.rows != 0) & (c_.cols != 0) & (c_.passes != 0)):
-                        m.next = "RUN"
+                    m.d.sync += [seen.eq(0), nest.start(self.cmd.payload)]
+                    m.next = "LOAD"
+            with m.State("LOAD"):
+                # The first step from the registered command and its table: a cycle that
+                # keeps the table's comparisons and subtractions off the first step.
+                m.d.comb += self.busy.eq(1)
+                rows = nest.tabled()
+                m.d.sync += [[first[name].eq(row[name]) for first, row in zip(nest.first, rows)
+                              for name in ("n", "rem", "wrap")],
+                             nest.first_taps(nest.byte(cmd.act_base), rows)]
+                with m.If((cmd.rows != 0) & (cmd.cols != 0) & (cmd.passes != 0)):
+                    m.next = "RUN"
+                with m.Else():
+                    m.next = "IDLE"
             with m.State("RUN"):
                 m.d.comb += [self.o.valid.eq(1), self.busy.eq(1)]
                 with m.If(self.o.ready):
-                    # The innermost level that does not wrap steps; the ones inside it restart
-                    # from its new pointer.
-                    with m.If(~wraps[2]):
-                        m.d.sync += [left.eq(left - n),
-                                     act[2].eq(act[2] + Mux(n == 1, cmd.act_stride[2], n)),
-                                     wgt[2].eq(wgt[2] + Array(steps)[n - 1])]
-                    for k in (1, 0):
-                        with m.Elif(~wraps[k]):
-                            a_next = act[k] + cmd.act_stride[k]
-                            w_next = wgt[k] + cmd.wgt_stride[k]
-                            m.d.sync += [idx[k].eq(idx[k] + 1), left.eq(cmd.count[2])]
-                            m.d.sync += [i.eq(0) for i in idx[k + 1:]]
-                            m.d.sync += [a.eq(a_next) for a in act[k:]]
-                            m.d.sync += [w.eq(w_next) for w in wgt[k:]]
-                    with m.Elif(p + 1 < cmd.passes):
-                        m.d.sync += [p.eq(p + 1), restart_taps(pix)]
-                    with m.Elif(c + 1 < cmd.cols):
-                        pix_next = pix + cmd.act_col
-                        m.d.sync += [p.eq(0), c.eq(c + 1), pix.eq(pix_next),
-                                     restart_taps(pix_next)]
-                    with m.Elif(r + 1 < cmd.rows):
-                        row_next = row + cmd.act_row
-                        m.d.sync += [p.eq(0), c.eq(0), r.eq(r + 1), row.eq(row_next),
-                                     pix.eq(row_next), restart_taps(row_next)]
-                    with m.Else():
-                        m.next = "IDLE"
+                    self._advance(m, nest)
         return m
+
+    @staticmethod
+    def _advance(m, nest):
+        """The step after the current one, when ``o`` takes this one: the innermost level
+        that does not wrap steps; the ones inside it restart from its new pointer. Leaves the
+        FSM after the last step.
+
+        Which of these happens is one-hot from the registered flags, and every register's
+        next value is an AND-OR of the branches' values (nested conditions put a priority
+        chain of muxes in front of every pointer)."""
+        cmd, act, wgt, wraps, idx, n = (nest.cmd, nest.act, nest.wgt, nest.wraps, nest.idx,
+                                        nest.n)
+        p, c, r = nest.p, nest.c, nest.r
+        a_next = [Signal.like(act[k], name=f"act{k}_next") for k in range(LEVELS - 1)]
+        pix_next, row_next = Signal.like(nest.pix), Signal.like(nest.row)
+        m.d.comb += [a.eq(act[k] + cmd.act_stride[k]) for k, a in enumerate(a_next)]
+        m.d.comb += [pix_next.eq(nest.pix + cmd.act_col), row_next.eq(nest.row + cmd.act_row)]
+        # What each branch sets: the innermost level's step, the step of level 1 or 0, the
+        # next pass, column or row (the end sets nothing).
+        branches = [[act[2].eq(act[2] + Mux(nest.bundled, n, cmd.act_stride[2])),
+                     wgt[2].eq(wgt[2] + Array(nest.steps)[n - 1]), nest.step_taps()]]
+        for k in (1, 0):
+            branches.append([
+                idx[k].eq(idx[k] - 1), wraps[k].eq(idx[k] == 1),
+                nest.first_taps(nest.next_byte[k]),
+                [i.eq(f) for i, f in zip(idx[k + 1:], nest.final[k + 1:])],
+                [wraps[j].eq(nest.wraps_restart[j]) for j in range(k + 1, LEVELS - 1)],
+                nest.set_act(k, a_next[k], cmd),
+                [w.eq(wgt[k] + cmd.wgt_stride[k]) for w in wgt[k:]]])
+        branches += [
+            [p.eq(p - 1), nest.last_pass.eq(p == 1),
+             nest.restart(nest.pix, nest.byte(nest.pix))],
+            [p.eq(nest.passes_m1), nest.last_pass.eq(nest.one_pass), c.eq(c - 1),
+             nest.last_col.eq(c == 1), nest.set_pix(pix_next, cmd),
+             nest.restart(pix_next, nest.next_byte["col"])],
+            [p.eq(nest.passes_m1), nest.last_pass.eq(nest.one_pass), c.eq(nest.cols_m1),
+             nest.last_col.eq(nest.one_col), r.eq(r - 1), nest.last_row.eq(r == 1),
+             nest.set_row(row_next, cmd), nest.set_pix(row_next, cmd),
+             nest.restart(row_next, nest.next_byte["row"])],
+        ]
+        # One-hot: the innermost level steps unless it wraps, else the branch ``outer`` (a
+        # flip-flop, set from the flags' next values) names.
+        taken = [~wraps[2]] + [wraps[2] & nest.outer[i] for i in range(len(branches) - 1)]
+        targets = {}
+        for choice, stmts in zip(taken, branches):
+            for stmt in _flatten(stmts):
+                targets.setdefault(id(stmt.lhs), (stmt.lhs, []))[1].append((choice, stmt.rhs))
+        for lhs, values in targets.values():
+            # A register no taken branch sets keeps its value (the flip-flop's enable).
+            with m.If(_any(choice for choice, _ in values)):
+                m.d.sync += lhs.eq(reduce(operator.or_, [Mux(choice, value, 0)
+                                                         for choice, value in values]))
+        # The branch after the next wrap: each branch's flags are known (restarted levels
+        # take their registered restart values), so ``outer`` follows from registers.
+        w0, w1 = nest.wraps_restart
+        following_flags = [
+            [idx[1] == 1, wraps[0], nest.last_pass, nest.last_col, nest.last_row],
+            [w1, idx[0] == 1, nest.last_pass, nest.last_col, nest.last_row],
+            [w1, w0, p == 1, nest.last_col, nest.last_row],
+            [w1, w0, nest.one_pass, c == 1, nest.last_row],
+            [w1, w0, nest.one_pass, nest.one_col, r == 1],
+        ]
+        with m.If(wraps[2]):
+            m.d.sync += nest.outer.eq(reduce(operator.or_, [
+                Mux(nest.outer[b], _first_clear(flags), 0)
+                for b, flags in enumerate(following_flags)]))
+        with m.If(wraps[2] & nest.outer[-1]):
+            m.next = "IDLE"
+
+
+def _first_clear(flags):
+    """One-hot: the first of ``flags`` that is clear, or (the last bit) none."""
+    bits, earlier = [], C(1, 1)
+    for flag in flags:
+        bits.append(earlier & ~flag)
+        earlier = earlier & flag
+    return Cat(bits + [earlier])
+
+
+def _flatten(stmts):
+    """The assignments of a nest of lists."""
+    for stmt in stmts:
+        if isinstance(stmt, (list, tuple)):
+            yield from _flatten(stmt)
+        else:
+            yield stmt
+
+
+def _any(terms):
+    """The OR of ``terms`` (0 if there are none)."""
+    terms = list(terms)
+    return Cat(terms).any() if terms else C(0, 1)
+
+
+def _below(value, bound):
+    """``value < bound`` for a constant ``bound``, as equalities."""
+    return _any(value == v for v in range(min(bound, 1 << len(value))))
+
+
+class _Nest:
+    """The address generator's registers, and the statements that load them.
+
+    The steps of the outer levels still to come (``idx``, counted down), and the running
+    pointers of each level: ``act[k]`` is
+    the address of tap (i0..ik, 0..) of the current pixel, so ``act[LEVELS-1]`` is the current
+    tap's; ``row``/``pix`` point at the current row's and pixel's first tap. Every decision of
+    the current step is a flip-flop, computed with the step before (a chain of comparisons and
+    muxes on the counters was the critical path): the step's tap count ``n``, the taps the
+    innermost level has left after it (``rem``), whether each level wraps after it
+    (``wraps``), whether the pass, column and row are the last ones.
+
+    A step's taps are capped by the bundle width and the end of the word: a step at byte
+    ``word - c`` of its word (``c < width``) takes at most ``c`` taps, others ``width``. The
+    innermost level's first step has one of these ``width`` caps, so its ``n``, ``rem`` and
+    wrap are tabled per cap when the command is taken (``first``): starting the level is a
+    look-up by the start's byte.
+    """
+
+    def __init__(self, config):
+        aw, ww = config.act_addr_width, config.wgt_addr_width
+        self.width = width = config.bundle_width
+        self.byte_bits = exact_log2(config.axi_bytes)
+        # ``rem`` is compared with a cap on its low bits only, with a flag for "more than
+        # 2 * width".
+        self.low_bits = ceil_log2(2 * width + 1)
+        self.cmd = cmd = Signal(agen_command_layout(config))
+        self.null = Signal()
+        self.bundled = Signal()           # not null, and the innermost level walks bytes
+        # Rows, columns, passes and outer-level taps still to come after the current one,
+        # counted down (a flag's next value is then an equality, not a sum and a comparison),
+        # and what the columns, passes and levels restart from.
+        self.r, self.c, self.p = (Signal.like(cmd.rows, name="r"), Signal.like(cmd.cols, name="c"),
+                                  Signal.like(cmd.passes, name="p"))
+        self.idx = [Signal.like(cmd.count[k], name=f"i{k}") for k in range(LEVELS - 1)]
+        self.cols_m1 = Signal.like(cmd.cols, name="cols_m1")
+        self.passes_m1 = Signal.like(cmd.passes, name="passes_m1")
+        self.final = [Signal.like(cmd.count[k], name=f"final{k}") for k in range(LEVELS - 1)]
+        self.rem = Signal.like(cmd.count[2], name="rem")
+        self.act = [Signal(aw, name=f"act{k}") for k in range(LEVELS)]
+        self.wgt = [Signal(ww, name=f"wgt{k}") for k in range(LEVELS)]
+        self.row, self.pix = Signal(aw, name="row"), Signal(aw, name="pix")
+        # The weight steps of 1 .. width taps, taken with the command.
+        self.steps = [Signal(ww, name=f"wgt_step{j}") for j in range(1, width + 1)]
+        self.n = Signal(range(1, width + 1), name="n")
+        self.wraps = [Signal(name=f"wrap{k}") for k in range(LEVELS)]
+        self.last_pass, self.last_col, self.last_row = (
+            Signal(name="last_pass"), Signal(name="last_col"), Signal(name="last_row"))
+        # The byte in its word where the innermost level restarts next after a step of level k
+        # (``act[k] + act_stride[k]``), a column (``pix + act_col``) or a row (``row +
+        # act_row``): registers set with the pointers, so that a restart's look-up does not
+        # wait for an adder.
+        self.next_byte = {key: Signal(max(1, self.byte_bits), name=f"next_byte_{key}")
+                          for key in (0, 1, "col", "row")}
+        # Which branch follows when the innermost level wraps (one-hot: the step of level 1, of
+        # level 0, the next pass, column, row, the end): the first clear of
+        # :meth:`outer_flags`, a flip-flop set with them.
+        self.outer = Signal(LEVELS + 3, name="outer")
+        # What restarts set, taken with the command: each outer level's wrap (its count is
+        # 1, or the nest is null), a single pass, a single column.
+        self.wraps_restart = [Signal(name=f"wrap{k}_restart") for k in range(LEVELS - 1)]
+        self.one_pass, self.one_col = Signal(name="one_pass"), Signal(name="one_col")
+        # Bytes to the end of the word at the next step, and the next step's cap (one-hot by
+        # cap 1 .. width), if the current one is not the innermost level's last.
+        self.ahead = Signal(range(1, (1 << self.byte_bits) + 1), name="ahead")
+        self.cap_ahead = Signal(width, name="cap_ahead")
+        # The innermost count compared with and less each cap, taken with the command.
+        self.fewer = [Signal(name=f"fewer{c}") for c in range(1, width + 1)]
+        self.within = [Signal(name=f"within{c}") for c in range(1, width + 1)]
+        self.less = [Signal.like(cmd.count[2], name=f"less{c}") for c in range(1, width + 1)]
+        self.first = [Signal(data.StructLayout({"n": self.n.shape(), "rem": self.rem.shape(),
+                                                "wrap": 1}), name=f"first{c}")
+                      for c in range(1, width + 1)]
+
+    def byte(self, address, offset=None):
+        """The byte in its word of ``address + offset``, from the low bits alone (the step's
+        tap count needs no carry from the whole address)."""
+        if not self.byte_bits:
+            return C(0, 1)
+        low = address[:self.byte_bits]
+        return low if offset is None else (low + offset[:self.byte_bits])[:self.byte_bits]
+
+    def set_act(self, level, value, cmd):
+        """``act[level:] = value``, with the bytes of the next restarts of the outer levels
+        (``cmd`` holds the strides)."""
+        stmts = [a.eq(value) for a in self.act[level:]]
+        return stmts + [self.next_byte[k].eq(self.byte(value, cmd.act_stride[k]))
+                        for k in range(level, LEVELS - 1)]
+
+    def set_pix(self, value, cmd):
+        """``pix = value``, with the byte of the next column's first tap."""
+        return [self.pix.eq(value), self.next_byte["col"].eq(self.byte(value, cmd.act_col))]
+
+    def set_row(self, value, cmd):
+        """``row = value``, with the byte of the next row's first tap."""
+        return [self.row.eq(value), self.next_byte["row"].eq(self.byte(value, cmd.act_row))]
+
+    def caps(self, byte_is):
+        """One-hot, by cap ``c = 1 .. width``: the step is at byte ``word - c`` (``c <
+        width``), or elsewhere (``c = width``); ``byte_is(b)`` tells whether it is at ``b``.
+        Equalities of a few bits: Yosys maps an ordered comparison to a routed carry chain."""
+        word = 1 << self.byte_bits
+        near = [byte_is(word - c) for c in range(1, self.width)]
+        return near + [~_any(near)]
+
+    def _ahead(self, to_end):
+        """``ahead`` and ``cap_ahead`` for the step after one ``to_end`` bytes before the end
+        of its word (it takes ``min(to_end, width)`` of them, if it is not the level's last)."""
+        word, width = 1 << self.byte_bits, self.width
+        ahead = Mux(to_end <= width, word, to_end - width)
+        return [self.ahead.eq(ahead),
+                self.cap_ahead.eq(Cat([ahead == c for c in range(1, width)] + [ahead >= width]))]
+
+    def tabled(self):
+        """The first step of the innermost level, for each cap, from the command's taps
+        compared and subtracted when it was taken (:meth:`start`)."""
+        count, bundled, null = self.cmd.count[2], self.bundled, self.null
+        rows = []
+        for c, (fewer, within, less) in enumerate(zip(self.fewer, self.within, self.less), 1):
+            within = Mux(bundled, within, self.within[0])
+            rows.append({"n": Mux(bundled & fewer, count, Mux(bundled, c, 1)),
+                         "rem": Mux(null | within, 0, Mux(bundled, less, self.less[0])),
+                         "wrap": null | within})
+        return rows
+
+    def _count(self, count):
+        """What :meth:`tabled` needs of the innermost level's ``count``, per cap ``c``:
+        ``count < c``, ``count <= c`` and ``count - c``."""
+        return [[f.eq(count < c), w.eq(count <= c), s.eq(count - c)]
+                for c, (f, w, s) in enumerate(zip(self.fewer, self.within, self.less), 1)]
+
+    def first_taps(self, byte, rows=None):
+        """The innermost level's first step, at ``byte`` of the word: a look-up in ``first``
+        (or in ``rows``, the table being loaded)."""
+        rows = self.first if rows is None else rows
+        return self._load(self.caps(lambda b: byte == b), rows, byte)
+
+    def _load(self, caps, rows, byte):
+        """``n``, ``rem`` and ``wraps[2]`` from the row of ``rows`` whose cap is one-hot in
+        ``caps``; the step is at ``byte`` of its word."""
+        stmts = [target.eq(reduce(operator.or_, (Mux(is_cap, row[name], 0)
+                                                 for is_cap, row in zip(caps, rows))))
+                 for name, target in (("n", self.n), ("rem", self.rem),
+                                      ("wrap", self.wraps[2]))]
+        return stmts + self._ahead((1 << self.byte_bits) - byte)
+
+    def step_taps(self):
+        """The step after one that leaves taps in the innermost level (``rem > 0``): at most
+        ``cap_ahead`` taps if bundled, one if not."""
+        rem = self.rem
+        small = rem[self.low_bits:] == 0
+        low = rem[:self.low_bits]
+        caps = list(self.cap_ahead)
+        # The last step of the level if ``rem`` is within the cap: then it takes them all.
+        within = small & _any(is_cap & _below(low, c + 1) for c, is_cap in enumerate(caps, 1))
+        cap = reduce(operator.or_, (Mux(is_cap, c, 0) for c, is_cap in enumerate(caps, 1)))
+        return [self.n.eq(Mux(self.bundled, Mux(within, low, cap), 1)),
+                self.wraps[2].eq(Mux(self.bundled, within, small & _below(low, 2))),
+                self.rem.eq(Mux(self.bundled, Mux(within, 0, rem - cap), rem - 1)),
+                *self._ahead(self.ahead)]
+
+    def restart(self, act_start, byte):
+        """The pass's first step: the tap nest restarted from ``act_start`` (at ``byte`` of
+        its word)."""
+        stmts = [i.eq(f) for i, f in zip(self.idx, self.final)]
+        stmts += self.set_act(0, act_start, self.cmd)
+        stmts += [w.eq(self.cmd.wgt_base) for w in self.wgt]
+        stmts += [w.eq(r) for w, r in zip(self.wraps, self.wraps_restart)]
+        return stmts + self.first_taps(byte)
+
+    def start(self, new):
+        """A command taken: everything but the table of first steps and the first step's
+        taps, which the next cycle loads from the registered command."""
+        null = (new.count[0] == 0) | (new.count[1] == 0) | (new.count[2] == 0)
+        bundled = ~null & (new.act_stride[2] == 1)
+        wraps = [null | (new.count[k] <= 1) for k in range(LEVELS - 1)]
+        flags = [wraps[1], wraps[0], new.passes <= 1, new.cols <= 1, new.rows <= 1]
+        return [self.outer.eq(_first_clear(flags)),
+            [w.eq(value) for w, value in zip(self.wraps_restart, wraps)],
+            self.one_pass.eq(new.passes <= 1), self.one_col.eq(new.cols <= 1),
+            self.cmd.eq(new), self.null.eq(null), self.bundled.eq(bundled),
+            self._count(new.count[2]),
+            self.r.eq(new.rows - 1), self.c.eq(new.cols - 1), self.p.eq(new.passes - 1),
+            self.cols_m1.eq(new.cols - 1), self.passes_m1.eq(new.passes - 1),
+            self.set_row(new.act_base, new), self.set_pix(new.act_base, new),
+            [i.eq(new.count[k] - 1) for k, i in enumerate(self.idx)],
+            [f.eq(new.count[k] - 1) for k, f in enumerate(self.final)],
+            [step.eq(new.wgt_stride[2] * j) for j, step in enumerate(self.steps, 1)],
+            self.set_act(0, new.act_base, new),
+            [w.eq(new.wgt_base) for w in self.wgt],
+            [wrap.eq(value) for wrap, value in zip(self.wraps, wraps)],
+            self.last_pass.eq(new.passes <= 1), self.last_col.eq(new.cols <= 1),
+            self.last_row.eq(new.rows <= 1),
+        ]

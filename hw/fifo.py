@@ -1,6 +1,6 @@
 """A first-in first-out queue between two typed streams."""
 
-from amaranth.hdl import Module, Shape, Signal
+from amaranth.hdl import Module, Mux, Shape, Signal
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -14,9 +14,9 @@ class StreamFIFO(wiring.Component):
 
     Contract: payloads leave ``o`` in the order they entered ``i``; up to ``depth`` payloads
     are held, and ``i`` is ready exactly when fewer are (``level < depth``), so a producer
-    may count its credits with ``level``. The output is registered (``SyncFIFOBuffered``), so
-    a payload entering an empty queue is on ``o`` two cycles later and ``level`` counts it
-    from the cycle after entry.
+    may count its credits with ``level``; ``i.ready`` is a flip-flop. The output is registered
+    (``SyncFIFOBuffered``), so a payload entering an empty queue is on ``o`` two cycles later
+    and ``level`` counts it from the cycle after entry.
 
     Parameters
     ----------
@@ -51,10 +51,17 @@ class StreamFIFO(wiring.Component):
         # entries it refuses a write while its inner memory is full even if the register is
         # empty. One spare entry makes ``level < depth`` enough for a write.
         m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=width, depth=self._depth + 1)
-        ready = queue.level < self._depth
+        # ``level < depth`` as a flip-flop, computed from the next level (the level moves by
+        # the write less the read): the producer's handshake sees no adder or comparison.
+        depth, level = self._depth, queue.level
+        ready = Signal(init=1)
+        write = self.i.valid & ready
+        read = self.o.ready & queue.r_rdy
+        m.d.sync += ready.eq(Mux(write, Mux(read, level < depth, level < depth - 1),
+                                 read | (level < depth)))
         m.d.comb += [
             queue.w_data.eq(self.i.payload),
-            queue.w_en.eq(self.i.valid & ready),
+            queue.w_en.eq(write),
             self.i.ready.eq(ready),
             self.o.payload.eq(queue.r_data),
             self.o.valid.eq(queue.r_rdy),

@@ -11,7 +11,7 @@ the AXI rate:
   address per cycle, from ``lanes`` interleaved banks.
 """
 
-from amaranth.hdl import Cat, Module, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
@@ -145,6 +145,10 @@ class WeightBuffer(wiring.Component):
         lane_bits, k_bits = exact_log2(lanes), exact_log2(k)
         chunk = self.w.payload
         a = self.r.addr
+        # The row after ``a``'s, once for all banks: a bank's row is ``a``'s or this one, a
+        # multiplexer rather than an adder per bank on the path to the block RAMs.
+        row_a, row_next = Signal(len(a) - lane_bits + 1), Signal(len(a) - lane_bits + 1)
+        m.d.comb += [row_a.eq(a[lane_bits:]), row_next.eq(a[lane_bits:] + 1)]
         rot = Signal(range(lanes))
         with m.If(self.r.en):
             m.d.sync += rot.eq(a[:lane_bits])
@@ -170,7 +174,7 @@ class WeightBuffer(wiring.Component):
                     m.d.comb += wp.en.eq(chunk.mask[b % c])
             # Bank b holds the byte of lane (b - a) mod lanes: a's row, or the next one.
             row = Signal(len(a) - lane_bits + 1, name=f"row{b}")
-            m.d.comb += row.eq(a[lane_bits:] + (a[:lane_bits] > b))
+            m.d.comb += row.eq(Mux(a[:lane_bits] > b, row_next, row_a))
             m.d.comb += [rp.addr.eq(row >> k_bits), rp.en.eq(self.r.en)]
             if k == 1:
                 bank_bytes.append(rp.data)

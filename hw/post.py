@@ -14,7 +14,7 @@ is computed without a variable left shift: for ``shift >= 1``,
 is ``x``: one formula for every shift, exact for shifts beyond the product's width too.
 """
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -102,13 +102,17 @@ class Post(wiring.Component):
         total = Signal(signed(self._config.acc_width + 1))
         product = Signal(signed(self._config.acc_width + 1 + 16))
         y = Signal(signed(8))
-        mult, shift = Signal(signed(16)), [Signal(8, name=f"shift{k}") for k in (1, 2)]
-        use_lut = [Signal(name=f"use_lut{k}") for k in range(1, 6)]
-        table = [Signal(8, name=f"table{k}") for k in range(1, 5)]
-        y5 = Signal(signed(8))
+        mult = Signal(signed(16))
+        shift = [Signal(8, name=f"shift{k}") for k in (1, 2)]
+        fine = Signal(3)
+        use_lut = [Signal(name=f"use_lut{k}") for k in range(1, self.LATENCY + 1)]
+        table = [Signal(8, name=f"table{k}") for k in range(1, self.LATENCY)]
+        y_out = Signal(signed(8))
 
-        # (2 * product) >> shift, then the rounding step; see the module docstring. A stage
-        # each: the barrel shifter, then the 50-bit increment and the saturation.
+        # (2 * product) >> shift, then the rounding step; see the module docstring. The
+        # barrel shifter in two stages, by the multiple of 8 and then by the rest, then a
+        # stage for the 50-bit increment and the saturation.
+        coarse = Signal(signed(product.shape().width + 1))
         shifted = Signal(signed(product.shape().width + 1))
         rounded = (shifted + 1) >> 1
         with m.If(advance):
@@ -116,29 +120,28 @@ class Post(wiring.Component):
                 valid[0].eq(self.i.valid),
                 total.eq(job.acc + job.bias),
                 mult.eq(job.multiplier), shift[0].eq(job.shift),
-                use_lut[0].eq(job.use_lut), table[0].eq(job.lut),
                 # Stage 2: the multiplier (registered output).
-                valid[1].eq(valid[0]),
                 product.eq(total * mult), shift[1].eq(shift[0]),
-                use_lut[1].eq(use_lut[0]), table[1].eq(table[0]),
-                # Stage 3: shift.
-                valid[2].eq(valid[1]),
-                shifted.eq((product.as_signed() * 2) >> shift[1]),
-                use_lut[2].eq(use_lut[1]), table[2].eq(table[1]),
-                # Stage 4: round, saturate.
-                valid[3].eq(valid[2]),
+                # Stage 3: shift by the multiple of 8.
+                coarse.eq((product.as_signed() * 2) >> Cat(Const(0, 3), shift[1][3:])),
+                fine.eq(shift[1][:3]),
+                # Stage 4: shift by the rest.
+                shifted.eq(coarse >> fine),
+                # Stage 5: round, saturate.
                 y.eq(Mux(rounded > 127, 127, Mux(rounded < -128, -128, rounded))),
-                use_lut[3].eq(use_lut[2]), table[3].eq(table[2]),
-                # Stage 5: the table read (the read port's register), or the value itself.
-                valid[4].eq(valid[3]),
-                y5.eq(y), use_lut[4].eq(use_lut[3]),
+                # Stage 6: the table read (the read port's register), or the value itself.
+                y_out.eq(y),
+                use_lut[0].eq(job.use_lut), table[0].eq(job.lut),
+                [v.eq(u) for v, u in zip(valid[1:], valid)],
+                [v.eq(u) for v, u in zip(use_lut[1:], use_lut)],
+                [v.eq(u) for v, u in zip(table[1:], table)],
             ]
         index_bits = ceil_log2(self._lut_tables)
         entry = y.as_unsigned() ^ Const(0x80, 8)    # y + 128, as an unsigned byte
         m.d.comb += lut_r.addr.eq(entry if not index_bits else
-                                  (table[3][:index_bits] << 8) | entry)
+                                  (table[-1][:index_bits] << 8) | entry)
         m.d.comb += [
-            self.o.valid.eq(valid[4]),
-            self.o.payload.eq(Mux(use_lut[4], lut_r.data.as_signed(), y5)),
+            self.o.valid.eq(valid[-1]),
+            self.o.payload.eq(Mux(use_lut[-1], lut_r.data.as_signed(), y_out)),
         ]
         return m

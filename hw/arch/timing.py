@@ -15,21 +15,24 @@ __all__ = ["DECODE_CYCLES", "ACCESS_BUBBLE", "SLICE_LATENCY", "ACCESS_FILL", "EX
 
 #: Cycles the decoder spends on a RUN besides one per micro-op (accept, last read, offer).
 DECODE_CYCLES = 4
-#: Idle cycles of the access engine between two RUNs (the address generator's accept).
+#: Idle cycles of the access engine between two RUNs (the address generator's accept and
+#: the cycle that loads its loop nest).
 ACCESS_BUBBLE = 2
 #: Cycles through a register slice (:class:`flexigan.hw.fifo.StreamSlice`).
 SLICE_LATENCY = 1
-#: Cycles from the address generator to the execute engine (register slice, crossbar read,
-#: FIFO, sparse core, weight fetch), paid by a RUN with MAC that finds the group idle.
-ACCESS_FILL = SLICE_LATENCY + 5
+#: Cycles from the address generator to the execute engine (its load cycle, register slice,
+#: crossbar read, FIFO, sparse core, weight fetch's two stages), paid by a RUN with MAC that
+#: finds the group idle.
+ACCESS_FILL = SLICE_LATENCY + 7
 #: Cycles from the execute engine to the post-writer (lanes, job queue), paid by a RUN that
 #: finds the group idle.
 EXECUTE_FILL = 6
 #: Cycles of the requantizer's pipeline (hw/post.py: bias, multiply, shift, round and
 #: saturate, table read).
-POST_LATENCY = 5
-#: Cycles from a RUN's last POST to its last byte in ACT (Post's pipeline, write, end job).
-POST_DRAIN = POST_LATENCY + 2
+POST_LATENCY = 6
+#: Cycles from a RUN's last POST to its last byte in ACT (Post's pipeline, the post-writer's
+#: register slice, write, end job).
+POST_DRAIN = POST_LATENCY + SLICE_LATENCY + 2
 
 # --- the global controller (hw/controller) -----------------------------------------------------
 

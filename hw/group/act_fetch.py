@@ -20,13 +20,14 @@ class ActFetch(wiring.Component):
     Contract: for each step on ``i``, in order, ``o`` carries the bundle of its ``n``
     activations (the ``n`` bytes from ``act_addr``, all in one word; 0 for a null step), with
     its weight address and stride, ``last`` and ``null`` flags and lanes. The fetch keeps the
-    last word it read (a one-word line, tagged with its word address): a step in that word is
-    answered from the line, in the same cycle a read would take, and only a step in another
-    word reads the crossbar (a null step reads nothing). ``flush`` empties the line; the group
-    pulses it at the start of each RUN, since DMA and earlier RUNs' writes may have changed
-    ACT (a RUN never writes what it reads, so within a RUN the line stays valid). A step is
-    taken only when the output queue (``depth`` steps) has room for its answer; one per cycle
-    when it hits the line or the crossbar grants its read.
+    last word it read: a ``reuse`` step (one in the word of the previous non-null step, see
+    :func:`~flexigan.hw.agen.agen_step_layout`) is answered from it, in the same cycle a read
+    would take, and only another non-null step reads the crossbar. (A RUN never writes what
+    it reads, and its first non-null step is never a reuse, so the word kept is current.) A
+    step is taken only when the output queue (``depth`` steps) has room for its answer,
+    counting the answers in flight; one per cycle when it is a reuse or null or the crossbar
+    grants its read. An answer is on ``o`` two cycles after its step is taken (a cycle
+    through the crossbar or the kept word, one in the queue).
     """
 
     def __init__(self, config, depth):
@@ -36,33 +37,39 @@ class ActFetch(wiring.Component):
             "port": Out(read_port_signature(config.word_addr_width, config.axi_data_width,
                                             act_tag_layout(config))),
             "o": Out(stream.Signature(bundle_layout(config))),
-            "flush": In(1),
         })
 
     def elaborate(self, platform):
         m = Module()
         config = self._config
-        m.submodules.queue = queue = StreamFIFO(bundle_layout(config), self._depth)
+        depth = self._depth
+        m.submodules.queue = queue = StreamFIFO(bundle_layout(config), depth)
         connect(m, queue.o, flipped(self.o))
         byte_bits = exact_log2(config.axi_bytes)
         step = self.i.payload
-        word = step.act_addr[byte_bits:]
-
-        line_valid = Signal()
-        line_addr = Signal(config.word_addr_width)
         line = Signal(config.axi_data_width)
         # The step taken last cycle, answered this cycle from the line (a hit) or by the
         # crossbar (its tag).
         hit = Signal()
         held = Signal(act_tag_layout(config))
-        hits = step.null | (line_valid & (line_addr == word))
-        room = queue.level + hit + self.port.resp.valid < self._depth
-        take = self.i.valid & room & (hits | self.port.req.ready)
+        hits = step.null | step.reuse
+
+        # Steps taken whose answers are not yet out of the queue, and ``used < depth`` as a
+        # flip-flop: the crossbar's request and grant see no adder or comparison.
+        used = Signal(range(depth + 1))
+        room = Signal(init=1)
+        take = Signal()
+        pop = queue.o.valid & queue.o.ready
+        m.d.comb += take.eq(self.i.valid & room & (hits | self.port.req.ready))
+        m.d.sync += [used.eq(used + take - pop),
+                     room.eq(Mux(take, Mux(pop, used < depth, used < depth - 1),
+                                 pop | (used < depth)))]
+
         request = self.port.req
         m.d.comb += [
             request.valid.eq(self.i.valid & room & ~hits),
             self.i.ready.eq(take),
-            request.payload.addr.eq(word),
+            request.payload.addr.eq(step.act_addr[byte_bits:]),
             request.payload.tag.n.eq(step.n),
             request.payload.tag.wgt_addr.eq(step.wgt_addr),
             request.payload.tag.wgt_stride.eq(step.wgt_stride),
@@ -73,12 +80,8 @@ class ActFetch(wiring.Component):
         if byte_bits:
             m.d.comb += request.payload.tag.byte.eq(step.act_addr[:byte_bits])
         m.d.sync += [hit.eq(take & hits), held.eq(request.payload.tag)]
-        with m.If(request.valid & request.ready):
-            m.d.sync += [line_valid.eq(1), line_addr.eq(word)]
         with m.If(self.port.resp.valid):
             m.d.sync += line.eq(self.port.resp.payload.data)
-        with m.If(self.flush):
-            m.d.sync += line_valid.eq(0)
 
         response = self.port.resp.payload
         tag = Signal(act_tag_layout(config))

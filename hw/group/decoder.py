@@ -206,6 +206,11 @@ class Decoder(wiring.Component):
         ]
         with m.If(self.run.valid & self.run.ready):
             m.d.sync += run.eq(self.run.payload)
+        # The commands are registered when the micro-program is done (it holds then): the
+        # address generator and the execute engine start from flip-flops, not from adders.
+        command, body = Signal.like(self.agen.payload), Signal.like(self.body.payload)
+        self._commands(m, run, decoder, command, body)
+        m.d.comb += [self.agen.payload.eq(command), self.body.payload.eq(body)]
         with m.If(decoder.done):
             m.d.sync += [offer.eq(1), sent.eq(0)]
         with m.If(offer):
@@ -214,14 +219,15 @@ class Decoder(wiring.Component):
             m.d.sync += sent.eq(accepted)
             with m.If(accepted.all()):
                 m.d.sync += offer.eq(0)
-        self._commands(m, run, decoder.program)
         return m
 
-    def _commands(self, m, run, program):
-        """The address generator's command and the execute body of ``run`` with ``program``
-        (addresses and strides modulo their spaces)."""
-        command, body = self.agen.payload, self.body.payload
-        m.d.comb += [
+    @staticmethod
+    def _commands(m, run, decoder, command, body):
+        """Loads ``command`` and ``body``, the address generator's command and the execute
+        body of ``run`` with the micro-program ``decoder`` holds (addresses and strides modulo
+        their spaces), when it is done."""
+        program = decoder.program
+        stmts = [
             command.rows.eq(run.rows), command.cols.eq(run.cols), command.lanes.eq(run.lanes),
             command.passes.eq(program.passes),
             command.act_base.eq(run.act_offset + program.act.base),
@@ -230,10 +236,10 @@ class Decoder(wiring.Component):
             command.wgt_base.eq(run.wgt_offset + program.wgt.base),
         ]
         for k in range(LEVELS):
-            m.d.comb += [command.count[k].eq(program.count[k]),
-                         command.act_stride[k].eq(program.act_stride[k]),
-                         command.wgt_stride[k].eq(program.wgt_stride[k])]
-        m.d.comb += [
+            stmts += [command.count[k].eq(program.count[k]),
+                      command.act_stride[k].eq(program.act_stride[k]),
+                      command.wgt_stride[k].eq(program.wgt_stride[k])]
+        stmts += [
             body.rows.eq(run.rows), body.cols.eq(run.cols), body.lanes.eq(run.lanes),
             body.passes.eq(program.passes),
             body.use_bias.eq(program.clear.use_bias),
@@ -246,3 +252,5 @@ class Decoder(wiring.Component):
             body.out_col.eq(program.write.col_stride),
             body.lane_stride.eq(program.write.lane_stride),
         ]
+        with m.If(decoder.done):
+            m.d.sync += stmts

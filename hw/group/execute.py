@@ -28,7 +28,7 @@ class Execute(wiring.Component):
     cycle per step, a pixel without one cycle; the final step of a pixel waits while the job
     queue is full. ``issued`` counts the multiplies fed to the lanes: the RUN's ``lanes`` for
     each step with a non-zero activation (each step with ``bypass``) but null steps (an empty
-    tap nest's, an all-zero bundle's); ``clear`` zeroes it.
+    tap nest's, an all-zero bundle's), a cycle after the step; ``clear`` zeroes it.
     """
 
     def __init__(self, config):
@@ -52,6 +52,12 @@ class Execute(wiring.Component):
         body = Signal(body_layout(config))
         row, column = Signal.like(body.rows), Signal.like(body.cols)
         passes = Signal.like(body.passes)     # MAC passes done in this pixel
+        # ``passes + 1 == body.passes``, ``column + 1 == body.cols``, ``row + 1 ==
+        # body.rows``: flip-flops set with the counters, so that the steps' ready and the
+        # pixel's end see no comparison.
+        last_pass, last_column, last_row = Signal(), Signal(), Signal()
+        # ``body.passes == 0``, ``== 1`` and ``body.cols == 1``, taken with the body.
+        no_mac, one_pass, one_column = Signal(), Signal(), Signal()
         first = Signal(init=1)                # the next step starts a pixel
         out_row = Signal.like(body.out_base)
         out_pixel = Signal.like(body.out_base)
@@ -66,6 +72,10 @@ class Execute(wiring.Component):
                 with m.If(self.body.valid):
                     new = self.body.payload
                     m.d.sync += [body.eq(new), row.eq(0), column.eq(0), passes.eq(0),
+                                 no_mac.eq(new.passes == 0), one_pass.eq(new.passes == 1),
+                                 one_column.eq(new.cols == 1),
+                                 last_pass.eq(new.passes == 1), last_column.eq(new.cols == 1),
+                                 last_row.eq(new.rows == 1),
                                  first.eq(1), out_row.eq(new.out_base),
                                  out_pixel.eq(new.out_base)]
                     with m.If((new.rows == 0) | (new.cols == 0)):
@@ -73,28 +83,31 @@ class Execute(wiring.Component):
                     with m.Else():
                         m.next = "PIXEL"
             with m.State("PIXEL"):
-                # Is this cycle the end of the pixel?
+                # Is this cycle the end of the pixel? (Flat, from flip-flops: the pixel's last
+                # step is here, or there are none, and its job may go.)
                 ends = Signal()
-                with m.If(body.passes == 0):
-                    m.d.comb += ends.eq(~body.post | room)
-                with m.Else():
-                    final = step.last & (passes + 1 == body.passes)
-                    m.d.comb += self.steps.ready.eq(~final | ~body.post | room)
+                fits = ~body.post | room      # the pixel's job may go
+                final = step.last & last_pass
+                m.d.comb += ends.eq(fits & (no_mac | (self.steps.valid & final)))
+                with m.If(~no_mac):
+                    m.d.comb += self.steps.ready.eq(~final | fits)
                     with m.If(taken):
                         m.d.sync += first.eq(0)
                         with m.If(step.last):
-                            m.d.sync += passes.eq(passes + 1)
-                    m.d.comb += ends.eq(taken & final)
+                            m.d.sync += [passes.eq(passes + 1),
+                                         last_pass.eq(passes + 2 == body.passes)]
                 with m.If(ends):
                     m.d.comb += emit.eq(body.post)
-                    m.d.sync += [passes.eq(0), first.eq(1)]
-                    with m.If(column + 1 < body.cols):
+                    m.d.sync += [passes.eq(0), last_pass.eq(one_pass), first.eq(1)]
+                    with m.If(~last_column):
                         m.d.sync += [column.eq(column + 1),
+                                     last_column.eq(column + 2 == body.cols),
                                      out_pixel.eq(out_pixel + body.out_col)]
-                    with m.Elif(row + 1 < body.rows):
+                    with m.Elif(~last_row):
                         next_row = out_row + body.out_row
-                        m.d.sync += [column.eq(0), row.eq(row + 1), out_row.eq(next_row),
-                                     out_pixel.eq(next_row)]
+                        m.d.sync += [column.eq(0), last_column.eq(one_column),
+                                     row.eq(row + 1), last_row.eq(row + 2 == body.rows),
+                                     out_row.eq(next_row), out_pixel.eq(next_row)]
                     with m.Else():
                         m.next = "END"
             with m.State("END"):
@@ -132,7 +145,15 @@ class Execute(wiring.Component):
         m.d.comb += [jobs.i.valid.eq(pending[-1]), jobs.i.payload.eq(delay[-1])]
         for k, lane in enumerate(lanes):
             m.d.comb += jobs.i.payload.acc[k].eq(Mux(zero[-1], 0, lane.acc))
-        room = jobs.level + sum(pending[k] for k in range(Lane.LATENCY)) < JOB_DEPTH
+        # The jobs in the delay line and the queue, and ``reserved < JOB_DEPTH`` as a
+        # flip-flop (the queue's level and a sum were on the path to the steps' ready).
+        reserved = Signal(range(JOB_DEPTH + 1))
+        room = Signal(init=1)
+        pop = jobs.o.valid & jobs.o.ready
+        m.d.sync += [reserved.eq(reserved + emit - pop),
+                     room.eq(Mux(emit, Mux(pop, reserved < JOB_DEPTH,
+                                           reserved < JOB_DEPTH - 1),
+                                 pop | (reserved < JOB_DEPTH)))]
         return emit, job, room
 
     def _feed(self, m, lanes, body, first):
@@ -143,8 +164,13 @@ class Execute(wiring.Component):
             m.d.comb += [lane.i.valid.eq(taken), lane.i.payload.act.eq(step.act),
                          lane.i.payload.wgt.eq(step.wgt[k]),
                          lane.i.payload.accumulate.eq(~first)]
+        # ``issued`` a cycle late: the step's test and the 64-bit sum were one path.
+        count = Signal()
+        lanes_counted = Signal.like(body.lanes)
+        m.d.sync += [count.eq(taken & ((step.act != 0) | self.bypass) & ~step.null),
+                     lanes_counted.eq(body.lanes)]
         with m.If(self.clear):
-            m.d.sync += self.issued.eq(0)
-        with m.Elif(taken & ((step.act != 0) | self.bypass) & ~step.null):
-            m.d.sync += self.issued.eq(self.issued + body.lanes)
+            m.d.sync += [self.issued.eq(0), count.eq(0)]
+        with m.Elif(count):
+            m.d.sync += self.issued.eq(self.issued + lanes_counted)
         return taken

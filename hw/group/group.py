@@ -1,6 +1,6 @@
 """The engine group's top: its memories and blocks (see :mod:`flexigan.hw.group`), joined."""
 
-from amaranth.hdl import Module
+from amaranth.hdl import Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out, connect, flipped
 
@@ -32,7 +32,8 @@ class Group(wiring.Component):
     address is a byte address in it) at one chunk per cycle, concurrently with RUNs: the
     controller keeps them off what a held RUN reads. ``bypass`` disables zero skipping.
     ``error`` is sticky (see :mod:`flexigan.hw.group`); ``macs_issued``/``macs_skipped``
-    count multiplies; ``clear`` zeroes the counters and ``error``.
+    count multiplies; ``clear`` zeroes the counters and ``error`` (from the cycle after next: it
+    is registered).
 
     Parameters
     ----------
@@ -97,10 +98,13 @@ class Group(wiring.Component):
         connect(m, agen.o, steps_in.i)
         connect(m, steps_in.o, fetch.i)
         connect(m, fetch.port, flipped(self.act_rd))
-        m.d.comb += fetch.flush.eq(agen.cmd.valid & agen.cmd.ready)
+        # ``clear`` comes from the controller's decoding of START: registered here, it reaches
+        # the 64-bit counters from a flip-flop.
+        clear = Signal()
+        m.d.sync += clear.eq(self.clear)
         m.submodules.sparse = sparse = SparseCore(config)
         connect(m, fetch.o, sparse.i)
-        m.d.comb += [sparse.bypass.eq(self.bypass), sparse.clear.eq(self.clear),
+        m.d.comb += [sparse.bypass.eq(self.bypass), sparse.clear.eq(clear),
                      self.macs_skipped.eq(sparse.skipped)]
         m.submodules.wfetch = weight_fetch = WeightFetch(config)
         connect(m, sparse.o, weight_fetch.i)
@@ -111,13 +115,13 @@ class Group(wiring.Component):
         m.submodules.execute = execute = Execute(config)
         connect(m, bodies.o, execute.body)
         connect(m, steps.o, execute.steps)
-        m.d.comb += [execute.bypass.eq(self.bypass), execute.clear.eq(self.clear),
+        m.d.comb += [execute.bypass.eq(self.bypass), execute.clear.eq(clear),
                      self.macs_issued.eq(execute.issued)]
         connect(m, execute.jobs, post.jobs)
         connect(m, post.param, params.r)
         connect(m, post.port, flipped(self.act_wr))
 
-        with m.If(self.clear):
+        with m.If(clear):
             m.d.sync += self.error.eq(0)
         with m.Elif(decoder.error):
             m.d.sync += self.error.eq(1)

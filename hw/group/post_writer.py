@@ -7,7 +7,7 @@ from amaranth.utils import ceil_log2, exact_log2
 
 from ..arch import isa
 from ..crossbar import write_port_signature
-from ..fifo import StreamFIFO
+from ..fifo import StreamFIFO, StreamSlice
 from ..memories import chunk_layout
 from ..post import Post
 from .layouts import job_layout
@@ -22,8 +22,9 @@ class PostWriter(wiring.Component):
     ``PARAM[param_offset + l]``, computes POST (table ``(lut + (l if per_lane else 0)) mod
     tables``) and writes the byte to ``ACT[out_addr + l * lane_stride]`` through ``port``.
     One lane per cycle; a job takes ``max(1, lanes)`` cycles when the crossbar does not stall.
-    For an ``end`` job, ``done`` pulses once every earlier byte has been written (the RUN is
-    complete). Activation tables are written through ``lut_w``.
+    A lane's byte is on ``port`` ``Post.LATENCY + 2`` cycles after its PARAM read (the read,
+    Post, a register slice). For an ``end`` job, ``done`` pulses once every earlier byte has
+    been written (the RUN is complete). Activation tables are written through ``lut_w``.
     """
 
     #: Write addresses in flight (in the Post pipeline, or waiting for the crossbar).
@@ -54,6 +55,9 @@ class PostWriter(wiring.Component):
 
         job = self.jobs.payload
         lane = Signal.like(job.lanes)          # next lane whose PARAM entry is read
+        # ``lane == 0``, and (for ``lane > 0``) ``lane + 1 >= job.lanes``, registered with
+        # ``lane``: the job queue's ready sees a comparison with constants only.
+        first, last_lane = Signal(init=1), Signal()
         lane_addr = Signal(address_width)      # its output address
         held = Signal()                        # a lane's PARAM entry is on param.data
         # The lane's operands, taken from the job with its PARAM read: the job leaves with its
@@ -64,7 +68,7 @@ class PostWriter(wiring.Component):
         param = data.View(isa.PARAM_LAYOUT, self.param.data)
 
         advance = ~held | post.i.ready
-        address = Mux(lane == 0, job.out_addr, lane_addr)
+        address = Mux(first, job.out_addr, lane_addr)
         m.d.comb += [
             self.param.addr.eq(job.param_offset + lane),
             post.i.valid.eq(held),
@@ -79,33 +83,42 @@ class PostWriter(wiring.Component):
         ]
         with m.If(advance):
             m.d.sync += held.eq(0)
+        more = Mux(first, job.lanes != 0, 1)                   # lane < job.lanes
+        last = Mux(first, job.lanes <= 1, last_lane)           # lane + 1 >= job.lanes
         with m.If(self.jobs.valid & ~job.end & advance):
-            with m.If(lane < job.lanes):
+            with m.If(more):
                 # Read the lane's PARAM entry; it meets the lane's sum next cycle.
                 m.d.comb += self.param.en.eq(1)
                 m.d.sync += [
-                    held.eq(1), lane.eq(lane + 1), lane_addr.eq(address + job.lane_stride),
+                    held.eq(1), lane.eq(lane + 1), first.eq(0),
+                    last_lane.eq(lane + 2 >= job.lanes),
+                    lane_addr.eq(address + job.lane_stride),
                     held_job.acc.eq(job.acc[lane]), held_job.use_bias.eq(job.use_bias),
                     held_job.use_lut.eq(job.use_lut), held_job.addr.eq(address),
                     held_job.table.eq(job.lut + Mux(job.per_lane, lane, 0)),
                 ]
-            with m.If(lane + 1 >= job.lanes):
+            with m.If(last):
                 # The job's last lane is read (or it has none): the next job may start.
                 m.d.comb += self.jobs.ready.eq(1)
-                m.d.sync += lane.eq(0)
-        with m.If(self.jobs.valid & job.end & ~held & (addresses.level == 0)):
+                m.d.sync += [lane.eq(0), first.eq(1)]
+        with m.If(self.jobs.valid & job.end & ~held & (addresses.level == 0) &
+                  ~self.port.req.valid):
             m.d.comb += [self.jobs.ready.eq(1), self.done.eq(1)]
 
-        # Each result goes to its byte of ACT.
+        # Each result goes to its byte of ACT, through a register slice: the crossbar's write
+        # grant would otherwise stall the Post pipeline, the PARAM read and the job queue in
+        # the same cycle.
         byte_bits = exact_log2(config.axi_bytes)
         target = addresses.o.payload
+        m.submodules.write = write = StreamSlice(self.port.req.payload.shape())
+        connect(m, write.o, flipped(self.port.req))
         m.d.comb += [
-            self.port.req.valid.eq(post.o.valid),
-            self.port.req.payload.addr.eq(target[byte_bits:]),
-            self.port.req.payload.data.eq(Cat(post.o.payload for _ in range(config.axi_bytes))),
-            self.port.req.payload.mask.eq(Const(1, config.axi_bytes) << target[:byte_bits]
-                                          if byte_bits else 1),
-            post.o.ready.eq(self.port.req.ready),
-            addresses.o.ready.eq(post.o.valid & self.port.req.ready),
+            write.i.valid.eq(post.o.valid),
+            write.i.payload.addr.eq(target[byte_bits:]),
+            write.i.payload.data.eq(Cat(post.o.payload for _ in range(config.axi_bytes))),
+            write.i.payload.mask.eq(Const(1, config.axi_bytes) << target[:byte_bits]
+                                    if byte_bits else 1),
+            post.o.ready.eq(write.i.ready),
+            addresses.o.ready.eq(post.o.valid & write.i.ready),
         ]
         return m

@@ -51,6 +51,11 @@ class RunQueue(wiring.Component):
         offered = Signal(range(RUN_SLOTS))
         tail = Signal(range(RUN_SLOTS))
         held = Signal(range(RUN_SLOTS + 1))
+        # ``held == RUN_SLOTS`` and ``held != 0``, registered with ``held``: ``i.ready`` and
+        # ``busy`` leave the group for the controller's issue logic, so they come straight
+        # from flip-flops rather than through a comparison.
+        full = Signal()
+        any_held = Signal()
         waiting = Signal(range(RUN_SLOTS + 1))       # held and not yet handed out
 
         # The RUNs' registers in LUT RAM (a register file read by a ring pointer would be a
@@ -63,13 +68,16 @@ class RunQueue(wiring.Component):
         pop = self.done
         hand_out = self.o.valid & self.o.ready
         m.d.comb += [
-            self.i.ready.eq(held < RUN_SLOTS),
-            self.busy.eq(held != 0),
+            self.i.ready.eq(~full),
+            self.busy.eq(any_held),
             self.o.valid.eq(waiting != 0),
             write.addr.eq(tail), write.data.eq(self.i.payload), write.en.eq(push),
             read.addr.eq(offered), self.o.payload.eq(read.data),
         ]
-        m.d.sync += [held.eq(held + push - pop), waiting.eq(waiting + push - hand_out)]
+        held_next = Signal.like(held)
+        m.d.comb += held_next.eq(held + push - pop)
+        m.d.sync += [held.eq(held_next), full.eq(held_next == RUN_SLOTS),
+                     any_held.eq(held_next != 0), waiting.eq(waiting + push - hand_out)]
         for k, slot in enumerate(self.slots):
             with m.If(push & (tail == k)):
                 m.d.sync += slot.valid.eq(1)

@@ -14,13 +14,15 @@ WIDTH, WORD = CONFIG.bundle_width, CONFIG.axi_bytes
 
 def expected_steps(cmd):
     """docs/isa.md's MAC loop nest, written the obvious way, cut into steps: runs of the
-    innermost level with act_stride 1 in bundles of up to WIDTH taps of one word."""
+    innermost level with act_stride 1 in bundles of up to WIDTH taps of one word; a non-null
+    step in the word of the previous non-null one is a reuse."""
     counts = cmd["count"]
     null = 0 in counts
     bundled = not null and cmd["act_stride"][2] % (1 << AW) == 1
     outer = [(0, 0)] if null else list(itertools.product(range(counts[0]), range(counts[1])))
     inner = 1 if null else counts[2]
     steps = []
+    word = None
     for r in range(cmd["rows"]):
         for c in range(cmd["cols"]):
             for _ in range(cmd["passes"]):
@@ -35,8 +37,10 @@ def expected_steps(cmd):
                         n = min(WIDTH, inner - i2, WORD - a % WORD) if bundled else 1
                         i2 += n
                         last = t == len(outer) - 1 and i2 == inner
+                        reuse = not null and a // WORD == word
+                        word = word if null else a // WORD
                         steps.append((a, w, cmd["wgt_stride"][2] % (1 << WW), n, int(last),
-                                      int(null)))
+                                      int(null), int(reuse)))
     return steps
 
 
@@ -87,7 +91,7 @@ def test_agen_matches_loop_nest(seed, p_out):
             for step in expected_steps(cmd):
                 got = await get(ctx, dut.o, pauses)
                 assert (got.act_addr, got.wgt_addr, got.wgt_stride, got.n, got.last,
-                        got.null) == step, (n, cmd)
+                        got.null, got.reuse) == step, (n, cmd)
         await ctx.tick().repeat(4)
         assert not ctx.get(dut.o.valid) and not ctx.get(dut.busy)
 
@@ -110,7 +114,7 @@ def test_agen_one_step_per_cycle():
             got += ctx.get(dut.o.valid)
             cycles += 1
             await ctx.tick()
-        assert cycles == n
+        assert cycles == n + 1          # the load cycle, then a step per cycle
         assert not ctx.get(dut.busy)
 
     simulate(dut, tb)
