@@ -2,8 +2,11 @@
 Verilator, its UART on a TCP port), the bridge's framing errors and timeouts on the same
 socket, and the one-line errors of a missing board."""
 
+import contextlib
 import json
+import os
 import re
+import signal
 import struct
 import subprocess
 import sys
@@ -30,9 +33,11 @@ def _run(capsys, *argv):
 
 def _start_board(folder, connections):
     """`flexigan board-sim folder` in its own process; (process, URL) once it listens."""
+    # In a session of its own, so that stopping it stops the simulator it starts too.
     process = subprocess.Popen([sys.executable, "-m", "flexigan", "board-sim", str(folder),
                                 "--connections", str(connections)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
     for line in process.stdout:
         found = re.search(r"listens on (socket://127\.0\.0\.1:\d+)", line)
         if found:
@@ -43,10 +48,12 @@ def _start_board(folder, connections):
 
 
 def _stop(process):
+    """Wait for the board to stop after its last host; kill it and its simulator if not."""
     try:
         process.wait(timeout=60)
     finally:
-        process.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")
