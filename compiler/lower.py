@@ -35,7 +35,7 @@ from ..errors import FitError
 from ..hw.arch import isa
 from ..hw.arch.timing import LOAD_SETUP, RUN_LATENCY
 from . import asm, ir, macs
-from .plan import plan
+from .plan import align, plan
 from .program import ImageBuilder, Program
 from .schedule import (
     MIN_UNITS_PER_GROUP,
@@ -167,8 +167,8 @@ class _Lowering:
     tiles and micro-programs into each group only when they are not there already.
     """
 
-    def __init__(self, p, config):
-        self.plan, self.config = p, config
+    def __init__(self, p, config, batch=1):
+        self.plan, self.config, self.batch = p, config, batch
         self.image = ImageBuilder()
         self.code = []
         self.groups = [_GroupMemory() for _ in range(config.groups)]
@@ -181,14 +181,20 @@ class _Lowering:
             if s.home == "dram":
                 region = "inputs" if s.producer is None else \
                     "outputs" if s.output else "spills"
-                self.dram[s.name] = self.image.reserve(region, s.size)
+                # One copy per frame of the batch, frame_bytes(s) apart.
+                self.dram[s.name] = self.image.reserve(region, batch * self.frame_bytes(s))
 
     def emit(self, op, **operands):
         self.code.append(_instruction(op, **operands))
 
-    def _dram(self, storage, offset):
+    @staticmethod
+    def frame_bytes(storage):
+        """Bytes from one frame's copy of ``storage`` in external memory to the next's."""
+        return align(storage.size)
+
+    def _dram(self, storage, offset, frame):
         region, base = self.dram[storage.name]
-        return (region, base + offset)
+        return (region, base + frame * self.frame_bytes(storage) + offset)
 
     def _clear(self, addr, size):
         """DMA zeroing ``size`` bytes of ACT from the image's zero region (padding and
@@ -197,51 +203,59 @@ class _Lowering:
         return _instruction("DMA_LOAD", space=isa.Space.ACT, ext_addr=("zeros", 0),
                             local_addr=addr, length=size)
 
-    def _rows_dma(self, op, storage, addr, rows):
-        """``op`` (DMA_LOAD or DMA_STORE) of array ``rows = (lo, hi)`` of ``storage`` between
-        its external memory and ACT address ``addr``."""
+    def _rows_dma(self, op, storage, addr, rows, frame):
+        """``op`` (DMA_LOAD or DMA_STORE) of array ``rows = (lo, hi)`` of frame ``frame``'s
+        copy of ``storage`` between its external memory and ACT address ``addr``."""
         row_bytes = storage.grid.row_bytes
         return _instruction(op, space=isa.Space.ACT, local_addr=addr,
-                            ext_addr=self._dram(storage, rows[0] * row_bytes),
+                            ext_addr=self._dram(storage, rows[0] * row_bytes, frame),
                             length=(rows[1] - rows[0]) * row_bytes)
 
     # --- one layer ---------------------------------------------------------------------------
 
     def _clears(self, layer):
-        """DMA zeroing the gaps of a gapped destination before the layer writes it: the whole
-        storage in ACT (by its first writer), or each staging buffer (a Concat's storage in
-        external memory, with several writers, is read back and completed instead)."""
+        """DMA zeroing the gaps of a gapped destination before the layer writes it, in every
+        frame's ACT slice: the whole storage in ACT (by its first writer), or each staging
+        buffer (a Concat's storage in external memory, with several writers, is read back and
+        completed instead)."""
         dst = self.plan.storage(layer.dst)
         if not dst.grid.gapped:
             return []
         if dst.home == "act":
-            return [self._clear(dst.act_addr, dst.size)] if layer.index == dst.producer else []
-        if len(dst.writers) > 1:
-            return []
-        rows = max(hi - lo for lo, hi in (layer.staging_rows(s.first, s.stop)
-                                          for s in layer.stages))
-        return [self._clear(buffer.addr, rows * dst.grid.row_bytes) for buffer in layer.staging]
+            spans = [(dst.act_addr, dst.size)] if layer.index == dst.producer else []
+        elif len(dst.writers) > 1:
+            spans = []
+        else:
+            rows = max(hi - lo for lo, hi in (layer.staging_rows(s.first, s.stop)
+                                              for s in layer.stages))
+            spans = [(buffer.addr, rows * dst.grid.row_bytes) for buffer in layer.staging]
+        return [self._clear(frame * self.plan.act_bytes + addr, size)
+                for frame in range(self.batch) for addr, size in spans]
 
-    def _stage_dma(self, layer, stage):
-        """``(before, after, src, dst)`` of ``stage``: the DMA that fills its window (and, for a
-        destination several layers write, loads its staging buffer), the DMA that stores its
-        staging buffer, and where it finds its source and destination in ACT."""
+    def _stage_dma(self, layer, stage, frame):
+        """``(before, after, src, dst)`` of ``stage`` in frame ``frame`` of the batch: the DMA
+        that fills its window (and, for a destination several layers write, loads its staging
+        buffer), the DMA that stores its staging buffer, and where it finds its source and
+        destination in ACT (in the frame's slice, :func:`~.plan.frame_act_bytes`)."""
         src, dst = self.plan.storage(layer.src), self.plan.storage(layer.dst)
+        slice_at = frame * self.plan.act_bytes
         before, after = [], []
-        src_at, dst_at = _InAct(src.act_addr, 0), _InAct(dst.act_addr, 0)
+        # A tensor in external memory has no ACT address: its window or staging buffer's.
+        src_at = _InAct(None if src.act_addr is None else slice_at + src.act_addr, 0)
+        dst_at = _InAct(None if dst.act_addr is None else slice_at + dst.act_addr, 0)
         window = layer.window(stage)
         if window is not None:
             rows = layer.window_rows(stage.first, stage.stop)
-            src_at = _InAct(window.addr, rows[0])
+            src_at = _InAct(slice_at + window.addr, rows[0])
             if rows[1] > rows[0]:
-                before.append(self._rows_dma("DMA_LOAD", src, window.addr, rows))
+                before.append(self._rows_dma("DMA_LOAD", src, src_at.base, rows, frame))
         staging = layer.staging_buffer(stage)
         if staging is not None:
             rows = layer.staging_rows(stage.first, stage.stop)
-            dst_at = _InAct(staging.addr, rows[0])
+            dst_at = _InAct(slice_at + staging.addr, rows[0])
             if len(dst.writers) > 1:
-                before.append(self._rows_dma("DMA_LOAD", dst, staging.addr, rows))
-            after.append(self._rows_dma("DMA_STORE", dst, staging.addr, rows))
+                before.append(self._rows_dma("DMA_LOAD", dst, dst_at.base, rows, frame))
+            after.append(self._rows_dma("DMA_STORE", dst, dst_at.base, rows, frame))
         return before, after, src_at, dst_at
 
     def prepare(self, layer):
@@ -268,16 +282,21 @@ class _Lowering:
         units_total, runs_total, mac_steps = 0, 0, [0] * groups
         steps = layer.steps_per_lane_tile() * len(self._lane_tiles(layer, lanes))
         for stage in layer.stages:
-            before, after, src_at, dst_at = self._stage_dma(layer, stage)
-            units = []
             share = (stage.stop - stage.first) / layer.out_hw[0]
             most = pieces_worth(unit_count, steps * share, self._load_cycles(layer, tiles),
                                 groups)
-            for band_first, band_stop, col_first, col_stop in cut_pieces(
-                    stage.stop - stage.first, layer.out_hw[1], unit_count, groups, most):
-                piece = (stage.first + band_first, stage.first + band_stop, col_first, col_stop)
-                units += self._units(layer, row_segments, col_segments, piece, tiles,
-                                     per_segment, src_at, dst_at)
+            pieces = cut_pieces(stage.stop - stage.first, layer.out_hw[1], unit_count, groups,
+                                most)
+            before, after, frames = [], [], []
+            for frame in range(self.batch):
+                frame_before, frame_after, src_at, dst_at = self._stage_dma(layer, stage, frame)
+                before += frame_before
+                after += frame_after
+                frames.append([unit for r0, r1, c0, c1 in pieces for unit in self._units(
+                    layer, row_segments, col_segments,
+                    (stage.first + r0, stage.first + r1, c0, c1), tiles, per_segment, src_at,
+                    dst_at)])
+            units = _batched(frames)
             queues = balance(units, groups)
             units_total += len(units)
             runs_total += sum(len(u.runs) for u in units)
@@ -312,7 +331,12 @@ class _Lowering:
         fit half its weight buffer and PARAM entries, at the same offsets in every group."""
         groups = self.config.groups
         stage = layer.stages[0]
-        before, after, src_at, dst_at = self._stage_dma(layer, stage)
+        before, after, places = [], [], []
+        for frame in range(self.batch):
+            frame_before, frame_after, src_at, dst_at = self._stage_dma(layer, stage, frame)
+            before += frame_before
+            after += frame_after
+            places.append((src_at, dst_at))
         rounds = -(-len(lane_tiles) // groups)
         block = max(1, row_segment.ntaps * col_segment.ntaps) * layer.cin_g * lanes
         fit = max(1, min(self.half_bytes // block, self.half_params // lanes))
@@ -327,12 +351,11 @@ class _Lowering:
                 chunk = mine[start:start + per_unit]
                 tile = self._tile(layer, 0, chunk, row_segment.phase_taps,
                                   col_segment.phase_taps, 0, 0)
-                runs = []
-                for part, channels in zip(tile.parts, chunk):
-                    run = self._run(layer, row_segment, col_segment, tile, part, 0, channels,
-                                    src_at, dst_at, write_base=first[g] - first[0])
-                    runs.append(run)
-                units.append(_Unit(tile, tuple(runs)))
+                runs = tuple(self._run(layer, row_segment, col_segment, tile, part, 0, channels,
+                                       src_at, dst_at, write_base=first[g] - first[0])
+                             for src_at, dst_at in places
+                             for part, channels in zip(tile.parts, chunk))
+                units.append(_Unit(tile, runs))
             queues.append(units)
         mac_steps = [sum(r.steps for u in queue for r in u.runs) for queue in queues]
         stats = _LayerStats(1, False, lanes, sum(map(len, queues)),
@@ -756,6 +779,14 @@ class _Lowering:
         return group.uops[program]
 
 
+def _batched(frames):
+    """The work units of a stage for every frame of the batch (``frames``: per frame its
+    units, the same tiles in the same order), as one unit per tile that runs its RUNs for every
+    frame: the tile loads once for the batch."""
+    return [_Unit(same[0].tile, sum((unit.runs for unit in same), ()))
+            for same in zip(*frames)]
+
+
 def _shared_lut(stage):
     """The one 256-byte LUT every unit of ``stage`` uses, or None."""
     luts = {unit.tile.lut for queue in stage.queues for unit in queue}
@@ -771,7 +802,7 @@ def _useful_macs(qgraph, layer):
     return macs.layer_macs(node.op, ir.node(qgraph, node.inputs[0]).shape, node.shape).useful
 
 
-def lower(qgraph, config, reorder=True):
+def lower(qgraph, config, reorder=True, batch=1):
     """Compile a quantized IR graph for ``config``; return a :class:`Program`.
 
     Parameters
@@ -782,13 +813,19 @@ def lower(qgraph, config, reorder=True):
     reorder : bool
         Zero-free segments (True) or the conventional baseline: zero insertion and padding in
         memory, dense stride-1 convolutions (False).
+    batch : int
+        Frames the program runs at once: each work unit's tile loads once and runs for every
+        frame, each frame in its own slice of ACT (:func:`~.plan.frame_act_bytes`) and its own
+        copy of the input, output and spill regions.
 
     Raises
     ------
     UnsupportedError, FitError
     """
-    p = plan(qgraph, config, reorder)
-    lowering = _Lowering(p, config)
+    if not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be a positive integer, not {batch!r}")
+    p = plan(qgraph, config, reorder, batch)
+    lowering = _Lowering(p, config, batch)
     lowering.emit("COUNTERS", action=isa.CounterAction.RESET)
     lowering.emit("ROUTE", group_mask=lowering.all_groups, bank_first=0,
                   bank_count=config.act_banks)
@@ -834,11 +871,13 @@ def _assemble(lowering, p, schedule, qgraph, reorder):
         node = qgraph.nodes[value]["node"]
         storage = p.storage(storage_name)
         return {"addr": address(lowering.dram[storage.name]), "shape": list(node.shape),
-                "scale": node.scale, "grid": storage.grid.to_dict()}
+                "scale": node.scale, "grid": storage.grid.to_dict(),
+                "frame_bytes": lowering.frame_bytes(storage)}
 
     layout = {
         "code": len(lowering.code),
         "reorder": reorder,
+        "batch": lowering.batch,
         "regions": linked["regions"],
         "inputs": {v: tensor(v, s) for v, s in p.inputs.items()},
         "outputs": {v: tensor(v, s) for v, s in p.outputs.items()},

@@ -36,14 +36,17 @@ __all__ = ["Program", "load_program", "tensor_addresses", "ImageBuilder", "REGIO
 REGIONS = ("uops", "constants", "zeros", "inputs", "outputs", "spills", "counters")
 
 
-def tensor_addresses(entry):
-    """Byte addresses (in the image) of a tensor's elements, in logical order and shape.
+def tensor_addresses(entry, frame=0):
+    """Byte addresses (in the image) of a tensor's elements in frame ``frame`` of the batch, in
+    logical order and shape.
 
     ``entry`` is one value of ``layout["inputs"]`` or ``layout["outputs"]``: its region
-    ``addr``, logical ``shape`` and ``grid`` (see :class:`~flexigan.compiler.grid.Grid`).
+    ``addr`` (frame 0's), logical ``shape``, ``grid`` (see
+    :class:`~flexigan.compiler.grid.Grid`) and ``frame_bytes`` (from one frame's copy to the
+    next's).
     """
     offsets = Grid.from_dict(entry["grid"]).addresses()
-    return entry["addr"] + offsets.reshape(entry["shape"])
+    return entry["addr"] + frame * entry.get("frame_bytes", 0) + offsets.reshape(entry["shape"])
 
 
 class ImageBuilder:
@@ -117,8 +120,9 @@ class Program:
     image : bytes
         The external-memory image; the global program starts at address 0.
     layout : dict
-        JSON-able map: ``code`` (instruction count), ``regions`` (name -> ``[addr, bytes]``),
-        ``inputs``/``outputs`` (name -> ``addr``, ``shape``, ``scale``, ``grid``),
+        JSON-able map: ``code`` (instruction count), ``batch`` (frames per run), ``regions``
+        (name -> ``[addr, bytes]``), ``inputs``/``outputs`` (name -> ``addr``, ``shape``,
+        ``scale``, ``grid``, ``frame_bytes``),
         ``counters`` (address of the COUNTERS block), ``layers`` (the schedule: per layer its
         name, op, instruction range ``[first, last)``, stages, work units and groups used).
     """
@@ -127,19 +131,27 @@ class Program:
     image: bytes
     layout: dict
 
+    @property
+    def batch(self):
+        """Frames one run of the program computes (``flexigan compile --batch``)."""
+        return self.layout.get("batch", 1)
+
     def frame(self, inputs_int8, n=0):
-        """The image with sample ``n`` of ``inputs_int8`` (name -> ``(N, *shape)`` int8
-        values) placed in the input regions: what external memory holds before that frame."""
+        """The image with run ``n``'s samples of ``inputs_int8`` (name -> ``(N, *shape)`` int8
+        values), samples ``n*batch`` to ``(n+1)*batch - 1``, placed in the frames' input
+        regions: what external memory holds before that run."""
         image = np.frombuffer(self.image, np.uint8).copy()
         for name, entry in self.layout["inputs"].items():
-            image[tensor_addresses(entry)] = np.asarray(inputs_int8[name][n]).astype(np.int8) \
-                .view(np.uint8)
+            for frame in range(self.batch):
+                sample = np.asarray(inputs_int8[name][n * self.batch + frame])
+                image[tensor_addresses(entry, frame)] = sample.astype(np.int8).view(np.uint8)
         return image.tobytes()
 
-    def outputs(self, memory):
-        """The model's outputs (name -> int8 array) in external ``memory`` after a frame."""
+    def outputs(self, memory, frame=0):
+        """The model's outputs (name -> int8 array) of frame ``frame`` of the batch in external
+        ``memory`` after a run."""
         memory = np.frombuffer(bytes(memory), np.uint8)
-        return {name: memory[tensor_addresses(entry)].view(np.int8)
+        return {name: memory[tensor_addresses(entry, frame)].view(np.int8)
                 for name, entry in self.layout["outputs"].items()}
 
     @property

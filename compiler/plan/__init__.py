@@ -37,12 +37,20 @@ from .check import check
 from .memory import ALIGN, align
 from .types import Axis, Buffer, Layer, Plan, Stage, Storage
 
-__all__ = ["plan", "check", "Plan", "Layer", "Axis", "Stage", "Buffer", "Storage", "ALIGN",
-           "align"]
+__all__ = ["plan", "frame_act_bytes", "check", "Plan", "Layer", "Axis", "Stage", "Buffer",
+           "Storage", "ALIGN", "align"]
 
 
-def plan(graph, config, reorder=True):
-    """The :class:`~.types.Plan` of a quantized IR graph on ``config``.
+def frame_act_bytes(config, batch):
+    """ACT bytes of one frame of a ``batch``-frame program: frame ``f`` of the batch has its
+    own aligned slice of the scratchpad, from ``f`` times this, with the same layout as every
+    other frame's (so its RUNs differ from frame 0's only by their ACT offsets)."""
+    return config.act_bytes // batch // ALIGN * ALIGN
+
+
+def plan(graph, config, reorder=True, batch=1):
+    """The :class:`~.types.Plan` of a quantized IR graph on ``config``, for one frame of a
+    ``batch``-frame program (its ACT slice, :func:`frame_act_bytes`).
 
     Raises
     ------
@@ -52,7 +60,7 @@ def plan(graph, config, reorder=True):
         when a layer's tensors cannot fit the activation scratchpad.
     """
     where = storages.assign(graph, reorder)
-    p = check(layers.build(graph, where, config.act_bytes, reorder))
+    p = check(layers.build(graph, where, frame_act_bytes(config, batch), reorder))
     if reorder:
         p = check(pack.columns(p, config.lanes))
     p = check(memory.stage(p))

@@ -91,27 +91,30 @@ def _add_layer_counts(totals, layers, result):
 
 
 def simulate(program, inputs_int8, config=None, sparse=True, progress=None):
-    """Run ``program`` once per sample of ``inputs_int8``; return ``(outputs, report)``.
+    """Run ``program`` once per ``program.batch`` samples of ``inputs_int8`` (the number of
+    samples must be a multiple of it); return ``(outputs, report)``.
 
     Parameters
     ----------
     program : Program
         From :func:`flexigan.compiler.lower.lower` (or ``load_program``).
     inputs_int8 : dict of str to integer array
-        ``(N, *shape)`` int8 values per model input (the quantized IR's input names).
+        ``(N, *shape)`` int8 values per model input (the quantized IR's input names); ``N`` a
+        multiple of ``program.batch``.
     config : AcceleratorConfig, optional
         Must be the program's (the default).
     sparse : bool
         Zero skipping on or off.
     progress : callable, optional
-        Called with the number of samples done after each one.
+        Called with the number of samples done after each run.
 
     Returns
     -------
     outputs : dict of str to int8 array
         ``(N, *shape)`` per model output.
     report : dict
-        ``engine``, ``batch``, ``sparse``, ``output_shape``, the :func:`report_fields` for the
+        ``engine``, ``batch`` (samples), ``program_batch`` (frames per run),
+        ``cycles_per_frame``, ``sparse``, ``output_shape``, the :func:`report_fields` for the
         whole batch, ``groups`` (busy and stall cycles), ``counters`` (the COUNTERS block of the
         last sample), ``roofline`` (see :func:`roofline`; per frame) and ``layers`` (the same
         fields per layer).
@@ -121,33 +124,41 @@ def simulate(program, inputs_int8, config=None, sparse=True, progress=None):
         raise ValueError("config differs from the one the program was compiled for")
     layout = program.layout
     batch = _batch_size(layout, inputs_int8)
+    frames = program.batch
+    if batch % frames:
+        raise ValueError(f"the program runs {frames} frames at once (compiled with --batch "
+                         f"{frames}): give a multiple of {frames} samples, not {batch}")
     outputs = {name: [] for name in layout["outputs"]}
     layers = layout["layers"]
     totals = np.zeros((len(layers), 4), np.int64)   # cycles, issued, skipped, dram
     busy, stall = np.zeros(config.groups, np.int64), np.zeros(config.groups, np.int64)
-    for n in range(batch):
+    for n in range(batch // frames):
         result = run(program.frame(inputs_int8, n), config, sparse)
-        for name, value in program.outputs(result.memory).items():
-            outputs[name].append(value)
+        for frame in range(frames):
+            for name, value in program.outputs(result.memory, frame).items():
+                outputs[name].append(value)
         _add_layer_counts(totals, layers, result)
         busy += result.busy
         stall += result.stall
         if progress:
-            progress(n + 1)
+            progress((n + 1) * frames)
     rows = [{"name": layer["name"], "op": layer["op"],
              **figures(config, cycles, layer["macs_useful"] * batch, issued, skipped, dram)}
             for layer, (cycles, issued, skipped, dram) in zip(layers, totals)]
     total = totals.sum(axis=0)
     useful = sum(layer["macs_useful"] for layer in layers) * batch
     outputs = {name: np.stack(v) for name, v in outputs.items()}
-    traffic = result.dram_by_space                  # the last sample's: every frame's is equal
-    report = {"engine": "isa", "batch": batch, "sparse": sparse,
+    # The last run's traffic (every run's is equal): activations per frame, constants per run.
+    traffic = result.dram_by_space
+    report = {"engine": "isa", "batch": batch, "program_batch": frames,
+              "cycles_per_frame": round(total[0] / batch, 1) if batch else 0.0,
+              "sparse": sparse,
               "reorder": layout.get("reorder", True),
               "output_shape": list(next(iter(outputs.values())).shape),
               **figures(config, total[0], useful, total[1], total[2], total[3]),
               "groups": [{"busy": int(b), "stall": int(s)} for b, s in zip(busy, stall)],
               "counters": result.counters,
-              "roofline": roofline(config, useful // batch, traffic["ACT"],
+              "roofline": roofline(config, useful // batch, traffic["ACT"] / frames,
                                    sum(n for space, n in traffic.items() if space != "ACT")),
               "layers": rows}
     return outputs, report
