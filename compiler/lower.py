@@ -33,6 +33,7 @@ import numpy as np
 
 from ..errors import FitError
 from ..hw.arch import isa
+from ..hw.arch.config import RUN_SLOTS
 from ..hw.arch.timing import LOAD_SETUP, RUN_LATENCY
 from . import asm, ir, macs
 from .plan import align, plan
@@ -341,6 +342,11 @@ class _Lowering:
         block = max(1, row_segment.ntaps * col_segment.ntaps) * layer.cin_g * lanes
         fit = max(1, min(self.half_bytes // block, self.half_params // lanes))
         per_unit = max(1, min(fit, -(-rounds // MIN_UNITS_PER_GROUP)))
+        if self.batch > 1:
+            # The next unit's loads issue once this unit's last RUN has a slot: they overlap
+            # only the RUN_SLOTS RUNs still queued, so a batched unit holds no more lane tiles
+            # than it takes to fill them (its RUNs are lane tiles times frames).
+            per_unit = min(per_unit, -(-RUN_SLOTS // self.batch))
         first = [int(layer.chan_addr[channels[0]]) for _, channels in lane_tiles]
         queues = []
         for g in range(groups):
