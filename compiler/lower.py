@@ -297,7 +297,7 @@ class _Lowering:
                     layer, row_segments, col_segments,
                     (stage.first + r0, stage.first + r1, c0, c1), tiles, per_segment, src_at,
                     dst_at)])
-            units = _batched(frames)
+            units = _batched(frames, groups)
             queues = balance(units, groups)
             units_total += len(units)
             runs_total += sum(len(u.runs) for u in units)
@@ -785,12 +785,16 @@ class _Lowering:
         return group.uops[program]
 
 
-def _batched(frames):
+def _batched(frames, groups):
     """The work units of a stage for every frame of the batch (``frames``: per frame its
-    units, the same tiles in the same order), as one unit per tile that runs its RUNs for every
-    frame: the tile loads once for the batch."""
-    return [_Unit(same[0].tile, sum((unit.runs for unit in same), ()))
-            for same in zip(*frames)]
+    units, the same tiles in the same order), as units that run one tile's RUNs for several
+    frames: the tile loads once for them. All the frames in one unit when that leaves a unit
+    per group; else fewer, so that the frames spread over the groups (the same tile into
+    several groups is one DMA, :func:`~.schedule.coalesce_loads`)."""
+    per_frame, batch = len(frames[0]), len(frames)
+    together = max(1, min(batch, per_frame * batch // groups))
+    return [_Unit(same[0].tile, sum((unit.runs for unit in same[start:start + together]), ()))
+            for same in zip(*frames) for start in range(0, batch, together)]
 
 
 def _shared_lut(stage):
