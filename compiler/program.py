@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ModelError
+from ..errors import ModelError, UsageError
 from ..hw.arch import isa
 from ..hw.arch.config import AcceleratorConfig
 from . import asm
@@ -135,6 +135,15 @@ class Program:
     def batch(self):
         """Frames one run of the program computes (``flexigan compile --batch``)."""
         return self.layout.get("batch", 1)
+
+    def runs(self, samples):
+        """Runs of the program that compute ``samples`` samples; a
+        :class:`~flexigan.errors.UsageError` unless they are a multiple of :attr:`batch`."""
+        if samples % self.batch:
+            raise UsageError(f"the program runs {self.batch} frames at once (compiled with "
+                             f"--batch {self.batch}): give a multiple of {self.batch} samples, "
+                             f"not {samples}")
+        return samples // self.batch
 
     def frame(self, inputs_int8, n=0):
         """The image with run ``n``'s samples of ``inputs_int8`` (name -> ``(N, *shape)`` int8

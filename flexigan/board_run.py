@@ -74,24 +74,25 @@ class BoardEngine(Engine):
     def _run(self, model, program, inputs, options):
         sparse = model.sparse if options.sparse is None else options.sparse
         isa = ENGINES["isa"].run(model, inputs, options)
-        batch = isa.report["batch"]
+        runs = program.runs(isa.report["batch"])
         frames, counted = [], {k: 0 for k in COUNTER_NAMES}
-        for n in range(batch):
+        for n in range(runs):
             image = program.frame(inputs, n)
-            options.log(f"frame {n + 1}/{batch}: loading {'the image' if n == 0 else 'inputs'}"
+            options.log(f"run {n + 1}/{runs}: loading {'the image' if n == 0 else 'inputs'}"
                         f" ...")
             self._load(program, image, whole=n == 0)
             memory, counters = self._execute(program, image, sparse)
-            frames.append(program.outputs(memory))
+            frames += [program.outputs(memory, f) for f in range(program.batch)]
             counted = {k: counted[k] + counters[k] for k in COUNTER_NAMES}
-            options.log(f"frame {n + 1}/{batch}: END after {counters['cycles']:,} cycles")
+            options.log(f"run {n + 1}/{runs}: END after {counters['cycles']:,} cycles")
         outputs = {o: np.stack([f[o] for f in frames]) for o in program.layout["outputs"]}
         report = _report(model, inputs, isa, outputs, counted, sparse)
         return Run(outputs, {**report, "port": self.port})
 
     def _load(self, program, image, whole):
         spans = [(0, len(image))] if whole else \
-            [_span(tensor_addresses(e)) for e in program.layout["inputs"].values()]
+            [_span(tensor_addresses(e, f)) for e in program.layout["inputs"].values()
+             for f in range(program.batch)]
         for lo, hi in spans:
             lo, hi = lo - lo % 4, hi + -hi % 4
             chunk = image[lo:hi] + bytes(hi - lo - len(image[lo:hi]))
@@ -118,7 +119,8 @@ class BoardEngine(Engine):
                     for k, name in enumerate(COUNTER_NAMES)}
         memory = bytearray(len(image))
         for entry in program.layout["outputs"].values():
-            lo, hi = _span(tensor_addresses(entry))
+            lo, hi = _span(np.concatenate([tensor_addresses(entry, f).ravel()
+                                           for f in range(program.batch)]))
             lo, hi = lo - lo % 4, hi + -hi % 4
             memory[lo:hi] = client.read_bytes(MEMORY_BASE + lo, hi - lo)[:len(memory) - lo]
         return bytes(memory), counters

@@ -67,7 +67,8 @@ def _cmd_compile(args):
     state = flow.compile_model(args.model, args.output, calibrate=args.calibrate,
                                force=args.force, config=config, target=args.target,
                                reorder=not args.no_reorder, sparse=not args.no_sparse,
-                               rtl=not args.no_rtl, stop_after=args.stop_after)
+                               rtl=not args.no_rtl, stop_after=args.stop_after,
+                               batch=args.batch)
     if state.manifest is None:
         print(f"stopped after {state.steps[-1].name}: {args.output} holds "
               f"{', '.join(p for s in state.steps for p in s.products)}")
@@ -89,7 +90,10 @@ def _cmd_simulate(args):
         line += f"; SQNR vs onnxruntime float {report['sqnr_db']} dB"
     print(line)
     if "cycles" in report:
-        print(f"{report['cycles']} cycles for {report['batch']} sample(s); utilization "
+        print(f"{report['cycles']} cycles for {report['batch']} sample(s)"
+              + (f" ({report['cycles_per_frame']:,.0f} per frame, {report['program_batch']} "
+                 f"frames per run)" if report.get("program_batch", 1) > 1 else "")
+              + "; utilization "
               f"{report['utilization']:.1%}; compute bound {report['compute_bound_cycles']:.0f}, "
               f"memory bound {report['memory_bound_cycles']:.0f} cycles; "
               f"{report['macs_skipped']} MACs skipped")
@@ -194,6 +198,9 @@ def _parser():
                         "baseline)")
     p.add_argument("--no-sparse", action="store_true",
                    help="turn the sparse cores' zero skipping off")
+    p.add_argument("--batch", type=_positive, default=1, metavar="N",
+                   help="frames per run: each weight tile loads once for N frames "
+                        "(default: 1)")
     p.add_argument("--no-rtl", action="store_true",
                    help="do not write the accelerator's Verilog to OUTPUT/rtl")
     p.add_argument("--stop-after", metavar="STEP",

@@ -191,10 +191,11 @@ class Rtl(Engine):
                              f"{', '.join(SIMULATORS)})")
         isa = ENGINES["isa"].run(model, inputs, options)
         sparse, program = isa.report["sparse"], model.program
-        images = [program.frame(inputs, n) for n in range(isa.report["batch"])]
+        images = [program.frame(inputs, n)
+                  for n in range(program.runs(isa.report["batch"]))]
         build = model.folder / RTL_SIM_FOLDER / options.simulator
         results = _run_programs(images, program.config, sparse, build, options)
-        per_frame = [program.outputs(r.memory) for r in results]
+        per_frame = [program.outputs(r.memory, f) for r in results for f in range(program.batch)]
         outputs = {o: np.stack([frame[o] for frame in per_frame])
                    for o in program.layout["outputs"]}
         counted = {k: sum(int(r.counters[k]) for r in results)

@@ -65,6 +65,7 @@ class Options:
     calibrate: Path | None
     reorder: bool
     sparse: bool
+    batch: int = 1
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,8 @@ def quantize_step(state):
 
 
 def lower_step(state):
-    program = lower(state.graph, state.options.config, reorder=state.options.reorder)
+    program = lower(state.graph, state.options.config, reorder=state.options.reorder,
+                    batch=state.options.batch)
     program.save(state.folder)
     return dataclasses.replace(state, program=program)
 
@@ -165,7 +167,7 @@ def record(state):
         f"generated ({CALIBRATION_SAMPLES} samples, seed 0)",
         "steps": [step.name for step in state.steps],
         "target": options.target, "config": options.config.to_dict(),
-        "reorder": options.reorder, "sparse": options.sparse,
+        "reorder": options.reorder, "sparse": options.sparse, "batch": options.batch,
     }
 
 

@@ -125,14 +125,11 @@ def simulate(program, inputs_int8, config=None, sparse=True, progress=None):
     layout = program.layout
     batch = _batch_size(layout, inputs_int8)
     frames = program.batch
-    if batch % frames:
-        raise ValueError(f"the program runs {frames} frames at once (compiled with --batch "
-                         f"{frames}): give a multiple of {frames} samples, not {batch}")
     outputs = {name: [] for name in layout["outputs"]}
     layers = layout["layers"]
     totals = np.zeros((len(layers), 4), np.int64)   # cycles, issued, skipped, dram
     busy, stall = np.zeros(config.groups, np.int64), np.zeros(config.groups, np.int64)
-    for n in range(batch // frames):
+    for n in range(program.runs(batch)):
         result = run(program.frame(inputs_int8, n), config, sparse)
         for frame in range(frames):
             for name, value in program.outputs(result.memory, frame).items():
