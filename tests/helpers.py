@@ -102,9 +102,10 @@ def quantized(model, samples=16, float_passes=passes.FLOAT_PASSES, reorder=True)
                     for n, v in test.items()}
 
 
-def check_bit_exact(qgraph, inputs, config=SIM, reorder=True, sparse=True):
-    """Lower, simulate and compare every output with the golden interpreter."""
-    program = lower(qgraph, config, reorder)
+def check_bit_exact(qgraph, inputs, config=SIM, reorder=True, sparse=True, batch=1):
+    """Lower (a program of ``batch`` frames), simulate and compare every output with the
+    golden interpreter, sample by sample."""
+    program = lower(qgraph, config, reorder, batch)
     outputs, report = isa_sim.simulate(program, inputs, sparse=sparse)
     expected = golden.run_int(qgraph, inputs)
     for name in qgraph.graph["outputs"]:

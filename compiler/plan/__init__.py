@@ -32,6 +32,7 @@ by the input region, with one segment of all taps, so padding and inserted zeros
 
 from __future__ import annotations
 
+from ...errors import FitError
 from . import layers, memory, pack, storages
 from .check import check
 from .memory import ALIGN, align
@@ -60,8 +61,14 @@ def plan(graph, config, reorder=True, batch=1):
         when a layer's tensors cannot fit the activation scratchpad.
     """
     where = storages.assign(graph, reorder)
-    p = check(layers.build(graph, where, frame_act_bytes(config, batch), reorder))
+    act_bytes = frame_act_bytes(config, batch)
+    p = check(layers.build(graph, where, act_bytes, reorder))
     if reorder:
         p = check(pack.columns(p, config.lanes))
-    p = check(memory.stage(p))
-    return check(memory.allocate(p))
+    try:
+        return check(memory.allocate(check(memory.stage(p))))
+    except FitError as exc:
+        if batch == 1:
+            raise
+        raise FitError(f"{exc}: at --batch {batch} each frame has {act_bytes} of the target's "
+                       f"{config.act_bytes} bytes of activation memory") from None

@@ -71,6 +71,46 @@ def test_bit_exact_with_golden(case, config, reorder):
     check_bit_exact(*case, config=config, reorder=reorder)
 
 
+def _frames(config, batch):
+    """``config`` with ``batch`` times its activation memory: each frame of a batched program
+    gets the ACT slice a batch-1 program has (the same stages and spills)."""
+    return config.replace(act_bank_bytes=config.act_bank_bytes * batch)
+
+
+@pytest.mark.parametrize("reorder", [True, False], ids=["zero-free", "conventional"])
+@pytest.mark.parametrize("config", [SIM, TINY], ids=["sim", "tiny"])
+def test_a_batched_program_is_bit_exact_with_golden_per_sample(case, config, reorder):
+    # Two frames in one run, each in its own half of ACT (on TINY: more stages and spills
+    # than at batch 1) and its own copy of the input, output and spill regions.
+    program, _ = check_bit_exact(*case, config=config, reorder=reorder, batch=2)
+    assert program.layout["batch"] == 2
+
+
+def test_a_batched_program_loads_each_weight_tile_once_for_its_frames():
+    qgraph, inputs = quantized(convt_model(16, 32, (4, 4), [4, 4], strides=[2, 2],
+                                           pads=[1, 1, 1, 1]))
+    single = lower(qgraph, SIM)
+    batched, report = check_bit_exact(qgraph, {k: v.repeat(2, axis=0)
+                                               for k, v in inputs.items()},
+                                      sparse=False, batch=4)
+    assert _weight_loads(batched) == _weight_loads(single)
+    layer = batched.layout["layers"][0]
+    assert layer["runs"] == 4 * single.layout["layers"][0]["runs"]
+    assert report["batch"] == 4 and report["program_batch"] == 4
+    assert report["cycles_per_frame"] == report["cycles"] / 4
+
+
+def test_a_batch_whose_frames_do_not_fit_says_so():
+    with pytest.raises(FitError, match=r"at --batch 16 each frame has 128 of the target's "
+                                       r"2048 bytes of activation memory"):
+        lower(quantized(spread_model("shared"))[0], TINY, batch=16)
+
+
+def test_batch_must_be_a_positive_integer():
+    with pytest.raises(ValueError, match="batch must be a positive integer, not 0"):
+        lower(quantized(tiny_generator())[0], SIM, batch=0)
+
+
 def test_zero_free_issues_exactly_the_useful_macs():
     # Without zero skipping, every issued MAC of the zero-free program is a useful one, and the
     # conventional program issues the zero-insertion count.
@@ -198,8 +238,9 @@ def concat_case(request):
 
 @pytest.mark.parametrize("reorder", [True, False], ids=["zero-free", "conventional"])
 @pytest.mark.parametrize("config", [SIM, TINY], ids=["sim", "tiny"])
-def test_concat_bit_exact_with_golden(concat_case, config, reorder):
-    check_bit_exact(*concat_case, config=config, reorder=reorder)
+@pytest.mark.parametrize("batch", [1, 2], ids=["batch-1", "batch-2"])
+def test_concat_bit_exact_with_golden(concat_case, config, reorder, batch):
+    check_bit_exact(*concat_case, config=_frames(config, batch), reorder=reorder, batch=batch)
 
 
 def test_concat_of_layer_outputs_is_addressing():
@@ -220,8 +261,9 @@ def add_case(request):
 
 @pytest.mark.parametrize("reorder", [True, False], ids=["zero-free", "conventional"])
 @pytest.mark.parametrize("config", [SIM, TINY], ids=["sim", "tiny"])
-def test_residual_add_bit_exact_with_golden(add_case, config, reorder):
-    check_bit_exact(*add_case, config=config, reorder=reorder)
+@pytest.mark.parametrize("batch", [1, 2], ids=["batch-1", "batch-2"])
+def test_residual_add_bit_exact_with_golden(add_case, config, reorder, batch):
+    check_bit_exact(*add_case, config=_frames(config, batch), reorder=reorder, batch=batch)
 
 
 def test_residual_add_is_addressing():
@@ -274,8 +316,10 @@ def spread_case(request):
 
 @pytest.mark.parametrize("reorder", [True, False], ids=["zero-free", "conventional"])
 @pytest.mark.parametrize("config", [SIM, TINY], ids=["sim", "tiny"])
-def test_upsample_and_depth_to_space_bit_exact_with_golden(spread_case, config, reorder):
-    check_bit_exact(*spread_case, config=config, reorder=reorder)
+@pytest.mark.parametrize("batch", [1, 2], ids=["batch-1", "batch-2"])
+def test_upsample_and_depth_to_space_bit_exact_with_golden(spread_case, config, reorder, batch):
+    check_bit_exact(*spread_case, config=_frames(config, batch), reorder=reorder,
+                    batch=batch)
 
 
 def test_depth_to_space_is_addressing():

@@ -8,6 +8,7 @@ from flexigan.compiler.grid import Grid
 from flexigan.compiler.lower import lower
 from flexigan.compiler.plan import ALIGN
 from flexigan.compiler.program import Program, load_program, tensor_addresses
+from flexigan.errors import UsageError
 from flexigan.hw.arch import isa
 from tests.helpers import SIM, convt_model, quantized, tiny_generator
 
@@ -104,3 +105,27 @@ def test_save_and_load_round_trip(compiled, tmp_path):
     listing = (tmp_path / "out" / "program.s").read_text()
     assert listing.count("# micro-program at ") == len(program.layout["uop_programs"])
     assert listing.count("# layer ") == len(program.layout["layers"])
+
+
+def test_a_batched_frame_places_each_sample_in_its_frame_and_reads_each_back():
+    grid = Grid.dense((3, 2, 2))
+    layout = {"batch": 2,
+              "inputs": {"x": {**_entry(64, (3, 2, 2), grid), "frame_bytes": 64}},
+              "outputs": {"y": {**_entry(192, (12,), grid), "frame_bytes": 64}}}
+    program = Program(SIM, bytes(320), layout)
+    samples = np.arange(-48, 48, dtype=np.int8).reshape(8, 3, 2, 2)
+    assert program.runs(8) == 4
+    frame = np.frombuffer(program.frame({"x": samples}, n=1), np.int8)
+    for f in range(2):      # run 1 holds samples 2 and 3, frame_bytes apart
+        placed = tensor_addresses(layout["inputs"]["x"], f)
+        np.testing.assert_array_equal(frame[placed], samples[2 + f])
+        memory = bytearray(320)
+        memory[192 + 64 * f:204 + 64 * f] = samples[f].transpose(1, 2, 0).tobytes()
+        np.testing.assert_array_equal(program.outputs(memory, f)["y"], samples[f].ravel())
+
+
+def test_a_sample_count_not_a_multiple_of_the_batch_is_refused():
+    program = Program(SIM, b"", {"batch": 4})
+    with pytest.raises(UsageError, match="runs 4 frames at once .* multiple of 4 samples, "
+                                         "not 6"):
+        program.runs(6)
