@@ -15,6 +15,9 @@ bound below is honest) and prints:
 - ``memory``: memory bound, the bytes a frame must move at least (each constant, micro-program,
   input and output byte of the image once) / AXI bytes per cycle;
 - ``x bound``: cycles / max(compute, memory); ``util``: useful MACs / (cycles x lanes);
+- ``batch 8``: for a model memory bound at batch 1, the cycles per frame of a program that
+  loads each weight tile once for 8 frames (``compile --batch 8``), and their ratio to
+  max(compute, memory bound) per frame;
 - the worst layer (the most cycles above its own compute bound) and why, in figures: its
   cycles, its lanes per tile, the groups it keeps busy, its RUNs and its DMA.
 
@@ -46,6 +49,8 @@ from flexigan.sim import golden, isa_sim
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 TARGETS = ("sim", "ulx3s", "icebreaker")
+#: Frames of the batched program the table measures for memory-bound models.
+BATCH = 8
 
 
 # --- building models ----------------------------------------------------------------------
@@ -279,13 +284,13 @@ def model_macs(name):
 
 
 @functools.cache
-def quantized(name):
-    """``(qgraph, int8 inputs of one frame)`` of zoo model ``name`` (calibrated on 64
-    generated samples, seed 0; the frame is seed 1's first sample)."""
+def quantized(name, samples=1):
+    """``(qgraph, int8 inputs of samples frames)`` of zoo model ``name`` (calibrated on 64
+    generated samples, seed 0; the frames are seed 1's first samples)."""
     graph = passes.run_passes(import_model(BY_NAME[name].build()))
     qgraph = ir.verify(quant.quantize(graph, quant.calibrate(graph, default_calibration(graph))),
                        quantized=True)
-    test = default_calibration(graph, samples=1, seed=1)
+    test = default_calibration(graph, samples=samples, seed=1)
     return qgraph, {n: golden.quantize_input(v, ir.node(qgraph, n).scale)
                     for n, v in test.items()}
 
@@ -312,13 +317,15 @@ def _why(row, schedule, config):
     return ", ".join(parts)
 
 
-def measure(name, target="sim", check=True):
+def measure(name, target="sim", check=True, batch=1):
     """Figures of zoo model ``name`` on ``target`` (a dict), or ``{"refused": why}`` when the
-    target cannot hold it. ``check``: the simulator's output must equal the golden model's."""
+    target cannot hold it. ``check``: the simulator's output must equal the golden model's.
+    ``batch``: a program of that many frames (``compile --batch``), run once on as many
+    samples; cycles and bounds are per frame."""
     config = preset(target)
-    qgraph, inputs = quantized(name)
+    qgraph, inputs = quantized(name, batch)
     try:
-        program = lower(qgraph, config)
+        program = lower(qgraph, config, batch=batch)
     except FlexiganError as exc:
         return {"refused": str(exc)}
     outputs, report = isa_sim.simulate(program, inputs, sparse=False)
@@ -326,20 +333,31 @@ def measure(name, target="sim", check=True):
         expected = golden.run_int(qgraph, inputs)
         for out in qgraph.graph["outputs"]:
             np.testing.assert_array_equal(outputs[out], expected[out])
-    useful, memory = model_macs(name), memory_bound(program)
+    useful, memory = model_macs(name), memory_bound(program) / batch
     compute = useful / config.total_lanes
+    cycles = report["cycles_per_frame"]
     worst = max(zip(report["layers"], program.layout["layers"]),
                 key=lambda pair: pair[0]["cycles"] - pair[0]["compute_bound_cycles"])
     why = _why(worst[0], worst[1], config)
-    lowered = report["macs_useful"]
-    x_lowered = report["cycles"] / max(report["compute_bound_cycles"], memory, 1)
+    lowered = report["macs_useful"] // batch
+    x_lowered = cycles / max(report["compute_bound_cycles"] / batch, memory, 1)
     if lowered != useful:
         why += f" (folded: {lowered:,} MACs, {x_lowered:.2f} x their bound)"
-    return {"macs": useful, "cycles": report["cycles"], "compute": compute, "memory": memory,
-            "x_bound": report["cycles"] / max(compute, memory, 1),
+    return {"macs": useful, "cycles": cycles, "compute": compute, "memory": memory,
+            "x_bound": cycles / max(compute, memory, 1),
             "macs_lowered": lowered, "x_bound_lowered": x_lowered,
-            "utilization": useful / (report["cycles"] * config.total_lanes),
+            "utilization": useful / (cycles * config.total_lanes),
             "worst": worst[0]["name"], "why": why}
+
+
+def _batched(name, target, batch_1):
+    """The batch column: cycles per frame of a :data:`BATCH`-frame program and their ratio to
+    max(compute, memory bound) per frame, for a model memory bound at batch 1 (batching does
+    not help the others); "-" for the others, "refused" when the frames do not fit."""
+    if batch_1["memory"] <= batch_1["compute"]:
+        return "-"
+    m = measure(name, target, batch=BATCH)
+    return "refused" if "refused" in m else f"{m['cycles']:,.0f} ({m['x_bound']:.2f})"
 
 
 def main(argv=None):
@@ -349,16 +367,17 @@ def main(argv=None):
     args = parser.parse_args(argv)
     start = time.perf_counter()
     print(f"{'model':14} {'target':10} {'MACs':>11} {'cycles':>10} {'compute':>9} "
-          f"{'memory':>9} {'x bound':>7} {'util':>6}  worst layer: why")
+          f"{'memory':>9} {'x bound':>7} {'util':>6} {f'batch {BATCH}':>15}  worst layer: why")
     for name in args.models.split(","):
         for target in args.targets.split(","):
             m = measure(name, target)
             if "refused" in m:
                 print(f"{name:14} {target:10} refused: {m['refused']}", flush=True)
                 continue
-            print(f"{name:14} {target:10} {m['macs']:11,} {m['cycles']:10,} "
+            print(f"{name:14} {target:10} {m['macs']:11,} {m['cycles']:10,.0f} "
                   f"{m['compute']:9,.0f} {m['memory']:9,.0f} {m['x_bound']:7.2f} "
-                  f"{m['utilization']:6.1%}  {m['worst']}: {m['why']}", flush=True)
+                  f"{m['utilization']:6.1%} {_batched(name, target, m):>15}  "
+                  f"{m['worst']}: {m['why']}", flush=True)
     print(f"({time.perf_counter() - start:.0f} s)")
     return 0
 
