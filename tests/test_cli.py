@@ -171,8 +171,26 @@ def test_compile_for_a_target_then_simulate_isa(tmp_path, capsys):
     np.testing.assert_array_equal(np.load(out / "output.npy"), golden_out)
 
 
+def test_compile_batch_then_simulate_reports_cycles_per_frame(tmp_path, capsys):
+    model = save(tiny_generator(), tmp_path / "g.onnx")
+    out = tmp_path / "out"
+    status, _, _ = run(capsys, "compile", str(model), "-o", str(out), "--batch", "2", "--no-rtl")
+    assert status == 0 and json.loads((out / "manifest.json").read_text())["batch"] == 2
+    np.save(tmp_path / "z.npy", np.random.default_rng(2).standard_normal((4, 4, 1, 1)))
+    status, text, _ = run(capsys, "simulate", str(out), "--engine", "isa", "--input",
+                          str(tmp_path / "z.npy"))
+    assert status == 0 and "per frame, 2 frames per run" in text
+    assert "bit-exact with the golden model: yes" in text
+    np.save(tmp_path / "z3.npy", np.zeros((3, 4, 1, 1)))
+    status, _, err = run(capsys, "simulate", str(out), "--engine", "isa", "--input",
+                         str(tmp_path / "z3.npy"))
+    assert_one_line_error(status, err, "runs 2 frames at once (compiled with --batch 2): give "
+                                       "a multiple of 2 samples, not 3")
+
+
 @pytest.mark.parametrize("argv, fragments", [
     (["--target", "fpga9000"], ["invalid choice: 'fpga9000'"]),
+    (["--batch", "0"], ["--batch: must be a positive integer, not '0'"]),
     (["--groups", "0"], ["--groups: must be a positive integer, not '0'"]),
     (["--lanes", "many"], ["--lanes: must be a positive integer, not 'many'"]),
 ])
