@@ -24,11 +24,13 @@ __all__ = ["MIN_UNITS_PER_GROUP", "cut_pieces", "pieces_worth", "balance", "merg
 MIN_UNITS_PER_GROUP = 2
 
 
-def merge_streams(streams):
-    """The groups' instruction streams merged round robin, one RUN per group per round (with
-    the group's loads before it), each group's own order kept: a group holds at most
-    RUN_SLOTS RUNs, and the controller waits for a free slot, blocking every later
-    instruction, so a group's RUNs back to back would leave the others idle."""
+def merge_streams(streams, costs=None):
+    """The groups' instruction streams merged, each group's own order kept, in the order the
+    groups would start their RUNs (each with the group's loads before it): a group holds at
+    most RUN_SLOTS RUNs, and the controller waits for a free slot, blocking every later
+    instruction, so a group's RUNs back to back would leave the others idle. ``costs``: per
+    stream, the cycles of each of its RUNs; a RUN is issued after the other groups' RUNs that
+    start before it (ties by group). Without them, round robin: one RUN per group per round."""
     rounds_per_stream = []
     for stream in streams:
         rounds, current = [], []
@@ -40,12 +42,16 @@ def merge_streams(streams):
         if current:
             rounds.append(current)
         rounds_per_stream.append(rounds)
-    code = []
-    for turn in range(max(map(len, rounds_per_stream), default=0)):
-        for rounds in rounds_per_stream:
-            if turn < len(rounds):
-                code += rounds[turn]
-    return code
+    if costs is None:
+        costs = [[1] * len(rounds) for rounds in rounds_per_stream]
+    keyed = []
+    for g, (rounds, stream_costs) in enumerate(zip(rounds_per_stream, costs)):
+        start = 0
+        for turn, instructions in enumerate(rounds):
+            keyed.append(((start, g), instructions))
+            start += stream_costs[turn] if turn < len(stream_costs) else 0
+    return [insn for _, instructions in sorted(keyed, key=lambda item: item[0])
+            for insn in instructions]
 
 
 #: Instructions no load is moved across (layer boundaries and machine-wide state).

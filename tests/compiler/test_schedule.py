@@ -48,6 +48,14 @@ def test_merge_takes_one_run_per_group_per_round_with_its_loads():
     assert merged == [1, 2, 4, 3, 5, 6, "BARRIER"]
 
 
+def test_merge_with_costs_issues_runs_in_the_order_the_groups_start_them():
+    # Group a's first RUN is long: group b's two short ones start before a's second.
+    a = [("RUN", {"n": 1}), ("DMA_LOAD", {"n": 2}), ("RUN", {"n": 3})]
+    b = [("RUN", {"n": 4}), ("RUN", {"n": 5}), ("RUN", {"n": 6})]
+    merged = [operands["n"] for _, operands in merge_streams([a, b], [[10, 1], [2, 2, 2]])]
+    assert merged == [1, 4, 5, 6, 2, 3]
+
+
 def _load(mask, ext, space=isa.Space.WGT, local=0, length=256, op="DMA_LOAD"):
     return (op, {"space": space, "group_mask": mask, "ext_addr": ("constants", ext),
                  "local_addr": local, "length": length})
