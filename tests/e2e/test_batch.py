@@ -72,3 +72,19 @@ def test_batching_a_memory_bound_dense_model_cuts_its_cycles_per_frame(tmp_path)
     assert batched["cycles_per_frame"] < 0.6 * single["cycles_per_frame"], (single, batched)
     # Faster per frame than any batch-1 program can be: below its memory bound.
     assert batched["cycles_per_frame"] < single["memory_bound_cycles"]
+
+
+def test_a_batched_program_is_bit_exact_on_the_rtl(tmp_path):
+    # Two runs of two frames under Icarus: the hardware sees an ordinary program.
+    model = save(tiny_generator(), tmp_path / "g.onnx")
+    out = tmp_path / "out"
+    config = flow.target_config("ulx3s", groups=2, lanes=4)
+    flow.compile_model(model, out, config=config, target="ulx3s", batch=2, **QUIET)
+    np.save(tmp_path / "z.npy", np.random.default_rng(6).standard_normal((4, 4, 1, 1)))
+    report = flow.simulate(out, "rtl", tmp_path / "z.npy", simulator="icarus", **QUIET)
+    assert report["bit_exact_vs_isa"] is True and report["output_shape"] == [4, 2, 4, 4]
+    assert len(report["counters"]) == 2
+    assert abs(report["cycles_vs_isa"] - 1) <= 0.05
+    golden = flow.simulate(out, "golden", tmp_path / "z.npy", tmp_path / "g.npy", **QUIET)
+    assert golden["output_shape"] == [4, 2, 4, 4]
+    np.testing.assert_array_equal(np.load(out / "output.npy"), np.load(tmp_path / "g.npy"))
