@@ -449,7 +449,7 @@ class _Lowering:
                 # merged in the order they would start their RUNs. Round robin at batch 1
                 # (measured a little quicker: the estimate leaves out the loads); a batched
                 # stage's long runs of RUNs of unequal lengths would hold the groups in
-                # lockstep (resnet_g at batch 4: 65,817 -> 54,458 cycles per frame).
+                # lockstep (resnet_g at batch 4: a fifth more cycles per frame).
                 costs = [[run.steps + RUN_LATENCY for unit in queue for run in unit.runs]
                          for queue in stage.queues] if self.batch > 1 else None
                 self.code += merge_streams(
