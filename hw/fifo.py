@@ -1,6 +1,6 @@
 """A first-in first-out queue between two typed streams."""
 
-from amaranth.hdl import Module, Shape, Signal
+from amaranth.hdl import Module, Mux, Shape, Signal
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -51,15 +51,25 @@ class StreamFIFO(wiring.Component):
         # entries it refuses a write while its inner memory is full even if the register is
         # empty. One spare entry makes ``level < depth`` enough for a write.
         m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=width, depth=self._depth + 1)
-        ready = queue.level < self._depth
+        # ``level`` and ``ready`` are flip-flops, not the inner FIFO's level (a sum) and a
+        # compare after it: a producer's valid, and so the paths through it, start at them.
+        # The count moves as SyncFIFOBuffered's does: one cycle after a write or a read.
+        level = Signal(range(self._depth + 1))
+        ready = Signal(init=1)
+        push = self.i.valid & ready
+        pop = self.o.valid & self.o.ready
+        stay = level - pop                        # the level after this cycle without a push
+        # The producer's valid selects between two results worked out without it.
+        m.d.sync += [level.eq(Mux(push, stay + 1, stay)),
+                     ready.eq(Mux(push, stay + 1 < self._depth, stay < self._depth))]
         m.d.comb += [
             queue.w_data.eq(self.i.payload),
-            queue.w_en.eq(self.i.valid & ready),
+            queue.w_en.eq(push),
             self.i.ready.eq(ready),
             self.o.payload.eq(queue.r_data),
             self.o.valid.eq(queue.r_rdy),
             queue.r_en.eq(self.o.ready),
-            self.level.eq(queue.level),
+            self.level.eq(level),
         ]
         return m
 
