@@ -88,7 +88,8 @@ class _BurstSplitter:
     (a power of two that divides 4 KiB, so no burst crosses a 4 KiB boundary), the others
     ``max_beats`` long but the last, which has what remains.
 
-    The current burst's ``length`` (0: none) and the beats after it (``rest``) are registers;
+    The current burst's ``length`` (0: none; ``active`` otherwise) and the beats after it
+    (``rest``) are registers;
     the next burst's come from them through one subtraction and a multiplexer, and after the
     first burst the address only counts bursts. Shared by the reader's address channel and
     the writer's address and data channels, so they agree on every burst's length.
@@ -100,34 +101,39 @@ class _BurstSplitter:
         self.addr = Signal(32, name=f"{name}_addr")
         self.length = Signal(range(max_beats + 1), name=f"{name}_length")
         self.rest = Signal(24, name=f"{name}_rest")
+        self.active = Signal(name=f"{name}_active")      # length != 0
+        offset = cmd.addr[shift:self._low]       # beats into a burst-sized block
         room = Signal(range(max_beats + 1), name=f"{name}_room")   # to the first boundary
-        m.d.comb += room.eq(max_beats - cmd.addr[shift:self._low])
+        m.d.comb += room.eq(max_beats - offset)
         self._cmd = cmd
-        self._first = self._split(m, f"{name}_first", cmd.beats, room)
+        self._first = self._split(m, f"{name}_first", cmd.beats, room, offset, bits)
         self._next = self._split(m, f"{name}_next", self.rest,
-                                 Const(max_beats, range(max_beats + 1)))
+                                 Const(max_beats, range(max_beats + 1)), Const(0, 1), bits)
 
     @staticmethod
-    def _split(m, name, beats, room):
-        """(burst, rest) of ``beats`` beats when the burst may have ``room``."""
+    def _split(m, name, beats, room, offset, bits):
+        """(burst, rest) of ``beats`` beats when the burst may have ``room``
+        (``2 ** bits - offset``)."""
         diff = Signal(24, name=name)
         m.d.comb += diff.eq(beats - room)
-        # beats < room, from the low bits' short compare and the high bits' zero test (not
-        # from the end of the 24-bit subtraction's carry chain).
-        n = len(room)
-        short = (beats[n:] == 0) & (beats[:n] < room)
+        # beats < room, that is beats + offset < 2 ** bits: from the high bits' zero test and
+        # a short sum of the low ones (not from the end of the subtraction's carry chain).
+        low = Signal(bits + 2, name=f"{name}_low")
+        m.d.comb += low.eq(beats[:bits + 1] + offset)
+        short = (beats[bits + 1:] == 0) & (low[bits:] == 0)
         return Mux(short, beats, room), Mux(short, 0, diff)
 
     def start(self):
         """Statements that start the transfer of ``cmd``."""
         length, rest = self._first
-        return [self.addr.eq(self._cmd.addr), self.length.eq(length), self.rest.eq(rest)]
+        return [self.addr.eq(self._cmd.addr), self.length.eq(length), self.rest.eq(rest),
+                self.active.eq(self._cmd.beats != 0)]
 
     def advance(self):
         """Statements that move past the current burst."""
         length, rest = self._next
         return [self.addr.eq(Cat(Const(0, self._low), self.addr[self._low:] + 1)),
-                self.length.eq(length), self.rest.eq(rest)]
+                self.length.eq(length), self.rest.eq(rest), self.active.eq(self.rest != 0)]
 
 
 def _max_beats(config):
@@ -181,7 +187,7 @@ class AxiBurstReader(wiring.Component):
         m.d.comb += [
             axi.arid.eq(0), axi.arsize.eq(exact_log2(cfg.axi_bytes)), axi.arburst.eq(BURST_INCR),
             axi.araddr.eq(bursts.addr), axi.arlen.eq(bursts.length - 1),
-            axi.arvalid.eq(bursts.length != 0),
+            axi.arvalid.eq(bursts.active),
         ]
         with m.If(axi.arvalid & axi.arready):
             m.d.sync += bursts.advance()
@@ -242,20 +248,25 @@ class AxiBurstWriter(wiring.Component):
         # The W channel's splitter counts its burst's beats down in ``length``.
         w = _BurstSplitter(m, "w", self.cmd.payload, **kw)
         responses = Signal(24)                    # bursts whose response is outstanding
+        waiting = Signal()                        # responses != 0
         m.d.comb += [
             axi.awid.eq(0), axi.awsize.eq(exact_log2(cfg.axi_bytes)),
             axi.awburst.eq(BURST_INCR),
             axi.awaddr.eq(aw.addr), axi.awlen.eq(aw.length - 1),
-            axi.awvalid.eq(aw.length != 0),
+            axi.awvalid.eq(aw.active),
         ]
         issued = axi.awvalid & axi.awready
         answered = axi.bvalid & axi.bready
         with m.If(issued):
             m.d.sync += aw.advance()
-        m.d.sync += responses.eq(responses + issued - answered)
+        # The channels' handshakes select among results worked out from the registers.
+        with m.If(issued & ~answered):
+            m.d.sync += [responses.eq(responses + 1), waiting.eq(1)]
+        with m.If(answered & ~issued):
+            m.d.sync += [responses.eq(responses - 1), waiting.eq(responses != 1)]
 
         last = w.length == 1
-        sending = w.length != 0
+        sending = w.active
         m.d.comb += [
             axi.wdata.eq(self.i.payload.data), axi.wstrb.eq(self.i.payload.mask),
             axi.wlast.eq(last),
@@ -269,7 +280,7 @@ class AxiBurstWriter(wiring.Component):
             with m.Else():
                 m.d.sync += w.length.eq(w.length - 1)
 
-        m.d.comb += self.busy.eq((aw.length != 0) | sending | (responses != 0))
+        m.d.comb += self.busy.eq(aw.active | sending | waiting)
         m.d.comb += self.cmd.ready.eq(~self.busy)
         with m.If(self.cmd.valid & self.cmd.ready):
             m.d.sync += [*aw.start(), *w.start()]
