@@ -49,9 +49,11 @@ class Realign(wiring.Component):
     other bytes are unspecified. The final output word has ``last`` set. A command with
     ``n = 0`` is accepted and does nothing.
 
-    One word per cycle in steady state. When ``dst_offset < src_offset`` the first input word
-    is absorbed without output; when the transfer spills into one more destination word than
-    it has source words, that word is produced after the last input word.
+    The command is registered: the first input word moves two cycles after the command is
+    accepted at the earliest, then one word per cycle in steady state. When
+    ``dst_offset < src_offset`` the first input word is absorbed without output; when the
+    transfer spills into one more destination word than it has source words, that word is
+    produced after the last input word.
 
     Parameters
     ----------
@@ -90,7 +92,13 @@ class Realign(wiring.Component):
         final_mask = Signal(nbytes)  # ... of its final one
         prev = Signal(self._width)
 
-        cmd = self.cmd.payload
+        # The command is registered first and worked out in the next cycle.
+        held = Signal()
+        cmd = Signal.like(self.cmd.payload, name="held_cmd")
+        with m.If(self.cmd.valid & self.cmd.ready):
+            m.d.sync += [cmd.eq(self.cmd.payload), held.eq(1)]
+        with m.If(held):
+            m.d.sync += held.eq(0)
         end = (cmd.dst_offset + cmd.length)[:shift]     # bytes used of the final word
 
         def words(offset):
@@ -101,7 +109,7 @@ class Realign(wiring.Component):
             # The transfer (not empty) fits in one word from byte ``offset``.
             return (cmd.length[shift + 1:] == 0) & (offset + cmd.length[:shift + 1] <= nbytes)
 
-        with m.If(self.cmd.valid & self.cmd.ready & (cmd.length != 0)):
+        with m.If(held & (cmd.length != 0)):
             m.d.sync += [
                 *src_left.load(words(cmd.src_offset), nonzero=1, one=single(cmd.src_offset)),
                 *dst_left.load(words(cmd.dst_offset), nonzero=1, one=single(cmd.dst_offset)),
@@ -113,7 +121,7 @@ class Realign(wiring.Component):
                 first_mask.eq(full & ~((Const(1, nbytes + 1) << cmd.dst_offset) - 1)),
                 final_mask.eq(Mux(end != 0, (Const(1, nbytes + 1) << end) - 1, full)),
             ]
-        m.d.comb += self.cmd.ready.eq(~src_left.nonzero & ~dst_left.nonzero)
+        m.d.comb += self.cmd.ready.eq(~held & ~src_left.nonzero & ~dst_left.nonzero)
 
         current = Mux(src_left.nonzero, self.i.payload.data, 0)
         window = Cat(prev, current)
