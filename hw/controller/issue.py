@@ -37,8 +37,10 @@ class Issue(wiring.Component):
     counts the DMAs the engine has completed: the DMA engine is idle when it has completed
     every DMA issued. ``busy`` and ``waiting`` tell, per group, whether it holds any RUN (in
     its scoreboard or executing) and whether its scoreboard holds a RUN not yet handed to the
-    group. ``end`` pulses when END issues; ``error`` is high while an undefined opcode is at
-    the head. ``start`` zeroes the DMA numbering.
+    group. BARRIER, ROUTE, COUNTERS and END see the DMA engine, ``busy`` and ``waiting``
+    through registers: they issue :data:`~flexigan.hw.arch.timing.WAIT_DELAY` cycles after
+    the work they wait for has ended. ``end`` pulses when END issues; ``error`` is high while
+    an undefined opcode is at the head. ``start`` zeroes the DMA numbering.
 
     Parameters
     ----------
@@ -82,7 +84,16 @@ class Issue(wiring.Component):
         issue = Signal()                          # the head instruction issues this cycle
         issued = Signal(SEQ_BITS)                 # DMA instructions issued
         last_dma = [Signal(SEQ_BITS, name=f"last_dma{g}") for g in range(groups)]
-        dma_idle = issued == self.dma_finished
+        # What BARRIER, ROUTE, COUNTERS and END wait on, registered (from the scoreboards and
+        # the DMA engine, these were long paths into the queues' read and write enables). A
+        # RUN or DMA issuing this cycle counts in the registers as busy, as the scoreboards
+        # and the DMA numbers show it from the next cycle; the end of work is seen a cycle
+        # late (WAIT_DELAY).
+        runs = Cat(run.valid & run.ready for run in self.run)
+        busy, waiting, dma_idle, quiet = Signal(groups), Signal(groups), Signal(), Signal()
+        idle_now = (issued == self.dma_finished) & ~(self.dma.valid & self.dma.ready)
+        m.d.sync += [busy.eq(self.busy | runs), waiting.eq(self.waiting | runs),
+                     dma_idle.eq(idle_now), quiet.eq(idle_now & ~(self.busy | runs).any())]
         m.d.comb += [self.insn.ready.eq(issue), self.events.instruction.eq(issue),
                      self.events.dma_bytes.payload.eq(args.dma.length)]
         for g, run in enumerate(self.run):
@@ -100,7 +111,7 @@ class Issue(wiring.Component):
                 with m.Case(isa.GlobalOp.ROUTE):
                     # After the RUNs before it have left for their groups.
                     route_mask = args.route.group_mask[:groups]
-                    m.d.comb += [issue.eq(~(route_mask & self.waiting).any()),
+                    m.d.comb += [issue.eq(~(route_mask & waiting).any()),
                                  self.route.valid.eq(issue), self.route.payload.eq(args.route)]
                 with m.Case(isa.GlobalOp.RUN):
                     run_mask = args.run.group_mask
@@ -111,10 +122,10 @@ class Issue(wiring.Component):
                         m.d.comb += run.valid.eq(run_mask[g] & free)
                 with m.Case(isa.GlobalOp.BARRIER):
                     barrier_mask = args.barrier.group_mask[:groups]
-                    m.d.comb += issue.eq(dma_idle & ((self.busy & barrier_mask) == 0))
+                    m.d.comb += issue.eq(dma_idle & ((busy & barrier_mask) == 0))
                 with m.Case(isa.GlobalOp.COUNTERS, isa.GlobalOp.END):
                     # COUNTERS and END first wait for all work, as the simulator does.
-                    m.d.comb += issue.eq(dma_idle & ~self.busy.any())
+                    m.d.comb += issue.eq(quiet)
                     with m.If(issue):
                         self._counters_or_end(m, op, args, issued)
                 with m.Default():
