@@ -58,10 +58,13 @@ class StreamFIFO(wiring.Component):
         ready = Signal(init=1)
         push = self.i.valid & ready
         pop = self.o.valid & self.o.ready
-        stay = level - pop                        # the level after this cycle without a push
-        # The producer's valid selects between two results worked out without it.
-        m.d.sync += [level.eq(Mux(push, stay + 1, stay)),
-                     ready.eq(Mux(push, stay + 1 < self._depth, stay < self._depth))]
+        # The producer's valid and the consumer's ready select among results worked out
+        # without them.
+        up, down = level + 1, level - 1
+        m.d.sync += [
+            level.eq(Mux(push, Mux(pop, level, up), Mux(pop, down, level))),
+            ready.eq(Mux(push, Mux(pop, ready, up < self._depth), pop | ready)),
+        ]
         m.d.comb += [
             queue.w_data.eq(self.i.payload),
             queue.w_en.eq(push),

@@ -95,10 +95,8 @@ class _Transfer:
         self.pending = Signal(2, name="pending")
         # ACT words of a store still to request.
         self.rd_left = Countdown(24, "rd_left")
-        # The store path carries the counter block, from its word ``block_word``.
+        # The store path carries the counter block.
         self.counters_out = Signal(name="counters_out")
-        self.block_word = Signal(range(max(1, 8 * BLOCK_BYTES // config.axi_data_width) + 1),
-                                 name="block_word")
         # Credits for ACT reads: free entries of the store path's read-ahead FIFO, less the
         # reads in flight to it.
         self.credits = Signal(range(STORE_DEPTH + 1), name="credits", init=STORE_DEPTH)
@@ -222,7 +220,7 @@ class DmaEngine(wiring.Component):
         """The words a store writes, to the store realigner: ``rd_left`` ACT words from
         ``word`` on, read ahead into a FIFO, or the counter block."""
         dw = self._config.axi_data_width
-        word, rd_left, block_word = t.word, t.rd_left, t.block_word
+        word, rd_left = t.word, t.rd_left
         m.submodules.ahead = ahead = StreamFIFO(dw, STORE_DEPTH)
         m.d.comb += [
             self.act_rd.req.valid.eq(rd_left.nonzero & t.credit),
@@ -237,20 +235,16 @@ class DmaEngine(wiring.Component):
         kept = t.credits + (ahead.o.valid & ahead.o.ready)
         m.d.sync += [t.credits.eq(Mux(requested, kept - 1, kept)),
                      t.credit.eq(Mux(requested, kept > 1, kept != 0))]
-        # The counter block's words, one register ahead of the realigner.
+        # The counter block, shifted a word at a time into the realigner (a multiplexer of
+        # its words was a long path).
         block = self.counters.as_value()
-        words = [block[k:k + dw] for k in range(0, len(block), dw)]
-        block_data = Signal(dw)
+        block_data = Signal(len(block))
         with m.If(t.counters_out):
-            m.d.comb += [store.i.valid.eq(1), store.i.payload.data.eq(block_data)]
+            m.d.comb += [store.i.valid.eq(1), store.i.payload.data.eq(block_data[:dw])]
             with m.If(store.i.ready):
-                m.d.sync += block_word.eq(block_word + 1)
-                with m.Switch(block_word):
-                    for k, value in enumerate(words[1:]):
-                        with m.Case(k):
-                            m.d.sync += block_data.eq(value)
+                m.d.sync += block_data.eq(block_data >> dw)
         with m.Else():
-            m.d.sync += block_data.eq(words[0])
+            m.d.sync += block_data.eq(block)
             m.d.comb += [store.i.valid.eq(ahead.o.valid), store.i.payload.data.eq(ahead.o.payload),
                          ahead.o.ready.eq(store.i.ready)]
 
@@ -282,8 +276,7 @@ class DmaEngine(wiring.Component):
                 with m.Case(isa.GlobalOp.DMA_STORE):
                     m.next = "STORE_WAIT"
                 with m.Default():               # COUNTERS STORE
-                    m.d.sync += [t.block_word.eq(0), t.counters_out.eq(1),
-                                 t.pending.eq(0b11)]
+                    m.d.sync += [t.counters_out.eq(1), t.pending.eq(0b11)]
                     m.next = "STORE"
 
     def _sequence(self, m, queue, reader, writer, load, loaded, store, t):
