@@ -6,12 +6,13 @@ the names AXI verification IP binds to by prefix. Only what the
 accelerator uses is present: incrementing bursts, one ID, no locks, caches or QoS.
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
 from .arch.registers import RegisterField, register_addresses
+from .countdown import Countdown
 from .realign import beat_layout
 
 __all__ = ["axi4_read_signature", "axi4_write_signature", "axi4_signature",
@@ -83,34 +84,63 @@ def burst_command_layout(addr_width=32):
 
 
 class _BurstSplitter:
-    """Cuts a transfer into bursts of at most ``max_beats``, none crossing 4 KiB.
+    """Cuts a transfer into bursts: the first up to the next multiple of ``max_beats`` beats
+    (a power of two that divides 4 KiB, so no burst crosses a 4 KiB boundary), the others
+    ``max_beats`` long but the last, which has what remains.
 
-    Shared by the reader's address channel and the writer's address and data channels, so they
-    agree on every burst's length.
+    The current burst's ``length`` (0: none; ``active`` otherwise) and the beats after it
+    (``rest``) are registers;
+    the next burst's come from them through one subtraction and a multiplexer, and after the
+    first burst the address only counts bursts. Shared by the reader's address channel and
+    the writer's address and data channels, so they agree on every burst's length.
     """
 
-    def __init__(self, m, name, *, beat_bytes, max_beats):
+    def __init__(self, m, name, cmd, *, beat_bytes, max_beats):
+        shift, bits = exact_log2(beat_bytes), exact_log2(max_beats)
+        self._low = shift + bits                  # address bits within a burst
         self.addr = Signal(32, name=f"{name}_addr")
-        self.beats = Signal(24, name=f"{name}_beats")   # still to cover
         self.length = Signal(range(max_beats + 1), name=f"{name}_length")
-        shift = exact_log2(beat_bytes)
-        to_boundary = Signal(range(BOUNDARY // beat_bytes + 1), name=f"{name}_to_boundary")
-        m.d.comb += to_boundary.eq((BOUNDARY - self.addr[:exact_log2(BOUNDARY)]) >> shift)
-        limit = Mux(to_boundary < max_beats, to_boundary, max_beats)
-        m.d.comb += self.length.eq(Mux(self.beats < limit, self.beats, limit))
-        self._shift = shift
+        self.rest = Signal(24, name=f"{name}_rest")
+        self.active = Signal(name=f"{name}_active")      # length != 0
+        offset = cmd.addr[shift:self._low]       # beats into a burst-sized block
+        room = Signal(range(max_beats + 1), name=f"{name}_room")   # to the first boundary
+        m.d.comb += room.eq(max_beats - offset)
+        self._cmd = cmd
+        self._first = self._split(m, f"{name}_first", cmd.beats, room, offset, bits)
+        self._next = self._split(m, f"{name}_next", self.rest,
+                                 Const(max_beats, range(max_beats + 1)), Const(0, 1), bits)
 
-    def start(self, cmd):
-        return [self.addr.eq(cmd.addr), self.beats.eq(cmd.beats)]
+    @staticmethod
+    def _split(m, name, beats, room, offset, bits):
+        """(burst, rest) of ``beats`` beats when the burst may have ``room``
+        (``2 ** bits - offset``)."""
+        diff = Signal(24, name=name)
+        m.d.comb += diff.eq(beats - room)
+        # beats < room, that is beats + offset < 2 ** bits: from the high bits' zero test and
+        # a short sum of the low ones (not from the end of the subtraction's carry chain).
+        low = Signal(bits + 2, name=f"{name}_low")
+        m.d.comb += low.eq(beats[:bits + 1] + offset)
+        short = (beats[bits + 1:] == 0) & (low[bits:] == 0)
+        return Mux(short, beats, room), Mux(short, 0, diff)
+
+    def start(self):
+        """Statements that start the transfer of ``cmd``."""
+        length, rest = self._first
+        return [self.addr.eq(self._cmd.addr), self.length.eq(length), self.rest.eq(rest),
+                self.active.eq(self._cmd.beats != 0)]
 
     def advance(self):
         """Statements that move past the current burst."""
-        return [self.addr.eq(self.addr + (self.length << self._shift)),
-                self.beats.eq(self.beats - self.length)]
+        length, rest = self._next
+        return [self.addr.eq(Cat(Const(0, self._low), self.addr[self._low:] + 1)),
+                self.length.eq(length), self.rest.eq(rest), self.active.eq(self.rest != 0)]
 
 
 def _max_beats(config):
-    return max(1, min(MAX_BEATS, config.burst_bytes // config.axi_bytes))
+    """Beats of the longest burst: a power of two, at most 256 beats, ``burst_bytes`` and
+    4 KiB."""
+    limit = min(MAX_BEATS, config.burst_bytes // config.axi_bytes, BOUNDARY // config.axi_bytes)
+    return 1 << (max(1, limit).bit_length() - 1)
 
 
 class AxiBurstReader(wiring.Component):
@@ -118,8 +148,9 @@ class AxiBurstReader(wiring.Component):
 
     Contract: for each command accepted on ``cmd`` (only while not ``busy``), the ``beats``
     beats from ``addr`` (beat-aligned) leave on ``o`` in address order, the final one with
-    ``last`` set. Bursts are at most ``min(256, burst_bytes / axi_bytes)`` beats and never cross
-    a 4 KiB boundary; all of a command's bursts are requested without waiting for data (one
+    ``last`` set. Bursts are at most ``min(256, burst_bytes / axi_bytes)`` beats (rounded down to
+    a power of two), the first ends at a multiple of that length, and none crosses a 4 KiB
+    boundary; all of a command's bursts are requested without waiting for data (one
     ID, so data returns in order). ``o`` stalling stalls the R channel. A command of 0 beats
     does nothing. ``busy`` is high from the command until its final beat has left.
 
@@ -150,29 +181,30 @@ class AxiBurstReader(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg, axi = self._config, self.axi
-        bursts = _BurstSplitter(m, "ar", beat_bytes=cfg.axi_bytes, max_beats=_max_beats(cfg))
-        remaining = Signal(24)          # beats still to arrive on R
+        bursts = _BurstSplitter(m, "ar", self.cmd.payload, beat_bytes=cfg.axi_bytes,
+                                max_beats=_max_beats(cfg))
+        remaining = Countdown(24, "remaining")    # beats still to arrive on R
         m.d.comb += [
             axi.arid.eq(0), axi.arsize.eq(exact_log2(cfg.axi_bytes)), axi.arburst.eq(BURST_INCR),
             axi.araddr.eq(bursts.addr), axi.arlen.eq(bursts.length - 1),
-            axi.arvalid.eq(bursts.beats != 0),
+            axi.arvalid.eq(bursts.active),
         ]
         with m.If(axi.arvalid & axi.arready):
             m.d.sync += bursts.advance()
 
         m.d.comb += [
-            self.busy.eq(remaining != 0),
-            self.cmd.ready.eq(remaining == 0),
+            self.busy.eq(remaining.nonzero),
+            self.cmd.ready.eq(~remaining.nonzero),
             self.o.payload.data.eq(axi.rdata),
             self.o.payload.mask.eq(-1),
-            self.o.payload.last.eq(remaining == 1),
-            self.o.valid.eq(axi.rvalid & (remaining != 0)),
-            axi.rready.eq(self.o.ready & (remaining != 0)),
+            self.o.payload.last.eq(remaining.one),
+            self.o.valid.eq(axi.rvalid & remaining.nonzero),
+            axi.rready.eq(self.o.ready & remaining.nonzero),
         ]
         with m.If(axi.rvalid & axi.rready):
-            m.d.sync += remaining.eq(remaining - 1)
+            m.d.sync += remaining.decrement()
         with m.If(self.cmd.valid & self.cmd.ready):
-            m.d.sync += [bursts.start(self.cmd.payload), remaining.eq(self.cmd.payload.beats)]
+            m.d.sync += [*bursts.start(), *remaining.load(self.cmd.payload.beats)]
         return m
 
 
@@ -212,40 +244,46 @@ class AxiBurstWriter(wiring.Component):
         m = Module()
         cfg, axi = self._config, self.axi
         kw = {"beat_bytes": cfg.axi_bytes, "max_beats": _max_beats(cfg)}
-        aw = _BurstSplitter(m, "aw", **kw)
-        w = _BurstSplitter(m, "w", **kw)
-        beat = Signal(range(MAX_BEATS + 1))       # beats sent of the current W burst
+        aw = _BurstSplitter(m, "aw", self.cmd.payload, **kw)
+        # The W channel's splitter counts its burst's beats down in ``length``.
+        w = _BurstSplitter(m, "w", self.cmd.payload, **kw)
         responses = Signal(24)                    # bursts whose response is outstanding
+        waiting = Signal()                        # responses != 0
         m.d.comb += [
             axi.awid.eq(0), axi.awsize.eq(exact_log2(cfg.axi_bytes)),
             axi.awburst.eq(BURST_INCR),
             axi.awaddr.eq(aw.addr), axi.awlen.eq(aw.length - 1),
-            axi.awvalid.eq(aw.beats != 0),
+            axi.awvalid.eq(aw.active),
         ]
         issued = axi.awvalid & axi.awready
         answered = axi.bvalid & axi.bready
         with m.If(issued):
             m.d.sync += aw.advance()
-        m.d.sync += responses.eq(responses + issued - answered)
+        # The channels' handshakes select among results worked out from the registers.
+        with m.If(issued & ~answered):
+            m.d.sync += [responses.eq(responses + 1), waiting.eq(1)]
+        with m.If(answered & ~issued):
+            m.d.sync += [responses.eq(responses - 1), waiting.eq(responses != 1)]
 
-        last = beat + 1 == w.length
+        last = w.length == 1
+        sending = w.active
         m.d.comb += [
             axi.wdata.eq(self.i.payload.data), axi.wstrb.eq(self.i.payload.mask),
             axi.wlast.eq(last),
-            axi.wvalid.eq(self.i.valid & (w.beats != 0)),
-            self.i.ready.eq(axi.wready & (w.beats != 0)),
+            axi.wvalid.eq(self.i.valid & sending),
+            self.i.ready.eq(axi.wready & sending),
             axi.bready.eq(1),
         ]
         with m.If(axi.wvalid & axi.wready):
             with m.If(last):
-                m.d.sync += [beat.eq(0), w.advance()]
+                m.d.sync += w.advance()
             with m.Else():
-                m.d.sync += beat.eq(beat + 1)
+                m.d.sync += w.length.eq(w.length - 1)
 
-        m.d.comb += self.busy.eq((aw.beats != 0) | (w.beats != 0) | (responses != 0))
+        m.d.comb += self.busy.eq(aw.active | sending | waiting)
         m.d.comb += self.cmd.ready.eq(~self.busy)
         with m.If(self.cmd.valid & self.cmd.ready):
-            m.d.sync += [aw.start(self.cmd.payload), w.start(self.cmd.payload)]
+            m.d.sync += [*aw.start(), *w.start()]
         return m
 
 

@@ -14,9 +14,9 @@ class StreamFIFO(wiring.Component):
 
     Contract: payloads leave ``o`` in the order they entered ``i``; up to ``depth`` payloads
     are held, and ``i`` is ready exactly when fewer are (``level < depth``), so a producer
-    may count its credits with ``level``; ``i.ready`` is a flip-flop. The output is registered
-    (``SyncFIFOBuffered``), so a payload entering an empty queue is on ``o`` two cycles later
-    and ``level`` counts it from the cycle after entry.
+    may count its credits with ``level``. The output is registered (``SyncFIFOBuffered``), so
+    a payload entering an empty queue is on ``o`` two cycles later and ``level`` counts it
+    from the cycle after entry.
 
     Parameters
     ----------
@@ -51,22 +51,28 @@ class StreamFIFO(wiring.Component):
         # entries it refuses a write while its inner memory is full even if the register is
         # empty. One spare entry makes ``level < depth`` enough for a write.
         m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=width, depth=self._depth + 1)
-        # ``level < depth`` as a flip-flop, computed from the next level (the level moves by
-        # the write less the read): the producer's handshake sees no adder or comparison.
-        depth, level = self._depth, queue.level
+        # ``level`` and ``ready`` are flip-flops, not the inner FIFO's level (a sum) and a
+        # compare after it: a producer's valid, and so the paths through it, start at them.
+        # The count moves as SyncFIFOBuffered's does: one cycle after a write or a read.
+        level = Signal(range(self._depth + 1))
         ready = Signal(init=1)
-        write = self.i.valid & ready
-        read = self.o.ready & queue.r_rdy
-        m.d.sync += ready.eq(Mux(write, Mux(read, level < depth, level < depth - 1),
-                                 read | (level < depth)))
+        push = self.i.valid & ready
+        pop = self.o.valid & self.o.ready
+        # The producer's valid and the consumer's ready select among results worked out
+        # without them.
+        up, down = level + 1, level - 1
+        m.d.sync += [
+            level.eq(Mux(push, Mux(pop, level, up), Mux(pop, down, level))),
+            ready.eq(Mux(push, Mux(pop, ready, up < self._depth), pop | ready)),
+        ]
         m.d.comb += [
             queue.w_data.eq(self.i.payload),
-            queue.w_en.eq(write),
+            queue.w_en.eq(push),
             self.i.ready.eq(ready),
             self.o.payload.eq(queue.r_data),
             self.o.valid.eq(queue.r_rdy),
             queue.r_en.eq(self.o.ready),
-            self.level.eq(queue.level),
+            self.level.eq(level),
         ]
         return m
 

@@ -12,6 +12,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
+from .countdown import Countdown
+
 __all__ = ["beat_layout", "realign_command_layout", "covering_words", "Realign"]
 
 
@@ -47,9 +49,11 @@ class Realign(wiring.Component):
     other bytes are unspecified. The final output word has ``last`` set. A command with
     ``n = 0`` is accepted and does nothing.
 
-    One word per cycle in steady state. When ``dst_offset < src_offset`` the first input word
-    is absorbed without output; when the transfer spills into one more destination word than
-    it has source words, that word is produced after the last input word.
+    The command is registered: the first input word moves two cycles after the command is
+    accepted at the earliest, then one word per cycle in steady state. When
+    ``dst_offset < src_offset`` the first input word is absorbed without output; when the
+    transfer spills into one more destination word than it has source words, that word is
+    produced after the last input word.
 
     Parameters
     ----------
@@ -78,52 +82,65 @@ class Realign(wiring.Component):
         m = Module()
         nbytes = self._width // 8
         shift = exact_log2(nbytes)
-        src_left = Signal(24)        # input words still to consume
-        dst_left = Signal(24)        # output words still to produce
+        src_left = Countdown(24, "src_left")     # input words still to consume
+        dst_left = Countdown(24, "dst_left")     # output words still to produce
         absorb = Signal()            # the first input word is only stored
         first = Signal()             # the next output is the transfer's first word
-        rotate = Signal(range(nbytes + 1))  # bytes of the previous word in each output word
-        start = Signal(range(nbytes))
-        end = Signal(range(nbytes))  # (dst_offset + n) mod W: bytes used of the final word
+        skip = Signal(range(nbytes + 1))    # bytes of the previous word not in the output
+        full = Const((1 << nbytes) - 1, nbytes)
+        first_mask = Signal(nbytes)  # the transfer's bytes of its first output word
+        final_mask = Signal(nbytes)  # ... of its final one
         prev = Signal(self._width)
 
-        cmd = self.cmd.payload
-        with m.If(self.cmd.valid & self.cmd.ready & (cmd.length != 0)):
+        # The command is registered first and worked out in the next cycle.
+        held = Signal()
+        cmd = Signal.like(self.cmd.payload, name="held_cmd")
+        with m.If(self.cmd.valid & self.cmd.ready):
+            m.d.sync += [cmd.eq(self.cmd.payload), held.eq(1)]
+        with m.If(held):
+            m.d.sync += held.eq(0)
+        end = (cmd.dst_offset + cmd.length)[:shift]     # bytes used of the final word
+
+        def words(offset):
+            # The words that cover the transfer (not empty) from byte ``offset``.
+            return (offset + cmd.length + nbytes - 1) >> shift
+
+        def single(offset):
+            # The transfer (not empty) fits in one word from byte ``offset``.
+            return (cmd.length[shift + 1:] == 0) & (offset + cmd.length[:shift + 1] <= nbytes)
+
+        with m.If(held & (cmd.length != 0)):
             m.d.sync += [
-                src_left.eq(covering_words(cmd.src_offset, cmd.length, self._width)),
-                dst_left.eq(covering_words(cmd.dst_offset, cmd.length, self._width)),
+                *src_left.load(words(cmd.src_offset), nonzero=1, one=single(cmd.src_offset)),
+                *dst_left.load(words(cmd.dst_offset), nonzero=1, one=single(cmd.dst_offset)),
                 absorb.eq(cmd.dst_offset < cmd.src_offset),
                 first.eq(1),
-                # Output byte b comes from the previous word's byte W - rotate + b when
-                # b < rotate, else from the current word's byte b - rotate.
-                rotate.eq((cmd.dst_offset - cmd.src_offset)[:shift]),
-                start.eq(cmd.dst_offset),
-                end.eq((cmd.dst_offset + cmd.length)[:shift]),
+                # Output byte b comes from the previous word's byte skip + b when
+                # b < W - skip, else from the current word's byte b - (W - skip).
+                skip.eq(nbytes - (cmd.dst_offset - cmd.src_offset)[:shift]),
+                first_mask.eq(full & ~((Const(1, nbytes + 1) << cmd.dst_offset) - 1)),
+                final_mask.eq(Mux(end != 0, (Const(1, nbytes + 1) << end) - 1, full)),
             ]
-        m.d.comb += self.cmd.ready.eq((src_left == 0) & (dst_left == 0))
+        m.d.comb += self.cmd.ready.eq(~held & ~src_left.nonzero & ~dst_left.nonzero)
 
-        current = Mux(src_left != 0, self.i.payload.data, 0)
+        current = Mux(src_left.nonzero, self.i.payload.data, 0)
         window = Cat(prev, current)
-        skip = Signal(range(nbytes + 1))    # bytes of the previous word not in the output
-        m.d.comb += skip.eq(nbytes - rotate)
         m.d.comb += self.o.payload.data.eq(window >> (skip << 3))
-        full = Const((1 << nbytes) - 1, nbytes)
-        low = Mux(first, full & ~((Const(1, nbytes + 1) << start) - 1), full)
-        high = Mux((dst_left == 1) & (end != 0), (Const(1, nbytes + 1) << end) - 1, full)
-        m.d.comb += [self.o.payload.mask.eq(low & high), self.o.payload.last.eq(dst_left == 1)]
+        low = Mux(first, first_mask, full)
+        high = Mux(dst_left.one, final_mask, full)
+        m.d.comb += [self.o.payload.mask.eq(low & high), self.o.payload.last.eq(dst_left.one)]
 
         with m.If(absorb):
             m.d.comb += self.i.ready.eq(1)
             with m.If(self.i.valid):
-                m.d.sync += [prev.eq(self.i.payload.data), src_left.eq(src_left - 1),
-                             absorb.eq(0)]
-        with m.Elif(src_left != 0):
+                m.d.sync += [prev.eq(self.i.payload.data), *src_left.decrement(), absorb.eq(0)]
+        with m.Elif(src_left.nonzero):
             m.d.comb += [self.o.valid.eq(self.i.valid), self.i.ready.eq(self.o.ready)]
             with m.If(self.i.valid & self.o.ready):
-                m.d.sync += [prev.eq(self.i.payload.data), src_left.eq(src_left - 1),
-                             dst_left.eq(dst_left - 1), first.eq(0)]
-        with m.Elif(dst_left != 0):
+                m.d.sync += [prev.eq(self.i.payload.data), *src_left.decrement(),
+                             *dst_left.decrement(), first.eq(0)]
+        with m.Elif(dst_left.nonzero):
             m.d.comb += self.o.valid.eq(1)
             with m.If(self.o.ready):
-                m.d.sync += [dst_left.eq(dst_left - 1), first.eq(0)]
+                m.d.sync += [*dst_left.decrement(), first.eq(0)]
         return m

@@ -8,7 +8,7 @@ changes with it, or the hw tests fail.
 
 __all__ = ["DECODE_CYCLES", "ACCESS_BUBBLE", "SLICE_LATENCY", "ACCESS_FILL", "EXECUTE_FILL",
            "POST_LATENCY", "POST_DRAIN", "ISSUE_CYCLES", "FETCH_DELAY", "LOAD_SETUP",
-           "LOAD_CLAIM", "STORE_SETUP", "SCAN_DRAIN", "SCAN_CYCLES", "RUN_LATENCY",
+           "LOAD_CLAIM", "STORE_SETUP", "WAIT_DELAY", "SCAN_DRAIN", "SCAN_CYCLES", "RUN_LATENCY",
            "TESTBENCH_MEM_LATENCY", "ONCHIP_MEM_LATENCY"]
 
 # --- an engine group (hw/group) ----------------------------------------------------------------
@@ -40,15 +40,20 @@ POST_DRAIN = POST_LATENCY + SLICE_LATENCY + 2
 ISSUE_CYCLES = 1
 #: Cycles from an instruction's last beat to the instruction at the head of the queue.
 FETCH_DELAY = 2
-#: Cycles the DMA engine holds the read port for a load besides its transfer (hazard check,
-#: reader command, realigner drain), measured on the RTL with lone and chained loads.
-LOAD_SETUP = 3
+#: Cycles the DMA engine holds the read port for a load besides its transfer (decode, hazard
+#: check, registered claim, reader command, realigner and its two register slices), measured
+#: on the RTL with lone and chained loads.
+LOAD_SETUP = 5
 #: Cycles from a load's issue to its claim on the read port: a fetch starting earlier keeps
 #: the port (the load waits for it); a later one waits for the load.
 LOAD_CLAIM = 1
-#: The same as LOAD_SETUP for a store (registered hazard check, writer command, last write
-#: response).
-STORE_SETUP = 7
+#: The same as LOAD_SETUP for a store (decode, registered hazard check, writer command,
+#: register slice, last write response).
+STORE_SETUP = 10
+#: Cycles from the end of the work BARRIER, COUNTERS or END waits for (the last DMA, the
+#: groups' RUNs) to the issue stage seeing it: it sees the DMA engine and the groups through
+#: registers.
+WAIT_DELAY = 1
 
 #: Cycles from the end of a RUN's micro-program scan (the scoreboard's decoder is done) to its
 #: weight range and tables in the scoreboard (the scan's multiply and sums, pipelined): until

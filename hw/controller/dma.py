@@ -20,10 +20,11 @@ from amaranth.utils import exact_log2
 from ..arch import isa
 from ..arch.config import DMA_QUEUE
 from ..axi import AxiBurstWriter, axi4_signature
+from ..countdown import Countdown
 from ..crossbar import read_port_signature, write_port_signature
-from ..fifo import StreamFIFO
+from ..fifo import StreamFIFO, StreamSlice
 from ..group import act_tag_layout, local_write_layout
-from ..realign import Realign, covering_words
+from ..realign import Realign, beat_layout, covering_words
 from ..scoreboard import SEQ_BITS
 from .counters import counters_layout
 from .reader import SharedReader, read_client_signature
@@ -77,6 +78,14 @@ class _Transfer:
         # The instruction, its space (ACT for a store), its byte address in the space.
         self.cmd = Signal(dma_command_layout(), name="cur")
         self.space = Signal(isa.Space, name="space")
+        # log2 of the space's unit in bytes.
+        self.shift = Signal(range(max(exact_log2(isa.unit_bytes(s)) for s in isa.Space) + 1),
+                            name="shift")
+        # Where a load's words go: ACT, or the local ports of these groups.
+        self.to_act = Signal(name="to_act")
+        self.to_local = Signal(config.groups, name="to_local")
+        # Beats of its external transfer (the reader's or the writer's command).
+        self.beats = Signal(24, name="beats")
         # The end of its range in the space's units (the hazard query's ``hi``).
         self.end = Signal(25, name="end")
         self.local = Signal(32, name="local")
@@ -85,11 +94,13 @@ class _Transfer:
         # Commands not yet taken: the reader's or the writer's, the realigner's.
         self.pending = Signal(2, name="pending")
         # ACT words of a store still to request.
-        self.rd_left = Signal(24, name="rd_left")
-        # The store path carries the counter block, from its word ``block_word``.
+        self.rd_left = Countdown(24, "rd_left")
+        # The store path carries the counter block.
         self.counters_out = Signal(name="counters_out")
-        self.block_word = Signal(range(max(1, 8 * BLOCK_BYTES // config.axi_data_width) + 1),
-                                 name="block_word")
+        # Credits for ACT reads: free entries of the store path's read-ahead FIFO, less the
+        # reads in flight to it.
+        self.credits = Signal(range(STORE_DEPTH + 1), name="credits", init=STORE_DEPTH)
+        self.credit = Signal(name="credit", init=1)      # credits != 0
 
 
 class DmaEngine(wiring.Component):
@@ -155,8 +166,19 @@ class DmaEngine(wiring.Component):
         m.d.comb += [reader.start.eq(self.start), self.busy.eq(reader.busy | writer.busy)]
         m.submodules.load = load = Realign(dw)
         m.submodules.store = store = Realign(dw)
-        connect(m, reader.load.beats, load.i)
-        connect(m, store.o, writer.i)
+        # Register slices after both realigners: the destinations' write enables and
+        # addresses (every group's memories, the crossbar) and the writer's W channel start
+        # at flip-flops, and their ``ready`` does not reach back into the realigners.
+        # A third before the load realigner: the external memory's read data (straight from
+        # block RAM on a board) reaches no shifter, and ``rready`` starts at a flip-flop.
+        m.submodules.fetched = fetched = StreamSlice(beat_layout(dw))
+        m.submodules.loaded = loaded = StreamSlice(beat_layout(dw))
+        m.submodules.stored = stored = StreamSlice(beat_layout(dw))
+        connect(m, reader.load.beats, fetched.i)
+        connect(m, fetched.o, load.i)
+        connect(m, load.o, loaded.i)
+        connect(m, store.o, stored.i)
+        connect(m, stored.o, writer.i)
 
         queue = StreamFIFO(dma_command_layout(), DMA_QUEUE)
         m.submodules.queue = ResetInserter({"sync": self.start})(queue)
@@ -165,161 +187,168 @@ class DmaEngine(wiring.Component):
         t = _Transfer(cfg)
         m.d.comb += [self.hazard.space.eq(t.space), self.hazard.lo.eq(t.cmd.dma.local_addr),
                      self.hazard.hi.eq(t.end), self.hazard.groups.eq(t.cmd.dma.group_mask)]
-        self._load_path(m, load, t)
+        self._load_path(m, loaded.o, t)
         self._store_path(m, store, t)
-        self._sequence(m, queue.o, reader, writer, load, store, t)
+        self._sequence(m, queue.o, reader, writer, load, loaded.o, store, t)
         return m
 
-    def _load_path(self, m, load, t):
-        """The realigned words of a load, to ACT or to the groups' memories."""
+    def _load_path(self, m, words, t):
+        """The realigned words of a load (``words``, from the slice), to ACT or to the groups'
+        memories."""
         wb = exact_log2(self._config.axi_bytes)
-        word = t.word
-        to_act = t.space == isa.Space.ACT
+        word, to_act = t.word, t.to_act
         m.d.comb += [
-            load.o.ready.eq(Mux(to_act, self.act_wr.req.ready, 1)),
-            self.act_wr.req.valid.eq(load.o.valid & to_act),
+            words.ready.eq(Mux(to_act, self.act_wr.req.ready, 1)),
+            self.act_wr.req.valid.eq(words.valid & to_act),
             self.act_wr.req.payload.addr.eq(word),
-            self.act_wr.req.payload.data.eq(load.o.payload.data),
-            self.act_wr.req.payload.mask.eq(load.o.payload.mask),
+            self.act_wr.req.payload.data.eq(words.payload.data),
+            self.act_wr.req.payload.mask.eq(words.payload.mask),
         ]
         for g, port in enumerate(self.local):
             chunk = port.payload.chunk
             m.d.comb += [
-                port.valid.eq(load.o.valid & ~to_act & t.cmd.dma.group_mask[g]),
+                port.valid.eq(words.valid & t.to_local[g]),
                 port.payload.space.eq(t.space),
                 chunk.addr.eq(word << wb),
-                chunk.data.eq(load.o.payload.data),
-                chunk.mask.eq(load.o.payload.mask),
+                chunk.data.eq(words.payload.data),
+                chunk.mask.eq(words.payload.mask),
             ]
-        with m.If(load.o.valid & load.o.ready):
+        with m.If(words.valid & words.ready):
             m.d.sync += word.eq(word + 1)
 
     def _store_path(self, m, store, t):
         """The words a store writes, to the store realigner: ``rd_left`` ACT words from
         ``word`` on, read ahead into a FIFO, or the counter block."""
         dw = self._config.axi_data_width
-        word, rd_left, block_word = t.word, t.rd_left, t.block_word
+        word, rd_left = t.word, t.rd_left
         m.submodules.ahead = ahead = StreamFIFO(dw, STORE_DEPTH)
-        room = ahead.level + self.act_rd.resp.valid < STORE_DEPTH
         m.d.comb += [
-            self.act_rd.req.valid.eq((rd_left != 0) & room),
+            self.act_rd.req.valid.eq(rd_left.nonzero & t.credit),
             self.act_rd.req.payload.addr.eq(word),
             ahead.i.valid.eq(self.act_rd.resp.valid),
             ahead.i.payload.eq(self.act_rd.resp.payload.data),
         ]
-        with m.If(self.act_rd.req.valid & self.act_rd.req.ready):
-            m.d.sync += [word.eq(word + 1), rd_left.eq(rd_left - 1)]
+        requested = self.act_rd.req.valid & self.act_rd.req.ready
+        with m.If(requested):
+            m.d.sync += [word.eq(word + 1), *rd_left.decrement()]
+        # The crossbar's ready selects between two results worked out without it.
+        kept = t.credits + (ahead.o.valid & ahead.o.ready)
+        m.d.sync += [t.credits.eq(Mux(requested, kept - 1, kept)),
+                     t.credit.eq(Mux(requested, kept > 1, kept != 0))]
+        # The counter block, shifted a word at a time into the realigner (a multiplexer of
+        # its words was a long path).
         block = self.counters.as_value()
+        block_data = Signal(len(block))
         with m.If(t.counters_out):
-            m.d.comb += [store.i.valid.eq(1), store.i.payload.data.eq(
-                block.word_select(block_word, dw) if len(block) > dw else block)]
+            m.d.comb += [store.i.valid.eq(1), store.i.payload.data.eq(block_data[:dw])]
             with m.If(store.i.ready):
-                m.d.sync += block_word.eq(block_word + 1)
+                m.d.sync += block_data.eq(block_data >> dw)
         with m.Else():
+            m.d.sync += block_data.eq(block)
             m.d.comb += [store.i.valid.eq(ahead.o.valid), store.i.payload.data.eq(ahead.o.payload),
                          ahead.o.ready.eq(store.i.ready)]
 
-    def _sequence(self, m, queue, reader, writer, load, store, t):
+    def _decode(self, m, queue, t):
+        """The IDLE and PREP states: take the next instruction and work out, a cycle later,
+        its byte address in the space, the end of its range and its external beats."""
+        wb = exact_log2(self._config.axi_bytes)
+        dw = self._config.axi_data_width
+        dma = t.cmd.dma
+        with m.State("IDLE"):
+            m.d.comb += queue.ready.eq(1)
+            with m.If(queue.valid):
+                e = queue.payload
+                target = Mux(e.op == isa.GlobalOp.UOP_LOAD, isa.Space.UOP,
+                             Mux(e.op == isa.GlobalOp.DMA_STORE, isa.Space.ACT, e.dma.space))
+                m.d.sync += [t.cmd.eq(e), t.space.eq(target), t.shift.eq(unit_shift(target))]
+                with m.If(e.op == isa.GlobalOp.COUNTERS):
+                    m.d.sync += [t.cmd.dma.length.eq(BLOCK_BYTES), t.cmd.dma.local_addr.eq(0)]
+                m.next = "PREP"
+        with m.State("PREP"):
+            m.d.sync += [t.local.eq(dma.local_addr << t.shift),
+                         t.end.eq(dma.local_addr + (dma.length >> t.shift)),
+                         t.beats.eq(covering_words(_low(dma.ext_addr, wb), dma.length, dw)),
+                         t.to_act.eq(t.space == isa.Space.ACT),
+                         t.to_local.eq(Mux(t.space == isa.Space.ACT, 0, dma.group_mask))]
+            with m.Switch(t.cmd.op):
+                with m.Case(isa.GlobalOp.DMA_LOAD, isa.GlobalOp.UOP_LOAD):
+                    m.next = "LOAD_WAIT"
+                with m.Case(isa.GlobalOp.DMA_STORE):
+                    m.next = "STORE_WAIT"
+                with m.Default():               # COUNTERS STORE
+                    m.d.sync += [t.counters_out.eq(1), t.pending.eq(0b11)]
+                    m.next = "STORE"
+
+    def _sequence(self, m, queue, reader, writer, load, loaded, store, t):
         """The FSM that takes each instruction from ``queue`` and gives its commands to the
         reader or the writer and the realigner, claiming the reader for loads."""
         dw = self._config.axi_data_width
         wb = exact_log2(self._config.axi_bytes)
-        space, local, word, pending = t.space, t.local, t.word, t.pending
-        # The scoreboards' answer is registered (their comparisons, then the OR over groups,
-        # were the design's critical path, into the reader's claim): it holds for the DMA in
-        # ``t`` from the second cycle of the wait on, as every RUN it waits for is released by
-        # the first and later changes only clear conflicts. The cycle is one of STORE_SETUP's
-        # (a load's hides behind the reader's last fetch, within LOAD_SETUP).
-        conflict = Signal()
+        local, word, pending = t.local, t.word, t.pending
+        # The scoreboards' answers are registered (their comparisons were the design's
+        # critical path, into the reader's claim): they hold for the DMA in ``t`` from the
+        # second cycle of the wait on, as every RUN it waits for is released by the first and
+        # later changes only clear conflicts. The cycle is one of STORE_SETUP's (a load's
+        # hides behind the reader's last fetch, within LOAD_SETUP).
+        conflict = Signal.like(self.conflict)
         checked = Signal()
-        m.d.sync += [conflict.eq(self.conflict.any()), checked.eq(0)]
-        clear = checked & ~conflict
+        m.d.sync += [conflict.eq(self.conflict), checked.eq(0)]
+        clear = checked & ~conflict.any()
         dma = t.cmd.dma
-        read, claim = reader.load.cmd, reader.claim
+        read = reader.load.cmd
+        # The claim on the reader is a register (it selects the reader's command): it rises
+        # the cycle after the load is clear to start, and falls when the load is done.
+        claim = Signal()
+        m.d.comb += reader.claim.eq(claim)
+        # The commands' payloads come from registers whatever the state (their valids do not).
+        m.d.comb += [
+            read.payload.addr.eq(_aligned(dma.ext_addr, wb)),
+            read.payload.beats.eq(t.beats),
+            writer.cmd.payload.addr.eq(_aligned(dma.ext_addr, wb)),
+            writer.cmd.payload.beats.eq(t.beats),
+        ]
+        for realign, src, dst in ((load, dma.ext_addr, local), (store, local, dma.ext_addr)):
+            m.d.comb += [realign.cmd.payload.src_offset.eq(_low(src, wb)),
+                         realign.cmd.payload.dst_offset.eq(_low(dst, wb)),
+                         realign.cmd.payload.length.eq(dma.length)]
         with m.FSM(name="dma"):
-            with m.State("IDLE"):
-                m.d.comb += queue.ready.eq(1)
-                with m.If(queue.valid):
-                    e = queue.payload
-                    target = Mux(e.op == isa.GlobalOp.UOP_LOAD, isa.Space.UOP,
-                                 Mux(e.op == isa.GlobalOp.DMA_STORE, isa.Space.ACT, e.dma.space))
-                    m.d.sync += [t.cmd.eq(e), space.eq(target),
-                                 local.eq(e.dma.local_addr << unit_shift(target)),
-                                 t.end.eq(e.dma.local_addr + (e.dma.length >>
-                                                              unit_shift(target)))]
-                    with m.Switch(e.op):
-                        with m.Case(isa.GlobalOp.DMA_LOAD, isa.GlobalOp.UOP_LOAD):
-                            m.next = "LOAD_WAIT"
-                        with m.Case(isa.GlobalOp.DMA_STORE):
-                            m.next = "STORE_WAIT"
-                        with m.Default():               # COUNTERS STORE
-                            m.d.sync += [t.block_word.eq(0), t.counters_out.eq(1),
-                                         pending.eq(0b11)]
-                            m.next = "COUNTERS"
+            self._decode(m, queue, t)
             with m.State("LOAD_WAIT"):
                 m.d.sync += checked.eq(1)
-                m.d.comb += claim.eq(clear)
-                with m.If(clear & ~reader.busy):
+                with m.If(clear):
+                    m.d.sync += claim.eq(1)
+                with m.If(claim & ~reader.busy):
                     m.d.sync += [pending.eq(0b11), word.eq(local[wb:])]
                     m.next = "LOAD"
             with m.State("LOAD"):
-                ext_offset = _low(dma.ext_addr, wb)
-                m.d.comb += [
-                    claim.eq(1),
-                    read.valid.eq(pending[0]),
-                    read.payload.addr.eq(_aligned(dma.ext_addr, wb)),
-                    read.payload.beats.eq(covering_words(ext_offset, dma.length, dw)),
-                    load.cmd.valid.eq(pending[1]),
-                    load.cmd.payload.src_offset.eq(ext_offset),
-                    load.cmd.payload.dst_offset.eq(_low(local, wb)),
-                    load.cmd.payload.length.eq(dma.length),
-                ]
+                m.d.comb += [read.valid.eq(pending[0]), load.cmd.valid.eq(pending[1])]
                 left = pending & ~Cat(read.ready, load.cmd.ready)
                 m.d.sync += pending.eq(left)
                 with m.If(left == 0):
                     m.next = "LOAD_END"
             with m.State("LOAD_END"):
-                m.d.comb += claim.eq(1)
-                with m.If(load.cmd.ready):        # the realigner has produced every word
-                    m.d.sync += self.finished.eq(self.finished + 1)
+                # The realigner has produced every word and the slice has passed the last on.
+                with m.If(load.cmd.ready & ~loaded.valid):
+                    m.d.sync += [self.finished.eq(self.finished + 1), claim.eq(0)]
                     m.next = "IDLE"
             with m.State("STORE_WAIT"):
                 m.d.sync += checked.eq(1)
                 with m.If(clear):
                     m.d.sync += [pending.eq(0b11), word.eq(local[wb:]),
-                                 t.rd_left.eq(covering_words(_low(local, wb), dma.length, dw))]
+                                 *t.rd_left.load(covering_words(_low(local, wb), dma.length,
+                                                                dw))]
                     m.next = "STORE"
             with m.State("STORE"):
-                self._store_commands(m, writer, store, pending, dma.ext_addr, dma.length,
-                                     _low(local, wb))
-                with m.If(pending == 0):
-                    m.next = "STORE_END"
-            with m.State("COUNTERS"):
-                self._store_commands(m, writer, store, pending, dma.ext_addr,
-                                     Const(BLOCK_BYTES, 24), Const(0, max(1, wb)))
+                m.d.comb += [writer.cmd.valid.eq(pending[0]), store.cmd.valid.eq(pending[1])]
+                m.d.sync += pending.eq(pending & ~Cat(writer.cmd.ready, store.cmd.ready))
                 with m.If(pending == 0):
                     m.next = "STORE_END"
             with m.State("STORE_END"):
-                with m.If(~writer.busy & store.cmd.ready & (t.rd_left == 0) & ~t.counters_out):
+                with m.If(~writer.busy & store.cmd.ready & ~t.rd_left.nonzero &
+                          ~t.counters_out):
                     m.d.sync += self.finished.eq(self.finished + 1)
                     m.next = "IDLE"
                 with m.If(t.counters_out & store.cmd.ready):
                     m.d.sync += t.counters_out.eq(0)
         with m.If(self.start):
             m.d.sync += self.finished.eq(0)
-
-    def _store_commands(self, m, writer, store, pending, ext_addr, length, src_offset):
-        """Offer the writer's and the store realigner's commands until both are taken."""
-        dw = self._config.axi_data_width
-        wb = exact_log2(self._config.axi_bytes)
-        dst_offset = _low(ext_addr, wb)
-        m.d.comb += [
-            writer.cmd.valid.eq(pending[0]),
-            writer.cmd.payload.addr.eq(_aligned(ext_addr, wb)),
-            writer.cmd.payload.beats.eq(covering_words(dst_offset, length, dw)),
-            store.cmd.valid.eq(pending[1]),
-            store.cmd.payload.src_offset.eq(src_offset),
-            store.cmd.payload.dst_offset.eq(dst_offset),
-            store.cmd.payload.length.eq(length),
-        ]
-        m.d.sync += pending.eq(pending & ~Cat(writer.cmd.ready, store.cmd.ready))

@@ -66,8 +66,16 @@ class Fetcher(wiring.Component):
         fetch_bytes = per_fetch * isa.GLOBAL_BYTES
         inflight = Signal(range(queue_insns + 1))    # fetched instructions not yet queued
         cmd = self.read.cmd
+        # Whether the queue has room for another fetch, registered (the queue's level was a
+        # long path into the reader's command): computed from this cycle's level, in-flight
+        # count and fetch, ignoring this cycle's dequeue, so it is never optimistic and
+        # lags a dequeue by a cycle.
+        room = Signal(init=1)
+        taken = cmd.valid & cmd.ready
+        m.d.sync += room.eq(queue.level + inflight + per_fetch * taken + per_fetch
+                            <= queue_insns)
         m.d.comb += [
-            cmd.valid.eq(self.running & (queue.level + inflight + per_fetch <= queue_insns)),
+            cmd.valid.eq(self.running & room),
             cmd.payload.addr.eq(self.pc),
             cmd.payload.beats.eq(fetch_bytes // cfg.axi_bytes),
         ]
@@ -80,7 +88,7 @@ class Fetcher(wiring.Component):
         with m.Elif(queued):
             m.d.sync += inflight.eq(inflight - 1)
         with m.If(self.start):
-            m.d.sync += self.pc.eq(self.base)
+            m.d.sync += [self.pc.eq(self.base), room.eq(1)]
 
         fetch_ready = self._pack(m, queue.i)
         # Beats fetched for a finished program are dropped.

@@ -37,8 +37,10 @@ class Issue(wiring.Component):
     counts the DMAs the engine has completed: the DMA engine is idle when it has completed
     every DMA issued. ``busy`` and ``waiting`` tell, per group, whether it holds any RUN (in
     its scoreboard or executing) and whether its scoreboard holds a RUN not yet handed to the
-    group. ``end`` pulses when END issues; ``error`` is high while an undefined opcode is at
-    the head. ``start`` zeroes the DMA numbering.
+    group. BARRIER, ROUTE, COUNTERS and END see the DMA engine, ``busy`` and ``waiting``
+    through registers: they issue :data:`~flexigan.hw.arch.timing.WAIT_DELAY` cycles after
+    the work they wait for has ended. ``end`` pulses when END issues; ``error`` is high while
+    an undefined opcode is at the head. ``start`` zeroes the DMA numbering.
 
     Parameters
     ----------
@@ -82,7 +84,16 @@ class Issue(wiring.Component):
         issue = Signal()                          # the head instruction issues this cycle
         issued = Signal(SEQ_BITS)                 # DMA instructions issued
         last_dma = [Signal(SEQ_BITS, name=f"last_dma{g}") for g in range(groups)]
-        dma_idle = issued == self.dma_finished
+        # What BARRIER, ROUTE, COUNTERS and END wait on, registered (from the scoreboards and
+        # the DMA engine, these were long paths into the queues' read and write enables). A
+        # RUN or DMA issuing this cycle counts in the registers as busy, as the scoreboards
+        # and the DMA numbers show it from the next cycle; the end of work is seen a cycle
+        # late (WAIT_DELAY).
+        runs = Cat(run.valid & run.ready for run in self.run)
+        busy, waiting, dma_idle, quiet = Signal(groups), Signal(groups), Signal(), Signal()
+        idle_now = (issued == self.dma_finished) & ~(self.dma.valid & self.dma.ready)
+        m.d.sync += [busy.eq(self.busy | runs), waiting.eq(self.waiting | runs),
+                     dma_idle.eq(idle_now), quiet.eq(idle_now & ~(self.busy | runs).any())]
         m.d.comb += [self.insn.ready.eq(issue), self.events.instruction.eq(issue),
                      self.events.dma_bytes.payload.eq(args.dma.length)]
         for g, run in enumerate(self.run):
@@ -90,61 +101,55 @@ class Issue(wiring.Component):
         with m.If(self.start):
             m.d.sync += [issued.eq(0), *(t.eq(0) for t in last_dma)]
 
-        with m.If(self.running & self.insn.valid):
-            with m.Switch(op):
-                with m.Case(isa.GlobalOp.NOP):
-                    m.d.comb += issue.eq(1)
-                with m.Case(isa.GlobalOp.DMA_LOAD, isa.GlobalOp.DMA_STORE,
-                            isa.GlobalOp.UOP_LOAD):
-                    self._dma(m, op, args, issue, issued, last_dma)
-                with m.Case(isa.GlobalOp.ROUTE):
-                    # After the RUNs before it have left for their groups.
-                    route_mask = args.route.group_mask[:groups]
-                    m.d.comb += [issue.eq(~(route_mask & self.waiting).any()),
-                                 self.route.valid.eq(issue), self.route.payload.eq(args.route)]
-                with m.Case(isa.GlobalOp.RUN):
-                    run_mask = args.run.group_mask
-                    ready = Cat(run.ready for run in self.run)
-                    free = (~run_mask[:groups] | ready).all()
-                    m.d.comb += [issue.eq(free), self.events.run.eq(free)]
-                    for g, run in enumerate(self.run):
-                        m.d.comb += run.valid.eq(run_mask[g] & free)
-                with m.Case(isa.GlobalOp.BARRIER):
-                    barrier_mask = args.barrier.group_mask[:groups]
-                    m.d.comb += issue.eq(dma_idle & ((self.busy & barrier_mask) == 0))
-                with m.Case(isa.GlobalOp.COUNTERS, isa.GlobalOp.END):
-                    # COUNTERS and END first wait for all work, as the simulator does.
-                    m.d.comb += issue.eq(dma_idle & ~self.busy.any())
-                    with m.If(issue):
-                        self._counters_or_end(m, op, args, issued)
-                with m.Default():
-                    m.d.comb += self.error.eq(1)
+        # Flat decode: each output is a sum of products of the opcode's classes (a nested
+        # Switch left several levels of multiplexers between the head and the queues).
+        head = self.running & self.insn.valid
+        Op = isa.GlobalOp
+        is_dma = op.as_value().matches(Op.DMA_LOAD.value, Op.DMA_STORE.value,
+                                       Op.UOP_LOAD.value)
+        is_route, is_run, is_barrier = op == Op.ROUTE, op == Op.RUN, op == Op.BARRIER
+        is_counters, is_end = op == Op.COUNTERS, op == Op.END
+        storing = args.counters.action == isa.CounterAction.STORE
+        run_mask = args.run.group_mask[:groups]
+        free = (~run_mask | Cat(run.ready for run in self.run)).all()
+        # ROUTE after the RUNs before it have left for their groups; COUNTERS and END after
+        # all work, as the simulator does.
+        routed = ~(args.route.group_mask[:groups] & waiting).any()
+        barred = dma_idle & ~(busy & args.barrier.group_mask[:groups]).any()
+        counted = head & is_counters & quiet
+        m.d.comb += [
+            issue.eq(head & ((op == Op.NOP) | is_dma & self.dma.ready | is_route & routed |
+                             is_run & free | is_barrier & barred |
+                             (is_counters | is_end) & quiet)),
+            self.error.eq(head & ~op.as_value().matches(*(o.value for o in Op))),
+            self.route.valid.eq(head & is_route & routed),
+            self.route.payload.eq(args.route),
+            self.events.run.eq(head & is_run & free),
+            *(run.valid.eq(head & is_run & run_mask[g] & free)
+              for g, run in enumerate(self.run)),
+            self.end.eq(head & is_end & quiet),
+            self.events.reset.eq(counted & ~storing),
+            # COUNTERS STORE: the block of this cycle's counters, written by the DMA engine.
+            self.events.store.eq(counted & storing),
+            self.dma.valid.eq(head & is_dma | counted & storing),
+            self.dma.payload.op.eq(op),
+            self.dma.payload.dma.eq(args.dma),
+            self.events.dma_bytes.valid.eq(head & is_dma & self.dma.ready),
+        ]
+        with m.If(is_counters):
+            m.d.comb += self.dma.payload.dma.ext_addr.eq(args.counters.ext_addr)
+        self._number(m, op, args, issued, last_dma)
         return m
 
-    def _dma(self, m, op, args, issue, issued, last_dma):
-        """DMA_LOAD, DMA_STORE, UOP_LOAD: into the DMA queue, numbered."""
+    def _number(self, m, op, args, issued, last_dma):
+        """Number the DMAs as they enter the DMA queue; remember each group's last."""
         all_groups = (1 << self._config.groups) - 1
         dma_mask = Mux(op == isa.GlobalOp.DMA_LOAD,
                        Mux(args.dma.space == isa.Space.ACT, all_groups, args.dma.group_mask),
                        Mux(op == isa.GlobalOp.UOP_LOAD, args.dma.group_mask, all_groups))
-        m.d.comb += [self.dma.valid.eq(1), self.dma.payload.op.eq(op),
-                     self.dma.payload.dma.eq(args.dma), issue.eq(self.dma.ready),
-                     self.events.dma_bytes.valid.eq(issue)]
-        with m.If(issue):
+        with m.If(self.dma.valid & self.dma.ready):
             m.d.sync += issued.eq(issued + 1)
-            for g, last in enumerate(last_dma):
-                with m.If(dma_mask[g]):
-                    m.d.sync += last.eq(issued + 1)
-
-    def _counters_or_end(self, m, op, args, issued):
-        """COUNTERS or END, issuing this cycle."""
-        with m.If(op == isa.GlobalOp.END):
-            m.d.comb += self.end.eq(1)
-        with m.Elif(args.counters.action == isa.CounterAction.RESET):
-            m.d.comb += self.events.reset.eq(1)
-        with m.Else():
-            # COUNTERS STORE: the block of this cycle's counters, written by the DMA engine.
-            m.d.comb += [self.events.store.eq(1), self.dma.valid.eq(1),
-                         self.dma.payload.op.eq(op),
-                         self.dma.payload.dma.ext_addr.eq(args.counters.ext_addr)]
-            m.d.sync += issued.eq(issued + 1)
+            with m.If(op != isa.GlobalOp.COUNTERS):
+                for g, last in enumerate(last_dma):
+                    with m.If(dma_mask[g]):
+                        m.d.sync += last.eq(issued + 1)

@@ -6,7 +6,8 @@ tests/hw/test_accelerator.py). It charges the constants of :mod:`flexigan.hw.arc
 sees an instruction only through what :mod:`.semantics` returns for it.
 
 The controller issues one instruction per cycle, in order, from a prefetch queue of
-``config.queue_insns`` instructions; BARRIER waits. Instruction fetch reads
+``config.queue_insns`` instructions; BARRIER waits (and sees the end of what it waits for
+:data:`WAIT_DELAY` cycles late). Instruction fetch reads
 ``config.fetch_insns`` instructions at a time through the AXI read port it shares with DMA
 loads; each instruction is in the queue :data:`FETCH_DELAY` cycles after its last beat (not the
 fetch's). The port serves one transfer at a time, each taking the first gap that fits from when
@@ -50,6 +51,7 @@ from ...hw.arch.timing import (
     SCAN_CYCLES,
     SCAN_DRAIN,
     STORE_SETUP,
+    WAIT_DELAY,
 )
 from .pipeline import RunFlow, fair_slowdowns, run_work
 
@@ -188,7 +190,8 @@ class CycleModel:
 
     def barrier(self, groups):
         """Wait until ``groups`` are idle and all DMA is done."""
-        self.now = max([self.now, self.dma_free] + [self.group_free[g] for g in groups])
+        self.now = max([self.now, self.dma_free + WAIT_DELAY]
+                       + [self.group_free[g] + WAIT_DELAY for g in groups])
 
     def reset_counters(self):
         """COUNTERS RESET of the busy and stall cycles."""

@@ -22,6 +22,7 @@ from flexigan.hw.arch.timing import (
     ISSUE_CYCLES,
     LOAD_SETUP,
     POST_DRAIN,
+    WAIT_DELAY,
 )
 from flexigan.sim import isa_sim
 from flexigan.sim.isa_sim import ProgramError, run, simulate
@@ -140,7 +141,7 @@ def test_dma_costs_latency_once_plus_bytes_per_beat():
     # The first fetch of two instructions holds the read port; the load, issued with the
     # first instruction's last beat, takes the port before the second fetch.
     fetch = isa_sim.transfer_cycles(SMALL, 2 * isa.GLOBAL_BYTES)
-    assert result.cycles == fetch + 10 + 10 + LOAD_SETUP
+    assert result.cycles == fetch + 10 + 10 + LOAD_SETUP + WAIT_DELAY
     assert result.counters["dma_bytes"] == 40
 
 
@@ -151,7 +152,7 @@ def test_barrier_waits_for_all_dma():
     barrier, nop = timed("BARRIER group_mask=0"), timed("NOP")
     # The load ends as in the test above; a NOP in the BARRIER's place issues long before.
     fetch = isa_sim.transfer_cycles(SMALL, 2 * isa.GLOBAL_BYTES)
-    assert barrier.time[1] == fetch + 10 + 10 + LOAD_SETUP > nop.time[1]
+    assert barrier.time[1] == fetch + 10 + 10 + LOAD_SETUP + WAIT_DELAY > nop.time[1]
 
 
 def test_barrier_waits_for_the_runs_of_its_groups_only():

@@ -1,0 +1,38 @@
+"""A down counter whose zero and one tests are registers.
+
+Transfer counters are wide (24 bits): tested combinationally, ``count != 0`` and
+``count == 1`` are a few LUT levels at the start of every path that asks whether a transfer
+is done. Here both are flip-flops, set from the value loaded or from the count before a
+decrement, so the tests cost nothing and the compares sit beside the counter's own carry
+chain.
+"""
+
+from amaranth.hdl import Signal
+
+__all__ = ["Countdown"]
+
+
+class Countdown:
+    """A ``width``-bit down counter ``count`` with registered ``nonzero`` and ``one``.
+
+    Contract: the flags always agree with ``count`` (no added latency): ``load`` and
+    ``decrement`` return the ``sync`` statements that change all three together. Decrementing
+    a zero count is not allowed.
+    """
+
+    def __init__(self, width, name):
+        self.count = Signal(width, name=name)
+        self.nonzero = Signal(name=f"{name}_nonzero")
+        self.one = Signal(name=f"{name}_one")
+
+    def load(self, value, *, nonzero=None, one=None):
+        """Statements that set the count to ``value``; ``nonzero`` and ``one`` may give the
+        flags from a shorter path than ``value``'s own compares."""
+        return [self.count.eq(value),
+                self.nonzero.eq(value != 0 if nonzero is None else nonzero),
+                self.one.eq(value == 1 if one is None else one)]
+
+    def decrement(self):
+        """Statements that count down by one."""
+        return [self.count.eq(self.count - 1), self.nonzero.eq(~self.one),
+                self.one.eq(self.count == 2)]
