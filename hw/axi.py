@@ -16,7 +16,8 @@ from .countdown import Countdown
 from .realign import beat_layout
 
 __all__ = ["axi4_read_signature", "axi4_write_signature", "axi4_signature",
-           "axi4_lite_signature", "burst_command_layout", "AxiBurstReader", "AxiBurstWriter",
+           "axi4_lite_signature", "RESP_ERROR_BIT", "burst_command_layout", "AxiBurstReader",
+           "AxiBurstWriter",
            "RegisterField", "register_addresses", "AxiLiteRegisters"]
 
 #: AXI4 ``AxBURST`` encoding of incrementing bursts.
@@ -25,6 +26,8 @@ BURST_INCR = 1
 BOUNDARY = 4096
 #: AXI4 INCR bursts have at most 256 beats.
 MAX_BEATS = 256
+#: The bit of ``RRESP``/``BRESP`` set in the error responses, SLVERR (2) and DECERR (3).
+RESP_ERROR_BIT = 1
 
 
 def _check_data_width(data_width):
@@ -136,6 +139,15 @@ class _BurstSplitter:
                 self.length.eq(length), self.rest.eq(rest), self.active.eq(self.rest != 0)]
 
 
+def _sticky_error(m, error, response, clear):
+    """``error`` rises the cycle after ``response`` (an error response handshaken) and holds
+    until ``clear``."""
+    with m.If(clear):
+        m.d.sync += error.eq(0)
+    with m.Elif(response):
+        m.d.sync += error.eq(1)
+
+
 def _max_beats(config):
     """Beats of the longest burst: a power of two, at most 256 beats, ``burst_bytes`` and
     4 KiB."""
@@ -154,6 +166,11 @@ class AxiBurstReader(wiring.Component):
     ID, so data returns in order). ``o`` stalling stalls the R channel. A command of 0 beats
     does nothing. ``busy`` is high from the command until its final beat has left.
 
+    An error response (``rresp`` SLVERR or DECERR) does not change the beats' timing: every
+    beat still arrives and leaves on ``o`` (its data is what the slave sent), so no burst is
+    left half read; ``error`` rises the cycle after the first such beat and holds until
+    ``clear``.
+
     Parameters
     ----------
     config : AcceleratorConfig
@@ -166,6 +183,8 @@ class AxiBurstReader(wiring.Component):
     o : Out(stream.Signature(beat_layout(axi_data_width)))
         ``mask`` is all ones.
     busy : Out(1)
+    error : Out(1)
+    clear : In(1)
     """
 
     def __init__(self, config):
@@ -176,6 +195,8 @@ class AxiBurstReader(wiring.Component):
             "cmd": In(stream.Signature(burst_command_layout())),
             "o": Out(stream.Signature(beat_layout(dw))),
             "busy": Out(1),
+            "error": Out(1),
+            "clear": In(1),
         })
 
     def elaborate(self, platform):
@@ -203,6 +224,8 @@ class AxiBurstReader(wiring.Component):
         ]
         with m.If(axi.rvalid & axi.rready):
             m.d.sync += remaining.decrement()
+        _sticky_error(m, self.error, axi.rvalid & axi.rready & axi.rresp[RESP_ERROR_BIT],
+                      self.clear)
         with m.If(self.cmd.valid & self.cmd.ready):
             m.d.sync += [*bursts.start(), *remaining.load(self.cmd.payload.beats)]
         return m
@@ -217,6 +240,10 @@ class AxiBurstWriter(wiring.Component):
     ``busy`` stays high until every burst's write response has arrived, so when it falls the
     data is in memory. A command of 0 beats does nothing.
 
+    An error response (``bresp`` SLVERR or DECERR) is counted as any response (every burst's
+    data is still sent, so no handshake is left pending); ``error`` rises the cycle after it
+    and holds until ``clear``.
+
     Parameters
     ----------
     config : AcceleratorConfig
@@ -228,6 +255,8 @@ class AxiBurstWriter(wiring.Component):
     i : In(stream.Signature(beat_layout(axi_data_width)))
         ``mask`` gives the byte strobes; ``last`` is not used.
     busy : Out(1)
+    error : Out(1)
+    clear : In(1)
     """
 
     def __init__(self, config):
@@ -238,6 +267,8 @@ class AxiBurstWriter(wiring.Component):
             "cmd": In(stream.Signature(burst_command_layout())),
             "i": In(stream.Signature(beat_layout(dw))),
             "busy": Out(1),
+            "error": Out(1),
+            "clear": In(1),
         })
 
     def elaborate(self, platform):
@@ -264,6 +295,7 @@ class AxiBurstWriter(wiring.Component):
             m.d.sync += [responses.eq(responses + 1), waiting.eq(1)]
         with m.If(answered & ~issued):
             m.d.sync += [responses.eq(responses - 1), waiting.eq(responses != 1)]
+        _sticky_error(m, self.error, answered & axi.bresp[RESP_ERROR_BIT], self.clear)
 
         last = w.length == 1
         sending = w.active

@@ -11,13 +11,16 @@ from dataclasses import dataclass
 from . import isa
 
 __all__ = ["ACCESS", "RegisterField", "register_addresses", "STATUS_BITS", "STATUS_BUSY",
-           "STATUS_DONE", "STATUS_ERROR", "registers"]
+           "STATUS_DONE", "STATUS_ERROR", "STATUS_BUS_ERROR", "registers"]
 
 #: How the host and the design share a field (see :class:`RegisterField`).
 ACCESS = ("rw", "ro", "strobe")
-#: Bits of the ``status`` register, least significant first.
-STATUS_BITS = ("busy", "done", "error")
-STATUS_BUSY, STATUS_DONE, STATUS_ERROR = (1 << k for k in range(len(STATUS_BITS)))
+#: Bits of the ``status`` register, least significant first. ``error``: the program stopped
+#: before END (an undefined opcode, a group's error or a bus error); ``bus_error``, with
+#: ``error``: an AXI4 error response (SLVERR or DECERR) to a fetch or a DMA stopped it.
+STATUS_BITS = ("busy", "done", "error", "bus_error")
+STATUS_BUSY, STATUS_DONE, STATUS_ERROR, STATUS_BUS_ERROR = (1 << k
+                                                            for k in range(len(STATUS_BITS)))
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,14 @@ from amaranth.lib.wiring import In, Out, connect, flipped
 
 from ..arch import isa
 from ..arch.config import RUN_SLOTS
-from ..arch.registers import STATUS_BITS, STATUS_BUSY, STATUS_DONE, STATUS_ERROR, registers
+from ..arch.registers import (
+    STATUS_BITS,
+    STATUS_BUS_ERROR,
+    STATUS_BUSY,
+    STATUS_DONE,
+    STATUS_ERROR,
+    registers,
+)
 from ..axi import AxiLiteRegisters, axi4_lite_signature, axi4_signature
 from ..crossbar import read_port_signature, write_port_signature
 from ..group import act_tag_layout, local_write_layout, slot_layout
@@ -53,7 +60,8 @@ from .dma import DmaEngine
 from .fetch import Fetcher
 from .issue import Issue
 
-__all__ = ["STATUS_BUSY", "STATUS_DONE", "STATUS_ERROR", "registers", "Controller"]
+__all__ = ["STATUS_BUSY", "STATUS_DONE", "STATUS_ERROR", "STATUS_BUS_ERROR", "registers",
+           "Controller"]
 
 
 class Controller(wiring.Component):
@@ -62,7 +70,12 @@ class Controller(wiring.Component):
     Contract: ``start`` (a register strobe) while not busy resets the counters and runs the
     program at ``base`` until END; then ``status`` reads done and ``done`` is high until the
     next start. An undefined opcode stops the program with done and error set; a group's
-    ``error`` sets error too. The program base must be aligned to ``max(32, axi_bytes)``.
+    ``error`` sets error too. An error response on the AXI4 master port (SLVERR or DECERR, to
+    an instruction fetch or a DMA) while running stops the program with done, error and
+    bus_error set: from the cycle after the response, no instruction issues and no fetch or
+    DMA transfer starts; the transfer under way completes its handshakes, and the DMAs queued
+    are dropped (see :class:`.DmaEngine`). A ``start`` waits until that has drained. The
+    program base must be aligned to ``max(32, axi_bytes)``.
 
     Parameters
     ----------
@@ -143,8 +156,10 @@ class Controller(wiring.Component):
         self._scoreboards(m, issue, dma)
 
         running, start = self._program(m, regs, issue, dma)
-        for part in (fetch, issue, counters):
-            m.d.comb += part.running.eq(running)
+        # A bus error stops fetch and issue at once (the error register is a cycle late).
+        for part in (fetch, issue):
+            m.d.comb += part.running.eq(running & ~dma.error)
+        m.d.comb += counters.running.eq(running)
         for part in (fetch, issue, dma, counters):
             m.d.comb += part.start.eq(start)
         return m
@@ -183,21 +198,26 @@ class Controller(wiring.Component):
         start = Signal()                 # the host's start waits for the last fetches
         done = Signal()
         error = Signal()
+        bus_error = Signal()
         restart = Signal()
         status = Signal(data.StructLayout(dict.fromkeys(STATUS_BITS, 1)))
         m.d.comb += [status.busy.eq(running | start), status.done.eq(done),
-                     status.error.eq(error), regs.status.eq(status), self.done.eq(done)]
+                     status.error.eq(error), status.bus_error.eq(bus_error),
+                     regs.status.eq(status), self.done.eq(done)]
         with m.If(self.group_error.any()):
             m.d.sync += error.eq(1)
         with m.If(issue.end):
             m.d.sync += [running.eq(0), done.eq(1)]
         with m.If(issue.error):
             m.d.sync += [error.eq(1), done.eq(1), running.eq(0)]
+        with m.If(running & dma.error):
+            m.d.sync += [error.eq(1), bus_error.eq(1), done.eq(1), running.eq(0)]
         with m.If(~running):
             # The start strobe waits while fetches of the last program drain.
             with m.If(regs.start):
                 m.d.sync += [start.eq(1), done.eq(0)]
             with m.If((regs.start | start) & ~dma.busy):
                 m.d.comb += restart.eq(1)
-                m.d.sync += [start.eq(0), running.eq(1), done.eq(0), error.eq(0)]
+                m.d.sync += [start.eq(0), running.eq(1), done.eq(0), error.eq(0),
+                             bus_error.eq(0)]
         return running, restart

@@ -101,6 +101,8 @@ class _Transfer:
         # reads in flight to it.
         self.credits = Signal(range(STORE_DEPTH + 1), name="credits", init=STORE_DEPTH)
         self.credit = Signal(name="credit", init=1)      # credits != 0
+        # The sequencer waits for an instruction.
+        self.idle = Signal(name="idle")
 
 
 class DmaEngine(wiring.Component):
@@ -113,7 +115,13 @@ class DmaEngine(wiring.Component):
     a load has the reader (``claim`` on :class:`.SharedReader`) from then until its last word
     is written, and ``fetch`` has it otherwise. ``counters`` must hold the block a COUNTERS
     STORE writes until it is done. ``start`` empties the queue and zeroes ``finished``.
-    ``busy`` is high while the reader or the writer is.
+    ``busy`` is high while the reader or the writer is, or an instruction is queued or running.
+
+    ``error``: the reader or the writer got an error response (SLVERR, DECERR) since
+    ``start``. From then on the engine starts no transfer: the one under way completes every
+    handshake (its beats are read or sent, whatever their data), and each DMA still queued or
+    waiting for a hazard is dropped and counted in ``finished``, so the RUNs that wait for it
+    leave the scoreboards and nothing waits forever.
 
     Parameters
     ----------
@@ -133,6 +141,7 @@ class DmaEngine(wiring.Component):
     finished : Out(SEQ_BITS)
     start : In(1)
     busy : Out(1)
+    error : Out(1)
     """
 
     def __init__(self, config):
@@ -152,6 +161,7 @@ class DmaEngine(wiring.Component):
             "finished": Out(SEQ_BITS),
             "start": In(1),
             "busy": Out(1),
+            "error": Out(1),
         })
 
     def elaborate(self, platform):
@@ -163,7 +173,8 @@ class DmaEngine(wiring.Component):
         connect(m, reader.axi, flipped(self.axi.read))
         connect(m, writer.axi, flipped(self.axi.write))
         connect(m, flipped(self.fetch), reader.fetch)
-        m.d.comb += [reader.start.eq(self.start), self.busy.eq(reader.busy | writer.busy)]
+        m.d.comb += [reader.start.eq(self.start), writer.clear.eq(self.start),
+                     self.error.eq(reader.error | writer.error)]
         m.submodules.load = load = Realign(dw)
         m.submodules.store = store = Realign(dw)
         # Register slices after both realigners: the destinations' write enables and
@@ -185,6 +196,7 @@ class DmaEngine(wiring.Component):
         connect(m, flipped(self.cmd), queue.i)
 
         t = _Transfer(cfg)
+        m.d.comb += self.busy.eq(reader.busy | writer.busy | ~t.idle | queue.o.valid)
         m.d.comb += [self.hazard.space.eq(t.space), self.hazard.lo.eq(t.cmd.dma.local_addr),
                      self.hazard.hi.eq(t.end), self.hazard.groups.eq(t.cmd.dma.group_mask)]
         self._load_path(m, loaded.o, t)
@@ -255,8 +267,10 @@ class DmaEngine(wiring.Component):
         dw = self._config.axi_data_width
         dma = t.cmd.dma
         with m.State("IDLE"):
-            m.d.comb += queue.ready.eq(1)
-            with m.If(queue.valid):
+            m.d.comb += [queue.ready.eq(1), t.idle.eq(1)]
+            with m.If(queue.valid & self.error):
+                m.d.sync += self.finished.eq(self.finished + 1)      # dropped
+            with m.Elif(queue.valid):
                 e = queue.payload
                 target = Mux(e.op == isa.GlobalOp.UOP_LOAD, isa.Space.UOP,
                              Mux(e.op == isa.GlobalOp.DMA_STORE, isa.Space.ACT, e.dma.space))
@@ -317,7 +331,9 @@ class DmaEngine(wiring.Component):
                 m.d.sync += checked.eq(1)
                 with m.If(clear):
                     m.d.sync += claim.eq(1)
-                with m.If(claim & ~reader.busy):
+                with m.If(self.error):
+                    self._drop(m, claim)
+                with m.Elif(claim & ~reader.busy):
                     m.d.sync += [pending.eq(0b11), word.eq(local[wb:])]
                     m.next = "LOAD"
             with m.State("LOAD"):
@@ -333,7 +349,9 @@ class DmaEngine(wiring.Component):
                     m.next = "IDLE"
             with m.State("STORE_WAIT"):
                 m.d.sync += checked.eq(1)
-                with m.If(clear):
+                with m.If(self.error):
+                    self._drop(m, claim)
+                with m.Elif(clear):
                     m.d.sync += [pending.eq(0b11), word.eq(local[wb:]),
                                  *t.rd_left.load(covering_words(_low(local, wb), dma.length,
                                                                 dw))]
@@ -352,3 +370,8 @@ class DmaEngine(wiring.Component):
                     m.d.sync += t.counters_out.eq(0)
         with m.If(self.start):
             m.d.sync += self.finished.eq(0)
+
+    def _drop(self, m, claim):
+        """After an error response: count the waiting DMA as done without starting it."""
+        m.d.sync += [self.finished.eq(self.finished + 1), claim.eq(0)]
+        m.next = "IDLE"

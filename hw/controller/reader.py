@@ -33,7 +33,9 @@ class SharedReader(wiring.Component):
     of the client whose command the reader took last: when ``claim`` rises only once the reader
     is not ``busy`` and falls only once the load's beats have left, each client gets exactly
     the beats of its own commands. ``start`` (with the reader idle) hands the beats to
-    ``load``, as after a load. No added latency: this is the reader's timing.
+    ``load``, as after a load. No added latency: this is the reader's timing. ``error``: an
+    error response came since the last ``start`` (the reader's ``error``, which ``start``
+    clears).
 
     Parameters
     ----------
@@ -47,6 +49,7 @@ class SharedReader(wiring.Component):
     start : In(1)
     busy : Out(1)
         A command's beats have not all left.
+    error : Out(1)
     """
 
     def __init__(self, config):
@@ -59,13 +62,15 @@ class SharedReader(wiring.Component):
             "claim": In(1),
             "start": In(1),
             "busy": Out(1),
+            "error": Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.reader = reader = AxiBurstReader(self._config)
         connect(m, reader.axi, flipped(self.axi))
-        m.d.comb += self.busy.eq(reader.busy)
+        m.d.comb += [self.busy.eq(reader.busy), self.error.eq(reader.error),
+                     reader.clear.eq(self.start)]
 
         fetching = Signal()                 # the reader's last command was a fetch
         for client, selected in ((self.fetch, ~self.claim), (self.load, self.claim)):
