@@ -11,15 +11,28 @@ from flexigan.hw.controller import registers
 
 
 class AxiMemory:
-    """Serves ``port`` (an AXI4 master's signature, seen from the memory) from ``mem``."""
+    """Serves ``port`` (an AXI4 master's signature, seen from the memory) from ``mem``.
 
-    def __init__(self, port, mem, data_bytes, latency, pause=0.0, seed=0):
+    ``faults`` is ``(lo, hi, resp)``: beats of bytes in ``[lo, hi)`` answer ``resp`` (SLVERR
+    2, DECERR 3) instead of OKAY; a read beat brings zeros; a write burst writes none of its
+    beats from the first such one on, and its response is ``resp``.
+    """
+
+    def __init__(self, port, mem, data_bytes, latency, pause=0.0, seed=0, faults=None):
         self.port, self.mem, self.nbytes = port, mem, data_bytes
         self.latency, self.pause = latency, pause
         self.rng = random.Random(seed)
+        self.faults = faults
 
     def _stall(self):
         return self.pause and self.rng.random() < self.pause
+
+    def _resp(self, addr):
+        """The response to a beat at byte ``addr``."""
+        if self.faults is None:
+            return 0
+        lo, hi, resp = self.faults
+        return resp if addr < hi and lo < addr + self.nbytes else 0
 
     async def reads(self, ctx):
         r = self.port.read
@@ -31,8 +44,10 @@ class AxiMemory:
             if bursts and bursts[0][2] <= 0 and not self._stall():
                 addr, left, _ = bursts[0]
                 beat = addr
-                ctx.set(r.rdata, int.from_bytes(bytes(self.mem[addr:addr + self.nbytes]),
-                                                "little"))
+                resp = self._resp(addr)
+                data = bytes(self.nbytes) if resp else bytes(self.mem[addr:addr + self.nbytes])
+                ctx.set(r.rdata, int.from_bytes(data, "little"))
+                ctx.set(r.rresp, resp)
                 ctx.set(r.rlast, left == 1)
                 ctx.set(r.rvalid, 1)
             ar_valid, ar_ready, araddr, arlen, r_ready = (await ctx.tick().sample(
@@ -50,30 +65,32 @@ class AxiMemory:
 
     async def writes(self, ctx):
         w = self.port.write
-        addrs, responses = [], 0
+        addrs, responses = [], []
         current = None
         while True:
             ctx.set(w.awready, not self._stall())
             ctx.set(w.wready, current is not None and not self._stall())
-            ctx.set(w.bvalid, responses > 0)
+            ctx.set(w.bvalid, bool(responses))
+            ctx.set(w.bresp, responses[0] if responses else 0)
             (aw_valid, aw_ready, awaddr, awlen, w_valid, w_ready, wdata, wstrb, wlast,
              b_ready) = (await ctx.tick().sample(w.awvalid, w.awready, w.awaddr, w.awlen,
                                                  w.wvalid, w.wready, w.wdata, w.wstrb, w.wlast,
                                                  w.bready))[-10:]
             if responses and b_ready:
-                responses -= 1
+                responses.pop(0)
             if w_valid and w_ready:
+                current[2] = current[2] or self._resp(current[0])
                 for k in range(self.nbytes):
-                    if wstrb >> k & 1:
+                    if wstrb >> k & 1 and not current[2]:
                         self.mem[current[0] + k] = wdata >> 8 * k & 0xFF
                 current[0] += self.nbytes
                 current[1] -= 1
                 if current[1] == 0:
                     assert wlast
-                    responses += 1
+                    responses.append(current[2])
                     current = None
             if aw_valid and aw_ready:
-                addrs.append([awaddr, awlen + 1])
+                addrs.append([awaddr, awlen + 1, 0])
             if current is None and addrs:
                 current = addrs.pop(0)
 
