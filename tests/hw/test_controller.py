@@ -12,7 +12,7 @@ from amaranth.lib import data
 
 from flexigan.hw.arch import isa
 from flexigan.hw.arch.config import AcceleratorConfig
-from flexigan.hw.arch.registers import STATUS_BUSY, STATUS_DONE, STATUS_ERROR
+from flexigan.hw.arch.registers import STATUS_BUS_ERROR, STATUS_BUSY, STATUS_DONE, STATUS_ERROR
 from flexigan.hw.arch.timing import FETCH_DELAY, ISSUE_CYCLES
 from flexigan.hw.controller import Controller
 from flexigan.hw.controller.counters import Counters
@@ -615,13 +615,15 @@ def test_issue_takes_one_instruction_per_cycle():
 # --- the whole controller -------------------------------------------------------------------
 
 
-def run_controller(cfg, programs, pause=0.0):
-    """Runs each of ``programs`` (global instruction words at address 0) after the one before
-    on a Controller with idle groups; the memory and, per program, the registers after END."""
+def run_controller(cfg, programs, pause=0.0, faults=None, bases=None):
+    """Runs each of ``programs`` (global instruction words at address 0, or at its entry of
+    ``bases``) after the one before on a Controller with idle groups; the memory and, per
+    program, the registers after END (``faults``: see AxiMemory)."""
     dut = Controller(cfg)
     mem = bytearray(0x2000)
     mem[0x1000:0x1400] = random.Random(9).randbytes(0x400)
-    memory = AxiMemory(dut.axi, mem, cfg.axi_bytes, cfg.mem_latency, pause, seed=2)
+    memory = AxiMemory(dut.axi, mem, cfg.axi_bytes, cfg.mem_latency, pause, seed=2,
+                       faults=faults)
     host = Host(dut.axil)
     chunks, results = [], []
 
@@ -634,13 +636,16 @@ def run_controller(cfg, programs, pause=0.0):
                     chunks.append((g, local[2 * g + 1].as_bits()))
 
     async def testbench(ctx):
-        for program in programs:
+        for program, base in zip(programs, bases or [0] * len(programs)):
             mem[:0x1000] = image_of(program, isa.GLOBAL_BYTES)
-            await host.write(ctx, "base", 0)
+            mem[base:base + len(program) * isa.GLOBAL_BYTES] = \
+                image_of(program, isa.GLOBAL_BYTES, size=len(program) * isa.GLOBAL_BYTES)
+            await host.write(ctx, "base", base)
             await host.write(ctx, "start", 1)
             await ctx.tick().until(~dut.done)
             await ctx.tick().until(dut.done)
-            results.append({name: await host.read(ctx, name, 2)
+            results.append({name: await host.read(ctx, name, 2 if name in isa.COUNTER_NAMES
+                                                  else 1)
                             for name in ("status", "pc", *isa.COUNTER_NAMES)})
 
     simulate(dut, testbench, processes=[memory.reads, memory.writes, groups])
@@ -677,3 +682,32 @@ def test_controller_stops_on_an_undefined_opcode_and_starts_again():
     assert stopped["status"] == STATUS_DONE | STATUS_ERROR and stopped["instructions"] == 1
     assert ended["status"] == STATUS_DONE and ended["instructions"] == 3
     assert not (stopped["status"] | ended["status"]) & STATUS_BUSY
+
+
+#: Bytes that answer SLVERR or DECERR in the bus error tests.
+FAULTY = (0x1100, 0x1140)
+
+
+@pytest.mark.parametrize("resp", [2, 3])
+@pytest.mark.parametrize("faulty", ["load", "store", "fetch"])
+def test_controller_stops_on_a_bus_error_and_starts_again(faulty, resp):
+    cfg = config(32)
+    # A load into group 1, a COUNTERS STORE, a load into group 0 that never runs.
+    bad = [insn(Op.DMA_LOAD, space=Space.WGT, group_mask=0b10, local_addr=0, length=96,
+                ext_addr=0x10F0 if faulty == "load" else 0x1000),
+           insn(Op.COUNTERS, action=isa.CounterAction.STORE,
+                ext_addr=0x1120 if faulty == "store" else 0x1900),
+           insn(Op.DMA_LOAD, space=Space.WGT, group_mask=0b01, ext_addr=0x1000, local_addr=0,
+                length=64),
+           insn(Op.END)]
+    # A fetch fault: the program runs from the faulty range.
+    base = FAULTY[0] if faulty == "fetch" else 0
+    good = [insn(Op.NOP), insn(Op.NOP), insn(Op.END)]
+    mem, (stopped, ended), chunks = run_controller(cfg, [bad, good], pause=0.3,
+                                                   faults=(*FAULTY, resp), bases=[base, 0])
+    assert stopped["status"] == STATUS_DONE | STATUS_ERROR | STATUS_BUS_ERROR
+    assert stopped["instructions"] <= {"load": 1, "store": 3, "fetch": 0}[faulty]
+    assert 0 not in {g for g, _ in chunks}       # the last load never ran
+    if faulty != "store":
+        assert not mem[0x1900:0x1900 + 8 * len(isa.COUNTER_NAMES)].strip(b"\0")
+    assert ended["status"] == STATUS_DONE and ended["instructions"] == 3
