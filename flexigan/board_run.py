@@ -21,7 +21,7 @@ from .errors import FlexiganError
 from .host import BridgeClient
 from .hw.arch.isa import COUNTER_NAMES
 from .hw.arch.memory_map import MEMORY_BASE, register_map
-from .hw.arch.registers import STATUS_DONE, STATUS_ERROR
+from .hw.arch.registers import STATUS_DONE, STATUS_ERROR, stop_message
 from .sim import golden, isa_sim
 
 __all__ = ["BoardEngine", "open_port", "BAUD"]
@@ -110,10 +110,7 @@ class BoardEngine(Engine):
                 break
         if status & STATUS_ERROR or not status & STATUS_DONE:
             pc = client.read_words(_REG["pc"], 1)[0]
-            what = "stopped with its error bit set" if status & STATUS_ERROR else \
-                f"did not reach END within {self.timeout:g} s"
-            raise FlexiganError(f"the accelerator {what} (status 0x{status:x}, fetch address "
-                                f"0x{pc:x})")
+            raise FlexiganError(stop_message(status, pc, f"within {self.timeout:g} s"))
         words = client.read_words(_REG[COUNTER_NAMES[0]], 2 * len(COUNTER_NAMES))
         counters = {name: words[2 * k] | words[2 * k + 1] << 32
                     for k, name in enumerate(COUNTER_NAMES)}

@@ -26,7 +26,7 @@ from .errors import FlexiganError, FolderError, UsageError
 from .folder import RTL_SIM_FOLDER, verify
 from .hw.arch.timing import TESTBENCH_MEM_LATENCY
 from .sim import golden, isa_sim
-from .sim.rtl import SIMULATORS, RtlTestError, output_to, run_programs
+from .sim.rtl import SIMULATORS, AcceleratorStopped, RtlTestError, output_to, run_programs
 
 __all__ = ["Compiled", "RunOptions", "Run", "Engine", "Golden", "Isa", "Rtl", "ENGINES",
            "SIMULATORS", "Progress", "PROGRESS_SECONDS", "GOLDEN_CHUNK"]
@@ -235,6 +235,8 @@ def _run_programs(images, config, sparse, build, options):
         with output_to(transcript):
             return run_programs(images, config, simulator=options.simulator, build_dir=build,
                                 sparse=sparse, waves=options.waves)
+    except AcceleratorStopped as exc:
+        raise FlexiganError(str(exc)) from None
     except RtlTestError as exc:
         raise FlexiganError(f"RTL simulation failed: {exc} (see {transcript})") from None
 

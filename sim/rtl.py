@@ -18,8 +18,10 @@ import numpy as np
 from amaranth.back import verilog
 from cocotb_tools.runner import get_results, get_runner
 
-__all__ = ["SIMULATORS", "RtlTestError", "RtlResult", "run_cocotb", "run_programs", "run_program",
-           "output_to"]
+from ..hw.arch.registers import STATUS_ERROR, stop_message
+
+__all__ = ["SIMULATORS", "RtlTestError", "AcceleratorStopped", "RtlResult", "run_cocotb",
+           "run_programs", "run_program", "output_to"]
 
 SIMULATORS = ("verilator", "icarus")
 #: Amaranth's Verilog has no `timescale; cocotb's clocks need a resolution below 1 ns.
@@ -28,6 +30,12 @@ TIMESCALE = ("1ns", "1ps")
 
 class RtlTestError(AssertionError):
     """A cocotb run failed (a test failed, or the simulator did not run)."""
+
+
+class AcceleratorStopped(RtlTestError):
+    """A program on the RTL stopped with the error bit set (a bus error, an undefined opcode,
+    a group's error); the message is the host's line
+    (:func:`flexigan.hw.arch.registers.stop_message`)."""
 
 
 @contextlib.contextmanager
@@ -220,7 +228,7 @@ class RtlResult:
 
 
 def run_programs(images, config, *, simulator="verilator", build_dir, sparse=True, pause=0.0,
-                 seed=0, waves=False, max_cycles=10_000_000):
+                 seed=0, waves=False, max_cycles=10_000_000, faults=None):
     """Run memory images on the RTL of ``Accelerator(config)``, one after the other.
 
     The design is built once (and not rebuilt while unchanged); the cocotb testbench
@@ -247,6 +255,9 @@ def run_programs(images, config, *, simulator="verilator", build_dir, sparse=Tru
         Record a waveform.
     max_cycles : int
         A program that has not ended after this many cycles fails the run.
+    faults : tuple, optional
+        ``(lo, hi, resp)``: the external memory answers ``resp`` (SLVERR 2, DECERR 3) to the
+        beats that touch bytes ``[lo, hi)`` (fault injection).
 
     Returns
     -------
@@ -254,8 +265,11 @@ def run_programs(images, config, *, simulator="verilator", build_dir, sparse=Tru
 
     Raises
     ------
+    AcceleratorStopped
+        A program stopped with the error bit set (the first such; every job has run and left
+        its files).
     RtlTestError
-        The simulation failed, timed out, or the accelerator flagged an error.
+        The simulation failed or timed out.
     """
     from ..hw.accelerator import Accelerator
 
@@ -277,13 +291,17 @@ def run_programs(images, config, *, simulator="verilator", build_dir, sparse=Tru
     run_cocotb(Accelerator(config), test_module="flexigan.sim.tb.accelerator",
                simulator=simulator, build_dir=build_dir, waves=waves, seed=seed,
                extra_env={"JOBS": jobs_dir / "jobs.json", "RAM_SIZE": ram_size,
-                          "PAUSE": pause, "SEED": seed, "MAX_CYCLES": max_cycles})
+                          "PAUSE": pause, "SEED": seed, "MAX_CYCLES": max_cycles,
+                          "FAULTS": ",".join(map(str, faults or ()))})
     results = []
-    for job in manifest:
+    for k, job in enumerate(manifest):
         out = Path(job["out"])
-        counters = json.loads((out / "counters.json").read_text())["counters"]
+        ended = json.loads((out / "counters.json").read_text())
+        if ended["status"] & STATUS_ERROR:
+            raise AcceleratorStopped(stop_message(ended["status"], ended["pc"], "") +
+                                     (f" (sample {k})" if len(manifest) > 1 else ""))
         results.append(RtlResult(np.frombuffer((out / "memory.bin").read_bytes(), np.uint8),
-                                 counters))
+                                 ended["counters"]))
     return results
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from . import isa
 
 __all__ = ["ACCESS", "RegisterField", "register_addresses", "STATUS_BITS", "STATUS_BUSY",
-           "STATUS_DONE", "STATUS_ERROR", "STATUS_BUS_ERROR", "registers"]
+           "STATUS_DONE", "STATUS_ERROR", "STATUS_BUS_ERROR", "registers", "stop_message"]
 
 #: How the host and the design share a field (see :class:`RegisterField`).
 ACCESS = ("rw", "ro", "strobe")
@@ -21,6 +21,18 @@ ACCESS = ("rw", "ro", "strobe")
 STATUS_BITS = ("busy", "done", "error", "bus_error")
 STATUS_BUSY, STATUS_DONE, STATUS_ERROR, STATUS_BUS_ERROR = (1 << k
                                                             for k in range(len(STATUS_BITS)))
+
+
+def stop_message(status, pc, limit):
+    """The host's one line for a program that did not end well: ``status`` (the register, done
+    or not), ``pc`` (the fetch address register) and ``limit`` (the wait, "within 60 s")."""
+    if status & STATUS_BUS_ERROR:
+        what = "stopped on a bus error (AXI SLVERR/DECERR)"
+    elif status & STATUS_ERROR:
+        what = "stopped with its error bit set (an undefined opcode or a group's error)"
+    else:
+        what = f"did not reach END {limit}"
+    return f"the accelerator {what} at fetch address 0x{pc:x} (status 0x{status:x})"
 
 
 @dataclass(frozen=True)

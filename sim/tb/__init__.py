@@ -12,9 +12,17 @@ import random
 import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
-from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam, AxiReadBus, AxiWriteBus
+from cocotbext.axi import (
+    AxiBus,
+    AxiLiteBus,
+    AxiLiteMaster,
+    AxiRam,
+    AxiReadBus,
+    AxiResp,
+    AxiWriteBus,
+)
 
-__all__ = ["pauses", "env_int", "env_float", "AxiTB"]
+__all__ = ["pauses", "env_int", "env_float", "env_faults", "inject_faults", "AxiTB"]
 
 CLOCK_NS = 10
 def pauses(rng, p):
@@ -38,6 +46,43 @@ def env_float(name, default):
     return default if value is None else float(value)
 
 
+def env_faults():
+    """``FAULTS`` from the environment, ``"lo,hi,resp"`` (see :func:`inject_faults`), or
+    None."""
+    value = os.environ.get("FAULTS")
+    return None if not value else tuple(int(v, 0) for v in value.split(","))
+
+
+def inject_faults(ram, lo, hi, resp):
+    """Make ``ram`` (an ``AxiRam``) answer ``resp`` (SLVERR 2 or DECERR 3) to every beat that
+    touches bytes ``[lo, hi)``: reads bring zeros, writes of those bytes are dropped.
+
+    AxiRam answers SLVERR when its memory access raises; the channel's send turns that into
+    ``resp``.
+    """
+    if resp not in (AxiResp.SLVERR, AxiResp.DECERR):
+        raise ValueError(f"resp must be SLVERR (2) or DECERR (3), not {resp!r}")
+
+    def guard(access):
+        async def guarded(address, arg):
+            if address < hi and lo < address + (arg if isinstance(arg, int) else len(arg)):
+                raise OSError(f"bus error at {address:#x}")
+            return await access(address, arg)
+        return guarded
+
+    def answer(send, field):
+        async def sent(obj):
+            if getattr(obj, field) == AxiResp.SLVERR:
+                setattr(obj, field, resp)
+            await send(obj)
+        return sent
+
+    ram.read_if._read = guard(ram.read_if._read)
+    ram.write_if._write = guard(ram.write_if._write)
+    ram.read_if.r_channel.send = answer(ram.read_if.r_channel.send, "rresp")
+    ram.write_if.b_channel.send = answer(ram.write_if.b_channel.send, "bresp")
+
+
 class AxiTB:
     """Clock, reset, external memory and host for a design with ports ``axi`` and ``axil``.
 
@@ -55,9 +100,11 @@ class AxiTB:
         Probability that each AXI channel of the memory and of the host pauses in a cycle
         (random backpressure and gaps); 0 runs at full speed.
     seed : int
+    faults : tuple, optional
+        ``(lo, hi, resp)``: the memory answers ``resp`` there (:func:`inject_faults`).
     """
 
-    def __init__(self, dut, *, registers, ram_size, pause=0.0, seed=0):
+    def __init__(self, dut, *, registers, ram_size, pause=0.0, seed=0, faults=None):
         self.dut = dut
         self.registers = registers
         self.rng = random.Random(seed)
@@ -65,6 +112,8 @@ class AxiTB:
         bus = AxiBus(write=AxiWriteBus.from_prefix(dut, "axi__write", bus_separator="__"),
                      read=AxiReadBus.from_prefix(dut, "axi__read", bus_separator="__"))
         self.ram = AxiRam(bus, dut.clk, dut.rst, size=ram_size)
+        if faults:
+            inject_faults(self.ram, *faults)
         self.host = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "axil", bus_separator="__"),
                                   dut.clk, dut.rst)
         if pause:
