@@ -228,7 +228,7 @@ class RtlResult:
 
 
 def run_programs(images, config, *, simulator="verilator", build_dir, sparse=True, pause=0.0,
-                 seed=0, waves=False, max_cycles=10_000_000, faults=None):
+                 stall=1, seed=0, waves=False, max_cycles=10_000_000, faults=None):
     """Run memory images on the RTL of ``Accelerator(config)``, one after the other.
 
     The design is built once (and not rebuilt while unchanged); the cocotb testbench
@@ -250,6 +250,8 @@ def run_programs(images, config, *, simulator="verilator", build_dir, sparse=Tru
         Zero skipping on (``bypass`` register 0) or off.
     pause : float
         Probability of an AXI pause per channel and cycle (random backpressure).
+    stall : int
+        Each pause lasts 1 to ``stall`` cycles (long random stalls).
     seed : int
     waves : bool
         Record a waveform.
@@ -291,7 +293,8 @@ def run_programs(images, config, *, simulator="verilator", build_dir, sparse=Tru
     run_cocotb(Accelerator(config), test_module="flexigan.sim.tb.accelerator",
                simulator=simulator, build_dir=build_dir, waves=waves, seed=seed,
                extra_env={"JOBS": jobs_dir / "jobs.json", "RAM_SIZE": ram_size,
-                          "PAUSE": pause, "SEED": seed, "MAX_CYCLES": max_cycles,
+                          "PAUSE": pause, "STALL": stall, "SEED": seed,
+                          "MAX_CYCLES": max_cycles,
                           "FAULTS": ",".join(map(str, faults or ()))})
     results = []
     for k, job in enumerate(manifest):

@@ -25,10 +25,13 @@ from cocotbext.axi import (
 __all__ = ["pauses", "env_int", "env_float", "env_faults", "inject_faults", "AxiTB"]
 
 CLOCK_NS = 10
-def pauses(rng, p):
-    """A cocotbext-axi pause generator: pause each cycle with probability ``p``."""
+def pauses(rng, p, longest=1):
+    """A cocotbext-axi pause generator: pause each cycle with probability ``p``, for a run of
+    1 to ``longest`` cycles (uniformly) when ``longest > 1``."""
     while True:
-        yield rng.random() < p
+        pause = rng.random() < p
+        for _ in range(rng.randint(1, longest) if pause and longest > 1 else 1):
+            yield pause
 
 
 def env_int(name, default=None):
@@ -99,12 +102,14 @@ class AxiTB:
     pause : float
         Probability that each AXI channel of the memory and of the host pauses in a cycle
         (random backpressure and gaps); 0 runs at full speed.
+    stall : int
+        The longest run of pause cycles, each run from 1 to ``stall`` cycles (long stalls).
     seed : int
     faults : tuple, optional
         ``(lo, hi, resp)``: the memory answers ``resp`` there (:func:`inject_faults`).
     """
 
-    def __init__(self, dut, *, registers, ram_size, pause=0.0, seed=0, faults=None):
+    def __init__(self, dut, *, registers, ram_size, pause=0.0, stall=1, seed=0, faults=None):
         self.dut = dut
         self.registers = registers
         self.rng = random.Random(seed)
@@ -123,7 +128,8 @@ class AxiTB:
                         self.host.write_if.w_channel, self.host.write_if.b_channel,
                         self.host.read_if.ar_channel, self.host.read_if.r_channel]
             for channel in channels:
-                channel.set_pause_generator(pauses(random.Random(self.rng.random()), pause))
+                channel.set_pause_generator(pauses(random.Random(self.rng.random()), pause,
+                                                   stall))
 
     async def reset(self, cycles=4):
         self.dut.rst.value = 1

@@ -10,7 +10,8 @@ to the job's folder, with ``status`` and ``pc``. A job that does not end (raise 
 ``MAX_CYCLES`` fails the test; one that ends with the error bit set does not (the pytest side
 reads its status).
 
-Other parameters: ``RAM_SIZE`` (bytes), ``PAUSE`` (AXI pause probability), ``SEED``,
+Other parameters: ``RAM_SIZE`` (bytes), ``PAUSE`` (AXI pause probability), ``STALL`` (the
+longest run of pauses), ``SEED``,
 ``FAULTS`` (``"lo,hi,resp"``: the memory answers SLVERR 2 or DECERR 3 there).
 """
 
@@ -45,7 +46,8 @@ class AcceleratorTB(AxiTB):
     def __init__(self, dut):
         super().__init__(dut, registers=register_addresses(registers()),
                          ram_size=env_int("RAM_SIZE"), pause=env_float("PAUSE", 0.0),
-                         seed=env_int("SEED", 0), faults=env_faults())
+                         stall=env_int("STALL", 1), seed=env_int("SEED", 0),
+                         faults=env_faults())
         self.max_cycles = env_int("MAX_CYCLES", 10_000_000)
 
     async def run_program(self, image, sparse):

@@ -21,7 +21,7 @@ from flexigan.hw.arch import isa
 from flexigan.hw.arch.config import AcceleratorConfig
 from flexigan.hw.arch.timing import TESTBENCH_MEM_LATENCY
 from flexigan.sim import isa_sim
-from flexigan.sim.rtl import SIMULATORS, run_programs
+from flexigan.sim.rtl import SIMULATORS, AcceleratorStopped, run_programs
 from tests.helpers import (
     EXAMPLES,
     concat_model,
@@ -119,6 +119,33 @@ def test_random_axi_pauses_and_no_sparse(simulator, compiled, build_root):
                                build_dir=build_root / "small", pause=0.3, seed=3, sparse=sparse,
                                max_cycles=MAX_CYCLES)
         _check(subset, results, CONFIG, sparse)
+
+
+def test_long_random_axi_stalls(compiled, build_root):
+    """Stalls of up to 64 cycles on every AXI channel: still bit-exact."""
+    subset = compiled[:2]
+    results = run_programs([image for _, _, image in subset], CONFIG, simulator="verilator",
+                           build_dir=build_root / "small", pause=0.05, stall=64, seed=5,
+                           max_cycles=MAX_CYCLES)
+    _check(subset, results, CONFIG, sparse=True)
+
+
+@pytest.mark.parametrize(("simulator", "faulty", "resp"), [
+    ("verilator", "fetch", 2), ("verilator", "uops", 3), ("verilator", "counters", 2),
+    ("icarus", "uops", 2),
+])
+def test_a_bus_error_stops_the_accelerator_in_one_line(simulator, faulty, resp, compiled,
+                                                       build_root):
+    """SLVERR or DECERR to an instruction fetch, a UOP_LOAD or the COUNTERS STORE: the
+    program stops with the bus error bit, within the cycle bound (a hang would fail with
+    another message), and the host's line says so."""
+    _, program, image = compiled[0]
+    first = {"fetch": 32 * 32, "uops": program.layout["uop_programs"][1][0],
+             "counters": program.layout["counters"]}[faulty]
+    with pytest.raises(AcceleratorStopped, match=r"^the accelerator stopped on a bus error "
+                       r"\(AXI SLVERR/DECERR\) at fetch address 0x[0-9a-f]+ \(status 0xe\)$"):
+        run_programs([image], CONFIG, simulator=simulator, build_dir=build_root / "small",
+                     max_cycles=MAX_CYCLES, faults=(first, first + 16, resp))
 
 
 def _dma_programs():
