@@ -688,8 +688,7 @@ def test_controller_stops_on_an_undefined_opcode_and_starts_again():
 FAULTY = (0x1100, 0x1140)
 
 
-@pytest.mark.parametrize("resp", [2, 3])
-@pytest.mark.parametrize("faulty", ["load", "store", "fetch"])
+@pytest.mark.parametrize(("faulty", "resp"), [("load", 2), ("store", 3), ("fetch", 2)])
 def test_controller_stops_on_a_bus_error_and_starts_again(faulty, resp):
     cfg = config(32)
     # A load into group 1, a COUNTERS STORE, a load into group 0 that never runs.
