@@ -7,6 +7,13 @@ import random
 import pytest
 
 from flexigan.hw.arch.config import AcceleratorConfig
+from flexigan.hw.arch.registers import (
+    STATUS_BUS_ERROR,
+    STATUS_BUSY,
+    STATUS_DONE,
+    STATUS_ERROR,
+    stop_message,
+)
 from flexigan.hw.axi import (
     AxiBurstReader,
     AxiBurstWriter,
@@ -129,3 +136,13 @@ def test_burst_writer_flags_an_error_response_and_completes_every_burst(resp):
     skipped = range(FAULT, FAULT - FAULT % 64 + 64) if resp is not None else range(0)
     expect = bytes(before[a] if a in skipped else words[a - ADDR] for a in range(ADDR, end))
     assert mem[ADDR:end] == expect
+
+
+def test_the_hosts_line_for_each_way_a_program_stops():
+    assert stop_message(STATUS_DONE | STATUS_ERROR | STATUS_BUS_ERROR, 0x440, "within 60 s") == \
+        "the accelerator stopped on a bus error (AXI SLVERR/DECERR) at fetch address 0x440 " \
+        "(status 0xe)"
+    assert stop_message(STATUS_DONE | STATUS_ERROR, 0x40, "").startswith(
+        "the accelerator stopped with its error bit set (an undefined opcode")
+    assert stop_message(STATUS_BUSY, 0x40, "within 60 s") == \
+        "the accelerator did not reach END within 60 s at fetch address 0x40 (status 0x1)"
