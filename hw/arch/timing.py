@@ -76,6 +76,7 @@ TESTBENCH_MEM_LATENCY = 3
 #: The ``mem_latency`` at which the cycle model matches the board top's on-chip memory
 #: (:class:`flexigan.hw.onchip.OnChipMemory`, first read beat 3 cycles after its address), as
 #: TESTBENCH_MEM_LATENCY matches the testbench's; measured through the simulated board's UART
-#: (tests/boards/test_board_run.py): with 5, the tiny generator on 1 x 2 lanes runs 2,990
-#: cycles for 2,852 modelled (4.8 %; with 4: 7.6 %). The board presets' ``mem_latency``.
+#: (tests/boards/test_board_run.py): with 5, the tiny generator on 1 x 2 lanes runs 3,107
+#: cycles for 2,964 modelled (4.8 %), the digits generator on 1 x 4 46,919 for 46,241 (1.5 %).
+#: The board presets' ``mem_latency``.
 ONCHIP_MEM_LATENCY = 5
