@@ -25,6 +25,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
 from .arch import isa
+from .fifo import StreamSlice
 
 __all__ = ["read_port_signature", "write_port_signature", "Crossbar"]
 
@@ -32,13 +33,15 @@ __all__ = ["read_port_signature", "write_port_signature", "Crossbar"]
 def read_port_signature(addr_width, data_width, tag_shape):
     """A read port, as the requester sees it.
 
-    ``req`` carries a word address and a ``tag`` the crossbar returns with the word on ``resp``
-    exactly one cycle after ``req`` is accepted; ``resp`` is always ready, so a requester only
-    asks when it has room for the answer.
+    ``req`` carries a word address and a ``tag`` the crossbar returns with the word on
+    ``resp``, in order; ``resp`` is always ready, so a requester only asks when it has room for
+    the answer. A request with ``skip`` set reads nothing: it is answered (with any data) in
+    its turn among the port's reads, so a requester can keep answers that need no read in
+    order with those that do.
     """
     return wiring.Signature({
         "req": Out(stream.Signature(data.StructLayout({
-            "addr": unsigned(addr_width), "tag": tag_shape}))),
+            "addr": unsigned(addr_width), "skip": 1, "tag": tag_shape}))),
         "resp": In(stream.Signature(data.StructLayout({
             "data": unsigned(data_width), "tag": tag_shape}), always_ready=True)),
     })
@@ -80,14 +83,20 @@ class Crossbar(wiring.Component):
 
     Contract:
 
-    - a read accepted on a ``rd``/``dma_rd`` port in cycle ``t`` is answered on its ``resp`` in
-      cycle ``t + 1`` with the word's value before any write accepted in cycle ``t - 1`` or
-      later;
+    - a read accepted on a ``rd``/``dma_rd`` port waits in the port's register slice until
+      its bank serves its word in a cycle ``g`` after the one it was accepted in (``g = t + 1``
+      when no other port asks the bank for another word), and is answered on its ``resp`` in
+      cycle ``g + 1`` with the word's value before any write accepted in cycle ``g - 1`` or
+      later; a port's answers are in the order of its requests, a ``skip`` request's in the
+      cycle after it leaves the slice; a port takes a request per cycle while its slice
+      moves (``ready`` is a register: no path runs from a requester through the arbitration
+      into another requester or back into itself);
     - all ports asking one bank for the same word in a cycle are accepted together; a bank
       serves one word per cycle, round-robin among ports asking for different words;
     - a write accepted in cycle ``t`` is written in cycle ``t + 1`` and visible to reads
       accepted from ``t + 2``; one write per bank per cycle, round-robin;
-    - ``stalls[g]`` counts the cycles group port ``g`` had a read waiting; ``route_fault[g]`` is
+    - ``stalls[g]`` counts the cycles group port ``g`` had a read waiting for its bank in its
+      slice; ``route_fault[g]`` is
       set by a group read outside the group's route; ``clear`` zeroes both.
 
     Parameters
@@ -152,7 +161,14 @@ class Crossbar(wiring.Component):
         def bank_of(addr):
             return addr[row_bits:] if bank_bits else Const(0, 1)
 
-        rows = [p.req.payload.addr[:row_bits] for p in readers]
+        # Each port's requests wait in a register slice: the arbitration sees only registers.
+        slices = []
+        for i, p in enumerate(readers):
+            m.submodules[f"rd_slice{i}"] = held = StreamSlice(p.req.payload.shape())
+            m.d.comb += [held.i.valid.eq(p.req.valid), held.i.payload.eq(p.req.payload),
+                         p.req.ready.eq(held.i.ready)]
+            slices.append(held.o)
+        rows = [q.payload.addr[:row_bits] for q in slices]
         # Ports asking for the same word are served by one access: which pairs ask the same
         # word is compared beside the arbitration, not after it.
         same = [[Signal(name=f"rd_same{i}_{j}") for j in range(len(readers))]
@@ -173,8 +189,8 @@ class Crossbar(wiring.Component):
 
             # Reads: one word per cycle, shared by every port that asks for it.
             asking = Signal(len(readers), name=f"rd_ask{b}")
-            m.d.comb += asking.eq(Cat(p.req.valid & (bank_of(p.req.payload.addr) == b)
-                                      for p in readers))
+            m.d.comb += asking.eq(Cat(q.valid & ~q.payload.skip
+                                      & (bank_of(q.payload.addr) == b) for q in slices))
             winner = _round_robin(m, asking, f"rd{b}")
             m.d.comb += [rport.addr.eq(_select(winner, rows)), rport.en.eq(asking.any())]
             for i in range(len(readers)):
@@ -201,11 +217,13 @@ class Crossbar(wiring.Component):
                 with m.If(wwinner[i]):
                     m.d.comb += wr_grant[i].eq(1)
 
-        for i, p in enumerate(readers):
-            m.d.comb += p.req.ready.eq(rd_grant[i])
+        for i, (p, q) in enumerate(zip(readers, slices)):
+            with m.If(q.valid & q.payload.skip):
+                m.d.comb += rd_grant[i].eq(1)
+            m.d.comb += q.ready.eq(rd_grant[i])
             m.d.sync += [
                 p.resp.valid.eq(rd_grant[i]),
-                p.resp.payload.tag.eq(p.req.payload.tag),
+                p.resp.payload.tag.eq(q.payload.tag),
             ]
             m.d.comb += p.resp.payload.data.eq(bank_data[0])
             for b in range(1, banks):
@@ -222,14 +240,15 @@ class Crossbar(wiring.Component):
                 with m.If(self.route.payload.group_mask[g]):
                     m.d.sync += [first[g].eq(self.route.payload.bank_first),
                                  count[g].eq(self.route.payload.bank_count)]
-        for g, p in enumerate(self.rd):
-            bank = bank_of(p.req.payload.addr)
+        for g in range(groups):
+            q = slices[g]
+            bank = bank_of(q.payload.addr)
             outside = (bank < first[g]) | (bank >= first[g] + count[g])
             with m.If(self.clear):
                 m.d.sync += [self.stalls[g].eq(0), self.route_fault[g].eq(0)]
             with m.Else():
-                with m.If(p.req.valid & ~p.req.ready):
+                with m.If(q.valid & ~q.ready):
                     m.d.sync += self.stalls[g].eq(self.stalls[g] + 1)
-                with m.If(p.req.valid & outside):
+                with m.If(q.valid & ~q.payload.skip & outside):
                     m.d.sync += self.route_fault[g].eq(1)
         return m

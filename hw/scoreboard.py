@@ -95,7 +95,8 @@ class RunScoreboard(wiring.Component):
     has reached its tag. ``held`` is the group's ``slots`` valid bits: a RUN is complete (and
     its entry free) once the group no longer holds it. ``conflict`` is high while a released
     RUN may read what ``query`` overwrites (any released RUN for ``ACT``; a RUN whose
-    micro-program is not read yet counts as reading every weight and table). ``uop_w`` must
+    micro-program is not read yet counts as reading every weight and table), for the query
+    of the cycle before. ``uop_w`` must
     carry every chunk written to the group's micro-op memory.
 
     Parameters
@@ -315,40 +316,44 @@ class RunScoreboard(wiring.Component):
         return reads_wgt, Mux(whole_range, 0, lo), Mux(whole_range, size, hi), used
 
     def _conflicts(self, m, records):
-        """``conflict``: a released RUN may read what the DMA in ``query`` overwrites."""
+        """``conflict``: a released RUN may read what the DMA in ``query`` overwrites. The
+        query is registered first, with its ranges saturated to the records' widths and its
+        space decoded, so the comparisons start at registers: the answer is a cycle late."""
         query = self.query
         tables = self._config.lut_tables
+        layout = _record_layout(self._config)
+        bits = max(layout.members[name].width for name in ("uop_hi", "param_hi", "wgt_hi"))
         # The tables written, from the query saturated just past the last table (so that the
         # comparisons with constants are small).
         table_bits = ceil_log2(tables) + 1
-        table_lo, table_hi = Signal(table_bits), Signal(table_bits)
-        m.d.comb += [table_lo.eq(_saturate(query.lo, table_bits)),
-                     table_hi.eq(_saturate(query.hi, table_bits))]
-        written = Cat((table_lo <= t) & (t < table_hi) for t in range(tables))
-        # One comparison per record: the query, saturated to the widest of the records'
-        # ranges (beyond them it compares the same), against the range of its space.
-        layout = _record_layout(self._config)
-        bits = max(layout.members[name].width for name in ("uop_hi", "param_hi", "wgt_hi"))
-        query_lo = Signal(bits + 1)
-        query_hi = Signal(bits + 1)
-        m.d.comb += [query_lo.eq(_saturate(query.lo, bits + 1)),
-                     query_hi.eq(_saturate(query.hi, bits + 1))]
+        table_lo = _saturate(query.lo, table_bits)
+        table_hi = _saturate(query.hi, table_bits)
+        written = Signal(tables)
+        # The query, saturated to the widest of the records' ranges (beyond them it compares
+        # the same), and its space, one bit each.
+        query_lo, query_hi = Signal(bits + 1), Signal(bits + 1)
+        space = {s: Signal(name=f"query_{s.name.lower()}") for s in isa.Space}
+        touches = Signal()
+        m.d.sync += [written.eq(Cat((table_lo <= t) & (t < table_hi) for t in range(tables))),
+                     query_lo.eq(_saturate(query.lo, bits + 1)),
+                     query_hi.eq(_saturate(query.hi, bits + 1)),
+                     touches.eq(query.group),
+                     *(bit.eq(query.space == s) for s, bit in space.items())]
         hits = []
         for k, record in enumerate(records):
             lo, hi = Signal(bits, name=f"lo{k}"), Signal(bits, name=f"hi{k}")
             reads = Signal(name=f"reads{k}")
-            with m.Switch(query.space):
-                with m.Case(isa.Space.UOP):
-                    m.d.comb += [lo.eq(record.uop_lo), hi.eq(record.uop_hi)]
-                with m.Case(isa.Space.PARAM):
-                    m.d.comb += [lo.eq(record.param_lo), hi.eq(record.param_hi)]
-                with m.Case(isa.Space.WGT):
-                    with m.If(record.reads_wgt):
-                        m.d.comb += [lo.eq(record.wgt_lo), hi.eq(record.wgt_hi)]
-                    m.d.comb += reads.eq(~record.scanned)
-                with m.Case(isa.Space.LUT):
-                    m.d.comb += reads.eq(~record.scanned | (record.tables & written).any())
+            with m.If(space[isa.Space.UOP]):
+                m.d.comb += [lo.eq(record.uop_lo), hi.eq(record.uop_hi)]
+            with m.If(space[isa.Space.PARAM]):
+                m.d.comb += [lo.eq(record.param_lo), hi.eq(record.param_hi)]
+            with m.If(space[isa.Space.WGT]):
+                with m.If(record.reads_wgt):
+                    m.d.comb += [lo.eq(record.wgt_lo), hi.eq(record.wgt_hi)]
+                m.d.comb += reads.eq(~record.scanned)
+            with m.If(space[isa.Space.LUT]):
+                m.d.comb += reads.eq(~record.scanned | (record.tables & written).any())
             overlaps = (lo < query_hi) & (query_lo < hi)
-            hit = (query.space == isa.Space.ACT) | query.group & (reads | overlaps)
+            hit = space[isa.Space.ACT] | touches & (reads | overlaps)
             hits.append(record.valid & record.ready & hit)
         m.d.comb += self.conflict.eq(Cat(hits).any())

@@ -21,9 +21,9 @@ ACCESS_BUBBLE = 2
 #: Cycles through a register slice (:class:`flexigan.hw.fifo.StreamSlice`).
 SLICE_LATENCY = 1
 #: Cycles from the address generator to the execute engine (its load cycle, register slice,
-#: crossbar read, FIFO, sparse core, weight fetch's two stages), paid by a RUN with MAC that
-#: finds the group idle.
-ACCESS_FILL = SLICE_LATENCY + 7
+#: the crossbar port's slice and read, FIFO, sparse core, weight fetch's two stages), paid by
+#: a RUN with MAC that finds the group idle.
+ACCESS_FILL = 2 * SLICE_LATENCY + 7
 #: Cycles from the execute engine to the post-writer (lanes, job queue), paid by a RUN that
 #: finds the group idle.
 EXECUTE_FILL = 6
@@ -47,9 +47,9 @@ LOAD_SETUP = 5
 #: Cycles from a load's issue to its claim on the read port: a fetch starting earlier keeps
 #: the port (the load waits for it); a later one waits for the load.
 LOAD_CLAIM = 1
-#: The same as LOAD_SETUP for a store (decode, registered hazard check, writer command,
-#: register slice, last write response).
-STORE_SETUP = 10
+#: The same as LOAD_SETUP for a store (decode, registered hazard check, writer command, the
+#: crossbar port's slice, register slice, last write response).
+STORE_SETUP = 11
 #: Cycles from the end of the work BARRIER, COUNTERS or END waits for (the last DMA, the
 #: groups' RUNs) to the issue stage seeing it: it sees the DMA engine and the groups through
 #: registers.

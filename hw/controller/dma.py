@@ -31,8 +31,9 @@ from .reader import SharedReader, read_client_signature
 
 __all__ = ["STORE_DEPTH", "dma_command_layout", "hazard_layout", "unit_shift", "DmaEngine"]
 
-#: Words of ACT read ahead of the store path.
-STORE_DEPTH = 4
+#: Words of ACT read ahead of the store path: enough to cover the round trip of a read (the
+#: crossbar port's slice, the bank, this FIFO, the credit's register) at a word per cycle.
+STORE_DEPTH = 8
 #: Bytes of the counter block COUNTERS STORE writes.
 BLOCK_BYTES = 8 * len(isa.COUNTER_NAMES)
 
@@ -86,8 +87,6 @@ class _Transfer:
         self.to_local = Signal(config.groups, name="to_local")
         # Beats of its external transfer (the reader's or the writer's command).
         self.beats = Signal(24, name="beats")
-        # The end of its range in the space's units (the hazard query's ``hi``).
-        self.end = Signal(25, name="end")
         self.local = Signal(32, name="local")
         # The next word to write (a load) or read (a store) in the space.
         self.word = Signal(max(config.word_addr_width, chunk_bits - wb), name="word")
@@ -197,8 +196,12 @@ class DmaEngine(wiring.Component):
 
         t = _Transfer(cfg)
         m.d.comb += self.busy.eq(reader.busy | writer.busy | ~t.idle | queue.o.valid)
-        m.d.comb += [self.hazard.space.eq(t.space), self.hazard.lo.eq(t.cmd.dma.local_addr),
-                     self.hazard.hi.eq(t.end), self.hazard.groups.eq(t.cmd.dma.group_mask)]
+        # The hazard query, from the registers the IDLE state sets: the scoreboards register
+        # it (with its end) during PREP, so their answers are ready for the wait.
+        dma = t.cmd.dma
+        m.d.comb += [self.hazard.space.eq(t.space), self.hazard.lo.eq(dma.local_addr),
+                     self.hazard.hi.eq(dma.local_addr + (dma.length >> t.shift)),
+                     self.hazard.groups.eq(dma.group_mask)]
         self._load_path(m, loaded.o, t)
         self._store_path(m, store, t)
         self._sequence(m, queue.o, reader, writer, load, loaded.o, store, t)
@@ -280,7 +283,6 @@ class DmaEngine(wiring.Component):
                 m.next = "PREP"
         with m.State("PREP"):
             m.d.sync += [t.local.eq(dma.local_addr << t.shift),
-                         t.end.eq(dma.local_addr + (dma.length >> t.shift)),
                          t.beats.eq(covering_words(_low(dma.ext_addr, wb), dma.length, dw)),
                          t.to_act.eq(t.space == isa.Space.ACT),
                          t.to_local.eq(Mux(t.space == isa.Space.ACT, 0, dma.group_mask))]
@@ -299,11 +301,12 @@ class DmaEngine(wiring.Component):
         dw = self._config.axi_data_width
         wb = exact_log2(self._config.axi_bytes)
         local, word, pending = t.local, t.word, t.pending
-        # The scoreboards' answers are registered (their comparisons were the design's
-        # critical path, into the reader's claim): they hold for the DMA in ``t`` from the
-        # second cycle of the wait on, as every RUN it waits for is released by the first and
-        # later changes only clear conflicts. The cycle is one of STORE_SETUP's (a load's
-        # hides behind the reader's last fetch, within LOAD_SETUP).
+        # The scoreboards register the query during PREP, and their answers are registered
+        # here (their comparisons were the design's critical path, into the reader's claim):
+        # they hold for the DMA in ``t`` from the second cycle of the wait on, as every RUN
+        # it waits for is released by the first and later changes only clear conflicts. The
+        # cycle is one of STORE_SETUP's (a load's hides behind the reader's last fetch,
+        # within LOAD_SETUP).
         conflict = Signal.like(self.conflict)
         checked = Signal()
         m.d.sync += [conflict.eq(self.conflict), checked.eq(0)]

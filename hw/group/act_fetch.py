@@ -21,13 +21,14 @@ class ActFetch(wiring.Component):
     activations (the ``n`` bytes from ``act_addr``, all in one word; 0 for a null step), with
     its weight address and stride, ``last`` and ``null`` flags and lanes. The fetch keeps the
     last word it read: a ``reuse`` step (one in the word of the previous non-null step, see
-    :func:`~flexigan.hw.agen.agen_step_layout`) is answered from it, in the same cycle a read
-    would take, and only another non-null step reads the crossbar. (A RUN never writes what
-    it reads, and its first non-null step is never a reuse, so the word kept is current.) A
-    step is taken only when the output queue (``depth`` steps) has room for its answer,
-    counting the answers in flight; one per cycle when it is a reuse or null or the crossbar
-    grants its read. An answer is on ``o`` two cycles after its step is taken (a cycle
-    through the crossbar or the kept word, one in the queue).
+    :func:`~flexigan.hw.agen.agen_step_layout`) is answered from it, and only another
+    non-null step reads the crossbar. (A RUN never writes what it reads, and its first
+    non-null step is never a reuse, so the word kept is current.) Every step goes through the
+    crossbar's port, the reuse and null steps as ``skip`` requests, so the answers come back
+    in order without a queue of their own. A step is taken only when the output queue
+    (``depth`` steps) has room for its answer, counting the answers in flight; one per cycle
+    while the port takes them. An answer is on ``o`` three cycles after its step is taken at
+    the earliest (the port's slice, the bank or the skip, the queue).
     """
 
     def __init__(self, config, depth):
@@ -48,49 +49,45 @@ class ActFetch(wiring.Component):
         byte_bits = exact_log2(config.axi_bytes)
         step = self.i.payload
         line = Signal(config.axi_data_width)
-        # The step taken last cycle, answered this cycle from the line (a hit) or by the
-        # crossbar (its tag).
-        hit = Signal()
-        held = Signal(act_tag_layout(config))
-        hits = step.null | step.reuse
 
         # Steps taken whose answers are not yet out of the queue, and ``used < depth`` as a
-        # flip-flop: the crossbar's request and grant see no adder or comparison.
+        # flip-flop: the port's request sees no adder or comparison.
         used = Signal(range(depth + 1))
         room = Signal(init=1)
         take = Signal()
         pop = queue.o.valid & queue.o.ready
-        m.d.comb += take.eq(self.i.valid & room & (hits | self.port.req.ready))
+        m.d.comb += take.eq(self.i.valid & room & self.port.req.ready)
         m.d.sync += [used.eq(used + take - pop),
                      room.eq(Mux(take, Mux(pop, used < depth, used < depth - 1),
                                  pop | (used < depth)))]
 
         request = self.port.req
         m.d.comb += [
-            request.valid.eq(self.i.valid & room & ~hits),
+            request.valid.eq(self.i.valid & room),
             self.i.ready.eq(take),
             request.payload.addr.eq(step.act_addr[byte_bits:]),
+            request.payload.skip.eq(step.null | step.reuse),
             request.payload.tag.n.eq(step.n),
             request.payload.tag.wgt_addr.eq(step.wgt_addr),
             request.payload.tag.wgt_stride.eq(step.wgt_stride),
             request.payload.tag.last.eq(step.last),
             request.payload.tag.null.eq(step.null),
+            request.payload.tag.reuse.eq(step.reuse),
             request.payload.tag.lanes.eq(step.lanes),
         ]
         if byte_bits:
             m.d.comb += request.payload.tag.byte.eq(step.act_addr[:byte_bits])
-        m.d.sync += [hit.eq(take & hits), held.eq(request.payload.tag)]
-        with m.If(self.port.resp.valid):
-            m.d.sync += line.eq(self.port.resp.payload.data)
 
-        response = self.port.resp.payload
-        tag = Signal(act_tag_layout(config))
-        m.d.comb += tag.eq(Mux(hit, held, response.tag))
-        source = Mux(hit, line, response.data)
+        answer = self.port.resp
+        tag = answer.payload.tag
+        hit = tag.null | tag.reuse
+        with m.If(answer.valid & ~hit):
+            m.d.sync += line.eq(answer.payload.data)
+        source = Mux(hit, line, answer.payload.data)
         # The bundle's bytes start at the tap's byte (the step never crosses the word's end).
         acts = (source >> (tag.byte * 8) if byte_bits else source)[:8 * config.bundle_width]
         m.d.comb += [
-            queue.i.valid.eq(hit | self.port.resp.valid),
+            queue.i.valid.eq(answer.valid),
             queue.i.payload.acts.eq(Mux(tag.null, 0, acts)),
             queue.i.payload.n.eq(tag.n),
             queue.i.payload.wgt_addr.eq(tag.wgt_addr),

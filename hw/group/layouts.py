@@ -42,6 +42,7 @@ def act_tag_layout(config):
         "wgt_stride": unsigned(weight_address_width),
         "last": 1,
         "null": 1,
+        "reuse": 1,
         "lanes": _run_fields()["lanes"],
     })
 

@@ -77,7 +77,7 @@ def test_crossbar_writes_then_reads_from_every_port(seed):
             while len(done) < len(writers):
                 await ctx.tick()
             await read_words(ctx, readers[i], reads[i], Pauses(0.2 * i, seed * 10 + i))
-            await ctx.tick().repeat(2)
+            await ctx.tick().repeat(3)          # the last read's slice, bank and answer
             assert collectors[i].got == [(n, model[a]) for n, a in enumerate(reads[i])]
         return tb
 
@@ -98,7 +98,7 @@ def test_crossbar_broadcast_costs_one_access():
         return tb
 
     async def check(ctx):
-        await ctx.tick().repeat(len(addrs) + 3)
+        await ctx.tick().repeat(len(addrs) + 4)
         for g in range(CONFIG.groups):
             assert [t for t, _ in collectors[g].got] == list(range(len(addrs)))
             assert ctx.get(dut.stalls[g]) == 0
@@ -122,7 +122,7 @@ def test_crossbar_conflicts_share_a_bank_round_robin():
 
     async def check(ctx):
         groups = CONFIG.groups
-        await ctx.tick().repeat(groups * n + 4)
+        await ctx.tick().repeat(groups * n + 5)
         # One word per cycle, granted in turn 0, 1, 2, 0, ...: port g's last read is granted
         # in cycle groups*(n-1) + g, after waiting (groups-1) cycles per read but its first.
         stalls = [ctx.get(dut.stalls[g]) for g in range(groups)]

@@ -43,8 +43,10 @@ async def load(ctx, dut, at, text):
     return len(code) // isa.UOP_BYTES
 
 
-def conflict(ctx, dut, space, lo, hi, group=1):
+async def conflict(ctx, dut, space, lo, hi, group=1):
+    """The scoreboard's answer to a query (registered: a cycle later)."""
     ctx.set(dut.query, {"space": space, "lo": lo, "hi": hi, "group": group})
+    await ctx.tick()
     return ctx.get(dut.conflict)
 
 
@@ -94,14 +96,14 @@ def test_a_run_waits_for_the_dmas_before_it_and_leaves_once_they_are_done(done, 
             for _ in range(5):
                 assert not ctx.get(dut.run.valid)
                 # Not released: no DMA waits for it, not even one into ACT.
-                assert not conflict(ctx, dut, isa.Space.ACT, 0, 1)
+                assert not await conflict(ctx, dut, isa.Space.ACT, 0, 1)
                 await ctx.tick()
             finished = (finished + 1) % SEQ
             ctx.set(dut.done, finished)
         await ctx.tick()
         assert ctx.get(dut.run.valid)
         assert ctx.get(dut.run.payload).act_offset == 77
-        assert conflict(ctx, dut, isa.Space.ACT, 0, 1)
+        assert await conflict(ctx, dut, isa.Space.ACT, 0, 1)
         await ctx.tick()
         assert not ctx.get(dut.run.valid)
         assert (ctx.get(dut.count), ctx.get(dut.waiting)) == (1, 0)
@@ -225,8 +227,8 @@ def test_a_dma_into_the_weights_waits_for_an_earlier_run_that_reads_them(name):
     window = range(-10, CONFIG.weight_bytes)
     dut = RunScoreboard(CONFIG)
 
-    def conflicts(ctx):
-        return {at for at in window if conflict(ctx, dut, isa.Space.WGT, at, at + 1)}
+    async def conflicts(ctx):
+        return {at for at in window if await conflict(ctx, dut, isa.Space.WGT, at, at + 1)}
 
     async def bench(ctx):
         at = 3
@@ -236,12 +238,12 @@ def test_a_dma_into_the_weights_waits_for_an_earlier_run_that_reads_them(name):
         await ctx.tick()
         # Released; its micro-program is not read yet: it may read every weight.
         assert ctx.get(dut.run.valid)
-        assert conflict(ctx, dut, isa.Space.WGT, CONFIG.weight_bytes - 1, CONFIG.weight_bytes)
-        assert not conflict(ctx, dut, isa.Space.WGT, 0, CONFIG.weight_bytes, group=0)
+        assert await conflict(ctx, dut, isa.Space.WGT, CONFIG.weight_bytes - 1, CONFIG.weight_bytes)
+        assert not await conflict(ctx, dut, isa.Space.WGT, 0, CONFIG.weight_bytes, group=0)
         # The scan does not wait for the group to take the RUN.
         await ctx.tick().repeat(count + 4 + SCAN_DRAIN)
         assert not ctx.get(dut.run.ready)
-        got = conflicts(ctx)
+        got = await conflicts(ctx)
         assert reads <= got
         if reads:
             assert got == set(range(min(reads), max(reads) + 1)) & set(window)
@@ -251,12 +253,12 @@ def test_a_dma_into_the_weights_waits_for_an_earlier_run_that_reads_them(name):
         await get(ctx, dut.run)
         ctx.set(dut.held, 1)
         await ctx.tick().repeat(3)
-        assert conflicts(ctx) == got
-        assert conflict(ctx, dut, isa.Space.ACT, 0, 1)
+        assert await conflicts(ctx) == got
+        assert await conflict(ctx, dut, isa.Space.ACT, 0, 1)
         ctx.set(dut.held, 0)
         await ctx.tick().repeat(2)
-        assert conflicts(ctx) == set()
-        assert not conflict(ctx, dut, isa.Space.ACT, 0, 1)
+        assert await conflicts(ctx) == set()
+        assert not await conflict(ctx, dut, isa.Space.ACT, 0, 1)
         assert ctx.get(dut.count) == 0
 
     simulate(dut, bench)
@@ -271,8 +273,8 @@ def test_a_run_whose_weight_reads_leave_the_buffer_counts_as_reading_them_all(na
         count = await load(ctx, dut, 0, text)
         await put(ctx, dut.issue, {"run": {**run_args(**args), "uop_count": count}, "tag": 0})
         await ctx.tick().repeat(count + 5 + SCAN_DRAIN)
-        assert all(conflict(ctx, dut, isa.Space.WGT, at, at + 1)
-                   for at in range(CONFIG.weight_bytes))
+        assert all([await conflict(ctx, dut, isa.Space.WGT, at, at + 1)
+                    for at in range(CONFIG.weight_bytes)])
 
     simulate(dut, bench)
 
@@ -292,12 +294,12 @@ def test_a_dma_into_the_activation_tables_waits_for_an_earlier_run_that_reads_th
         await put(ctx, dut.issue, {"run": run_args(uop_count=count, lut_offset=lut_offset,
                                                    lanes=lanes), "tag": 0})
         await ctx.tick()
-        assert conflict(ctx, dut, isa.Space.LUT, 0, TABLES)    # not read yet: every table
+        assert await conflict(ctx, dut, isa.Space.LUT, 0, TABLES)    # not read yet: every table
         await ctx.tick().repeat(count + 4 + SCAN_DRAIN)
-        got = {t for t in range(TABLES) if conflict(ctx, dut, isa.Space.LUT, t, t + 1)}
+        got = {t for t in range(TABLES) if await conflict(ctx, dut, isa.Space.LUT, t, t + 1)}
         assert got == reads
-        assert conflict(ctx, dut, isa.Space.LUT, 0, TABLES) == bool(reads)
-        assert not conflict(ctx, dut, isa.Space.LUT, 0, TABLES, group=0)
+        assert await conflict(ctx, dut, isa.Space.LUT, 0, TABLES) == bool(reads)
+        assert not await conflict(ctx, dut, isa.Space.LUT, 0, TABLES, group=0)
 
     simulate(dut, bench)
 
@@ -310,12 +312,12 @@ def test_the_micro_ops_and_parameters_a_run_reads_come_from_its_registers():
                                                    lanes=2), "tag": 0})
         await ctx.tick()
         for space, first, end in ((isa.Space.UOP, 5, 8), (isa.Space.PARAM, 9, 11)):
-            got = {at for at in range(16) if conflict(ctx, dut, space, at, at + 1)}
+            got = {at for at in range(16) if await conflict(ctx, dut, space, at, at + 1)}
             assert got == set(range(first, end))
-            assert conflict(ctx, dut, space, 0, 16)
-            assert not conflict(ctx, dut, space, 0, first)
-            assert not conflict(ctx, dut, space, end, 16)
-            assert not conflict(ctx, dut, space, 0, 16, group=0)
+            assert await conflict(ctx, dut, space, 0, 16)
+            assert not await conflict(ctx, dut, space, 0, first)
+            assert not await conflict(ctx, dut, space, end, 16)
+            assert not await conflict(ctx, dut, space, 0, 16, group=0)
 
     simulate(dut, bench)
 
@@ -340,7 +342,7 @@ def test_the_scan_follows_the_runs_in_order():
         await ctx.tick().repeat(2 * (where[0][1] + 3 + SCAN_DRAIN))
         reads = weights_read(*first) | weights_read(*second)
         got = {at for at in range(CONFIG.weight_bytes)
-               if conflict(ctx, dut, isa.Space.WGT, at, at + 1)}
+               if await conflict(ctx, dut, isa.Space.WGT, at, at + 1)}
         assert got == set(range(5, 5 + 68 + 1)) | set(range(100, 100 + 68 + 1))
         assert reads <= got
 
