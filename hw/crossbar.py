@@ -161,14 +161,21 @@ class Crossbar(wiring.Component):
         def bank_of(addr):
             return addr[row_bits:] if bank_bits else Const(0, 1)
 
-        # Each port's requests wait in a register slice: the arbitration sees only registers.
-        slices = []
+        # Each port's requests wait in a register slice with the bank they read decoded
+        # (one-hot, none for a skip): the arbitration sees only registers.
+        slices, wants = [], []
         for i, p in enumerate(readers):
-            m.submodules[f"rd_slice{i}"] = held = StreamSlice(p.req.payload.shape())
-            m.d.comb += [held.i.valid.eq(p.req.valid), held.i.payload.eq(p.req.payload),
+            layout = data.StructLayout({"req": p.req.payload.shape(), "want": banks})
+            m.submodules[f"rd_slice{i}"] = held = StreamSlice(layout)
+            m.d.comb += [held.i.valid.eq(p.req.valid), held.i.payload.req.eq(p.req.payload),
+                         held.i.payload.want.eq(Cat(~p.req.payload.skip
+                                                    & (bank_of(p.req.payload.addr) == b)
+                                                    for b in range(banks))),
                          p.req.ready.eq(held.i.ready)]
             slices.append(held.o)
-        rows = [q.payload.addr[:row_bits] for q in slices]
+            wants.append(held.o.payload.want)
+        reads = [q.payload.req for q in slices]
+        rows = [r.addr[:row_bits] for r in reads]
         # Ports asking for the same word are served by one access: which pairs ask the same
         # word is compared beside the arbitration, not after it.
         same = [[Signal(name=f"rd_same{i}_{j}") for j in range(len(readers))]
@@ -189,8 +196,7 @@ class Crossbar(wiring.Component):
 
             # Reads: one word per cycle, shared by every port that asks for it.
             asking = Signal(len(readers), name=f"rd_ask{b}")
-            m.d.comb += asking.eq(Cat(q.valid & ~q.payload.skip
-                                      & (bank_of(q.payload.addr) == b) for q in slices))
+            m.d.comb += asking.eq(Cat(q.valid & want[b] for q, want in zip(slices, wants)))
             winner = _round_robin(m, asking, f"rd{b}")
             m.d.comb += [rport.addr.eq(_select(winner, rows)), rport.en.eq(asking.any())]
             for i in range(len(readers)):
@@ -218,12 +224,12 @@ class Crossbar(wiring.Component):
                     m.d.comb += wr_grant[i].eq(1)
 
         for i, (p, q) in enumerate(zip(readers, slices)):
-            with m.If(q.valid & q.payload.skip):
+            with m.If(q.valid & reads[i].skip):
                 m.d.comb += rd_grant[i].eq(1)
             m.d.comb += q.ready.eq(rd_grant[i])
             m.d.sync += [
                 p.resp.valid.eq(rd_grant[i]),
-                p.resp.payload.tag.eq(q.payload.tag),
+                p.resp.payload.tag.eq(reads[i].tag),
             ]
             m.d.comb += p.resp.payload.data.eq(bank_data[0])
             for b in range(1, banks):
@@ -241,14 +247,14 @@ class Crossbar(wiring.Component):
                     m.d.sync += [first[g].eq(self.route.payload.bank_first),
                                  count[g].eq(self.route.payload.bank_count)]
         for g in range(groups):
-            q = slices[g]
-            bank = bank_of(q.payload.addr)
+            q, read = slices[g], reads[g]
+            bank = bank_of(read.addr)
             outside = (bank < first[g]) | (bank >= first[g] + count[g])
             with m.If(self.clear):
                 m.d.sync += [self.stalls[g].eq(0), self.route_fault[g].eq(0)]
             with m.Else():
                 with m.If(q.valid & ~q.ready):
                     m.d.sync += self.stalls[g].eq(self.stalls[g] + 1)
-                with m.If(q.valid & ~q.payload.skip & outside):
+                with m.If(q.valid & ~read.skip & outside):
                     m.d.sync += self.route_fault[g].eq(1)
         return m

@@ -87,6 +87,8 @@ class _Transfer:
         self.to_local = Signal(config.groups, name="to_local")
         # Beats of its external transfer (the reader's or the writer's command).
         self.beats = Signal(24, name="beats")
+        # The end of its range in the space's units (the hazard query's ``hi``).
+        self.end = Signal(25, name="end")
         self.local = Signal(32, name="local")
         # The next word to write (a load) or read (a store) in the space.
         self.word = Signal(max(config.word_addr_width, chunk_bits - wb), name="word")
@@ -197,11 +199,10 @@ class DmaEngine(wiring.Component):
         t = _Transfer(cfg)
         m.d.comb += self.busy.eq(reader.busy | writer.busy | ~t.idle | queue.o.valid)
         # The hazard query, from the registers the IDLE state sets: the scoreboards register
-        # it (with its end) during PREP, so their answers are ready for the wait.
+        # it during PREP, so their answers are ready for the wait.
         dma = t.cmd.dma
         m.d.comb += [self.hazard.space.eq(t.space), self.hazard.lo.eq(dma.local_addr),
-                     self.hazard.hi.eq(dma.local_addr + (dma.length >> t.shift)),
-                     self.hazard.groups.eq(dma.group_mask)]
+                     self.hazard.hi.eq(t.end), self.hazard.groups.eq(dma.group_mask)]
         self._load_path(m, loaded.o, t)
         self._store_path(m, store, t)
         self._sequence(m, queue.o, reader, writer, load, loaded.o, store, t)
@@ -264,8 +265,9 @@ class DmaEngine(wiring.Component):
                          ahead.o.ready.eq(store.i.ready)]
 
     def _decode(self, m, queue, t):
-        """The IDLE and PREP states: take the next instruction and work out, a cycle later,
-        its byte address in the space, the end of its range and its external beats."""
+        """The IDLE and PREP states: take the next instruction with the end of its range (the
+        hazard query's), and work out, a cycle later, its byte address in the space and its
+        external beats."""
         wb = exact_log2(self._config.axi_bytes)
         dw = self._config.axi_data_width
         dma = t.cmd.dma
@@ -277,7 +279,9 @@ class DmaEngine(wiring.Component):
                 e = queue.payload
                 target = Mux(e.op == isa.GlobalOp.UOP_LOAD, isa.Space.UOP,
                              Mux(e.op == isa.GlobalOp.DMA_STORE, isa.Space.ACT, e.dma.space))
-                m.d.sync += [t.cmd.eq(e), t.space.eq(target), t.shift.eq(unit_shift(target))]
+                shift = unit_shift(target)
+                m.d.sync += [t.cmd.eq(e), t.space.eq(target), t.shift.eq(shift),
+                             t.end.eq(e.dma.local_addr + (e.dma.length >> shift))]
                 with m.If(e.op == isa.GlobalOp.COUNTERS):
                     m.d.sync += [t.cmd.dma.length.eq(BLOCK_BYTES), t.cmd.dma.local_addr.eq(0)]
                 m.next = "PREP"
