@@ -71,6 +71,10 @@ class AcceleratorConfig:
         Bytes of memory the accelerator's AXI master reaches on the target (a board's on-chip
         memory, which holds the whole image: program, weights and activations); ``None``: as
         much as the image needs (the simulation target's external memory).
+    counter_bits : int
+        Bits the performance counters keep, 32 to 64: each counts modulo ``2 ** counter_bits``
+        and reads (register or COUNTERS block) as 64 bits with the rest zero. 32 bits hold
+        three minutes of cycles at 20 MHz and halve the counters' flip-flops.
     """
 
     groups: int = 16
@@ -88,6 +92,7 @@ class AcceleratorConfig:
     burst_bytes: int = 4096
     clock_mhz: float = 200.0
     memory_bytes: int | None = None
+    counter_bits: int = 64
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -118,6 +123,9 @@ class AcceleratorConfig:
             raise ValueError(f"AcceleratorConfig.param_entries must double-buffer the "
                              f"{self.lanes} lanes (at least {2 * self.lanes}), not "
                              f"{self.param_entries!r}")
+        if not 32 <= self.counter_bits <= 64:
+            raise ValueError(f"AcceleratorConfig.counter_bits must be from 32 to 64, not "
+                             f"{self.counter_bits!r}")
         if self.uop_depth < MAX_SEGMENT_UOPS:
             raise ValueError(f"AcceleratorConfig.uop_depth must hold a segment's micro-program "
                              f"(at least {MAX_SEGMENT_UOPS}), not {self.uop_depth!r}")
@@ -216,7 +224,7 @@ PRESETS = {
                                     weight_bytes=512, param_entries=32, uop_depth=16,
                                     fifo_depth=4, axi_data_width=32,
                                     mem_latency=ONCHIP_MEM_LATENCY, burst_bytes=256,
-                                    clock_mhz=12.0, memory_bytes=131072),
+                                    clock_mhz=12.0, memory_bytes=131072, counter_bits=32),
 }
 
 

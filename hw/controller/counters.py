@@ -6,7 +6,9 @@ sum the groups' counters; ``dma_bytes`` sums the lengths of DMA_LOAD, DMA_STORE 
 ``busy_cycles`` sums the cycles each group holds a RUN; ``stall_cycles`` sums the groups'
 crossbar stalls; ``runs`` counts RUN instructions; ``instructions`` counts executed
 instructions (COUNTERS STORE counts itself). COUNTERS RESET zeroes all but ``cycles`` and
-``instructions``, as the simulator does.
+``instructions``, as the simulator does. Each counts modulo ``2 ** config.counter_bits`` and
+shows as :data:`COUNTER_BITS` bits, the rest zero (constant bits that synthesis removes, with
+the register file's copies of them).
 """
 
 from amaranth.hdl import Module, Signal, unsigned
@@ -19,7 +21,7 @@ from ..arch.timing import POST_DRAIN
 
 __all__ = ["COUNTER_BITS", "counters_layout", "issue_events_signature", "Counters"]
 
-#: Bits of each counter (and of each entry of the stored block).
+#: Bits of each counter as the registers and the stored block show it.
 COUNTER_BITS = 64
 
 
@@ -62,7 +64,7 @@ class Counters(wiring.Component):
     events : In(issue_events_signature())
     group_busy : In(groups)
     macs_issued, macs_skipped, stalls : In(data.ArrayLayout(64, groups))
-        The groups' and the crossbar's counters.
+        The groups' and the crossbar's counters (their low ``counter_bits`` are used).
     values, block : Out(counters_layout())
     clear : Out(1)
     """
@@ -85,14 +87,14 @@ class Counters(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        groups = self._config.groups
+        groups, bits = self._config.groups, self._config.counter_bits
         events = self.events
-        count = {name: Signal(COUNTER_BITS, name=f"count_{name}")
+        count = {name: Signal(bits, name=f"count_{name}")
                  for name in ("cycles", "dma_bytes", "busy_cycles", "runs", "instructions")}
         live = dict(count)
         for name, port in (("macs_issued", self.macs_issued), ("macs_skipped", self.macs_skipped),
                            ("stall_cycles", self.stalls)):
-            live[name] = _registered_sum(m, [port[g] for g in range(groups)], name)
+            live[name] = _registered_sum(m, [port[g][:bits] for g in range(groups)], name)
         for name in isa.COUNTER_NAMES:
             m.d.comb += self.values[name].eq(live[name])
         m.d.comb += self.clear.eq(self.start | events.reset)
@@ -112,24 +114,25 @@ class Counters(wiring.Component):
             m.d.sync += count["instructions"].eq(count["instructions"] + 1)
         with m.If(events.store):
             m.d.sync += [self.block.eq(self.values),
-                         self.block.instructions.eq(count["instructions"] + 1)]
+                         self.block.instructions.eq((count["instructions"] + 1)[:bits])]
         with m.If(self.start):
             m.d.sync += [count["cycles"].eq(0), count["instructions"].eq(0)]
         return m
 
 
 def _registered_sum(m, values, name):
-    """The sum of the 64-bit ``values``, as a tree of registered pairwise sums (one 64-bit
-    carry chain between registers): it lags the values by ``ceil(log2(len(values)))`` cycles,
-    at least one. COUNTERS waits for idle groups, and a group's last count precedes its RUN's
-    end by the post-writer's drain (:data:`~flexigan.hw.arch.timing.POST_DRAIN`, more than the
-    four cycles of 16 groups), so the stored block does not lag."""
+    """The sum of ``values`` (of equal widths, modulo their width), as a tree of registered
+    pairwise sums (one carry chain between registers): it lags the values by
+    ``ceil(log2(len(values)))`` cycles, at least one. COUNTERS waits for idle groups, and a
+    group's last count precedes its RUN's end by the post-writer's drain
+    (:data:`~flexigan.hw.arch.timing.POST_DRAIN`, more than the four cycles of 16 groups), so
+    the stored block does not lag."""
     assert max(1, ceil_log2(len(values))) < POST_DRAIN, "the counters' sums lag too far"
     level = 0
     while True:
         sums = []
         for k in range(0, len(values), 2):
-            total = Signal(COUNTER_BITS, name=f"total_{name}_{level}_{k // 2}")
+            total = Signal(len(values[0]), name=f"total_{name}_{level}_{k // 2}")
             m.d.sync += total.eq(sum(values[k:k + 2]))
             sums.append(total)
         if len(sums) == 1:

@@ -26,7 +26,7 @@ from ..fifo import StreamFIFO, StreamSlice
 from ..group import act_tag_layout, local_write_layout
 from ..realign import Realign, beat_layout, covering_words
 from ..scoreboard import SEQ_BITS
-from .counters import counters_layout
+from .counters import COUNTER_BITS, counters_layout
 from .reader import SharedReader, read_client_signature
 
 __all__ = ["STORE_DEPTH", "dma_command_layout", "hazard_layout", "unit_shift", "DmaEngine"]
@@ -248,15 +248,25 @@ class DmaEngine(wiring.Component):
         m.d.sync += [t.credits.eq(Mux(requested, kept - 1, kept)),
                      t.credit.eq(Mux(requested, kept > 1, kept != 0))]
         # The counter block, shifted a word at a time into the realigner (a multiplexer of
-        # its words was a long path).
+        # its words was a long path). Only the words that can be nonzero are shifted: on a
+        # bus narrower than a counter's 64 bits, the high words of narrow counters are zeros
+        # that take no flip-flops, told apart by the word's number.
         block = self.counters.as_value()
-        block_data = Signal(len(block))
+        words = [block[k:k + dw] for k in range(0, len(block), dw)]
+        nonzero = [k for k in range(len(words))
+                   if k * dw % COUNTER_BITS < self._config.counter_bits]
+        block_data = Signal(sum(len(words[k]) for k in nonzero))
+        number = Signal(range(len(words)))       # the word on the realigner's input
+        shifts = Const(sum(1 << k for k in nonzero), len(words)).bit_select(number, 1)
         with m.If(t.counters_out):
-            m.d.comb += [store.i.valid.eq(1), store.i.payload.data.eq(block_data[:dw])]
+            m.d.comb += [store.i.valid.eq(1),
+                         store.i.payload.data.eq(Mux(shifts, block_data[:dw], 0))]
             with m.If(store.i.ready):
-                m.d.sync += block_data.eq(block_data >> dw)
+                m.d.sync += number.eq(number + 1)
+                with m.If(shifts):
+                    m.d.sync += block_data.eq(block_data >> dw)
         with m.Else():
-            m.d.sync += block_data.eq(block)
+            m.d.sync += [block_data.eq(Cat(words[k] for k in nonzero)), number.eq(0)]
             m.d.comb += [store.i.valid.eq(ahead.o.valid), store.i.payload.data.eq(ahead.o.payload),
                          ahead.o.ready.eq(store.i.ready)]
 

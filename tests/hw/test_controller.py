@@ -344,15 +344,16 @@ def test_dma_waits_while_its_range_conflicts(op, space, local, n, hi):
 
 
 @pytest.mark.parametrize("data_width", [8, 32, 64])
-@pytest.mark.parametrize("pause", [0.0, 0.3])
-def test_dma_stores_act_and_the_counter_block(data_width, pause):
-    cfg = config(data_width)
+@pytest.mark.parametrize("pause, counter_bits", [(0.0, 64), (0.3, 64), (0.3, 32)])
+def test_dma_stores_act_and_the_counter_block(data_width, pause, counter_bits):
+    """Narrow counters: the block's zero words (no flip-flops) come out as zeros."""
+    cfg = config(data_width).replace(counter_bits=counter_bits)
     dut = DmaEngine(cfg)
     bench = DmaBench(dut, cfg, pause, seed=data_width + 1)
     stores = [(0x803, 5, 21), (0x900, 64, 0), (0xA01, 0, 3 * cfg.axi_bytes + 2)]
     block_at = 0xC05
-    values = {name: (k + 1) * 0x0102030405060708 + k for k, name in
-              enumerate(isa.COUNTER_NAMES)}
+    values = {name: ((k + 1) * 0x0102030405060708 + k) % (1 << counter_bits)
+              for k, name in enumerate(isa.COUNTER_NAMES)}
     before = bytes(bench.mem)
 
     async def testbench(ctx):
@@ -462,6 +463,24 @@ def test_counters_count_clear_and_store():
         await ctx.tick()
         assert values(ctx) == {**got, "cycles": 1, "busy_cycles": 1, "dma_bytes": 0, "runs": 0,
                                "instructions": 0}
+
+    simulate(dut, testbench)
+
+
+def test_narrow_counters_count_modulo_their_width():
+    dut = Counters(config().replace(counter_bits=32))
+
+    async def testbench(ctx):
+        await pulse_start(ctx, dut)
+        ctx.set(dut.macs_issued[0], (1 << 32) + 7)       # the groups' bits above 32 are unused
+        ctx.set(dut.macs_issued[1], (1 << 32) - 1)
+        ctx.set(dut.events.instruction, 1)
+        await ctx.tick().repeat(3)
+        ctx.set(dut.events.store, 1)
+        await ctx.tick()
+        assert ctx.get(dut.values.macs_issued) == 6
+        assert ctx.get(dut.block.macs_issued) == 6
+        assert ctx.get(dut.block.instructions) == 4
 
     simulate(dut, testbench)
 
