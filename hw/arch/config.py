@@ -31,7 +31,8 @@ FETCH_INSNS = 2
 FETCH_INSNS_MAX = 8
 #: Instructions the controller's prefetch queue holds (at least two fetches).
 QUEUE_INSNS = 4
-#: DMA instructions queued ahead of the DMA engine.
+#: DMA instructions queued ahead of the DMA engine (the default of
+#: :attr:`AcceleratorConfig.dma_queue`).
 DMA_QUEUE = 8
 #: Longest micro-program the compiler emits for one RUN (a segment's), in micro-ops.
 MAX_SEGMENT_UOPS = 12
@@ -75,6 +76,12 @@ class AcceleratorConfig:
         Bits the performance counters keep, 32 to 64: each counts modulo ``2 ** counter_bits``
         and reads (register or COUNTERS block) as 64 bits with the rest zero. 32 bits hold
         three minutes of cycles at 20 MHz and halve the counters' flip-flops.
+    dma_queue : int
+        DMA instructions queued ahead of the DMA engine (issue waits when it is full). Eight
+        fill block RAM on an iCE40 (seven EBR for 103-bit entries); two are flip-flops.
+    fetch_queue : int or None
+        Instructions the prefetch queue holds, at least two; ``None``: two fetches' worth (see
+        :attr:`queue_insns`). A queue of two fetches one instruction at a time.
     """
 
     groups: int = 16
@@ -93,11 +100,13 @@ class AcceleratorConfig:
     clock_mhz: float = 200.0
     memory_bytes: int | None = None
     counter_bits: int = 64
+    dma_queue: int = DMA_QUEUE
+    fetch_queue: int | None = None
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name == "memory_bytes" and value is None:
+            if f.name in ("memory_bytes", "fetch_queue") and value is None:
                 continue
             if f.name == "clock_mhz":
                 ok = isinstance(value, (int, float)) and value > 0
@@ -126,6 +135,9 @@ class AcceleratorConfig:
         if not 32 <= self.counter_bits <= 64:
             raise ValueError(f"AcceleratorConfig.counter_bits must be from 32 to 64, not "
                              f"{self.counter_bits!r}")
+        if self.fetch_queue is not None and self.fetch_queue < 2:
+            raise ValueError(f"AcceleratorConfig.fetch_queue must be at least 2 instructions, "
+                             f"not {self.fetch_queue!r}")
         if self.uop_depth < MAX_SEGMENT_UOPS:
             raise ValueError(f"AcceleratorConfig.uop_depth must hold a segment's micro-program "
                              f"(at least {MAX_SEGMENT_UOPS}), not {self.uop_depth!r}")
@@ -180,12 +192,19 @@ class AcceleratorConfig:
         of 32, two instructions a fetch cost 16.5 cycles each, eight 4.5.)"""
         moved = self.mem_latency * self.axi_bytes // isa.GLOBAL_BYTES
         wanted = 1 << max(moved, 1).bit_length() - 1
-        return max(FETCH_INSNS, self.axi_bytes // isa.GLOBAL_BYTES,
-                   min(wanted, FETCH_INSNS_MAX))
+        per_fetch = max(FETCH_INSNS, self.axi_bytes // isa.GLOBAL_BYTES,
+                        min(wanted, FETCH_INSNS_MAX))
+        if self.fetch_queue is None:
+            return per_fetch
+        # A set queue holds two fetches (or one, and at least an AXI beat's instructions).
+        return max(1, self.axi_bytes // isa.GLOBAL_BYTES, min(per_fetch, self.fetch_queue // 2))
 
     @property
     def queue_insns(self):
-        """Instructions the controller's prefetch queue holds."""
+        """Instructions the controller's prefetch queue holds: :attr:`fetch_queue`, or two
+        fetches' worth and at least :data:`QUEUE_INSNS`; never less than a fetch."""
+        if self.fetch_queue is not None:
+            return max(self.fetch_queue, self.fetch_insns)
         return max(QUEUE_INSNS, 2 * self.fetch_insns)
 
     def local_units(self, space):
@@ -224,7 +243,8 @@ PRESETS = {
                                     weight_bytes=512, param_entries=32, uop_depth=16,
                                     fifo_depth=4, axi_data_width=32,
                                     mem_latency=ONCHIP_MEM_LATENCY, burst_bytes=256,
-                                    clock_mhz=12.0, memory_bytes=131072, counter_bits=32),
+                                    clock_mhz=12.0, memory_bytes=131072, counter_bits=32,
+                                    dma_queue=2, fetch_queue=2),
 }
 
 

@@ -18,7 +18,6 @@ from amaranth.lib.wiring import In, Out, connect, flipped
 from amaranth.utils import exact_log2
 
 from ..arch import isa
-from ..arch.config import DMA_QUEUE
 from ..axi import AxiBurstWriter, axi4_signature
 from ..countdown import Countdown
 from ..crossbar import read_port_signature, write_port_signature
@@ -108,7 +107,7 @@ class _Transfer:
 class DmaEngine(wiring.Component):
     """Runs the DMA instructions of the global program in order (see the module docstring).
 
-    Contract: ``cmd`` takes up to :data:`DMA_QUEUE` instructions ahead of the one running.
+    Contract: ``cmd`` takes up to ``config.dma_queue`` instructions ahead of the one running.
     Each is done when its last byte is in its destination (for a store: its last write
     response has arrived); ``finished`` then counts it (modulo ``2 ** SEQ_BITS``). A load or a
     store starts once ``conflict`` is low for its ``hazard`` (a COUNTERS STORE does not wait);
@@ -191,7 +190,7 @@ class DmaEngine(wiring.Component):
         connect(m, store.o, stored.i)
         connect(m, stored.o, writer.i)
 
-        queue = StreamFIFO(dma_command_layout(), DMA_QUEUE)
+        queue = StreamFIFO(dma_command_layout(), cfg.dma_queue)
         m.submodules.queue = ResetInserter({"sync": self.start})(queue)
         connect(m, flipped(self.cmd), queue.i)
 

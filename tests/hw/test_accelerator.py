@@ -41,6 +41,9 @@ TB_LATENCY = TESTBENCH_MEM_LATENCY
 CONFIG = AcceleratorConfig(groups=2, lanes=4, act_banks=4, act_bank_bytes=1024, weight_bytes=512,
                            param_entries=32, uop_depth=32, axi_data_width=32,
                            mem_latency=TB_LATENCY, burst_bytes=64)
+#: CONFIG with the options that shrink the iCEBreaker's controller: 32-bit counters, two DMA
+#: instructions and two global instructions queued.
+SMALL_QUEUES = CONFIG.replace(counter_bits=32, dma_queue=2, fetch_queue=2)
 #: Far more than any case takes (a few thousand cycles): a hang fails in seconds.
 MAX_CYCLES = 100_000
 #: Counters whose definitions the RTL shares with the ISA simulator.
@@ -110,6 +113,19 @@ def test_programs_bit_exact_with_isa_sim(simulator, compiled, build_root):
             f"{name}: RTL takes {ratio:.3f}x the ISA simulator's cycles"
 
 
+def test_small_queues_and_narrow_counters_bit_exact_and_within_5_percent(build_root):
+    """The iCEBreaker's options on CONFIG's machine: the cycle model follows the queues."""
+    compiled = _compiled(CASES, SMALL_QUEUES)
+    results = run_programs([image for _, _, image in compiled], SMALL_QUEUES,
+                           simulator="verilator", build_dir=build_root / "small_queues",
+                           max_cycles=MAX_CYCLES)
+    ratios = _check(compiled, results, SMALL_QUEUES, sparse=True)
+    print("RTL / ISA cycles", {k: round(v, 3) for k, v in ratios.items()})
+    for name, ratio in ratios.items():
+        assert abs(ratio - 1) <= 0.05, \
+            f"{name}: RTL takes {ratio:.3f}x the ISA simulator's cycles"
+
+
 @pytest.mark.parametrize("simulator", SIMULATORS)
 def test_random_axi_pauses_and_no_sparse(simulator, compiled, build_root):
     """Backpressure on every AXI channel, and zero skipping off (the ``bypass`` register)."""
@@ -173,7 +189,8 @@ def _dma_programs():
     return images
 
 
-def test_dma_and_fetch_cycles_follow_the_cycle_model(build_root):
+@pytest.mark.parametrize("config", [CONFIG, SMALL_QUEUES], ids=["default", "small_queues"])
+def test_dma_and_fetch_cycles_follow_the_cycle_model(config, build_root):
     """Instruction fetch and DMA on the read port, cycle for cycle (within 2): an instruction
     enters the queue with its last beat; a transfer pays the memory latency once, not per
     burst (the reader and writer request every burst up front); a load claims the port ahead
@@ -181,10 +198,11 @@ def test_dma_and_fetch_cycles_follow_the_cycle_model(build_root):
     STORE_SETUP). The model charged per burst and booked fetches ahead of loads, so on whole
     programs it overestimated the RTL's cycles by up to 6%."""
     images = _dma_programs()
-    results = run_programs(list(images.values()), CONFIG, simulator="verilator",
-                           build_dir=build_root / "small", max_cycles=MAX_CYCLES)
+    build = "small" if config is CONFIG else "small_queues"
+    results = run_programs(list(images.values()), config, simulator="verilator",
+                           build_dir=build_root / build, max_cycles=MAX_CYCLES)
     got = {name: r.counters["cycles"] for name, r in zip(images, results)}
-    want = {name: isa_sim.run(image, CONFIG).cycles for name, image in images.items()}
+    want = {name: isa_sim.run(image, config).cycles for name, image in images.items()}
     print("RTL / model cycles", {k: (got[k], want[k]) for k in images})
     assert all(abs(got[k] - want[k]) <= 2 for k in images), (got, want)
 

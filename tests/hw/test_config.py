@@ -15,3 +15,15 @@ def test_counter_bits_are_checked(bits):
 def test_only_the_icebreaker_preset_narrows_its_counters():
     assert preset("icebreaker").counter_bits == 32
     assert preset("sim").counter_bits == preset("ulx3s").counter_bits == 64
+
+
+def test_a_fetch_queue_is_checked_and_holds_two_fetches():
+    with pytest.raises(ValueError, match=r"^AcceleratorConfig.fetch_queue must be at least 2 "
+                                         r"instructions, not 1$"):
+        AcceleratorConfig(fetch_queue=1)
+    small = preset("icebreaker")
+    assert (small.fetch_queue, small.fetch_insns, small.queue_insns) == (2, 1, 2)
+    wide = AcceleratorConfig(axi_data_width=512)           # a beat holds two instructions
+    assert (wide.fetch_insns, wide.queue_insns) == (8, 16)
+    assert (wide.replace(fetch_queue=2).fetch_insns, wide.replace(fetch_queue=2).queue_insns) \
+        == (2, 2)

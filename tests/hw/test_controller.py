@@ -93,10 +93,12 @@ async def pulse_start(ctx, dut, base=None):
 
 
 @pytest.mark.parametrize("data_width", [8, 32, 256, 512])
-@pytest.mark.parametrize("seed,p_mem,p_issue", [(0, 0.0, 0.0), (1, 0.3, 0.5)])
+@pytest.mark.parametrize("seed,p_mem,p_issue,fetch_queue", [(0, 0.0, 0.0, None),
+                                                            (1, 0.3, 0.5, None),
+                                                            (2, 0.3, 0.5, 2)])
 def test_fetcher_yields_the_program_in_order_and_never_overfills(data_width, seed, p_mem,
-                                                                  p_issue):
-    cfg = config(data_width)
+                                                                  p_issue, fetch_queue):
+    cfg = config(data_width).replace(fetch_queue=fetch_queue)
     dut = Fetcher(cfg)
     base, n = 0x240, 23
     program = random_words(n + 2 * cfg.queue_insns, 256, seed)
@@ -127,8 +129,9 @@ def test_fetcher_yields_the_program_in_order_and_never_overfills(data_width, see
 
 
 @pytest.mark.parametrize("data_width", [32, 512])
-def test_fetcher_fills_its_queue_then_fetches_as_room_frees(data_width):
-    cfg = config(data_width)
+@pytest.mark.parametrize("fetch_queue", [None, 2])
+def test_fetcher_fills_its_queue_then_fetches_as_room_frees(data_width, fetch_queue):
+    cfg = config(data_width).replace(fetch_queue=fetch_queue)
     dut = Fetcher(cfg)
     program = random_words(4 * cfg.queue_insns, 256, 3)
     memory = ReadMemory(dut.read, image_of(program, isa.GLOBAL_BYTES), cfg.axi_bytes)
@@ -307,6 +310,30 @@ def test_dma_loads_into_each_space_in_its_units(data_width, pause):
     assert bench.act[local:local + n] == bench.mem[ext:ext + n]
     assert bench.act[:local] == before[:local]
     assert bench.act[local + n:] == before[local + n:]
+
+
+@pytest.mark.parametrize("dma_queue", [1, 2, 8])
+def test_dma_queue_takes_its_depth_ahead_of_the_running_dma(dma_queue):
+    cfg = config(32).replace(dma_queue=dma_queue)
+    dut = DmaEngine(cfg)
+    bench = DmaBench(dut, cfg)
+    args = {"space": Space.WGT, "group_mask": 0b01, "local_addr": 0, "ext_addr": 0x400,
+            "length": 8}
+
+    async def testbench(ctx):
+        ctx.set(dut.conflict, 0b01)                 # the first DMA waits
+        ctx.set(dut.cmd.payload, {"op": Op.DMA_LOAD, "dma": args})
+        ctx.set(dut.cmd.valid, 1)
+        taken = 0
+        for _ in range(30):
+            _, _, ready = await ctx.tick().sample(dut.cmd.ready)
+            taken += ready
+        assert taken == dma_queue + 1               # the queue and the one running
+        ctx.set(dut.cmd.valid, 0)
+        ctx.set(dut.conflict, 0)
+        await ctx.tick().until(dut.finished == taken)
+
+    simulate(dut, testbench, processes=bench.processes())
 
 
 @pytest.mark.parametrize("op,space,local,n,hi", [
