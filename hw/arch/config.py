@@ -236,10 +236,12 @@ PRESETS = {
                                burst_bytes=512,
                                clock_mhz=25.0, memory_bytes=131072),
     # iCEBreaker, iCE40UP5K (5,280 LCs, 30 x 512 B EBR, 8 SB_MAC16, 4 x 32 KB SPRAM): the
-    # smallest machine the examples compile for, 1 x 2 lanes, 2 x 2 KB activation banks and
-    # 512 B of weights in EBR; the four SPRAMs are the board top's 128 KB memory (program,
-    # weights, activations). It does not fit yet (docs/architecture.md, "Targets").
-    "icebreaker": AcceleratorConfig(groups=1, lanes=2, act_banks=2, act_bank_bytes=2048,
+    # smallest machine the examples compile for, 1 x 2 lanes, 2 x 1 KB activation banks (two
+    # EBR each, as 256 x 32 bits; the digits generator runs in the same cycles as with 2 KB)
+    # and 512 B of weights in EBR; the four SPRAMs are the board top's 128 KB memory
+    # (program, weights, activations). Narrow counters and short queues shrink the controller;
+    # it does not fit yet (docs/boards.md, "The iCEBreaker preset").
+    "icebreaker": AcceleratorConfig(groups=1, lanes=2, act_banks=2, act_bank_bytes=1024,
                                     weight_bytes=512, param_entries=32, uop_depth=16,
                                     fifo_depth=4, axi_data_width=32,
                                     mem_latency=ONCHIP_MEM_LATENCY, burst_bytes=256,
