@@ -72,6 +72,10 @@ class AcceleratorConfig:
         Bytes of memory the accelerator's AXI master reaches on the target (a board's on-chip
         memory, which holds the whole image: program, weights and activations); ``None``: as
         much as the image needs (the simulation target's external memory).
+    counters : tuple of str
+        The performance counters the hardware keeps, of :data:`isa.COUNTER_NAMES`; the others
+        read zero. ``flexigan run`` reads ``cycles``, ``macs_issued``, ``macs_skipped`` and
+        ``dma_bytes``.
     counter_bits : int
         Bits the performance counters keep, 32 to 64: each counts modulo ``2 ** counter_bits``
         and reads (register or COUNTERS block) as 64 bits with the rest zero. 32 bits hold
@@ -99,14 +103,16 @@ class AcceleratorConfig:
     burst_bytes: int = 4096
     clock_mhz: float = 200.0
     memory_bytes: int | None = None
+    counters: tuple = isa.COUNTER_NAMES
     counter_bits: int = 64
     dma_queue: int = DMA_QUEUE
     fetch_queue: int | None = None
 
     def __post_init__(self):
+        self._check_counters()
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name in ("memory_bytes", "fetch_queue") and value is None:
+            if f.name == "counters" or f.name in ("memory_bytes", "fetch_queue") and value is None:
                 continue
             if f.name == "clock_mhz":
                 ok = isinstance(value, (int, float)) and value > 0
@@ -141,6 +147,17 @@ class AcceleratorConfig:
         if self.uop_depth < MAX_SEGMENT_UOPS:
             raise ValueError(f"AcceleratorConfig.uop_depth must hold a segment's micro-program "
                              f"(at least {MAX_SEGMENT_UOPS}), not {self.uop_depth!r}")
+
+    def _check_counters(self):
+        """``counters`` as a tuple (a manifest holds a list), and only known names."""
+        if isinstance(self.counters, str) or not all(isinstance(c, str) for c in self.counters):
+            raise ValueError(f"AcceleratorConfig.counters must be a sequence of counter names, "
+                             f"not {self.counters!r}")
+        object.__setattr__(self, "counters", tuple(self.counters))
+        unknown = [c for c in self.counters if c not in isa.COUNTER_NAMES]
+        if unknown:
+            raise ValueError(f"AcceleratorConfig.counters names no counter {unknown[0]!r}; "
+                             f"choose from {', '.join(isa.COUNTER_NAMES)}")
 
     @property
     def total_lanes(self):

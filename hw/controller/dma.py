@@ -25,7 +25,6 @@ from ..fifo import StreamFIFO, StreamSlice
 from ..group import act_tag_layout, local_write_layout
 from ..realign import Realign, beat_layout, covering_words
 from ..scoreboard import SEQ_BITS
-from .counters import COUNTER_BITS, counters_layout
 from .reader import SharedReader, read_client_signature
 
 __all__ = ["STORE_DEPTH", "dma_command_layout", "hazard_layout", "unit_shift", "DmaEngine"]
@@ -112,9 +111,10 @@ class DmaEngine(wiring.Component):
     response has arrived); ``finished`` then counts it (modulo ``2 ** SEQ_BITS``). A load or a
     store starts once ``conflict`` is low for its ``hazard`` (a COUNTERS STORE does not wait);
     a load has the reader (``claim`` on :class:`.SharedReader`) from then until its last word
-    is written, and ``fetch`` has it otherwise. ``counters`` must hold the block a COUNTERS
-    STORE writes until it is done. ``start`` empties the queue and zeroes ``finished``.
-    ``busy`` is high while the reader or the writer is, or an instruction is queued or running.
+    is written, and ``fetch`` has it otherwise. ``counters`` must offer the block a COUNTERS
+    STORE writes, from its first word, until it is done. ``start`` empties the queue and
+    zeroes ``finished``. ``busy`` is high while the reader or the writer is, or an instruction
+    is queued or running.
 
     ``error``: the reader or the writer got an error response (SLVERR, DECERR) since
     ``start``. From then on the engine starts no transfer: the one under way completes every
@@ -136,7 +136,8 @@ class DmaEngine(wiring.Component):
     local : Out(stream.Signature(local_write_layout(config), always_ready=True)).array(groups)
     hazard : Out(hazard_layout(groups))
     conflict : In(groups)
-    counters : In(counters_layout())
+    counters : In(stream.Signature(axi_data_width, always_valid=True))
+        The block COUNTERS STORE writes, a word at a time (:class:`.Counters`' ``block``).
     finished : Out(SEQ_BITS)
     start : In(1)
     busy : Out(1)
@@ -156,7 +157,7 @@ class DmaEngine(wiring.Component):
             "local": Out(stream.Signature(local_write_layout(config), always_ready=True)).array(g),
             "hazard": Out(hazard_layout(g)),
             "conflict": In(g),
-            "counters": In(counters_layout()),
+            "counters": In(stream.Signature(dw, always_valid=True)),
             "finished": Out(SEQ_BITS),
             "start": In(1),
             "busy": Out(1),
@@ -174,6 +175,7 @@ class DmaEngine(wiring.Component):
         connect(m, flipped(self.fetch), reader.fetch)
         m.d.comb += [reader.start.eq(self.start), writer.clear.eq(self.start),
                      self.error.eq(reader.error | writer.error)]
+        t = _Transfer(cfg)
         m.submodules.load = load = Realign(dw)
         m.submodules.store = store = Realign(dw)
         # Register slices after both realigners: the destinations' write enables and
@@ -194,7 +196,6 @@ class DmaEngine(wiring.Component):
         m.submodules.queue = ResetInserter({"sync": self.start})(queue)
         connect(m, flipped(self.cmd), queue.i)
 
-        t = _Transfer(cfg)
         m.d.comb += self.busy.eq(reader.busy | writer.busy | ~t.idle | queue.o.valid)
         m.d.comb += [self.hazard.space.eq(t.space), self.hazard.lo.eq(t.cmd.dma.local_addr),
                      self.hazard.hi.eq(t.end), self.hazard.groups.eq(t.cmd.dma.group_mask)]
@@ -246,26 +247,10 @@ class DmaEngine(wiring.Component):
         kept = t.credits + (ahead.o.valid & ahead.o.ready)
         m.d.sync += [t.credits.eq(Mux(requested, kept - 1, kept)),
                      t.credit.eq(Mux(requested, kept > 1, kept != 0))]
-        # The counter block, shifted a word at a time into the realigner (a multiplexer of
-        # its words was a long path). Only the words that can be nonzero are shifted: on a
-        # bus narrower than a counter's 64 bits, the high words of narrow counters are zeros
-        # that take no flip-flops, told apart by the word's number.
-        block = self.counters.as_value()
-        words = [block[k:k + dw] for k in range(0, len(block), dw)]
-        nonzero = [k for k in range(len(words))
-                   if k * dw % COUNTER_BITS < self._config.counter_bits]
-        block_data = Signal(sum(len(words[k]) for k in nonzero))
-        number = Signal(range(len(words)))       # the word on the realigner's input
-        shifts = Const(sum(1 << k for k in nonzero), len(words)).bit_select(number, 1)
         with m.If(t.counters_out):
-            m.d.comb += [store.i.valid.eq(1),
-                         store.i.payload.data.eq(Mux(shifts, block_data[:dw], 0))]
-            with m.If(store.i.ready):
-                m.d.sync += number.eq(number + 1)
-                with m.If(shifts):
-                    m.d.sync += block_data.eq(block_data >> dw)
+            m.d.comb += [store.i.valid.eq(1), store.i.payload.data.eq(self.counters.payload),
+                         self.counters.ready.eq(store.i.ready)]
         with m.Else():
-            m.d.sync += [block_data.eq(Cat(words[k] for k in nonzero)), number.eq(0)]
             m.d.comb += [store.i.valid.eq(ahead.o.valid), store.i.payload.data.eq(ahead.o.payload),
                          ahead.o.ready.eq(store.i.ready)]
 

@@ -27,3 +27,15 @@ def test_a_fetch_queue_is_checked_and_holds_two_fetches():
     assert (wide.fetch_insns, wide.queue_insns) == (8, 16)
     assert (wide.replace(fetch_queue=2).fetch_insns, wide.replace(fetch_queue=2).queue_insns) \
         == (2, 2)
+
+
+def test_kept_counters_are_checked_and_read_back_from_a_manifest():
+    with pytest.raises(ValueError, match=r"^AcceleratorConfig.counters names no counter 'macs'; "
+                                         r"choose from cycles, macs_issued, "):
+        AcceleratorConfig(counters=("cycles", "macs"))
+    with pytest.raises(ValueError, match=r"^AcceleratorConfig.counters must be a sequence of "
+                                         r"counter names, not 'cycles'$"):
+        AcceleratorConfig(counters="cycles")
+    config = AcceleratorConfig(counters=["cycles", "dma_bytes"])      # as JSON has it
+    assert config.counters == ("cycles", "dma_bytes")
+    assert AcceleratorConfig(**config.to_dict()) == config
