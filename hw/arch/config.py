@@ -83,6 +83,9 @@ class AcceleratorConfig:
     dma_queue : int
         DMA instructions queued ahead of the DMA engine (issue waits when it is full). Eight
         fill block RAM on an iCE40 (seven EBR for 103-bit entries); two are flip-flops.
+    dma_realigners : int
+        2: the DMA engine realigns loads and stores each with its own shifter; 1: with one
+        between them (they never overlap), behind a multiplexer.
     fetch_queue : int or None
         Instructions the prefetch queue holds, at least two; ``None``: two fetches' worth (see
         :attr:`queue_insns`). A queue of two fetches one instruction at a time.
@@ -106,6 +109,7 @@ class AcceleratorConfig:
     counters: tuple = isa.COUNTER_NAMES
     counter_bits: int = 64
     dma_queue: int = DMA_QUEUE
+    dma_realigners: int = 2
     fetch_queue: int | None = None
 
     def __post_init__(self):
@@ -141,6 +145,9 @@ class AcceleratorConfig:
         if not 32 <= self.counter_bits <= 64:
             raise ValueError(f"AcceleratorConfig.counter_bits must be from 32 to 64, not "
                              f"{self.counter_bits!r}")
+        if self.dma_realigners not in (1, 2):
+            raise ValueError(f"AcceleratorConfig.dma_realigners must be 1 or 2, not "
+                             f"{self.dma_realigners!r}")
         if self.fetch_queue is not None and self.fetch_queue < 2:
             raise ValueError(f"AcceleratorConfig.fetch_queue must be at least 2 instructions, "
                              f"not {self.fetch_queue!r}")

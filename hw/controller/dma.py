@@ -23,7 +23,7 @@ from ..countdown import Countdown
 from ..crossbar import read_port_signature, write_port_signature
 from ..fifo import StreamFIFO, StreamSlice
 from ..group import act_tag_layout, local_write_layout
-from ..realign import Realign, beat_layout, covering_words
+from ..realign import Realign, SharedRealign, beat_layout, covering_words
 from ..scoreboard import SEQ_BITS
 from .reader import SharedReader, read_client_signature
 
@@ -176,8 +176,16 @@ class DmaEngine(wiring.Component):
         m.d.comb += [reader.start.eq(self.start), writer.clear.eq(self.start),
                      self.error.eq(reader.error | writer.error)]
         t = _Transfer(cfg)
-        m.submodules.load = load = Realign(dw)
-        m.submodules.store = store = Realign(dw)
+        if cfg.dma_realigners == 2:
+            m.submodules.load = load = Realign(dw)
+            m.submodules.store = store = Realign(dw)
+        else:
+            # Loads and stores run one at a time: one realigner serves both, switched while
+            # idle (LOAD_END and STORE_END wait for it) by the instruction taken in IDLE.
+            m.submodules.realign = shared = SharedRealign(dw)
+            load, store = shared.first, shared.second
+            m.d.comb += shared.select.eq((t.cmd.op == isa.GlobalOp.DMA_STORE) |
+                                         (t.cmd.op == isa.GlobalOp.COUNTERS))
         # Register slices after both realigners: the destinations' write enables and
         # addresses (every group's memories, the crossbar) and the writer's W channel start
         # at flip-flops, and their ``ready`` does not reach back into the realigners.

@@ -39,3 +39,9 @@ def test_kept_counters_are_checked_and_read_back_from_a_manifest():
     config = AcceleratorConfig(counters=["cycles", "dma_bytes"])      # as JSON has it
     assert config.counters == ("cycles", "dma_bytes")
     assert AcceleratorConfig(**config.to_dict()) == config
+
+
+def test_dma_realigners_are_one_or_two():
+    with pytest.raises(ValueError, match=r"^AcceleratorConfig.dma_realigners must be 1 or 2, "
+                                         r"not 3$"):
+        AcceleratorConfig(dma_realigners=3)

@@ -273,10 +273,14 @@ class DmaBench:
         await ctx.tick().repeat(3)
 
 
+#: Backpressure, and the DMA engine's realigners: its own for loads and for stores, or one.
+PAUSES_REALIGNERS = [(0.0, 2), (0.3, 2), (0.3, 1)]
+
+
 @pytest.mark.parametrize("data_width", [8, 32, 64])
-@pytest.mark.parametrize("pause", [0.0, 0.3])
-def test_dma_loads_into_each_space_in_its_units(data_width, pause):
-    cfg = config(data_width)
+@pytest.mark.parametrize("pause,realigners", PAUSES_REALIGNERS)
+def test_dma_loads_into_each_space_in_its_units(data_width, pause, realigners):
+    cfg = config(data_width).replace(dma_realigners=realigners)
     dut = DmaEngine(cfg)
     bench = DmaBench(dut, cfg, pause, seed=data_width)
     loads = [   # op, space, group mask, local address (units), ext address, bytes
@@ -371,9 +375,10 @@ def test_dma_waits_while_its_range_conflicts(op, space, local, n, hi):
 
 
 @pytest.mark.parametrize("data_width", [8, 32, 64])
-@pytest.mark.parametrize("pause", [0.0, 0.3])
-def test_dma_stores_act_and_the_counter_block(data_width, pause):
-    cfg = config(data_width)
+@pytest.mark.parametrize("pause,realigners", PAUSES_REALIGNERS)
+def test_dma_stores_act_and_the_counter_block(data_width, pause, realigners):
+    """Stores, the counter block, and (with one realigner) a load between them."""
+    cfg = config(data_width).replace(dma_realigners=realigners)
     dut = DmaEngine(cfg)
     bench = DmaBench(dut, cfg, pause, seed=data_width + 1)
     stores = [(0x803, 5, 21), (0x900, 64, 0), (0xA01, 0, 3 * cfg.axi_bytes + 2)]
@@ -389,10 +394,16 @@ def test_dma_stores_act_and_the_counter_block(data_width, pause):
             while not (await ctx.tick().sample(dut.counters.ready))[2]:
                 pass
 
+    load = (0x1003, 0x1F0, 9)              # ext address, local byte, bytes: after the stores
+
     async def testbench(ctx):
         await bench.run(ctx, [
             *((Op.DMA_STORE, {"space": Space.ACT, "ext_addr": ext, "local_addr": local,
-                              "length": n}) for ext, local, n in stores),
+                              "length": n}) for ext, local, n in stores[:2]),
+            (Op.DMA_LOAD, {"space": Space.ACT, "ext_addr": load[0], "local_addr": load[1],
+                           "length": load[2]}),
+            (Op.DMA_STORE, {"space": Space.ACT, "ext_addr": stores[2][0],
+                            "local_addr": stores[2][1], "length": stores[2][2]}),
             (Op.COUNTERS, {"ext_addr": block_at}),
         ])
 
@@ -402,6 +413,7 @@ def test_dma_stores_act_and_the_counter_block(data_width, pause):
         expect[ext:ext + n] = bench.act[local:local + n]
     expect[block_at:block_at + len(block)] = block
     assert bench.mem == expect
+    assert bench.act[load[1]:load[1] + load[2]] == bench.mem[load[0]:load[0] + load[2]]
 
 
 def test_dma_lends_the_reader_to_fetches_between_loads():
