@@ -18,7 +18,7 @@ from . import isa
 from .timing import ONCHIP_MEM_LATENCY
 
 __all__ = ["AcceleratorConfig", "PRESETS", "preset", "BUNDLE", "RUN_SLOTS", "FETCH_INSNS",
-           "FETCH_INSNS_MAX", "QUEUE_INSNS", "DMA_QUEUE", "MAX_SEGMENT_UOPS"]
+           "FETCH_INSNS_MAX", "QUEUE_INSNS", "DMA_QUEUE", "MAX_SEGMENT_UOPS", "RUN_COUNTERS"]
 
 #: Most taps in one access step (the sparse core's look-ahead).
 BUNDLE = 4
@@ -246,6 +246,10 @@ class AcceleratorConfig:
         return dataclasses.asdict(self)
 
 
+#: The counters ``flexigan run`` reads (its report's cycles, MACs and DMA bytes).
+RUN_COUNTERS = ("cycles", "macs_issued", "macs_skipped", "dma_bytes")
+
+
 #: Named presets. ``sim`` is a simulation-only machine large enough that compute dominates;
 #: the board presets are sized to the devices (see docs/architecture.md, "Targets").
 PRESETS = {
@@ -269,8 +273,9 @@ PRESETS = {
                                     weight_bytes=512, param_entries=32, uop_depth=16,
                                     fifo_depth=4, axi_data_width=32,
                                     mem_latency=ONCHIP_MEM_LATENCY, burst_bytes=256,
-                                    clock_mhz=12.0, memory_bytes=131072, counter_bits=32,
-                                    dma_queue=2, fetch_queue=2),
+                                    clock_mhz=12.0, memory_bytes=131072,
+                                    counters=RUN_COUNTERS, counter_bits=32, dma_queue=2,
+                                    dma_realigners=1, fetch_queue=2),
 }
 
 

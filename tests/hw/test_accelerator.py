@@ -18,7 +18,7 @@ from flexigan.compiler import asm
 from flexigan.compiler.lower import lower
 from flexigan.compiler.program import tensor_addresses
 from flexigan.hw.arch import isa
-from flexigan.hw.arch.config import AcceleratorConfig
+from flexigan.hw.arch.config import AcceleratorConfig, preset
 from flexigan.hw.arch.timing import TESTBENCH_MEM_LATENCY
 from flexigan.sim import isa_sim
 from flexigan.sim.rtl import SIMULATORS, AcceleratorStopped, run_programs
@@ -41,9 +41,10 @@ TB_LATENCY = TESTBENCH_MEM_LATENCY
 CONFIG = AcceleratorConfig(groups=2, lanes=4, act_banks=4, act_bank_bytes=1024, weight_bytes=512,
                            param_entries=32, uop_depth=32, axi_data_width=32,
                            mem_latency=TB_LATENCY, burst_bytes=64)
-#: CONFIG with the options that shrink the iCEBreaker's controller: 32-bit counters, two DMA
-#: instructions and two global instructions queued.
-SMALL_QUEUES = CONFIG.replace(counter_bits=32, dma_queue=2, fetch_queue=2)
+#: The options that shrink the iCEBreaker's controller, and CONFIG with the preset's values of
+#: them: fewer and 32-bit counters, two DMA and two global instructions queued, one realigner.
+SHRINKING = ("counters", "counter_bits", "dma_queue", "dma_realigners", "fetch_queue")
+SHRUNK = CONFIG.replace(**{name: getattr(preset("icebreaker"), name) for name in SHRINKING})
 #: Far more than any case takes (a few thousand cycles): a hang fails in seconds.
 MAX_CYCLES = 100_000
 #: Counters whose definitions the RTL shares with the ISA simulator.
@@ -113,13 +114,13 @@ def test_programs_bit_exact_with_isa_sim(simulator, compiled, build_root):
             f"{name}: RTL takes {ratio:.3f}x the ISA simulator's cycles"
 
 
-def test_small_queues_and_narrow_counters_bit_exact_and_within_5_percent(build_root):
+def test_the_icebreakers_options_bit_exact_and_within_5_percent(build_root):
     """The iCEBreaker's options on CONFIG's machine: the cycle model follows the queues."""
-    compiled = _compiled(CASES, SMALL_QUEUES)
-    results = run_programs([image for _, _, image in compiled], SMALL_QUEUES,
-                           simulator="verilator", build_dir=build_root / "small_queues",
+    compiled = _compiled(CASES, SHRUNK)
+    results = run_programs([image for _, _, image in compiled], SHRUNK,
+                           simulator="verilator", build_dir=build_root / "shrunk",
                            max_cycles=MAX_CYCLES)
-    ratios = _check(compiled, results, SMALL_QUEUES, sparse=True)
+    ratios = _check(compiled, results, SHRUNK, sparse=True)
     print("RTL / ISA cycles", {k: round(v, 3) for k, v in ratios.items()})
     for name, ratio in ratios.items():
         assert abs(ratio - 1) <= 0.05, \
@@ -189,7 +190,7 @@ def _dma_programs():
     return images
 
 
-@pytest.mark.parametrize("config", [CONFIG, SMALL_QUEUES], ids=["default", "small_queues"])
+@pytest.mark.parametrize("config", [CONFIG, SHRUNK], ids=["default", "shrunk"])
 def test_dma_and_fetch_cycles_follow_the_cycle_model(config, build_root):
     """Instruction fetch and DMA on the read port, cycle for cycle (within 2): an instruction
     enters the queue with its last beat; a transfer pays the memory latency once, not per
@@ -198,7 +199,7 @@ def test_dma_and_fetch_cycles_follow_the_cycle_model(config, build_root):
     STORE_SETUP). The model charged per burst and booked fetches ahead of loads, so on whole
     programs it overestimated the RTL's cycles by up to 6%."""
     images = _dma_programs()
-    build = "small" if config is CONFIG else "small_queues"
+    build = "small" if config is CONFIG else "shrunk"
     results = run_programs(list(images.values()), config, simulator="verilator",
                            build_dir=build_root / build, max_cycles=MAX_CYCLES)
     got = {name: r.counters["cycles"] for name, r in zip(images, results)}

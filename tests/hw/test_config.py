@@ -2,6 +2,7 @@
 
 import pytest
 
+from flexigan.hw.arch import isa
 from flexigan.hw.arch.config import AcceleratorConfig, preset
 
 
@@ -12,9 +13,14 @@ def test_counter_bits_are_checked(bits):
         AcceleratorConfig(counter_bits=bits)
 
 
-def test_only_the_icebreaker_preset_narrows_its_counters():
-    assert preset("icebreaker").counter_bits == 32
-    assert preset("sim").counter_bits == preset("ulx3s").counter_bits == 64
+def test_only_the_icebreaker_preset_keeps_fewer_narrower_counters_and_one_realigner():
+    small = preset("icebreaker")
+    assert (small.counter_bits, small.dma_realigners) == (32, 1)
+    assert set(small.counters) == {"cycles", "macs_issued", "macs_skipped", "dma_bytes"}
+    for name in ("sim", "ulx3s"):
+        config = preset(name)
+        assert (config.counters, config.counter_bits) == (isa.COUNTER_NAMES, 64)
+        assert (config.dma_queue, config.dma_realigners, config.fetch_queue) == (8, 2, None)
 
 
 def test_a_fetch_queue_is_checked_and_holds_two_fetches():
