@@ -17,7 +17,6 @@ import argparse
 import json
 import math
 import re
-import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -48,21 +47,17 @@ UNROUTED = {("PFUMX", "ALUT"), ("PFUMX", "BLUT"), ("L6MUX21", "D0"), ("L6MUX21",
 
 def synthesize(args, out):
     """The board top's Yosys netlist (``top.json``) for the configuration in ``args``."""
+    from area import synthesize as synthesize_board
+
     from flexigan.boards import ulx3s
-    from flexigan.boards.build import yosys_command
     from flexigan.hw.arch.config import preset
 
     config = preset("ulx3s").replace(
         groups=args.groups, lanes=args.lanes, act_banks=args.act_banks,
         act_bank_bytes=args.bank_bytes, weight_bytes=args.weight_bytes,
         memory_bytes=args.memory_bytes, clock_mhz=args.mhz)
-    plan = ulx3s.PLATFORM().build(ulx3s.Board(config), name="top", do_build=False)
-    out.mkdir(parents=True, exist_ok=True)
-    plan.extract(out)
-    yosys, _ = yosys_command()
     print(f"synth_ecp5 of {args.groups} x {args.lanes} in {out} ...", flush=True)
-    subprocess.run(yosys + ["-q", "-l", "yosys.log", "top.ys"], cwd=out, check=True)
-    return out / "top.json"
+    return synthesize_board(ulx3s, config, out)[0]
 
 
 def _arcs(cell_type, port):

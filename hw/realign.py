@@ -4,7 +4,8 @@ External memory is read and written in whole AXI beats, on-chip memories in whol
 same width, and a DMA transfer of ``n`` bytes may start at any byte of either. ``Realign`` takes
 the source words that cover the transfer and produces the destination words that cover it,
 each with the byte mask of the bytes that belong to the transfer. Loads (external -> on-chip)
-and stores (on-chip -> external) both use it.
+and stores (on-chip -> external) both use it, each its own or, where logic is scarce, one
+between them (:class:`SharedRealign`).
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
@@ -14,7 +15,8 @@ from amaranth.utils import exact_log2
 
 from .countdown import Countdown
 
-__all__ = ["beat_layout", "realign_command_layout", "covering_words", "Realign"]
+__all__ = ["beat_layout", "realign_command_layout", "covering_words", "realign_signature",
+           "Realign", "SharedRealign"]
 
 
 def beat_layout(data_width):
@@ -36,6 +38,16 @@ def covering_words(offset, length, data_width):
     first (an Amaranth expression; 0 when ``length`` is 0)."""
     nbytes = data_width // 8
     return Mux(length == 0, 0, (offset + length + nbytes - 1) >> exact_log2(nbytes))
+
+
+def realign_signature(data_width):
+    """A realigner's ports, as the realigner sees them: the command, the source words in, the
+    destination words out."""
+    return wiring.Signature({
+        "cmd": In(stream.Signature(realign_command_layout(data_width))),
+        "i": In(stream.Signature(beat_layout(data_width))),
+        "o": Out(stream.Signature(beat_layout(data_width))),
+    })
 
 
 class Realign(wiring.Component):
@@ -72,11 +84,7 @@ class Realign(wiring.Component):
             raise ValueError(f"Realign data_width must be a power of two >= 8, not "
                              f"{data_width!r}")
         self._width = data_width
-        super().__init__({
-            "cmd": In(stream.Signature(realign_command_layout(data_width))),
-            "i": In(stream.Signature(beat_layout(data_width))),
-            "o": Out(stream.Signature(beat_layout(data_width))),
-        })
+        super().__init__(realign_signature(data_width))
 
     def elaborate(self, platform):
         m = Module()
@@ -143,4 +151,40 @@ class Realign(wiring.Component):
             m.d.comb += self.o.valid.eq(1)
             with m.If(self.o.ready):
                 m.d.sync += [*dst_left.decrement(), first.eq(0)]
+        return m
+
+
+class SharedRealign(wiring.Component):
+    """One :class:`Realign` for two clients whose transfers never overlap (a DMA engine's loads
+    and stores): the port ``select`` chooses (0: ``first``, 1: ``second``) behaves as a
+    ``Realign``, the other as one that takes and gives nothing. ``select`` may change only
+    while the realigner is idle (``cmd.ready`` high, no word on ``o``). Timing as a
+    ``Realign``'s: the multiplexers add no register.
+
+    Parameters
+    ----------
+    data_width : int
+        Word width in bits, a power of two >= 8.
+
+    Attributes
+    ----------
+    first, second : Out(realign_signature(data_width))
+    select : In(1)
+    """
+
+    def __init__(self, data_width):
+        self._width = data_width
+        super().__init__({"first": Out(realign_signature(data_width)),
+                          "second": Out(realign_signature(data_width)),
+                          "select": In(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.realign = realign = Realign(self._width)
+        for client, chosen in ((self.first, ~self.select), (self.second, self.select)):
+            with m.If(chosen):
+                for source, sink in ((client.cmd, realign.cmd), (client.i, realign.i),
+                                     (realign.o, client.o)):
+                    m.d.comb += [sink.valid.eq(source.valid), sink.payload.eq(source.payload),
+                                 source.ready.eq(sink.ready)]
         return m

@@ -18,7 +18,7 @@ from . import isa
 from .timing import ONCHIP_MEM_LATENCY
 
 __all__ = ["AcceleratorConfig", "PRESETS", "preset", "BUNDLE", "RUN_SLOTS", "FETCH_INSNS",
-           "FETCH_INSNS_MAX", "QUEUE_INSNS", "DMA_QUEUE", "MAX_SEGMENT_UOPS"]
+           "FETCH_INSNS_MAX", "QUEUE_INSNS", "DMA_QUEUE", "MAX_SEGMENT_UOPS", "RUN_COUNTERS"]
 
 #: Most taps in one access step (the sparse core's look-ahead).
 BUNDLE = 4
@@ -31,7 +31,8 @@ FETCH_INSNS = 2
 FETCH_INSNS_MAX = 8
 #: Instructions the controller's prefetch queue holds (at least two fetches).
 QUEUE_INSNS = 4
-#: DMA instructions queued ahead of the DMA engine.
+#: DMA instructions queued ahead of the DMA engine (the default of
+#: :attr:`AcceleratorConfig.dma_queue`).
 DMA_QUEUE = 8
 #: Longest micro-program the compiler emits for one RUN (a segment's), in micro-ops.
 MAX_SEGMENT_UOPS = 12
@@ -71,6 +72,23 @@ class AcceleratorConfig:
         Bytes of memory the accelerator's AXI master reaches on the target (a board's on-chip
         memory, which holds the whole image: program, weights and activations); ``None``: as
         much as the image needs (the simulation target's external memory).
+    counters : tuple of str
+        The performance counters the hardware keeps, of :data:`isa.COUNTER_NAMES`; the others
+        read zero. ``flexigan run`` reads ``cycles``, ``macs_issued``, ``macs_skipped`` and
+        ``dma_bytes``.
+    counter_bits : int
+        Bits the performance counters keep, 32 to 64: each counts modulo ``2 ** counter_bits``
+        and reads (register or COUNTERS block) as 64 bits with the rest zero. 32 bits hold
+        three minutes of cycles at 20 MHz and halve the counters' flip-flops.
+    dma_queue : int
+        DMA instructions queued ahead of the DMA engine (issue waits when it is full). Eight
+        fill block RAM on an iCE40 (seven EBR for 103-bit entries); two are flip-flops.
+    dma_realigners : int
+        2: the DMA engine realigns loads and stores each with its own shifter; 1: with one
+        between them (they never overlap), behind a multiplexer.
+    fetch_queue : int or None
+        Instructions the prefetch queue holds, at least two; ``None``: two fetches' worth (see
+        :attr:`queue_insns`). A queue of two fetches one instruction at a time.
     """
 
     groups: int = 16
@@ -88,11 +106,17 @@ class AcceleratorConfig:
     burst_bytes: int = 4096
     clock_mhz: float = 200.0
     memory_bytes: int | None = None
+    counters: tuple = isa.COUNTER_NAMES
+    counter_bits: int = 64
+    dma_queue: int = DMA_QUEUE
+    dma_realigners: int = 2
+    fetch_queue: int | None = None
 
     def __post_init__(self):
+        self._check_counters()
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name == "memory_bytes" and value is None:
+            if f.name == "counters" or f.name in ("memory_bytes", "fetch_queue") and value is None:
                 continue
             if f.name == "clock_mhz":
                 ok = isinstance(value, (int, float)) and value > 0
@@ -118,9 +142,29 @@ class AcceleratorConfig:
             raise ValueError(f"AcceleratorConfig.param_entries must double-buffer the "
                              f"{self.lanes} lanes (at least {2 * self.lanes}), not "
                              f"{self.param_entries!r}")
+        if not 32 <= self.counter_bits <= 64:
+            raise ValueError(f"AcceleratorConfig.counter_bits must be from 32 to 64, not "
+                             f"{self.counter_bits!r}")
+        if self.dma_realigners not in (1, 2):
+            raise ValueError(f"AcceleratorConfig.dma_realigners must be 1 or 2, not "
+                             f"{self.dma_realigners!r}")
+        if self.fetch_queue is not None and self.fetch_queue < 2:
+            raise ValueError(f"AcceleratorConfig.fetch_queue must be at least 2 instructions, "
+                             f"not {self.fetch_queue!r}")
         if self.uop_depth < MAX_SEGMENT_UOPS:
             raise ValueError(f"AcceleratorConfig.uop_depth must hold a segment's micro-program "
                              f"(at least {MAX_SEGMENT_UOPS}), not {self.uop_depth!r}")
+
+    def _check_counters(self):
+        """``counters`` as a tuple (a manifest holds a list), and only known names."""
+        if isinstance(self.counters, str) or not all(isinstance(c, str) for c in self.counters):
+            raise ValueError(f"AcceleratorConfig.counters must be a sequence of counter names, "
+                             f"not {self.counters!r}")
+        object.__setattr__(self, "counters", tuple(self.counters))
+        unknown = [c for c in self.counters if c not in isa.COUNTER_NAMES]
+        if unknown:
+            raise ValueError(f"AcceleratorConfig.counters names no counter {unknown[0]!r}; "
+                             f"choose from {', '.join(isa.COUNTER_NAMES)}")
 
     @property
     def total_lanes(self):
@@ -172,12 +216,19 @@ class AcceleratorConfig:
         of 32, two instructions a fetch cost 16.5 cycles each, eight 4.5.)"""
         moved = self.mem_latency * self.axi_bytes // isa.GLOBAL_BYTES
         wanted = 1 << max(moved, 1).bit_length() - 1
-        return max(FETCH_INSNS, self.axi_bytes // isa.GLOBAL_BYTES,
-                   min(wanted, FETCH_INSNS_MAX))
+        per_fetch = max(FETCH_INSNS, self.axi_bytes // isa.GLOBAL_BYTES,
+                        min(wanted, FETCH_INSNS_MAX))
+        if self.fetch_queue is None:
+            return per_fetch
+        # A set queue holds two fetches (or one, and at least an AXI beat's instructions).
+        return max(1, self.axi_bytes // isa.GLOBAL_BYTES, min(per_fetch, self.fetch_queue // 2))
 
     @property
     def queue_insns(self):
-        """Instructions the controller's prefetch queue holds."""
+        """Instructions the controller's prefetch queue holds: :attr:`fetch_queue`, or two
+        fetches' worth and at least :data:`QUEUE_INSNS`; never less than a fetch."""
+        if self.fetch_queue is not None:
+            return max(self.fetch_queue, self.fetch_insns)
         return max(QUEUE_INSNS, 2 * self.fetch_insns)
 
     def local_units(self, space):
@@ -195,6 +246,10 @@ class AcceleratorConfig:
         return dataclasses.asdict(self)
 
 
+#: The counters ``flexigan run`` reads (its report's cycles, MACs and DMA bytes).
+RUN_COUNTERS = ("cycles", "macs_issued", "macs_skipped", "dma_bytes")
+
+
 #: Named presets. ``sim`` is a simulation-only machine large enough that compute dominates;
 #: the board presets are sized to the devices (see docs/architecture.md, "Targets").
 PRESETS = {
@@ -209,14 +264,18 @@ PRESETS = {
                                burst_bytes=512,
                                clock_mhz=25.0, memory_bytes=131072),
     # iCEBreaker, iCE40UP5K (5,280 LCs, 30 x 512 B EBR, 8 SB_MAC16, 4 x 32 KB SPRAM): the
-    # smallest machine the examples compile for, 1 x 2 lanes, 2 x 2 KB activation banks and
-    # 512 B of weights in EBR; the four SPRAMs are the board top's 128 KB memory (program,
-    # weights, activations). It does not fit yet (docs/architecture.md, "Targets").
-    "icebreaker": AcceleratorConfig(groups=1, lanes=2, act_banks=2, act_bank_bytes=2048,
+    # smallest machine the examples compile for, 1 x 2 lanes, 2 x 1 KB activation banks (two
+    # EBR each, as 256 x 32 bits; the digits generator runs in the same cycles as with 2 KB)
+    # and 512 B of weights in EBR; the four SPRAMs are the board top's 128 KB memory
+    # (program, weights, activations). Narrow counters and short queues shrink the controller;
+    # it does not fit yet (docs/boards.md, "The iCEBreaker preset").
+    "icebreaker": AcceleratorConfig(groups=1, lanes=2, act_banks=2, act_bank_bytes=1024,
                                     weight_bytes=512, param_entries=32, uop_depth=16,
                                     fifo_depth=4, axi_data_width=32,
                                     mem_latency=ONCHIP_MEM_LATENCY, burst_bytes=256,
-                                    clock_mhz=12.0, memory_bytes=131072),
+                                    clock_mhz=12.0, memory_bytes=131072,
+                                    counters=RUN_COUNTERS, counter_bits=32, dma_queue=2,
+                                    dma_realigners=1, fetch_queue=2),
 }
 
 

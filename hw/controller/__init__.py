@@ -141,13 +141,14 @@ class Controller(wiring.Component):
         connect(m, issue.dma, dma.cmd)
         connect(m, issue.route, flipped(self.route))
         connect(m, issue.events, counters.events)
+        connect(m, counters.block, dma.counters)
         connect(m, dma.act_rd, flipped(self.act_rd))
         connect(m, dma.act_wr, flipped(self.act_wr))
         for g in range(cfg.groups):
             connect(m, dma.local[g], flipped(self.dma[g]))
         m.d.comb += [
             regs.pc.eq(fetch.pc), fetch.base.eq(regs.base), self.bypass.eq(regs.bypass),
-            issue.dma_finished.eq(dma.finished), dma.counters.eq(counters.block),
+            issue.dma_finished.eq(dma.finished),
             counters.group_busy.eq(self.group_busy), counters.macs_issued.eq(self.macs_issued),
             counters.macs_skipped.eq(self.macs_skipped), counters.stalls.eq(self.stalls),
             self.clear.eq(counters.clear),

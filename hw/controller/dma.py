@@ -18,15 +18,13 @@ from amaranth.lib.wiring import In, Out, connect, flipped
 from amaranth.utils import exact_log2
 
 from ..arch import isa
-from ..arch.config import DMA_QUEUE
 from ..axi import AxiBurstWriter, axi4_signature
 from ..countdown import Countdown
 from ..crossbar import read_port_signature, write_port_signature
 from ..fifo import StreamFIFO, StreamSlice
 from ..group import act_tag_layout, local_write_layout
-from ..realign import Realign, beat_layout, covering_words
+from ..realign import Realign, SharedRealign, beat_layout, covering_words
 from ..scoreboard import SEQ_BITS
-from .counters import counters_layout
 from .reader import SharedReader, read_client_signature
 
 __all__ = ["STORE_DEPTH", "dma_command_layout", "hazard_layout", "unit_shift", "DmaEngine"]
@@ -109,14 +107,15 @@ class _Transfer:
 class DmaEngine(wiring.Component):
     """Runs the DMA instructions of the global program in order (see the module docstring).
 
-    Contract: ``cmd`` takes up to :data:`DMA_QUEUE` instructions ahead of the one running.
+    Contract: ``cmd`` takes up to ``config.dma_queue`` instructions ahead of the one running.
     Each is done when its last byte is in its destination (for a store: its last write
     response has arrived); ``finished`` then counts it (modulo ``2 ** SEQ_BITS``). A load or a
     store starts once ``conflict`` is low for its ``hazard`` (a COUNTERS STORE does not wait);
     a load has the reader (``claim`` on :class:`.SharedReader`) from then until its last word
-    is written, and ``fetch`` has it otherwise. ``counters`` must hold the block a COUNTERS
-    STORE writes until it is done. ``start`` empties the queue and zeroes ``finished``.
-    ``busy`` is high while the reader or the writer is, or an instruction is queued or running.
+    is written, and ``fetch`` has it otherwise. ``counters`` must offer the block a COUNTERS
+    STORE writes, from its first word, until it is done. ``start`` empties the queue and
+    zeroes ``finished``. ``busy`` is high while the reader or the writer is, or an instruction
+    is queued or running.
 
     ``error``: the reader or the writer got an error response (SLVERR, DECERR) since
     ``start``. From then on the engine starts no transfer: the one under way completes every
@@ -138,7 +137,8 @@ class DmaEngine(wiring.Component):
     local : Out(stream.Signature(local_write_layout(config), always_ready=True)).array(groups)
     hazard : Out(hazard_layout(groups))
     conflict : In(groups)
-    counters : In(counters_layout())
+    counters : In(stream.Signature(axi_data_width, always_valid=True))
+        The block COUNTERS STORE writes, a word at a time (:class:`.Counters`' ``block``).
     finished : Out(SEQ_BITS)
     start : In(1)
     busy : Out(1)
@@ -158,7 +158,7 @@ class DmaEngine(wiring.Component):
             "local": Out(stream.Signature(local_write_layout(config), always_ready=True)).array(g),
             "hazard": Out(hazard_layout(g)),
             "conflict": In(g),
-            "counters": In(counters_layout()),
+            "counters": In(stream.Signature(dw, always_valid=True)),
             "finished": Out(SEQ_BITS),
             "start": In(1),
             "busy": Out(1),
@@ -176,8 +176,17 @@ class DmaEngine(wiring.Component):
         connect(m, flipped(self.fetch), reader.fetch)
         m.d.comb += [reader.start.eq(self.start), writer.clear.eq(self.start),
                      self.error.eq(reader.error | writer.error)]
-        m.submodules.load = load = Realign(dw)
-        m.submodules.store = store = Realign(dw)
+        t = _Transfer(cfg)
+        if cfg.dma_realigners == 2:
+            m.submodules.load = load = Realign(dw)
+            m.submodules.store = store = Realign(dw)
+        else:
+            # Loads and stores run one at a time: one realigner serves both, switched while
+            # idle (LOAD_END and STORE_END wait for it) by the instruction taken in IDLE.
+            m.submodules.realign = shared = SharedRealign(dw)
+            load, store = shared.first, shared.second
+            m.d.comb += shared.select.eq((t.cmd.op == isa.GlobalOp.DMA_STORE) |
+                                         (t.cmd.op == isa.GlobalOp.COUNTERS))
         # Register slices after both realigners: the destinations' write enables and
         # addresses (every group's memories, the crossbar) and the writer's W channel start
         # at flip-flops, and their ``ready`` does not reach back into the realigners.
@@ -192,11 +201,10 @@ class DmaEngine(wiring.Component):
         connect(m, store.o, stored.i)
         connect(m, stored.o, writer.i)
 
-        queue = StreamFIFO(dma_command_layout(), DMA_QUEUE)
+        queue = StreamFIFO(dma_command_layout(), cfg.dma_queue)
         m.submodules.queue = ResetInserter({"sync": self.start})(queue)
         connect(m, flipped(self.cmd), queue.i)
 
-        t = _Transfer(cfg)
         m.d.comb += self.busy.eq(reader.busy | writer.busy | ~t.idle | queue.o.valid)
         # The hazard query, from the registers the IDLE state sets: the scoreboards register
         # it during PREP, so their answers are ready for the wait.
@@ -251,16 +259,10 @@ class DmaEngine(wiring.Component):
         kept = t.credits + (ahead.o.valid & ahead.o.ready)
         m.d.sync += [t.credits.eq(Mux(requested, kept - 1, kept)),
                      t.credit.eq(Mux(requested, kept > 1, kept != 0))]
-        # The counter block, shifted a word at a time into the realigner (a multiplexer of
-        # its words was a long path).
-        block = self.counters.as_value()
-        block_data = Signal(len(block))
         with m.If(t.counters_out):
-            m.d.comb += [store.i.valid.eq(1), store.i.payload.data.eq(block_data[:dw])]
-            with m.If(store.i.ready):
-                m.d.sync += block_data.eq(block_data >> dw)
+            m.d.comb += [store.i.valid.eq(1), store.i.payload.data.eq(self.counters.payload),
+                         self.counters.ready.eq(store.i.ready)]
         with m.Else():
-            m.d.sync += block_data.eq(block)
             m.d.comb += [store.i.valid.eq(ahead.o.valid), store.i.payload.data.eq(ahead.o.payload),
                          ahead.o.ready.eq(store.i.ready)]
 

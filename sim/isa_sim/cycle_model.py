@@ -16,7 +16,7 @@ fetches: a fetch that would start :data:`LOAD_CLAIM` or more cycles after the lo
 waits for it. An AXI transfer of ``n`` bytes takes :func:`transfer_cycles`: ``mem_latency``
 once (the burst reader and writer request every burst of a transfer without waiting for data)
 plus ``n / axi_bytes``. One DMA engine serves DMA_LOAD/DMA_STORE/UOP_LOAD in order from a queue
-of :data:`~flexigan.hw.arch.config.DMA_QUEUE` (issue waits when it is full), each taking its
+of ``config.dma_queue`` (issue waits when it is full), each taking its
 transfer plus :data:`LOAD_SETUP` or :data:`STORE_SETUP` cycles (stores use the write channel,
 not the read port). These constants are measured on the RTL (tests/hw/test_accelerator.py runs
 programs of lone and chained loads, stores and NOPs).
@@ -40,7 +40,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...hw.arch import isa
-from ...hw.arch.config import DMA_QUEUE, RUN_SLOTS
+from ...hw.arch.config import RUN_SLOTS
 from ...hw.arch.timing import (
     ACCESS_BUBBLE,
     DECODE_CYCLES,
@@ -202,9 +202,10 @@ class CycleModel:
     def dma(self, transfer):
         """Book a DMA (a :class:`~.semantics.Transfer`) on the DMA engine, after the earlier
         work on what it overwrites or stores."""
-        if len(self.dma_ends) > DMA_QUEUE:
+        queued = self.config.dma_queue
+        if len(self.dma_ends) > queued:
             # The controller waits for room in the DMA queue.
-            self.now = max(self.now, self.dma_ends[-DMA_QUEUE - 1])
+            self.now = max(self.now, self.dma_ends[-queued - 1])
         span = (transfer.start, transfer.stop)
         start = max(self.now, self.dma_free)
         if transfer.store:

@@ -60,11 +60,16 @@ def _fetch(state, pc):
 
 
 def _counters(state, clock, instructions):
-    """The performance counters (name -> value) after ``instructions`` instructions."""
-    return {"cycles": clock.now, "macs_issued": state.macs_issued,
-            "macs_skipped": state.macs_skipped, "dma_bytes": state.dma_bytes,
-            "busy_cycles": sum(clock.busy), "stall_cycles": sum(clock.stall),
-            "runs": state.runs, "instructions": instructions}
+    """The performance counters (name -> value) after ``instructions`` instructions, as the
+    hardware keeps them: modulo ``2 ** config.counter_bits``, zero if not in
+    ``config.counters``."""
+    counts = {"cycles": clock.now, "macs_issued": state.macs_issued,
+              "macs_skipped": state.macs_skipped, "dma_bytes": state.dma_bytes,
+              "busy_cycles": sum(clock.busy), "stall_cycles": sum(clock.stall),
+              "runs": state.runs, "instructions": instructions}
+    kept, bits = state.config.counters, state.config.counter_bits
+    return {name: int(value) % (1 << bits) if name in kept else 0
+            for name, value in counts.items()}
 
 
 _DMA = {isa.GlobalOp.DMA_LOAD: semantics.dma_load, isa.GlobalOp.DMA_STORE: semantics.dma_store,

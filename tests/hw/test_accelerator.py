@@ -18,7 +18,7 @@ from flexigan.compiler import asm
 from flexigan.compiler.lower import lower
 from flexigan.compiler.program import tensor_addresses
 from flexigan.hw.arch import isa
-from flexigan.hw.arch.config import AcceleratorConfig
+from flexigan.hw.arch.config import AcceleratorConfig, preset
 from flexigan.hw.arch.timing import TESTBENCH_MEM_LATENCY
 from flexigan.sim import isa_sim
 from flexigan.sim.rtl import SIMULATORS, AcceleratorStopped, run_programs
@@ -41,6 +41,10 @@ TB_LATENCY = TESTBENCH_MEM_LATENCY
 CONFIG = AcceleratorConfig(groups=2, lanes=4, act_banks=4, act_bank_bytes=1024, weight_bytes=512,
                            param_entries=32, uop_depth=32, axi_data_width=32,
                            mem_latency=TB_LATENCY, burst_bytes=64)
+#: The options that shrink the iCEBreaker's controller, and CONFIG with the preset's values of
+#: them: fewer and 32-bit counters, two DMA and two global instructions queued, one realigner.
+SHRINKING = ("counters", "counter_bits", "dma_queue", "dma_realigners", "fetch_queue")
+SHRUNK = CONFIG.replace(**{name: getattr(preset("icebreaker"), name) for name in SHRINKING})
 #: Far more than any case takes (a few thousand cycles): a hang fails in seconds.
 MAX_CYCLES = 100_000
 #: Counters whose definitions the RTL shares with the ISA simulator.
@@ -110,6 +114,19 @@ def test_programs_bit_exact_with_isa_sim(simulator, compiled, build_root):
             f"{name}: RTL takes {ratio:.3f}x the ISA simulator's cycles"
 
 
+def test_the_icebreakers_options_bit_exact_and_within_5_percent(build_root):
+    """The iCEBreaker's options on CONFIG's machine: the cycle model follows the queues."""
+    compiled = _compiled(CASES, SHRUNK)
+    results = run_programs([image for _, _, image in compiled], SHRUNK,
+                           simulator="verilator", build_dir=build_root / "shrunk",
+                           max_cycles=MAX_CYCLES)
+    ratios = _check(compiled, results, SHRUNK, sparse=True)
+    print("RTL / ISA cycles", {k: round(v, 3) for k, v in ratios.items()})
+    for name, ratio in ratios.items():
+        assert abs(ratio - 1) <= 0.05, \
+            f"{name}: RTL takes {ratio:.3f}x the ISA simulator's cycles"
+
+
 @pytest.mark.parametrize("simulator", SIMULATORS)
 def test_random_axi_pauses_and_no_sparse(simulator, compiled, build_root):
     """Backpressure on every AXI channel, and zero skipping off (the ``bypass`` register)."""
@@ -173,7 +190,8 @@ def _dma_programs():
     return images
 
 
-def test_dma_and_fetch_cycles_follow_the_cycle_model(build_root):
+@pytest.mark.parametrize("config", [CONFIG, SHRUNK], ids=["default", "shrunk"])
+def test_dma_and_fetch_cycles_follow_the_cycle_model(config, build_root):
     """Instruction fetch and DMA on the read port, cycle for cycle (within 2): an instruction
     enters the queue with its last beat; a transfer pays the memory latency once, not per
     burst (the reader and writer request every burst up front); a load claims the port ahead
@@ -181,10 +199,11 @@ def test_dma_and_fetch_cycles_follow_the_cycle_model(build_root):
     STORE_SETUP). The model charged per burst and booked fetches ahead of loads, so on whole
     programs it overestimated the RTL's cycles by up to 6%."""
     images = _dma_programs()
-    results = run_programs(list(images.values()), CONFIG, simulator="verilator",
-                           build_dir=build_root / "small", max_cycles=MAX_CYCLES)
+    build = "small" if config is CONFIG else "shrunk"
+    results = run_programs(list(images.values()), config, simulator="verilator",
+                           build_dir=build_root / build, max_cycles=MAX_CYCLES)
     got = {name: r.counters["cycles"] for name, r in zip(images, results)}
-    want = {name: isa_sim.run(image, CONFIG).cycles for name, image in images.items()}
+    want = {name: isa_sim.run(image, config).cycles for name, image in images.items()}
     print("RTL / model cycles", {k: (got[k], want[k]) for k in images})
     assert all(abs(got[k] - want[k]) <= 2 for k in images), (got, want)
 

@@ -93,10 +93,12 @@ async def pulse_start(ctx, dut, base=None):
 
 
 @pytest.mark.parametrize("data_width", [8, 32, 256, 512])
-@pytest.mark.parametrize("seed,p_mem,p_issue", [(0, 0.0, 0.0), (1, 0.3, 0.5)])
+@pytest.mark.parametrize("seed,p_mem,p_issue,fetch_queue", [(0, 0.0, 0.0, None),
+                                                            (1, 0.3, 0.5, None),
+                                                            (2, 0.3, 0.5, 2)])
 def test_fetcher_yields_the_program_in_order_and_never_overfills(data_width, seed, p_mem,
-                                                                  p_issue):
-    cfg = config(data_width)
+                                                                  p_issue, fetch_queue):
+    cfg = config(data_width).replace(fetch_queue=fetch_queue)
     dut = Fetcher(cfg)
     base, n = 0x240, 23
     program = random_words(n + 2 * cfg.queue_insns, 256, seed)
@@ -127,8 +129,9 @@ def test_fetcher_yields_the_program_in_order_and_never_overfills(data_width, see
 
 
 @pytest.mark.parametrize("data_width", [32, 512])
-def test_fetcher_fills_its_queue_then_fetches_as_room_frees(data_width):
-    cfg = config(data_width)
+@pytest.mark.parametrize("fetch_queue", [None, 2])
+def test_fetcher_fills_its_queue_then_fetches_as_room_frees(data_width, fetch_queue):
+    cfg = config(data_width).replace(fetch_queue=fetch_queue)
     dut = Fetcher(cfg)
     program = random_words(4 * cfg.queue_insns, 256, 3)
     memory = ReadMemory(dut.read, image_of(program, isa.GLOBAL_BYTES), cfg.axi_bytes)
@@ -270,10 +273,14 @@ class DmaBench:
         await ctx.tick().repeat(3)
 
 
+#: Backpressure, and the DMA engine's realigners: its own for loads and for stores, or one.
+PAUSES_REALIGNERS = [(0.0, 2), (0.3, 2), (0.3, 1)]
+
+
 @pytest.mark.parametrize("data_width", [8, 32, 64])
-@pytest.mark.parametrize("pause", [0.0, 0.3])
-def test_dma_loads_into_each_space_in_its_units(data_width, pause):
-    cfg = config(data_width)
+@pytest.mark.parametrize("pause,realigners", PAUSES_REALIGNERS)
+def test_dma_loads_into_each_space_in_its_units(data_width, pause, realigners):
+    cfg = config(data_width).replace(dma_realigners=realigners)
     dut = DmaEngine(cfg)
     bench = DmaBench(dut, cfg, pause, seed=data_width)
     loads = [   # op, space, group mask, local address (units), ext address, bytes
@@ -307,6 +314,30 @@ def test_dma_loads_into_each_space_in_its_units(data_width, pause):
     assert bench.act[local:local + n] == bench.mem[ext:ext + n]
     assert bench.act[:local] == before[:local]
     assert bench.act[local + n:] == before[local + n:]
+
+
+@pytest.mark.parametrize("dma_queue", [1, 2, 8])
+def test_dma_queue_takes_its_depth_ahead_of_the_running_dma(dma_queue):
+    cfg = config(32).replace(dma_queue=dma_queue)
+    dut = DmaEngine(cfg)
+    bench = DmaBench(dut, cfg)
+    args = {"space": Space.WGT, "group_mask": 0b01, "local_addr": 0, "ext_addr": 0x400,
+            "length": 8}
+
+    async def testbench(ctx):
+        ctx.set(dut.conflict, 0b01)                 # the first DMA waits
+        ctx.set(dut.cmd.payload, {"op": Op.DMA_LOAD, "dma": args})
+        ctx.set(dut.cmd.valid, 1)
+        taken = 0
+        for _ in range(30):
+            _, _, ready = await ctx.tick().sample(dut.cmd.ready)
+            taken += ready
+        assert taken == dma_queue + 1               # the queue and the one running
+        ctx.set(dut.cmd.valid, 0)
+        ctx.set(dut.conflict, 0)
+        await ctx.tick().until(dut.finished == taken)
+
+    simulate(dut, testbench, processes=bench.processes())
 
 
 @pytest.mark.parametrize("op,space,local,n,hi", [
@@ -344,33 +375,45 @@ def test_dma_waits_while_its_range_conflicts(op, space, local, n, hi):
 
 
 @pytest.mark.parametrize("data_width", [8, 32, 64])
-@pytest.mark.parametrize("pause", [0.0, 0.3])
-def test_dma_stores_act_and_the_counter_block(data_width, pause):
-    cfg = config(data_width)
+@pytest.mark.parametrize("pause,realigners", PAUSES_REALIGNERS)
+def test_dma_stores_act_and_the_counter_block(data_width, pause, realigners):
+    """Stores, the counter block, and (with one realigner) a load between them."""
+    cfg = config(data_width).replace(dma_realigners=realigners)
     dut = DmaEngine(cfg)
     bench = DmaBench(dut, cfg, pause, seed=data_width + 1)
     stores = [(0x803, 5, 21), (0x900, 64, 0), (0xA01, 0, 3 * cfg.axi_bytes + 2)]
     block_at = 0xC05
-    values = {name: (k + 1) * 0x0102030405060708 + k for k, name in
-              enumerate(isa.COUNTER_NAMES)}
+    block = bytes(random.Random(data_width).randbytes(8 * len(isa.COUNTER_NAMES)))
     before = bytes(bench.mem)
 
+    async def counters(ctx):
+        """The counters' block, a word per ``ready`` (and words past it)."""
+        n = cfg.axi_bytes
+        for at in range(0, 2 * len(block), n):
+            ctx.set(dut.counters.payload, int.from_bytes(block[at:at + n], "little"))
+            while not (await ctx.tick().sample(dut.counters.ready))[2]:
+                pass
+
+    load = (0x1003, 0x1F0, 9)              # ext address, local byte, bytes: after the stores
+
     async def testbench(ctx):
-        for name, value in values.items():
-            ctx.set(dut.counters[name], value)
         await bench.run(ctx, [
             *((Op.DMA_STORE, {"space": Space.ACT, "ext_addr": ext, "local_addr": local,
-                              "length": n}) for ext, local, n in stores),
+                              "length": n}) for ext, local, n in stores[:2]),
+            (Op.DMA_LOAD, {"space": Space.ACT, "ext_addr": load[0], "local_addr": load[1],
+                           "length": load[2]}),
+            (Op.DMA_STORE, {"space": Space.ACT, "ext_addr": stores[2][0],
+                            "local_addr": stores[2][1], "length": stores[2][2]}),
             (Op.COUNTERS, {"ext_addr": block_at}),
         ])
 
-    simulate(dut, testbench, processes=bench.processes())
+    simulate(dut, testbench, processes=[*bench.processes(), counters])
     expect = bytearray(before)
     for ext, local, n in stores:
         expect[ext:ext + n] = bench.act[local:local + n]
-    expect[block_at:block_at + 8 * len(values)] = b"".join(
-        values[name].to_bytes(8, "little") for name in isa.COUNTER_NAMES)
+    expect[block_at:block_at + len(block)] = block
     assert bench.mem == expect
+    assert bench.act[load[1]:load[1] + load[2]] == bench.mem[load[0]:load[0] + load[2]]
 
 
 def test_dma_lends_the_reader_to_fetches_between_loads():
@@ -404,6 +447,19 @@ def test_dma_lends_the_reader_to_fetches_between_loads():
 
 
 # --- counters -------------------------------------------------------------------------------
+
+
+async def stored_block(ctx, dut):
+    """The block :class:`Counters` shows after a store, its words taken one per cycle."""
+    width = len(dut.block.payload)
+    words = 8 * len(isa.COUNTER_NAMES) * 8 // width
+    value = 0
+    ctx.set(dut.block.ready, 1)
+    for k in range(words):
+        value |= ctx.get(dut.block.payload) << width * k
+        await ctx.tick()
+    ctx.set(dut.block.ready, 0)
+    return value
 
 
 def test_counters_count_clear_and_store():
@@ -450,7 +506,7 @@ def test_counters_count_clear_and_store():
         got["instructions"], got["busy_cycles"] = 4, 14
         assert values(ctx) == got
         await step(ctx, instruction=1, run=1)
-        assert ctx.get(dut.block).as_bits() == sum(
+        assert await stored_block(ctx, dut) == sum(
             ({**got, "busy_cycles": 13})[name] << 64 * k
             for k, name in enumerate(isa.COUNTER_NAMES))
         ctx.set(ev.reset, 1)
@@ -462,6 +518,32 @@ def test_counters_count_clear_and_store():
         await ctx.tick()
         assert values(ctx) == {**got, "cycles": 1, "busy_cycles": 1, "dma_bytes": 0, "runs": 0,
                                "instructions": 0}
+
+    simulate(dut, testbench)
+
+
+@pytest.mark.parametrize("data_width", [8, 32, 64])
+def test_fewer_narrower_counters_count_modulo_their_width_and_store_zeros(data_width):
+    """32-bit counters, two of them kept: the others, and the bits above 32, read zero (and
+    the block's zero words, which take no flip-flops, come out as zeros)."""
+    dut = Counters(config(data_width).replace(counter_bits=32,
+                                              counters=("macs_issued", "instructions")))
+
+    async def testbench(ctx):
+        await pulse_start(ctx, dut)
+        ctx.set(dut.macs_issued[0], (1 << 32) + 7)       # the groups' bits above 32 are unused
+        ctx.set(dut.macs_issued[1], (1 << 32) - 1)
+        ctx.set(dut.macs_skipped[0], 5)
+        ctx.set(dut.events.instruction, 1)
+        await ctx.tick().repeat(3)
+        ctx.set(dut.events.store, 1)
+        await ctx.tick()
+        ctx.set(dut.events.store, 0)
+        ctx.set(dut.events.instruction, 0)
+        values = ctx.get(dut.values)
+        assert {name: values[name] for name in isa.COUNTER_NAMES} == {
+            **dict.fromkeys(isa.COUNTER_NAMES, 0), "macs_issued": 6, "instructions": 4}
+        assert await stored_block(ctx, dut) == 6 << 64 | 4 << 64 * 7
 
     simulate(dut, testbench)
 
