@@ -43,7 +43,7 @@ from .schedule import (
     balance,
     coalesce_loads,
     cut_pieces,
-    merge_streams,
+    merge_units,
     pieces_worth,
 )
 
@@ -120,11 +120,22 @@ class _PreparedStage:
     broadcast: bool = False
 
 
+@dataclass(frozen=True)
+class _Place:
+    """Where a tile's constants sit in a group: the half of the buffers, and the addresses of
+    its weights (in WGT) and of its PARAM entries."""
+
+    half: int
+    wgt_base: int
+    param_base: int
+
+
 @dataclass
 class _GroupMemory:
-    """What the compiler knows of one group's memories, to skip reloads."""
+    """What the compiler knows of one group's memories, to skip reloads: per half, the tiles
+    it holds (key -> their weights' and PARAM entries' offsets in the half)."""
 
-    halves: list = field(default_factory=lambda: [None, None])
+    halves: list = field(default_factory=lambda: [{}, {}])
     whole: int | None = None    # the half whose tile's weights fill the whole buffer
     luts: list = field(default_factory=lambda: [None, None])
     last: int = 1
@@ -391,17 +402,18 @@ class _Lowering:
         for group in self.groups:
             group.last = 1
         for u in range(max(map(len, stage.queues))):
-            placed = {g: self._load_tile(g, queue[u].tile, code)
-                      for g, queue in enumerate(stage.queues) if u < len(queue)}
-            for g, (half, _) in placed.items():
-                self.groups[g].last = half
+            placed = {}
+            for g, queue in enumerate(stage.queues):
+                if u < len(queue):
+                    placed |= self._load_tiles([(g, queue[u].tile)], code)
+            for g, place in placed.items():
+                self.groups[g].last = place.half
             for r in range(max(len(stage.queues[g][u].runs) for g in placed)):
                 masks = {}
-                for g, (half, wgt_base) in placed.items():
+                for g, place in placed.items():
                     runs = stage.queues[g][u].runs
                     if r < len(runs):
-                        key = tuple(sorted(self._run_operands(g, runs[r], half,
-                                                              wgt_base).items()))
+                        key = tuple(sorted(self._run_operands(g, runs[r], place).items()))
                         masks[key] = masks.get(key, 0) | 1 << g
                 code += [_instruction("RUN", group_mask=mask, **dict(key))
                          for key, mask in masks.items()]
@@ -445,27 +457,24 @@ class _Lowering:
             if stage.broadcast:
                 self.code += self.broadcast_code(stage)
             else:
-                # Each group's instructions (its loads and RUNs, in its queue's order), then
-                # merged in the order they would start their RUNs. Round robin at batch 1
-                # (measured a little quicker: the estimate leaves out the loads); a batched
-                # stage's long runs of RUNs of unequal lengths would hold the groups in
-                # lockstep (resnet_g at batch 4: a fifth more cycles per frame).
-                costs = [[run.steps + RUN_LATENCY for unit in queue for run in unit.runs]
-                         for queue in stage.queues] if self.batch > 1 else None
-                self.code += merge_streams(
-                    [self._group_code(g, queue) for g, queue in enumerate(stage.queues)], costs)
+                self.code += self._stage_code(stage)
             self.code += stage.after
         loaded = sum(group.tiles_loaded for group in self.groups) - loaded
         if following:
             # A LUT the next layer shares is broadcast after the BARRIER instead.
-            own_lut = _shared_lut(following[0]) is None
-            for g, queue in enumerate(following[0].queues):
+            upcoming = following[0]
+            own_lut = _shared_lut(upcoming) is None
+            clusters = [[g] for g in range(self.config.groups)] if upcoming.broadcast \
+                else self._clusters(upcoming)
+            for cluster in clusters:
                 # Not a tile that would overwrite weights this layer's runs still read.
-                if queue and len(queue[0].tile.weights) <= self.half_bytes and \
-                        self.groups[g].whole is None:
-                    if following[0].broadcast:
-                        self.groups[g].last = 1     # every group's first tile in half 0
-                    self._load_tile(g, queue[0].tile, self.code, lut=own_lut)
+                members = [(g, upcoming.queues[g][0].tile) for g in cluster
+                           if upcoming.queues[g] and self.groups[g].whole is None
+                           and len(upcoming.queues[g][0].tile.weights) <= self.half_bytes]
+                for g, _ in members if upcoming.broadcast else ():
+                    self.groups[g].last = 1     # every group's first tile in half 0
+                if members:
+                    self._load_tiles(members, self.code, lut=own_lut)
         # The same tile or micro-program into several groups: one load.
         self.code[start:] = coalesce_loads(self.code[start:])
         self.emit("BARRIER", group_mask=self.all_groups)
@@ -731,61 +740,122 @@ class _Lowering:
 
     # --- groups --------------------------------------------------------------------------------
 
-    def _group_code(self, g, queue):
-        """Group ``g``'s instructions for its ``queue`` of units: per unit its tile's loads
-        (if not loaded), then per RUN its micro-program's load (if not loaded) and the RUN."""
-        code = []
-        for unit in queue:
-            half, wgt_base = self._load_tile(g, unit.tile, code)
-            self.groups[g].last = half
-            for run in unit.runs:
-                self._load_uops(g, run.program, code)
-                code.append(_instruction("RUN", group_mask=1 << g,
-                                         **self._run_operands(g, run, half, wgt_base)))
-        return code
+    def _clusters(self, stage):
+        """The groups of ``stage`` whose tiles load together, unit by unit (the tiles of
+        their u-th units in one DMA per memory, :meth:`_load_tiles`): runs of consecutive
+        groups, as many as fit their largest tiles together in half the weight buffer and half
+        the PARAM entries, when the stage's tiles share their LUT (per-lane tables differ from
+        group to group); each group alone otherwise. A DMA pays the memory latency once
+        whatever its length, so a small layer's tiles reach many groups for the price of one."""
+        groups = self.config.groups
+        tiles = [unit.tile for queue in stage.queues for unit in queue]
+        size = 1
+        if tiles and len({tile.lut for tile in tiles}) == 1:
+            weights = max(len(tile.weights) for tile in tiles)
+            params = max(len(tile.params) for tile in tiles) // isa.PARAM_BYTES
+            if weights <= self.half_bytes:
+                size = max(1, min(groups, self.half_bytes // max(1, weights),
+                                  self.half_params // max(1, params)))
+        return [list(range(g, min(g + size, groups))) for g in range(0, groups, size)]
 
-    def _run_operands(self, g, run, half, wgt_base):
-        """The RUN registers of ``run`` on group ``g``, its tile in ``half`` of the constant
-        buffers (weights from ``wgt_base``) and its micro-program loaded."""
+    def _stage_code(self, stage):
+        """The instructions of a stage's units: per cluster of groups (:meth:`_clusters`) and
+        unit index, the loads of their tiles (together, if not loaded), and per group its
+        units' RUNs, each after its micro-program's load (if not loaded); merged in the order
+        the groups would start their RUNs (:func:`~.schedule.merge_units`): round robin at
+        batch 1 (measured a little quicker: the estimate leaves out the loads), by their
+        MAC steps in a batched stage, whose long runs of RUNs of unequal lengths would hold
+        the groups in lockstep (resnet_g at batch 4: a fifth more cycles per frame)."""
+        queues = stage.queues
+        units, loads = [[] for _ in queues], [[] for _ in queues]
+        for cluster in self._clusters(stage):
+            for u in range(max(len(queues[g]) for g in cluster)):
+                members = [(g, queues[g][u].tile) for g in cluster if u < len(queues[g])]
+                load = []
+                places = self._load_tiles(members, load)
+                for g, _ in members:
+                    self.groups[g].last = places[g].half
+                    loads[g].append(load)
+                    chunks = []
+                    for run in queues[g][u].runs:
+                        chunk = []
+                        self._load_uops(g, run.program, chunk)
+                        chunk.append(_instruction("RUN", group_mask=1 << g,
+                                                  **self._run_operands(g, run, places[g])))
+                        chunks.append(chunk)
+                    units[g].append(chunks)
+        costs = [[run.steps + RUN_LATENCY for unit in queue for run in unit.runs]
+                 for queue in queues] if self.batch > 1 else None
+        return merge_units(units, loads, costs)
+
+    def _run_operands(self, g, run, place):
+        """The RUN registers of ``run`` on group ``g``, its tile's constants at ``place`` (a
+        :class:`_Place`) and its micro-program loaded."""
         return {"uop_addr": self.groups[g].uops[run.program],
                 "uop_count": len(run.program) // isa.UOP_BYTES,
-                "lut_offset": half * self.config.lanes,
-                **run.operands, "wgt_offset": wgt_base + run.operands["wgt_offset"],
-                "param_offset": half * self.half_params + run.operands["param_offset"]}
+                "lut_offset": place.half * self.config.lanes,
+                **run.operands, "wgt_offset": place.wgt_base + run.operands["wgt_offset"],
+                "param_offset": place.param_base + run.operands["param_offset"]}
 
-    def _load_tile(self, g, tile, code, lut=True):
-        """``(half, weight address)`` of group ``g``'s constant buffers holding ``tile``,
-        appending to ``code`` its load into the half the group used least recently (double
-        buffering) if it is not there. A tile larger than half the weight buffer takes all of
-        it (its PARAM entries and LUTs still go in one half). ``lut=False``: not its LUT
-        (a shared table that :meth:`_shared_constants` loads)."""
-        group, mask = self.groups[g], 1 << g
-        if tile.key in group.halves:
-            half = group.halves.index(tile.key)
-            return half, 0 if group.whole == half else half * self.half_bytes
-        half = 1 - group.last
-        whole = len(tile.weights) > self.half_bytes
-        if whole or group.whole == 1 - half:
-            group.halves[1 - half] = None      # its weights are overwritten
-        group.whole = half if whole else None
-        group.halves[half] = tile.key
-        group.last = half
-        group.tiles_loaded += 1
-        if tile.weights:
+    def _resident(self, g, tile):
+        """The :class:`_Place` of ``tile`` in group ``g``, or None when it is not there."""
+        group = self.groups[g]
+        for half, tiles in enumerate(group.halves):
+            if tile.key in tiles:
+                weights, params = tiles[tile.key]
+                base = 0 if group.whole == half else half * self.half_bytes
+                return _Place(half, base + weights, half * self.half_params + params)
+        return None
+
+    def _load_tiles(self, members, code, lut=True):
+        """``{g: place}``: where the tiles ``members = [(g, tile)]`` sit in their groups,
+        appending to ``code`` the loads of those not there, into the half the first of their
+        groups used least recently (double buffering). One DMA per memory loads them all: a
+        DMA with a group mask writes the same bytes into every group of its mask, so the
+        distinct tiles go one after the other and each group uses its own. The members' tiles
+        fit half the weight buffer and PARAM entries together and share their LUT, unless
+        there is one: a tile larger than half the weight buffer takes all of it (its PARAM
+        entries and LUTs still go in one half). ``lut=False``: not their LUT (a shared table
+        that :meth:`_shared_constants` loads)."""
+        places = {g: self._resident(g, tile) for g, tile in members}
+        missing = [(g, tile) for g, tile in members if places[g] is None]
+        if not missing:
+            return places
+        half = 1 - self.groups[missing[0][0]].last
+        offsets, weights, params = {}, b"", b""
+        for _, tile in missing:
+            if tile.key not in offsets:
+                offsets[tile.key] = (len(weights), len(params) // isa.PARAM_BYTES)
+                weights, params = weights + tile.weights, params + tile.params
+        whole = len(weights) > self.half_bytes
+        table = missing[0][1].lut
+        mask = lut_mask = 0
+        for g, _ in missing:
+            group = self.groups[g]
+            if whole or group.whole == 1 - half:
+                group.halves[1 - half] = {}     # its weights are overwritten
+            group.whole = half if whole else None
+            group.halves[half] = dict(offsets)
+            group.last = half
+            group.tiles_loaded += 1
+            mask |= 1 << g
+            if lut and table and group.luts[half] != table:
+                # A shared table stays loaded across the tiles of a layer.
+                group.luts[half] = table
+                lut_mask |= 1 << g
+        if weights:
             code.append(_instruction("DMA_LOAD", space=isa.Space.WGT, group_mask=mask,
-                                     ext_addr=self.image.put("constants", tile.weights),
+                                     ext_addr=self.image.put("constants", weights),
                                      local_addr=0 if whole else half * self.half_bytes,
-                                     length=len(tile.weights)))
+                                     length=len(weights)))
         code.append(_instruction("DMA_LOAD", space=isa.Space.PARAM, group_mask=mask,
-                                 ext_addr=self.image.put("constants", tile.params),
-                                 local_addr=half * self.half_params, length=len(tile.params)))
-        if lut and tile.lut and group.luts[half] != tile.lut:
-            # A shared table stays loaded across the tiles of a layer.
-            group.luts[half] = tile.lut
-            code.append(_instruction("DMA_LOAD", space=isa.Space.LUT, group_mask=mask,
-                                     ext_addr=self.image.put("constants", tile.lut),
-                                     local_addr=half * self.config.lanes, length=len(tile.lut)))
-        return half, 0 if whole else half * self.half_bytes
+                                 ext_addr=self.image.put("constants", params),
+                                 local_addr=half * self.half_params, length=len(params)))
+        if lut_mask:
+            code.append(_instruction("DMA_LOAD", space=isa.Space.LUT, group_mask=lut_mask,
+                                     ext_addr=self.image.put("constants", table),
+                                     local_addr=half * self.config.lanes, length=len(table)))
+        return {g: self._resident(g, tile) for g, tile in members}
 
     def _load_uops(self, g, program, code):
         """UOP address of ``program`` in group ``g``, appending to ``code`` its load (over the

@@ -17,7 +17,7 @@ import heapq
 from ..hw.arch import isa
 
 __all__ = ["MIN_UNITS_PER_GROUP", "cut_pieces", "pieces_worth", "balance", "merge_streams",
-           "coalesce_loads"]
+           "merge_units", "coalesce_loads"]
 
 #: Work units per group below which a layer's units are split into row bands (so every group
 #: has work, and the greedy balance has pieces to move).
@@ -31,27 +31,56 @@ def merge_streams(streams, costs=None):
     instruction, so a group's RUNs back to back would leave the others idle. ``costs``: per
     stream, the cycles of each of its RUNs; a RUN is issued after the other groups' RUNs that
     start before it (ties by group). Without them, round robin: one RUN per group per round."""
-    rounds_per_stream = []
+    units = []
     for stream in streams:
-        rounds, current = [], []
+        chunks, current = [], []
         for op, operands in stream:
             current.append((op, operands))
             if op == "RUN":
-                rounds.append(current)
+                chunks.append(current)
                 current = []
-        if current:
-            rounds.append(current)
-        rounds_per_stream.append(rounds)
-    if costs is None:
-        costs = [[1] * len(rounds) for rounds in rounds_per_stream]
-    keyed = []
-    for g, (rounds, stream_costs) in enumerate(zip(rounds_per_stream, costs)):
-        start = 0
-        for turn, instructions in enumerate(rounds):
-            keyed.append(((start, g), instructions))
-            start += stream_costs[turn] if turn < len(stream_costs) else 0
-    return [insn for _, instructions in sorted(keyed, key=lambda item: item[0])
-            for insn in instructions]
+        units.append([chunks + [current] if current else chunks])
+    return merge_units(units, [[[]] for _ in streams], costs)
+
+
+def merge_units(units, loads, costs=None):
+    """The groups' work units merged into one instruction list as :func:`merge_streams` merges
+    streams, with the loads that several groups share.
+
+    ``units[g][u]`` is group ``g``'s ``u``-th unit: its chunks, each the instructions up to
+    and including one RUN. ``loads[g][u]`` are the instructions loading the tiles of that unit
+    together with the same unit of other groups (one list object for all of them: a DMA with
+    a group mask), empty when nothing loads. The list goes before the first chunk of each of
+    its units, once, after the last chunk of their units before: a group ahead of the others
+    waits for them, so that the loads overwrite no constant an earlier RUN of theirs still
+    reads. ``costs``: as for :func:`merge_streams`, per group the cycles of its chunks."""
+    groups = range(len(units))
+    flat = [[(u, k) for u, unit in enumerate(mine) for k in range(len(unit))] for mine in units]
+    at, clock = [0] * len(units), [0] * len(units)
+    sharing = {}
+    for g in groups:
+        for u, load in enumerate(loads[g]):
+            sharing.setdefault(id(load), []).append((g, u))
+    emitted, out = set(), []
+
+    def ready(g):
+        u, k = flat[g][at[g]]
+        load = loads[g][u]
+        return k or not load or id(load) in emitted or all(
+            at[h] == len(flat[h]) or flat[h][at[h]][0] >= v for h, v in sharing[id(load)])
+
+    while True:
+        waiting = sorted((clock[g], g) for g in groups if at[g] < len(flat[g]))
+        if not waiting:
+            return out
+        g = next(g for _, g in waiting if ready(g))
+        u, k = flat[g][at[g]]
+        if not k and id(loads[g][u]) not in emitted:
+            emitted.add(id(loads[g][u]))
+            out += loads[g][u]
+        out += units[g][u][k]
+        clock[g] += costs[g][at[g]] if costs and at[g] < len(costs[g]) else 1
+        at[g] += 1
 
 
 #: Instructions no load is moved across (layer boundaries and machine-wide state).
