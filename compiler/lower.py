@@ -123,11 +123,12 @@ class _PreparedStage:
 @dataclass(frozen=True)
 class _Place:
     """Where a tile's constants sit in a group: the half of the buffers, and the addresses of
-    its weights (in WGT) and of its PARAM entries."""
+    its weights (in WGT), of its PARAM entries and of its first LUT."""
 
     half: int
     wgt_base: int
     param_base: int
+    lut_offset: int
 
 
 @dataclass
@@ -188,6 +189,7 @@ class _Lowering:
         self.half_bytes = config.weight_bytes // 2
         self.half_params = config.param_entries // 2
         self.zero_bytes = 0
+        self.shared_half = 1        # the half of the tables the last shared LUT went into
         self.dram = {}
         for s in p.storages:
             if s.home == "dram":
@@ -447,8 +449,8 @@ class _Lowering:
 
     def emit_layer(self, stages, following=None):
         """Emit a prepared layer, then the first tile of each group's first unit of the
-        ``following`` layer's first stage (so its weights load while this layer finishes), and
-        a BARRIER. Return the number of tiles the layer loaded."""
+        ``following`` layer's first stage and its shared LUT (so they load while this layer
+        finishes), and a BARRIER. Return the number of tiles the layer loaded."""
         loaded = sum(group.tiles_loaded for group in self.groups)
         start = len(self.code)
         for stage in stages:
@@ -461,9 +463,8 @@ class _Lowering:
             self.code += stage.after
         loaded = sum(group.tiles_loaded for group in self.groups) - loaded
         if following:
-            # A LUT the next layer shares is broadcast after the BARRIER instead.
             upcoming = following[0]
-            own_lut = _shared_lut(upcoming) is None
+            shared_lut = _shared_lut(upcoming)
             clusters = [[g] for g in range(self.config.groups)] if upcoming.broadcast \
                 else self._clusters(upcoming)
             for cluster in clusters:
@@ -474,7 +475,10 @@ class _Lowering:
                 for g, _ in members if upcoming.broadcast else ():
                     self.groups[g].last = 1     # every group's first tile in half 0
                 if members:
-                    self._load_tiles(members, self.code, lut=own_lut)
+                    self._load_tiles(members, self.code, lut=shared_lut is None)
+            if shared_lut is not None:
+                # Last: it waits for this layer's RUNs if they read its half of the tables.
+                self.code += self._load_shared_lut(shared_lut)
         # The same tile or micro-program into several groups: one load.
         self.code[start:] = coalesce_loads(self.code[start:])
         self.emit("BARRIER", group_mask=self.all_groups)
@@ -484,8 +488,8 @@ class _Lowering:
         """DMA loading the constants that ``stage``'s groups share, once for all of them
         (a DMA with a group mask writes the same bytes into every group): all its
         micro-programs in one UOP_LOAD when they fit the micro-op memory together, and a
-        LUT that every unit of the stage uses into both halves of every group that lacks it.
-        The per-unit loads of :meth:`_group_code` then find them there."""
+        LUT that every unit of the stage uses (:meth:`_load_shared_lut`). The per-unit loads
+        of :meth:`_stage_code` then find them there."""
         code = []
         users = {}
         for g, queue in enumerate(stage.queues):
@@ -513,17 +517,23 @@ class _Lowering:
                 at += len(program) // isa.UOP_BYTES
         lut = _shared_lut(stage)
         if lut is not None:
-            for half in (0, 1):
-                lacking = [g for g, group in enumerate(self.groups) if group.luts[half] != lut]
-                if lacking:
-                    code.append(_instruction(
-                        "DMA_LOAD", space=isa.Space.LUT,
-                        group_mask=sum(1 << g for g in lacking),
-                        ext_addr=self.image.put("constants", lut),
-                        local_addr=half * self.config.lanes, length=len(lut)))
-                    for g in lacking:
-                        self.groups[g].luts[half] = lut
+            code += self._load_shared_lut(lut)
         return code
+
+    def _load_shared_lut(self, lut):
+        """The DMA loading ``lut``, a table that every RUN of a layer uses, into the groups
+        that lack it: one table, in the half of the tables that the last shared table did not
+        take, so the next layer's table loads while this layer's RUNs read theirs."""
+        lacking = [g for g, group in enumerate(self.groups) if lut not in group.luts]
+        if not lacking:
+            return []
+        self.shared_half = 1 - self.shared_half
+        for g in lacking:
+            self.groups[g].luts[self.shared_half] = lut
+        return [_instruction("DMA_LOAD", space=isa.Space.LUT,
+                             group_mask=sum(1 << g for g in lacking),
+                             ext_addr=self.image.put("constants", lut),
+                             local_addr=self.shared_half * self.config.lanes, length=len(lut))]
 
     def _tiling(self, layer, row_segments, col_segments, row_phases, col_phases):
         """``(per_segment, lanes)`` of the layer's weight tiles. In half the weight buffer
@@ -793,7 +803,7 @@ class _Lowering:
         :class:`_Place`) and its micro-program loaded."""
         return {"uop_addr": self.groups[g].uops[run.program],
                 "uop_count": len(run.program) // isa.UOP_BYTES,
-                "lut_offset": place.half * self.config.lanes,
+                "lut_offset": place.lut_offset,
                 **run.operands, "wgt_offset": place.wgt_base + run.operands["wgt_offset"],
                 "param_offset": place.param_base + run.operands["param_offset"]}
 
@@ -804,7 +814,11 @@ class _Lowering:
             if tile.key in tiles:
                 weights, params = tiles[tile.key]
                 base = 0 if group.whole == half else half * self.half_bytes
-                return _Place(half, base + weights, half * self.half_params + params)
+                # One table serves from either half.
+                tables = half if group.luts[half] == tile.lut or tile.lut not in group.luts \
+                    else group.luts.index(tile.lut)
+                return _Place(half, base + weights, half * self.half_params + params,
+                              tables * self.config.lanes)
         return None
 
     def _load_tiles(self, members, code, lut=True):
@@ -839,7 +853,8 @@ class _Lowering:
             group.last = half
             group.tiles_loaded += 1
             mask |= 1 << g
-            if lut and table and group.luts[half] != table:
+            if lut and table and group.luts[half] != table and \
+                    not (len(table) == isa.LUT_BYTES and table in group.luts):
                 # A shared table stays loaded across the tiles of a layer.
                 group.luts[half] = table
                 lut_mask |= 1 << g
