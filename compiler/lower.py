@@ -274,8 +274,8 @@ class _Lowering:
 
     def prepare(self, layer):
         """``(stages, stats)``: the layer's :class:`_PreparedStage` s, with the work units of
-        each balanced over the groups, and its statistics."""
-        groups = self.config.groups
+        each balanced over the groups, and its statistics. A layer that can run as broadcast
+        RUNs does so unless running its units on their own is quicker (:meth:`_cycles`)."""
         row_segments, col_segments = layer.axis_segments(0), layer.axis_segments(1)
         row_phases = {s.phase: s.phase_taps for s in row_segments}
         col_phases = {s.phase: s.phase_taps for s in col_segments}
@@ -284,10 +284,21 @@ class _Lowering:
         blocks = len(row_segments) * len(col_segments) if per_segment \
             else len(row_phases) * len(col_phases)
         lane_tiles = self._lane_tiles(layer, lanes)
+        units = self._prepare_units(layer, row_segments, col_segments, per_segment, lanes,
+                                    blocks, lane_tiles)
         if not per_segment and self._broadcastable(layer, lane_tiles, row_segments,
                                                    col_segments):
-            return self._prepare_broadcast(layer, lane_tiles, row_segments[0],
-                                           col_segments[0], lanes)
+            broadcast = self._prepare_broadcast(layer, lane_tiles, row_segments[0],
+                                                col_segments[0], lanes)
+            return min(broadcast, units, key=self._cycles)
+        return units
+
+    def _prepare_units(self, layer, row_segments, col_segments, per_segment, lanes, blocks,
+                       lane_tiles):
+        """:meth:`prepare` of a layer of work units, each group running its own RUNs."""
+        groups = self.config.groups
+        row_phases = {s.phase: s.phase_taps for s in row_segments}
+        col_phases = {s.phase: s.phase_taps for s in col_segments}
         tiles = self._unit_tiles(layer, lane_tiles, blocks, per_segment, row_phases,
                                  col_phases)
         unit_count = len(tiles) * blocks
@@ -321,6 +332,33 @@ class _Lowering:
         stats = _LayerStats(len(layer.stages), per_segment, lanes, units_total, runs_total,
                             mac_steps)
         return stages, stats
+
+    def _cycles(self, prepared):
+        """Estimated cycles of a prepared layer ``(stages, stats)``: its busiest group's MAC
+        steps, or the time the AXI read port takes to load its tiles and fetch its RUNs if
+        longer: the tiles' bytes, each DMA's memory latency and setup (per unit, or per
+        cluster of groups loading together, :meth:`_clusters`, a tile's weights and PARAM
+        entries; a broadcast stage's micro-programs, one per group), and each RUN
+        instruction's share of a fetch (a broadcast RUN starts every group's)."""
+        stages, stats = prepared
+        config = self.config
+        dma = config.mem_latency + LOAD_SETUP
+        fetch = (config.mem_latency + config.fetch_insns * isa.GLOBAL_BYTES / config.axi_bytes) \
+            / config.fetch_insns
+        cycles = 0.0
+        for stage in stages:
+            runs = [sum(len(unit.runs) for unit in queue) for queue in stage.queues]
+            if stage.broadcast:
+                loads = 2 * sum(map(len, stage.queues)) + config.groups
+                instructions = max(runs)
+            else:
+                loads = 2 * sum(max(len(stage.queues[g]) for g in cluster)
+                                for cluster in self._clusters(stage))
+                instructions = sum(runs)
+            tiles = {unit.tile.key: unit.tile for queue in stage.queues for unit in queue}
+            cycles += loads * dma + instructions * fetch + sum(
+                len(tile.weights) + len(tile.params) for tile in tiles.values()) / config.axi_bytes
+        return max(max(stats.mac_steps), cycles)
 
     def _broadcastable(self, layer, lane_tiles, row_segments, col_segments):
         """Whether the lane tiles of ``layer`` (a 1x1 output: a Gemm) run as broadcast RUNs:
