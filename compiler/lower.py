@@ -44,7 +44,6 @@ from .schedule import (
     coalesce_loads,
     cut_pieces,
     merge_units,
-    pieces_worth,
 )
 
 __all__ = ["lower"]
@@ -305,13 +304,8 @@ class _Lowering:
         stages = []
         pending = self._clears(layer)
         units_total, runs_total, mac_steps = 0, 0, [0] * groups
-        steps = layer.steps_per_lane_tile() * len(self._lane_tiles(layer, lanes))
         for stage in layer.stages:
-            share = (stage.stop - stage.first) / layer.out_hw[0]
-            most = pieces_worth(unit_count, steps * share, self._load_cycles(layer, tiles),
-                                groups)
-            pieces = cut_pieces(stage.stop - stage.first, layer.out_hw[1], unit_count, groups,
-                                most)
+            pieces = cut_pieces(stage.stop - stage.first, layer.out_hw[1], unit_count, groups)
             before, after, frames = [], [], []
             for frame in range(self.batch):
                 frame_before, frame_after, src_at, dst_at = self._stage_dma(layer, stage, frame)
@@ -609,18 +603,6 @@ class _Lowering:
                            f"per lane, the weight buffer holds {config.weight_bytes} "
                            f"(short by {segment - config.weight_bytes})")
         return best[1:]
-
-    def _load_cycles(self, layer, tiles):
-        """Estimated cycles of the AXI port to load one unit of ``layer`` (its largest lane
-        tiles' weights and PARAM entries, two DMAs) and fetch its instructions."""
-        config = self.config
-        cin, lanes = layer.cin_g, max(len(c) for _, chunk in tiles for c in chunk)
-        per_unit = max(len(chunk) for _, chunk in tiles)
-        kernel = layer.weight.shape[3] * layer.weight.shape[4]
-        weights = per_unit * lanes * (cin * kernel + isa.PARAM_BYTES)
-        fetch = config.mem_latency / config.fetch_insns
-        return 2 * (config.mem_latency + LOAD_SETUP) + weights / config.axi_bytes \
-            + (2 + per_unit) * fetch
 
     def _estimate(self, layer, blocks, lanes, whole, segments):
         """Cycles the layer would take with weight tiles of ``blocks`` bytes per lane (one

@@ -16,7 +16,7 @@ import heapq
 
 from ..hw.arch import isa
 
-__all__ = ["MIN_UNITS_PER_GROUP", "cut_pieces", "pieces_worth", "balance", "merge_streams",
+__all__ = ["MIN_UNITS_PER_GROUP", "cut_pieces", "balance", "merge_streams",
            "merge_units", "coalesce_loads"]
 
 #: Work units per group below which a layer's units are split into row bands (so every group
@@ -133,37 +133,21 @@ def _cuts(n, parts):
     return [n * i // parts for i in range(parts + 1)]
 
 
-def pieces_worth(units, steps, load, groups):
-    """Most pieces worth cutting a stage of ``units`` work units into, when every piece
-    loads its own copy of the units' tiles, one DMA after another (``load`` cycles each),
-    and the stage's ``steps`` MAC steps spread over the groups the pieces keep busy: a small
-    layer runs on fewer groups rather than wait for the same weights to reach each of them.
-    The piece count that minimises ``pieces * units * load + steps / busy groups``; None
-    when that keeps every group busy (the cut is then :func:`cut_pieces`' own)."""
-    def estimate(pieces):
-        return pieces * units * load + steps / min(groups, pieces * units)
-
-    most = -(-MIN_UNITS_PER_GROUP * groups // units)
-    best = min(range(1, most + 1), key=estimate)
-    return None if best * units >= groups else best
-
-
 @functools.lru_cache(maxsize=1024)
-def cut_pieces(rows, cols, units, groups, most=None):
+def cut_pieces(rows, cols, units, groups):
     """Rectangles ``(r0, r1, c0, c1)`` cutting a ``rows x cols`` output into row bands times
     column bands of ``units`` work units each (of cost about proportional to their pixels),
     so that the units balance over the groups: the cut whose greedy assignment has the
     least-loaded busiest group, preferring at least :data:`MIN_UNITS_PER_GROUP` units per
-    group (smaller pieces balance unequal units), then the fewest pieces (fewer RUNs and tile
-    loads), then whole rows. Columns are cut only when rows alone leave groups idle or
-    unequal (few output rows: a stage of a layer, a late layer with few channels). At most
-    ``most`` pieces when given (see :func:`pieces_worth`)."""
-    if units >= MIN_UNITS_PER_GROUP * groups or most == 1:
+    group (smaller pieces balance unequal units), then the fewest pieces (fewer RUNs), then
+    whole rows. Columns are cut only when rows alone leave groups idle or unequal (few output
+    rows: a stage of a layer, a late layer with few channels). The pieces cost no more loads:
+    a tile that several groups use loads into all of them at once (a DMA with a group mask,
+    :func:`coalesce_loads` and the lowering's clusters of groups)."""
+    if units >= MIN_UNITS_PER_GROUP * groups:
         return ((0, rows, 0, cols),)
     least = -(-MIN_UNITS_PER_GROUP * groups // units)
-    if most is None:
-        most = 4 * least
-    least = min(least, most)
+    most = 4 * least
 
     def busiest(row_bands, col_bands):
         row_cuts, col_cuts = _cuts(rows, row_bands), _cuts(cols, col_bands)
