@@ -501,9 +501,9 @@ class _Lowering:
                 else self._clusters(upcoming)
             for cluster in clusters:
                 # Not a tile that would overwrite weights this layer's runs still read.
-                members = [(g, upcoming.queues[g][0].tile) for g in cluster
-                           if upcoming.queues[g] and self.groups[g].whole is None
-                           and len(upcoming.queues[g][0].tile.weights) <= self.half_bytes]
+                members = [(g, tile) for g, tile in self._members(upcoming, cluster, 0)
+                           if self.groups[g].whole is None
+                           and len(tile.weights) <= self.half_bytes]
                 for g, _ in members if upcoming.broadcast else ():
                     self.groups[g].last = 1     # every group's first tile in half 0
                 if members:
@@ -775,18 +775,39 @@ class _Lowering:
         their u-th units in one DMA per memory, :meth:`_load_tiles`): runs of consecutive
         groups, as many as fit their largest tiles together in half the weight buffer and half
         the PARAM entries, when the stage's tiles share their LUT (per-lane tables differ from
-        group to group); each group alone otherwise. A DMA pays the memory latency once
+        group to group); each group alone otherwise; all the groups when the stage's tiles fit
+        half the buffers together (:meth:`_at_once`). A DMA pays the memory latency once
         whatever its length, so a small layer's tiles reach many groups for the price of one."""
         groups = self.config.groups
         tiles = [unit.tile for queue in stage.queues for unit in queue]
         size = 1
-        if tiles and len({tile.lut for tile in tiles}) == 1:
+        if self._at_once(stage):
+            size = groups
+        elif tiles and len({tile.lut for tile in tiles}) == 1:
             weights = max(len(tile.weights) for tile in tiles)
             params = max(len(tile.params) for tile in tiles) // isa.PARAM_BYTES
             if weights <= self.half_bytes:
                 size = max(1, min(groups, self.half_bytes // max(1, weights),
                                   self.half_params // max(1, params)))
         return [list(range(g, min(g + size, groups))) for g in range(0, groups, size)]
+
+    def _at_once(self, stage):
+        """Whether the distinct tiles of ``stage`` fit half the weight buffer and half the
+        PARAM entries together and share their LUT: then one DMA per memory loads them all
+        into every group (each piece of the image once, the memory latency once)."""
+        tiles = {unit.tile.key: unit.tile for queue in stage.queues for unit in queue}
+        return bool(tiles) and len({tile.lut for tile in tiles.values()}) == 1 and \
+            sum(len(tile.weights) for tile in tiles.values()) <= self.half_bytes and \
+            sum(len(tile.params) for tile in tiles.values()) <= self.half_params * isa.PARAM_BYTES
+
+    def _members(self, stage, cluster, u):
+        """``[(g, tile)]`` whose tiles load together for unit index ``u`` of the groups of
+        ``cluster``: their ``u``-th units' tiles, or every unit's at index 0 when the stage's
+        tiles load at once (:meth:`_at_once`)."""
+        queues = stage.queues
+        if self._at_once(stage):
+            return [(g, unit.tile) for g in cluster for unit in queues[g]] if u == 0 else []
+        return [(g, queues[g][u].tile) for g in cluster if u < len(queues[g])]
 
     def _stage_code(self, stage):
         """The instructions of a stage's units: per cluster of groups (:meth:`_clusters`) and
@@ -800,18 +821,20 @@ class _Lowering:
         units, loads = [[] for _ in queues], [[] for _ in queues]
         for cluster in self._clusters(stage):
             for u in range(max(len(queues[g]) for g in cluster)):
-                members = [(g, queues[g][u].tile) for g in cluster if u < len(queues[g])]
                 load = []
-                places = self._load_tiles(members, load)
-                for g, _ in members:
-                    self.groups[g].last = places[g].half
+                self._load_tiles(self._members(stage, cluster, u), load)
+                for g in cluster:
+                    if u >= len(queues[g]):
+                        continue
+                    place = self._resident(g, queues[g][u].tile)
+                    self.groups[g].last = place.half
                     loads[g].append(load)
                     chunks = []
                     for run in queues[g][u].runs:
                         chunk = []
                         self._load_uops(g, run.program, chunk)
                         chunk.append(_instruction("RUN", group_mask=1 << g,
-                                                  **self._run_operands(g, run, places[g])))
+                                                  **self._run_operands(g, run, place)))
                         chunks.append(chunk)
                     units[g].append(chunks)
         costs = [[run.steps + RUN_LATENCY for unit in queue for run in unit.runs]
