@@ -141,6 +141,7 @@ class _GroupMemory:
     last: int = 1
     uops: dict = field(default_factory=dict)
     uop_next: int = 0
+    params: dict = field(default_factory=dict)     # a stage's tiles' PARAM entries (key -> entry)
     tiles_loaded: int = 0
 
 
@@ -189,6 +190,7 @@ class _Lowering:
         self.half_params = config.param_entries // 2
         self.zero_bytes = 0
         self.shared_half = 1        # the half of the tables the last shared LUT went into
+        self.param_half = 1         # the half of the PARAM entries the last stage's went into
         self.dram = {}
         for s in p.storages:
             if s.home == "dram":
@@ -487,6 +489,7 @@ class _Lowering:
         start = len(self.code)
         for stage in stages:
             self.code += self._shared_constants(stage)
+            self.code += self._stage_params(stage)
             self.code += stage.before
             if stage.broadcast:
                 self.code += self.broadcast_code(stage)
@@ -497,6 +500,7 @@ class _Lowering:
         if following:
             upcoming = following[0]
             shared_lut = _shared_lut(upcoming)
+            self.code += self._stage_params(upcoming)
             clusters = [[g] for g in range(self.config.groups)] if upcoming.broadcast \
                 else self._clusters(upcoming)
             for cluster in clusters:
@@ -550,6 +554,41 @@ class _Lowering:
         lut = _shared_lut(stage)
         if lut is not None:
             code += self._load_shared_lut(lut)
+        return code
+
+    def _stage_params(self, stage):
+        """The DMA loading, into each group that runs units of ``stage``, the PARAM entries of
+        all its tiles (its table, one DMA however many units it runs; the same table into
+        several groups is one DMA, :func:`~.schedule.coalesce_loads`), when every group's
+        fits half the entries and that takes fewer DMAs than the tiles' loads (one per unit
+        of a group, or of a cluster of groups, :meth:`_clusters`), in the half the last
+        stage's tables did not take; the tiles' loads then leave their PARAM entries out. None
+        when the stage's are there already or do not fit or the tiles bring their own."""
+        tables = []
+        for queue in stage.queues:
+            tiles = {unit.tile.key: unit.tile for unit in queue}
+            tables.append((tiles, b"".join(tile.params for tile in tiles.values())))
+        if all(key in self.groups[g].params for g, (tiles, _) in enumerate(tables)
+               for key in tiles):
+            return []
+        clusters = [[g] for g in range(self.config.groups)] if stage.broadcast \
+            else self._clusters(stage)
+        per_tile = sum(max(len(stage.queues[g]) for g in cluster) for cluster in clusters)
+        if any(len(blob) > self.half_params * isa.PARAM_BYTES for _, blob in tables) or \
+                len({blob for _, blob in tables if blob}) >= per_tile:
+            return []
+        self.param_half = 1 - self.param_half
+        base = self.param_half * self.half_params
+        code = []
+        for g, (tiles, blob) in enumerate(tables):
+            at, self.groups[g].params = base, {}
+            for key, tile in tiles.items():
+                self.groups[g].params[key] = at
+                at += len(tile.params) // isa.PARAM_BYTES
+            if blob:
+                code.append(_instruction("DMA_LOAD", space=isa.Space.PARAM, group_mask=1 << g,
+                                         ext_addr=self.image.put("constants", blob),
+                                         local_addr=base, length=len(blob)))
         return code
 
     def _load_shared_lut(self, lut):
@@ -860,8 +899,8 @@ class _Lowering:
                 # One table serves from either half.
                 tables = half if group.luts[half] == tile.lut or tile.lut not in group.luts \
                     else group.luts.index(tile.lut)
-                return _Place(half, base + weights, half * self.half_params + params,
-                              tables * self.config.lanes)
+                params = group.params.get(tile.key, half * self.half_params + params)
+                return _Place(half, base + weights, params, tables * self.config.lanes)
         return None
 
     def _load_tiles(self, members, code, lut=True):
@@ -906,9 +945,10 @@ class _Lowering:
                                      ext_addr=self.image.put("constants", weights),
                                      local_addr=0 if whole else half * self.half_bytes,
                                      length=len(weights)))
-        code.append(_instruction("DMA_LOAD", space=isa.Space.PARAM, group_mask=mask,
-                                 ext_addr=self.image.put("constants", params),
-                                 local_addr=half * self.half_params, length=len(params)))
+        if not all(tile.key in self.groups[g].params for g, tile in missing):
+            code.append(_instruction("DMA_LOAD", space=isa.Space.PARAM, group_mask=mask,
+                                     ext_addr=self.image.put("constants", params),
+                                     local_addr=half * self.half_params, length=len(params)))
         if lut_mask:
             code.append(_instruction("DMA_LOAD", space=isa.Space.LUT, group_mask=lut_mask,
                                      ext_addr=self.image.put("constants", table),
