@@ -191,6 +191,7 @@ class _Lowering:
         self.zero_bytes = 0
         self.shared_half = 1        # the half of the tables the last shared LUT went into
         self.param_half = 1         # the half of the PARAM entries the last stage's went into
+        self.staged = True          # whether the last stage's PARAM entries came in tables
         self.dram = {}
         for s in p.storages:
             if s.home == "dram":
@@ -563,20 +564,27 @@ class _Lowering:
         fits half the entries and that takes fewer DMAs than the tiles' loads (one per unit
         of a group, or of a cluster of groups, :meth:`_clusters`), in the half the last
         stage's tables did not take; the tiles' loads then leave their PARAM entries out. None
-        when the stage's are there already or do not fit or the tiles bring their own."""
+        when the stage's are there already or do not fit or the tiles bring their own, and
+        from the first stage whose tiles bring their own on: the next stage's table loads
+        while this one runs, into a half whose entries no RUN of this stage reads (a half
+        that a tile's own entries took would make the load wait for its RUNs)."""
         tables = []
         for queue in stage.queues:
             tiles = {unit.tile.key: unit.tile for unit in queue}
             tables.append((tiles, b"".join(tile.params for tile in tiles.values())))
         if all(key in self.groups[g].params for g, (tiles, _) in enumerate(tables)
                for key in tiles):
+            self.staged = True
             return []
         clusters = [[g] for g in range(self.config.groups)] if stage.broadcast \
             else self._clusters(stage)
         per_tile = sum(max(len(stage.queues[g]) for g in cluster) for cluster in clusters)
-        if any(len(blob) > self.half_params * isa.PARAM_BYTES for _, blob in tables) or \
+        if not self.staged or \
+                any(len(blob) > self.half_params * isa.PARAM_BYTES for _, blob in tables) or \
                 len({blob for _, blob in tables if blob}) >= per_tile:
+            self.staged = False
             return []
+        self.staged = True
         self.param_half = 1 - self.param_half
         base = self.param_half * self.half_params
         code = []
