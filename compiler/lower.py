@@ -190,8 +190,8 @@ class _Lowering:
         self.half_params = config.param_entries // 2
         self.zero_bytes = 0
         self.shared_half = 1        # the half of the tables the last shared LUT went into
-        self.param_half = 1         # the half of the PARAM entries the last stage's went into
-        self.staged = True          # whether the last stage's PARAM entries came in tables
+        # The halves of the PARAM entries whose entries the last stage's RUNs read.
+        self.params_read = frozenset()
         self.dram = {}
         for s in p.storages:
             if s.home == "dram":
@@ -436,6 +436,7 @@ class _Lowering:
         places its lane tile) at one address in every group, then per unit index the groups'
         tile loads (into the same half of each) and one RUN per round for all of them."""
         code = self._broadcast_uops(stage.queues)
+        read = set()        # the halves of the PARAM entries its RUNs read
         for group in self.groups:
             group.last = 1
         for u in range(max(map(len, stage.queues))):
@@ -445,6 +446,7 @@ class _Lowering:
                     placed |= self._load_tiles([(g, queue[u].tile)], code)
             for g, place in placed.items():
                 self.groups[g].last = place.half
+                read.add(place.param_base // self.half_params)
             for r in range(max(len(stage.queues[g][u].runs) for g in placed)):
                 masks = {}
                 for g, place in placed.items():
@@ -454,6 +456,7 @@ class _Lowering:
                         masks[key] = masks.get(key, 0) | 1 << g
                 code += [_instruction("RUN", group_mask=mask, **dict(key))
                          for key, mask in masks.items()]
+        self.params_read = frozenset(read)
         return code
 
     def _broadcast_uops(self, queues):
@@ -558,45 +561,54 @@ class _Lowering:
         return code
 
     def _stage_params(self, stage):
-        """The DMA loading, into each group that runs units of ``stage``, the PARAM entries of
-        all its tiles (its table, one DMA however many units it runs; the same table into
-        several groups is one DMA, :func:`~.schedule.coalesce_loads`), when every group's
-        fits half the entries and that takes fewer DMAs than the tiles' loads (one per unit
-        of a group, or of a cluster of groups, :meth:`_clusters`), in the half the last
-        stage's tables did not take; the tiles' loads then leave their PARAM entries out. None
-        when the stage's are there already or do not fit or the tiles bring their own, and
-        from the first stage whose tiles bring their own on: the next stage's table loads
-        while this one runs, into a half whose entries no RUN of this stage reads (a half
-        that a tile's own entries took would make the load wait for its RUNs)."""
+        """The DMA loading the PARAM entries of all the tiles of ``stage`` at once, as tables
+        (one DMA however many units a group runs): one table for all the groups, or one per
+        group when a broadcast RUN needs each group's entries at the same place or the groups'
+        together do not fit half the entries. Only when they fit and take fewer DMAs than the
+        tiles' own loads (one per unit of a group, or of a cluster of groups,
+        :meth:`_clusters`), into the half of the entries that the last stage's RUNs do not
+        read (so it loads while they run: a half they read would make it wait for them); the
+        tiles' loads then leave their PARAM entries out. None when the stage's are there
+        already, or when the last stage's RUNs read both halves."""
+        queues = stage.queues
+        if all(unit.tile.key in self.groups[g].params for g, queue in enumerate(queues)
+               for unit in queue):
+            return []
+        busy = [g for g, queue in enumerate(queues) if queue]
+        parts = [[g] for g in busy]
+        if not stage.broadcast:
+            parts.insert(0, busy)
+            clusters = self._clusters(stage)
+        else:
+            clusters = parts
+        per_tile = sum(max(len(queues[g]) for g in cluster) for cluster in clusters)
         tables = []
-        for queue in stage.queues:
-            tiles = {unit.tile.key: unit.tile for unit in queue}
-            tables.append((tiles, b"".join(tile.params for tile in tiles.values())))
-        if all(key in self.groups[g].params for g, (tiles, _) in enumerate(tables)
-               for key in tiles):
-            self.staged = True
+        for part in parts:
+            tiles = {unit.tile.key: unit.tile for g in part for unit in queues[g]}
+            tables.append((part, tiles, b"".join(tile.params for tile in tiles.values())))
+        if stage.broadcast or len(tables[0][2]) > self.half_params * isa.PARAM_BYTES:
+            tables = tables[1:] if not stage.broadcast else tables
+        else:
+            tables = tables[:1]
+        if len(self.params_read) > 1 or len({blob for *_, blob in tables}) >= per_tile or \
+                any(len(blob) > self.half_params * isa.PARAM_BYTES for *_, blob in tables):
             return []
-        clusters = [[g] for g in range(self.config.groups)] if stage.broadcast \
-            else self._clusters(stage)
-        per_tile = sum(max(len(stage.queues[g]) for g in cluster) for cluster in clusters)
-        if not self.staged or \
-                any(len(blob) > self.half_params * isa.PARAM_BYTES for _, blob in tables) or \
-                len({blob for _, blob in tables if blob}) >= per_tile:
-            self.staged = False
-            return []
-        self.staged = True
-        self.param_half = 1 - self.param_half
-        base = self.param_half * self.half_params
+        half = 1 - max(self.params_read, default=1)
+        self.params_read = frozenset({half})
+        base = half * self.half_params
         code = []
-        for g, (tiles, blob) in enumerate(tables):
-            at, self.groups[g].params = base, {}
+        for part, tiles, blob in tables:
+            at = base
+            offsets = {}
             for key, tile in tiles.items():
-                self.groups[g].params[key] = at
+                offsets[key] = at
                 at += len(tile.params) // isa.PARAM_BYTES
-            if blob:
-                code.append(_instruction("DMA_LOAD", space=isa.Space.PARAM, group_mask=1 << g,
-                                         ext_addr=self.image.put("constants", blob),
-                                         local_addr=base, length=len(blob)))
+            for g in part:
+                self.groups[g].params = offsets
+            code.append(_instruction("DMA_LOAD", space=isa.Space.PARAM,
+                                     group_mask=sum(1 << g for g in part),
+                                     ext_addr=self.image.put("constants", blob),
+                                     local_addr=base, length=len(blob)))
         return code
 
     def _load_shared_lut(self, lut):
@@ -866,6 +878,7 @@ class _Lowering:
         the groups in lockstep (resnet_g at batch 4: a fifth more cycles per frame)."""
         queues = stage.queues
         units, loads = [[] for _ in queues], [[] for _ in queues]
+        read = set()        # the halves of the PARAM entries its RUNs read
         for cluster in self._clusters(stage):
             for u in range(max(len(queues[g]) for g in cluster)):
                 load = []
@@ -874,6 +887,7 @@ class _Lowering:
                     if u >= len(queues[g]):
                         continue
                     place = self._resident(g, queues[g][u].tile)
+                    read.add(place.param_base // self.half_params)
                     self.groups[g].last = place.half
                     loads[g].append(load)
                     chunks = []
@@ -884,6 +898,7 @@ class _Lowering:
                                                   **self._run_operands(g, run, place)))
                         chunks.append(chunk)
                     units[g].append(chunks)
+        self.params_read = frozenset(read)
         costs = [[run.steps + RUN_LATENCY for unit in queue for run in unit.runs]
                  for queue in queues] if self.batch > 1 else None
         return merge_units(units, loads, costs)
