@@ -71,7 +71,8 @@ class _Tile:
 class _Run:
     program: bytes
     operands: dict
-    steps: int      # MAC steps (cycles without zero skipping)
+    steps: int          # MAC steps (cycles without zero skipping)
+    wgt_base: int = 0   # bytes of its weight address in its WGT micro-op instead of the RUN
 
 
 @dataclass(frozen=True)
@@ -111,12 +112,14 @@ class _LayerStats:
 class _PreparedStage:
     """One stage of a layer: DMA ``before`` it, the work units queued per group, DMA
     ``after``. ``broadcast``: the groups' units run in lockstep, each RUN instruction
-    starting the same RUN on every group (:meth:`_Lowering.broadcast_code`)."""
+    starting the same RUN on every group (:meth:`_Lowering.broadcast_code`); ``slot``: the
+    bytes of each group's tile in a load of several groups' tiles (0: each its own)."""
 
     before: list
     queues: list[list[_Unit]]
     after: list
     broadcast: bool = False
+    slot: int = 0
 
 
 @dataclass(frozen=True)
@@ -155,7 +158,7 @@ def _uop(op, **operands):
     return asm.encode("uop", op, **operands)
 
 
-def _program(taps, loops, act, post, write, write_base=0):
+def _program(taps, loops, act, post, write, write_base=0, wgt_base=0):
     """Bytes of a segment's micro-program; LOOP levels of count 1 are left out."""
     ops = []
     if taps:
@@ -163,7 +166,8 @@ def _program(taps, loops, act, post, write, write_base=0):
             if count > 1:
                 ops.append(_uop("LOOP", level=level, count=count, act_stride=act_stride,
                                 wgt_stride=wgt_stride))
-        ops += [_uop("ACT", row_stride=act[0], col_stride=act[1]), _uop("WGT", lane_stride=1)]
+        ops += [_uop("ACT", row_stride=act[0], col_stride=act[1]),
+                _uop("WGT", base=wgt_base, lane_stride=1)]
     ops.append(_uop("CLEAR", use_bias=1))
     if taps:
         ops.append(_uop("MAC"))
@@ -333,9 +337,8 @@ class _Lowering:
     def _cycles(self, prepared):
         """Estimated cycles of a prepared layer ``(stages, stats)``: its busiest group's MAC
         steps, or the time the AXI read port takes to load its tiles and fetch its RUNs if
-        longer: the tiles' bytes, each DMA's memory latency and setup (per unit, or per
-        cluster of groups loading together, :meth:`_clusters`, a tile's weights and PARAM
-        entries; a broadcast stage's micro-programs, one per group), and each RUN
+        longer: the tiles' bytes, each DMA's memory latency and setup (see below), and
+        each RUN
         instruction's share of a fetch (a broadcast RUN starts every group's)."""
         stages, stats = prepared
         config = self.config
@@ -345,14 +348,19 @@ class _Lowering:
         cycles = 0.0
         for stage in stages:
             runs = [sum(len(unit.runs) for unit in queue) for queue in stage.queues]
+            # Weights per unit of a cluster of groups; PARAM entries in one table, a table
+            # per group, or per unit; a broadcast stage's micro-programs per group.
+            tiles = {unit.tile.key: unit.tile for queue in stage.queues for unit in queue}
+            loads = sum(max(len(stage.queues[g]) for g in cluster)
+                        for cluster in self._clusters(stage))
+            together = sum(len(tile.params) for tile in tiles.values()) \
+                <= self.half_params * isa.PARAM_BYTES and not stage.broadcast
+            loads += 1 if together else min(loads, config.groups)
             if stage.broadcast:
-                loads = 2 * sum(map(len, stage.queues)) + config.groups
+                loads += config.groups
                 instructions = max(runs)
             else:
-                loads = 2 * sum(max(len(stage.queues[g]) for g in cluster)
-                                for cluster in self._clusters(stage))
                 instructions = sum(runs)
-            tiles = {unit.tile.key: unit.tile for queue in stage.queues for unit in queue}
             cycles += loads * dma + instructions * fetch + sum(
                 len(tile.weights) + len(tile.params) for tile in tiles.values()) / config.axi_bytes
         return max(max(stats.mac_steps), cycles)
@@ -390,7 +398,9 @@ class _Lowering:
         block = max(1, row_segment.ntaps * col_segment.ntaps) * layer.cin_g * lanes
         fit = max(1, min(self.half_bytes // block, self.half_params // lanes))
         per_unit = self._broadcast_per_unit(
-            rounds, max(1, min(fit, -(-rounds // MIN_UNITS_PER_GROUP))), block)
+            rounds, max(1, min(fit, -(-rounds // MIN_UNITS_PER_GROUP))), block, lanes)
+        slot = per_unit * block
+        together = self._slot_groups(slot, per_unit * lanes)
         first = [int(layer.chan_addr[channels[0]]) for _, channels in lane_tiles]
         queues = []
         for g in range(groups):
@@ -402,7 +412,8 @@ class _Lowering:
                 tile = self._tile(layer, 0, chunk, row_segment.phase_taps,
                                   col_segment.phase_taps, 0, 0)
                 runs = tuple(self._run(layer, row_segment, col_segment, tile, part, 0, channels,
-                                       src_at, dst_at, write_base=first[g] - first[0])
+                                       src_at, dst_at, write_base=first[g] - first[0],
+                                       wgt_base=g % together * slot if together > 1 else 0)
                              for src_at, dst_at in places
                              for part, channels in zip(tile.parts, chunk))
                 units.append(_Unit(tile, runs))
@@ -411,21 +422,32 @@ class _Lowering:
         stats = _LayerStats(1, False, lanes, sum(map(len, queues)),
                             sum(len(u.runs) for queue in queues for u in queue), mac_steps)
         pending = self._clears(layer)
-        return [_PreparedStage(pending + before, queues, after, broadcast=True)], stats
+        return [_PreparedStage(pending + before, queues, after, broadcast=True,
+                               slot=slot if together > 1 else 0)], stats
 
-    def _broadcast_per_unit(self, rounds, most, block):
+    def _slot_groups(self, slot, entries):
+        """Groups whose tiles of ``slot`` bytes and ``entries`` PARAM entries load together
+        into a broadcast layer's groups: as many as fit half the weight buffer and half the
+        entries (each group's weights at its own place, which its WGT micro-op holds, so that
+        one RUN instruction still serves every group; their PARAM entries, at different
+        places, come in a table per group when they fit, :meth:`_stage_params`)."""
+        return max(1, min(self.config.groups, self.half_bytes // slot,
+                          self.half_params // entries))
+
+    def _broadcast_per_unit(self, rounds, most, block, lanes):
         """Lane tiles per unit (at most ``most``) of a broadcast layer of ``rounds`` rounds of
-        ``block``-byte lane tiles: the count that least exposes the loads. The next unit's
-        loads (one per group, one after another) issue once this unit's last RUN has a slot,
-        so they overlap only the RUN_SLOTS RUNs still queued (its RUNs are its lane tiles
-        times the frames); larger units pay the memory latency fewer times. Ties to the
-        larger unit (fewer loads)."""
+        ``block``-byte lane tiles of ``lanes`` lanes: the count that least exposes the loads.
+        The next unit's loads (the weights of :meth:`_slot_groups` groups in one, one after
+        another) issue once this unit's last RUN has a slot, so they overlap only the
+        RUN_SLOTS RUNs still queued (its RUNs are its lane tiles times the frames); larger
+        units pay the memory latency fewer times. Ties to the larger unit (fewer loads)."""
         config = self.config
         steps = block // config.lanes + RUN_LATENCY
 
         def exposed(per_unit):
-            load = config.groups * (2 * (config.mem_latency + LOAD_SETUP)
-                                    + per_unit * block / config.axi_bytes)
+            loads = -(-config.groups // self._slot_groups(per_unit * block, per_unit * lanes))
+            load = loads * (config.mem_latency + LOAD_SETUP) \
+                + config.groups * per_unit * block / config.axi_bytes
             hidden = min(RUN_SLOTS, per_unit * self.batch) * steps
             return -(-rounds // per_unit) * max(0.0, load - hidden)
 
@@ -441,9 +463,11 @@ class _Lowering:
             group.last = 1
         for u in range(max(map(len, stage.queues))):
             placed = {}
-            for g, queue in enumerate(stage.queues):
-                if u < len(queue):
-                    placed |= self._load_tiles([(g, queue[u].tile)], code)
+            for cluster in self._clusters(stage):
+                members = self._members(stage, cluster, u)
+                if members:
+                    placed |= self._load_tiles(members, code, slot=stage.slot,
+                                               first=cluster[0])
             for g, place in placed.items():
                 self.groups[g].last = place.half
                 read.add(place.param_base // self.half_params)
@@ -505,9 +529,7 @@ class _Lowering:
             upcoming = following[0]
             shared_lut = _shared_lut(upcoming)
             self.code += self._stage_params(upcoming)
-            clusters = [[g] for g in range(self.config.groups)] if upcoming.broadcast \
-                else self._clusters(upcoming)
-            for cluster in clusters:
+            for cluster in self._clusters(upcoming):
                 # Not a tile that would overwrite weights this layer's runs still read.
                 members = [(g, tile) for g, tile in self._members(upcoming, cluster, 0)
                            if self.groups[g].whole is None
@@ -515,7 +537,8 @@ class _Lowering:
                 for g, _ in members if upcoming.broadcast else ():
                     self.groups[g].last = 1     # every group's first tile in half 0
                 if members:
-                    self._load_tiles(members, self.code, lut=shared_lut is None)
+                    self._load_tiles(members, self.code, lut=shared_lut is None,
+                                     slot=upcoming.slot, first=cluster[0])
             if shared_lut is not None:
                 # Last: it waits for this layer's RUNs if they read its half of the tables.
                 self.code += self._load_shared_lut(shared_lut)
@@ -788,10 +811,11 @@ class _Lowering:
         return units
 
     def _run(self, layer, row_segment, col_segment, tile, part, conv_group, channels, src_at,
-             dst_at, write_base=0):
+             dst_at, write_base=0, wgt_base=0):
         """The micro-program and RUN operands of segment ``row_segment x col_segment`` for the
         lane tile ``part = (lanes, weight byte, PARAM entry)`` of ``tile``; ``write_base``
-        bytes of its output offset go in its WRITE micro-op instead of the RUN."""
+        bytes of its output offset go in its WRITE micro-op instead of the RUN, ``wgt_base``
+        of its weight address in its WGT micro-op."""
         row_axis, col_axis = layer.axes
         src_grid, dst_grid = layer.src_grid, layer.dst_grid
         cin = layer.cin_g
@@ -824,8 +848,8 @@ class _Lowering:
         operands = {"rows": row_segment.count, "cols": col_segment.count, "lanes": lanes,
                     "act_offset": act_offset, "wgt_offset": wgt_offset if taps else 0,
                     "param_offset": part_params, "out_offset": out_offset}
-        return _Run(_program(taps, loops, act, post, write, write_base), operands,
-                    row_segment.count * col_segment.count * max(1, taps * cin))
+        return _Run(_program(taps, loops, act, post, write, write_base, wgt_base), operands,
+                    row_segment.count * col_segment.count * max(1, taps * cin), wgt_base)
 
     # --- groups --------------------------------------------------------------------------------
 
@@ -840,7 +864,10 @@ class _Lowering:
         groups = self.config.groups
         tiles = [unit.tile for queue in stage.queues for unit in queue]
         size = 1
-        if self._at_once(stage):
+        if stage.broadcast:
+            size = self._slot_groups(stage.slot, max(len(tile.params) for tile in tiles)
+                                     // isa.PARAM_BYTES) if stage.slot else 1
+        elif self._at_once(stage):
             size = groups
         elif tiles and len({tile.lut for tile in tiles}) == 1:
             weights = max(len(tile.weights) for tile in tiles)
@@ -855,7 +882,8 @@ class _Lowering:
         PARAM entries together and share their LUT: then one DMA per memory loads them all
         into every group (each piece of the image once, the memory latency once)."""
         tiles = {unit.tile.key: unit.tile for queue in stage.queues for unit in queue}
-        return bool(tiles) and len({tile.lut for tile in tiles.values()}) == 1 and \
+        return not stage.broadcast and bool(tiles) and \
+            len({tile.lut for tile in tiles.values()}) == 1 and \
             sum(len(tile.weights) for tile in tiles.values()) <= self.half_bytes and \
             sum(len(tile.params) for tile in tiles.values()) <= self.half_params * isa.PARAM_BYTES
 
@@ -909,7 +937,8 @@ class _Lowering:
         return {"uop_addr": self.groups[g].uops[run.program],
                 "uop_count": len(run.program) // isa.UOP_BYTES,
                 "lut_offset": place.lut_offset,
-                **run.operands, "wgt_offset": place.wgt_base + run.operands["wgt_offset"],
+                **run.operands,
+                "wgt_offset": place.wgt_base - run.wgt_base + run.operands["wgt_offset"],
                 "param_offset": place.param_base + run.operands["param_offset"]}
 
     def _resident(self, g, tile):
@@ -926,7 +955,7 @@ class _Lowering:
                 return _Place(half, base + weights, params, tables * self.config.lanes)
         return None
 
-    def _load_tiles(self, members, code, lut=True):
+    def _load_tiles(self, members, code, lut=True, slot=0, first=0):
         """``{g: place}``: where the tiles ``members = [(g, tile)]`` sit in their groups,
         appending to ``code`` the loads of those not there, into the half the first of their
         groups used least recently (double buffering). One DMA per memory loads them all: a
@@ -935,14 +964,20 @@ class _Lowering:
         fit half the weight buffer and PARAM entries together and share their LUT, unless
         there is one: a tile larger than half the weight buffer takes all of it (its PARAM
         entries and LUTs still go in one half). ``lut=False``: not their LUT (a shared table
-        that :meth:`_shared_constants` loads)."""
+        that :meth:`_shared_constants` loads). ``slot``: group ``g``'s weights at
+        ``(g - first) * slot`` bytes (its WGT micro-op holds that place), all loaded again
+        if one is missing."""
         places = {g: self._resident(g, tile) for g, tile in members}
         missing = [(g, tile) for g, tile in members if places[g] is None]
         if not missing:
             return places
+        if slot:
+            missing = members
         half = 1 - self.groups[missing[0][0]].last
         offsets, weights, params = {}, b"", b""
-        for _, tile in missing:
+        for g, tile in missing:
+            if slot:
+                weights = weights.ljust((g - first) * slot, b"\0")
             if tile.key not in offsets:
                 offsets[tile.key] = (len(weights), len(params) // isa.PARAM_BYTES)
                 weights, params = weights + tile.weights, params + tile.params
