@@ -39,6 +39,7 @@ from . import asm, ir, macs
 from .plan import align, plan
 from .program import ImageBuilder, Program
 from .schedule import (
+    MIN_TILES_PER_GROUP,
     MIN_UNITS_PER_GROUP,
     balance,
     coalesce_loads,
@@ -733,8 +734,9 @@ class _Lowering:
         """``[(conv group, [[channels] per lane tile])]``: the lane tiles of one conv group
         gathered into the units' tiles. As many lane tiles per unit as fit half the weight
         buffer and half the PARAM entries (one shared LUT), but no fewer units than
-        :data:`MIN_UNITS_PER_GROUP` per group (so every group has work, and each loads its
-        next tile while it runs one), in a multiple of the groups (so they balance)."""
+        :data:`~.schedule.MIN_TILES_PER_GROUP` per group (so every group has work, loads its
+        next tile while it runs one, and runs a short last one), in a multiple of the groups
+        (so they balance)."""
         groups = self.config.groups
         cin = layer.cin_g
         taps = [len(r) * len(c) for r in row_phases.values() for c in col_phases.values()]
@@ -748,7 +750,7 @@ class _Lowering:
         for conv_group, channels in lane_tiles:
             by_group.setdefault(conv_group, []).append(channels)
         total = len(lane_tiles) * blocks
-        units = max(-(-total // fit), MIN_UNITS_PER_GROUP * groups)
+        units = max(-(-total // fit), MIN_TILES_PER_GROUP * groups)
         units = min(total, -(-units // groups) * groups)
         per_unit = -(-total // units)
         return [(conv_group, chunk[i:i + per_unit]) for conv_group, chunk in by_group.items()

@@ -16,12 +16,17 @@ import heapq
 
 from ..hw.arch import isa
 
-__all__ = ["MIN_UNITS_PER_GROUP", "cut_pieces", "balance", "merge_streams",
+__all__ = ["MIN_UNITS_PER_GROUP", "MIN_TILES_PER_GROUP", "cut_pieces", "balance", "merge_streams",
            "merge_units", "coalesce_loads"]
 
 #: Work units per group below which a layer's units are split into row bands (so every group
 #: has work, and the greedy balance has pieces to move).
 MIN_UNITS_PER_GROUP = 2
+#: Weight tiles per group below which a layer's lane tiles are not gathered into larger tiles:
+#: a group loads its next tile while it runs one, and the last tile's RUNs, which nothing
+#: overlaps, are short (a memory-bound Gemm streaming its weights: mlp_g 14,001 -> 12,732
+#: cycles; small tiles of several groups load in one DMA, so they cost few memory latencies).
+MIN_TILES_PER_GROUP = 8
 
 
 def merge_streams(streams, costs=None):
