@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import functools
 import operator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -36,6 +36,7 @@ from ..hw.arch import isa
 from ..hw.arch.config import RUN_SLOTS
 from ..hw.arch.timing import LOAD_SETUP, RUN_LATENCY
 from . import asm, ir, macs
+from .memories import Memories, instruction
 from .plan import align, plan
 from .program import ImageBuilder, Program
 from .schedule import (
@@ -123,38 +124,6 @@ class _PreparedStage:
     slot: int = 0
 
 
-@dataclass(frozen=True)
-class _Place:
-    """Where a tile's constants sit in a group: the half of the buffers, and the addresses of
-    its weights (in WGT), of its PARAM entries and of its first LUT."""
-
-    half: int
-    wgt_base: int
-    param_base: int
-    lut_offset: int
-
-
-@dataclass
-class _GroupMemory:
-    """What the compiler knows of one group's memories, to skip reloads: per half, the tiles
-    it holds (key -> their weights' and PARAM entries' offsets in the half)."""
-
-    halves: list = field(default_factory=lambda: [{}, {}])
-    whole: int | None = None    # the half whose tile's weights fill the whole buffer
-    luts: list = field(default_factory=lambda: [None, None])
-    last: int = 1
-    uops: dict = field(default_factory=dict)
-    uop_next: int = 0
-    params: dict = field(default_factory=dict)     # a stage's tiles' PARAM entries (key -> entry)
-    tiles_loaded: int = 0
-
-
-def _instruction(op, **operands):
-    """A global instruction, its operands' addresses in external memory given as ``(region,
-    offset)`` references until the image is laid out."""
-    return (op, operands)
-
-
 def _uop(op, **operands):
     return asm.encode("uop", op, **operands)
 
@@ -189,14 +158,9 @@ class _Lowering:
         self.plan, self.config, self.batch = p, config, batch
         self.image = ImageBuilder()
         self.code = []
-        self.groups = [_GroupMemory() for _ in range(config.groups)]
+        self.memories = Memories(config, self.image)
         self.all_groups = (1 << config.groups) - 1
-        self.half_bytes = config.weight_bytes // 2
-        self.half_params = config.param_entries // 2
         self.zero_bytes = 0
-        self.shared_half = 1        # the half of the tables the last shared LUT went into
-        # The halves of the PARAM entries whose entries the last stage's RUNs read.
-        self.params_read = frozenset()
         self.dram = {}
         for s in p.storages:
             if s.home == "dram":
@@ -206,7 +170,7 @@ class _Lowering:
                 self.dram[s.name] = self.image.reserve(region, batch * self.frame_bytes(s))
 
     def emit(self, op, **operands):
-        self.code.append(_instruction(op, **operands))
+        self.code.append(instruction(op, **operands))
 
     @staticmethod
     def frame_bytes(storage):
@@ -221,14 +185,14 @@ class _Lowering:
         """DMA zeroing ``size`` bytes of ACT from the image's zero region (padding and
         inserted zeros of the conventional baseline)."""
         self.zero_bytes = max(self.zero_bytes, size)
-        return _instruction("DMA_LOAD", space=isa.Space.ACT, ext_addr=("zeros", 0),
+        return instruction("DMA_LOAD", space=isa.Space.ACT, ext_addr=("zeros", 0),
                             local_addr=addr, length=size)
 
     def _rows_dma(self, op, storage, addr, rows, frame):
         """``op`` (DMA_LOAD or DMA_STORE) of array ``rows = (lo, hi)`` of frame ``frame``'s
         copy of ``storage`` between its external memory and ACT address ``addr``."""
         row_bytes = storage.grid.row_bytes
-        return _instruction(op, space=isa.Space.ACT, local_addr=addr,
+        return instruction(op, space=isa.Space.ACT, local_addr=addr,
                             ext_addr=self._dram(storage, rows[0] * row_bytes, frame),
                             length=(rows[1] - rows[0]) * row_bytes)
 
@@ -355,7 +319,7 @@ class _Lowering:
             loads = sum(max(len(stage.queues[g]) for g in cluster)
                         for cluster in self._clusters(stage))
             together = sum(len(tile.params) for tile in tiles.values()) \
-                <= self.half_params * isa.PARAM_BYTES and not stage.broadcast
+                <= self.memories.half_params * isa.PARAM_BYTES and not stage.broadcast
             loads += 1 if together else min(loads, config.groups)
             if stage.broadcast:
                 loads += config.groups
@@ -397,7 +361,7 @@ class _Lowering:
             places.append((src_at, dst_at))
         rounds = -(-len(lane_tiles) // groups)
         block = max(1, row_segment.ntaps * col_segment.ntaps) * layer.cin_g * lanes
-        fit = max(1, min(self.half_bytes // block, self.half_params // lanes))
+        fit = max(1, min(self.memories.half_bytes // block, self.memories.half_params // lanes))
         per_unit = self._broadcast_per_unit(
             rounds, max(1, min(fit, -(-rounds // MIN_UNITS_PER_GROUP))), block, lanes)
         slot = per_unit * block
@@ -431,9 +395,10 @@ class _Lowering:
         into a broadcast layer's groups: as many as fit half the weight buffer and half the
         entries (each group's weights at its own place, which its WGT micro-op holds, so that
         one RUN instruction still serves every group; their PARAM entries, at different
-        places, come in a table per group when they fit, :meth:`_stage_params`)."""
-        return max(1, min(self.config.groups, self.half_bytes // slot,
-                          self.half_params // entries))
+        places, come in a table per group when they fit,
+        :meth:`~.memories.Memories.param_tables`)."""
+        return max(1, min(self.config.groups, self.memories.half_bytes // slot,
+                          self.memories.half_params // entries))
 
     def _broadcast_per_unit(self, rounds, most, block, lanes):
         """Lane tiles per unit (at most ``most``) of a broadcast layer of ``rounds`` rounds of
@@ -460,18 +425,18 @@ class _Lowering:
         tile loads (into the same half of each) and one RUN per round for all of them."""
         code = self._broadcast_uops(stage.queues)
         read = set()        # the halves of the PARAM entries its RUNs read
-        for group in self.groups:
+        for group in self.memories.groups:
             group.last = 1
         for u in range(max(map(len, stage.queues))):
             placed = {}
             for cluster in self._clusters(stage):
                 members = self._members(stage, cluster, u)
                 if members:
-                    placed |= self._load_tiles(members, code, slot=stage.slot,
+                    placed |= self.memories.load_tiles(members, code, slot=stage.slot,
                                                first=cluster[0])
             for g, place in placed.items():
-                self.groups[g].last = place.half
-                read.add(place.param_base // self.half_params)
+                self.memories.groups[g].last = place.half
+                read.add(place.param_base // self.memories.half_params)
             for r in range(max(len(stage.queues[g][u].runs) for g in placed)):
                 masks = {}
                 for g, place in placed.items():
@@ -479,9 +444,9 @@ class _Lowering:
                     if r < len(runs):
                         key = tuple(sorted(self._run_operands(g, runs[r], place).items()))
                         masks[key] = masks.get(key, 0) | 1 << g
-                code += [_instruction("RUN", group_mask=mask, **dict(key))
+                code += [instruction("RUN", group_mask=mask, **dict(key))
                          for key, mask in masks.items()]
-        self.params_read = frozenset(read)
+        self.memories.params_read = frozenset(read)
         return code
 
     def _broadcast_uops(self, queues):
@@ -490,14 +455,14 @@ class _Lowering:
         programs = [list(dict.fromkeys(r.program for u in queue for r in u.runs))
                     for queue in queues]
         words = max(sum(len(p) for p in mine) for mine in programs) // isa.UOP_BYTES
-        base = max(group.uop_next for group in self.groups)
+        base = max(group.uop_next for group in self.memories.groups)
         if base + words > self.config.uop_depth:
             base = 0
-            for group in self.groups:
+            for group in self.memories.groups:
                 group.uops.clear()
         code = []
         for g, mine in enumerate(programs):
-            group = self.groups[g]
+            group = self.memories.groups[g]
             at = base
             for program in mine:
                 group.uops[program] = at
@@ -505,7 +470,7 @@ class _Lowering:
             group.uop_next = base + words
             if mine:
                 blob = b"".join(mine)
-                code.append(_instruction("UOP_LOAD", space=isa.Space.UOP, group_mask=1 << g,
+                code.append(instruction("UOP_LOAD", space=isa.Space.UOP, group_mask=1 << g,
                                          ext_addr=self.image.put("uops", blob),
                                          local_addr=base, length=len(blob)))
         return code
@@ -514,35 +479,35 @@ class _Lowering:
         """Emit a prepared layer, then the first tile of each group's first unit of the
         ``following`` layer's first stage and its shared LUT (so they load while this layer
         finishes), and a BARRIER. Return the number of tiles the layer loaded."""
-        loaded = sum(group.tiles_loaded for group in self.groups)
+        loaded = sum(group.tiles_loaded for group in self.memories.groups)
         start = len(self.code)
         for stage in stages:
             self.code += self._shared_constants(stage)
-            self.code += self._stage_params(stage)
+            self.code += self._param_tables(stage)
             self.code += stage.before
             if stage.broadcast:
                 self.code += self.broadcast_code(stage)
             else:
                 self.code += self._stage_code(stage)
             self.code += stage.after
-        loaded = sum(group.tiles_loaded for group in self.groups) - loaded
+        loaded = sum(group.tiles_loaded for group in self.memories.groups) - loaded
         if following:
             upcoming = following[0]
             shared_lut = _shared_lut(upcoming)
-            self.code += self._stage_params(upcoming)
+            self.code += self._param_tables(upcoming)
             for cluster in self._clusters(upcoming):
                 # Not a tile that would overwrite weights this layer's runs still read.
                 members = [(g, tile) for g, tile in self._members(upcoming, cluster, 0)
-                           if self.groups[g].whole is None
-                           and len(tile.weights) <= self.half_bytes]
+                           if self.memories.groups[g].whole is None
+                           and len(tile.weights) <= self.memories.half_bytes]
                 for g, _ in members if upcoming.broadcast else ():
-                    self.groups[g].last = 1     # every group's first tile in half 0
+                    self.memories.groups[g].last = 1     # every group's first tile in half 0
                 if members:
-                    self._load_tiles(members, self.code, lut=shared_lut is None,
+                    self.memories.load_tiles(members, self.code, lut=shared_lut is None,
                                      slot=upcoming.slot, first=cluster[0])
             if shared_lut is not None:
                 # Last: it waits for this layer's RUNs if they read its half of the tables.
-                self.code += self._load_shared_lut(shared_lut)
+                self.code += self.memories.load_shared_lut(shared_lut)
         # The same tile or micro-program into several groups: one load.
         self.code[start:] = coalesce_loads(self.code[start:])
         self.emit("BARRIER", group_mask=self.all_groups)
@@ -552,8 +517,8 @@ class _Lowering:
         """DMA loading the constants that ``stage``'s groups share, once for all of them
         (a DMA with a group mask writes the same bytes into every group): all its
         micro-programs in one UOP_LOAD when they fit the micro-op memory together, and a
-        LUT that every unit of the stage uses (:meth:`_load_shared_lut`). The per-unit loads
-        of :meth:`_stage_code` then find them there."""
+        LUT that every unit of the stage uses (:meth:`~.memories.Memories.load_shared_lut`).
+        The per-unit loads of :meth:`_stage_code` then find them there."""
         code = []
         users = {}
         for g, queue in enumerate(stage.queues):
@@ -561,94 +526,33 @@ class _Lowering:
                 for run in unit.runs:
                     users[run.program] = users.get(run.program, 0) | 1 << g
         resident = stage.broadcast or all(
-            program in self.groups[g].uops for program, mask in users.items()
+            program in self.memories.groups[g].uops for program, mask in users.items()
             for g in range(self.config.groups) if mask >> g & 1)
         blob = b"".join(users)
         mask = functools.reduce(operator.or_, users.values(), 0)
         if not resident and mask & (mask - 1) and \
                 len(blob) // isa.UOP_BYTES <= self.config.uop_depth:
-            code.append(_instruction("UOP_LOAD", space=isa.Space.UOP, group_mask=mask,
+            code.append(instruction("UOP_LOAD", space=isa.Space.UOP, group_mask=mask,
                                      ext_addr=self.image.put("uops", blob), local_addr=0,
                                      length=len(blob)))
-            for group in self.groups:
+            for group in self.memories.groups:
                 group.uops.clear()
                 group.uop_next = len(blob) // isa.UOP_BYTES
             at = 0
             for program, program_mask in users.items():
                 for g in range(self.config.groups):
                     if program_mask >> g & 1:
-                        self.groups[g].uops[program] = at
+                        self.memories.groups[g].uops[program] = at
                 at += len(program) // isa.UOP_BYTES
         lut = _shared_lut(stage)
         if lut is not None:
-            code += self._load_shared_lut(lut)
+            code += self.memories.load_shared_lut(lut)
         return code
 
-    def _stage_params(self, stage):
-        """The DMA loading the PARAM entries of all the tiles of ``stage`` at once, as tables
-        (one DMA however many units a group runs): one table for all the groups, or one per
-        group when a broadcast RUN needs each group's entries at the same place or the groups'
-        together do not fit half the entries. Only when they fit and take fewer DMAs than the
-        tiles' own loads (one per unit of a group, or of a cluster of groups,
-        :meth:`_clusters`), into the half of the entries that the last stage's RUNs do not
-        read (so it loads while they run: a half they read would make it wait for them); the
-        tiles' loads then leave their PARAM entries out. None when the stage's are there
-        already, or when the last stage's RUNs read both halves."""
-        queues = stage.queues
-        if all(unit.tile.key in self.groups[g].params for g, queue in enumerate(queues)
-               for unit in queue):
-            return []
-        busy = [g for g, queue in enumerate(queues) if queue]
-        parts = [[g] for g in busy]
-        if not stage.broadcast:
-            parts.insert(0, busy)
-            clusters = self._clusters(stage)
-        else:
-            clusters = parts
-        per_tile = sum(max(len(queues[g]) for g in cluster) for cluster in clusters)
-        tables = []
-        for part in parts:
-            tiles = {unit.tile.key: unit.tile for g in part for unit in queues[g]}
-            tables.append((part, tiles, b"".join(tile.params for tile in tiles.values())))
-        if stage.broadcast or len(tables[0][2]) > self.half_params * isa.PARAM_BYTES:
-            tables = tables[1:] if not stage.broadcast else tables
-        else:
-            tables = tables[:1]
-        if len(self.params_read) > 1 or len({blob for *_, blob in tables}) >= per_tile or \
-                any(len(blob) > self.half_params * isa.PARAM_BYTES for *_, blob in tables):
-            return []
-        half = 1 - max(self.params_read, default=1)
-        self.params_read = frozenset({half})
-        base = half * self.half_params
-        code = []
-        for part, tiles, blob in tables:
-            at = base
-            offsets = {}
-            for key, tile in tiles.items():
-                offsets[key] = at
-                at += len(tile.params) // isa.PARAM_BYTES
-            for g in part:
-                self.groups[g].params = offsets
-            code.append(_instruction("DMA_LOAD", space=isa.Space.PARAM,
-                                     group_mask=sum(1 << g for g in part),
-                                     ext_addr=self.image.put("constants", blob),
-                                     local_addr=base, length=len(blob)))
-        return code
-
-    def _load_shared_lut(self, lut):
-        """The DMA loading ``lut``, a table that every RUN of a layer uses, into the groups
-        that lack it: one table, in the half of the tables that the last shared table did not
-        take, so the next layer's table loads while this layer's RUNs read theirs."""
-        lacking = [g for g, group in enumerate(self.groups) if lut not in group.luts]
-        if not lacking:
-            return []
-        self.shared_half = 1 - self.shared_half
-        for g in lacking:
-            self.groups[g].luts[self.shared_half] = lut
-        return [_instruction("DMA_LOAD", space=isa.Space.LUT,
-                             group_mask=sum(1 << g for g in lacking),
-                             ext_addr=self.image.put("constants", lut),
-                             local_addr=self.shared_half * self.config.lanes, length=len(lut))]
+    def _param_tables(self, stage):
+        """The PARAM tables of ``stage`` (:meth:`~.memories.Memories.param_tables`)."""
+        return self.memories.param_tables(stage.queues, stage.broadcast,
+                                          None if stage.broadcast else self._clusters(stage))
 
     def _tiling(self, layer, row_segments, col_segments, row_phases, col_phases):
         """``(per_segment, lanes)`` of the layer's weight tiles. In half the weight buffer
@@ -664,7 +568,7 @@ class _Lowering:
         phase, segment = max(1, *phases), max(1, *segments)
         every = min(config.lanes, layer.weight.shape[1])
         best = None
-        for room in (self.half_bytes, config.weight_bytes):
+        for room in (self.memories.half_bytes, config.weight_bytes):
             if phase * every <= room:
                 per_segment, lanes = False, every
             elif segment * every <= room:
@@ -674,10 +578,10 @@ class _Lowering:
                 per_segment = phase * lanes > room
             if not lanes:
                 continue
-            if lanes == every and room == self.half_bytes:
+            if lanes == every and room == self.memories.half_bytes:
                 return per_segment, lanes
             blocks = segments if per_segment else phases
-            cost = self._estimate(layer, blocks, lanes, room > self.half_bytes,
+            cost = self._estimate(layer, blocks, lanes, room > self.memories.half_bytes,
                                   len(row_segments) * len(col_segments))
             if best is None or cost < best[0]:
                 best = cost, per_segment, lanes
@@ -742,7 +646,7 @@ class _Lowering:
         taps = [len(r) * len(c) for r in row_phases.values() for c in col_phases.values()]
         lanes = max(len(channels) for _, channels in lane_tiles)
         block = max(1, *taps) * cin * lanes
-        fit = min(self.half_bytes // block, self.half_params // lanes)
+        fit = min(self.memories.half_bytes // block, self.memories.half_params // lanes)
         lut = layer.post.lut
         if per_segment or fit <= 1 or (lut is not None and lut.shape[0] > 1):
             return [(conv_group, [channels]) for conv_group, channels in lane_tiles]
@@ -857,12 +761,14 @@ class _Lowering:
 
     def _clusters(self, stage):
         """The groups of ``stage`` whose tiles load together, unit by unit (the tiles of
-        their u-th units in one DMA per memory, :meth:`_load_tiles`): runs of consecutive
-        groups, as many as fit their largest tiles together in half the weight buffer and half
-        the PARAM entries, when the stage's tiles share their LUT (per-lane tables differ from
-        group to group); each group alone otherwise; all the groups when the stage's tiles fit
-        half the buffers together (:meth:`_at_once`). A DMA pays the memory latency once
-        whatever its length, so a small layer's tiles reach many groups for the price of one."""
+        their u-th units in one DMA per memory, :meth:`~.memories.Memories.load_tiles`):
+        runs of consecutive groups, as many as fit their largest tiles together in half the
+        weight buffer and half the PARAM entries, when the stage's tiles share their LUT
+        (per-lane tables differ from group to group); each group alone otherwise; all the
+        groups when the stage's tiles fit half the buffers together (:meth:`_at_once`); for
+        a broadcast stage, as its slots say (:meth:`_slot_groups`). A DMA pays the memory
+        latency once whatever its length, so a small layer's tiles reach many groups for the
+        price of one."""
         groups = self.config.groups
         tiles = [unit.tile for queue in stage.queues for unit in queue]
         size = 1
@@ -874,20 +780,20 @@ class _Lowering:
         elif tiles and len({tile.lut for tile in tiles}) == 1:
             weights = max(len(tile.weights) for tile in tiles)
             params = max(len(tile.params) for tile in tiles) // isa.PARAM_BYTES
-            if weights <= self.half_bytes:
-                size = max(1, min(groups, self.half_bytes // max(1, weights),
-                                  self.half_params // max(1, params)))
+            if weights <= self.memories.half_bytes:
+                size = max(1, min(groups, self.memories.half_bytes // max(1, weights),
+                                  self.memories.half_params // max(1, params)))
         return [list(range(g, min(g + size, groups))) for g in range(0, groups, size)]
 
     def _at_once(self, stage):
         """Whether the distinct tiles of ``stage`` fit half the weight buffer and half the
         PARAM entries together and share their LUT: then one DMA per memory loads them all
         into every group (each piece of the image once, the memory latency once)."""
-        tiles = {unit.tile.key: unit.tile for queue in stage.queues for unit in queue}
-        return not stage.broadcast and bool(tiles) and \
-            len({tile.lut for tile in tiles.values()}) == 1 and \
-            sum(len(tile.weights) for tile in tiles.values()) <= self.half_bytes and \
-            sum(len(tile.params) for tile in tiles.values()) <= self.half_params * isa.PARAM_BYTES
+        tiles = {unit.tile.key: unit.tile for queue in stage.queues for unit in queue}.values()
+        memories = self.memories
+        return not stage.broadcast and bool(tiles) and len({tile.lut for tile in tiles}) == 1 \
+            and sum(len(tile.weights) for tile in tiles) <= memories.half_bytes \
+            and sum(len(tile.params) for tile in tiles) <= memories.half_params * isa.PARAM_BYTES
 
     def _members(self, stage, cluster, u):
         """``[(g, tile)]`` whose tiles load together for unit index ``u`` of the groups of
@@ -912,125 +818,36 @@ class _Lowering:
         for cluster in self._clusters(stage):
             for u in range(max(len(queues[g]) for g in cluster)):
                 load = []
-                self._load_tiles(self._members(stage, cluster, u), load)
+                self.memories.load_tiles(self._members(stage, cluster, u), load)
                 for g in cluster:
                     if u >= len(queues[g]):
                         continue
-                    place = self._resident(g, queues[g][u].tile)
-                    read.add(place.param_base // self.half_params)
-                    self.groups[g].last = place.half
+                    place = self.memories.resident(g, queues[g][u].tile)
+                    read.add(place.param_base // self.memories.half_params)
+                    self.memories.groups[g].last = place.half
                     loads[g].append(load)
                     chunks = []
                     for run in queues[g][u].runs:
                         chunk = []
-                        self._load_uops(g, run.program, chunk)
-                        chunk.append(_instruction("RUN", group_mask=1 << g,
+                        self.memories.load_uops(g, run.program, chunk)
+                        chunk.append(instruction("RUN", group_mask=1 << g,
                                                   **self._run_operands(g, run, place)))
                         chunks.append(chunk)
                     units[g].append(chunks)
-        self.params_read = frozenset(read)
+        self.memories.params_read = frozenset(read)
         costs = [[run.steps + RUN_LATENCY for unit in queue for run in unit.runs]
                  for queue in queues] if self.batch > 1 else None
         return merge_units(units, loads, costs)
 
     def _run_operands(self, g, run, place):
         """The RUN registers of ``run`` on group ``g``, its tile's constants at ``place`` (a
-        :class:`_Place`) and its micro-program loaded."""
-        return {"uop_addr": self.groups[g].uops[run.program],
+        :class:`~.memories.Place`) and its micro-program loaded."""
+        return {"uop_addr": self.memories.groups[g].uops[run.program],
                 "uop_count": len(run.program) // isa.UOP_BYTES,
                 "lut_offset": place.lut_offset,
                 **run.operands,
                 "wgt_offset": place.wgt_base - run.wgt_base + run.operands["wgt_offset"],
                 "param_offset": place.param_base + run.operands["param_offset"]}
-
-    def _resident(self, g, tile):
-        """The :class:`_Place` of ``tile`` in group ``g``, or None when it is not there."""
-        group = self.groups[g]
-        for half, tiles in enumerate(group.halves):
-            if tile.key in tiles:
-                weights, params = tiles[tile.key]
-                base = 0 if group.whole == half else half * self.half_bytes
-                # One table serves from either half.
-                tables = half if group.luts[half] == tile.lut or tile.lut not in group.luts \
-                    else group.luts.index(tile.lut)
-                params = group.params.get(tile.key, half * self.half_params + params)
-                return _Place(half, base + weights, params, tables * self.config.lanes)
-        return None
-
-    def _load_tiles(self, members, code, lut=True, slot=0, first=0):
-        """``{g: place}``: where the tiles ``members = [(g, tile)]`` sit in their groups,
-        appending to ``code`` the loads of those not there, into the half the first of their
-        groups used least recently (double buffering). One DMA per memory loads them all: a
-        DMA with a group mask writes the same bytes into every group of its mask, so the
-        distinct tiles go one after the other and each group uses its own. The members' tiles
-        fit half the weight buffer and PARAM entries together and share their LUT, unless
-        there is one: a tile larger than half the weight buffer takes all of it (its PARAM
-        entries and LUTs still go in one half). ``lut=False``: not their LUT (a shared table
-        that :meth:`_shared_constants` loads). ``slot``: group ``g``'s weights at
-        ``(g - first) * slot`` bytes (its WGT micro-op holds that place), all loaded again
-        if one is missing."""
-        places = {g: self._resident(g, tile) for g, tile in members}
-        missing = [(g, tile) for g, tile in members if places[g] is None]
-        if not missing:
-            return places
-        if slot:
-            missing = members
-        half = 1 - self.groups[missing[0][0]].last
-        offsets, weights, params = {}, b"", b""
-        for g, tile in missing:
-            if slot:
-                weights = weights.ljust((g - first) * slot, b"\0")
-            if tile.key not in offsets:
-                offsets[tile.key] = (len(weights), len(params) // isa.PARAM_BYTES)
-                weights, params = weights + tile.weights, params + tile.params
-        whole = len(weights) > self.half_bytes
-        table = missing[0][1].lut
-        mask = lut_mask = 0
-        for g, _ in missing:
-            group = self.groups[g]
-            if whole or group.whole == 1 - half:
-                group.halves[1 - half] = {}     # its weights are overwritten
-            group.whole = half if whole else None
-            group.halves[half] = dict(offsets)
-            group.last = half
-            group.tiles_loaded += 1
-            mask |= 1 << g
-            if lut and table and group.luts[half] != table and \
-                    not (len(table) == isa.LUT_BYTES and table in group.luts):
-                # A shared table stays loaded across the tiles of a layer.
-                group.luts[half] = table
-                lut_mask |= 1 << g
-        if weights:
-            code.append(_instruction("DMA_LOAD", space=isa.Space.WGT, group_mask=mask,
-                                     ext_addr=self.image.put("constants", weights),
-                                     local_addr=0 if whole else half * self.half_bytes,
-                                     length=len(weights)))
-        if not all(tile.key in self.groups[g].params for g, tile in missing):
-            code.append(_instruction("DMA_LOAD", space=isa.Space.PARAM, group_mask=mask,
-                                     ext_addr=self.image.put("constants", params),
-                                     local_addr=half * self.half_params, length=len(params)))
-        if lut_mask:
-            code.append(_instruction("DMA_LOAD", space=isa.Space.LUT, group_mask=lut_mask,
-                                     ext_addr=self.image.put("constants", table),
-                                     local_addr=half * self.config.lanes, length=len(table)))
-        return {g: self._resident(g, tile) for g, tile in members}
-
-    def _load_uops(self, g, program, code):
-        """UOP address of ``program`` in group ``g``, appending to ``code`` its load (over the
-        oldest programs when the memory is full) if it is not there."""
-        group = self.groups[g]
-        if program not in group.uops:
-            count = len(program) // isa.UOP_BYTES
-            if group.uop_next + count > self.config.uop_depth:
-                group.uops.clear()
-                group.uop_next = 0
-            code.append(_instruction("UOP_LOAD", space=isa.Space.UOP, group_mask=1 << g,
-                                     ext_addr=self.image.put("uops", program),
-                                     local_addr=group.uop_next, length=len(program)))
-            group.uops[program] = group.uop_next
-            group.uop_next += count
-        return group.uops[program]
-
 
 def _batched(frames, groups):
     """The work units of a stage for every frame of the batch (``frames``: per frame its
