@@ -273,15 +273,11 @@ class _Lowering:
         tiles = self._unit_tiles(layer, lane_tiles, blocks, per_segment, row_phases,
                                  col_phases)
         unit_count = len(tiles) * blocks
-        # MAC steps per output pixel of a unit.
-        pixel_steps = layer.steps_per_lane_tile() * len(lane_tiles) \
-            / (layer.out_hw[0] * layer.out_hw[1] * unit_count)
         stages = []
         pending = self._clears(layer)
         units_total, runs_total, mac_steps = 0, 0, [0] * groups
         for stage in layer.stages:
-            pieces = cut_pieces(stage.stop - stage.first, layer.out_hw[1], unit_count, groups,
-                                pixel_steps, self._fetch_cycles())
+            pieces = cut_pieces(stage.stop - stage.first, layer.out_hw[1], unit_count, groups)
             before, after, frames = [], [], []
             for frame in range(self.batch):
                 frame_before, frame_after, src_at, dst_at = self._stage_dma(layer, stage, frame)
@@ -303,12 +299,6 @@ class _Lowering:
                             mac_steps)
         return stages, stats
 
-    def _fetch_cycles(self):
-        """Cycles of the AXI read port an instruction costs: its share of a fetch."""
-        config = self.config
-        return (config.mem_latency + config.fetch_insns * isa.GLOBAL_BYTES / config.axi_bytes) \
-            / config.fetch_insns
-
     def _cycles(self, prepared):
         """Estimated cycles of a prepared layer ``(stages, stats)``: its busiest group's MAC
         steps, or the time the AXI read port takes to load its tiles and fetch its RUNs if
@@ -318,7 +308,8 @@ class _Lowering:
         stages, stats = prepared
         config = self.config
         dma = config.mem_latency + LOAD_SETUP
-        fetch = self._fetch_cycles()
+        fetch = (config.mem_latency + config.fetch_insns * isa.GLOBAL_BYTES / config.axi_bytes) \
+            / config.fetch_insns
         cycles = 0.0
         for stage in stages:
             runs = [sum(len(unit.runs) for unit in queue) for queue in stage.queues]

@@ -139,7 +139,7 @@ def _cuts(n, parts):
 
 
 @functools.lru_cache(maxsize=1024)
-def cut_pieces(rows, cols, units, groups, pixel_steps=1.0, run_cycles=0.0):
+def cut_pieces(rows, cols, units, groups):
     """Rectangles ``(r0, r1, c0, c1)`` cutting a ``rows x cols`` output into row bands times
     column bands of ``units`` work units each (of cost about proportional to their pixels),
     so that the units balance over the groups: the cut whose greedy assignment has the
@@ -148,9 +148,7 @@ def cut_pieces(rows, cols, units, groups, pixel_steps=1.0, run_cycles=0.0):
     whole rows. Columns are cut only when rows alone leave groups idle or unequal (few output
     rows: a stage of a layer, a late layer with few channels). The pieces cost no more loads:
     a tile that several groups use loads into all of them at once (a DMA with a group mask,
-    :func:`coalesce_loads` and the lowering's clusters of groups); they cost RUNs, each
-    ``run_cycles`` of the one instruction stream (fetch), against the busiest group's
-    ``pixel_steps`` MAC steps per pixel of a unit: a layer of few steps is cut less."""
+    :func:`coalesce_loads` and the lowering's clusters of groups)."""
     if units >= MIN_UNITS_PER_GROUP * groups:
         return ((0, rows, 0, cols),)
     least = -(-MIN_UNITS_PER_GROUP * groups // units)
@@ -169,8 +167,7 @@ def cut_pieces(rows, cols, units, groups, pixel_steps=1.0, run_cycles=0.0):
     candidates = [(row_bands, col_bands) for row_bands in range(1, min(rows, most) + 1)
                   for col_bands in range(1, min(cols, most // row_bands) + 1)]
     row_bands, col_bands = min(candidates, key=lambda bands: (
-        busiest(*bands) * pixel_steps + bands[0] * bands[1] * units * run_cycles,
-        bands[0] * bands[1] < least, bands[0] * bands[1], bands[1]))
+        busiest(*bands), bands[0] * bands[1] < least, bands[0] * bands[1], bands[1]))
     row_cuts, col_cuts = _cuts(rows, row_bands), _cuts(cols, col_bands)
     return tuple((r0, r1, c0, c1) for r0, r1 in zip(row_cuts, row_cuts[1:])
                  for c0, c1 in zip(col_cuts, col_cuts[1:]))
