@@ -277,7 +277,9 @@ class _Lowering:
         pending = self._clears(layer)
         units_total, runs_total, mac_steps = 0, 0, [0] * groups
         for stage in layer.stages:
-            pieces = cut_pieces(stage.stop - stage.first, layer.out_hw[1], unit_count, groups)
+            # The frames of a batch spread over the groups as well as the pieces.
+            pieces = cut_pieces(stage.stop - stage.first, layer.out_hw[1],
+                                unit_count * self.batch, groups)
             before, after, frames = [], [], []
             for frame in range(self.batch):
                 frame_before, frame_after, src_at, dst_at = self._stage_dma(layer, stage, frame)
