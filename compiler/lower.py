@@ -13,11 +13,12 @@ stage:
   :mod:`~flexigan.compiler.schedule`), so groups run different micro-programs when the phases
   differ (MIMD);
 * emits, per unit, the DMA of its constant tile (weights, PARAM entries, LUTs) into the group's
-  free weight-buffer half (double buffering) and one RUN per segment; windows and staging DMA
-  for tensors in external memory; a BARRIER closes each layer. Each group's instructions are
-  generated on their own and merged round robin, one RUN per group per round: a group holds
-  few RUNs and the controller waits for a free slot, so a group's RUNs back to back would
-  block the others.
+  free weight-buffer half (double buffering) and one RUN per segment: the tiles of a cluster
+  of groups in one DMA per memory, a stage's PARAM entries in tables and its shared LUT once
+  (:mod:`~flexigan.compiler.memories`); windows and staging DMA for tensors in external
+  memory; a BARRIER closes each layer. The groups' instructions are merged round robin, one
+  RUN per group per round (:func:`~.schedule.merge_units`): a group holds few RUNs and the
+  controller waits for a free slot, so a group's RUNs back to back would block the others.
 
 The memory image and layout are a :class:`~flexigan.compiler.program.Program`. Everything is
 deterministic: the same graph and config give the same bytes.
