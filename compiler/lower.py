@@ -13,11 +13,12 @@ stage:
   :mod:`~flexigan.compiler.schedule`), so groups run different micro-programs when the phases
   differ (MIMD);
 * emits, per unit, the DMA of its constant tile (weights, PARAM entries, LUTs) into the group's
-  free weight-buffer half (double buffering) and one RUN per segment; windows and staging DMA
-  for tensors in external memory; a BARRIER closes each layer. Each group's instructions are
-  generated on their own and merged round robin, one RUN per group per round: a group holds
-  few RUNs and the controller waits for a free slot, so a group's RUNs back to back would
-  block the others.
+  free weight-buffer half (double buffering) and one RUN per segment: the tiles of a cluster
+  of groups in one DMA per memory, a stage's PARAM entries in tables and its shared LUT once
+  (:mod:`~flexigan.compiler.memories`); windows and staging DMA for tensors in external
+  memory; a BARRIER closes each layer. The groups' instructions are merged round robin, one
+  RUN per group per round (:func:`~.schedule.merge_units`): a group holds few RUNs and the
+  controller waits for a free slot, so a group's RUNs back to back would block the others.
 
 The memory image and layout are a :class:`~flexigan.compiler.program.Program`. Everything is
 deterministic: the same graph and config give the same bytes.
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import functools
 import operator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -36,15 +37,16 @@ from ..hw.arch import isa
 from ..hw.arch.config import RUN_SLOTS
 from ..hw.arch.timing import LOAD_SETUP, RUN_LATENCY
 from . import asm, ir, macs
+from .memories import Memories, instruction
 from .plan import align, plan
 from .program import ImageBuilder, Program
 from .schedule import (
+    MIN_TILES_PER_GROUP,
     MIN_UNITS_PER_GROUP,
     balance,
     coalesce_loads,
     cut_pieces,
-    merge_streams,
-    pieces_worth,
+    merge_units,
 )
 
 __all__ = ["lower"]
@@ -72,7 +74,8 @@ class _Tile:
 class _Run:
     program: bytes
     operands: dict
-    steps: int      # MAC steps (cycles without zero skipping)
+    steps: int          # MAC steps (cycles without zero skipping)
+    wgt_base: int = 0   # bytes of its weight address in its WGT micro-op instead of the RUN
 
 
 @dataclass(frozen=True)
@@ -112,38 +115,21 @@ class _LayerStats:
 class _PreparedStage:
     """One stage of a layer: DMA ``before`` it, the work units queued per group, DMA
     ``after``. ``broadcast``: the groups' units run in lockstep, each RUN instruction
-    starting the same RUN on every group (:meth:`_Lowering.broadcast_code`)."""
+    starting the same RUN on every group (:meth:`_Lowering.broadcast_code`); ``slot``: the
+    bytes of each group's tile in a load of several groups' tiles (0: each its own)."""
 
     before: list
     queues: list[list[_Unit]]
     after: list
     broadcast: bool = False
-
-
-@dataclass
-class _GroupMemory:
-    """What the compiler knows of one group's memories, to skip reloads."""
-
-    halves: list = field(default_factory=lambda: [None, None])
-    whole: int | None = None    # the half whose tile's weights fill the whole buffer
-    luts: list = field(default_factory=lambda: [None, None])
-    last: int = 1
-    uops: dict = field(default_factory=dict)
-    uop_next: int = 0
-    tiles_loaded: int = 0
-
-
-def _instruction(op, **operands):
-    """A global instruction, its operands' addresses in external memory given as ``(region,
-    offset)`` references until the image is laid out."""
-    return (op, operands)
+    slot: int = 0
 
 
 def _uop(op, **operands):
     return asm.encode("uop", op, **operands)
 
 
-def _program(taps, loops, act, post, write, write_base=0):
+def _program(taps, loops, act, post, write, write_base=0, wgt_base=0):
     """Bytes of a segment's micro-program; LOOP levels of count 1 are left out."""
     ops = []
     if taps:
@@ -151,7 +137,8 @@ def _program(taps, loops, act, post, write, write_base=0):
             if count > 1:
                 ops.append(_uop("LOOP", level=level, count=count, act_stride=act_stride,
                                 wgt_stride=wgt_stride))
-        ops += [_uop("ACT", row_stride=act[0], col_stride=act[1]), _uop("WGT", lane_stride=1)]
+        ops += [_uop("ACT", row_stride=act[0], col_stride=act[1]),
+                _uop("WGT", base=wgt_base, lane_stride=1)]
     ops.append(_uop("CLEAR", use_bias=1))
     if taps:
         ops.append(_uop("MAC"))
@@ -172,10 +159,8 @@ class _Lowering:
         self.plan, self.config, self.batch = p, config, batch
         self.image = ImageBuilder()
         self.code = []
-        self.groups = [_GroupMemory() for _ in range(config.groups)]
+        self.memories = Memories(config, self.image)
         self.all_groups = (1 << config.groups) - 1
-        self.half_bytes = config.weight_bytes // 2
-        self.half_params = config.param_entries // 2
         self.zero_bytes = 0
         self.dram = {}
         for s in p.storages:
@@ -186,7 +171,7 @@ class _Lowering:
                 self.dram[s.name] = self.image.reserve(region, batch * self.frame_bytes(s))
 
     def emit(self, op, **operands):
-        self.code.append(_instruction(op, **operands))
+        self.code.append(instruction(op, **operands))
 
     @staticmethod
     def frame_bytes(storage):
@@ -201,14 +186,14 @@ class _Lowering:
         """DMA zeroing ``size`` bytes of ACT from the image's zero region (padding and
         inserted zeros of the conventional baseline)."""
         self.zero_bytes = max(self.zero_bytes, size)
-        return _instruction("DMA_LOAD", space=isa.Space.ACT, ext_addr=("zeros", 0),
+        return instruction("DMA_LOAD", space=isa.Space.ACT, ext_addr=("zeros", 0),
                             local_addr=addr, length=size)
 
     def _rows_dma(self, op, storage, addr, rows, frame):
         """``op`` (DMA_LOAD or DMA_STORE) of array ``rows = (lo, hi)`` of frame ``frame``'s
         copy of ``storage`` between its external memory and ACT address ``addr``."""
         row_bytes = storage.grid.row_bytes
-        return _instruction(op, space=isa.Space.ACT, local_addr=addr,
+        return instruction(op, space=isa.Space.ACT, local_addr=addr,
                             ext_addr=self._dram(storage, rows[0] * row_bytes, frame),
                             length=(rows[1] - rows[0]) * row_bytes)
 
@@ -261,8 +246,8 @@ class _Lowering:
 
     def prepare(self, layer):
         """``(stages, stats)``: the layer's :class:`_PreparedStage` s, with the work units of
-        each balanced over the groups, and its statistics."""
-        groups = self.config.groups
+        each balanced over the groups, and its statistics. A layer that can run as broadcast
+        RUNs does so unless running its units on their own is quicker (:meth:`_cycles`)."""
         row_segments, col_segments = layer.axis_segments(0), layer.axis_segments(1)
         row_phases = {s.phase: s.phase_taps for s in row_segments}
         col_phases = {s.phase: s.phase_taps for s in col_segments}
@@ -271,23 +256,31 @@ class _Lowering:
         blocks = len(row_segments) * len(col_segments) if per_segment \
             else len(row_phases) * len(col_phases)
         lane_tiles = self._lane_tiles(layer, lanes)
+        units = self._prepare_units(layer, row_segments, col_segments, per_segment, lanes,
+                                    blocks, lane_tiles)
         if not per_segment and self._broadcastable(layer, lane_tiles, row_segments,
                                                    col_segments):
-            return self._prepare_broadcast(layer, lane_tiles, row_segments[0],
-                                           col_segments[0], lanes)
+            broadcast = self._prepare_broadcast(layer, lane_tiles, row_segments[0],
+                                                col_segments[0], lanes)
+            return min(broadcast, units, key=self._cycles)
+        return units
+
+    def _prepare_units(self, layer, row_segments, col_segments, per_segment, lanes, blocks,
+                       lane_tiles):
+        """:meth:`prepare` of a layer of work units, each group running its own RUNs."""
+        groups = self.config.groups
+        row_phases = {s.phase: s.phase_taps for s in row_segments}
+        col_phases = {s.phase: s.phase_taps for s in col_segments}
         tiles = self._unit_tiles(layer, lane_tiles, blocks, per_segment, row_phases,
                                  col_phases)
         unit_count = len(tiles) * blocks
         stages = []
         pending = self._clears(layer)
         units_total, runs_total, mac_steps = 0, 0, [0] * groups
-        steps = layer.steps_per_lane_tile() * len(self._lane_tiles(layer, lanes))
         for stage in layer.stages:
-            share = (stage.stop - stage.first) / layer.out_hw[0]
-            most = pieces_worth(unit_count, steps * share, self._load_cycles(layer, tiles),
-                                groups)
-            pieces = cut_pieces(stage.stop - stage.first, layer.out_hw[1], unit_count, groups,
-                                most)
+            # The frames of a batch spread over the groups as well as the pieces.
+            pieces = cut_pieces(stage.stop - stage.first, layer.out_hw[1],
+                                unit_count * self.batch, groups)
             before, after, frames = [], [], []
             for frame in range(self.batch):
                 frame_before, frame_after, src_at, dst_at = self._stage_dma(layer, stage, frame)
@@ -308,6 +301,37 @@ class _Lowering:
         stats = _LayerStats(len(layer.stages), per_segment, lanes, units_total, runs_total,
                             mac_steps)
         return stages, stats
+
+    def _cycles(self, prepared):
+        """Estimated cycles of a prepared layer ``(stages, stats)``: its busiest group's MAC
+        steps, or the time the AXI read port takes to load its tiles and fetch its RUNs if
+        longer: the tiles' bytes, each DMA's memory latency and setup (see below), and
+        each RUN
+        instruction's share of a fetch (a broadcast RUN starts every group's)."""
+        stages, stats = prepared
+        config = self.config
+        dma = config.mem_latency + LOAD_SETUP
+        fetch = (config.mem_latency + config.fetch_insns * isa.GLOBAL_BYTES / config.axi_bytes) \
+            / config.fetch_insns
+        cycles = 0.0
+        for stage in stages:
+            runs = [sum(len(unit.runs) for unit in queue) for queue in stage.queues]
+            # Weights per unit of a cluster of groups; PARAM entries in one table, a table
+            # per group, or per unit; a broadcast stage's micro-programs per group.
+            tiles = {unit.tile.key: unit.tile for queue in stage.queues for unit in queue}
+            loads = sum(max(len(stage.queues[g]) for g in cluster)
+                        for cluster in self._clusters(stage))
+            together = sum(len(tile.params) for tile in tiles.values()) \
+                <= self.memories.half_params * isa.PARAM_BYTES and not stage.broadcast
+            loads += 1 if together else min(loads, config.groups)
+            if stage.broadcast:
+                loads += config.groups
+                instructions = max(runs)
+            else:
+                instructions = sum(runs)
+            cycles += loads * dma + instructions * fetch + sum(
+                len(tile.weights) + len(tile.params) for tile in tiles.values()) / config.axi_bytes
+        return max(max(stats.mac_steps), cycles)
 
     def _broadcastable(self, layer, lane_tiles, row_segments, col_segments):
         """Whether the lane tiles of ``layer`` (a 1x1 output: a Gemm) run as broadcast RUNs:
@@ -340,9 +364,11 @@ class _Lowering:
             places.append((src_at, dst_at))
         rounds = -(-len(lane_tiles) // groups)
         block = max(1, row_segment.ntaps * col_segment.ntaps) * layer.cin_g * lanes
-        fit = max(1, min(self.half_bytes // block, self.half_params // lanes))
+        fit = max(1, min(self.memories.half_bytes // block, self.memories.half_params // lanes))
         per_unit = self._broadcast_per_unit(
-            rounds, max(1, min(fit, -(-rounds // MIN_UNITS_PER_GROUP))), block)
+            rounds, max(1, min(fit, -(-rounds // MIN_UNITS_PER_GROUP))), block, lanes)
+        slot = per_unit * block
+        together = self._slot_groups(slot, per_unit * lanes)
         first = [int(layer.chan_addr[channels[0]]) for _, channels in lane_tiles]
         queues = []
         for g in range(groups):
@@ -354,7 +380,8 @@ class _Lowering:
                 tile = self._tile(layer, 0, chunk, row_segment.phase_taps,
                                   col_segment.phase_taps, 0, 0)
                 runs = tuple(self._run(layer, row_segment, col_segment, tile, part, 0, channels,
-                                       src_at, dst_at, write_base=first[g] - first[0])
+                                       src_at, dst_at, write_base=first[g] - first[0],
+                                       wgt_base=g % together * slot if together > 1 else 0)
                              for src_at, dst_at in places
                              for part, channels in zip(tile.parts, chunk))
                 units.append(_Unit(tile, runs))
@@ -363,21 +390,33 @@ class _Lowering:
         stats = _LayerStats(1, False, lanes, sum(map(len, queues)),
                             sum(len(u.runs) for queue in queues for u in queue), mac_steps)
         pending = self._clears(layer)
-        return [_PreparedStage(pending + before, queues, after, broadcast=True)], stats
+        return [_PreparedStage(pending + before, queues, after, broadcast=True,
+                               slot=slot if together > 1 else 0)], stats
 
-    def _broadcast_per_unit(self, rounds, most, block):
+    def _slot_groups(self, slot, entries):
+        """Groups whose tiles of ``slot`` bytes and ``entries`` PARAM entries load together
+        into a broadcast layer's groups: as many as fit half the weight buffer and half the
+        entries (each group's weights at its own place, which its WGT micro-op holds, so that
+        one RUN instruction still serves every group; their PARAM entries, at different
+        places, come in a table per group when they fit,
+        :meth:`~.memories.Memories.param_tables`)."""
+        return max(1, min(self.config.groups, self.memories.half_bytes // slot,
+                          self.memories.half_params // entries))
+
+    def _broadcast_per_unit(self, rounds, most, block, lanes):
         """Lane tiles per unit (at most ``most``) of a broadcast layer of ``rounds`` rounds of
-        ``block``-byte lane tiles: the count that least exposes the loads. The next unit's
-        loads (one per group, one after another) issue once this unit's last RUN has a slot,
-        so they overlap only the RUN_SLOTS RUNs still queued (its RUNs are its lane tiles
-        times the frames); larger units pay the memory latency fewer times. Ties to the
-        larger unit (fewer loads)."""
+        ``block``-byte lane tiles of ``lanes`` lanes: the count that least exposes the loads.
+        The next unit's loads (the weights of :meth:`_slot_groups` groups in one, one after
+        another) issue once this unit's last RUN has a slot, so they overlap only the
+        RUN_SLOTS RUNs still queued (its RUNs are its lane tiles times the frames); larger
+        units pay the memory latency fewer times. Ties to the larger unit (fewer loads)."""
         config = self.config
         steps = block // config.lanes + RUN_LATENCY
 
         def exposed(per_unit):
-            load = config.groups * (2 * (config.mem_latency + LOAD_SETUP)
-                                    + per_unit * block / config.axi_bytes)
+            loads = -(-config.groups // self._slot_groups(per_unit * block, per_unit * lanes))
+            load = loads * (config.mem_latency + LOAD_SETUP) \
+                + config.groups * per_unit * block / config.axi_bytes
             hidden = min(RUN_SLOTS, per_unit * self.batch) * steps
             return -(-rounds // per_unit) * max(0.0, load - hidden)
 
@@ -388,23 +427,29 @@ class _Lowering:
         places its lane tile) at one address in every group, then per unit index the groups'
         tile loads (into the same half of each) and one RUN per round for all of them."""
         code = self._broadcast_uops(stage.queues)
-        for group in self.groups:
+        read = set()        # the halves of the PARAM entries its RUNs read
+        for group in self.memories.groups:
             group.last = 1
         for u in range(max(map(len, stage.queues))):
-            placed = {g: self._load_tile(g, queue[u].tile, code)
-                      for g, queue in enumerate(stage.queues) if u < len(queue)}
-            for g, (half, _) in placed.items():
-                self.groups[g].last = half
+            placed = {}
+            for cluster in self._clusters(stage):
+                members = self._members(stage, cluster, u)
+                if members:
+                    placed |= self.memories.load_tiles(members, code, slot=stage.slot,
+                                               first=cluster[0])
+            for g, place in placed.items():
+                self.memories.groups[g].last = place.half
+                read.add(place.param_base // self.memories.half_params)
             for r in range(max(len(stage.queues[g][u].runs) for g in placed)):
                 masks = {}
-                for g, (half, wgt_base) in placed.items():
+                for g, place in placed.items():
                     runs = stage.queues[g][u].runs
                     if r < len(runs):
-                        key = tuple(sorted(self._run_operands(g, runs[r], half,
-                                                              wgt_base).items()))
+                        key = tuple(sorted(self._run_operands(g, runs[r], place).items()))
                         masks[key] = masks.get(key, 0) | 1 << g
-                code += [_instruction("RUN", group_mask=mask, **dict(key))
+                code += [instruction("RUN", group_mask=mask, **dict(key))
                          for key, mask in masks.items()]
+        self.memories.params_read = frozenset(read)
         return code
 
     def _broadcast_uops(self, queues):
@@ -413,14 +458,14 @@ class _Lowering:
         programs = [list(dict.fromkeys(r.program for u in queue for r in u.runs))
                     for queue in queues]
         words = max(sum(len(p) for p in mine) for mine in programs) // isa.UOP_BYTES
-        base = max(group.uop_next for group in self.groups)
+        base = max(group.uop_next for group in self.memories.groups)
         if base + words > self.config.uop_depth:
             base = 0
-            for group in self.groups:
+            for group in self.memories.groups:
                 group.uops.clear()
         code = []
         for g, mine in enumerate(programs):
-            group = self.groups[g]
+            group = self.memories.groups[g]
             at = base
             for program in mine:
                 group.uops[program] = at
@@ -428,44 +473,44 @@ class _Lowering:
             group.uop_next = base + words
             if mine:
                 blob = b"".join(mine)
-                code.append(_instruction("UOP_LOAD", space=isa.Space.UOP, group_mask=1 << g,
+                code.append(instruction("UOP_LOAD", space=isa.Space.UOP, group_mask=1 << g,
                                          ext_addr=self.image.put("uops", blob),
                                          local_addr=base, length=len(blob)))
         return code
 
     def emit_layer(self, stages, following=None):
         """Emit a prepared layer, then the first tile of each group's first unit of the
-        ``following`` layer's first stage (so its weights load while this layer finishes), and
-        a BARRIER. Return the number of tiles the layer loaded."""
-        loaded = sum(group.tiles_loaded for group in self.groups)
+        ``following`` layer's first stage and its shared LUT (so they load while this layer
+        finishes), and a BARRIER. Return the number of tiles the layer loaded."""
+        loaded = sum(group.tiles_loaded for group in self.memories.groups)
         start = len(self.code)
         for stage in stages:
             self.code += self._shared_constants(stage)
+            self.code += self._param_tables(stage)
             self.code += stage.before
             if stage.broadcast:
                 self.code += self.broadcast_code(stage)
             else:
-                # Each group's instructions (its loads and RUNs, in its queue's order), then
-                # merged in the order they would start their RUNs. Round robin at batch 1
-                # (measured a little quicker: the estimate leaves out the loads); a batched
-                # stage's long runs of RUNs of unequal lengths would hold the groups in
-                # lockstep (resnet_g at batch 4: a fifth more cycles per frame).
-                costs = [[run.steps + RUN_LATENCY for unit in queue for run in unit.runs]
-                         for queue in stage.queues] if self.batch > 1 else None
-                self.code += merge_streams(
-                    [self._group_code(g, queue) for g, queue in enumerate(stage.queues)], costs)
+                self.code += self._stage_code(stage)
             self.code += stage.after
-        loaded = sum(group.tiles_loaded for group in self.groups) - loaded
+        loaded = sum(group.tiles_loaded for group in self.memories.groups) - loaded
         if following:
-            # A LUT the next layer shares is broadcast after the BARRIER instead.
-            own_lut = _shared_lut(following[0]) is None
-            for g, queue in enumerate(following[0].queues):
+            upcoming = following[0]
+            shared_lut = _shared_lut(upcoming)
+            self.code += self._param_tables(upcoming)
+            for cluster in self._clusters(upcoming):
                 # Not a tile that would overwrite weights this layer's runs still read.
-                if queue and len(queue[0].tile.weights) <= self.half_bytes and \
-                        self.groups[g].whole is None:
-                    if following[0].broadcast:
-                        self.groups[g].last = 1     # every group's first tile in half 0
-                    self._load_tile(g, queue[0].tile, self.code, lut=own_lut)
+                members = [(g, tile) for g, tile in self._members(upcoming, cluster, 0)
+                           if self.memories.groups[g].whole is None
+                           and len(tile.weights) <= self.memories.half_bytes]
+                for g, _ in members if upcoming.broadcast else ():
+                    self.memories.groups[g].last = 1     # every group's first tile in half 0
+                if members:
+                    self.memories.load_tiles(members, self.code, lut=shared_lut is None,
+                                     slot=upcoming.slot, first=cluster[0])
+            if shared_lut is not None:
+                # Last: it waits for this layer's RUNs if they read its half of the tables.
+                self.code += self.memories.load_shared_lut(shared_lut)
         # The same tile or micro-program into several groups: one load.
         self.code[start:] = coalesce_loads(self.code[start:])
         self.emit("BARRIER", group_mask=self.all_groups)
@@ -475,8 +520,8 @@ class _Lowering:
         """DMA loading the constants that ``stage``'s groups share, once for all of them
         (a DMA with a group mask writes the same bytes into every group): all its
         micro-programs in one UOP_LOAD when they fit the micro-op memory together, and a
-        LUT that every unit of the stage uses into both halves of every group that lacks it.
-        The per-unit loads of :meth:`_group_code` then find them there."""
+        LUT that every unit of the stage uses (:meth:`~.memories.Memories.load_shared_lut`).
+        The per-unit loads of :meth:`_stage_code` then find them there."""
         code = []
         users = {}
         for g, queue in enumerate(stage.queues):
@@ -484,37 +529,33 @@ class _Lowering:
                 for run in unit.runs:
                     users[run.program] = users.get(run.program, 0) | 1 << g
         resident = stage.broadcast or all(
-            program in self.groups[g].uops for program, mask in users.items()
+            program in self.memories.groups[g].uops for program, mask in users.items()
             for g in range(self.config.groups) if mask >> g & 1)
         blob = b"".join(users)
         mask = functools.reduce(operator.or_, users.values(), 0)
         if not resident and mask & (mask - 1) and \
                 len(blob) // isa.UOP_BYTES <= self.config.uop_depth:
-            code.append(_instruction("UOP_LOAD", space=isa.Space.UOP, group_mask=mask,
+            code.append(instruction("UOP_LOAD", space=isa.Space.UOP, group_mask=mask,
                                      ext_addr=self.image.put("uops", blob), local_addr=0,
                                      length=len(blob)))
-            for group in self.groups:
+            for group in self.memories.groups:
                 group.uops.clear()
                 group.uop_next = len(blob) // isa.UOP_BYTES
             at = 0
             for program, program_mask in users.items():
                 for g in range(self.config.groups):
                     if program_mask >> g & 1:
-                        self.groups[g].uops[program] = at
+                        self.memories.groups[g].uops[program] = at
                 at += len(program) // isa.UOP_BYTES
         lut = _shared_lut(stage)
         if lut is not None:
-            for half in (0, 1):
-                lacking = [g for g, group in enumerate(self.groups) if group.luts[half] != lut]
-                if lacking:
-                    code.append(_instruction(
-                        "DMA_LOAD", space=isa.Space.LUT,
-                        group_mask=sum(1 << g for g in lacking),
-                        ext_addr=self.image.put("constants", lut),
-                        local_addr=half * self.config.lanes, length=len(lut)))
-                    for g in lacking:
-                        self.groups[g].luts[half] = lut
+            code += self.memories.load_shared_lut(lut)
         return code
+
+    def _param_tables(self, stage):
+        """The PARAM tables of ``stage`` (:meth:`~.memories.Memories.param_tables`)."""
+        return self.memories.param_tables(stage.queues, stage.broadcast,
+                                          None if stage.broadcast else self._clusters(stage))
 
     def _tiling(self, layer, row_segments, col_segments, row_phases, col_phases):
         """``(per_segment, lanes)`` of the layer's weight tiles. In half the weight buffer
@@ -530,7 +571,7 @@ class _Lowering:
         phase, segment = max(1, *phases), max(1, *segments)
         every = min(config.lanes, layer.weight.shape[1])
         best = None
-        for room in (self.half_bytes, config.weight_bytes):
+        for room in (self.memories.half_bytes, config.weight_bytes):
             if phase * every <= room:
                 per_segment, lanes = False, every
             elif segment * every <= room:
@@ -540,10 +581,10 @@ class _Lowering:
                 per_segment = phase * lanes > room
             if not lanes:
                 continue
-            if lanes == every and room == self.half_bytes:
+            if lanes == every and room == self.memories.half_bytes:
                 return per_segment, lanes
             blocks = segments if per_segment else phases
-            cost = self._estimate(layer, blocks, lanes, room > self.half_bytes,
+            cost = self._estimate(layer, blocks, lanes, room > self.memories.half_bytes,
                                   len(row_segments) * len(col_segments))
             if best is None or cost < best[0]:
                 best = cost, per_segment, lanes
@@ -552,18 +593,6 @@ class _Lowering:
                            f"per lane, the weight buffer holds {config.weight_bytes} "
                            f"(short by {segment - config.weight_bytes})")
         return best[1:]
-
-    def _load_cycles(self, layer, tiles):
-        """Estimated cycles of the AXI port to load one unit of ``layer`` (its largest lane
-        tiles' weights and PARAM entries, two DMAs) and fetch its instructions."""
-        config = self.config
-        cin, lanes = layer.cin_g, max(len(c) for _, chunk in tiles for c in chunk)
-        per_unit = max(len(chunk) for _, chunk in tiles)
-        kernel = layer.weight.shape[3] * layer.weight.shape[4]
-        weights = per_unit * lanes * (cin * kernel + isa.PARAM_BYTES)
-        fetch = config.mem_latency / config.fetch_insns
-        return 2 * (config.mem_latency + LOAD_SETUP) + weights / config.axi_bytes \
-            + (2 + per_unit) * fetch
 
     def _estimate(self, layer, blocks, lanes, whole, segments):
         """Cycles the layer would take with weight tiles of ``blocks`` bytes per lane (one
@@ -612,14 +641,15 @@ class _Lowering:
         """``[(conv group, [[channels] per lane tile])]``: the lane tiles of one conv group
         gathered into the units' tiles. As many lane tiles per unit as fit half the weight
         buffer and half the PARAM entries (one shared LUT), but no fewer units than
-        :data:`MIN_UNITS_PER_GROUP` per group (so every group has work, and each loads its
-        next tile while it runs one), in a multiple of the groups (so they balance)."""
+        :data:`~.schedule.MIN_TILES_PER_GROUP` per group (so every group has work, loads its
+        next tile while it runs one, and runs a short last one), in a multiple of the groups
+        (so they balance)."""
         groups = self.config.groups
         cin = layer.cin_g
         taps = [len(r) * len(c) for r in row_phases.values() for c in col_phases.values()]
         lanes = max(len(channels) for _, channels in lane_tiles)
         block = max(1, *taps) * cin * lanes
-        fit = min(self.half_bytes // block, self.half_params // lanes)
+        fit = min(self.memories.half_bytes // block, self.memories.half_params // lanes)
         lut = layer.post.lut
         if per_segment or fit <= 1 or (lut is not None and lut.shape[0] > 1):
             return [(conv_group, [channels]) for conv_group, channels in lane_tiles]
@@ -627,7 +657,7 @@ class _Lowering:
         for conv_group, channels in lane_tiles:
             by_group.setdefault(conv_group, []).append(channels)
         total = len(lane_tiles) * blocks
-        units = max(-(-total // fit), MIN_UNITS_PER_GROUP * groups)
+        units = max(-(-total // fit), MIN_TILES_PER_GROUP * groups)
         units = min(total, -(-units // groups) * groups)
         per_unit = -(-total // units)
         return [(conv_group, chunk[i:i + per_unit]) for conv_group, chunk in by_group.items()
@@ -690,10 +720,11 @@ class _Lowering:
         return units
 
     def _run(self, layer, row_segment, col_segment, tile, part, conv_group, channels, src_at,
-             dst_at, write_base=0):
+             dst_at, write_base=0, wgt_base=0):
         """The micro-program and RUN operands of segment ``row_segment x col_segment`` for the
         lane tile ``part = (lanes, weight byte, PARAM entry)`` of ``tile``; ``write_base``
-        bytes of its output offset go in its WRITE micro-op instead of the RUN."""
+        bytes of its output offset go in its WRITE micro-op instead of the RUN, ``wgt_base``
+        of its weight address in its WGT micro-op."""
         row_axis, col_axis = layer.axes
         src_grid, dst_grid = layer.src_grid, layer.dst_grid
         cin = layer.cin_g
@@ -726,83 +757,100 @@ class _Lowering:
         operands = {"rows": row_segment.count, "cols": col_segment.count, "lanes": lanes,
                     "act_offset": act_offset, "wgt_offset": wgt_offset if taps else 0,
                     "param_offset": part_params, "out_offset": out_offset}
-        return _Run(_program(taps, loops, act, post, write, write_base), operands,
-                    row_segment.count * col_segment.count * max(1, taps * cin))
+        return _Run(_program(taps, loops, act, post, write, write_base, wgt_base), operands,
+                    row_segment.count * col_segment.count * max(1, taps * cin), wgt_base)
 
     # --- groups --------------------------------------------------------------------------------
 
-    def _group_code(self, g, queue):
-        """Group ``g``'s instructions for its ``queue`` of units: per unit its tile's loads
-        (if not loaded), then per RUN its micro-program's load (if not loaded) and the RUN."""
-        code = []
-        for unit in queue:
-            half, wgt_base = self._load_tile(g, unit.tile, code)
-            self.groups[g].last = half
-            for run in unit.runs:
-                self._load_uops(g, run.program, code)
-                code.append(_instruction("RUN", group_mask=1 << g,
-                                         **self._run_operands(g, run, half, wgt_base)))
-        return code
+    def _clusters(self, stage):
+        """The groups of ``stage`` whose tiles load together, unit by unit (the tiles of
+        their u-th units in one DMA per memory, :meth:`~.memories.Memories.load_tiles`):
+        runs of consecutive groups, as many as fit their largest tiles together in half the
+        weight buffer and half the PARAM entries, when the stage's tiles share their LUT
+        (per-lane tables differ from group to group); each group alone otherwise; all the
+        groups when the stage's tiles fit half the buffers together (:meth:`_at_once`); for
+        a broadcast stage, as its slots say (:meth:`_slot_groups`). A DMA pays the memory
+        latency once whatever its length, so a small layer's tiles reach many groups for the
+        price of one."""
+        groups = self.config.groups
+        tiles = [unit.tile for queue in stage.queues for unit in queue]
+        size = 1
+        if stage.broadcast:
+            size = self._slot_groups(stage.slot, max(len(tile.params) for tile in tiles)
+                                     // isa.PARAM_BYTES) if stage.slot else 1
+        elif self._at_once(stage):
+            size = groups
+        elif tiles and len({tile.lut for tile in tiles}) == 1:
+            weights = max(len(tile.weights) for tile in tiles)
+            params = max(len(tile.params) for tile in tiles) // isa.PARAM_BYTES
+            if weights <= self.memories.half_bytes:
+                size = max(1, min(groups, self.memories.half_bytes // max(1, weights),
+                                  self.memories.half_params // max(1, params)))
+        return [list(range(g, min(g + size, groups))) for g in range(0, groups, size)]
 
-    def _run_operands(self, g, run, half, wgt_base):
-        """The RUN registers of ``run`` on group ``g``, its tile in ``half`` of the constant
-        buffers (weights from ``wgt_base``) and its micro-program loaded."""
-        return {"uop_addr": self.groups[g].uops[run.program],
+    def _at_once(self, stage):
+        """Whether the distinct tiles of ``stage`` fit half the weight buffer and half the
+        PARAM entries together and share their LUT: then one DMA per memory loads them all
+        into every group (each piece of the image once, the memory latency once)."""
+        tiles = {unit.tile.key: unit.tile for queue in stage.queues for unit in queue}.values()
+        memories = self.memories
+        return not stage.broadcast and bool(tiles) and len({tile.lut for tile in tiles}) == 1 \
+            and sum(len(tile.weights) for tile in tiles) <= memories.half_bytes \
+            and sum(len(tile.params) for tile in tiles) <= memories.half_params * isa.PARAM_BYTES
+
+    def _members(self, stage, cluster, u):
+        """``[(g, tile)]`` whose tiles load together for unit index ``u`` of the groups of
+        ``cluster``: their ``u``-th units' tiles, or every unit's at index 0 when the stage's
+        tiles load at once (:meth:`_at_once`)."""
+        queues = stage.queues
+        if self._at_once(stage):
+            return [(g, unit.tile) for g in cluster for unit in queues[g]] if u == 0 else []
+        return [(g, queues[g][u].tile) for g in cluster if u < len(queues[g])]
+
+    def _stage_code(self, stage):
+        """The instructions of a stage's units: per cluster of groups (:meth:`_clusters`) and
+        unit index, the loads of their tiles (together, if not loaded), and per group its
+        units' RUNs, each after its micro-program's load (if not loaded); merged in the order
+        the groups would start their RUNs (:func:`~.schedule.merge_units`): round robin at
+        batch 1 (measured a little quicker: the estimate leaves out the loads), by their
+        MAC steps in a batched stage, whose long runs of RUNs of unequal lengths would hold
+        the groups in lockstep (resnet_g at batch 4: a fifth more cycles per frame)."""
+        queues = stage.queues
+        units, loads = [[] for _ in queues], [[] for _ in queues]
+        read = set()        # the halves of the PARAM entries its RUNs read
+        for cluster in self._clusters(stage):
+            for u in range(max(len(queues[g]) for g in cluster)):
+                load = []
+                self.memories.load_tiles(self._members(stage, cluster, u), load)
+                for g in cluster:
+                    if u >= len(queues[g]):
+                        continue
+                    place = self.memories.resident(g, queues[g][u].tile)
+                    read.add(place.param_base // self.memories.half_params)
+                    self.memories.groups[g].last = place.half
+                    loads[g].append(load)
+                    chunks = []
+                    for run in queues[g][u].runs:
+                        chunk = []
+                        self.memories.load_uops(g, run.program, chunk)
+                        chunk.append(instruction("RUN", group_mask=1 << g,
+                                                  **self._run_operands(g, run, place)))
+                        chunks.append(chunk)
+                    units[g].append(chunks)
+        self.memories.params_read = frozenset(read)
+        costs = [[run.steps + RUN_LATENCY for unit in queue for run in unit.runs]
+                 for queue in queues] if self.batch > 1 else None
+        return merge_units(units, loads, costs)
+
+    def _run_operands(self, g, run, place):
+        """The RUN registers of ``run`` on group ``g``, its tile's constants at ``place`` (a
+        :class:`~.memories.Place`) and its micro-program loaded."""
+        return {"uop_addr": self.memories.groups[g].uops[run.program],
                 "uop_count": len(run.program) // isa.UOP_BYTES,
-                "lut_offset": half * self.config.lanes,
-                **run.operands, "wgt_offset": wgt_base + run.operands["wgt_offset"],
-                "param_offset": half * self.half_params + run.operands["param_offset"]}
-
-    def _load_tile(self, g, tile, code, lut=True):
-        """``(half, weight address)`` of group ``g``'s constant buffers holding ``tile``,
-        appending to ``code`` its load into the half the group used least recently (double
-        buffering) if it is not there. A tile larger than half the weight buffer takes all of
-        it (its PARAM entries and LUTs still go in one half). ``lut=False``: not its LUT
-        (a shared table that :meth:`_shared_constants` loads)."""
-        group, mask = self.groups[g], 1 << g
-        if tile.key in group.halves:
-            half = group.halves.index(tile.key)
-            return half, 0 if group.whole == half else half * self.half_bytes
-        half = 1 - group.last
-        whole = len(tile.weights) > self.half_bytes
-        if whole or group.whole == 1 - half:
-            group.halves[1 - half] = None      # its weights are overwritten
-        group.whole = half if whole else None
-        group.halves[half] = tile.key
-        group.last = half
-        group.tiles_loaded += 1
-        if tile.weights:
-            code.append(_instruction("DMA_LOAD", space=isa.Space.WGT, group_mask=mask,
-                                     ext_addr=self.image.put("constants", tile.weights),
-                                     local_addr=0 if whole else half * self.half_bytes,
-                                     length=len(tile.weights)))
-        code.append(_instruction("DMA_LOAD", space=isa.Space.PARAM, group_mask=mask,
-                                 ext_addr=self.image.put("constants", tile.params),
-                                 local_addr=half * self.half_params, length=len(tile.params)))
-        if lut and tile.lut and group.luts[half] != tile.lut:
-            # A shared table stays loaded across the tiles of a layer.
-            group.luts[half] = tile.lut
-            code.append(_instruction("DMA_LOAD", space=isa.Space.LUT, group_mask=mask,
-                                     ext_addr=self.image.put("constants", tile.lut),
-                                     local_addr=half * self.config.lanes, length=len(tile.lut)))
-        return half, 0 if whole else half * self.half_bytes
-
-    def _load_uops(self, g, program, code):
-        """UOP address of ``program`` in group ``g``, appending to ``code`` its load (over the
-        oldest programs when the memory is full) if it is not there."""
-        group = self.groups[g]
-        if program not in group.uops:
-            count = len(program) // isa.UOP_BYTES
-            if group.uop_next + count > self.config.uop_depth:
-                group.uops.clear()
-                group.uop_next = 0
-            code.append(_instruction("UOP_LOAD", space=isa.Space.UOP, group_mask=1 << g,
-                                     ext_addr=self.image.put("uops", program),
-                                     local_addr=group.uop_next, length=len(program)))
-            group.uops[program] = group.uop_next
-            group.uop_next += count
-        return group.uops[program]
-
+                "lut_offset": place.lut_offset,
+                **run.operands,
+                "wgt_offset": place.wgt_base - run.wgt_base + run.operands["wgt_offset"],
+                "param_offset": place.param_base + run.operands["param_offset"]}
 
 def _batched(frames, groups):
     """The work units of a stage for every frame of the batch (``frames``: per frame its

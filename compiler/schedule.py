@@ -16,12 +16,17 @@ import heapq
 
 from ..hw.arch import isa
 
-__all__ = ["MIN_UNITS_PER_GROUP", "cut_pieces", "pieces_worth", "balance", "merge_streams",
-           "coalesce_loads"]
+__all__ = ["MIN_UNITS_PER_GROUP", "MIN_TILES_PER_GROUP", "cut_pieces", "balance", "merge_streams",
+           "merge_units", "coalesce_loads"]
 
 #: Work units per group below which a layer's units are split into row bands (so every group
 #: has work, and the greedy balance has pieces to move).
 MIN_UNITS_PER_GROUP = 2
+#: Weight tiles per group below which a layer's lane tiles are not gathered into larger tiles:
+#: a group loads its next tile while it runs one, and the last tile's RUNs, which nothing
+#: overlaps, are short (a memory-bound Gemm streaming its weights: mlp_g 14,001 -> 12,732
+#: cycles; small tiles of several groups load in one DMA, so they cost few memory latencies).
+MIN_TILES_PER_GROUP = 8
 
 
 def merge_streams(streams, costs=None):
@@ -31,27 +36,56 @@ def merge_streams(streams, costs=None):
     instruction, so a group's RUNs back to back would leave the others idle. ``costs``: per
     stream, the cycles of each of its RUNs; a RUN is issued after the other groups' RUNs that
     start before it (ties by group). Without them, round robin: one RUN per group per round."""
-    rounds_per_stream = []
+    units = []
     for stream in streams:
-        rounds, current = [], []
+        chunks, current = [], []
         for op, operands in stream:
             current.append((op, operands))
             if op == "RUN":
-                rounds.append(current)
+                chunks.append(current)
                 current = []
-        if current:
-            rounds.append(current)
-        rounds_per_stream.append(rounds)
-    if costs is None:
-        costs = [[1] * len(rounds) for rounds in rounds_per_stream]
-    keyed = []
-    for g, (rounds, stream_costs) in enumerate(zip(rounds_per_stream, costs)):
-        start = 0
-        for turn, instructions in enumerate(rounds):
-            keyed.append(((start, g), instructions))
-            start += stream_costs[turn] if turn < len(stream_costs) else 0
-    return [insn for _, instructions in sorted(keyed, key=lambda item: item[0])
-            for insn in instructions]
+        units.append([chunks + [current] if current else chunks])
+    return merge_units(units, [[[]] for _ in streams], costs)
+
+
+def merge_units(units, loads, costs=None):
+    """The groups' work units merged into one instruction list as :func:`merge_streams` merges
+    streams, with the loads that several groups share.
+
+    ``units[g][u]`` is group ``g``'s ``u``-th unit: its chunks, each the instructions up to
+    and including one RUN. ``loads[g][u]`` are the instructions loading the tiles of that unit
+    together with the same unit of other groups (one list object for all of them: a DMA with
+    a group mask), empty when nothing loads. The list goes before the first chunk of each of
+    its units, once, after the last chunk of their units before: a group ahead of the others
+    waits for them, so that the loads overwrite no constant an earlier RUN of theirs still
+    reads. ``costs``: as for :func:`merge_streams`, per group the cycles of its chunks."""
+    groups = range(len(units))
+    flat = [[(u, k) for u, unit in enumerate(mine) for k in range(len(unit))] for mine in units]
+    at, clock = [0] * len(units), [0] * len(units)
+    sharing = {}
+    for g in groups:
+        for u, load in enumerate(loads[g]):
+            sharing.setdefault(id(load), []).append((g, u))
+    emitted, out = set(), []
+
+    def ready(g):
+        u, k = flat[g][at[g]]
+        load = loads[g][u]
+        return k or not load or id(load) in emitted or all(
+            at[h] == len(flat[h]) or flat[h][at[h]][0] >= v for h, v in sharing[id(load)])
+
+    while True:
+        waiting = sorted((clock[g], g) for g in groups if at[g] < len(flat[g]))
+        if not waiting:
+            return out
+        g = next(g for _, g in waiting if ready(g))
+        u, k = flat[g][at[g]]
+        if not k and id(loads[g][u]) not in emitted:
+            emitted.add(id(loads[g][u]))
+            out += loads[g][u]
+        out += units[g][u][k]
+        clock[g] += costs[g][at[g]] if costs and at[g] < len(costs[g]) else 1
+        at[g] += 1
 
 
 #: Instructions no load is moved across (layer boundaries and machine-wide state).
@@ -104,37 +138,21 @@ def _cuts(n, parts):
     return [n * i // parts for i in range(parts + 1)]
 
 
-def pieces_worth(units, steps, load, groups):
-    """Most pieces worth cutting a stage of ``units`` work units into, when every piece
-    loads its own copy of the units' tiles, one DMA after another (``load`` cycles each),
-    and the stage's ``steps`` MAC steps spread over the groups the pieces keep busy: a small
-    layer runs on fewer groups rather than wait for the same weights to reach each of them.
-    The piece count that minimises ``pieces * units * load + steps / busy groups``; None
-    when that keeps every group busy (the cut is then :func:`cut_pieces`' own)."""
-    def estimate(pieces):
-        return pieces * units * load + steps / min(groups, pieces * units)
-
-    most = -(-MIN_UNITS_PER_GROUP * groups // units)
-    best = min(range(1, most + 1), key=estimate)
-    return None if best * units >= groups else best
-
-
 @functools.lru_cache(maxsize=1024)
-def cut_pieces(rows, cols, units, groups, most=None):
+def cut_pieces(rows, cols, units, groups):
     """Rectangles ``(r0, r1, c0, c1)`` cutting a ``rows x cols`` output into row bands times
     column bands of ``units`` work units each (of cost about proportional to their pixels),
     so that the units balance over the groups: the cut whose greedy assignment has the
     least-loaded busiest group, preferring at least :data:`MIN_UNITS_PER_GROUP` units per
-    group (smaller pieces balance unequal units), then the fewest pieces (fewer RUNs and tile
-    loads), then whole rows. Columns are cut only when rows alone leave groups idle or
-    unequal (few output rows: a stage of a layer, a late layer with few channels). At most
-    ``most`` pieces when given (see :func:`pieces_worth`)."""
-    if units >= MIN_UNITS_PER_GROUP * groups or most == 1:
+    group (smaller pieces balance unequal units), then the fewest pieces (fewer RUNs), then
+    whole rows. Columns are cut only when rows alone leave groups idle or unequal (few output
+    rows: a stage of a layer, a late layer with few channels). The pieces cost no more loads:
+    a tile that several groups use loads into all of them at once (a DMA with a group mask,
+    :func:`coalesce_loads` and the lowering's clusters of groups)."""
+    if units >= MIN_UNITS_PER_GROUP * groups:
         return ((0, rows, 0, cols),)
     least = -(-MIN_UNITS_PER_GROUP * groups // units)
-    if most is None:
-        most = 4 * least
-    least = min(least, most)
+    most = 4 * least
 
     def busiest(row_bands, col_bands):
         row_cuts, col_cuts = _cuts(rows, row_bands), _cuts(cols, col_bands)

@@ -8,10 +8,10 @@ columns (a lane's weights are zero on the columns its own output does not read):
 
 * a Conv (stride ``s``, kernel ``k`` along columns) packs ``P`` columns into a Conv of
   stride ``P*s`` and kernel ``(P - 1)*s + k``;
-* a ConvTranspose (stride ``s``) packs its ``s`` column phases: output column ``s*j + b``
-  meets tap ``t`` at input column ``j + (b + pad - t)/s``, so along columns the layer becomes
-  a direct convolution over the input, one tap per input column the phases read; rows stay
-  transposed (zero-free phases).
+* a ConvTranspose (stride ``s``) packs its ``s`` column phases, or ``m`` neighbouring groups
+  of them: output column ``s*j + b`` meets tap ``t`` at input column ``j + (b + pad - t)/s``,
+  so along columns the layer becomes a direct convolution over the input of stride ``m``,
+  one tap per input column the packed phases read; rows stay transposed (zero-free phases).
 
 Lane ``dx*C + c`` of packed pixel ``(h, j)`` is channel ``c`` of output pixel ``(h, P*j + dx)``,
 which in HWC order is byte ``dx*C + c`` after that pixel's first byte: the layer writes the
@@ -64,10 +64,12 @@ def _conv_columns(layer, lanes):
 
 def _convt_columns(layer, lanes):
     """``(P, weight, stride, pad)`` of a ConvTranspose's column phases packed into a direct
-    convolution along columns, or None."""
+    convolution along columns, or None: ``m`` neighbouring groups of its ``s`` phases (as
+    many as the lanes hold and divide the width), ``P = m*s`` columns read ``m - 1`` input
+    columns more than one group's."""
     channels, width = layer.cout, layer.out_hw[1]
     stride, kernel, pad = layer.stride[1], layer.weight.shape[4], layer.axes[1].pad
-    if stride < 2 or stride * channels > lanes or width % stride:
+    if stride < 2 or stride * channels > lanes:
         return None
     phases = segments.phases(kernel, stride, pad)
     offsets = [(b, t, (b + pad - t) // stride) for b, taps in phases for t in taps]
@@ -75,13 +77,18 @@ def _convt_columns(layer, lanes):
         return None
     first = min(d for _, _, d in offsets)
     span = max(d for _, _, d in offsets) - first + 1
-    if span >= len(offsets):
+    groups = [m for m in range(lanes // (stride * channels), 0, -1)
+              if width % (m * stride) == 0 and span + m - 1 < m * len(offsets)]
+    if not groups:
         return None
-    weight = np.zeros((1, stride * channels, layer.cin_g, layer.weight.shape[3], span),
-                      np.int8)
-    for b, t, d in offsets:
-        weight[0, b * channels:(b + 1) * channels, :, :, d - first] = layer.weight[0, :, :, :, t]
-    return stride, weight, 1, -first
+    m = groups[0]
+    weight = np.zeros((1, m * stride * channels, layer.cin_g, layer.weight.shape[3],
+                       span + m - 1), np.int8)
+    for dj in range(m):
+        for b, t, d in offsets:
+            lane = (dj * stride + b) * channels
+            weight[0, lane:lane + channels, :, :, d - first + dj] = layer.weight[0, :, :, :, t]
+    return m * stride, weight, m, -first
 
 
 def _replicated(post, p):

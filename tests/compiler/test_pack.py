@@ -21,6 +21,12 @@ CASES = {
                                    act="Tanh"), 2, 3),
     "convT k3 s2 p1 op1": (convt_model(4, 2, [4, 5], [3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
                                        output_padding=[1, 1]), 2, 2),
+    # Neighbouring phase pairs too, as many as the lanes hold: 8 columns of 1 channel read
+    # 6 input columns (3 + one more per further pair), 4 of 2 channels read 4.
+    "convT k4 s2 p1, 1 channel": (convt_model(4, 1, [3, 4], [4, 4], strides=[2, 2],
+                                              pads=[1, 1, 1, 1], act="Tanh"), 8, 6),
+    "convT k4 s2 p1, 2 channels": (convt_model(4, 2, [3, 4], [4, 4], strides=[2, 2],
+                                               pads=[1, 1, 1, 1]), 4, 4),
 }
 
 

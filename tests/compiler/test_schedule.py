@@ -10,6 +10,7 @@ from flexigan.compiler.schedule import (
     coalesce_loads,
     cut_pieces,
     merge_streams,
+    merge_units,
 )
 from flexigan.hw.arch import isa
 
@@ -54,6 +55,19 @@ def test_merge_with_costs_issues_runs_in_the_order_the_groups_start_them():
     b = [("RUN", {"n": 4}), ("RUN", {"n": 5}), ("RUN", {"n": 6})]
     merged = [operands["n"] for _, operands in merge_streams([a, b], [[10, 1], [2, 2, 2]])]
     assert merged == [1, 4, 5, 6, 2, 3]
+
+
+def test_a_load_two_groups_share_comes_once_after_their_earlier_units():
+    # Groups 0 and 1 share the load of their second units' tiles: group 1, whose first unit
+    # is one RUN, waits for group 0's two before it (the load would overwrite their tiles).
+    def run(n):
+        return [("RUN", {"n": n})]
+
+    shared = [("DMA_LOAD", {"n": "load"})]
+    units = [[[run(1), run(2)], [run(3)]], [[run(4)], [run(5)]]]
+    loads = [[[], shared], [[], shared]]
+    merged = [operands["n"] for _, operands in merge_units(units, loads)]
+    assert merged == [1, 4, 2, "load", 5, 3]
 
 
 def _load(mask, ext, space=isa.Space.WGT, local=0, length=256, op="DMA_LOAD"):
