@@ -159,12 +159,7 @@ class SharedRealign(wiring.Component):
     and stores): the port ``select`` chooses (0: ``first``, 1: ``second``) behaves as a
     ``Realign``, the other as one that takes and gives nothing. ``select`` may change only
     while the realigner is idle (``cmd.ready`` high, no word on ``o``). Timing as a
-    ``Realign``'s: the multiplexers add no register.
-
-    Parameters
-    ----------
-    data_width : int
-        Word width in bits, a power of two >= 8.
+    ``Realign``'s: the multiplexers add no register. ``data_width`` is the ``Realign``'s.
 
     Attributes
     ----------
