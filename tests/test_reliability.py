@@ -439,8 +439,12 @@ def test_a_compile_writes_only_its_output_folder(capsys, root, compiled):
 #: Runs the command line with one step of the compile (or the final rename) held for a minute
 #: once it has written its products: the test interrupts it there with a real SIGINT.
 DRIVER = """
-import dataclasses, os, sys, time
+import dataclasses, os, signal, sys, time
 from flexigan import cli, steps
+
+# Ctrl-C as a terminal gives it, even when the test runs where SIGINT is ignored (a shell's
+# background job), which the child would inherit.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 held = sys.argv[1]
 
