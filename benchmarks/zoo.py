@@ -40,12 +40,12 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from flexigan.compiler import ir, macs, passes, quant
-from flexigan.compiler.lower import lower
 from flexigan.compiler.onnx_import import import_model
 from flexigan.errors import FlexiganError
 from flexigan.flow import default_calibration
 from flexigan.hw.arch.config import preset
 from flexigan.sim import golden, isa_sim
+from flexigan.tune import lower_quickest
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 TARGETS = ("sim", "ulx3s", "icebreaker")
@@ -325,7 +325,7 @@ def measure(name, target="sim", check=True, batch=1):
     config = preset(target)
     qgraph, inputs = quantized(name, batch)
     try:
-        program = lower(qgraph, config, batch=batch)
+        program = lower_quickest(qgraph, config, batch=batch)
     except FlexiganError as exc:
         return {"refused": str(exc)}
     outputs, report = isa_sim.simulate(program, inputs, sparse=False)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import functools
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -291,7 +291,7 @@ class _Lowering:
                     (stage.first + r0, stage.first + r1, c0, c1), tiles, per_segment, src_at,
                     dst_at)])
             units = _batched(frames, groups)
-            queues = balance(units, groups)
+            queues = balance(units, groups, same=lambda unit: unit.tile.key)
             units_total += len(units)
             runs_total += sum(len(u.runs) for u in units)
             for g, queue in enumerate(queues):
@@ -879,7 +879,7 @@ def _useful_macs(qgraph, layer):
     return macs.layer_macs(node.op, ir.node(qgraph, node.inputs[0]).shape, node.shape).useful
 
 
-def lower(qgraph, config, reorder=True, batch=1):
+def lower(qgraph, config, reorder=True, batch=1, groups=None):
     """Compile a quantized IR graph for ``config``; return a :class:`Program`.
 
     Parameters
@@ -894,6 +894,11 @@ def lower(qgraph, config, reorder=True, batch=1):
         Frames the program runs at once: each work unit's tile loads once and runs for every
         frame, each frame in its own slice of ACT (:func:`~.plan.frame_act_bytes`) and its own
         copy of the input, output and spill regions.
+    groups : int, optional
+        The groups the program uses, the first ``groups`` of the machine (default: all of
+        them). A small model can run quicker on fewer groups, each loading more per DMA
+        (:func:`flexigan.tune.lower_quickest` measures which); the program is still the
+        machine's (``program.config``), the others stay idle.
 
     Raises
     ------
@@ -901,8 +906,12 @@ def lower(qgraph, config, reorder=True, batch=1):
     """
     if not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch must be a positive integer, not {batch!r}")
-    p = plan(qgraph, config, reorder, batch)
-    lowering = _Lowering(p, config, batch)
+    groups = config.groups if groups is None else groups
+    if not isinstance(groups, int) or not 1 <= groups <= config.groups:
+        raise ValueError(f"groups must be an integer from 1 to {config.groups}, not {groups!r}")
+    used = replace(config, groups=groups)
+    p = plan(qgraph, used, reorder, batch)
+    lowering = _Lowering(p, used, batch)
     lowering.emit("COUNTERS", action=isa.CounterAction.RESET)
     lowering.emit("ROUTE", group_mask=lowering.all_groups, bank_first=0,
                   bank_count=config.act_banks)
@@ -926,7 +935,7 @@ def lower(qgraph, config, reorder=True, batch=1):
     schedule[-1]["last"] = len(lowering.code)
     if lowering.zero_bytes:
         lowering.image.reserve("zeros", lowering.zero_bytes)
-    return _assemble(lowering, p, schedule, qgraph, reorder)
+    return _assemble(lowering, p, schedule, qgraph, reorder, config)
 
 
 def _check_memory(config, image_bytes):
@@ -939,10 +948,10 @@ def _check_memory(config, image_bytes):
                        f"short)")
 
 
-def _assemble(lowering, p, schedule, qgraph, reorder):
-    """The :class:`Program`: the image linked, and its layout."""
+def _assemble(lowering, p, schedule, qgraph, reorder, config):
+    """The :class:`Program` for ``config``: the image linked, and its layout."""
     image, address, linked = lowering.image.link(lowering.code)
-    _check_memory(lowering.config, len(image))
+    _check_memory(config, len(image))
 
     def tensor(value, storage_name):
         node = qgraph.nodes[value]["node"]
@@ -955,6 +964,7 @@ def _assemble(lowering, p, schedule, qgraph, reorder):
         "code": len(lowering.code),
         "reorder": reorder,
         "batch": lowering.batch,
+        "groups_used": lowering.config.groups,
         "regions": linked["regions"],
         "inputs": {v: tensor(v, s) for v, s in p.inputs.items()},
         "outputs": {v: tensor(v, s) for v, s in p.outputs.items()},
@@ -965,4 +975,4 @@ def _assemble(lowering, p, schedule, qgraph, reorder):
                     and not s.output],
         "layers": schedule,
     }
-    return Program(lowering.config, image, layout)
+    return Program(config, image, layout)

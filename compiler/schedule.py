@@ -173,12 +173,17 @@ def cut_pieces(rows, cols, units, groups):
                  for c0, c1 in zip(col_cuts, col_cuts[1:]))
 
 
-def balance(units, groups):
-    """Greedy longest-processing-time: each unit, largest first, to the least-loaded group."""
+def balance(units, groups, same=None):
+    """Greedy longest-processing-time: each unit, largest first, to the least-loaded group;
+    among equally loaded groups, one that already holds a unit of the same ``same(unit)``
+    (its tile: loaded once for both), then the first."""
     load = [0] * groups
     queues = [[] for _ in range(groups)]
+    held = [set() for _ in range(groups)]
     for unit in sorted(units, key=lambda u: -u.cost):
-        g = min(range(groups), key=lambda i: (load[i], i))
+        kind = same(unit) if same else None
+        g = min(range(groups), key=lambda i: (load[i], kind not in held[i], i))
         load[g] += unit.cost
         queues[g].append(unit)
+        held[g].add(kind)
     return queues

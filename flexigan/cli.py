@@ -75,10 +75,12 @@ def _cmd_compile(args):
         return
     manifest = state.manifest
     t = manifest["totals"]
+    groups_used = manifest["program"]["groups_used"]
+    used = f"; the program uses {groups_used}, quicker" if groups_used < config.groups else ""
     print(f"compiled {args.model} -> {args.output}: {len(manifest['layers'])} layers, "
           f"{t['macs_useful'] / 1e6:.2f} M useful MACs per sample, "
           f"{manifest['program']['instructions']} instructions for {args.target} "
-          f"({config.groups} groups x {config.lanes} lanes)")
+          f"({config.groups} groups x {config.lanes} lanes" + used + ")")
 
 
 def _cmd_simulate(args):

@@ -37,7 +37,6 @@ from typing import Any
 
 from . import __version__
 from .compiler import ir, passes, quant
-from .compiler.lower import lower
 from .compiler.onnx_import import import_model
 from .compiler.serialize import save_graph
 from .errors import UsageError
@@ -46,6 +45,7 @@ from .hw.arch.config import AcceleratorConfig
 from .hw.verilog import write_rtl
 from .inputs import CALIBRATION_SAMPLES, default_calibration, load_inputs
 from .layers import layer_table, quant_summary, totals
+from .tune import lower_quickest
 
 __all__ = ["Options", "State", "Step", "compile_steps", "until", "run_steps", "record"]
 
@@ -135,8 +135,8 @@ def quantize_step(state):
 
 
 def lower_step(state):
-    program = lower(state.graph, state.options.config, reorder=state.options.reorder,
-                    batch=state.options.batch)
+    program = lower_quickest(state.graph, state.options.config,
+                             reorder=state.options.reorder, batch=state.options.batch)
     program.save(state.folder)
     return dataclasses.replace(state, program=program)
 
@@ -190,6 +190,7 @@ def _manifest(state):
                              outputs=boundary(qgraph.graph["outputs"]))
     manifest.update({
         "program": {"instructions": program.layout["code"], "image_bytes": len(program.image),
+                    "groups_used": program.layout["groups_used"],
                     "files": list(PROGRAM_FILES)},
         "totals": totals(rows),
         "layers": rows,
