@@ -13,7 +13,11 @@ loads; each instruction is in the queue :data:`FETCH_DELAY` cycles after its las
 fetch's). The port serves one transfer at a time, each taking the first gap that fits from when
 it is ready (a fetch, as soon as the queue has room for it); a DMA load takes precedence over
 fetches: a fetch that would start :data:`LOAD_CLAIM` or more cycles after the load is ready
-waits for it. An AXI transfer of ``n`` bytes takes :func:`transfer_cycles`: ``mem_latency``
+waits for it, and a fetch that wants the port before then goes first (the fetch that a DMA
+instruction's issue makes room for is booked before its load: behind a busy DMA engine the
+load claims the port only once that is done, and the waiting fetch takes it; the model booked
+the load first and missed 16 to 20 cycles on even chains of loads).
+An AXI transfer of ``n`` bytes takes :func:`transfer_cycles`: ``mem_latency``
 once (the burst reader and writer request every burst of a transfer without waiting for data)
 plus ``n / axi_bytes``. One DMA engine serves DMA_LOAD/DMA_STORE/UOP_LOAD in order from a queue
 of ``config.dma_queue`` (issue waits when it is full), each taking its
@@ -25,11 +29,13 @@ A group holds up to :data:`~flexigan.hw.arch.config.RUN_SLOTS` RUNs (the control
 free slot) and runs them through its pipeline (:mod:`.pipeline`). The group is busy from a
 RUN's arrival until its last byte is written.
 
-Dependencies, as in docs/isa.md: a RUN waits for earlier DMA into its group's memories and for
-earlier DMA touching the ACT bytes it reads or writes; a DMA waits for earlier RUNs that read
-what it overwrites (or write what it stores). The RTL orders ACT more coarsely (every RUN after
-every earlier ACT DMA and back); compiled programs move activations only at their start and
-end, where the two agree. Crossbar (see :mod:`.pipeline`): groups reading the same stream
+Dependencies, as the RTL's scoreboards keep them (docs/isa.md): a RUN waits for earlier DMA
+into its group's memories and for every earlier DMA of ACT; a DMA into a group waits for
+earlier RUNs that read what it overwrites; a DMA of ACT (a load or a store) waits for every
+earlier RUN. The ISA asks less of ACT (only DMAs and RUNs whose bytes overlap); a batched
+program, which loads and stores frames between its RUNs, runs as the coarser order says (its
+RTL cycles were up to 7 % above a model that followed the bytes).
+Crossbar (see :mod:`.pipeline`): groups reading the same stream
 (address pattern) share a broadcast read; a RUN that joins the streams of the groups still
 reading slows the ones already running for the rest of their access. Write conflicts
 (post-writers writing one bank) are not charged.
@@ -140,6 +146,7 @@ class CycleModel:
         # Instruction fetch.
         self.port = _Port()
         self.fetches = 0
+        self.index = 0                              # of the instruction being issued
         self.fetch_cycles = transfer_cycles(config, config.fetch_insns * isa.GLOBAL_BYTES)
         # Cycles from a fetch's start to each of its instructions' last beat: an instruction
         # enters the queue with its last beat, not with the fetch's.
@@ -161,18 +168,19 @@ class CycleModel:
         self.group_dma = [0] * groups               # end of the last DMA into the group
         self.scanned = [0] * groups                 # its scoreboard knows its RUNs' ranges
         self.group_reads = [{s: _Board() for s in isa.Space} for _ in range(groups)]
-        self.act_reads, self.act_writes = _Board(), _Board()
-        self.dma_act_writes, self.dma_act_reads = _Board(), _Board()
+        self.act_dma_end = 0                        # end of the last DMA of ACT
         self.busy, self.stall = [0] * groups, [0] * groups
         self._prefetch(0)
 
     # --- the controller --------------------------------------------------------------------
 
-    def _prefetch(self, dequeued):
-        # A fetch starts when the queue has room for its instructions and the port is free.
+    def _prefetch(self, dequeued, at=None):
+        # A fetch starts when the queue has room for its instructions (from ``at``, by
+        # default now) and the port is free.
+        at = self.now if at is None else at
         per_fetch = self.config.fetch_insns
         while (self.fetches + 1) * per_fetch <= self.config.queue_insns + dequeued:
-            self.port.take(self.now, self.fetch_cycles, self.now, fetch=self.fetches)
+            self.port.take(at, self.fetch_cycles, self.now, fetch=self.fetches)
             self.fetches += 1
 
     def fetch(self, index):
@@ -180,6 +188,7 @@ class CycleModel:
         per_fetch = self.config.fetch_insns
         self.now = max(self.now, self.port.starts[index // per_fetch]
                        + self.arrive[index % per_fetch] + FETCH_DELAY)
+        self.index = index
 
     def issue(self, op, index):
         """Issue instruction ``index`` (of opcode ``op``), whose work has been booked; return
@@ -208,11 +217,9 @@ class CycleModel:
             self.now = max(self.now, self.dma_ends[-queued - 1])
         span = (transfer.start, transfer.stop)
         start = max(self.now, self.dma_free)
-        if transfer.store:
-            start = max(start, self.act_writes.until(*span, self.now))
-        elif transfer.space == isa.Space.ACT:
-            start = max(start, self.act_reads.until(*span, self.now),
-                        self.act_writes.until(*span, self.now))
+        if transfer.store or transfer.space == isa.Space.ACT:
+            # The scoreboards hold a DMA of ACT while any RUN they released runs.
+            start = max(start, *self.group_free)
         else:
             for g in transfer.groups:
                 start = max(start, self.group_reads[g][transfer.space].until(*span, self.now))
@@ -224,14 +231,16 @@ class CycleModel:
             cycles += STORE_SETUP
         else:
             cycles += LOAD_SETUP
+            # The fetch this instruction's issue makes room for wants the port from then: it
+            # goes first if the port frees before the load claims it (a load behind a busy
+            # DMA engine claims the port only once that is done).
+            self._prefetch(self.index + 1, at=self.now + ISSUE_CYCLES)
             start = self.port.take(start, cycles, self.now)
         end = start + cycles
         self.dma_free = end
         self.dma_ends.append(end)
-        if transfer.store:
-            self.dma_act_reads.add(*span, end)
-        elif transfer.space == isa.Space.ACT:
-            self.dma_act_writes.add(*span, end)
+        if transfer.store or transfer.space == isa.Space.ACT:
+            self.act_dma_end = end
         else:
             for g in transfer.groups:
                 self.group_dma[g] = max(self.group_dma[g], end)
@@ -247,7 +256,7 @@ class CycleModel:
         if len(held) >= RUN_SLOTS:
             self.now = sorted(held)[-RUN_SLOTS]     # the controller waits for a free slot
         self.held[group] = [end for end in held if end > self.now]
-        start = self._ready(group, footprint)
+        start = self._ready(group)
         # The scoreboard scans the RUN's micro-program once its DMAs are done, in order.
         self.scanned[group] = (max(start, self.scanned[group]) + work.decode + SCAN_CYCLES
                                + SCAN_DRAIN)
@@ -268,13 +277,10 @@ class CycleModel:
         self.stream[group], self.crossbar[group] = work.stream, work.crossbar
         self._book_reads(group, footprint, end)
 
-    def _ready(self, group, footprint):
-        """When a RUN may start: after the DMA into its group and the ACT DMA it depends on."""
-        read, written = footprint.act_read, footprint.act_write
-        return max(self.now, self.group_dma[group],
-                   self.dma_act_writes.until(*read, self.now) if _nonempty(read) else 0,
-                   self.dma_act_writes.until(*written, self.now) if _nonempty(written) else 0,
-                   self.dma_act_reads.until(*written, self.now) if _nonempty(written) else 0)
+    def _ready(self, group):
+        """When a RUN may start: after the DMA into its group and every DMA of ACT before it
+        (the scoreboards tag a RUN with the last of those)."""
+        return max(self.now, self.group_dma[group], self.act_dma_end)
 
     def _share_crossbar(self, group, work, begin):
         """The crossbar slowdown of a RUN whose access starts at ``begin``; slow down the
@@ -314,11 +320,7 @@ class CycleModel:
         self.slowdown[group] = slowdown
 
     def _book_reads(self, group, footprint, end):
-        """Mark what a RUN ending at ``end`` reads and writes, for the DMA after it."""
-        if _nonempty(footprint.act_read):
-            self.act_reads.add(*footprint.act_read, end)
-        if _nonempty(footprint.act_write):
-            self.act_writes.add(*footprint.act_write, end)
+        """Mark what a RUN ending at ``end`` reads in its group, for the DMA after it."""
         boards = self.group_reads[group]
         if _nonempty(footprint.weights):
             boards[isa.Space.WGT].add(*footprint.weights, end)
