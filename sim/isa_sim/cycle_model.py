@@ -19,7 +19,8 @@ load claims the port only once that is done, and the waiting fetch takes it; the
 the load first and missed 16 to 20 cycles on even chains of loads).
 An AXI transfer of ``n`` bytes takes :func:`transfer_cycles`: ``mem_latency``
 once (the burst reader and writer request every burst of a transfer without waiting for data)
-plus ``n / axi_bytes``. One DMA engine serves DMA_LOAD/DMA_STORE/UOP_LOAD in order from a queue
+plus ``n / axi_bytes``. One DMA engine serves DMA_LOAD/DMA_STORE/UOP_LOAD and COUNTERS STORE
+(a store of the counter block, which END waits for: 44 cycles on ``sim``) in order from a queue
 of ``config.dma_queue`` (issue waits when it is full), each taking its
 transfer plus :data:`LOAD_SETUP` or :data:`STORE_SETUP` cycles (stores use the write channel,
 not the read port). These constants are measured on the RTL (tests/hw/test_accelerator.py runs

@@ -100,7 +100,9 @@ def _execute(state, clock, op, args, sparse, index):
         clock.barrier(state.all_groups)             # the counters of all work so far
         if args["action"] == isa.CounterAction.RESET:
             clock.reset_counters()
-        semantics.counters(state, args, _counters(state, clock, index + 1))
+        block = semantics.counters(state, args, _counters(state, clock, index + 1))
+        if block is not None:
+            clock.dma(block)            # END waits for the DMA engine to write the block
     elif op == isa.GlobalOp.END:
         clock.barrier(semantics.end(state))
     return 0, 0, 0

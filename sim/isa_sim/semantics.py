@@ -128,12 +128,14 @@ def barrier(state, args):
 def counters(state, args, values):
     """COUNTERS: RESET zeroes the counters of work (the cycle model zeroes its own); STORE
     writes ``values`` (name -> int) as 8 little-endian bytes each, in
-    :data:`~flexigan.hw.arch.isa.COUNTER_NAMES` order, at ``ext``."""
+    :data:`~flexigan.hw.arch.isa.COUNTER_NAMES` order, at ``ext``, and returns what it moved
+    (a :class:`Transfer`: the DMA engine writes the block, as a store of ACT)."""
     if args["action"] == isa.CounterAction.RESET:
         state.reset_counters()
-        return
+        return None
     block = b"".join(int(values[name]).to_bytes(8, "little") for name in isa.COUNTER_NAMES)
     state.memory[state.external(args["ext_addr"], len(block))] = np.frombuffer(block, np.uint8)
+    return Transfer(True, isa.Space.ACT, (), 0, 0, len(block))
 
 
 def end(state):
