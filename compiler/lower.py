@@ -457,13 +457,17 @@ class _Lowering:
         every group) at one address in all groups."""
         programs = [list(dict.fromkeys(r.program for u in queue for r in u.runs))
                     for queue in queues]
+        # Each group's programs from one place, aligned to the bus word and padded to whole
+        # words, so that one scatter DMA loads them all (Memories.scatter).
+        align = max(1, self.config.axi_bytes // isa.UOP_BYTES)
         words = max(sum(len(p) for p in mine) for mine in programs) // isa.UOP_BYTES
-        base = max(group.uop_next for group in self.memories.groups)
+        words = -(-words // align) * align
+        base = -(-max(group.uop_next for group in self.memories.groups) // align) * align
         if base + words > self.config.uop_depth:
             base = 0
             for group in self.memories.groups:
                 group.uops.clear()
-        code = []
+        parts = []
         for g, mine in enumerate(programs):
             group = self.memories.groups[g]
             at = base
@@ -472,11 +476,9 @@ class _Lowering:
                 at += len(program) // isa.UOP_BYTES
             group.uop_next = base + words
             if mine:
-                blob = b"".join(mine)
-                code.append(instruction("UOP_LOAD", space=isa.Space.UOP, group_mask=1 << g,
-                                         ext_addr=self.image.put("uops", blob),
-                                         local_addr=base, length=len(blob)))
-        return code
+                parts.append((g, b"".join(mine)))
+        room = (self.config.uop_depth - base) * isa.UOP_BYTES
+        return self.memories.scatter("UOP_LOAD", isa.Space.UOP, parts, base, room, "uops")
 
     def emit_layer(self, stages, following=None):
         """Emit a prepared layer, then the first tile of each group's first unit of the

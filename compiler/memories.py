@@ -13,6 +13,7 @@ are ``(region, offset)`` references into the image under construction.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from ..hw.arch import isa
@@ -154,6 +155,24 @@ class Memories:
             group.uop_next += count
         return group.uops[program]
 
+    def scatter(self, op, space, parts, local_addr, room, region="constants"):
+        """The loads of ``parts = [(g, blob)]``, each group's bytes at ``local_addr`` (units
+        of ``space``) of its own memory: one DMA of the blobs one after the other, each padded
+        with zeros to one chunk, the k-th chunk to the k-th group of the mask (``chunk``,
+        docs/isa.md), in the time of one memory latency; else (a local address off the bus
+        word, or a padded chunk longer than ``room`` bytes) one DMA per group."""
+        word = math.lcm(self.config.axi_bytes, isa.unit_bytes(space))
+        chunk = -(-max(len(blob) for _, blob in parts) // word) * word
+        if len(parts) > 1 and local_addr * isa.unit_bytes(space) % self.config.axi_bytes == 0 \
+                and chunk <= room:
+            data = b"".join(blob.ljust(chunk, b"\0") for _, blob in sorted(parts))
+            return [instruction(op, space=space, group_mask=sum(1 << g for g, _ in parts),
+                                ext_addr=self.image.put(region, data), local_addr=local_addr,
+                                length=len(data), chunk=chunk)]
+        return [instruction(op, space=space, group_mask=1 << g,
+                            ext_addr=self.image.put(region, blob), local_addr=local_addr,
+                            length=len(blob)) for g, blob in parts]
+
     def param_tables(self, queues, broadcast, clusters):
         """The DMA loading the PARAM entries of all the tiles of a stage (the groups' ``queues``
         of units; ``broadcast``: of broadcast RUNs) at once, as tables (one DMA however many
@@ -188,8 +207,7 @@ class Memories:
         half = 1 - max(self.params_read, default=1)
         self.params_read = frozenset({half})
         base = half * self.half_params
-        code = []
-        for part, tiles, blob in tables:
+        for part, tiles, _ in tables:
             at = base
             offsets = {}
             for key, tile in tiles.items():
@@ -197,11 +215,14 @@ class Memories:
                 at += len(tile.params) // isa.PARAM_BYTES
             for g in part:
                 self.groups[g].params = offsets
-            code.append(instruction("DMA_LOAD", space=isa.Space.PARAM,
-                                     group_mask=sum(1 << g for g in part),
-                                     ext_addr=self.image.put("constants", blob),
-                                     local_addr=base, length=len(blob)))
-        return code
+        if broadcast:       # a table per group, each at the same place: one scatter DMA
+            return self.scatter("DMA_LOAD", isa.Space.PARAM,
+                                [(part[0], blob) for part, _, blob in tables], base,
+                                self.half_params * isa.PARAM_BYTES)
+        return [instruction("DMA_LOAD", space=isa.Space.PARAM,
+                            group_mask=sum(1 << g for g in part),
+                            ext_addr=self.image.put("constants", blob), local_addr=base,
+                            length=len(blob)) for part, _, blob in tables]
 
     def load_shared_lut(self, lut):
         """The DMA loading ``lut``, a table that every RUN of a layer uses, into the groups

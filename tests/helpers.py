@@ -158,6 +158,15 @@ def project_and_reshape_model():
     return make_model(nodes, [("z", ["N", 10])], [("y", ["N", "c", "h", "w"])], inits)
 
 
+def dense_relu_model(inputs, outputs):
+    """x (N, inputs) -> Gemm -> ReLU: a vector layer alone."""
+    rng = np.random.default_rng(7)
+    inits = {"w1": rng.normal(0, 0.2, (outputs, inputs)), "b1": rng.normal(0, 0.1, outputs)}
+    nodes = [helper.make_node("Gemm", ["x", "w1", "b1"], ["g1"], transB=1),
+             helper.make_node("Relu", ["g1"], ["y"])]
+    return make_model(nodes, [("x", ["N", inputs])], [("y", ["N", outputs])], inits)
+
+
 def prelu_conv1d_model():
     """A 1-D convolution (imported as 2-D with reshapes) followed by a per-channel PReLU."""
     rng = np.random.default_rng(6)

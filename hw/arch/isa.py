@@ -116,6 +116,7 @@ class DmaArgs(data.Struct):
     ext_addr: unsigned(32)
     local_addr: unsigned(24)
     length: unsigned(24)
+    chunk: unsigned(24)
 
 
 class RouteArgs(data.Struct):

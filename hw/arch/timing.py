@@ -45,8 +45,10 @@ FETCH_DELAY = 2
 #: on the RTL with lone and chained loads.
 LOAD_SETUP = 5
 #: Cycles from a load's issue to its claim on the read port: a fetch starting earlier keeps
-#: the port (the load waits for it); a later one waits for the load.
-LOAD_CLAIM = 1
+#: the port (the load waits for it); a later one waits for the load. (The claim is a
+#: register set after the hazard check; 1 missed the fetch that starts the cycle after a
+#: BARRIER releases a UOP_LOAD: 20 cycles on the tiny generator's second layer.)
+LOAD_CLAIM = 2
 #: The same as LOAD_SETUP for a store (decode, registered hazard check, writer command, the
 #: crossbar port's slice, register slice, last write response).
 STORE_SETUP = 11

@@ -63,6 +63,11 @@ def _aligned(addr, bits):
     return Cat(Const(0, bits), addr[bits:]) if bits else addr
 
 
+def _lowest(mask):
+    """The lowest set bit of ``mask`` (one-hot, or 0)."""
+    return (mask & (~mask + 1))[:len(mask)]
+
+
 def _low(addr, bits):
     """The ``bits`` low bits of ``addr`` (a byte offset in a word of ``2 ** bits`` bytes)."""
     return addr[:bits] if bits else Const(0, 1)
@@ -102,6 +107,14 @@ class _Transfer:
         self.credit = Signal(name="credit", init=1)      # credits != 0
         # The sequencer waits for an instruction.
         self.idle = Signal(name="idle")
+        # A scatter load (``chunk`` set): the group its words go to now (in ``to_local``), the
+        # groups of the mask after it, the words left of its chunk, a chunk's words and the
+        # first word of each chunk.
+        self.scatter = Signal(name="scatter")
+        self.rest = Signal(config.groups, name="rest")
+        self.chunk_left = Countdown(24, "chunk_left")
+        self.chunk_words = Signal(24, name="chunk_words")
+        self.first_word = Signal.like(self.word, name="first_word")
 
 
 class DmaEngine(wiring.Component):
@@ -238,7 +251,16 @@ class DmaEngine(wiring.Component):
                 chunk.mask.eq(words.payload.mask),
             ]
         with m.If(words.valid & words.ready):
-            m.d.sync += word.eq(word + 1)
+            # A scatter load's next chunk goes to the next group of the mask, from the first
+            # word again.
+            with m.If(t.scatter & t.chunk_left.one):
+                after = _lowest(t.rest)
+                m.d.sync += [word.eq(t.first_word), t.to_local.eq(after),
+                             t.rest.eq(t.rest & ~after), *t.chunk_left.load(t.chunk_words)]
+            with m.Else():
+                m.d.sync += word.eq(word + 1)
+                with m.If(t.scatter):
+                    m.d.sync += t.chunk_left.decrement()
 
     def _store_path(self, m, store, t):
         """The words a store writes, to the store realigner: ``rd_left`` ACT words from
@@ -282,16 +304,24 @@ class DmaEngine(wiring.Component):
                 target = Mux(e.op == isa.GlobalOp.UOP_LOAD, isa.Space.UOP,
                              Mux(e.op == isa.GlobalOp.DMA_STORE, isa.Space.ACT, e.dma.space))
                 shift = unit_shift(target)
+                # A scatter load overwrites a chunk in each group: the hazard query's range.
+                each = Mux(e.dma.chunk != 0, e.dma.chunk, e.dma.length)
                 m.d.sync += [t.cmd.eq(e), t.space.eq(target), t.shift.eq(shift),
-                             t.end.eq(e.dma.local_addr + (e.dma.length >> shift))]
+                             t.end.eq(e.dma.local_addr + (each >> shift))]
                 with m.If(e.op == isa.GlobalOp.COUNTERS):
-                    m.d.sync += [t.cmd.dma.length.eq(BLOCK_BYTES), t.cmd.dma.local_addr.eq(0)]
+                    m.d.sync += [t.cmd.dma.length.eq(BLOCK_BYTES), t.cmd.dma.local_addr.eq(0),
+                                 t.cmd.dma.chunk.eq(0)]
                 m.next = "PREP"
         with m.State("PREP"):
+            to_act = t.space == isa.Space.ACT
+            scatter = (dma.chunk != 0) & ~to_act
+            first = _lowest(dma.group_mask)
             m.d.sync += [t.local.eq(dma.local_addr << t.shift),
                          t.beats.eq(covering_words(_low(dma.ext_addr, wb), dma.length, dw)),
-                         t.to_act.eq(t.space == isa.Space.ACT),
-                         t.to_local.eq(Mux(t.space == isa.Space.ACT, 0, dma.group_mask))]
+                         t.to_act.eq(to_act),
+                         t.to_local.eq(Mux(to_act, 0, Mux(scatter, first, dma.group_mask))),
+                         t.scatter.eq(scatter), t.rest.eq(dma.group_mask & ~first),
+                         t.chunk_words.eq(dma.chunk >> wb)]
             with m.Switch(t.cmd.op):
                 with m.Case(isa.GlobalOp.DMA_LOAD, isa.GlobalOp.UOP_LOAD):
                     m.next = "LOAD_WAIT"
@@ -343,7 +373,9 @@ class DmaEngine(wiring.Component):
                 with m.If(self.error):
                     self._drop(m, claim)
                 with m.Elif(claim & ~reader.busy):
-                    m.d.sync += [pending.eq(0b11), word.eq(local[wb:])]
+                    m.d.sync += [pending.eq(0b11), word.eq(local[wb:]),
+                                 t.first_word.eq(local[wb:]),
+                                 *t.chunk_left.load(t.chunk_words)]
                     m.next = "LOAD"
             with m.State("LOAD"):
                 m.d.comb += [read.valid.eq(pending[0]), load.cmd.valid.eq(pending[1])]

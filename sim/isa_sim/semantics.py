@@ -65,27 +65,48 @@ def _count_dma(state, space, length):
     state.dma_bytes_by_space[space] += length
 
 
+def _scatter_chunk(state, space, args, groups):
+    """Bytes each group receives of a DMA_LOAD with ``chunk`` (a :class:`ProgramError` unless
+    it is a whole number of bus words, the local address is word-aligned, and ``length`` is a
+    chunk per group of the mask)."""
+    chunk, word = args["chunk"], state.config.axi_bytes
+    local_bytes = args["local_addr"] * isa.unit_bytes(space)
+    if space == isa.Space.ACT or chunk % word or local_bytes % word \
+            or args["length"] != chunk * len(groups):
+        raise ProgramError(f"DMA_LOAD of {space.name} with chunk={chunk}: needs a group space, "
+                           f"a multiple of the {word}-byte bus word, a word-aligned local "
+                           f"address and length = chunk x groups ({args['length']} bytes for "
+                           f"{len(groups)} groups)")
+    return chunk
+
+
+def _write_group(state, space, g, units, source):
+    if space == isa.Space.WGT:
+        state.wgt[g, units] = source.view(np.int8)
+    elif space == isa.Space.PARAM:
+        state.param[g, units] = source.view(isa.PARAM_DTYPE)
+    elif space == isa.Space.LUT:
+        state.lut[g, units] = source.view(np.int8).reshape(-1, isa.LUT_BYTES)
+    else:
+        words = source.reshape(-1, isa.UOP_BYTES)
+        state.uop[g, units] = [int.from_bytes(w.tobytes(), "little") for w in words]
+
+
 def dma_load(state, args):
     """DMA_LOAD: ``ACT[local : local+n] = mem[ext : ext+n]``, or for every group ``g`` in the
-    mask ``SPACE[g][local...] = mem[ext : ext+n]`` (``local`` counts units of the space)."""
+    mask ``SPACE[g][local...] = mem[ext : ext+n]`` (``local`` counts units of the space); with
+    ``chunk`` ``c`` (scatter), the ``k``-th group of the mask (lowest first) receives
+    ``mem[ext + k*c : ext + (k+1)*c]`` instead."""
     space, length = args["space"], args["length"]
     source = state.memory[state.external(args["ext_addr"], length)]
-    units = state.local(space, args["local_addr"], length)
-    groups = ()
+    groups = () if space == isa.Space.ACT else tuple(state.groups(args["group_mask"]))
+    chunk = _scatter_chunk(state, space, args, groups) if args.get("chunk") else length
+    units = state.local(space, args["local_addr"], chunk)
     if space == isa.Space.ACT:
         state.act[units] = source.view(np.int8)
-    else:
-        groups = tuple(state.groups(args["group_mask"]))
-        for g in groups:
-            if space == isa.Space.WGT:
-                state.wgt[g, units] = source.view(np.int8)
-            elif space == isa.Space.PARAM:
-                state.param[g, units] = source.view(isa.PARAM_DTYPE)
-            elif space == isa.Space.LUT:
-                state.lut[g, units] = source.view(np.int8).reshape(-1, isa.LUT_BYTES)
-            else:
-                words = source.reshape(-1, isa.UOP_BYTES)
-                state.uop[g, units] = [int.from_bytes(w.tobytes(), "little") for w in words]
+    for k, g in enumerate(groups):
+        part = source[k * chunk:(k + 1) * chunk] if chunk != length else source
+        _write_group(state, space, g, units, part)
     _count_dma(state, space, length)
     return Transfer(False, space, groups, units.start, units.stop, length)
 
@@ -97,6 +118,9 @@ def dma_store(state, args):
     target = state.external(args["ext_addr"], length)
     if space != isa.Space.ACT:
         raise ProgramError(f"DMA_STORE reads ACT only, not {space.name}")
+    if args.get("chunk"):
+        raise ProgramError(f"DMA_STORE has no chunk (a scatter is a load), not "
+                           f"chunk={args['chunk']}")
     units = state.local(space, args["local_addr"], length)
     state.memory[target] = state.act[units].view(np.uint8)
     _count_dma(state, space, length)

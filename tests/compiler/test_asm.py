@@ -53,7 +53,7 @@ def test_encodings_are_the_isa_definitions(g, u):
 def test_canonical_text():
     binary = asm.encode("global", "DMA_LOAD", space=isa.Space.WGT, group_mask=5, length=10)
     assert asm.disassemble(binary) == (
-        "DMA_LOAD space=WGT group_mask=0x5 ext_addr=0 local_addr=0 length=10\n")
+        "DMA_LOAD space=WGT group_mask=0x5 ext_addr=0 local_addr=0 length=10 chunk=0\n")
     assert asm.disassemble(asm.encode("uop", "LOOP", level=2, count=3, act_stride=-7), "uop") \
         == "LOOP level=2 count=3 act_stride=-7 wgt_stride=0\n"
 

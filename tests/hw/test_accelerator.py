@@ -27,6 +27,7 @@ from tests.helpers import (
     concat_model,
     conv_model,
     convt_model,
+    dense_relu_model,
     project_and_reshape_model,
     quantized,
     residual_model,
@@ -56,6 +57,8 @@ CASES = {
     "convt k3 s2": lambda: convt_model(4, 5, (3, 3), [3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
                                   output_padding=[1, 1]),
     "gemm": project_and_reshape_model,
+    # Broadcast RUNs whose PARAM tables and micro-programs differ per group: scatter loads.
+    "gemm 128 -> 16": lambda: dense_relu_model(128, 16),
     "generator (two ConvT)": tiny_generator,
     "conv groups 3 stride 2": lambda: conv_model(6, 9, (7, 6), [3, 3], group=3, strides=[2, 2],
                                             pads=[1, 1, 1, 0]),

@@ -30,9 +30,9 @@ def machine(data=b"", size=4096):
     return MachineState.power_on(bytes(image), CONFIG)
 
 
-def dma_args(space=isa.Space.ACT, group_mask=0, ext_addr=EXT, local_addr=0, length=0):
+def dma_args(space=isa.Space.ACT, group_mask=0, ext_addr=EXT, local_addr=0, length=0, chunk=0):
     return {"space": space, "group_mask": group_mask, "ext_addr": ext_addr,
-            "local_addr": local_addr, "length": length}
+            "local_addr": local_addr, "length": length, "chunk": chunk}
 
 
 # --- DMA_LOAD, DMA_STORE, UOP_LOAD --------------------------------------------------------------
@@ -73,6 +73,40 @@ def test_dma_load_fills_units_of_the_space_in_the_masked_groups(space):
     assert state.dma_bytes == state.dma_bytes_by_space[space] == 2 * unit
 
 
+@pytest.mark.parametrize("space", [isa.Space.WGT, isa.Space.PARAM, isa.Space.UOP])
+def test_a_scatter_load_gives_each_group_of_the_mask_its_own_chunk(space):
+    # chunk = 16 bytes (the bus word of 4 bytes, and a PARAM entry's and a micro-op's
+    # multiple): group 0 gets the first 16 bytes, group 2 the next 16, at the same place.
+    data = np.random.default_rng(3).integers(0, 256, 32, np.uint8).tobytes()
+    state = machine(data)
+    local = 16 // isa.unit_bytes(space) if space == isa.Space.WGT else 0
+    transfer = semantics.dma_load(state, dma_args(space, 0b101, local_addr=local, length=32,
+                                                  chunk=16))
+    units = 16 // isa.unit_bytes(space)
+    expected = machine()
+    memory_of(expected, space, 0)[local:local + units] = as_units(space, data[:16])
+    memory_of(expected, space, 2)[local:local + units] = as_units(space, data[16:])
+    for g in range(CONFIG.groups):
+        np.testing.assert_array_equal(memory_of(state, space, g), memory_of(expected, space, g))
+    assert (transfer.groups, transfer.start, transfer.stop, transfer.length) == \
+        ((0, 2), local, local + units, 32)
+    assert state.dma_bytes == 32
+
+
+@pytest.mark.parametrize("args", [
+    dma_args(isa.Space.WGT, 0b011, length=32, chunk=12),       # not whole bus words
+    dma_args(isa.Space.WGT, 0b011, local_addr=2, length=32, chunk=16),   # local off the word
+    dma_args(isa.Space.WGT, 0b011, length=48, chunk=16),       # not a chunk per group
+    dma_args(isa.Space.ACT, 0, length=16, chunk=16),           # ACT is not a group's
+])
+def test_a_bad_scatter_load_is_a_program_error(args):
+    state = machine(bytes(64))
+    with pytest.raises(ProgramError, match=r"^DMA_LOAD of \w+ with chunk=\d+: needs a group "
+                                           r"space, a multiple of the 4-byte bus word"):
+        semantics.dma_load(state, args)
+    assert state.dma_bytes == 0 and not state.wgt.any()
+
+
 def test_dma_store_copies_act_to_external_memory():
     state = machine()
     state.act[:] = np.arange(CONFIG.act_bytes) % 251 - 125
@@ -107,6 +141,8 @@ def test_uop_load_writes_micro_ops_whatever_its_space_says():
      "group mask 0x8 names groups beyond 3"),
     (semantics.dma_store, dma_args(isa.Space.WGT, 1, length=8),
      "DMA_STORE reads ACT only, not WGT"),
+    (semantics.dma_store, dma_args(length=8, chunk=4),
+     r"DMA_STORE has no chunk \(a scatter is a load\), not chunk=4"),
 ])
 def test_dma_out_of_range_is_a_program_error(call, args, message):
     state = machine()
