@@ -116,6 +116,7 @@ class AddressGenerator(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         nest = _Nest(self._config)
+        m.d.comb += nest.look_up()
         cmd, act, wgt, wraps = nest.cmd, nest.act, nest.wgt, nest.wraps
         # The word of the RUN's last non-null step, for ``reuse``.
         word = act[2][nest.byte_bits:]
@@ -141,13 +142,10 @@ class AddressGenerator(wiring.Component):
                     m.d.sync += [seen.eq(0), nest.start(self.cmd.payload)]
                     m.next = "LOAD"
             with m.State("LOAD"):
-                # The first step from the registered command and its table: a cycle that
+                # The first step, looked up in the table the command filled: a cycle that
                 # keeps the table's comparisons and subtractions off the first step.
                 m.d.comb += self.busy.eq(1)
-                rows = nest.tabled()
-                m.d.sync += [[first[name].eq(row[name]) for first, row in zip(nest.first, rows)
-                              for name in ("n", "rem", "wrap")],
-                             nest.first_taps(nest.byte(cmd.act_base), rows)]
+                m.d.sync += [nest.first_taps(), nest.loading.eq(0)]
                 with m.If((cmd.rows != 0) & (cmd.cols != 0) & (cmd.passes != 0)):
                     m.next = "RUN"
                 with m.Else():
@@ -181,25 +179,28 @@ class AddressGenerator(wiring.Component):
         for k in (1, 0):
             branches.append([
                 idx[k].eq(idx[k] - 1), wraps[k].eq(idx[k] == 1),
-                nest.first_taps(nest.next_byte[k]),
                 [i.eq(f) for i, f in zip(idx[k + 1:], nest.final[k + 1:])],
                 [wraps[j].eq(nest.wraps_restart[j]) for j in range(k + 1, LEVELS - 1)],
                 nest.set_act(k, a_next[k], cmd),
                 [w.eq(wgt[k] + cmd.wgt_stride[k]) for w in wgt[k:]]])
         branches += [
             [p.eq(p - 1), nest.last_pass.eq(p == 1),
-             nest.restart(nest.pix, nest.byte(nest.pix))],
+             nest.restart(nest.pix)],
             [p.eq(nest.passes_m1), nest.last_pass.eq(nest.one_pass), c.eq(c - 1),
              nest.last_col.eq(c == 1), nest.set_pix(pix_next, cmd),
-             nest.restart(pix_next, nest.next_byte["col"])],
+             nest.restart(pix_next)],
             [p.eq(nest.passes_m1), nest.last_pass.eq(nest.one_pass), c.eq(nest.cols_m1),
              nest.last_col.eq(nest.one_col), r.eq(r - 1), nest.last_row.eq(r == 1),
              nest.set_row(row_next, cmd), nest.set_pix(row_next, cmd),
-             nest.restart(row_next, nest.next_byte["row"])],
+             nest.restart(row_next)],
         ]
         # One-hot: the innermost level steps unless it wraps, else the branch ``outer`` (a
         # flip-flop, set from the flags' next values) names.
         taken = [~wraps[2]] + [wraps[2] & nest.outer[i] for i in range(len(branches) - 1)]
+        # Every branch but the first restarts the innermost level: one look-up, at the byte
+        # of the branch's restart.
+        taken.append(wraps[2])
+        branches.append(nest.first_taps())
         targets = {}
         for choice, stmts in zip(taken, branches):
             for stmt in _flatten(stmts):
@@ -322,13 +323,14 @@ class _Nest:
         # cap 1 .. width), if the current one is not the innermost level's last.
         self.ahead = Signal(range(1, (1 << self.byte_bits) + 1), name="ahead")
         self.cap_ahead = Signal(width, name="cap_ahead")
-        # The innermost count compared with and less each cap, taken with the command.
-        self.fewer = [Signal(name=f"fewer{c}") for c in range(1, width + 1)]
-        self.within = [Signal(name=f"within{c}") for c in range(1, width + 1)]
-        self.less = [Signal.like(cmd.count[2], name=f"less{c}") for c in range(1, width + 1)]
         self.first = [Signal(data.StructLayout({"n": self.n.shape(), "rem": self.rem.shape(),
                                                 "wrap": 1}), name=f"first{c}")
                       for c in range(1, width + 1)]
+        # The load cycle (a flip-flop: the state machine's decode stays off the look-up).
+        self.loading = Signal(name="loading")
+        # The byte of the next restart, and its row of ``first`` (combinational).
+        self.restart_at = Signal(max(1, self.byte_bits), name="restart_byte")
+        self.looked_up = Signal.like(self.first[0], name="looked_up")
 
     def byte(self, address, offset=None):
         """The byte in its word of ``address + offset``, from the low bits alone (the step's
@@ -369,38 +371,41 @@ class _Nest:
         return [self.ahead.eq(ahead),
                 self.cap_ahead.eq(Cat([ahead == c for c in range(1, width)] + [ahead >= width]))]
 
-    def tabled(self):
-        """The first step of the innermost level, for each cap, from the command's taps
-        compared and subtracted when it was taken (:meth:`start`)."""
-        count, bundled, null = self.cmd.count[2], self.bundled, self.null
+    def tabled(self, count, null, bundled):
+        """The first step of the innermost level for each cap (:attr:`first`), from a new
+        command's innermost ``count``, ``null`` and ``bundled``."""
         rows = []
-        for c, (fewer, within, less) in enumerate(zip(self.fewer, self.within, self.less), 1):
-            within = Mux(bundled, within, self.within[0])
-            rows.append({"n": Mux(bundled & fewer, count, Mux(bundled, c, 1)),
-                         "rem": Mux(null | within, 0, Mux(bundled, less, self.less[0])),
+        for c in range(1, self.width + 1):
+            within = Mux(bundled, count <= c, count <= 1)
+            rows.append({"n": Mux(bundled & (count < c), count, Mux(bundled, c, 1)),
+                         "rem": Mux(null | within, 0, count - Mux(bundled, c, 1)),
                          "wrap": null | within})
         return rows
 
-    def _count(self, count):
-        """What :meth:`tabled` needs of the innermost level's ``count``, per cap ``c``:
-        ``count < c``, ``count <= c`` and ``count - c``."""
-        return [[f.eq(count < c), w.eq(count <= c), s.eq(count - c)]
-                for c, (f, w, s) in enumerate(zip(self.fewer, self.within, self.less), 1)]
+    def restart_byte(self):
+        """The byte in its word where the innermost level starts next: the RUN's first tap
+        while loading, else the restart of the branch ``outer`` names (the step of level 1
+        or 0, the next pass, column or row)."""
+        restarts = [self.next_byte[1], self.next_byte[0], self.byte(self.pix),
+                    self.next_byte["col"], self.next_byte["row"]]
+        return Mux(self.loading, self.byte(self.cmd.act_base),
+                   reduce(operator.or_, (Mux(taken, byte, 0)
+                                         for taken, byte in zip(self.outer, restarts))))
 
-    def first_taps(self, byte, rows=None):
-        """The innermost level's first step, at ``byte`` of the word: a look-up in ``first``
-        (or in ``rows``, the table being loaded)."""
-        rows = self.first if rows is None else rows
-        return self._load(self.caps(lambda b: byte == b), rows, byte)
+    def first_taps(self):
+        """The innermost level's first step, at :meth:`restart_byte` of the word: a look-up
+        in ``first``."""
+        return [self.n.eq(self.looked_up.n), self.rem.eq(self.looked_up.rem),
+                self.wraps[2].eq(self.looked_up.wrap),
+                *self._ahead((1 << self.byte_bits) - self.restart_at)]
 
-    def _load(self, caps, rows, byte):
-        """``n``, ``rem`` and ``wraps[2]`` from the row of ``rows`` whose cap is one-hot in
-        ``caps``; the step is at ``byte`` of its word."""
-        stmts = [target.eq(reduce(operator.or_, (Mux(is_cap, row[name], 0)
-                                                 for is_cap, row in zip(caps, rows))))
-                 for name, target in (("n", self.n), ("rem", self.rem),
-                                      ("wrap", self.wraps[2]))]
-        return stmts + self._ahead((1 << self.byte_bits) - byte)
+    def look_up(self):
+        """The combinational statements of :meth:`first_taps`' look-up."""
+        caps = self.caps(lambda b: self.restart_at == b)
+        return [self.restart_at.eq(self.restart_byte()),
+                [self.looked_up[name].eq(reduce(operator.or_, (
+                    Mux(is_cap, row[name], 0) for is_cap, row in zip(caps, self.first))))
+                 for name in ("n", "rem", "wrap")]]
 
     def step_taps(self):
         """The step after one that leaves taps in the innermost level (``rem > 0``): at most
@@ -417,27 +422,28 @@ class _Nest:
                 self.rem.eq(Mux(self.bundled, Mux(within, 0, rem - cap), rem - 1)),
                 *self._ahead(self.ahead)]
 
-    def restart(self, act_start, byte):
-        """The pass's first step: the tap nest restarted from ``act_start`` (at ``byte`` of
-        its word)."""
+    def restart(self, act_start):
+        """The pass's first tap nest restarted from ``act_start`` (the innermost level's
+        first step is :meth:`first_taps`)."""
         stmts = [i.eq(f) for i, f in zip(self.idx, self.final)]
         stmts += self.set_act(0, act_start, self.cmd)
         stmts += [w.eq(self.cmd.wgt_base) for w in self.wgt]
         stmts += [w.eq(r) for w, r in zip(self.wraps, self.wraps_restart)]
-        return stmts + self.first_taps(byte)
+        return stmts
 
     def start(self, new):
-        """A command taken: everything but the table of first steps and the first step's
-        taps, which the next cycle loads from the registered command."""
+        """A command taken: everything but the first step's taps, which the next cycle looks
+        up in the table of first steps."""
         null = (new.count[0] == 0) | (new.count[1] == 0) | (new.count[2] == 0)
         bundled = ~null & (new.act_stride[2] == 1)
         wraps = [null | (new.count[k] <= 1) for k in range(LEVELS - 1)]
         flags = [wraps[1], wraps[0], new.passes <= 1, new.cols <= 1, new.rows <= 1]
-        return [self.outer.eq(_first_clear(flags)),
+        return [self.outer.eq(_first_clear(flags)), self.loading.eq(1),
             [w.eq(value) for w, value in zip(self.wraps_restart, wraps)],
             self.one_pass.eq(new.passes <= 1), self.one_col.eq(new.cols <= 1),
             self.cmd.eq(new), self.null.eq(null), self.bundled.eq(bundled),
-            self._count(new.count[2]),
+            [[first[name].eq(row[name]) for name in ("n", "rem", "wrap")]
+             for first, row in zip(self.first, self.tabled(new.count[2], null, bundled))],
             self.r.eq(new.rows - 1), self.c.eq(new.cols - 1), self.p.eq(new.passes - 1),
             self.cols_m1.eq(new.cols - 1), self.passes_m1.eq(new.passes - 1),
             self.set_row(new.act_base, new), self.set_pix(new.act_base, new),
