@@ -135,97 +135,105 @@ class AddressGenerator(wiring.Component):
         with m.If(self.o.valid & self.o.ready & ~nest.null):
             m.d.sync += [seen.eq(1), seen_word.eq(word)]
 
-        with m.FSM():
-            with m.State("IDLE"):
-                m.d.comb += self.cmd.ready.eq(1)
-                with m.If(self.cmd.valid):
-                    m.d.sync += [seen.eq(0), nest.start(self.cmd.payload)]
-                    m.next = "LOAD"
-            with m.State("LOAD"):
-                # The first step, looked up in the table the command filled: a cycle that
-                # keeps the table's comparisons and subtractions off the first step.
-                m.d.comb += self.busy.eq(1)
-                m.d.sync += [nest.first_taps(), nest.loading.eq(0)]
-                with m.If((cmd.rows != 0) & (cmd.cols != 0) & (cmd.passes != 0)):
-                    m.next = "RUN"
-                with m.Else():
-                    m.next = "IDLE"
-            with m.State("RUN"):
-                m.d.comb += [self.o.valid.eq(1), self.busy.eq(1)]
-                with m.If(self.o.ready):
-                    self._advance(m, nest)
+        # Flip-flops, not a state machine's decode: ``running`` is ``o.valid`` and enables
+        # every register of the step.
+        loading, running = nest.loading, nest.running
+        m.d.comb += [self.cmd.ready.eq(~loading & ~running), self.o.valid.eq(running),
+                     self.busy.eq(loading | running)]
+        with m.If(self.cmd.valid & self.cmd.ready):
+            m.d.sync += [seen.eq(0), nest.start(self.cmd.payload)]
+        # The load cycle restarts the nest as a new pass does (the command set ``wraps[2]``
+        # and ``outer`` so), from the registered command and its table: a cycle that keeps
+        # the table's comparisons and subtractions off the first step.
+        with m.If(loading):
+            m.d.sync += [loading.eq(0), running.eq(nest.nonempty)]
+        self._advance(m, nest, self.o.valid & self.o.ready)
         return m
 
     @staticmethod
-    def _advance(m, nest):
-        """The step after the current one, when ``o`` takes this one: the innermost level
-        that does not wrap steps; the ones inside it restart from its new pointer. Leaves the
-        FSM after the last step.
+    def _advance(m, nest, go):
+        """The step after the current one, when ``go`` (``o`` takes this one) or while
+        loading: the innermost level that does not wrap steps; the ones inside it restart
+        from its new pointer. Stops after the last step.
 
-        Which of these happens is one-hot from the registered flags, and every register's
-        next value is an AND-OR of the branches' values (nested conditions put a priority
-        chain of muxes in front of every pointer)."""
-        cmd, act, wgt, wraps, idx, n = (nest.cmd, nest.act, nest.wgt, nest.wraps, nest.idx,
-                                        nest.n)
-        p, c, r = nest.p, nest.c, nest.r
+        Which of these happens is one-hot from flip-flops (``wraps[2]`` and ``outer``), and
+        the levels that restart take the same values whichever branch restarts them: each
+        pointer's next value is one selection among the branches' sums."""
+        cmd, act, wgt, wraps, idx = nest.cmd, nest.act, nest.wgt, nest.wraps, nest.idx
+        p, c, r, outer, loading = nest.p, nest.c, nest.r, nest.outer, nest.loading
+        step = go & ~wraps[2]                       # the innermost level steps
+        wrap = go & wraps[2]                        # the branch ``outer`` names
+        restart = wrap | loading                    # the innermost level restarts
+        # The branch, from flip-flops: the step of level 1 or 0, a new pass, column, row.
+        level1, level0, pixel = outer[0], outer[1], outer[2] | outer[3] | outer[4]
         a_next = [Signal.like(act[k], name=f"act{k}_next") for k in range(LEVELS - 1)]
         pix_next, row_next = Signal.like(nest.pix), Signal.like(nest.row)
-        m.d.comb += [a.eq(act[k] + cmd.act_stride[k]) for k, a in enumerate(a_next)]
-        m.d.comb += [pix_next.eq(nest.pix + cmd.act_col), row_next.eq(nest.row + cmd.act_row)]
-        # What each branch sets: the innermost level's step, the step of level 1 or 0, the
-        # next pass, column or row (the end sets nothing).
-        branches = [[act[2].eq(act[2] + Mux(nest.bundled, n, cmd.act_stride[2])),
-                     wgt[2].eq(wgt[2] + Array(nest.steps)[n - 1]), nest.step_taps()]]
-        for k in (1, 0):
-            branches.append([
-                idx[k].eq(idx[k] - 1), wraps[k].eq(idx[k] == 1),
-                [i.eq(f) for i, f in zip(idx[k + 1:], nest.final[k + 1:])],
-                [wraps[j].eq(nest.wraps_restart[j]) for j in range(k + 1, LEVELS - 1)],
-                nest.set_act(k, a_next[k], cmd),
-                [w.eq(wgt[k] + cmd.wgt_stride[k]) for w in wgt[k:]]])
-        branches += [
-            [p.eq(p - 1), nest.last_pass.eq(p == 1),
-             nest.restart(nest.pix)],
-            [p.eq(nest.passes_m1), nest.last_pass.eq(nest.one_pass), c.eq(c - 1),
-             nest.last_col.eq(c == 1), nest.set_pix(pix_next, cmd),
-             nest.restart(pix_next)],
-            [p.eq(nest.passes_m1), nest.last_pass.eq(nest.one_pass), c.eq(nest.cols_m1),
-             nest.last_col.eq(nest.one_col), r.eq(r - 1), nest.last_row.eq(r == 1),
-             nest.set_row(row_next, cmd), nest.set_pix(row_next, cmd),
-             nest.restart(row_next)],
+        act_start, wgt_start = Signal.like(act[0]), Signal.like(wgt[0])
+        m.d.comb += [
+            [a.eq(act[k] + cmd.act_stride[k]) for k, a in enumerate(a_next)],
+            pix_next.eq(nest.pix + cmd.act_col), row_next.eq(nest.row + cmd.act_row),
+            # Where the restarted levels start.
+            act_start.eq(_select(outer, [a_next[1], a_next[0], nest.pix, pix_next,
+                                         row_next])),
+            wgt_start.eq(_select([level1, level0, pixel], [wgt[1] + cmd.wgt_stride[1],
+                                                           wgt[0] + cmd.wgt_stride[0],
+                                                           cmd.wgt_base])),
         ]
-        # One-hot: the innermost level steps unless it wraps, else the branch ``outer`` (a
-        # flip-flop, set from the flags' next values) names.
-        taken = [~wraps[2]] + [wraps[2] & nest.outer[i] for i in range(len(branches) - 1)]
-        # Every branch but the first restarts the innermost level: one look-up, at the byte
-        # of the branch's restart.
-        taken.append(wraps[2])
-        branches.append(nest.first_taps())
-        targets = {}
-        for choice, stmts in zip(taken, branches):
-            for stmt in _flatten(stmts):
-                targets.setdefault(id(stmt.lhs), (stmt.lhs, []))[1].append((choice, stmt.rhs))
-        for lhs, values in targets.values():
-            # A register no taken branch sets keeps its value (the flip-flop's enable).
-            with m.If(_any(choice for choice, _ in values)):
-                m.d.sync += lhs.eq(reduce(operator.or_, [Mux(choice, value, 0)
-                                                         for choice, value in values]))
+        # The innermost level: a step, or a restart from the table of first steps.
+        with m.If(step):
+            m.d.sync += [act[2].eq(act[2] + Mux(nest.bundled, nest.n, cmd.act_stride[2])),
+                         wgt[2].eq(wgt[2] + Array(nest.steps)[nest.n - 1]), nest.step_taps()]
+        with m.Elif(restart):
+            m.d.sync += [act[2].eq(act_start), wgt[2].eq(wgt_start), nest.first_taps()]
+        # Level 1 restarts with the innermost; it steps when ``outer`` says so.
+        with m.If(restart):
+            m.d.sync += [act[1].eq(act_start), wgt[1].eq(wgt_start),
+                         nest.next_byte[1].eq(nest.byte(act_start, cmd.act_stride[1]))]
+            with m.If(level1):
+                m.d.sync += [idx[1].eq(idx[1] - 1), wraps[1].eq(idx[1] == 1)]
+            with m.Else():
+                m.d.sync += [idx[1].eq(nest.final[1]), wraps[1].eq(nest.wraps_restart[1])]
+            # Level 0 keeps its place while level 1 steps.
+            with m.If(~level1):
+                m.d.sync += [act[0].eq(act_start), wgt[0].eq(wgt_start),
+                             nest.next_byte[0].eq(nest.byte(act_start, cmd.act_stride[0]))]
+                with m.If(level0):
+                    m.d.sync += [idx[0].eq(idx[0] - 1), wraps[0].eq(idx[0] == 1)]
+                with m.Else():
+                    m.d.sync += [idx[0].eq(nest.final[0]), wraps[0].eq(nest.wraps_restart[0])]
+        # Passes, columns and rows (the load cycle starts the first pass: they are set).
+        with m.If(wrap & outer[2]):
+            m.d.sync += [p.eq(p - 1), nest.last_pass.eq(p == 1)]
+        with m.If(wrap & (outer[3] | outer[4])):
+            m.d.sync += [p.eq(nest.passes_m1), nest.last_pass.eq(nest.one_pass),
+                         nest.set_pix(Mux(outer[3], pix_next, row_next), cmd)]
+        with m.If(wrap & outer[3]):
+            m.d.sync += [c.eq(c - 1), nest.last_col.eq(c == 1)]
+        with m.If(wrap & outer[4]):
+            m.d.sync += [c.eq(nest.cols_m1), nest.last_col.eq(nest.one_col), r.eq(r - 1),
+                         nest.last_row.eq(r == 1), nest.set_row(row_next, cmd)]
         # The branch after the next wrap: each branch's flags are known (restarted levels
-        # take their registered restart values), so ``outer`` follows from registers.
+        # take their registered restart values), so ``outer`` follows from registers. The
+        # load cycle's branch is a new pass.
         w0, w1 = nest.wraps_restart
         following_flags = [
             [idx[1] == 1, wraps[0], nest.last_pass, nest.last_col, nest.last_row],
             [w1, idx[0] == 1, nest.last_pass, nest.last_col, nest.last_row],
-            [w1, w0, p == 1, nest.last_col, nest.last_row],
+            [w1, w0, Mux(loading, nest.last_pass, p == 1), nest.last_col, nest.last_row],
             [w1, w0, nest.one_pass, c == 1, nest.last_row],
             [w1, w0, nest.one_pass, nest.one_col, r == 1],
         ]
-        with m.If(wraps[2]):
-            m.d.sync += nest.outer.eq(reduce(operator.or_, [
-                Mux(nest.outer[b], _first_clear(flags), 0)
+        with m.If(restart):
+            m.d.sync += outer.eq(reduce(operator.or_, [
+                Mux(outer[b], _first_clear(flags), 0)
                 for b, flags in enumerate(following_flags)]))
-        with m.If(wraps[2] & nest.outer[-1]):
-            m.next = "IDLE"
+        with m.If(wrap & outer[-1]):
+            m.d.sync += nest.running.eq(0)
+
+
+def _select(one_hot, values):
+    """The value of ``values`` whose bit of ``one_hot`` is set (0 if none): an AND-OR."""
+    return reduce(operator.or_, (Mux(bit, value, 0) for bit, value in zip(one_hot, values)))
 
 
 def _first_clear(flags):
@@ -235,15 +243,6 @@ def _first_clear(flags):
         bits.append(earlier & ~flag)
         earlier = earlier & flag
     return Cat(bits + [earlier])
-
-
-def _flatten(stmts):
-    """The assignments of a nest of lists."""
-    for stmt in stmts:
-        if isinstance(stmt, (list, tuple)):
-            yield from _flatten(stmt)
-        else:
-            yield stmt
 
 
 def _any(terms):
@@ -327,7 +326,9 @@ class _Nest:
                                                 "wrap": 1}), name=f"first{c}")
                       for c in range(1, width + 1)]
         # The load cycle (a flip-flop: the state machine's decode stays off the look-up).
-        self.loading = Signal(name="loading")
+        # The load cycle, then the steps (``o.valid``); a command that yields steps.
+        self.loading, self.running = Signal(name="loading"), Signal(name="running")
+        self.nonempty = Signal(name="nonempty")
         # The byte of the next restart, and its row of ``first`` (combinational).
         self.restart_at = Signal(max(1, self.byte_bits), name="restart_byte")
         self.looked_up = Signal.like(self.first[0], name="looked_up")
@@ -339,13 +340,6 @@ class _Nest:
             return C(0, 1)
         low = address[:self.byte_bits]
         return low if offset is None else (low + offset[:self.byte_bits])[:self.byte_bits]
-
-    def set_act(self, level, value, cmd):
-        """``act[level:] = value``, with the bytes of the next restarts of the outer levels
-        (``cmd`` holds the strides)."""
-        stmts = [a.eq(value) for a in self.act[level:]]
-        return stmts + [self.next_byte[k].eq(self.byte(value, cmd.act_stride[k]))
-                        for k in range(level, LEVELS - 1)]
 
     def set_pix(self, value, cmd):
         """``pix = value``, with the byte of the next column's first tap."""
@@ -383,14 +377,11 @@ class _Nest:
         return rows
 
     def restart_byte(self):
-        """The byte in its word where the innermost level starts next: the RUN's first tap
-        while loading, else the restart of the branch ``outer`` names (the step of level 1
-        or 0, the next pass, column or row)."""
+        """The byte in its word where the innermost level starts next, for the branch
+        ``outer`` names (the step of level 1 or 0, the next pass, column or row)."""
         restarts = [self.next_byte[1], self.next_byte[0], self.byte(self.pix),
                     self.next_byte["col"], self.next_byte["row"]]
-        return Mux(self.loading, self.byte(self.cmd.act_base),
-                   reduce(operator.or_, (Mux(taken, byte, 0)
-                                         for taken, byte in zip(self.outer, restarts))))
+        return _select(self.outer, restarts)
 
     def first_taps(self):
         """The innermost level's first step, at :meth:`restart_byte` of the word: a look-up
@@ -422,37 +413,25 @@ class _Nest:
                 self.rem.eq(Mux(self.bundled, Mux(within, 0, rem - cap), rem - 1)),
                 *self._ahead(self.ahead)]
 
-    def restart(self, act_start):
-        """The pass's first tap nest restarted from ``act_start`` (the innermost level's
-        first step is :meth:`first_taps`)."""
-        stmts = [i.eq(f) for i, f in zip(self.idx, self.final)]
-        stmts += self.set_act(0, act_start, self.cmd)
-        stmts += [w.eq(self.cmd.wgt_base) for w in self.wgt]
-        stmts += [w.eq(r) for w, r in zip(self.wraps, self.wraps_restart)]
-        return stmts
-
     def start(self, new):
-        """A command taken: everything but the first step's taps, which the next cycle looks
-        up in the table of first steps."""
+        """A command taken: what the load cycle restarts the nest from (it is a new pass:
+        ``outer`` says so), and the table of first steps it looks up."""
         null = (new.count[0] == 0) | (new.count[1] == 0) | (new.count[2] == 0)
         bundled = ~null & (new.act_stride[2] == 1)
-        wraps = [null | (new.count[k] <= 1) for k in range(LEVELS - 1)]
-        flags = [wraps[1], wraps[0], new.passes <= 1, new.cols <= 1, new.rows <= 1]
-        return [self.outer.eq(_first_clear(flags)), self.loading.eq(1),
-            [w.eq(value) for w, value in zip(self.wraps_restart, wraps)],
-            self.one_pass.eq(new.passes <= 1), self.one_col.eq(new.cols <= 1),
+        return [
             self.cmd.eq(new), self.null.eq(null), self.bundled.eq(bundled),
+            self.loading.eq(1),
+            self.nonempty.eq((new.rows != 0) & (new.cols != 0) & (new.passes != 0)),
+            self.outer.eq(1 << 2),
+            [w.eq(null | (new.count[k] <= 1)) for k, w in enumerate(self.wraps_restart)],
+            self.one_pass.eq(new.passes <= 1), self.one_col.eq(new.cols <= 1),
             [[first[name].eq(row[name]) for name in ("n", "rem", "wrap")]
              for first, row in zip(self.first, self.tabled(new.count[2], null, bundled))],
             self.r.eq(new.rows - 1), self.c.eq(new.cols - 1), self.p.eq(new.passes - 1),
             self.cols_m1.eq(new.cols - 1), self.passes_m1.eq(new.passes - 1),
             self.set_row(new.act_base, new), self.set_pix(new.act_base, new),
-            [i.eq(new.count[k] - 1) for k, i in enumerate(self.idx)],
             [f.eq(new.count[k] - 1) for k, f in enumerate(self.final)],
             [step.eq(new.wgt_stride[2] * j) for j, step in enumerate(self.steps, 1)],
-            self.set_act(0, new.act_base, new),
-            [w.eq(new.wgt_base) for w in self.wgt],
-            [wrap.eq(value) for wrap, value in zip(self.wraps, wraps)],
             self.last_pass.eq(new.passes <= 1), self.last_col.eq(new.cols <= 1),
             self.last_row.eq(new.rows <= 1),
         ]
