@@ -264,23 +264,24 @@ class _Nest:
     the address of tap (i0..ik, 0..) of the current pixel, so ``act[LEVELS-1]`` is the current
     tap's; ``row``/``pix`` point at the current row's and pixel's first tap. Every decision of
     the current step is a flip-flop, computed with the step before (a chain of comparisons and
-    muxes on the counters was the critical path): the step's tap count ``n``, the taps the
-    innermost level has left after it (``rem``), whether each level wraps after it
-    (``wraps``), whether the pass, column and row are the last ones.
+    muxes on the counters was the critical path): the step's tap count ``n``, whether each
+    level wraps after it (``wraps``), whether the pass, column and row are the last ones.
+    ``left`` counts the innermost level's taps from the current step on: it restarts from
+    the command's count, and a step takes ``n`` from it (one subtraction of a small number).
 
     A step's taps are capped by the bundle width and the end of the word: a step at byte
     ``word - c`` of its word (``c < width``) takes at most ``c`` taps, others ``width``. The
-    innermost level's first step has one of these ``width`` caps, so its ``n``, ``rem`` and
-    wrap are tabled per cap when the command is taken (``first``): starting the level is a
-    look-up by the start's byte.
+    innermost level's first step has one of these ``width`` caps, so its ``n`` and wrap are
+    tabled per cap when the command is taken (``first``): starting the level is a look-up by
+    the start's byte.
     """
 
     def __init__(self, config):
         aw, ww = config.act_addr_width, config.wgt_addr_width
         self.width = width = config.bundle_width
         self.byte_bits = exact_log2(config.axi_bytes)
-        # ``rem`` is compared with a cap on its low bits only, with a flag for "more than
-        # 2 * width".
+        # The taps left after a step are compared with a cap on their low bits only, with a
+        # flag for "more than 2 * width".
         self.low_bits = ceil_log2(2 * width + 1)
         self.cmd = cmd = Signal(agen_command_layout(config))
         self.null = Signal()
@@ -294,7 +295,7 @@ class _Nest:
         self.cols_m1 = Signal.like(cmd.cols, name="cols_m1")
         self.passes_m1 = Signal.like(cmd.passes, name="passes_m1")
         self.final = [Signal.like(cmd.count[k], name=f"final{k}") for k in range(LEVELS - 1)]
-        self.rem = Signal.like(cmd.count[2], name="rem")
+        self.left = Signal.like(cmd.count[2], name="left")
         self.act = [Signal(aw, name=f"act{k}") for k in range(LEVELS)]
         self.wgt = [Signal(ww, name=f"wgt{k}") for k in range(LEVELS)]
         self.row, self.pix = Signal(aw, name="row"), Signal(aw, name="pix")
@@ -322,8 +323,8 @@ class _Nest:
         # cap 1 .. width), if the current one is not the innermost level's last.
         self.ahead = Signal(range(1, (1 << self.byte_bits) + 1), name="ahead")
         self.cap_ahead = Signal(width, name="cap_ahead")
-        self.first = [Signal(data.StructLayout({"n": self.n.shape(), "rem": self.rem.shape(),
-                                                "wrap": 1}), name=f"first{c}")
+        self.first = [Signal(data.StructLayout({"n": self.n.shape(), "wrap": 1}),
+                             name=f"first{c}")
                       for c in range(1, width + 1)]
         # The load cycle (a flip-flop: the state machine's decode stays off the look-up).
         # The load cycle, then the steps (``o.valid``); a command that yields steps.
@@ -370,10 +371,8 @@ class _Nest:
         command's innermost ``count``, ``null`` and ``bundled``."""
         rows = []
         for c in range(1, self.width + 1):
-            within = Mux(bundled, count <= c, count <= 1)
             rows.append({"n": Mux(bundled & (count < c), count, Mux(bundled, c, 1)),
-                         "rem": Mux(null | within, 0, count - Mux(bundled, c, 1)),
-                         "wrap": null | within})
+                         "wrap": null | Mux(bundled, count <= c, count <= 1)})
         return rows
 
     def restart_byte(self):
@@ -386,7 +385,7 @@ class _Nest:
     def first_taps(self):
         """The innermost level's first step, at :meth:`restart_byte` of the word: a look-up
         in ``first``."""
-        return [self.n.eq(self.looked_up.n), self.rem.eq(self.looked_up.rem),
+        return [self.n.eq(self.looked_up.n), self.left.eq(self.cmd.count[2]),
                 self.wraps[2].eq(self.looked_up.wrap),
                 *self._ahead((1 << self.byte_bits) - self.restart_at)]
 
@@ -396,12 +395,12 @@ class _Nest:
         return [self.restart_at.eq(self.restart_byte()),
                 [self.looked_up[name].eq(reduce(operator.or_, (
                     Mux(is_cap, row[name], 0) for is_cap, row in zip(caps, self.first))))
-                 for name in ("n", "rem", "wrap")]]
+                 for name in ("n", "wrap")]]
 
     def step_taps(self):
-        """The step after one that leaves taps in the innermost level (``rem > 0``): at most
-        ``cap_ahead`` taps if bundled, one if not."""
-        rem = self.rem
+        """The step after one that leaves taps in the innermost level (``rem``, what is left
+        after it, is not 0): at most ``cap_ahead`` taps if bundled, one if not."""
+        rem = self.left - self.n
         small = rem[self.low_bits:] == 0
         low = rem[:self.low_bits]
         caps = list(self.cap_ahead)
@@ -410,8 +409,7 @@ class _Nest:
         cap = reduce(operator.or_, (Mux(is_cap, c, 0) for c, is_cap in enumerate(caps, 1)))
         return [self.n.eq(Mux(self.bundled, Mux(within, low, cap), 1)),
                 self.wraps[2].eq(Mux(self.bundled, within, small & _below(low, 2))),
-                self.rem.eq(Mux(self.bundled, Mux(within, 0, rem - cap), rem - 1)),
-                *self._ahead(self.ahead)]
+                self.left.eq(rem), *self._ahead(self.ahead)]
 
     def start(self, new):
         """A command taken: what the load cycle restarts the nest from (it is a new pass:
@@ -425,7 +423,7 @@ class _Nest:
             self.outer.eq(1 << 2),
             [w.eq(null | (new.count[k] <= 1)) for k, w in enumerate(self.wraps_restart)],
             self.one_pass.eq(new.passes <= 1), self.one_col.eq(new.cols <= 1),
-            [[first[name].eq(row[name]) for name in ("n", "rem", "wrap")]
+            [[first[name].eq(row[name]) for name in ("n", "wrap")]
              for first, row in zip(self.first, self.tabled(new.count[2], null, bundled))],
             self.r.eq(new.rows - 1), self.c.eq(new.cols - 1), self.p.eq(new.passes - 1),
             self.cols_m1.eq(new.cols - 1), self.passes_m1.eq(new.passes - 1),
