@@ -142,9 +142,9 @@ class AddressGenerator(wiring.Component):
                      self.busy.eq(loading | running)]
         with m.If(self.cmd.valid & self.cmd.ready):
             m.d.sync += [seen.eq(0), nest.start(self.cmd.payload)]
-        # The load cycle restarts the nest as a new pass does (the command set ``wraps[2]``
-        # and ``outer`` so), from the registered command and its table: a cycle that keeps
-        # the table's comparisons and subtractions off the first step.
+        # The load cycle starts the nest as a new row does (the command set ``outer`` so, and
+        # the row before the first), from the registered command and its table of first
+        # steps: a cycle that keeps the table's comparisons off the first step.
         with m.If(loading):
             m.d.sync += [loading.eq(0), running.eq(nest.nonempty)]
         self._advance(m, nest, self.o.valid & self.o.ready)
@@ -162,8 +162,8 @@ class AddressGenerator(wiring.Component):
         cmd, act, wgt, wraps, idx = nest.cmd, nest.act, nest.wgt, nest.wraps, nest.idx
         p, c, r, outer, loading = nest.p, nest.c, nest.r, nest.outer, nest.loading
         step = go & ~wraps[2]                       # the innermost level steps
-        wrap = go & wraps[2]                        # the branch ``outer`` names
-        restart = wrap | loading                    # the innermost level restarts
+        # The branch ``outer`` names (the load cycle's is a new row).
+        restart = (go & wraps[2]) | loading
         # The branch, from flip-flops: the step of level 1 or 0, a new pass, column, row.
         level1, level0, pixel = outer[0], outer[1], outer[2] | outer[3] | outer[4]
         a_next = [Signal.like(act[k], name=f"act{k}_next") for k in range(LEVELS - 1)]
@@ -190,44 +190,43 @@ class AddressGenerator(wiring.Component):
             m.d.sync += [act[1].eq(act_start), wgt[1].eq(wgt_start),
                          nest.next_byte[1].eq(nest.byte(act_start, cmd.act_stride[1]))]
             with m.If(level1):
-                m.d.sync += [idx[1].eq(idx[1] - 1), wraps[1].eq(idx[1] == 1)]
+                m.d.sync += [idx[1].eq(idx[1] - 1), wraps[1].eq(idx[1] == 2)]
             with m.Else():
-                m.d.sync += [idx[1].eq(nest.final[1]), wraps[1].eq(nest.wraps_restart[1])]
+                m.d.sync += [idx[1].eq(cmd.count[1]), wraps[1].eq(nest.wraps_restart[1])]
             # Level 0 keeps its place while level 1 steps.
             with m.If(~level1):
                 m.d.sync += [act[0].eq(act_start), wgt[0].eq(wgt_start),
                              nest.next_byte[0].eq(nest.byte(act_start, cmd.act_stride[0]))]
                 with m.If(level0):
-                    m.d.sync += [idx[0].eq(idx[0] - 1), wraps[0].eq(idx[0] == 1)]
+                    m.d.sync += [idx[0].eq(idx[0] - 1), wraps[0].eq(idx[0] == 2)]
                 with m.Else():
-                    m.d.sync += [idx[0].eq(nest.final[0]), wraps[0].eq(nest.wraps_restart[0])]
-        # Passes, columns and rows (the load cycle starts the first pass: they are set).
-        with m.If(wrap & outer[2]):
-            m.d.sync += [p.eq(p - 1), nest.last_pass.eq(p == 1)]
-        with m.If(wrap & (outer[3] | outer[4])):
-            m.d.sync += [p.eq(nest.passes_m1), nest.last_pass.eq(nest.one_pass),
+                    m.d.sync += [idx[0].eq(cmd.count[0]), wraps[0].eq(nest.wraps_restart[0])]
+        # Passes, columns and rows.
+        with m.If(restart & outer[2]):
+            m.d.sync += [p.eq(p - 1), nest.last_pass.eq(p == 2)]
+        with m.If(restart & (outer[3] | outer[4])):
+            m.d.sync += [p.eq(cmd.passes), nest.last_pass.eq(nest.one_pass),
                          nest.set_pix(Mux(outer[3], pix_next, row_next), cmd)]
-        with m.If(wrap & outer[3]):
-            m.d.sync += [c.eq(c - 1), nest.last_col.eq(c == 1)]
-        with m.If(wrap & outer[4]):
-            m.d.sync += [c.eq(nest.cols_m1), nest.last_col.eq(nest.one_col), r.eq(r - 1),
+        with m.If(restart & outer[3]):
+            m.d.sync += [c.eq(c - 1), nest.last_col.eq(c == 2)]
+        with m.If(restart & outer[4]):
+            m.d.sync += [c.eq(cmd.cols), nest.last_col.eq(nest.one_col), r.eq(r - 1),
                          nest.last_row.eq(r == 1), nest.set_row(row_next, cmd)]
         # The branch after the next wrap: each branch's flags are known (restarted levels
-        # take their registered restart values), so ``outer`` follows from registers. The
-        # load cycle's branch is a new pass.
+        # take their registered restart values), so ``outer`` follows from registers.
         w0, w1 = nest.wraps_restart
         following_flags = [
-            [idx[1] == 1, wraps[0], nest.last_pass, nest.last_col, nest.last_row],
-            [w1, idx[0] == 1, nest.last_pass, nest.last_col, nest.last_row],
-            [w1, w0, Mux(loading, nest.last_pass, p == 1), nest.last_col, nest.last_row],
-            [w1, w0, nest.one_pass, c == 1, nest.last_row],
+            [idx[1] == 2, wraps[0], nest.last_pass, nest.last_col, nest.last_row],
+            [w1, idx[0] == 2, nest.last_pass, nest.last_col, nest.last_row],
+            [w1, w0, p == 2, nest.last_col, nest.last_row],
+            [w1, w0, nest.one_pass, c == 2, nest.last_row],
             [w1, w0, nest.one_pass, nest.one_col, r == 1],
         ]
         with m.If(restart):
             m.d.sync += outer.eq(reduce(operator.or_, [
                 Mux(outer[b], _first_clear(flags), 0)
                 for b, flags in enumerate(following_flags)]))
-        with m.If(wrap & outer[-1]):
+        with m.If(restart & outer[-1]):
             m.d.sync += nest.running.eq(0)
 
 
@@ -280,21 +279,18 @@ class _Nest:
         aw, ww = config.act_addr_width, config.wgt_addr_width
         self.width = width = config.bundle_width
         self.byte_bits = exact_log2(config.axi_bytes)
-        # The taps left after a step are compared with a cap on their low bits only, with a
-        # flag for "more than 2 * width".
+        # The taps left are compared with a cap on their low bits only, with a flag for "more
+        # than 2 * width".
         self.low_bits = ceil_log2(2 * width + 1)
         self.cmd = cmd = Signal(agen_command_layout(config))
         self.null = Signal()
         self.bundled = Signal()           # not null, and the innermost level walks bytes
-        # Rows, columns, passes and outer-level taps still to come after the current one,
-        # counted down (a flag's next value is then an equality, not a sum and a comparison),
-        # and what the columns, passes and levels restart from.
+        # Rows still to come after the current one; columns, passes and outer-level taps from
+        # the current one on (they restart from the command's counts). Counted down: a
+        # flag's next value is then an equality, not a sum and a comparison.
         self.r, self.c, self.p = (Signal.like(cmd.rows, name="r"), Signal.like(cmd.cols, name="c"),
                                   Signal.like(cmd.passes, name="p"))
         self.idx = [Signal.like(cmd.count[k], name=f"i{k}") for k in range(LEVELS - 1)]
-        self.cols_m1 = Signal.like(cmd.cols, name="cols_m1")
-        self.passes_m1 = Signal.like(cmd.passes, name="passes_m1")
-        self.final = [Signal.like(cmd.count[k], name=f"final{k}") for k in range(LEVELS - 1)]
         self.left = Signal.like(cmd.count[2], name="left")
         self.act = [Signal(aw, name=f"act{k}") for k in range(LEVELS)]
         self.wgt = [Signal(ww, name=f"wgt{k}") for k in range(LEVELS)]
@@ -400,9 +396,12 @@ class _Nest:
     def step_taps(self):
         """The step after one that leaves taps in the innermost level (``rem``, what is left
         after it, is not 0): at most ``cap_ahead`` taps if bundled, one if not."""
+        # What is left after the current step, and its low bits from the low bits alone:
+        # ``left`` holds the current step's ``n``, so where its high bits are 0 the low bits'
+        # difference does not wrap (and the decision waits for no long carry).
         rem = self.left - self.n
-        small = rem[self.low_bits:] == 0
-        low = rem[:self.low_bits]
+        small = self.left[self.low_bits:] == 0
+        low = (self.left[:self.low_bits] - self.n)[:self.low_bits]
         caps = list(self.cap_ahead)
         # The last step of the level if ``rem`` is within the cap: then it takes them all.
         within = small & _any(is_cap & _below(low, c + 1) for c, is_cap in enumerate(caps, 1))
@@ -412,24 +411,19 @@ class _Nest:
                 self.left.eq(rem), *self._ahead(self.ahead)]
 
     def start(self, new):
-        """A command taken: what the load cycle restarts the nest from (it is a new pass:
-        ``outer`` says so), and the table of first steps it looks up."""
+        """A command taken: what the load cycle starts the nest from (a new row: ``outer``
+        says so), and the table of first steps it looks up."""
         null = (new.count[0] == 0) | (new.count[1] == 0) | (new.count[2] == 0)
         bundled = ~null & (new.act_stride[2] == 1)
         return [
             self.cmd.eq(new), self.null.eq(null), self.bundled.eq(bundled),
             self.loading.eq(1),
             self.nonempty.eq((new.rows != 0) & (new.cols != 0) & (new.passes != 0)),
-            self.outer.eq(1 << 2),
+            self.outer.eq(1 << 4),
             [w.eq(null | (new.count[k] <= 1)) for k, w in enumerate(self.wraps_restart)],
             self.one_pass.eq(new.passes <= 1), self.one_col.eq(new.cols <= 1),
             [[first[name].eq(row[name]) for name in ("n", "wrap")]
              for first, row in zip(self.first, self.tabled(new.count[2], null, bundled))],
-            self.r.eq(new.rows - 1), self.c.eq(new.cols - 1), self.p.eq(new.passes - 1),
-            self.cols_m1.eq(new.cols - 1), self.passes_m1.eq(new.passes - 1),
-            self.set_row(new.act_base, new), self.set_pix(new.act_base, new),
-            [f.eq(new.count[k] - 1) for k, f in enumerate(self.final)],
+            self.r.eq(new.rows), self.set_row(new.act_base - new.act_row, new),
             [step.eq(new.wgt_stride[2] * j) for j, step in enumerate(self.steps, 1)],
-            self.last_pass.eq(new.passes <= 1), self.last_col.eq(new.cols <= 1),
-            self.last_row.eq(new.rows <= 1),
         ]
