@@ -258,21 +258,21 @@ def _below(value, bound):
 class _Nest:
     """The address generator's registers, and the statements that load them.
 
-    The steps of the outer levels still to come (``idx``, counted down), and the running
-    pointers of each level: ``act[k]`` is
-    the address of tap (i0..ik, 0..) of the current pixel, so ``act[LEVELS-1]`` is the current
-    tap's; ``row``/``pix`` point at the current row's and pixel's first tap. Every decision of
-    the current step is a flip-flop, computed with the step before (a chain of comparisons and
-    muxes on the counters was the critical path): the step's tap count ``n``, whether each
-    level wraps after it (``wraps``), whether the pass, column and row are the last ones.
+    The taps of the outer levels from the current one on (``idx``, counted down), and the
+    running pointers of each level: ``act[k]`` is the address of tap (i0..ik, 0..) of the
+    current pixel, so ``act[LEVELS-1]`` is the current tap's; ``row``/``pix`` point at the
+    current row's and pixel's first tap. Every decision of the current step is a flip-flop,
+    computed with the step before (a chain of comparisons and muxes on the counters was the
+    critical path): the step's tap count ``n``, whether each level wraps after it
+    (``wraps``), whether the pass, column and row are the last ones.
     ``left`` counts the innermost level's taps from the current step on: it restarts from
     the command's count, and a step takes ``n`` from it (one subtraction of a small number).
 
     A step's taps are capped by the bundle width and the end of the word: a step at byte
     ``word - c`` of its word (``c < width``) takes at most ``c`` taps, others ``width``. The
-    innermost level's first step has one of these ``width`` caps, so its ``n`` and wrap are
-    tabled per cap when the command is taken (``first``): starting the level is a look-up by
-    the start's byte.
+    innermost level's first step has one of these ``width`` caps, so its ``n``, its wrap and
+    the low bits of what it leaves are tabled per cap when the command is taken (``first``):
+    starting the level is a look-up by the start's byte.
     """
 
     def __init__(self, config):
@@ -292,6 +292,9 @@ class _Nest:
                                   Signal.like(cmd.passes, name="p"))
         self.idx = [Signal.like(cmd.count[k], name=f"i{k}") for k in range(LEVELS - 1)]
         self.left = Signal.like(cmd.count[2], name="left")
+        # The low bits of what is left after the current step (``left - n``), kept beside
+        # ``left`` so that the next step's decision waits for no subtraction.
+        self.rem_low = Signal(self.low_bits, name="rem_low")
         self.act = [Signal(aw, name=f"act{k}") for k in range(LEVELS)]
         self.wgt = [Signal(ww, name=f"wgt{k}") for k in range(LEVELS)]
         self.row, self.pix = Signal(aw, name="row"), Signal(aw, name="pix")
@@ -319,7 +322,8 @@ class _Nest:
         # cap 1 .. width), if the current one is not the innermost level's last.
         self.ahead = Signal(range(1, (1 << self.byte_bits) + 1), name="ahead")
         self.cap_ahead = Signal(width, name="cap_ahead")
-        self.first = [Signal(data.StructLayout({"n": self.n.shape(), "wrap": 1}),
+        self.first = [Signal(data.StructLayout({"n": self.n.shape(), "wrap": 1,
+                                                "rem_low": self.rem_low.shape()}),
                              name=f"first{c}")
                       for c in range(1, width + 1)]
         # The load cycle (a flip-flop: the state machine's decode stays off the look-up).
@@ -367,8 +371,10 @@ class _Nest:
         command's innermost ``count``, ``null`` and ``bundled``."""
         rows = []
         for c in range(1, self.width + 1):
-            rows.append({"n": Mux(bundled & (count < c), count, Mux(bundled, c, 1)),
-                         "wrap": null | Mux(bundled, count <= c, count <= 1)})
+            taken = Mux(bundled, c, 1)
+            rows.append({"n": Mux(bundled & (count < c), count, taken),
+                         "wrap": null | Mux(bundled, count <= c, count <= 1),
+                         "rem_low": count[:self.low_bits] - taken})
         return rows
 
     def restart_byte(self):
@@ -382,7 +388,7 @@ class _Nest:
         """The innermost level's first step, at :meth:`restart_byte` of the word: a look-up
         in ``first``."""
         return [self.n.eq(self.looked_up.n), self.left.eq(self.cmd.count[2]),
-                self.wraps[2].eq(self.looked_up.wrap),
+                self.wraps[2].eq(self.looked_up.wrap), self.rem_low.eq(self.looked_up.rem_low),
                 *self._ahead((1 << self.byte_bits) - self.restart_at)]
 
     def look_up(self):
@@ -391,24 +397,24 @@ class _Nest:
         return [self.restart_at.eq(self.restart_byte()),
                 [self.looked_up[name].eq(reduce(operator.or_, (
                     Mux(is_cap, row[name], 0) for is_cap, row in zip(caps, self.first))))
-                 for name in ("n", "wrap")]]
+                 for name in ("n", "wrap", "rem_low")]]
 
     def step_taps(self):
         """The step after one that leaves taps in the innermost level (``rem``, what is left
         after it, is not 0): at most ``cap_ahead`` taps if bundled, one if not."""
-        # What is left after the current step, and its low bits from the low bits alone:
-        # ``left`` holds the current step's ``n``, so where its high bits are 0 the low bits'
-        # difference does not wrap (and the decision waits for no long carry).
-        rem = self.left - self.n
+        # ``left`` holds the current step's ``n`` (at most ``width``): where its high bits are
+        # 0, ``rem_low`` is all of what is left after the step; elsewhere more than any cap.
         small = self.left[self.low_bits:] == 0
-        low = (self.left[:self.low_bits] - self.n)[:self.low_bits]
+        low = self.rem_low
         caps = list(self.cap_ahead)
         # The last step of the level if ``rem`` is within the cap: then it takes them all.
         within = small & _any(is_cap & _below(low, c + 1) for c, is_cap in enumerate(caps, 1))
         cap = reduce(operator.or_, (Mux(is_cap, c, 0) for c, is_cap in enumerate(caps, 1)))
+        taken = Mux(self.bundled, cap, 1)           # the next step's taps, if not the last
         return [self.n.eq(Mux(self.bundled, Mux(within, low, cap), 1)),
                 self.wraps[2].eq(Mux(self.bundled, within, small & _below(low, 2))),
-                self.left.eq(rem), *self._ahead(self.ahead)]
+                self.left.eq(self.left - self.n), self.rem_low.eq(low - taken),
+                *self._ahead(self.ahead)]
 
     def start(self, new):
         """A command taken: what the load cycle starts the nest from (a new row: ``outer``
@@ -422,7 +428,7 @@ class _Nest:
             self.outer.eq(1 << 4),
             [w.eq(null | (new.count[k] <= 1)) for k, w in enumerate(self.wraps_restart)],
             self.one_pass.eq(new.passes <= 1), self.one_col.eq(new.cols <= 1),
-            [[first[name].eq(row[name]) for name in ("n", "wrap")]
+            [[first[name].eq(row[name]) for name in ("n", "wrap", "rem_low")]
              for first, row in zip(self.first, self.tabled(new.count[2], null, bundled))],
             self.r.eq(new.rows), self.set_row(new.act_base - new.act_row, new),
             [step.eq(new.wgt_stride[2] * j) for j, step in enumerate(self.steps, 1)],
