@@ -311,8 +311,8 @@ class _Nest:
         self.next_byte = {key: Signal(max(1, self.byte_bits), name=f"next_byte_{key}")
                           for key in (0, 1, "col", "row")}
         # Which branch follows when the innermost level wraps (one-hot: the step of level 1, of
-        # level 0, the next pass, column, row, the end): the first clear of
-        # :meth:`outer_flags`, a flip-flop set with them.
+        # level 0, the next pass, column, row, the end): the first clear of the flags that
+        # branch leaves (:meth:`AddressGenerator._advance`), a flip-flop.
         self.outer = Signal(LEVELS + 3, name="outer")
         # What restarts set, taken with the command: each outer level's wrap (its count is
         # 1, or the nest is null), a single pass, a single column.
@@ -326,7 +326,6 @@ class _Nest:
                                                 "rem_low": self.rem_low.shape()}),
                              name=f"first{c}")
                       for c in range(1, width + 1)]
-        # The load cycle (a flip-flop: the state machine's decode stays off the look-up).
         # The load cycle, then the steps (``o.valid``); a command that yields steps.
         self.loading, self.running = Signal(name="loading"), Signal(name="running")
         self.nonempty = Signal(name="nonempty")
