@@ -116,6 +116,7 @@ class AddressGenerator(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         nest = _Nest(self._config)
+        m.d.comb += nest.look_up()
         cmd, act, wgt, wraps = nest.cmd, nest.act, nest.wgt, nest.wraps
         # The word of the RUN's last non-null step, for ``reuse``.
         word = act[2][nest.byte_bits:]
@@ -134,97 +135,104 @@ class AddressGenerator(wiring.Component):
         with m.If(self.o.valid & self.o.ready & ~nest.null):
             m.d.sync += [seen.eq(1), seen_word.eq(word)]
 
-        with m.FSM():
-            with m.State("IDLE"):
-                m.d.comb += self.cmd.ready.eq(1)
-                with m.If(self.cmd.valid):
-                    m.d.sync += [seen.eq(0), nest.start(self.cmd.payload)]
-                    m.next = "LOAD"
-            with m.State("LOAD"):
-                # The first step from the registered command and its table: a cycle that
-                # keeps the table's comparisons and subtractions off the first step.
-                m.d.comb += self.busy.eq(1)
-                rows = nest.tabled()
-                m.d.sync += [[first[name].eq(row[name]) for first, row in zip(nest.first, rows)
-                              for name in ("n", "rem", "wrap")],
-                             nest.first_taps(nest.byte(cmd.act_base), rows)]
-                with m.If((cmd.rows != 0) & (cmd.cols != 0) & (cmd.passes != 0)):
-                    m.next = "RUN"
-                with m.Else():
-                    m.next = "IDLE"
-            with m.State("RUN"):
-                m.d.comb += [self.o.valid.eq(1), self.busy.eq(1)]
-                with m.If(self.o.ready):
-                    self._advance(m, nest)
+        # Flip-flops, not a state machine's decode: ``running`` is ``o.valid`` and enables
+        # every register of the step.
+        loading, running = nest.loading, nest.running
+        m.d.comb += [self.cmd.ready.eq(~loading & ~running), self.o.valid.eq(running),
+                     self.busy.eq(loading | running)]
+        with m.If(self.cmd.valid & self.cmd.ready):
+            m.d.sync += [seen.eq(0), nest.start(self.cmd.payload)]
+        # The load cycle starts the nest as a new row does (the command set ``outer`` so, and
+        # the row before the first), from the registered command and its table of first
+        # steps: a cycle that keeps the table's comparisons off the first step.
+        with m.If(loading):
+            m.d.sync += [loading.eq(0), running.eq(nest.nonempty)]
+        self._advance(m, nest, self.o.valid & self.o.ready)
         return m
 
     @staticmethod
-    def _advance(m, nest):
-        """The step after the current one, when ``o`` takes this one: the innermost level
-        that does not wrap steps; the ones inside it restart from its new pointer. Leaves the
-        FSM after the last step.
+    def _advance(m, nest, go):
+        """The step after the current one, when ``go`` (``o`` takes this one) or while
+        loading: the innermost level that does not wrap steps; the ones inside it restart
+        from its new pointer. Stops after the last step.
 
-        Which of these happens is one-hot from the registered flags, and every register's
-        next value is an AND-OR of the branches' values (nested conditions put a priority
-        chain of muxes in front of every pointer)."""
-        cmd, act, wgt, wraps, idx, n = (nest.cmd, nest.act, nest.wgt, nest.wraps, nest.idx,
-                                        nest.n)
-        p, c, r = nest.p, nest.c, nest.r
+        Which of these happens is one-hot from flip-flops (``wraps[2]`` and ``outer``), and
+        the levels that restart take the same values whichever branch restarts them: each
+        pointer's next value is one selection among the branches' sums."""
+        cmd, act, wgt, wraps, idx = nest.cmd, nest.act, nest.wgt, nest.wraps, nest.idx
+        p, c, r, outer, loading = nest.p, nest.c, nest.r, nest.outer, nest.loading
+        step = go & ~wraps[2]                       # the innermost level steps
+        # The branch ``outer`` names (the load cycle's is a new row).
+        restart = (go & wraps[2]) | loading
+        # The branch, from flip-flops: the step of level 1 or 0, a new pass, column, row.
+        level1, level0, pixel = outer[0], outer[1], outer[2] | outer[3] | outer[4]
         a_next = [Signal.like(act[k], name=f"act{k}_next") for k in range(LEVELS - 1)]
         pix_next, row_next = Signal.like(nest.pix), Signal.like(nest.row)
-        m.d.comb += [a.eq(act[k] + cmd.act_stride[k]) for k, a in enumerate(a_next)]
-        m.d.comb += [pix_next.eq(nest.pix + cmd.act_col), row_next.eq(nest.row + cmd.act_row)]
-        # What each branch sets: the innermost level's step, the step of level 1 or 0, the
-        # next pass, column or row (the end sets nothing).
-        branches = [[act[2].eq(act[2] + Mux(nest.bundled, n, cmd.act_stride[2])),
-                     wgt[2].eq(wgt[2] + Array(nest.steps)[n - 1]), nest.step_taps()]]
-        for k in (1, 0):
-            branches.append([
-                idx[k].eq(idx[k] - 1), wraps[k].eq(idx[k] == 1),
-                nest.first_taps(nest.next_byte[k]),
-                [i.eq(f) for i, f in zip(idx[k + 1:], nest.final[k + 1:])],
-                [wraps[j].eq(nest.wraps_restart[j]) for j in range(k + 1, LEVELS - 1)],
-                nest.set_act(k, a_next[k], cmd),
-                [w.eq(wgt[k] + cmd.wgt_stride[k]) for w in wgt[k:]]])
-        branches += [
-            [p.eq(p - 1), nest.last_pass.eq(p == 1),
-             nest.restart(nest.pix, nest.byte(nest.pix))],
-            [p.eq(nest.passes_m1), nest.last_pass.eq(nest.one_pass), c.eq(c - 1),
-             nest.last_col.eq(c == 1), nest.set_pix(pix_next, cmd),
-             nest.restart(pix_next, nest.next_byte["col"])],
-            [p.eq(nest.passes_m1), nest.last_pass.eq(nest.one_pass), c.eq(nest.cols_m1),
-             nest.last_col.eq(nest.one_col), r.eq(r - 1), nest.last_row.eq(r == 1),
-             nest.set_row(row_next, cmd), nest.set_pix(row_next, cmd),
-             nest.restart(row_next, nest.next_byte["row"])],
+        act_start, wgt_start = Signal.like(act[0]), Signal.like(wgt[0])
+        m.d.comb += [
+            [a.eq(act[k] + cmd.act_stride[k]) for k, a in enumerate(a_next)],
+            pix_next.eq(nest.pix + cmd.act_col), row_next.eq(nest.row + cmd.act_row),
+            # Where the restarted levels start.
+            act_start.eq(_select(outer, [a_next[1], a_next[0], nest.pix, pix_next,
+                                         row_next])),
+            wgt_start.eq(_select([level1, level0, pixel], [wgt[1] + cmd.wgt_stride[1],
+                                                           wgt[0] + cmd.wgt_stride[0],
+                                                           cmd.wgt_base])),
         ]
-        # One-hot: the innermost level steps unless it wraps, else the branch ``outer`` (a
-        # flip-flop, set from the flags' next values) names.
-        taken = [~wraps[2]] + [wraps[2] & nest.outer[i] for i in range(len(branches) - 1)]
-        targets = {}
-        for choice, stmts in zip(taken, branches):
-            for stmt in _flatten(stmts):
-                targets.setdefault(id(stmt.lhs), (stmt.lhs, []))[1].append((choice, stmt.rhs))
-        for lhs, values in targets.values():
-            # A register no taken branch sets keeps its value (the flip-flop's enable).
-            with m.If(_any(choice for choice, _ in values)):
-                m.d.sync += lhs.eq(reduce(operator.or_, [Mux(choice, value, 0)
-                                                         for choice, value in values]))
+        # The innermost level: a step, or a restart from the table of first steps.
+        with m.If(step):
+            m.d.sync += [act[2].eq(act[2] + Mux(nest.bundled, nest.n, cmd.act_stride[2])),
+                         wgt[2].eq(wgt[2] + Array(nest.steps)[nest.n - 1]), nest.step_taps()]
+        with m.Elif(restart):
+            m.d.sync += [act[2].eq(act_start), wgt[2].eq(wgt_start), nest.first_taps()]
+        # Level 1 restarts with the innermost; it steps when ``outer`` says so.
+        with m.If(restart):
+            m.d.sync += [act[1].eq(act_start), wgt[1].eq(wgt_start),
+                         nest.next_byte[1].eq(nest.byte(act_start, cmd.act_stride[1]))]
+            with m.If(level1):
+                m.d.sync += [idx[1].eq(idx[1] - 1), wraps[1].eq(idx[1] == 2)]
+            with m.Else():
+                m.d.sync += [idx[1].eq(cmd.count[1]), wraps[1].eq(nest.wraps_restart[1])]
+            # Level 0 keeps its place while level 1 steps.
+            with m.If(~level1):
+                m.d.sync += [act[0].eq(act_start), wgt[0].eq(wgt_start),
+                             nest.next_byte[0].eq(nest.byte(act_start, cmd.act_stride[0]))]
+                with m.If(level0):
+                    m.d.sync += [idx[0].eq(idx[0] - 1), wraps[0].eq(idx[0] == 2)]
+                with m.Else():
+                    m.d.sync += [idx[0].eq(cmd.count[0]), wraps[0].eq(nest.wraps_restart[0])]
+        # Passes, columns and rows.
+        with m.If(restart & outer[2]):
+            m.d.sync += [p.eq(p - 1), nest.last_pass.eq(p == 2)]
+        with m.If(restart & (outer[3] | outer[4])):
+            m.d.sync += [p.eq(cmd.passes), nest.last_pass.eq(nest.one_pass),
+                         nest.set_pix(Mux(outer[3], pix_next, row_next), cmd)]
+        with m.If(restart & outer[3]):
+            m.d.sync += [c.eq(c - 1), nest.last_col.eq(c == 2)]
+        with m.If(restart & outer[4]):
+            m.d.sync += [c.eq(cmd.cols), nest.last_col.eq(nest.one_col), r.eq(r - 1),
+                         nest.last_row.eq(r == 1), nest.set_row(row_next, cmd)]
         # The branch after the next wrap: each branch's flags are known (restarted levels
         # take their registered restart values), so ``outer`` follows from registers.
         w0, w1 = nest.wraps_restart
         following_flags = [
-            [idx[1] == 1, wraps[0], nest.last_pass, nest.last_col, nest.last_row],
-            [w1, idx[0] == 1, nest.last_pass, nest.last_col, nest.last_row],
-            [w1, w0, p == 1, nest.last_col, nest.last_row],
-            [w1, w0, nest.one_pass, c == 1, nest.last_row],
+            [idx[1] == 2, wraps[0], nest.last_pass, nest.last_col, nest.last_row],
+            [w1, idx[0] == 2, nest.last_pass, nest.last_col, nest.last_row],
+            [w1, w0, p == 2, nest.last_col, nest.last_row],
+            [w1, w0, nest.one_pass, c == 2, nest.last_row],
             [w1, w0, nest.one_pass, nest.one_col, r == 1],
         ]
-        with m.If(wraps[2]):
-            m.d.sync += nest.outer.eq(reduce(operator.or_, [
-                Mux(nest.outer[b], _first_clear(flags), 0)
+        with m.If(restart):
+            m.d.sync += outer.eq(reduce(operator.or_, [
+                Mux(outer[b], _first_clear(flags), 0)
                 for b, flags in enumerate(following_flags)]))
-        with m.If(wraps[2] & nest.outer[-1]):
-            m.next = "IDLE"
+        with m.If(restart & outer[-1]):
+            m.d.sync += nest.running.eq(0)
+
+
+def _select(one_hot, values):
+    """The value of ``values`` whose bit of ``one_hot`` is set (0 if none): an AND-OR."""
+    return reduce(operator.or_, (Mux(bit, value, 0) for bit, value in zip(one_hot, values)))
 
 
 def _first_clear(flags):
@@ -234,15 +242,6 @@ def _first_clear(flags):
         bits.append(earlier & ~flag)
         earlier = earlier & flag
     return Cat(bits + [earlier])
-
-
-def _flatten(stmts):
-    """The assignments of a nest of lists."""
-    for stmt in stmts:
-        if isinstance(stmt, (list, tuple)):
-            yield from _flatten(stmt)
-        else:
-            yield stmt
 
 
 def _any(terms):
@@ -259,42 +258,43 @@ def _below(value, bound):
 class _Nest:
     """The address generator's registers, and the statements that load them.
 
-    The steps of the outer levels still to come (``idx``, counted down), and the running
-    pointers of each level: ``act[k]`` is
-    the address of tap (i0..ik, 0..) of the current pixel, so ``act[LEVELS-1]`` is the current
-    tap's; ``row``/``pix`` point at the current row's and pixel's first tap. Every decision of
-    the current step is a flip-flop, computed with the step before (a chain of comparisons and
-    muxes on the counters was the critical path): the step's tap count ``n``, the taps the
-    innermost level has left after it (``rem``), whether each level wraps after it
+    The taps of the outer levels from the current one on (``idx``, counted down), and the
+    running pointers of each level: ``act[k]`` is the address of tap (i0..ik, 0..) of the
+    current pixel, so ``act[LEVELS-1]`` is the current tap's; ``row``/``pix`` point at the
+    current row's and pixel's first tap. Every decision of the current step is a flip-flop,
+    computed with the step before (a chain of comparisons and muxes on the counters was the
+    critical path): the step's tap count ``n``, whether each level wraps after it
     (``wraps``), whether the pass, column and row are the last ones.
+    ``left`` counts the innermost level's taps from the current step on: it restarts from
+    the command's count, and a step takes ``n`` from it (one subtraction of a small number).
 
     A step's taps are capped by the bundle width and the end of the word: a step at byte
     ``word - c`` of its word (``c < width``) takes at most ``c`` taps, others ``width``. The
-    innermost level's first step has one of these ``width`` caps, so its ``n``, ``rem`` and
-    wrap are tabled per cap when the command is taken (``first``): starting the level is a
-    look-up by the start's byte.
+    innermost level's first step has one of these ``width`` caps, so its ``n``, its wrap and
+    the low bits of what it leaves are tabled per cap when the command is taken (``first``):
+    starting the level is a look-up by the start's byte.
     """
 
     def __init__(self, config):
         aw, ww = config.act_addr_width, config.wgt_addr_width
         self.width = width = config.bundle_width
         self.byte_bits = exact_log2(config.axi_bytes)
-        # ``rem`` is compared with a cap on its low bits only, with a flag for "more than
-        # 2 * width".
+        # The taps left are compared with a cap on their low bits only, with a flag for "more
+        # than 2 * width".
         self.low_bits = ceil_log2(2 * width + 1)
         self.cmd = cmd = Signal(agen_command_layout(config))
         self.null = Signal()
         self.bundled = Signal()           # not null, and the innermost level walks bytes
-        # Rows, columns, passes and outer-level taps still to come after the current one,
-        # counted down (a flag's next value is then an equality, not a sum and a comparison),
-        # and what the columns, passes and levels restart from.
+        # Rows still to come after the current one; columns, passes and outer-level taps from
+        # the current one on (they restart from the command's counts). Counted down: a
+        # flag's next value is then an equality, not a sum and a comparison.
         self.r, self.c, self.p = (Signal.like(cmd.rows, name="r"), Signal.like(cmd.cols, name="c"),
                                   Signal.like(cmd.passes, name="p"))
         self.idx = [Signal.like(cmd.count[k], name=f"i{k}") for k in range(LEVELS - 1)]
-        self.cols_m1 = Signal.like(cmd.cols, name="cols_m1")
-        self.passes_m1 = Signal.like(cmd.passes, name="passes_m1")
-        self.final = [Signal.like(cmd.count[k], name=f"final{k}") for k in range(LEVELS - 1)]
-        self.rem = Signal.like(cmd.count[2], name="rem")
+        self.left = Signal.like(cmd.count[2], name="left")
+        # The low bits of what is left after the current step (``left - n``), kept beside
+        # ``left`` so that the next step's decision waits for no subtraction.
+        self.rem_low = Signal(self.low_bits, name="rem_low")
         self.act = [Signal(aw, name=f"act{k}") for k in range(LEVELS)]
         self.wgt = [Signal(ww, name=f"wgt{k}") for k in range(LEVELS)]
         self.row, self.pix = Signal(aw, name="row"), Signal(aw, name="pix")
@@ -311,8 +311,8 @@ class _Nest:
         self.next_byte = {key: Signal(max(1, self.byte_bits), name=f"next_byte_{key}")
                           for key in (0, 1, "col", "row")}
         # Which branch follows when the innermost level wraps (one-hot: the step of level 1, of
-        # level 0, the next pass, column, row, the end): the first clear of
-        # :meth:`outer_flags`, a flip-flop set with them.
+        # level 0, the next pass, column, row, the end): the first clear of the flags that
+        # branch leaves (:meth:`AddressGenerator._advance`), a flip-flop.
         self.outer = Signal(LEVELS + 3, name="outer")
         # What restarts set, taken with the command: each outer level's wrap (its count is
         # 1, or the nest is null), a single pass, a single column.
@@ -322,13 +322,16 @@ class _Nest:
         # cap 1 .. width), if the current one is not the innermost level's last.
         self.ahead = Signal(range(1, (1 << self.byte_bits) + 1), name="ahead")
         self.cap_ahead = Signal(width, name="cap_ahead")
-        # The innermost count compared with and less each cap, taken with the command.
-        self.fewer = [Signal(name=f"fewer{c}") for c in range(1, width + 1)]
-        self.within = [Signal(name=f"within{c}") for c in range(1, width + 1)]
-        self.less = [Signal.like(cmd.count[2], name=f"less{c}") for c in range(1, width + 1)]
-        self.first = [Signal(data.StructLayout({"n": self.n.shape(), "rem": self.rem.shape(),
-                                                "wrap": 1}), name=f"first{c}")
+        self.first = [Signal(data.StructLayout({"n": self.n.shape(), "wrap": 1,
+                                                "rem_low": self.rem_low.shape()}),
+                             name=f"first{c}")
                       for c in range(1, width + 1)]
+        # The load cycle, then the steps (``o.valid``); a command that yields steps.
+        self.loading, self.running = Signal(name="loading"), Signal(name="running")
+        self.nonempty = Signal(name="nonempty")
+        # The byte of the next restart, and its row of ``first`` (combinational).
+        self.restart_at = Signal(max(1, self.byte_bits), name="restart_byte")
+        self.looked_up = Signal.like(self.first[0], name="looked_up")
 
     def byte(self, address, offset=None):
         """The byte in its word of ``address + offset``, from the low bits alone (the step's
@@ -337,13 +340,6 @@ class _Nest:
             return C(0, 1)
         low = address[:self.byte_bits]
         return low if offset is None else (low + offset[:self.byte_bits])[:self.byte_bits]
-
-    def set_act(self, level, value, cmd):
-        """``act[level:] = value``, with the bytes of the next restarts of the outer levels
-        (``cmd`` holds the strides)."""
-        stmts = [a.eq(value) for a in self.act[level:]]
-        return stmts + [self.next_byte[k].eq(self.byte(value, cmd.act_stride[k]))
-                        for k in range(level, LEVELS - 1)]
 
     def set_pix(self, value, cmd):
         """``pix = value``, with the byte of the next column's first tap."""
@@ -369,84 +365,70 @@ class _Nest:
         return [self.ahead.eq(ahead),
                 self.cap_ahead.eq(Cat([ahead == c for c in range(1, width)] + [ahead >= width]))]
 
-    def tabled(self):
-        """The first step of the innermost level, for each cap, from the command's taps
-        compared and subtracted when it was taken (:meth:`start`)."""
-        count, bundled, null = self.cmd.count[2], self.bundled, self.null
+    def tabled(self, count, null, bundled):
+        """The first step of the innermost level for each cap (:attr:`first`), from a new
+        command's innermost ``count``, ``null`` and ``bundled``."""
         rows = []
-        for c, (fewer, within, less) in enumerate(zip(self.fewer, self.within, self.less), 1):
-            within = Mux(bundled, within, self.within[0])
-            rows.append({"n": Mux(bundled & fewer, count, Mux(bundled, c, 1)),
-                         "rem": Mux(null | within, 0, Mux(bundled, less, self.less[0])),
-                         "wrap": null | within})
+        for c in range(1, self.width + 1):
+            taken = Mux(bundled, c, 1)
+            rows.append({"n": Mux(bundled & (count < c), count, taken),
+                         "wrap": null | Mux(bundled, count <= c, count <= 1),
+                         "rem_low": count[:self.low_bits] - taken})
         return rows
 
-    def _count(self, count):
-        """What :meth:`tabled` needs of the innermost level's ``count``, per cap ``c``:
-        ``count < c``, ``count <= c`` and ``count - c``."""
-        return [[f.eq(count < c), w.eq(count <= c), s.eq(count - c)]
-                for c, (f, w, s) in enumerate(zip(self.fewer, self.within, self.less), 1)]
+    def restart_byte(self):
+        """The byte in its word where the innermost level starts next, for the branch
+        ``outer`` names (the step of level 1 or 0, the next pass, column or row)."""
+        restarts = [self.next_byte[1], self.next_byte[0], self.byte(self.pix),
+                    self.next_byte["col"], self.next_byte["row"]]
+        return _select(self.outer, restarts)
 
-    def first_taps(self, byte, rows=None):
-        """The innermost level's first step, at ``byte`` of the word: a look-up in ``first``
-        (or in ``rows``, the table being loaded)."""
-        rows = self.first if rows is None else rows
-        return self._load(self.caps(lambda b: byte == b), rows, byte)
+    def first_taps(self):
+        """The innermost level's first step, at :meth:`restart_byte` of the word: a look-up
+        in ``first``."""
+        return [self.n.eq(self.looked_up.n), self.left.eq(self.cmd.count[2]),
+                self.wraps[2].eq(self.looked_up.wrap), self.rem_low.eq(self.looked_up.rem_low),
+                *self._ahead((1 << self.byte_bits) - self.restart_at)]
 
-    def _load(self, caps, rows, byte):
-        """``n``, ``rem`` and ``wraps[2]`` from the row of ``rows`` whose cap is one-hot in
-        ``caps``; the step is at ``byte`` of its word."""
-        stmts = [target.eq(reduce(operator.or_, (Mux(is_cap, row[name], 0)
-                                                 for is_cap, row in zip(caps, rows))))
-                 for name, target in (("n", self.n), ("rem", self.rem),
-                                      ("wrap", self.wraps[2]))]
-        return stmts + self._ahead((1 << self.byte_bits) - byte)
+    def look_up(self):
+        """The combinational statements of :meth:`first_taps`' look-up."""
+        caps = self.caps(lambda b: self.restart_at == b)
+        return [self.restart_at.eq(self.restart_byte()),
+                [self.looked_up[name].eq(reduce(operator.or_, (
+                    Mux(is_cap, row[name], 0) for is_cap, row in zip(caps, self.first))))
+                 for name in ("n", "wrap", "rem_low")]]
 
     def step_taps(self):
-        """The step after one that leaves taps in the innermost level (``rem > 0``): at most
-        ``cap_ahead`` taps if bundled, one if not."""
-        rem = self.rem
-        small = rem[self.low_bits:] == 0
-        low = rem[:self.low_bits]
+        """The step after one that leaves taps in the innermost level (``rem``, what is left
+        after it, is not 0): at most ``cap_ahead`` taps if bundled, one if not."""
+        # ``left`` holds the current step's ``n`` (at most ``width``): where its high bits are
+        # 0, ``rem_low`` is all of what is left after the step; elsewhere more than any cap.
+        small = self.left[self.low_bits:] == 0
+        low = self.rem_low
         caps = list(self.cap_ahead)
         # The last step of the level if ``rem`` is within the cap: then it takes them all.
         within = small & _any(is_cap & _below(low, c + 1) for c, is_cap in enumerate(caps, 1))
         cap = reduce(operator.or_, (Mux(is_cap, c, 0) for c, is_cap in enumerate(caps, 1)))
+        taken = Mux(self.bundled, cap, 1)           # the next step's taps, if not the last
         return [self.n.eq(Mux(self.bundled, Mux(within, low, cap), 1)),
                 self.wraps[2].eq(Mux(self.bundled, within, small & _below(low, 2))),
-                self.rem.eq(Mux(self.bundled, Mux(within, 0, rem - cap), rem - 1)),
+                self.left.eq(self.left - self.n), self.rem_low.eq(low - taken),
                 *self._ahead(self.ahead)]
 
-    def restart(self, act_start, byte):
-        """The pass's first step: the tap nest restarted from ``act_start`` (at ``byte`` of
-        its word)."""
-        stmts = [i.eq(f) for i, f in zip(self.idx, self.final)]
-        stmts += self.set_act(0, act_start, self.cmd)
-        stmts += [w.eq(self.cmd.wgt_base) for w in self.wgt]
-        stmts += [w.eq(r) for w, r in zip(self.wraps, self.wraps_restart)]
-        return stmts + self.first_taps(byte)
-
     def start(self, new):
-        """A command taken: everything but the table of first steps and the first step's
-        taps, which the next cycle loads from the registered command."""
+        """A command taken: what the load cycle starts the nest from (a new row: ``outer``
+        says so), and the table of first steps it looks up."""
         null = (new.count[0] == 0) | (new.count[1] == 0) | (new.count[2] == 0)
         bundled = ~null & (new.act_stride[2] == 1)
-        wraps = [null | (new.count[k] <= 1) for k in range(LEVELS - 1)]
-        flags = [wraps[1], wraps[0], new.passes <= 1, new.cols <= 1, new.rows <= 1]
-        return [self.outer.eq(_first_clear(flags)),
-            [w.eq(value) for w, value in zip(self.wraps_restart, wraps)],
-            self.one_pass.eq(new.passes <= 1), self.one_col.eq(new.cols <= 1),
+        return [
             self.cmd.eq(new), self.null.eq(null), self.bundled.eq(bundled),
-            self._count(new.count[2]),
-            self.r.eq(new.rows - 1), self.c.eq(new.cols - 1), self.p.eq(new.passes - 1),
-            self.cols_m1.eq(new.cols - 1), self.passes_m1.eq(new.passes - 1),
-            self.set_row(new.act_base, new), self.set_pix(new.act_base, new),
-            [i.eq(new.count[k] - 1) for k, i in enumerate(self.idx)],
-            [f.eq(new.count[k] - 1) for k, f in enumerate(self.final)],
+            self.loading.eq(1),
+            self.nonempty.eq((new.rows != 0) & (new.cols != 0) & (new.passes != 0)),
+            self.outer.eq(1 << 4),
+            [w.eq(null | (new.count[k] <= 1)) for k, w in enumerate(self.wraps_restart)],
+            self.one_pass.eq(new.passes <= 1), self.one_col.eq(new.cols <= 1),
+            [[first[name].eq(row[name]) for name in ("n", "wrap", "rem_low")]
+             for first, row in zip(self.first, self.tabled(new.count[2], null, bundled))],
+            self.r.eq(new.rows), self.set_row(new.act_base - new.act_row, new),
             [step.eq(new.wgt_stride[2] * j) for j, step in enumerate(self.steps, 1)],
-            self.set_act(0, new.act_base, new),
-            [w.eq(new.wgt_base) for w in self.wgt],
-            [wrap.eq(value) for wrap, value in zip(self.wraps, wraps)],
-            self.last_pass.eq(new.passes <= 1), self.last_col.eq(new.cols <= 1),
-            self.last_row.eq(new.rows <= 1),
         ]

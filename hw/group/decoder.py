@@ -206,11 +206,10 @@ class Decoder(wiring.Component):
         ]
         with m.If(self.run.valid & self.run.ready):
             m.d.sync += run.eq(self.run.payload)
-        # The commands are registered when the micro-program is done (it holds then): the
-        # address generator and the execute engine start from flip-flops, not from adders.
-        command, body = Signal.like(self.agen.payload), Signal.like(self.body.payload)
-        self._commands(m, run, decoder, command, body)
-        m.d.comb += [self.agen.payload.eq(command), self.body.payload.eq(body)]
+        # The commands follow from the RUN and its decoded micro-program, which hold while
+        # they are offered; the address generator and the body queue register them when
+        # they take them (a register here would be a third copy).
+        self._commands(m, run, decoder.program, self.agen.payload, self.body.payload)
         with m.If(decoder.done):
             m.d.sync += [offer.eq(1), sent.eq(0)]
         with m.If(offer):
@@ -222,11 +221,10 @@ class Decoder(wiring.Component):
         return m
 
     @staticmethod
-    def _commands(m, run, decoder, command, body):
-        """Loads ``command`` and ``body``, the address generator's command and the execute
-        body of ``run`` with the micro-program ``decoder`` holds (addresses and strides modulo
-        their spaces), when it is done."""
-        program = decoder.program
+    def _commands(m, run, program, command, body):
+        """Drives ``command`` and ``body``, the address generator's command and the execute
+        body of ``run`` with the decoded micro-program ``program`` (addresses and strides
+        modulo their spaces)."""
         stmts = [
             command.rows.eq(run.rows), command.cols.eq(run.cols), command.lanes.eq(run.lanes),
             command.passes.eq(program.passes),
@@ -252,5 +250,4 @@ class Decoder(wiring.Component):
             body.out_col.eq(program.write.col_stride),
             body.lane_stride.eq(program.write.lane_stride),
         ]
-        with m.If(decoder.done):
-            m.d.sync += stmts
+        m.d.comb += stmts
