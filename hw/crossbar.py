@@ -86,11 +86,11 @@ class Crossbar(wiring.Component):
     - a read accepted on a ``rd``/``dma_rd`` port waits in the port's register slice until
       its bank serves its word in a cycle ``g`` after the one it was accepted in (``g = t + 1``
       when no other port asks the bank for another word), and is answered on its ``resp`` in
-      cycle ``g + 1`` with the word's value before any write accepted in cycle ``g - 1`` or
-      later; a port's answers are in the order of its requests, a ``skip`` request's in the
-      cycle after it leaves the slice; a port takes a request per cycle while its slice
-      moves (``ready`` is a register: no path runs from a requester through the arbitration
-      into another requester or back into itself);
+      cycle ``g + 2`` (the bank's word is registered) with the word's value before any write
+      accepted in cycle ``g - 1`` or later; a port's answers are in the order of its requests,
+      a ``skip`` request's two cycles after it leaves the slice; a port takes a request per
+      cycle while its slice moves (``ready`` is a register: no path runs from a requester
+      through the arbitration into another requester or back into itself);
     - all ports asking one bank for the same word in a cycle are accepted together; a bank
       serves one word per cycle, round-robin among ports asking for different words;
     - a write accepted in cycle ``t`` is written in cycle ``t + 1`` and visible to reads
@@ -192,7 +192,11 @@ class Crossbar(wiring.Component):
             m.submodules[f"bank{b}"] = mem
             rport = mem.read_port()
             wport = mem.write_port(granularity=8)
-            bank_data.append(rport.data)
+            # The word read is registered beside the bank (the block RAM's own output register
+            # where the FPGA has one): its long routes to the groups start at a flip-flop.
+            word = Signal.like(rport.data, name=f"bank{b}_word")
+            m.d.sync += word.eq(rport.data)
+            bank_data.append(word)
 
             # Reads: one word per cycle, shared by every port that asks for it.
             asking = Signal(len(readers), name=f"rd_ask{b}")
@@ -227,13 +231,14 @@ class Crossbar(wiring.Component):
             with m.If(q.valid & reads[i].skip):
                 m.d.comb += rd_grant[i].eq(1)
             m.d.comb += q.ready.eq(rd_grant[i])
-            m.d.sync += [
-                p.resp.valid.eq(rd_grant[i]),
-                p.resp.payload.tag.eq(reads[i].tag),
-            ]
+            # The answer follows the bank's output register: a cycle after the read.
+            granted, tag, bank = Signal(name=f"rd_granted{i}"), Signal.like(reads[i].tag), \
+                Signal.like(rd_bank[i], name=f"rd_bank_late{i}")
+            m.d.sync += [granted.eq(rd_grant[i]), tag.eq(reads[i].tag), bank.eq(rd_bank[i]),
+                         p.resp.valid.eq(granted), p.resp.payload.tag.eq(tag)]
             m.d.comb += p.resp.payload.data.eq(bank_data[0])
             for b in range(1, banks):
-                with m.If(rd_bank[i] == b):
+                with m.If(bank == b):
                     m.d.comb += p.resp.payload.data.eq(bank_data[b])
         for i, p in enumerate(writers):
             m.d.comb += p.req.ready.eq(wr_grant[i])

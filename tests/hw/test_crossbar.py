@@ -77,7 +77,7 @@ def test_crossbar_writes_then_reads_from_every_port(seed):
             while len(done) < len(writers):
                 await ctx.tick()
             await read_words(ctx, readers[i], reads[i], Pauses(0.2 * i, seed * 10 + i))
-            await ctx.tick().repeat(3)          # the last read's slice, bank and answer
+            await ctx.tick().repeat(4)          # slice, bank, its output register, answer
             assert collectors[i].got == [(n, model[a]) for n, a in enumerate(reads[i])]
         return tb
 

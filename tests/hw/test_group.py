@@ -227,7 +227,8 @@ def hardware(mem, runs, sparse, competitor=0.0, seed=0):
     async def read_back(ctx):
         while len(finished) < CONFIG.groups or (competitor and not quiet):
             await ctx.tick()
-        await ctx.tick().repeat(2)
+        # The competitor's last answers (slice, bank, the bank's output register) are out.
+        await ctx.tick().repeat(3)
         port = dut.xbar.dma_rd
         words = CONFIG.act_bytes // WORD
         ctx.set(port.req.valid, 1)
@@ -425,13 +426,13 @@ def test_cycles_of_compute_bound_runs_follow_the_cycle_model():
 def test_sparse_core_saves_cycles():
     # CONV's innermost level walks 2 channels (act_stride 1): the access engine fetches them
     # as one bundle and the sparse core spends a cycle per non-zero tap, at least one per
-    # bundle: 154 cycles with 30% zeros, 137 with 50%, for 203 without zero skipping; the RTL's
+    # bundle: 155 cycles with 30% zeros, 138 with 50%, for 204 without zero skipping; the RTL's
     # exactly.
-    for zeros, cycles in ((0.3, 154), (0.5, 137)):
+    for zeros, cycles in ((0.3, 155), (0.5, 138)):
         check([conv()], zeros=zeros, within=(1.0, 1.0))
         mem = Memories.random(0, zeros)
         assert [reference(mem, [conv()], sparse)[2][0] for sparse in (False, True)] == \
-            [203, cycles]
+            [204, cycles]
 
 
 def test_cycles_of_post_bound_and_decode_bound_chains():
