@@ -459,10 +459,14 @@ class _Lowering:
                     for queue in queues]
         # Each group's programs from one place, aligned to the bus word and padded to whole
         # words, so that one scatter DMA loads them all (Memories.scatter).
-        align = max(1, self.config.axi_bytes // isa.UOP_BYTES)
-        words = max(sum(len(p) for p in mine) for mine in programs) // isa.UOP_BYTES
-        words = -(-words // align) * align
-        base = -(-max(group.uop_next for group in self.memories.groups) // align) * align
+        word = max(1, self.config.axi_bytes // isa.UOP_BYTES)
+
+        def whole_words(uops):
+            return -(-uops // word) * word
+
+        words = whole_words(max(sum(len(p) for p in mine) for mine in programs)
+                            // isa.UOP_BYTES)
+        base = whole_words(max(group.uop_next for group in self.memories.groups))
         if base + words > self.config.uop_depth:
             base = 0
             for group in self.memories.groups:

@@ -100,13 +100,14 @@ def dma_load(state, args):
     space, length = args["space"], args["length"]
     source = state.memory[state.external(args["ext_addr"], length)]
     groups = () if space == isa.Space.ACT else tuple(state.groups(args["group_mask"]))
-    chunk = _scatter_chunk(state, space, args, groups) if args.get("chunk") else length
+    scatter = bool(args.get("chunk"))
+    chunk = _scatter_chunk(state, space, args, groups) if scatter else length
     units = state.local(space, args["local_addr"], chunk)
     if space == isa.Space.ACT:
         state.act[units] = source.view(np.int8)
     for k, g in enumerate(groups):
-        part = source[k * chunk:(k + 1) * chunk] if chunk != length else source
-        _write_group(state, space, g, units, part)
+        first = k * chunk if scatter else 0
+        _write_group(state, space, g, units, source[first:first + chunk])
     _count_dma(state, space, length)
     return Transfer(False, space, groups, units.start, units.stop, length)
 
