@@ -185,22 +185,21 @@ class AddressGenerator(wiring.Component):
                          wgt[2].eq(wgt[2] + Array(nest.steps)[nest.n - 1]), nest.step_taps()]
         with m.Elif(restart):
             m.d.sync += [act[2].eq(act_start), wgt[2].eq(wgt_start), nest.first_taps()]
-        # Level 1 restarts with the innermost; it steps when ``outer`` says so.
-        with m.If(restart):
-            m.d.sync += [act[1].eq(act_start), wgt[1].eq(wgt_start),
-                         nest.next_byte[1].eq(nest.byte(act_start, cmd.act_stride[1]))]
-            with m.If(level1):
-                m.d.sync += [idx[1].eq(idx[1] - 1), wraps[1].eq(idx[1] == 2)]
+        def restart_level(k, steps):
+            # Level k takes the restart's pointers; its count steps (``steps``) or restarts.
+            m.d.sync += [act[k].eq(act_start), wgt[k].eq(wgt_start),
+                         nest.next_byte[k].eq(nest.byte(act_start, cmd.act_stride[k]))]
+            with m.If(steps):
+                m.d.sync += [idx[k].eq(idx[k] - 1), wraps[k].eq(idx[k] == 2)]
             with m.Else():
-                m.d.sync += [idx[1].eq(cmd.count[1]), wraps[1].eq(nest.wraps_restart[1])]
-            # Level 0 keeps its place while level 1 steps.
+                m.d.sync += [idx[k].eq(cmd.count[k]), wraps[k].eq(nest.wraps_restart[k])]
+
+        # Level 1 restarts with the innermost; it steps when ``outer`` says so. Level 0 keeps
+        # its place while level 1 steps.
+        with m.If(restart):
+            restart_level(1, level1)
             with m.If(~level1):
-                m.d.sync += [act[0].eq(act_start), wgt[0].eq(wgt_start),
-                             nest.next_byte[0].eq(nest.byte(act_start, cmd.act_stride[0]))]
-                with m.If(level0):
-                    m.d.sync += [idx[0].eq(idx[0] - 1), wraps[0].eq(idx[0] == 2)]
-                with m.Else():
-                    m.d.sync += [idx[0].eq(cmd.count[0]), wraps[0].eq(nest.wraps_restart[0])]
+                restart_level(0, level0)
         # Passes, columns and rows.
         with m.If(restart & outer[2]):
             m.d.sync += [p.eq(p - 1), nest.last_pass.eq(p == 2)]
