@@ -22,8 +22,9 @@ ACCESS_BUBBLE = 2
 SLICE_LATENCY = 1
 #: Cycles from the address generator to the execute engine (its load cycle, register slice,
 #: the crossbar port's slice, read and the bank's output register, FIFO, sparse core, weight
-#: fetch's two stages), paid by a RUN with MAC that finds the group idle.
-ACCESS_FILL = 2 * SLICE_LATENCY + 8
+#: fetch's three stages: the step, the block RAM read, its output register), paid by a RUN
+#: with MAC that finds the group idle.
+ACCESS_FILL = 2 * SLICE_LATENCY + 9
 #: Cycles from the execute engine to the post-writer (lanes, job queue), paid by a RUN that
 #: finds the group idle.
 EXECUTE_FILL = 6

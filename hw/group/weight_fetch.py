@@ -1,9 +1,10 @@
 """The weight fetch: each kept tap's column of weights, one per lane, from the weight buffer."""
 
-from amaranth.hdl import Module, Signal, signed
+from amaranth.hdl import Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..memories import WeightBuffer
 from ..sparse import tap_layout
 from .layouts import mac_layout
 
@@ -15,13 +16,15 @@ class WeightFetch(wiring.Component):
 
     Contract: for each step on ``i``, ``o`` carries, in order, its activation, the ``lanes``
     weights at ``wgt_addr, wgt_addr + 1, ...`` and its ``last`` and ``null`` flags; one step
-    per cycle, two cycles after it is taken (:data:`LATENCY`): the step is registered before
+    per cycle, three cycles after it is taken (:data:`LATENCY`): the step is registered before
     its address goes to the block RAMs (the sparse core's tap selection and the buffer's bank
-    rows were one path). Both stages move together; a stalled ``o`` holds them.
+    rows were one path), then the buffer's two read stages
+    (:data:`~flexigan.hw.memories.WeightBuffer.READ_LATENCY`). All stages move together; a
+    stalled ``o`` holds them.
     """
 
     #: Cycles from a step taken on ``i`` to its weights on ``o``.
-    LATENCY = 2
+    LATENCY = 1 + WeightBuffer.READ_LATENCY
 
     def __init__(self, config):
         self._config = config
@@ -35,26 +38,26 @@ class WeightFetch(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        # Stage 1: the step; stage 2: its weights on the buffer's output, with the step.
+        # Stage 0: the step, its address to the buffer; stages 1 .. READ_LATENCY: the step
+        # beside its read, whose weights are on the buffer's output in the last stage.
         tap = Signal.like(self.i.payload)
-        valid = [Signal(name=f"valid{k}") for k in (1, 2)]
-        act = Signal(signed(8))
-        last = Signal()
-        null = Signal()
-        advance = ~valid[1] | self.o.ready
+        stages = [Signal(tap_layout(self._config), name=f"stage{k}")
+                  for k in range(1, self.LATENCY)]
+        valid = [Signal(name=f"valid{k}") for k in range(self.LATENCY)]
+        advance = ~valid[-1] | self.o.ready
         m.d.comb += [
             self.i.ready.eq(advance),
             self.buffer.en.eq(advance),
             self.buffer.addr.eq(tap.wgt_addr),
-            self.o.valid.eq(valid[1]),
-            self.o.payload.act.eq(act),
-            self.o.payload.last.eq(last),
-            self.o.payload.null.eq(null),
+            self.o.valid.eq(valid[-1]),
+            self.o.payload.act.eq(stages[-1].act),
+            self.o.payload.last.eq(stages[-1].last),
+            self.o.payload.null.eq(stages[-1].null),
         ]
         for lane in range(self._config.lanes):
             m.d.comb += self.o.payload.wgt[lane].eq(self.buffer.data[lane])
         with m.If(advance):
-            m.d.sync += [valid[0].eq(self.i.valid), tap.eq(self.i.payload),
-                         valid[1].eq(valid[0]), act.eq(tap.act), last.eq(tap.last),
-                         null.eq(tap.null)]
+            m.d.sync += [valid[0].eq(self.i.valid), tap.eq(self.i.payload)]
+            for k, (stage, before) in enumerate(zip(stages, [tap, *stages])):
+                m.d.sync += [valid[k + 1].eq(valid[k]), stage.eq(before)]
         return m

@@ -71,7 +71,12 @@ def test_weight_buffer_reads_lanes_at_any_address(lanes, chunk):
             ctx.set(dut.r.en, 1)
             await ctx.tick()
             ctx.set(dut.r.en, 0)
-            await ctx.tick()     # data holds while not enabled
+            await ctx.tick()     # the pipeline holds while not enabled
+            ctx.set(dut.r.addr, rng.randrange(512))
+            ctx.set(dut.r.en, 1)
+            await ctx.tick()     # the next read moves this one to the output
+            ctx.set(dut.r.en, 0)
+            await ctx.tick().repeat(rng.randrange(1, 3))
             got = [ctx.get(dut.r.data[lane]) for lane in range(lanes)]
             assert got == [model[(addr + lane) % 512] for lane in range(lanes)], addr
 
