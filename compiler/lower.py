@@ -963,7 +963,7 @@ def _assemble(lowering, p, schedule, qgraph, reorder, config):
         node = qgraph.nodes[value]["node"]
         storage = p.storage(storage_name)
         return {"addr": address(lowering.dram[storage.name]), "shape": list(node.shape),
-                "scale": node.scale, "grid": storage.grid.to_dict(),
+                "scale": node.scale, "grid": storage.value_grid.to_dict(),
                 "frame_bytes": lowering.frame_bytes(storage)}
 
     layout = {

@@ -12,6 +12,11 @@ columns (a lane's weights are zero on the columns its own output does not read):
   of them: output column ``s*j + b`` meets tap ``t`` at input column ``j + (b + pad - t)/s``,
   so along columns the layer becomes a direct convolution over the input of stride ``m``,
   one tap per input column the packed phases read; rows stay transposed (zero-free phases).
+  The packed columns need not start at a phase 0: k=4, s=2, pad 1 reads 3 input columns for
+  output columns ``2j, 2j + 1`` but 2 for ``2j + 1, 2j + 2`` (6 of 8 lanes busy at every
+  step, against 4 of 8). Such an alignment makes the first and last packed pixels reach
+  past the image by a column: a model output that its layer alone writes grows those
+  margin columns (its storage's ``view`` places the image in them).
 
 Lane ``dx*C + c`` of packed pixel ``(h, j)`` is channel ``c`` of output pixel ``(h, P*j + dx)``,
 which in HWC order is byte ``dx*C + c`` after that pixel's first byte: the layer writes the
@@ -28,6 +33,7 @@ from dataclasses import replace
 import numpy as np
 
 from .. import numerics, segments
+from ..grid import Grid
 from .types import Axis, Plan
 
 __all__ = ["columns"]
@@ -45,7 +51,8 @@ def _packable(layer):
 
 
 def _conv_columns(layer, lanes):
-    """``(P, weight, stride, pad)`` of the packed columns of a Conv, or None."""
+    """``(P, weight, stride, pad, count, align)`` of the packed columns of a Conv (``count``
+    packed pixels, ``align`` 0), or None."""
     channels, width = layer.cout, layer.out_hw[1]
     stride, kernel = layer.stride[1], layer.weight.shape[4]
     packs = [p for p in range(2, lanes // channels + 1) if width % p == 0]
@@ -59,36 +66,60 @@ def _conv_columns(layer, lanes):
     for dx in range(p):
         weight[0, dx * channels:(dx + 1) * channels, :, :, dx * stride:dx * stride + kernel] = \
             layer.weight[0]
-    return p, weight, p * stride, layer.axes[1].pad
+    return p, weight, p * stride, layer.axes[1].pad, width // p, 0
 
 
-def _convt_columns(layer, lanes):
-    """``(P, weight, stride, pad)`` of a ConvTranspose's column phases packed into a direct
-    convolution along columns, or None: ``m`` neighbouring groups of its ``s`` phases (as
-    many as the lanes hold and divide the width), ``P = m*s`` columns read ``m - 1`` input
-    columns more than one group's."""
+def _convt_packing(phases, stride, pad, channels, m, align):
+    """``(weight columns, span)`` of ``m`` groups of a ConvTranspose's ``stride`` column
+    phases packed into one pixel whose first column is ``align`` output columns before a
+    multiple of ``m*stride``: ``[(lane, tap, input column - the first one read)]``."""
+    taps = dict(phases)
+    reads = []
+    for dx in range(m * stride):
+        b = (dx - align) % stride
+        j = (dx - align - b) // stride
+        reads += [(dx * channels, t, j + (b + pad - t) // stride) for t in taps[b]]
+    if not reads:
+        return [], 0
+    first = min(d for _, _, d in reads)
+    return [(lane, t, d - first) for lane, t, d in reads], first
+
+
+def _convt_columns(layer, lanes, margins):
+    """``(P, weight, stride, pad, count, align)`` of a ConvTranspose's column phases packed
+    into a direct convolution along columns, or None: ``m`` neighbouring groups of its ``s``
+    phases (``P = m*s`` columns, as many groups as the lanes hold), their first column
+    ``align`` output columns before a multiple of ``P``; ``count`` packed pixels. Neighbouring
+    phases read different input columns (k=4, s=2, pad 1: output column ``2j`` reads input
+    columns ``j - 1, j``, ``2j + 1`` reads ``j, j + 1``), so the alignment that reads the
+    fewest columns (``2j + 1, 2j + 2``: ``j, j + 1``) can leave a pixel's columns before the
+    first output column or after the last: only with ``margins``, where the destination may
+    grow margin columns. The packing with the fewest MAC steps along columns, if fewer than
+    the unpacked layer's."""
     channels, width = layer.cout, layer.out_hw[1]
     stride, kernel, pad = layer.stride[1], layer.weight.shape[4], layer.axes[1].pad
     if stride < 2 or stride * channels > lanes:
         return None
     phases = segments.phases(kernel, stride, pad)
-    offsets = [(b, t, (b + pad - t) // stride) for b, taps in phases for t in taps]
-    if not offsets:
+    unpacked = sum(-(-(width - b) // stride) * len(taps) for b, taps in phases)
+    best = None
+    for m in range(lanes // (stride * channels), 0, -1):
+        for align in range(stride if margins else 1):
+            count = -(-(width + align) // (m * stride))
+            if not margins and count * m * stride != width:
+                continue
+            reads, first = _convt_packing(phases, stride, pad, channels, m, align)
+            span = max((d for _, _, d in reads), default=-1) + 1
+            if span and (best is None or count * span < best[0]):
+                best = (count * span, m, align, count, reads, first, span)
+    if best is None or best[0] >= unpacked:
         return None
-    first = min(d for _, _, d in offsets)
-    span = max(d for _, _, d in offsets) - first + 1
-    groups = [m for m in range(lanes // (stride * channels), 0, -1)
-              if width % (m * stride) == 0 and span + m - 1 < m * len(offsets)]
-    if not groups:
-        return None
-    m = groups[0]
-    weight = np.zeros((1, m * stride * channels, layer.cin_g, layer.weight.shape[3],
-                       span + m - 1), np.int8)
-    for dj in range(m):
-        for b, t, d in offsets:
-            lane = (dj * stride + b) * channels
-            weight[0, lane:lane + channels, :, :, d - first + dj] = layer.weight[0, :, :, :, t]
-    return m * stride, weight, m, -first
+    _, m, align, count, reads, first, span = best
+    weight = np.zeros((1, m * stride * channels, layer.cin_g, layer.weight.shape[3], span),
+                      np.int8)
+    for lane, t, d in reads:
+        weight[0, lane:lane + channels, :, :, d] = layer.weight[0, :, :, :, t]
+    return m * stride, weight, m, -first, count, align
 
 
 def _replicated(post, p):
@@ -98,24 +129,48 @@ def _replicated(post, p):
                          np.tile(post.shift, p), lut)
 
 
-def _packed(layer, lanes):
-    """``layer`` with its output columns packed into its lanes, or ``layer``."""
+def _packed(layer, lanes, margins):
+    """``(layer with its output columns packed into its lanes, align)``, or ``(layer, 0)``;
+    ``margins``: whether the packed pixels may cover ``align`` columns before the first
+    output column and some after the last."""
     if not _packable(layer) or 2 * layer.cout > lanes:
-        return layer
+        return layer, 0
     transposed = layer.transposed[1]
-    found = (_convt_columns if transposed else _conv_columns)(layer, lanes)
+    found = _convt_columns(layer, lanes, margins) if transposed else \
+        _conv_columns(layer, lanes)
     if found is None:
-        return layer
-    p, weight, stride, pad = found
+        return layer, 0
+    p, weight, stride, pad, count, align = found
     axis = layer.axes[1]
+    dst_grid = layer.dst_grid
+    if count * p != layer.out_hw[1]:
+        dst_grid = Grid.dense((layer.cout, layer.out_hw[0], count * p))
     return replace(layer, weight=weight, transposed=(layer.transposed[0], False),
                    stride=(layer.stride[0], stride),
                    axes=(layer.axes[0], Axis(axis.size, pad, axis.off, axis.step)),
-                   out_hw=(layer.out_hw[0], layer.out_hw[1] // p), out_mul=(1, p), packed=p,
-                   post=_replicated(layer.post, p), chan_addr=np.arange(p * layer.cout))
+                   out_hw=(layer.out_hw[0], count), out_mul=(1, p), packed=p,
+                   post=_replicated(layer.post, p), chan_addr=np.arange(p * layer.cout),
+                   dst_grid=dst_grid), align
+
+
+def _widened(storage, layer, align):
+    """``storage`` as the array ``layer`` writes, wider than its value by the packed pixels'
+    margin columns; its ``view`` places the value (``align`` columns in)."""
+    value = storage.grid
+    return replace(storage, grid=layer.dst_grid,
+                   view=replace(value, cols=layer.dst_grid.cols, off_w=align))
 
 
 def columns(p: Plan, lanes: int) -> Plan:
     """Pass 2b: ``p`` with the output columns of every layer with few output channels packed
-    into its ``lanes`` where that takes fewer MAC steps (see the module docstring)."""
-    return replace(p, layers=tuple(_packed(layer, lanes) for layer in p.layers))
+    into its ``lanes`` where that takes fewer MAC steps (see the module docstring). Only a
+    model output that its layer alone writes and nothing reads may grow margin columns."""
+    layers, storages = [], {s.name: s for s in p.storages}
+    for layer in p.layers:
+        dst = storages[layer.dst]
+        margins = dst.output and dst.writers == (layer.index,) and not dst.readers
+        packed, align = _packed(layer, lanes, margins)
+        if packed.dst_grid != layer.dst_grid:
+            storages[dst.name] = _widened(dst, packed, align)
+        layers.append(packed)
+    return replace(p, layers=tuple(layers), storages=tuple(storages.values()))

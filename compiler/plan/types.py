@@ -292,7 +292,9 @@ class Storage:
 
     ``home`` is "act" (the scratchpad, at ``act_addr`` once allocated) or "dram" (external
     memory: a model input or output, or a spilled tensor). ``writers``/``readers`` are layer
-    indices in order; a model input has no writer.
+    indices in order; a model input has no writer. ``view`` places the model's value in the
+    array when the array is wider than the value (a model output whose packed writer also
+    writes margin columns, :mod:`.pack`); None: ``grid`` places it.
     """
 
     name: str
@@ -302,6 +304,12 @@ class Storage:
     writers: tuple[int, ...] = ()
     readers: tuple[int, ...] = ()
     act_addr: int | None = None
+    view: Grid | None = None
+
+    @property
+    def value_grid(self):
+        """The :class:`~flexigan.compiler.grid.Grid` of the model's value in the array."""
+        return self.grid if self.view is None else self.view
 
     @property
     def size(self):

@@ -30,18 +30,18 @@ _SPEC.loader.exec_module(zoo)
 CEILINGS = {
     "mlp_g": 1.4,
     "mlp_d": 1.34,
-    "dcgan_mnist_g": 1.29,
-    "cgan_g": 1.29,
-    "upconv_g": 1.22,
+    "dcgan_mnist_g": 1.25,
+    "cgan_g": 1.22,
+    "upconv_g": 1.08,
     "espcn_g": 1.38,
-    "unet_g": 1.43,
+    "unet_g": 1.28,
     "resnet_g": 1.31,
     "narrow_g": 9.95,
-    "wide_g": 1.24,
+    "wide_g": 1.21,
     "dcgan32_d": 1.14,
     "digits_g": 3.26,
     "digits_d": 3.88,
-    "dcgan64_g": 1.1,
+    "dcgan64_g": 1.05,   # issue 9: within 1.05
     "dcgan64_d": 1.08,
 }
 
