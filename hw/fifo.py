@@ -107,11 +107,15 @@ class StreamSlice(wiring.Component):
         spare = Signal.like(self.i.payload)
         spare_valid = Signal()
         m.d.comb += self.i.ready.eq(~spare_valid)
+        # The spare copies ``i`` whenever it is empty: its enable is a flip-flop, not the
+        # consumer's ``ready`` (a crossbar's grant was the ULX3S cut's critical path into it).
+        with m.If(~spare_valid):
+            m.d.sync += spare.eq(self.i.payload)
         with m.If(self.o.ready | ~self.o.valid):
             with m.If(spare_valid):
                 m.d.sync += [self.o.payload.eq(spare), self.o.valid.eq(1), spare_valid.eq(0)]
             with m.Else():
                 m.d.sync += [self.o.payload.eq(self.i.payload), self.o.valid.eq(self.i.valid)]
-        with m.Elif(self.i.valid & self.i.ready):
-            m.d.sync += [spare.eq(self.i.payload), spare_valid.eq(1)]
+        with m.Elif(self.i.valid):
+            m.d.sync += spare_valid.eq(1)
         return m
