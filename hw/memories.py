@@ -44,11 +44,16 @@ class ElementMemory(wiring.Component):
     ``i * element_bytes ...``). ``r`` behaves like a synchronous memory read port: the element
     at ``r.addr`` in a cycle with ``r.en`` is on ``r.data`` from the next cycle until the next
     enabled read; a read and a write of the same bytes in one cycle returns the old bytes.
+    With ``registered``, the word read is registered beside the block RAM before the element
+    is selected: reads are then a two-stage pipeline moving in the cycles with ``r.en``, as
+    :class:`WeightBuffer`'s (an element read in an enabled cycle is on ``r.data`` from the
+    cycle after the next enabled cycle).
 
     Parameters
     ----------
     element_bytes, depth, chunk_bytes : int
         Powers of two.
+    registered : bool
 
     Attributes
     ----------
@@ -56,11 +61,12 @@ class ElementMemory(wiring.Component):
     r : Out(sync_read_signature(ceil_log2(depth), 8 * element_bytes))
     """
 
-    def __init__(self, *, element_bytes, depth, chunk_bytes):
+    def __init__(self, *, element_bytes, depth, chunk_bytes, registered=False):
         for name, value in (("element_bytes", element_bytes), ("depth", depth),
                             ("chunk_bytes", chunk_bytes)):
             _power_of_two(f"ElementMemory {name}", value)
         self._e, self._depth, self._c = element_bytes, depth, chunk_bytes
+        self._registered = registered
         self._word = max(element_bytes, chunk_bytes)
         if depth * element_bytes < self._word:
             raise ValueError(f"ElementMemory of {depth * element_bytes} bytes is smaller than "
@@ -94,13 +100,17 @@ class ElementMemory(wiring.Component):
 
         per_word = word // e
         m.d.comb += [rp.addr.eq(self.r.addr >> exact_log2(per_word)), rp.en.eq(self.r.en)]
-        if per_word == 1:
-            m.d.comb += self.r.data.eq(rp.data)
-        else:
-            sub = Signal(range(per_word))
+        # The element's place in the word, and the word, in each stage of the read.
+        sub = Signal(range(per_word))
+        with m.If(self.r.en):
+            m.d.sync += sub.eq(self.r.addr[:exact_log2(per_word)])
+        data = rp.data
+        if self._registered:
+            data, late = Signal.like(rp.data, name="word"), Signal.like(sub, name="sub_late")
             with m.If(self.r.en):
-                m.d.sync += sub.eq(self.r.addr[:exact_log2(per_word)])
-            m.d.comb += self.r.data.eq(rp.data.word_select(sub, 8 * e))
+                m.d.sync += [data.eq(rp.data), late.eq(sub)]
+            sub = late
+        m.d.comb += self.r.data.eq(data if per_word == 1 else data.word_select(sub, 8 * e))
         return m
 
 

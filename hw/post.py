@@ -89,7 +89,7 @@ class Post(wiring.Component):
         job = self.i.payload
         m.submodules.lut = lut = ElementMemory(
             element_bytes=1, depth=self._lut_tables * isa.LUT_BYTES,
-            chunk_bytes=self._config.axi_bytes)
+            chunk_bytes=self._config.axi_bytes, registered=True)
         wiring.connect(m, wiring.flipped(self.lut_w), lut.w)
         lut_r = lut.r
 
@@ -106,8 +106,8 @@ class Post(wiring.Component):
         shift = [Signal(8, name=f"shift{k}") for k in (1, 2)]
         fine = Signal(3)
         use_lut = [Signal(name=f"use_lut{k}") for k in range(1, self.LATENCY + 1)]
-        table = [Signal(8, name=f"table{k}") for k in range(1, self.LATENCY)]
-        y_out = Signal(signed(8))
+        table = [Signal(8, name=f"table{k}") for k in range(1, self.LATENCY - 1)]
+        y_out = [Signal(signed(8), name=f"y_out{k}") for k in (6, 7)]
 
         # (2 * product) >> shift, then the rounding step; see the module docstring. The
         # barrel shifter in two stages, by the multiple of 8 and then by the rest, then a
@@ -129,8 +129,9 @@ class Post(wiring.Component):
                 shifted.eq(coarse >> fine),
                 # Stage 5: round, saturate.
                 y.eq(Mux(rounded > 127, 127, Mux(rounded < -128, -128, rounded))),
-                # Stage 6: the table read (the read port's register), or the value itself.
-                y_out.eq(y),
+                # Stages 6 and 7: the table read (the read port's register, then the word's
+                # beside the block RAM), or the value itself.
+                y_out[0].eq(y), y_out[1].eq(y_out[0]),
                 use_lut[0].eq(job.use_lut), table[0].eq(job.lut),
                 [v.eq(u) for v, u in zip(valid[1:], valid)],
                 [v.eq(u) for v, u in zip(use_lut[1:], use_lut)],
@@ -142,6 +143,6 @@ class Post(wiring.Component):
                                   (table[-1][:index_bits] << 8) | entry)
         m.d.comb += [
             self.o.valid.eq(valid[-1]),
-            self.o.payload.eq(Mux(use_lut[-1], lut_r.data.as_signed(), y_out)),
+            self.o.payload.eq(Mux(use_lut[-1], lut_r.data.as_signed(), y_out[-1])),
         ]
         return m

@@ -29,8 +29,8 @@ ACCESS_FILL = 2 * SLICE_LATENCY + 9
 #: finds the group idle.
 EXECUTE_FILL = 6
 #: Cycles of the requantizer's pipeline (hw/post.py: bias, multiply, shift, round and
-#: saturate, table read).
-POST_LATENCY = 6
+#: saturate, table read, the table's word registered beside its block RAM).
+POST_LATENCY = 7
 #: Cycles from a RUN's last POST to its last byte in ACT (Post's pipeline, the post-writer's
 #: register slice, write, end job).
 POST_DRAIN = POST_LATENCY + SLICE_LATENCY + 2

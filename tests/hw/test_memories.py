@@ -31,16 +31,19 @@ async def write_chunks(ctx, port, writes):
     ctx.set(port.valid, 0)
 
 
+@pytest.mark.parametrize("registered", [False, True])
 @pytest.mark.parametrize("element,depth,chunk", [(1, 512, 4), (1, 512, 32), (8, 64, 4),
                                                  (8, 64, 32), (16, 16, 4), (16, 16, 32)])
-def test_element_memory(element, depth, chunk):
+def test_element_memory(element, depth, chunk, registered):
     rng = random.Random(element * 100 + chunk)
-    dut = ElementMemory(element_bytes=element, depth=depth, chunk_bytes=chunk)
+    dut = ElementMemory(element_bytes=element, depth=depth, chunk_bytes=chunk,
+                        registered=registered)
     writes, model = random_chunks(rng, element * depth, chunk, 3 * depth * element // chunk)
 
     async def tb(ctx):
         await write_chunks(ctx, dut.w, writes)
-        held = None
+        # The reads made in enabled cycles; the output holds the one a stage (or two) back.
+        reads = []
         for _ in range(200):
             index = rng.randrange(depth)
             enable = rng.random() < 0.7
@@ -48,9 +51,11 @@ def test_element_memory(element, depth, chunk):
             ctx.set(dut.r.en, enable)
             await ctx.tick()
             if enable:
-                held = index
-            if held is not None:
-                expect = int.from_bytes(model[held * element:(held + 1) * element], "little")
+                reads.append(index)
+            held = reads[-2 if registered else -1:]
+            if len(held) == (2 if registered else 1):
+                expect = int.from_bytes(model[held[0] * element:(held[0] + 1) * element],
+                                        "little")
                 assert ctx.get(dut.r.data) == expect
 
     simulate(dut, tb)
