@@ -121,9 +121,9 @@ class WeightBuffer(wiring.Component):
     two-stage pipeline that moves in the cycles with ``r.en``: a read of ``r.addr = a`` in an
     enabled cycle puts bytes ``a, a + 1, ..., a + lanes - 1`` (modulo the buffer size) on
     ``r.data[0] .. r.data[lanes - 1]`` from the cycle after the next enabled cycle until the
-    one after that (:data:`READ_LATENCY` enabled cycles). The banks' words are registered beside the block
-    RAMs before the lanes' rotation: a block RAM's read (ECP5's DP16KD: 5.8 ns clock to
-    output) was the start of the ULX3S cut's critical path.
+    one after that (:data:`READ_LATENCY` enabled cycles). The banks' words are registered
+    beside the block RAMs before the lanes' rotation: a block RAM's read (ECP5's DP16KD: 5.8
+    ns clock to output) was the start of the ULX3S cut's critical path.
 
     Byte ``a`` lives in bank ``a mod lanes``, so any ``lanes`` consecutive bytes are in
     different banks; a bank word holds ``max(1, chunk_bytes / lanes)`` bytes so that a chunk

@@ -1,9 +1,8 @@
 """Pass 2b (compiler/plan/pack.py): few output channels pack neighbouring output columns
 into the lanes, writing the same bytes, bit-exact with the golden model."""
 
-import pytest
-
 import numpy as np
+import pytest
 from onnx import helper
 
 from flexigan.compiler.plan import plan
