@@ -28,13 +28,25 @@ def cache_dir():
     return Path(root) / "rtl"
 
 
-def rtl_key(config):
-    """A digest of ``config`` and of the code that generates the RTL."""
-    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
+def _code_digest():
+    """A digest of the code that generates the RTL (``flexigan.hw``'s sources)."""
+    digest = hashlib.sha256()
     root = Path(__file__).resolve().parent
     for path in sorted(root.rglob("*.py")):
         digest.update(path.relative_to(root).as_posix().encode())
         digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+#: Taken when this module is imported, with the hardware modules it generates from: a source
+#: edited later (while a long test run lives) must not name the Verilog of the code in memory.
+_CODE = _code_digest()
+
+
+def rtl_key(config):
+    """A digest of ``config`` and of the code that generates the RTL."""
+    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
+    digest.update(_CODE.encode())
     return digest.hexdigest()[:20]
 
 
