@@ -70,9 +70,10 @@ def _conv_columns(layer, lanes):
 
 
 def _convt_packing(phases, stride, pad, channels, m, align):
-    """``(weight columns, span)`` of ``m`` groups of a ConvTranspose's ``stride`` column
-    phases packed into one pixel whose first column is ``align`` output columns before a
-    multiple of ``m*stride``: ``[(lane, tap, input column - the first one read)]``."""
+    """``(reads, first)`` of ``m`` groups of a ConvTranspose's ``stride`` column phases
+    packed into one pixel whose first column is ``align`` output columns before a multiple
+    of ``m*stride``: ``reads`` lists ``(first lane, tap, input column - first)``, ``first``
+    the first input column read, relative to the pixel's ``m*j``."""
     taps = dict(phases)
     reads = []
     for dx in range(m * stride):
