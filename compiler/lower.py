@@ -115,14 +115,13 @@ class _LayerStats:
 class _PreparedStage:
     """One stage of a layer: DMA ``before`` it, the work units queued per group, DMA
     ``after``. ``broadcast``: the groups' units run in lockstep, each RUN instruction
-    starting the same RUN on every group (:meth:`_Lowering.broadcast_code`); ``slot``: the
-    bytes of each group's tile in a load of several groups' tiles (0: each its own)."""
+    starting the same RUN on every group (:meth:`_Lowering.broadcast_code`), each group's
+    tiles loaded into its own memories at the same places by scatter DMAs."""
 
     before: list
     queues: list[list[_Unit]]
     after: list
     broadcast: bool = False
-    slot: int = 0
 
 
 def _uop(op, **operands):
@@ -316,18 +315,18 @@ class _Lowering:
         cycles = 0.0
         for stage in stages:
             runs = [sum(len(unit.runs) for unit in queue) for queue in stage.queues]
-            # Weights per unit of a cluster of groups; PARAM entries in one table, a table
-            # per group, or per unit; a broadcast stage's micro-programs per group.
+            # Weights per unit of a cluster of groups; PARAM entries in one table or per
+            # unit; a broadcast stage's PARAM tables and micro-programs, a scatter DMA each.
             tiles = {unit.tile.key: unit.tile for queue in stage.queues for unit in queue}
             loads = sum(max(len(stage.queues[g]) for g in cluster)
                         for cluster in self._clusters(stage))
-            together = sum(len(tile.params) for tile in tiles.values()) \
-                <= self.memories.half_params * isa.PARAM_BYTES and not stage.broadcast
-            loads += 1 if together else min(loads, config.groups)
             if stage.broadcast:
-                loads += config.groups
+                loads += 2
                 instructions = max(runs)
             else:
+                together = sum(len(tile.params) for tile in tiles.values()) \
+                    <= self.memories.half_params * isa.PARAM_BYTES
+                loads += 1 if together else min(loads, config.groups)
                 instructions = sum(runs)
             cycles += loads * dma + instructions * fetch + sum(
                 len(tile.weights) + len(tile.params) for tile in tiles.values()) / config.axi_bytes
@@ -366,9 +365,7 @@ class _Lowering:
         block = max(1, row_segment.ntaps * col_segment.ntaps) * layer.cin_g * lanes
         fit = max(1, min(self.memories.half_bytes // block, self.memories.half_params // lanes))
         per_unit = self._broadcast_per_unit(
-            rounds, max(1, min(fit, -(-rounds // MIN_UNITS_PER_GROUP))), block, lanes)
-        slot = per_unit * block
-        together = self._slot_groups(slot, per_unit * lanes)
+            rounds, max(1, min(fit, -(-rounds // MIN_UNITS_PER_GROUP))), block)
         first = [int(layer.chan_addr[channels[0]]) for _, channels in lane_tiles]
         queues = []
         for g in range(groups):
@@ -380,8 +377,7 @@ class _Lowering:
                 tile = self._tile(layer, 0, chunk, row_segment.phase_taps,
                                   col_segment.phase_taps, 0, 0)
                 runs = tuple(self._run(layer, row_segment, col_segment, tile, part, 0, channels,
-                                       src_at, dst_at, write_base=first[g] - first[0],
-                                       wgt_base=g % together * slot if together > 1 else 0)
+                                       src_at, dst_at, write_base=first[g] - first[0])
                              for src_at, dst_at in places
                              for part, channels in zip(tile.parts, chunk))
                 units.append(_Unit(tile, runs))
@@ -390,32 +386,20 @@ class _Lowering:
         stats = _LayerStats(1, False, lanes, sum(map(len, queues)),
                             sum(len(u.runs) for queue in queues for u in queue), mac_steps)
         pending = self._clears(layer)
-        return [_PreparedStage(pending + before, queues, after, broadcast=True,
-                               slot=slot if together > 1 else 0)], stats
+        return [_PreparedStage(pending + before, queues, after, broadcast=True)], stats
 
-    def _slot_groups(self, slot, entries):
-        """Groups whose tiles of ``slot`` bytes and ``entries`` PARAM entries load together
-        into a broadcast layer's groups: as many as fit half the weight buffer and half the
-        entries (each group's weights at its own place, which its WGT micro-op holds, so that
-        one RUN instruction still serves every group; their PARAM entries, at different
-        places, come in a table per group when they fit,
-        :meth:`~.memories.Memories.param_tables`)."""
-        return max(1, min(self.config.groups, self.memories.half_bytes // slot,
-                          self.memories.half_params // entries))
-
-    def _broadcast_per_unit(self, rounds, most, block, lanes):
+    def _broadcast_per_unit(self, rounds, most, block):
         """Lane tiles per unit (at most ``most``) of a broadcast layer of ``rounds`` rounds of
-        ``block``-byte lane tiles of ``lanes`` lanes: the count that least exposes the loads.
-        The next unit's loads (the weights of :meth:`_slot_groups` groups in one, one after
-        another) issue once this unit's last RUN has a slot, so they overlap only the
-        RUN_SLOTS RUNs still queued (its RUNs are its lane tiles times the frames); larger
-        units pay the memory latency fewer times. Ties to the larger unit (fewer loads)."""
+        ``block``-byte lane tiles: the count that least exposes the loads. The next unit's
+        loads (every group's tiles in one scatter DMA) issue once this unit's last RUN has a
+        slot, so they overlap only the RUN_SLOTS RUNs still queued (its RUNs are its lane
+        tiles times the frames); larger units pay the memory latency fewer times. Ties to the
+        larger unit (fewer loads)."""
         config = self.config
         steps = block // config.lanes + RUN_LATENCY
 
         def exposed(per_unit):
-            loads = -(-config.groups // self._slot_groups(per_unit * block, per_unit * lanes))
-            load = loads * (config.mem_latency + LOAD_SETUP) \
+            load = config.mem_latency + LOAD_SETUP \
                 + config.groups * per_unit * block / config.axi_bytes
             hidden = min(RUN_SLOTS, per_unit * self.batch) * steps
             return -(-rounds // per_unit) * max(0.0, load - hidden)
@@ -435,8 +419,7 @@ class _Lowering:
             for cluster in self._clusters(stage):
                 members = self._members(stage, cluster, u)
                 if members:
-                    placed |= self.memories.load_tiles(members, code, slot=stage.slot,
-                                               first=cluster[0])
+                    placed |= self.memories.load_tiles(members, code, scatter=True)
             for g, place in placed.items():
                 self.memories.groups[g].last = place.half
                 read.add(place.param_base // self.memories.half_params)
@@ -513,7 +496,7 @@ class _Lowering:
                     self.memories.groups[g].last = 1     # every group's first tile in half 0
                 if members:
                     self.memories.load_tiles(members, self.code, lut=shared_lut is None,
-                                     slot=upcoming.slot, first=cluster[0])
+                                             scatter=upcoming.broadcast)
             if shared_lut is not None:
                 # Last: it waits for this layer's RUNs if they read its half of the tables.
                 self.code += self.memories.load_shared_lut(shared_lut)
@@ -774,17 +757,14 @@ class _Lowering:
         runs of consecutive groups, as many as fit their largest tiles together in half the
         weight buffer and half the PARAM entries, when the stage's tiles share their LUT
         (per-lane tables differ from group to group); each group alone otherwise; all the
-        groups when the stage's tiles fit half the buffers together (:meth:`_at_once`); for
-        a broadcast stage, as its slots say (:meth:`_slot_groups`). A DMA pays the memory
-        latency once whatever its length, so a small layer's tiles reach many groups for the
-        price of one."""
+        groups when the stage's tiles fit half the buffers together (:meth:`_at_once`) and
+        for a broadcast stage (each group's own tiles in one scatter DMA). A DMA pays the
+        memory latency once whatever its length, so a small layer's tiles reach many groups
+        for the price of one."""
         groups = self.config.groups
         tiles = [unit.tile for queue in stage.queues for unit in queue]
         size = 1
-        if stage.broadcast:
-            size = self._slot_groups(stage.slot, max(len(tile.params) for tile in tiles)
-                                     // isa.PARAM_BYTES) if stage.slot else 1
-        elif self._at_once(stage):
+        if stage.broadcast or self._at_once(stage):
             size = groups
         elif tiles and len({tile.lut for tile in tiles}) == 1:
             weights = max(len(tile.weights) for tile in tiles)

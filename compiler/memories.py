@@ -81,7 +81,7 @@ class Memories:
                 return Place(half, base + weights, params, tables * self.config.lanes)
         return None
 
-    def load_tiles(self, members, code, lut=True, slot=0, first=0):
+    def load_tiles(self, members, code, lut=True, scatter=False):
         """``{g: place}``: where the tiles ``members = [(g, tile)]`` sit in their groups,
         appending to ``code`` the loads of those not there, into the half the first of their
         groups used least recently (double buffering). One DMA per memory loads them all: a
@@ -90,20 +90,18 @@ class Memories:
         fit half the weight buffer and PARAM entries together and share their LUT, unless
         there is one: a tile larger than half the weight buffer takes all of it (its PARAM
         entries and LUTs still go in one half). ``lut=False``: not their LUT (a shared table
-        that :meth:`load_shared_lut` loads). ``slot``: group ``g``'s weights at
-        ``(g - first) * slot`` bytes (its WGT micro-op holds that place), all loaded again
-        if one is missing."""
+        that :meth:`load_shared_lut` loads). ``scatter``: the members' tiles are each group's
+        own (a broadcast layer's): a scatter DMA per memory puts each at the start of its
+        group's half (:meth:`_scatter_tiles`), all loaded again if one is missing."""
         places = {g: self.resident(g, tile) for g, tile in members}
         missing = [(g, tile) for g, tile in members if places[g] is None]
         if not missing:
             return places
-        if slot:
-            missing = members
+        if scatter:
+            return self._scatter_tiles(members, code, lut)
         half = 1 - self.groups[missing[0][0]].last
         offsets, weights, params = {}, b"", b""
-        for g, tile in missing:
-            if slot:
-                weights = weights.ljust((g - first) * slot, b"\0")
+        for _, tile in missing:
             if tile.key not in offsets:
                 offsets[tile.key] = (len(weights), len(params) // isa.PARAM_BYTES)
                 weights, params = weights + tile.weights, params + tile.params
@@ -133,6 +131,38 @@ class Memories:
             code.append(instruction("DMA_LOAD", space=isa.Space.PARAM, group_mask=mask,
                                      ext_addr=self.image.put("constants", params),
                                      local_addr=half * self.half_params, length=len(params)))
+        if lut_mask:
+            code.append(instruction("DMA_LOAD", space=isa.Space.LUT, group_mask=lut_mask,
+                                     ext_addr=self.image.put("constants", table),
+                                     local_addr=half * self.config.lanes, length=len(table)))
+        return {g: self.resident(g, tile) for g, tile in members}
+
+    def _scatter_tiles(self, members, code, lut):
+        """:meth:`load_tiles` of each group's own tile: its weights and PARAM entries at the
+        start of the half its group used least recently, in one scatter DMA per memory for
+        all the members (the k-th tile to the k-th group), so that one RUN instruction with
+        the same offsets serves every group."""
+        half = 1 - self.groups[members[0][0]].last
+        table = members[0][1].lut
+        lut_mask = 0
+        for g, tile in members:
+            group = self.groups[g]
+            if group.whole == 1 - half:
+                group.halves[1 - half] = {}
+            group.whole = None
+            group.halves[half] = {tile.key: (0, 0)}
+            group.last = half
+            group.tiles_loaded += 1
+            if lut and table and group.luts[half] != table and \
+                    not (len(table) == isa.LUT_BYTES and table in group.luts):
+                group.luts[half] = table
+                lut_mask |= 1 << g
+        code += self.scatter("DMA_LOAD", isa.Space.WGT, [(g, t.weights) for g, t in members],
+                             half * self.half_bytes, self.half_bytes)
+        if not all(tile.key in self.groups[g].params for g, tile in members):
+            code += self.scatter("DMA_LOAD", isa.Space.PARAM,
+                                 [(g, t.params) for g, t in members], half * self.half_params,
+                                 self.half_params * isa.PARAM_BYTES)
         if lut_mask:
             code.append(instruction("DMA_LOAD", space=isa.Space.LUT, group_mask=lut_mask,
                                      ext_addr=self.image.put("constants", table),

@@ -31,11 +31,17 @@ def test_the_tiles_of_several_groups_load_in_one_dma_each_group_at_its_own_place
     assert later[0].half == 1 and later[0].wgt_base == CONFIG.weight_bytes // 2
 
 
-def test_slots_place_each_group_at_a_fixed_offset():
+def test_scattered_tiles_sit_at_the_same_place_in_each_group():
+    # A broadcast layer's: each group's own tile, one scatter DMA per memory.
     memories, code = Memories(CONFIG, ImageBuilder()), []
-    places = memories.load_tiles([(1, _tile(1, 6)), (3, _tile(3, 6))], code, slot=8, first=0)
-    assert [p.wgt_base for p in places.values()] == [8, 24]
-    assert code[0][1]["length"] == 30        # groups 0 and 2 have no tile: their slots pad
+    places = memories.load_tiles([(1, _tile(1, 6)), (3, _tile(3, 6))], code, scatter=True)
+    assert [(p.wgt_base, p.param_base) for p in places.values()] == [(0, 0), (0, 0)]
+    chunk = max(CONFIG.axi_bytes, 2 * isa.PARAM_BYTES)
+    assert [(op["space"], op["group_mask"], op["chunk"]) for _, op in code] == \
+        [(isa.Space.WGT, 0b1010, CONFIG.axi_bytes), (isa.Space.PARAM, 0b1010, chunk)]
+    # The next unit's tiles go into the other half.
+    later = memories.load_tiles([(1, _tile(5, 6)), (3, _tile(7, 6))], code, scatter=True)
+    assert {p.wgt_base for p in later.values()} == {CONFIG.weight_bytes // 2}
 
 
 def test_a_stage_s_param_entries_load_as_one_table_and_a_shared_lut_once():

@@ -60,6 +60,9 @@ CASES = {
     # Broadcast RUNs whose PARAM tables and micro-programs differ per group: scatter loads.
     "gemm 128 -> 16": lambda: dense_relu_model(128, 16),
     "generator (two ConvT)": tiny_generator,
+    # Packed columns aligned one column early: the output's array has margin columns.
+    "convt k4 s2, 1 channel, margins": lambda: convt_model(3, 1, (3, 3), [4, 4], strides=[2, 2],
+                                                          pads=[1, 1, 1, 1], act="Tanh"),
     "conv groups 3 stride 2": lambda: conv_model(6, 9, (7, 6), [3, 3], group=3, strides=[2, 2],
                                             pads=[1, 1, 1, 0]),
     "concat skip": lambda: concat_model(),
