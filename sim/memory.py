@@ -76,7 +76,7 @@ class ExternalMemory(wiring.Component):
     Parameters
     ----------
     depth : int
-        Bytes: a power of two, at least one row of ``data_width // 8``.
+        Bytes: a power of two, at least two rows of ``data_width // 8``.
     data_width : int
         Of ``axi``.
     latency : int
@@ -139,10 +139,8 @@ class ExternalMemory(wiring.Component):
         valid, last = Signal(), Signal()
         row, left, rid = Signal.like(port.addr), Signal(8), Signal.like(axi.arid)
         busy = Signal()                          # beats of the current burst left to read
-        wait = Signal(32)
-        m.d.comb += wait.eq(head.due - now)
         advance = ~valid | axi.rready
-        start = advance & ~busy & ar.r_rdy & (wait[31] | (wait == 0))
+        start = advance & ~busy & ar.r_rdy & _reached(m, head.due, now)
         more = advance & busy
         m.d.comb += [port.en.eq(start | more), port.addr.eq(Mux(start, head.row, row)),
                      ar.r_en.eq(start)]
@@ -179,9 +177,7 @@ class ExternalMemory(wiring.Component):
         with m.If(take):
             m.d.sync += offset.eq(Mux(axi.wlast, 0, offset + 1))
         answer = data.View(response, b.r_data)
-        wait = Signal(32)
-        m.d.comb += wait.eq(answer.due - now)
-        due = wait[31] | (wait == 0)
+        due = _reached(m, answer.due, now)
         m.d.comb += [axi.bvalid.eq(b.r_rdy & due), axi.bid.eq(answer.id), axi.bresp.eq(0),
                      b.r_en.eq(axi.bready & due)]
 
@@ -191,6 +187,13 @@ class _Port:
 
     def __init__(self, addr, width, en):
         self.addr, self.en, self.data = Signal(addr), Signal(en), Signal(width)
+
+
+def _reached(m, due, now):
+    """Whether cycle ``due`` has come (``now`` counts cycles modulo 2 ** 32)."""
+    wait = Signal(32)
+    m.d.comb += wait.eq(due - now)
+    return wait[31] | (wait == 0)
 
 
 def _pack(m, layout, **fields):
