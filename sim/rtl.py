@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -330,6 +331,8 @@ def run_programs(images, config, *, simulator="verilator", build_dir, sparse=Tru
         run_tests("flexigan.sim.tb.machine", simulator=simulator, toplevel=MACHINE,
                   build_dir=folder, test_dir=build_dir, seed=seed, waves=waves,
                   extra_env={**env, "ROW_BYTES": config.axi_bytes, "ROWS": rows})
+        for wave in [*folder.glob("*.fst"), *folder.glob("*.vcd")]:
+            shutil.move(wave, build_dir / wave.name)      # Icarus writes it beside its build
     results = []
     for k, job in enumerate(manifest):
         out = Path(job["out"])
