@@ -6,8 +6,10 @@ cocotbext-axi ``AxiRam``, the model of external memory) and an AXI4-Lite slave p
 (driven by an ``AxiLiteMaster``, the model of the host).
 """
 
+import json
 import os
 import random
+from pathlib import Path
 
 import cocotb
 from cocotb.clock import Clock
@@ -22,7 +24,9 @@ from cocotbext.axi import (
     AxiWriteBus,
 )
 
-__all__ = ["pauses", "env_int", "env_float", "env_faults", "inject_faults", "AxiTB"]
+from flexigan.hw.arch.registers import STATUS_DONE
+
+__all__ = ["pauses", "env_int", "env_float", "env_faults", "inject_faults", "write_job", "AxiTB"]
 
 CLOCK_NS = 10
 def pauses(rng, p, longest=1):
@@ -54,6 +58,19 @@ def env_faults():
     None."""
     value = os.environ.get("FAULTS")
     return None if not value else tuple(int(v, 0) for v in value.split(","))
+
+
+def write_job(job, memory, counters, status, pc, seconds):
+    """What a job of the runner's manifest leaves in its ``out`` folder: ``memory.bin`` and
+    ``counters.json`` (counters, status, pc, wall and CPU seconds of the run); the job must
+    have ended with done set."""
+    out = Path(job["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "memory.bin").write_bytes(memory)
+    (out / "counters.json").write_text(json.dumps({"counters": counters, "status": status,
+                                                   "pc": pc, "seconds": seconds[0],
+                                                   "cpu_seconds": seconds[1]}) + "\n")
+    assert status & STATUS_DONE, f"status {status:#x} after irq: done is not set"
 
 
 def inject_faults(ram, lo, hi, resp):

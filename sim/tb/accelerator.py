@@ -25,9 +25,9 @@ import cocotb
 from cocotb.triggers import ClockCycles
 
 from flexigan.hw.arch.isa import COUNTER_NAMES
-from flexigan.hw.arch.registers import STATUS_DONE, register_addresses, registers
+from flexigan.hw.arch.registers import register_addresses, registers
 
-from . import AxiTB, env_faults, env_float, env_int
+from . import AxiTB, env_faults, env_float, env_int, write_job
 
 __all__ = ["AcceleratorTB"]
 
@@ -88,10 +88,4 @@ async def runs_programs(dut):
     for job in jobs:
         image = Path(job["image"]).read_bytes()
         memory, counters, status, pc, seconds = await tb.run_program(image, job["sparse"])
-        out = Path(job["out"])
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "memory.bin").write_bytes(memory)
-        (out / "counters.json").write_text(json.dumps({"counters": counters, "status": status,
-                                                       "pc": pc, "seconds": seconds[0],
-                                                       "cpu_seconds": seconds[1]}) + "\n")
-        assert status & STATUS_DONE, f"status {status:#x} after irq: done is not set"
+        write_job(job, memory, counters, status, pc, seconds)

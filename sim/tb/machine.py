@@ -23,10 +23,10 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, First, RisingEdge, Timer
 
 from flexigan.hw.arch.isa import COUNTER_NAMES
-from flexigan.hw.arch.registers import STATUS_DONE, register_addresses, registers
+from flexigan.hw.arch.registers import register_addresses, registers
 from flexigan.sim.memory import IMAGE_IN, IMAGE_OUT, read_rows, write_rows
 
-from . import CLOCK_NS, env_int
+from . import CLOCK_NS, env_int, write_job
 
 __all__ = ["LiteHost"]
 
@@ -135,10 +135,4 @@ async def runs_programs(dut):
         image = Path(job["image"]).read_bytes()
         memory, counters, status, pc, seconds = await run_job(dut, host, image, job["sparse"],
                                                               max_cycles)
-        out = Path(job["out"])
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "memory.bin").write_bytes(memory)
-        (out / "counters.json").write_text(json.dumps({"counters": counters, "status": status,
-                                                       "pc": pc, "seconds": seconds[0],
-                                                       "cpu_seconds": seconds[1]}) + "\n")
-        assert status & STATUS_DONE, f"status {status:#x} after irq: done is not set"
+        write_job(job, memory, counters, status, pc, seconds)
