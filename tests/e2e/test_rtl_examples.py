@@ -20,8 +20,9 @@ from tests.helpers import EXAMPLES, quantized
 #: Every ONNX model under examples/.
 MODELS = sorted(str(path.relative_to(EXAMPLES)) for path in EXAMPLES.glob("*/*.onnx"))
 #: Networks whose RTL cycles on the 16 x 8 machine exceed the cycle model's estimate by more
-#: than 5% (measured 2026-11-29: digits G 1.079, digits D 1.071, DCGAN-32-style G 1.083; the
-#: same DCGAN-32-style G runs at 1.002 on 2 x 8, DCGAN-64 G at 1.008 on 16 x 8): the model
+#: than 5% (measured 2026-11-29 at eb0afda: digits G 1.080, digits D 1.071, DCGAN-32-style G
+#: 1.137, 1.082 with its output's margin columns switched off; the same DCGAN-32-style G ran at
+#: 1.002 on 2 x 8, DCGAN-64 G is within 5% on 16 x 8; docs/user-guide.md): the model
 #: (sim/isa_sim) misses what costs small layers on many groups (the user guide names one: the
 #: RTL's post-writer bound on small layers, which the model does not charge). Their outputs must
 #: still be bit-exact; the cycle bound is reported as an expected failure until the model
