@@ -106,22 +106,11 @@ class Memories:
                 offsets[tile.key] = (len(weights), len(params) // isa.PARAM_BYTES)
                 weights, params = weights + tile.weights, params + tile.params
         whole = len(weights) > self.half_bytes
-        table = missing[0][1].lut
+        table = missing[0][1].lut if lut else None
         mask = lut_mask = 0
         for g, _ in missing:
-            group = self.groups[g]
-            if whole or group.whole == 1 - half:
-                group.halves[1 - half] = {}     # its weights are overwritten
-            group.whole = half if whole else None
-            group.halves[half] = dict(offsets)
-            group.last = half
-            group.tiles_loaded += 1
             mask |= 1 << g
-            if lut and table and group.luts[half] != table and \
-                    not (len(table) == isa.LUT_BYTES and table in group.luts):
-                # A shared table stays loaded across the tiles of a layer.
-                group.luts[half] = table
-                lut_mask |= 1 << g
+            lut_mask |= self._hold(g, half, offsets, table, whole) << g
         if weights:
             code.append(instruction("DMA_LOAD", space=isa.Space.WGT, group_mask=mask,
                                      ext_addr=self.image.put("constants", weights),
@@ -131,11 +120,34 @@ class Memories:
             code.append(instruction("DMA_LOAD", space=isa.Space.PARAM, group_mask=mask,
                                      ext_addr=self.image.put("constants", params),
                                      local_addr=half * self.half_params, length=len(params)))
-        if lut_mask:
-            code.append(instruction("DMA_LOAD", space=isa.Space.LUT, group_mask=lut_mask,
-                                     ext_addr=self.image.put("constants", table),
-                                     local_addr=half * self.config.lanes, length=len(table)))
+        code += self._table_load(lut_mask, table, half)
         return {g: self.resident(g, tile) for g, tile in members}
+
+    def _hold(self, g, half, offsets, table, whole=False):
+        """Record that group ``g``'s ``half`` now holds the tiles ``offsets`` (key -> their
+        weights' and PARAM entries' offsets; ``whole``: weights filling the whole buffer) and
+        ``table`` (None: none); whether that table must be loaded for it (a shared table stays
+        loaded across the tiles of a layer)."""
+        group = self.groups[g]
+        if whole or group.whole == 1 - half:
+            group.halves[1 - half] = {}     # its weights are overwritten
+        group.whole = half if whole else None
+        group.halves[half] = dict(offsets)
+        group.last = half
+        group.tiles_loaded += 1
+        if not table or group.luts[half] == table or \
+                (len(table) == isa.LUT_BYTES and table in group.luts):
+            return False
+        group.luts[half] = table
+        return True
+
+    def _table_load(self, mask, table, half):
+        """The DMA of ``table`` into the groups of ``mask`` (none for 0), in ``half``."""
+        if not mask:
+            return []
+        return [instruction("DMA_LOAD", space=isa.Space.LUT, group_mask=mask,
+                            ext_addr=self.image.put("constants", table),
+                            local_addr=half * self.config.lanes, length=len(table))]
 
     def _scatter_tiles(self, members, code, lut):
         """:meth:`load_tiles` of each group's own tile: its weights and PARAM entries at the
@@ -143,30 +155,17 @@ class Memories:
         all the members (the k-th tile to the k-th group), so that one RUN instruction with
         the same offsets serves every group."""
         half = 1 - self.groups[members[0][0]].last
-        table = members[0][1].lut
+        table = members[0][1].lut if lut else None
         lut_mask = 0
         for g, tile in members:
-            group = self.groups[g]
-            if group.whole == 1 - half:
-                group.halves[1 - half] = {}
-            group.whole = None
-            group.halves[half] = {tile.key: (0, 0)}
-            group.last = half
-            group.tiles_loaded += 1
-            if lut and table and group.luts[half] != table and \
-                    not (len(table) == isa.LUT_BYTES and table in group.luts):
-                group.luts[half] = table
-                lut_mask |= 1 << g
+            lut_mask |= self._hold(g, half, {tile.key: (0, 0)}, table) << g
         code += self.scatter("DMA_LOAD", isa.Space.WGT, [(g, t.weights) for g, t in members],
                              half * self.half_bytes, self.half_bytes)
         if not all(tile.key in self.groups[g].params for g, tile in members):
             code += self.scatter("DMA_LOAD", isa.Space.PARAM,
                                  [(g, t.params) for g, t in members], half * self.half_params,
                                  self.half_params * isa.PARAM_BYTES)
-        if lut_mask:
-            code.append(instruction("DMA_LOAD", space=isa.Space.LUT, group_mask=lut_mask,
-                                     ext_addr=self.image.put("constants", table),
-                                     local_addr=half * self.config.lanes, length=len(table)))
+        code += self._table_load(lut_mask, table, half)
         return {g: self.resident(g, tile) for g, tile in members}
 
     def load_uops(self, g, program, code):
@@ -264,7 +263,4 @@ class Memories:
         self.shared_half = 1 - self.shared_half
         for g in lacking:
             self.groups[g].luts[self.shared_half] = lut
-        return [instruction("DMA_LOAD", space=isa.Space.LUT,
-                             group_mask=sum(1 << g for g in lacking),
-                             ext_addr=self.image.put("constants", lut),
-                             local_addr=self.shared_half * self.config.lanes, length=len(lut))]
+        return self._table_load(sum(1 << g for g in lacking), lut, self.shared_half)

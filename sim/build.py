@@ -31,15 +31,16 @@ from cocotb_tools.runner import VerilatorControlFile, Verilog, get_runner
 from ..hw.verilog import TOP, cache_dir, rtl_key, write_rtl
 from .machine import MACHINE, Machine
 from .memory import STORAGE_VERILOG
+from .rtl import TIMESCALE, VERILATOR_LINT, RtlTestError, kick_time_zero, simulator_environment
 
 __all__ = ["OPT_FAST", "VERILATOR_ARGS", "build_key", "drop_zero_rows", "machine_build"]
 
 #: The C++ compiler's optimisation of the model's code (Verilator's default is -Os).
 OPT_FAST = "-O1"
-#: Verilator's options besides cocotb's; lint warnings are not errors (Amaranth's output trips
-#: width and unused-bit checks). Every variable starts at zero, as Amaranth's do.
-VERILATOR_ARGS = ("-Wno-fatal", "-Wno-lint", "-Wno-style", "-Wno-MULTIDRIVEN",
-                  "--no-public-flat-rw", "--x-assign", "fast", "--x-initial", "0")
+#: Verilator's options besides cocotb's: the lint waivers every RTL build uses, only the ports
+#: public, and every variable starting at zero, as Amaranth's do.
+VERILATOR_ARGS = (*VERILATOR_LINT, "--no-public-flat-rw", "--x-assign", "fast",
+                  "--x-initial", "0")
 #: A Verilator control file that makes the top module's ports visible to cocotb.
 PUBLIC_PORTS = f'`verilator_config\npublic_flat_rw -module "{MACHINE}" -var "*"\n'
 #: An ``initial`` block, as Yosys writes one to give a memory its contents, a row a line.
@@ -106,8 +107,6 @@ def drop_zero_rows(text):
 
 
 def _build(config, simulator, waves, folder):
-    from .rtl import TIMESCALE, RtlTestError, _kick_time_zero, simulator_environment
-
     sources = folder / "src"
     write_rtl(config, sources)
     accelerator = sources / f"{TOP}.v"
@@ -119,7 +118,7 @@ def _build(config, simulator, waves, folder):
     args = []
     if simulator == "icarus":
         for path in (accelerator, machine):
-            path.write_text(_kick_time_zero(path.read_text()))
+            path.write_text(kick_time_zero(path.read_text()))
     else:
         accelerator.write_text(drop_zero_rows(accelerator.read_text()))
         (sources / "public.vlt").write_text(PUBLIC_PORTS)

@@ -21,7 +21,8 @@ from cocotb_tools.runner import get_results, get_runner
 
 from ..hw.arch.registers import STATUS_ERROR, stop_message
 
-__all__ = ["SIMULATORS", "RtlTestError", "AcceleratorStopped", "RtlResult", "run_cocotb",
+__all__ = ["SIMULATORS", "VERILATOR_LINT", "kick_time_zero", "simulator_environment",
+           "RtlTestError", "AcceleratorStopped", "RtlResult", "run_cocotb",
            "run_programs", "run_program", "output_to"]
 
 SIMULATORS = ("verilator", "icarus")
@@ -67,11 +68,13 @@ def simulator_environment(simulator, make=None):
                 os.environ[key] = value
 
 
+#: Verilator's lint waivers: Amaranth's output trips its width and unused-bit checks, none of
+#: which is an error.
+VERILATOR_LINT = ("-Wno-fatal", "-Wno-lint", "-Wno-style", "-Wno-MULTIDRIVEN")
+
+
 def _build_args(simulator):
-    if simulator == "verilator":
-        # Amaranth's output trips Verilator's lint (widths, unused bits); none is an error.
-        return ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-Wno-MULTIDRIVEN"]
-    return []
+    return list(VERILATOR_LINT) if simulator == "verilator" else []
 
 
 #: Yosys makes every combinational ``always @*`` block also wait on a register initialised to 0,
@@ -107,7 +110,7 @@ def _kick_module(module):
                   f"{m[1]}end", module)
 
 
-def _kick_time_zero(text):
+def kick_time_zero(text):
     """Run every combinational block once after time 0's first events (Icarus only): toggle
     Yosys's time-0 registers, and make the one-statement blocks wait on them too."""
     return _MODULE.sub(lambda m: _kick_module(m[0]), text)
@@ -144,7 +147,7 @@ def write_verilog(design, path, toplevel="top", simulator=None, platform=None):
     path = Path(path)
     text = verilog.convert(design, name=toplevel, emit_src=False, platform=platform)
     if simulator == "icarus":
-        text = _kick_time_zero(text)
+        text = kick_time_zero(text)
     if not path.exists() or path.read_text() != text:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)

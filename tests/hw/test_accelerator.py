@@ -252,7 +252,7 @@ def test_digits_example(simulator, model, build_root):
     print(f"{simulator} {model}: RTL / ISA cycles {ratios[model]:.3f}")
 
 
-#: The shapes of combinational block Yosys writes (see ``flexigan.sim.rtl._kick_time_zero``): a
+#: The shapes of combinational block Yosys writes (see ``flexigan.sim.rtl.kick_time_zero``): a
 #: process with its time-0 register, and one-statement blocks for a reg's connection-driven parts.
 _TIME_ZERO_VERILOG = r"""
 module \top.part (clk, o);
@@ -296,7 +296,7 @@ endmodule
 def test_icarus_runs_every_combinational_block_at_time_zero(tmp_path):
     """Under Icarus, a block whose inputs keep their initial values still computes its output
     (it held X: the first RUN's job address, out_pix = 0, never reached the post-writer)."""
-    from flexigan.sim.rtl import _kick_time_zero
+    from flexigan.sim.rtl import kick_time_zero
 
     def run(text):
         source = tmp_path / "t.v"
@@ -306,4 +306,4 @@ def test_icarus_runs_every_combinational_block_at_time_zero(tmp_path):
                               capture_output=True, text=True).stdout
 
     assert "FAIL" in run(_TIME_ZERO_VERILOG)        # the problem is real
-    assert "PASS" in run(_kick_time_zero(_TIME_ZERO_VERILOG))
+    assert "PASS" in run(kick_time_zero(_TIME_ZERO_VERILOG))
