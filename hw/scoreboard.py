@@ -25,7 +25,7 @@ from amaranth.utils import ceil_log2
 from .agen import LEVELS
 from .arch import isa
 from .arch.config import RUN_SLOTS
-from .arch.timing import SCAN_DRAIN
+from .arch.timing import RUN_ENTRY, SCAN_DRAIN
 from .group.decoder import MicroProgramDecoder
 from .memories import ElementMemory, chunk_layout
 
@@ -91,8 +91,8 @@ class RunScoreboard(wiring.Component):
     """The RUNs of one group from issue to completion (see the module docstring).
 
     Contract: ``issue`` takes a RUN with the sequence number of the last DMA it waits for
-    (only while ``count < RUN_SLOTS``); RUNs leave on ``run`` in order, each once ``done``
-    has reached its tag. ``held`` is the group's ``slots`` valid bits: a RUN is complete (and
+    (only while ``count < RUN_SLOTS``) and records it :data:`RUN_ENTRY` cycles later; RUNs
+    leave on ``run`` in order, each once ``done`` has reached its tag. ``held`` is the group's ``slots`` valid bits: a RUN is complete (and
     its entry free) once the group no longer holds it. ``conflict`` is high while a released
     RUN may read what ``query`` overwrites (any released RUN for ``ACT``; a RUN whose
     micro-program is not read yet counts as reading every weight and table), for the query
@@ -163,13 +163,20 @@ class RunScoreboard(wiring.Component):
             with m.If(record.valid & released(record.tag, self.done)):
                 m.d.sync += record.ready.eq(1)
 
-        # Issue and hand-off, in order.
+        # Issue into the entry register, and from it into the record at ``tail`` a cycle
+        # later (RUN_ENTRY): the issue stage's decision ends at that register's enable, not
+        # at the records' and the LUT RAM's. ``count`` counts the entry from the start, and
+        # ``ready`` is a flip-flop: room for one more after this cycle's push and pop.
         push = self.issue.valid & self.issue.ready
-        new = self.issue.payload.run
-        m.d.comb += [self.issue.ready.eq(self.count < RUN_SLOTS),
-                     runs_w.addr.eq(tail), runs_w.data.eq(new), runs_w.en.eq(push)]
-        with m.If(push):
-            update(tail, valid=1, ready=0, dispatched=0, scanned=0, tag=self.issue.payload.tag,
+        entry = Signal(run_issue_layout())
+        entering = Signal()
+        ready = Signal(init=1)
+        m.d.sync += [entering.eq(push), entry.eq(self.issue.payload)]
+        new = entry.run
+        m.d.comb += [self.issue.ready.eq(ready),
+                     runs_w.addr.eq(tail), runs_w.data.eq(new), runs_w.en.eq(entering)]
+        with m.If(entering):
+            update(tail, valid=1, ready=0, dispatched=0, scanned=0, tag=entry.tag,
                    uop_lo=new.uop_addr, uop_hi=new.uop_addr + new.uop_count,
                    param_lo=new.param_offset, param_hi=new.param_offset + new.lanes)
             m.d.sync += tail.eq(_next_slot(tail))
@@ -191,7 +198,9 @@ class RunScoreboard(wiring.Component):
         with m.If(pop):
             update(head, valid=0)
             m.d.sync += head.eq(_next_slot(head))
-        m.d.sync += [given.eq(given + handed - pop), self.count.eq(self.count + push - pop)]
+        count = self.count + push - pop
+        m.d.sync += [given.eq(given + handed - pop), self.count.eq(count),
+                     ready.eq(count < RUN_SLOTS)]
         m.d.comb += self.waiting.eq(self.count - given)
 
         m.d.comb += to_scan.addr.eq(scan)
@@ -323,18 +332,20 @@ class RunScoreboard(wiring.Component):
         tables = self._config.lut_tables
         layout = _record_layout(self._config)
         bits = max(layout.members[name].width for name in ("uop_hi", "param_hi", "wgt_hi"))
-        # The tables written, from the query saturated just past the last table (so that the
-        # comparisons with constants are small).
-        table_bits = ceil_log2(tables) + 1
-        table_lo = _saturate(query.lo, table_bits)
-        table_hi = _saturate(query.hi, table_bits)
+        # The tables written: ``lo <= t < hi`` for each table ``t``, each a check that the high
+        # bits are zero beside a small comparison with a constant (not a comparison after a
+        # saturation: two levels fewer from the DMA engine's registers).
+        low = ceil_log2(tables)
+        lo_small, hi_small = query.lo[low:] == 0, query.hi[low:] == 0
         written = Signal(tables)
         # The query, saturated to the widest of the records' ranges (beyond them it compares
         # the same), and its space, one bit each.
         query_lo, query_hi = Signal(bits + 1), Signal(bits + 1)
         space = {s: Signal(name=f"query_{s.name.lower()}") for s in isa.Space}
         touches = Signal()
-        m.d.sync += [written.eq(Cat((table_lo <= t) & (t < table_hi) for t in range(tables))),
+        m.d.sync += [written.eq(Cat(lo_small & (query.lo[:low] <= t) &
+                                    ~(hi_small & (query.hi[:low] <= t))
+                                    for t in range(tables))),
                      query_lo.eq(_saturate(query.lo, bits + 1)),
                      query_hi.eq(_saturate(query.hi, bits + 1)),
                      touches.eq(query.group),

@@ -8,7 +8,8 @@ changes with it, or the hw tests fail.
 
 __all__ = ["DECODE_CYCLES", "ACCESS_BUBBLE", "SLICE_LATENCY", "ACCESS_FILL", "EXECUTE_FILL",
            "POST_LATENCY", "POST_DRAIN", "ISSUE_CYCLES", "FETCH_DELAY", "LOAD_SETUP",
-           "LOAD_CLAIM", "STORE_SETUP", "WAIT_DELAY", "SCAN_DRAIN", "SCAN_CYCLES", "RUN_LATENCY",
+           "LOAD_CLAIM", "STORE_SETUP", "WAIT_DELAY", "RUN_ENTRY", "SCAN_DRAIN", "SCAN_CYCLES",
+           "RUN_LATENCY",
            "TESTBENCH_MEM_LATENCY", "ONCHIP_MEM_LATENCY"]
 
 # --- an engine group (hw/group) ----------------------------------------------------------------
@@ -58,6 +59,10 @@ STORE_SETUP = 12
 #: groups' RUNs) to the issue stage seeing it: it sees the DMA engine and the groups through
 #: registers.
 WAIT_DELAY = 1
+#: Cycles from a RUN's issue to its record in a group's RUN scoreboard (the scoreboard's entry
+#: register, which ends the issue stage's paths): a RUN that finds its DMAs done and its group
+#: idle reaches the group that much later.
+RUN_ENTRY = 1
 
 #: Cycles from the end of a RUN's micro-program scan (the scoreboard's decoder is done) to its
 #: weight range and tables in the scoreboard (the scan's multiply and sums, pipelined): until

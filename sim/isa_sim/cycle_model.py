@@ -55,6 +55,7 @@ from ...hw.arch.timing import (
     ISSUE_CYCLES,
     LOAD_CLAIM,
     LOAD_SETUP,
+    RUN_ENTRY,
     SCAN_CYCLES,
     SCAN_DRAIN,
     STORE_SETUP,
@@ -281,7 +282,7 @@ class CycleModel:
     def _ready(self, group):
         """When a RUN may start: after the DMA into its group and every DMA of ACT before it
         (the scoreboards tag a RUN with the last of those)."""
-        return max(self.now, self.group_dma[group], self.act_dma_end)
+        return max(self.now + RUN_ENTRY, self.group_dma[group], self.act_dma_end)
 
     def _share_crossbar(self, group, work, begin):
         """The crossbar slowdown of a RUN whose access starts at ``begin``; slow down the
