@@ -8,8 +8,13 @@ word and keeps the byte it needs. Each bank has one read and one write port per 
 Reads come from the G groups' ports and from the DMA engine's. A bank serves one word per
 cycle: every port that asks a bank for that word is answered by the same access (a broadcast:
 the groups that share an input pay one read), the others wait. When ports ask one bank for
-different words, a round-robin arbiter per bank picks the word; a group port that waits counts
-a stall cycle. Writes (groups' ``WRITE`` results, DMA loads) are arbitrated the same way.
+different words, the DMA engine's port goes first and a round-robin arbiter per bank picks
+among the groups' words; a group port that waits counts a stall cycle. Writes (groups' ``WRITE``
+results, DMA loads) are arbitrated the same way. The DMA port's priority costs no cycles: the
+controller orders every DMA of ``ACT`` after the RUNs before it and before the RUNs after it
+(docs/isa.md), so the DMA engine and the groups never ask for banks at the same time, and the
+DMA port's grant depends on no group's request (no path from a group's logic into the DMA
+engine's).
 
 ``ROUTE`` sets which banks each group port may read (``bank_first .. bank_first + count - 1``);
 every bank is routed to every group after reset. A group read outside its route is still served,
@@ -72,6 +77,14 @@ def _round_robin(m, requests, name):
     return onehot
 
 
+def _dma_first(m, requests, name):
+    """The one-hot grant among ``requests`` whose last is the DMA engine's: the DMA's when it
+    asks, else the groups' round-robin (:func:`_round_robin`)."""
+    dma = requests[-1]
+    groups = _round_robin(m, requests[:-1] & ~dma.replicate(len(requests) - 1), name)
+    return Cat(groups, dma)
+
+
 def _select(onehot, values):
     """The value of ``values`` whose bit is set in ``onehot`` (0 when none is): an AND-OR
     multiplexer, one level shallower than a priority chain."""
@@ -92,9 +105,11 @@ class Crossbar(wiring.Component):
       cycle while its slice moves (``ready`` is a register: no path runs from a requester
       through the arbitration into another requester or back into itself);
     - all ports asking one bank for the same word in a cycle are accepted together; a bank
-      serves one word per cycle, round-robin among ports asking for different words;
+      serves one word per cycle: the DMA port's if it asks, else round-robin among the group
+      ports asking for different words;
     - a write accepted in cycle ``t`` is written in cycle ``t + 1`` and visible to reads
-      accepted from ``t + 2``; one write per bank per cycle, round-robin;
+      accepted from ``t + 2``; one write per bank per cycle, the DMA port's first, else
+      round-robin among the groups;
     - ``stalls[g]`` counts the cycles group port ``g`` had a read waiting for its bank in its
       slice; ``route_fault[g]`` is
       set by a group read outside the group's route; ``clear`` zeroes both.
@@ -201,7 +216,7 @@ class Crossbar(wiring.Component):
             # Reads: one word per cycle, shared by every port that asks for it.
             asking = Signal(len(readers), name=f"rd_ask{b}")
             m.d.comb += asking.eq(Cat(q.valid & want[b] for q, want in zip(slices, wants)))
-            winner = _round_robin(m, asking, f"rd{b}")
+            winner = _dma_first(m, asking, f"rd{b}")
             m.d.comb += [rport.addr.eq(_select(winner, rows)), rport.en.eq(asking.any())]
             for i in range(len(readers)):
                 with m.If(asking[i] & Cat(winner[j] & same[i][j]
@@ -213,7 +228,7 @@ class Crossbar(wiring.Component):
             wanting = Signal(len(writers), name=f"wr_want{b}")
             m.d.comb += wanting.eq(Cat(p.req.valid & (bank_of(p.req.payload.addr) == b)
                                        for p in writers))
-            wwinner = _round_robin(m, wanting, f"wr{b}")
+            wwinner = _dma_first(m, wanting, f"wr{b}")
             # The granted write reaches the bank a cycle later, from registers: no path from a
             # writer's logic (a realigner behind the external memory's block RAM, a requantizer)
             # through the arbitration into the bank's inputs.
