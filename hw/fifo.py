@@ -1,7 +1,7 @@
 """A first-in first-out queue between two typed streams."""
 
 from amaranth.hdl import Module, Mux, Shape, Signal
-from amaranth.lib import fifo, stream, wiring
+from amaranth.lib import fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .arch.timing import SLICE_LATENCY
@@ -14,9 +14,12 @@ class StreamFIFO(wiring.Component):
 
     Contract: payloads leave ``o`` in the order they entered ``i``; up to ``depth`` payloads
     are held, and ``i`` is ready exactly when fewer are (``level < depth``), so a producer
-    may count its credits with ``level``. The output is registered (``SyncFIFOBuffered``), so
-    a payload entering an empty queue is on ``o`` two cycles later and ``level`` counts it
-    from the cycle after entry.
+    may count its credits with ``level``. The output is registered, so a payload entering an
+    empty queue is on ``o`` two cycles later and ``level`` counts it from the cycle after
+    entry. With ``entry=True`` the queue behaves the same cycle for cycle, but a payload
+    entering it is first registered whole: the producer's handshake drives one flip-flop's
+    input, not the storage's write enable and pointers (the issue stage's decision into the
+    DMA queue).
 
     Parameters
     ----------
@@ -24,6 +27,8 @@ class StreamFIFO(wiring.Component):
         Payload shape (a layout, or an integer width).
     depth : int
         Capacity in payloads, at least 1.
+    entry : bool
+        Register each payload on entry (see above).
 
     Attributes
     ----------
@@ -33,11 +38,12 @@ class StreamFIFO(wiring.Component):
         Payloads held.
     """
 
-    def __init__(self, shape, depth):
+    def __init__(self, shape, depth, *, entry=False):
         if not isinstance(depth, int) or depth < 1:
             raise ValueError(f"StreamFIFO depth must be a positive integer, not {depth!r}")
         self._shape = shape
         self._depth = depth
+        self._entry = entry
         super().__init__({
             "i": In(stream.Signature(shape)),
             "o": Out(stream.Signature(shape)),
@@ -46,14 +52,29 @@ class StreamFIFO(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        push = self._count(m)
+        if self._entry:
+            self._registered_entry(m, push)
+            return m
         width = Shape.cast(self._shape).width
         # SyncFIFOBuffered's output register is not part of its write side: with ``depth``
         # entries it refuses a write while its inner memory is full even if the register is
         # empty. One spare entry makes ``level < depth`` enough for a write.
         m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=width, depth=self._depth + 1)
+        m.d.comb += [
+            queue.w_data.eq(self.i.payload),
+            queue.w_en.eq(push),
+            self.o.payload.eq(queue.r_data),
+            self.o.valid.eq(queue.r_rdy),
+            queue.r_en.eq(self.o.ready),
+        ]
+        return m
+
+    def _count(self, m):
+        """``level`` and ``i.ready``; returns the strobe of a payload's entry."""
         # ``level`` and ``ready`` are flip-flops, not the inner FIFO's level (a sum) and a
         # compare after it: a producer's valid, and so the paths through it, start at them.
-        # The count moves as SyncFIFOBuffered's does: one cycle after a write or a read.
+        # The count moves one cycle after an entry or an exit.
         level = Signal(range(self._depth + 1))
         ready = Signal(init=1)
         push = self.i.valid & ready
@@ -65,16 +86,40 @@ class StreamFIFO(wiring.Component):
             level.eq(Mux(push, Mux(pop, level, up), Mux(pop, down, level))),
             ready.eq(Mux(push, Mux(pop, ready, up < self._depth), pop | ready)),
         ]
-        m.d.comb += [
-            queue.w_data.eq(self.i.payload),
-            queue.w_en.eq(push),
-            self.i.ready.eq(ready),
-            self.o.payload.eq(queue.r_data),
-            self.o.valid.eq(queue.r_rdy),
-            queue.r_en.eq(self.o.ready),
-            self.level.eq(level),
-        ]
-        return m
+        m.d.comb += [self.i.ready.eq(ready), self.level.eq(level)]
+        return push
+
+    def _registered_entry(self, m, push):
+        """The ``entry=True`` queue: the entry register, storage read without a clock, and
+        the output register, which takes the oldest of the storage and the entry register."""
+        depth = self._depth
+        entry = Signal.like(self.i.payload)
+        entered = Signal()
+        m.d.sync += [entry.eq(self.i.payload), entered.eq(push)]
+        m.submodules.storage = storage = memory.Memory(shape=Shape.cast(self._shape),
+                                                       depth=depth, init=[])
+        w = storage.write_port()
+        r = storage.read_port(domain="comb")
+        produce, consume = Signal(range(depth)), Signal(range(depth))
+        held = Signal(range(depth + 1))          # payloads in the storage
+        nonempty = Signal()                      # held != 0, a flip-flop
+        load = ~self.o.valid | self.o.ready      # the output register takes a payload
+        from_storage = nonempty & load
+        to_storage = entered & ~(load & ~nonempty)
+        m.d.comb += [w.addr.eq(produce), w.data.eq(entry), w.en.eq(to_storage),
+                     r.addr.eq(consume)]
+        with m.If(load):
+            m.d.sync += [self.o.valid.eq(nonempty | entered),
+                         self.o.payload.eq(Mux(nonempty, r.data, entry))]
+
+        def step(pointer):
+            return Mux(pointer == depth - 1, 0, pointer + 1)
+        with m.If(to_storage):
+            m.d.sync += produce.eq(step(produce))
+        with m.If(from_storage):
+            m.d.sync += consume.eq(step(consume))
+        m.d.sync += [held.eq(held + to_storage - from_storage),
+                     nonempty.eq(Mux(to_storage, 1, Mux(from_storage, held != 1, nonempty)))]
 
 
 class StreamSlice(wiring.Component):

@@ -214,7 +214,8 @@ class DmaEngine(wiring.Component):
         connect(m, store.o, stored.i)
         connect(m, stored.o, writer.i)
 
-        queue = StreamFIFO(dma_command_layout(), cfg.dma_queue)
+        # The issue stage's decision reaches only the queue's entry register.
+        queue = StreamFIFO(dma_command_layout(), cfg.dma_queue, entry=True)
         m.submodules.queue = ResetInserter({"sync": self.start})(queue)
         connect(m, flipped(self.cmd), queue.i)
 
