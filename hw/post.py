@@ -99,6 +99,12 @@ class Post(wiring.Component):
         m.d.comb += self.i.ready.eq(advance)
         m.d.comb += lut_r.en.eq(advance)
 
+        # Stage 1 registers the operands as they come (the bias straight from the PARAM
+        # memory's block RAM, which has no output register), stage 2 adds.
+        acc = Signal(signed(self._config.acc_width), name="acc1")
+        bias = Signal.like(job.bias, name="bias1")
+        mult_in = Signal(signed(16), name="mult1")
+        shift_in = Signal(8, name="shift_in")
         total = Signal(signed(self._config.acc_width + 1))
         product = Signal(signed(self._config.acc_width + 1 + 16))
         y = Signal(signed(8))
@@ -107,7 +113,7 @@ class Post(wiring.Component):
         fine = Signal(3)
         use_lut = [Signal(name=f"use_lut{k}") for k in range(1, self.LATENCY + 1)]
         table = [Signal(8, name=f"table{k}") for k in range(1, self.LATENCY - 1)]
-        y_out = [Signal(signed(8), name=f"y_out{k}") for k in (6, 7)]
+        y_out = [Signal(signed(8), name=f"y_out{k}") for k in (7, 8)]
 
         # (2 * product) >> shift, then the rounding step; see the module docstring. The
         # barrel shifter in two stages, by the multiple of 8 and then by the rest, then a
@@ -118,18 +124,20 @@ class Post(wiring.Component):
         with m.If(advance):
             m.d.sync += [
                 valid[0].eq(self.i.valid),
-                total.eq(job.acc + job.bias),
-                mult.eq(job.multiplier), shift[0].eq(job.shift),
-                # Stage 2: the multiplier (registered output).
+                acc.eq(job.acc), bias.eq(job.bias), mult_in.eq(job.multiplier),
+                shift_in.eq(job.shift),
+                # Stage 2: the sum.
+                total.eq(acc + bias), mult.eq(mult_in), shift[0].eq(shift_in),
+                # Stage 3: the multiplier (registered output).
                 product.eq(total * mult), shift[1].eq(shift[0]),
-                # Stage 3: shift by the multiple of 8.
+                # Stage 4: shift by the multiple of 8.
                 coarse.eq((product.as_signed() * 2) >> Cat(Const(0, 3), shift[1][3:])),
                 fine.eq(shift[1][:3]),
-                # Stage 4: shift by the rest.
+                # Stage 5: shift by the rest.
                 shifted.eq(coarse >> fine),
-                # Stage 5: round, saturate.
+                # Stage 6: round, saturate.
                 y.eq(Mux(rounded > 127, 127, Mux(rounded < -128, -128, rounded))),
-                # Stages 6 and 7: the table read (the read port's register, then the word's
+                # Stages 7 and 8: the table read (the read port's register, then the word's
                 # beside the block RAM), or the value itself.
                 y_out[0].eq(y), y_out[1].eq(y_out[0]),
                 use_lut[0].eq(job.use_lut), table[0].eq(job.lut),

@@ -29,9 +29,10 @@ ACCESS_FILL = 2 * SLICE_LATENCY + 9
 #: Cycles from the execute engine to the post-writer (lanes, job queue), paid by a RUN that
 #: finds the group idle.
 EXECUTE_FILL = 6
-#: Cycles of the requantizer's pipeline (hw/post.py: bias, multiply, shift, round and
-#: saturate, table read, the table's word registered beside its block RAM).
-POST_LATENCY = 7
+#: Cycles of the requantizer's pipeline (hw/post.py: the operands registered as the PARAM
+#: memory gives them, bias, multiply, shift, round and saturate, table read, the table's word
+#: registered beside its block RAM).
+POST_LATENCY = 8
 #: Cycles from a RUN's last POST to its last byte in ACT (Post's pipeline, the post-writer's
 #: register slice, write, end job).
 POST_DRAIN = POST_LATENCY + SLICE_LATENCY + 2
