@@ -222,7 +222,6 @@ class Crossbar(wiring.Component):
                 with m.If(asking[i] & Cat(winner[j] & same[i][j]
                                           for j in range(len(readers))).any()):
                     m.d.comb += rd_grant[i].eq(1)
-                    m.d.sync += rd_bank[i].eq(b)
 
             # Writes: one per cycle.
             wanting = Signal(len(writers), name=f"wr_want{b}")
@@ -243,6 +242,10 @@ class Crossbar(wiring.Component):
                     m.d.comb += wr_grant[i].eq(1)
 
         for i, (p, q) in enumerate(zip(readers, slices)):
+            # The bank a port asks, registered whether or not it is granted (it is used only
+            # when it is): no path from the arbitration into it.
+            m.d.sync += rd_bank[i].eq(functools.reduce(
+                operator.or_, (Mux(wants[i][b], b, 0) for b in range(banks))))
             with m.If(q.valid & reads[i].skip):
                 m.d.comb += rd_grant[i].eq(1)
             m.d.comb += q.ready.eq(rd_grant[i])

@@ -91,13 +91,13 @@ class RunScoreboard(wiring.Component):
     """The RUNs of one group from issue to completion (see the module docstring).
 
     Contract: ``issue`` takes a RUN with the sequence number of the last DMA it waits for
-    (only while ``count < RUN_SLOTS``) and records it :data:`RUN_ENTRY` cycles later; RUNs
-    leave on ``run`` in order, each once ``done`` has reached its tag. ``held`` is the group's ``slots`` valid bits: a RUN is complete (and
-    its entry free) once the group no longer holds it. ``conflict`` is high while a released
-    RUN may read what ``query`` overwrites (any released RUN for ``ACT``; a RUN whose
-    micro-program is not read yet counts as reading every weight and table), for the query
-    of the cycle before. ``uop_w`` must
-    carry every chunk written to the group's micro-op memory.
+    (only while ``count < RUN_SLOTS``) and records it :attr:`ENTRY` cycles later; RUNs leave
+    on ``run`` in order, each once ``done`` has reached its tag. ``held`` is the group's
+    ``slots`` valid bits: a RUN is complete (and its entry free) once the group no longer
+    holds it. ``conflict`` is high while a released RUN may read what ``query`` overwrites
+    (any released RUN for ``ACT``; a RUN whose micro-program is not read yet counts as
+    reading every weight and table), for the query of the cycle before. ``uop_w`` must carry
+    every chunk written to the group's micro-op memory.
 
     Parameters
     ----------
@@ -115,6 +115,9 @@ class RunScoreboard(wiring.Component):
     query : In(dma_query_layout())
     conflict : Out(1)
     """
+
+    #: Cycles from a RUN's issue to its record (the entry register).
+    ENTRY = RUN_ENTRY
 
     def __init__(self, config):
         self._config = config

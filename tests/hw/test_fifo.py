@@ -85,7 +85,7 @@ def test_stream_fifo_with_an_entry_register_moves_as_without(depth):
     async def bench(ctx):
         for k in range(400):
             valid, ready = rng.random() < 0.6, rng.random() < 0.5
-            for name, dut in (("plain", plain), ("entry", entry)):
+            for dut in (plain, entry):
                 ctx.set(dut.i.valid, valid)
                 ctx.set(dut.i.payload, {"a": k % 128, "b": k % 8})
                 ctx.set(dut.o.ready, ready)

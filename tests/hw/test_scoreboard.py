@@ -11,7 +11,7 @@ import pytest
 from flexigan.compiler import asm
 from flexigan.hw.arch import isa
 from flexigan.hw.arch.config import RUN_SLOTS, AcceleratorConfig
-from flexigan.hw.arch.timing import RUN_ENTRY, SCAN_CYCLES, SCAN_DRAIN
+from flexigan.hw.arch.timing import SCAN_CYCLES, SCAN_DRAIN
 from flexigan.hw.scoreboard import SEQ_BITS, RunScoreboard
 from tests.hw.streams import Pauses, get, put, simulate
 
@@ -235,7 +235,10 @@ def test_a_dma_into_the_weights_waits_for_an_earlier_run_that_reads_them(name):
         count = await load(ctx, dut, at, text)
         await put(ctx, dut.issue, {"run": {**args, "uop_addr": at, "uop_count": count},
                                    "tag": 0})
-        await ctx.tick().repeat(1 + RUN_ENTRY)
+        # Recorded ENTRY cycles after its issue, released the cycle after.
+        await ctx.tick().repeat(RunScoreboard.ENTRY)
+        assert not ctx.get(dut.run.valid)
+        await ctx.tick()
         # Released; its micro-program is not read yet: it may read every weight.
         assert ctx.get(dut.run.valid)
         assert await conflict(ctx, dut, isa.Space.WGT, CONFIG.weight_bytes - 1, CONFIG.weight_bytes)
