@@ -96,8 +96,9 @@ class RunScoreboard(wiring.Component):
     ``slots`` valid bits: a RUN is complete (and its entry free) once the group no longer
     holds it. ``conflict`` is high while a released RUN may read what ``query`` overwrites
     (any released RUN for ``ACT``; a RUN whose micro-program is not read yet counts as
-    reading every weight and table), for the query of the cycle before. ``uop_w`` must carry
-    every chunk written to the group's micro-op memory.
+    reading every weight and table), for the query of two cycles before and the RUNs of the
+    cycle before (the query registered, then the answer). ``uop_w`` must carry every chunk
+    written to the group's micro-op memory.
 
     Parameters
     ----------
@@ -330,7 +331,8 @@ class RunScoreboard(wiring.Component):
     def _conflicts(self, m, records):
         """``conflict``: a released RUN may read what the DMA in ``query`` overwrites. The
         query is registered first, with its ranges saturated to the records' widths and its
-        space decoded, so the comparisons start at registers: the answer is a cycle late."""
+        space decoded, so the comparisons start at registers, and each record's answer is
+        registered: the answer is two cycles late."""
         query = self.query
         tables = self._config.lut_tables
         layout = _record_layout(self._config)
@@ -369,5 +371,9 @@ class RunScoreboard(wiring.Component):
                 m.d.comb += reads.eq(~record.scanned | (record.tables & written).any())
             overlaps = (lo < query_hi) & (query_lo < hi)
             hit = space[isa.Space.ACT] | touches & (reads | overlaps)
-            hits.append(record.valid & record.ready & hit)
+            # Each record's answer registered beside its comparisons: what leaves for the DMA
+            # engine starts at flip-flops.
+            answer = Signal(name=f"hit{k}")
+            m.d.sync += answer.eq(record.valid & record.ready & hit)
+            hits.append(answer)
         m.d.comb += self.conflict.eq(Cat(hits).any())

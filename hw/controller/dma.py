@@ -123,7 +123,8 @@ class DmaEngine(wiring.Component):
     Contract: ``cmd`` takes up to ``config.dma_queue`` instructions ahead of the one running.
     Each is done when its last byte is in its destination (for a store: its last write
     response has arrived); ``finished`` then counts it (modulo ``2 ** SEQ_BITS``). A load or a
-    store starts once ``conflict`` is low for its ``hazard`` (a COUNTERS STORE does not wait);
+    store starts once ``conflict`` is low for its ``hazard`` (a COUNTERS STORE does not wait),
+    from the second cycle after ``hazard`` shows it: ``conflict`` may answer two cycles late;
     a load has the reader (``claim`` on :class:`.SharedReader`) from then until its last word
     is written, and ``fetch`` has it otherwise. ``counters`` must offer the block a COUNTERS
     STORE writes, from its first word, until it is done. ``start`` empties the queue and
@@ -338,16 +339,15 @@ class DmaEngine(wiring.Component):
         dw = self._config.axi_data_width
         wb = exact_log2(self._config.axi_bytes)
         local, word, pending = t.local, t.word, t.pending
-        # The scoreboards register the query during PREP, and their answers are registered
-        # here (their comparisons were the design's critical path, into the reader's claim):
-        # they hold for the DMA in ``t`` from the second cycle of the wait on, as every RUN
-        # it waits for is released by the first and later changes only clear conflicts. The
-        # cycle is one of STORE_SETUP's (a load's hides behind the reader's last fetch,
-        # within LOAD_SETUP).
-        conflict = Signal.like(self.conflict)
+        # The scoreboards register the query during PREP, and then their answers, a record at
+        # a time (their comparisons were the design's critical path, into the reader's claim
+        # and then into a register here): the answers hold for the DMA in ``t`` from the second
+        # cycle of the wait on, as every RUN it waits for is released by the first and later
+        # changes only clear conflicts. The cycle is one of STORE_SETUP's (a load's hides
+        # behind the reader's last fetch, within LOAD_SETUP).
         checked = Signal()
-        m.d.sync += [conflict.eq(self.conflict), checked.eq(0)]
-        clear = checked & ~conflict.any()
+        m.d.sync += checked.eq(0)
+        clear = checked & ~self.conflict.any()
         dma = t.cmd.dma
         read = reader.load.cmd
         # The claim on the reader is a register (it selects the reader's command): it rises

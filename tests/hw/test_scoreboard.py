@@ -44,9 +44,10 @@ async def load(ctx, dut, at, text):
 
 
 async def conflict(ctx, dut, space, lo, hi, group=1):
-    """The scoreboard's answer to a query (registered: a cycle later)."""
+    """The scoreboard's answer to a query (the query and the answer registered: two cycles
+    later)."""
     ctx.set(dut.query, {"space": space, "lo": lo, "hi": hi, "group": group})
-    await ctx.tick()
+    await ctx.tick().repeat(2)
     return ctx.get(dut.conflict)
 
 
