@@ -83,6 +83,11 @@ def _saturate(value, bits):
     return Mux(value[bits:] == 0, value[:bits], (1 << bits) - 1)
 
 
+def _step(inc, dec, value):
+    """``value + inc - dec`` as a choice among ``value - 1``, ``value`` and ``value + 1``."""
+    return Mux(inc, Mux(dec, value, value + 1), Mux(dec, value - 1, value))
+
+
 def _next_slot(slot):
     return Mux(slot == RUN_SLOTS - 1, 0, slot + 1)
 
@@ -202,9 +207,14 @@ class RunScoreboard(wiring.Component):
         with m.If(pop):
             update(head, valid=0)
             m.d.sync += head.eq(_next_slot(head))
-        count = self.count + push - pop
-        m.d.sync += [given.eq(given + handed - pop), self.count.eq(count),
-                     ready.eq(count < RUN_SLOTS)]
+        # The issue's push, the group's hand-off and the completions select among sums worked
+        # out without them (not sums of them: a carry chain after the issue stage's decision).
+        count, up = self.count, self.count + 1
+        m.d.sync += [
+            given.eq(_step(handed, pop, given)),
+            self.count.eq(_step(push, pop, count)),
+            ready.eq(Mux(push, Mux(pop, ready, up < RUN_SLOTS), pop | ready)),
+        ]
         m.d.comb += self.waiting.eq(self.count - given)
 
         m.d.comb += to_scan.addr.eq(scan)
