@@ -1,15 +1,23 @@
-"""A down counter whose zero and one tests are registers.
+"""Counters that keep their carry chains and compares off the paths of the handshakes.
 
 Transfer counters are wide (24 bits): tested combinationally, ``count != 0`` and
 ``count == 1`` are a few LUT levels at the start of every path that asks whether a transfer
-is done. Here both are flip-flops, set from the value loaded or from the count before a
-decrement, so the tests cost nothing and the compares sit beside the counter's own carry
-chain.
+is done. In :class:`Countdown` both are flip-flops, set from the value loaded or from the
+count before a decrement, so the tests cost nothing and the compares sit beside the counter's
+own carry chain. :func:`step` moves an occupancy count by two handshakes without a sum of
+them.
 """
 
-from amaranth.hdl import Signal
+from amaranth.hdl import Mux, Signal
 
-__all__ = ["Countdown"]
+__all__ = ["Countdown", "step"]
+
+
+def step(inc, dec, value):
+    """``value + inc - dec`` (``inc`` and ``dec`` one bit each) as a choice among
+    ``value - 1``, ``value`` and ``value + 1``: the handshakes select, after the carry chains,
+    instead of entering one."""
+    return Mux(inc, Mux(dec, value, value + 1), Mux(dec, value - 1, value))
 
 
 class Countdown:

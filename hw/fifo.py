@@ -5,6 +5,7 @@ from amaranth.lib import fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .arch.timing import SLICE_LATENCY
+from .countdown import step
 
 __all__ = ["StreamFIFO", "StreamSlice"]
 
@@ -81,10 +82,9 @@ class StreamFIFO(wiring.Component):
         pop = self.o.valid & self.o.ready
         # The producer's valid and the consumer's ready select among results worked out
         # without them.
-        up, down = level + 1, level - 1
         m.d.sync += [
-            level.eq(Mux(push, Mux(pop, level, up), Mux(pop, down, level))),
-            ready.eq(Mux(push, Mux(pop, ready, up < self._depth), pop | ready)),
+            level.eq(step(push, pop, level)),
+            ready.eq(Mux(push, Mux(pop, ready, level + 1 < self._depth), pop | ready)),
         ]
         m.d.comb += [self.i.ready.eq(ready), self.level.eq(level)]
         return push
@@ -112,13 +112,13 @@ class StreamFIFO(wiring.Component):
             m.d.sync += [self.o.valid.eq(nonempty | entered),
                          self.o.payload.eq(Mux(nonempty, r.data, entry))]
 
-        def step(pointer):
+        def next_slot(pointer):
             return Mux(pointer == depth - 1, 0, pointer + 1)
         with m.If(to_storage):
-            m.d.sync += produce.eq(step(produce))
+            m.d.sync += produce.eq(next_slot(produce))
         with m.If(from_storage):
-            m.d.sync += consume.eq(step(consume))
-        m.d.sync += [held.eq(held + to_storage - from_storage),
+            m.d.sync += consume.eq(next_slot(consume))
+        m.d.sync += [held.eq(step(to_storage, from_storage, held)),
                      nonempty.eq(Mux(to_storage, 1, Mux(from_storage, held != 1, nonempty)))]
 
 

@@ -26,6 +26,7 @@ from .agen import LEVELS
 from .arch import isa
 from .arch.config import RUN_SLOTS
 from .arch.timing import RUN_ENTRY, SCAN_DRAIN
+from .countdown import step
 from .group.decoder import MicroProgramDecoder
 from .memories import ElementMemory, chunk_layout
 
@@ -81,11 +82,6 @@ def _saturate(value, bits):
         top = Mux(value[-1], -(1 << (bits - 1)), (1 << (bits - 1)) - 1)
         return Mux(fits, value[:bits].as_signed(), top)
     return Mux(value[bits:] == 0, value[:bits], (1 << bits) - 1)
-
-
-def _step(inc, dec, value):
-    """``value + inc - dec`` as a choice among ``value - 1``, ``value`` and ``value + 1``."""
-    return Mux(inc, Mux(dec, value, value + 1), Mux(dec, value - 1, value))
 
 
 def _next_slot(slot):
@@ -211,8 +207,8 @@ class RunScoreboard(wiring.Component):
         # out without them (not sums of them: a carry chain after the issue stage's decision).
         count, up = self.count, self.count + 1
         m.d.sync += [
-            given.eq(_step(handed, pop, given)),
-            self.count.eq(_step(push, pop, count)),
+            given.eq(step(handed, pop, given)),
+            self.count.eq(step(push, pop, count)),
             ready.eq(Mux(push, Mux(pop, ready, up < RUN_SLOTS), pop | ready)),
         ]
         m.d.comb += self.waiting.eq(self.count - given)

@@ -6,6 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..arch import isa
 from ..arch.config import RUN_SLOTS
+from ..countdown import step
 from .layouts import slot_layout
 
 __all__ = ["RunQueue"]
@@ -74,10 +75,12 @@ class RunQueue(wiring.Component):
             write.addr.eq(tail), write.data.eq(self.i.payload), write.en.eq(push),
             read.addr.eq(offered), self.o.payload.eq(read.data),
         ]
-        held_next = Signal.like(held)
-        m.d.comb += held_next.eq(held + push - pop)
-        m.d.sync += [held.eq(held_next), full.eq(held_next == RUN_SLOTS),
-                     any_held.eq(held_next != 0), waiting.eq(waiting + push - hand_out)]
+        # The controller's push, the decoder's hand-out and the completions select among
+        # values worked out from the registers (no carry chain after the handshakes).
+        m.d.sync += [held.eq(step(push, pop, held)),
+                     full.eq(Mux(push, Mux(pop, full, held + 1 == RUN_SLOTS), full & ~pop)),
+                     any_held.eq(Mux(push, 1, Mux(pop, held != 1, any_held))),
+                     waiting.eq(step(push, hand_out, waiting))]
         for k, slot in enumerate(self.slots):
             with m.If(push & (tail == k)):
                 m.d.sync += slot.valid.eq(1)
