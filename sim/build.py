@@ -32,15 +32,17 @@ from ..hw.verilog import TOP, cache_dir, rtl_key, write_rtl
 from .machine import MACHINE, Machine
 from .memory import STORAGE_VERILOG
 from .rtl import TIMESCALE, VERILATOR_LINT, RtlTestError, kick_time_zero, simulator_environment
+from .shared_modules import share_modules
 
 __all__ = ["OPT_FAST", "VERILATOR_ARGS", "build_key", "drop_zero_rows", "machine_build"]
 
 #: The C++ compiler's optimisation of the model's code (Verilator's default is -Os).
-OPT_FAST = "-O1"
+OPT_FAST = "-O2"
 #: Verilator's options besides cocotb's: the lint waivers every RTL build uses, only the ports
-#: public, and every variable starting at zero, as Amaranth's do.
+#: public, every variable starting at zero, as Amaranth's do, and the repeated blocks built once
+#: (:func:`~flexigan.sim.shared_modules.share_modules`, ``hier_block`` in the control file).
 VERILATOR_ARGS = (*VERILATOR_LINT, "--no-public-flat-rw", "--x-assign", "fast",
-                  "--x-initial", "0")
+                  "--x-initial", "0", "--hierarchical")
 #: A Verilator control file that makes the top module's ports visible to cocotb.
 PUBLIC_PORTS = f'`verilator_config\npublic_flat_rw -module "{MACHINE}" -var "*"\n'
 #: An ``initial`` block, as Yosys writes one to give a memory its contents, a row a line.
@@ -48,7 +50,7 @@ _INITIAL = re.compile(r"^[ \t]*initial begin\n.*?^[ \t]*end\n", re.MULTILINE | r
 #: One row's zero.
 _ZERO_ROW = re.compile(r"^[ \t]+(?:\\\S+ |[A-Za-z_]\w*)\[\d+\] = \d+'h0+;\n", re.MULTILINE)
 #: The code of this package that shapes the build (with the options above), by simulator.
-_SOURCES = {"verilator": ("machine.py", "memory.py"),
+_SOURCES = {"verilator": ("build.py", "machine.py", "memory.py", "shared_modules.py"),
             "icarus": ("machine.py", "memory.py", "rtl.py")}   # Icarus's time-0 rewrite
 
 
@@ -120,8 +122,10 @@ def _build(config, simulator, waves, folder):
         for path in (accelerator, machine):
             path.write_text(kick_time_zero(path.read_text()))
     else:
-        accelerator.write_text(drop_zero_rows(accelerator.read_text()))
-        (sources / "public.vlt").write_text(PUBLIC_PORTS)
+        text, shared = share_modules(drop_zero_rows(accelerator.read_text()), TOP)
+        accelerator.write_text(text)
+        (sources / "public.vlt").write_text(
+            PUBLIC_PORTS + "".join(f'hier_block -module "{name}"\n' for name in shared))
         files.append(VerilatorControlFile(sources / "public.vlt"))
         args = list(VERILATOR_ARGS)
     try:
@@ -133,5 +137,9 @@ def _build(config, simulator, waves, folder):
                            f"{exc.code}); see the log above") from None
     if simulator == "verilator":      # the executable is all a run needs (of ~200 MB)
         for path in folder.iterdir():
-            if path.name not in (MACHINE, "src"):
+            if path.name in (MACHINE, "src"):
+                continue
+            if path.is_dir():                 # the hierarchical blocks' builds
+                shutil.rmtree(path)
+            else:
                 path.unlink()
