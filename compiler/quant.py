@@ -218,9 +218,11 @@ def calibrate(graph, feeds, model=None):
     the model runs in onnxruntime where it is installed and computes a tensor of every IR
     value's name (the values the importer adds, such as the 2-D view of a 1-D convolution,
     have none): in float32, a sample at a time, so a range differs from the float64 one in its
-    last bits (a relative 1e-6 at most on the example networks, docs/numerics.md), which can move
-    a requantization multiplier or a LUT entry that lies on a rounding boundary by one step.
-    Otherwise the IR runs in float64 (:func:`~flexigan.compiler.evaluate.run_float`).
+    last bits (a relative 3e-7 at most on the example networks; onnxruntime's Sigmoid and Tanh
+    are approximations, but their outputs' scale is fixed), which moves a requantization
+    multiplier or a bias that lies on a rounding boundary by one step (docs/user-guide.md,
+    "Calibration"). Otherwise the IR runs in float64
+    (:func:`~flexigan.compiler.evaluate.run_float`).
 
     Values that are identically zero get range ``ZERO_RANGE``. Raises :class:`ModelError` if a
     value is not finite (the float model overflows on the calibration data).
