@@ -32,6 +32,8 @@ _MODULE = re.compile(r"^module (\S+) ?\(.*?^endmodule\n", re.MULTILINE | re.DOTA
 _INSTANCE = re.compile(r"^(\s*)(\S+) +(\S+ +)?\($")
 #: A named connection's port: ``    .<port>(``.
 _CONNECTION = re.compile(r"^(\s*\.)(\S+ ?)\(")
+#: A module's header: its name and its ports.
+_HEADER = re.compile(r"module \S+ ?\((.*?)\);", re.DOTALL)
 #: A name Yosys generated (an escaped identifier with a ``$``), with its terminating space.
 _GENERATED = re.compile(r"\\[^\s]*\$[^\s]* ")
 
@@ -61,7 +63,7 @@ def share_modules(text, top):
         return len(kept[name]) + sum(size(child) for child in children[name])
 
     shared = [name for name in kept if uses[name] > 1 and size(name) >= SHARED_BYTES]
-    out = "".join(kept.values())
+    out = "".join(kept[name] for name in modules if name in kept)
     plain = []
     for name in shared:
         new = re.sub(r"\W", "_", name.lstrip("\\"))
@@ -116,7 +118,10 @@ class _Merger:
                 child = None
             lines[k] = local(line)
         text = "\n".join(lines)
-        canonical = re.sub(r"^module \S+", "module", text, count=1)
+        # Instances connect ports by name, so the order of the header's ports does not count.
+        header = _HEADER.match(text)
+        ports = sorted(port.strip() for port in header[1].split(","))
+        canonical = f"module ({', '.join(ports)});{text[header.end():]}"
         if canonical not in self.canonical:
             self.canonical[canonical] = name
             self.kept[name] = text
