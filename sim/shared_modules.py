@@ -10,7 +10,8 @@ the processor's caches and made the model run at about 5,000 cycles/s.
 :func:`share_modules` merges the modules that are the same but for their names (and the names
 Yosys generates inside them, ``\\$1``, ``\\port$57893$0``...: a renaming in order of first use,
 so two modules merge only when one is the other renamed), and names the large blocks that are
-instantiated more than once (:data:`SHARED_BYTES`): a build marks those ``hier_block`` in
+instantiated more than once (:data:`SHARED_BYTES`, when their copies are many:
+:data:`SHARED_TOTAL`): a build marks those ``hier_block`` in
 Verilator's control file, so each is verilated and compiled once and evaluated for all its
 instances (Verilator's hierarchical verilation). The design's behaviour is unchanged: only names
 internal to a module are renamed, never a port of the top module.
@@ -19,13 +20,18 @@ internal to a module are renamed, never a port of the top module.
 import re
 from collections import Counter
 
-__all__ = ["SHARED_BYTES", "share_modules"]
+__all__ = ["SHARED_BYTES", "SHARED_TOTAL", "share_modules"]
 
 #: The Verilog size (of a module with what it instantiates) from which a repeated module is
 #: built once for all its instances: the engine group (about 350 KB) and the RUN scoreboard
 #: (96 KB) are; small repeated blocks (a lane's 2 KB, a crossbar slice's 5 KB) stay inlined in
 #: their parents, where a call across the block boundary would cost more than their code.
 SHARED_BYTES = 64 * 1024
+#: The Verilog of all the copies of those modules from which they are built once: below it the
+#: flat model fits the caches well enough that the calls across the blocks' boundaries cost more
+#: than they save (measured on 2 x 8, the DCGAN-32-style generator: 93,000 cycles/s flat,
+#: 68,000 shared; on 16 x 8, 5.6 MB of copies: 5,400 flat, 14,300 shared).
+SHARED_TOTAL = 2 * 1024 * 1024
 
 _MODULE = re.compile(r"^module (\S+) ?\(.*?^endmodule\n", re.MULTILINE | re.DOTALL)
 #: An instance's first line: ``  <module> <instance> (`` (escaped names end in a space).
@@ -48,7 +54,8 @@ def share_modules(text, top):
     (str, list of str)
         The Verilog, and the plain names of the modules of at least :data:`SHARED_BYTES` that
         are instantiated more than once (renamed from their escaped names, which Verilator's
-        hierarchical build cannot use).
+        hierarchical build cannot use); ``text`` itself and no names when the copies of those
+        modules come to less than :data:`SHARED_TOTAL`.
     """
     modules = {found[1]: found[0] for found in _MODULE.finditer(text)}
     merged = _Merger(modules, top)
@@ -63,6 +70,8 @@ def share_modules(text, top):
         return len(kept[name]) + sum(size(child) for child in children[name])
 
     shared = [name for name in kept if uses[name] > 1 and size(name) >= SHARED_BYTES]
+    if sum(uses[name] * size(name) for name in shared) < SHARED_TOTAL:
+        return text, []
     out = "".join(kept[name] for name in modules if name in kept)
     plain = []
     for name in shared:

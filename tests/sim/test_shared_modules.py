@@ -2,6 +2,7 @@
 
 import re
 
+import pytest
 from amaranth.back import verilog
 from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
@@ -45,27 +46,31 @@ def modules(text):
     return re.findall(r"^module ([^\s(]+)", text, re.MULTILINE)
 
 
-def test_amaranths_copies_of_one_block_become_one_module():
+@pytest.fixture
+def small(monkeypatch):
+    """Thresholds that the small designs below reach."""
+    monkeypatch.setattr(shared_modules, "SHARED_BYTES", 100)
+    monkeypatch.setattr(shared_modules, "SHARED_TOTAL", 100)
+
+
+def test_amaranths_copies_of_one_block_become_one_module_built_once(small):
     text = verilog.convert(Pair(), name="top", emit_src=False)
     assert len(modules(text)) == 4
     merged, shared = share_modules(text, "top")
-    assert modules(merged) == ["top", "\\top.a"]
-    assert merged.count("\\top.a ") == 4           # its definition and the three instances
-    assert shared == []                            # far below SHARED_BYTES
-
-
-def test_a_large_repeated_module_is_named_for_its_own_build(monkeypatch):
-    monkeypatch.setattr(shared_modules, "SHARED_BYTES", 100)
-    merged, shared = share_modules(verilog.convert(Pair(), name="top", emit_src=False), "top")
     assert shared == ["top_a"]
     assert modules(merged) == ["top", "top_a"]
     assert len(re.findall(r"^\s*top_a \w+ \($", merged, re.MULTILINE)) == 3
 
 
+def test_a_design_with_few_copies_is_left_alone():
+    text = verilog.convert(Pair(), name="top", emit_src=False)
+    assert share_modules(text, "top") == (text, [])
+
+
 SWAPPED = """\
 module top(x, y, clk);
   input x; input clk; output y;
-  wire \\$1 ; wire \\$2 ;
+  wire \\$1 ; wire \\$2 ; wire \\$3 ; wire \\$4 ;
   \\top.p  p (
     .\\port$7$0 (x),
     .q(\\$1 )
@@ -74,7 +79,15 @@ module top(x, y, clk);
     .\\port$9$0 (x),
     .q(\\$2 )
   );
-  assign y = \\$1  ^ \\$2 ;
+  \\top.p  p2 (
+    .\\port$7$0 (x),
+    .q(\\$3 )
+  );
+  \\top.r  r2 (
+    .\\port$9$0 (x),
+    .q(\\$4 )
+  );
+  assign y = \\$1  ^ \\$2  ^ \\$3  ^ \\$4 ;
 endmodule
 module \\top.p (\\port$7$0 , q);
   input \\port$7$0 ; output q;
@@ -93,14 +106,16 @@ endmodule
 """
 
 
-def test_modules_that_differ_only_in_which_generated_name_they_use_stay_apart():
-    merged, _ = share_modules(SWAPPED, "top")
-    assert modules(merged) == ["top", "\\top.p", "\\top.r"]
+def test_modules_that_differ_only_in_which_generated_name_they_use_stay_apart(small):
+    merged, shared = share_modules(SWAPPED, "top")
+    assert shared == ["top_p", "top_r"]
+    assert modules(merged) == ["top", "top_p", "top_r"]
 
 
-def test_a_port_with_a_generated_name_is_renamed_where_it_is_connected_too():
+def test_a_port_with_a_generated_name_is_renamed_where_it_is_connected_too(small):
     same = SWAPPED.replace("assign q = \\$2 ;", "assign q = \\$1 ;")
-    merged, _ = share_modules(same, "top")
-    assert modules(merged) == ["top", "\\top.p"]
-    assert merged.count(".flexigan_n0 (x)") == 2      # both instances, by the port's new name
-    assert "\\$1  ^ \\$2" in merged                   # the top keeps every name
+    merged, shared = share_modules(same, "top")
+    assert shared == ["top_p"]
+    assert modules(merged) == ["top", "top_p"]
+    assert merged.count(".flexigan_n0 (x)") == 4      # every instance, by the port's new name
+    assert "\\$1  ^ \\$2  ^ \\$3" in merged           # the top keeps every name
