@@ -29,9 +29,11 @@ __all__ = ["SHARED_BYTES", "SHARED_TOTAL", "share_modules"]
 SHARED_BYTES = 64 * 1024
 #: The Verilog of all the copies of those modules from which they are built once: below it the
 #: flat model fits the caches well enough that the calls across the blocks' boundaries cost more
-#: than they save (measured on 2 x 8, the DCGAN-32-style generator: 93,000 cycles/s flat,
-#: 68,000 shared; on 16 x 8, 5.6 MB of copies: 5,400 flat, 14,300 shared).
-SHARED_TOTAL = 2 * 1024 * 1024
+#: than they save. Measured with a C++ driver (docs/user-guide.md, "RTL simulation"): 2 x 8,
+#: 0.9 MB of copies, the DCGAN-32-style generator: 93,000 cycles/s flat, 68,000 shared; 8 x 8,
+#: 3.8 MB, the digits generator: 32,000 flat, 26,000 shared; 16 x 8, 7.5 MB: 5,400 flat,
+#: 14,300 shared.
+SHARED_TOTAL = 5 * 1024 * 1024
 
 _MODULE = re.compile(r"^module (\S+) ?\(.*?^endmodule\n", re.MULTILINE | re.DOTALL)
 #: An instance's first line: ``  <module> <instance> (`` (escaped names end in a space).
