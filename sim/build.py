@@ -14,7 +14,8 @@ Verilator's options trade build time for speed; measured on the 16 x 8 ``sim`` m
   module's ports, which the testbench drives, are (:data:`PUBLIC_PORTS`);
 - a machine with many copies of its large blocks (the 16 x 8 one's engine groups and RUN
   scoreboards) has each built once, a Verilator ``hier_block`` evaluated for all its instances
-  (:func:`~flexigan.sim.shared_modules.share_modules`), and compiled with :data:`OPT_SHARED`;
+  (:func:`~flexigan.sim.shared_modules.share_modules`), and compiled with :data:`OPT_SHARED`
+  (not a build that records waveforms);
 - a flat model is compiled with :data:`OPT_FAST`; the C++ is split into files that ``make``
   builds on every core.
 """
@@ -128,7 +129,9 @@ def _build(config, simulator, waves, folder):
         for path in (accelerator, machine):
             path.write_text(kick_time_zero(path.read_text()))
     else:
-        text, shared = share_modules(drop_zero_rows(accelerator.read_text()), TOP)
+        text = drop_zero_rows(accelerator.read_text())
+        # A waveform shows the design as Amaranth named it, every block in place.
+        text, shared = (text, []) if waves else share_modules(text, TOP)
         accelerator.write_text(text)
         (sources / "public.vlt").write_text(
             PUBLIC_PORTS + "".join(f'hier_block -module "{name}"\n' for name in shared))
