@@ -245,8 +245,8 @@ def _peak(value):
 
 def _onnxruntime_peaks(graph, feeds, model):
     """The max-abs of every IR value of ``graph`` in onnxruntime's run of ``model`` on
-    ``feeds``; the inputs' from ``feeds`` themselves. None when onnxruntime is not installed or
-    the model computes no tensor of some IR value's name."""
+    ``feeds``; the inputs' from ``feeds`` themselves. None when onnxruntime is not installed, or
+    the model computes no tensor of some IR value's name or one of another shape."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -275,6 +275,8 @@ def _onnxruntime_peaks(graph, feeds, model):
         sample = {name: feeds[name][k:k + 1].astype(dtype.get(kinds[name], np.float32))
                   for name in inputs}
         for name, value in zip(wanted, session.run(wanted, sample)):
+            if value.shape[1:] != tuple(ir.node(graph, name).shape):
+                return None            # the tensor of that name is not the IR value
             peaks[name] = float(np.maximum(peaks[name], _peak(value)))   # NaN stays
     return peaks
 
