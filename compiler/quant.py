@@ -221,7 +221,7 @@ def calibrate(graph, feeds, model=None):
     last bits (a relative 3e-7 at most on the example networks; onnxruntime's Sigmoid and Tanh
     are approximations, but their outputs' scale is fixed), which moves a requantization
     multiplier or a bias that lies on a rounding boundary by one step (docs/user-guide.md,
-    "Calibration"). Otherwise the IR runs in float64
+    ``flexigan compile``, measured). Otherwise the IR runs in float64
     (:func:`~flexigan.compiler.evaluate.run_float`).
 
     Values that are identically zero get range ``ZERO_RANGE``. Raises :class:`ModelError` if a
