@@ -38,6 +38,7 @@ from ..errors import FitError, ModelError
 from ..hw.arch.numerics import requantize, round_half_up, rshift_round, sat8
 from . import ir
 from .evaluate import run_float
+from .onnx_import import load_onnx
 
 __all__ = ["Requant", "Compute", "Lut", "Sum", "Norm", "requant", "sum_params", "calibrate",
            "quantize", "MAX_SHIFT", "NORM_FRAC", "ZERO_RANGE"]
@@ -210,20 +211,74 @@ def requant(ratio, offset=None):
     return Requant(_at_shift(ratio, shift, MULT_LIMIT), shift.astype(np.int64), offset_q)
 
 
-def calibrate(graph, feeds):
+def calibrate(graph, feeds, model=None):
     """The max-abs range of every IR value on the calibration ``feeds`` (run in float).
+
+    With ``model`` (the ONNX model ``graph`` was imported from: a path or a ``ModelProto``),
+    the model runs in onnxruntime where it is installed and computes a tensor of every IR
+    value's name (the values the importer adds, such as the 2-D view of a 1-D convolution,
+    have none): in float32, a sample at a time, so a range differs from the float64 one in its
+    last bits (a relative 3e-7 at most on the example networks; onnxruntime's Sigmoid and Tanh
+    are approximations, but their outputs' scale is fixed), which moves a requantization
+    multiplier or a bias that lies on a rounding boundary by one step (docs/user-guide.md,
+    ``flexigan compile``, measured). Otherwise the IR runs in float64
+    (:func:`~flexigan.compiler.evaluate.run_float`).
 
     Values that are identically zero get range ``ZERO_RANGE``. Raises :class:`ModelError` if a
     value is not finite (the float model overflows on the calibration data).
     """
+    peaks = None if model is None else _onnxruntime_peaks(graph, feeds, model)
+    if peaks is None:
+        peaks = {name: _peak(value) for name, value in run_float(graph, feeds, keep=True).items()}
     ranges = {}
-    for name, value in run_float(graph, feeds, keep=True).items():
-        r = float(np.max(np.abs(value))) if value.size else 0.0
+    for name, r in peaks.items():
         if not math.isfinite(r):
             raise ModelError(f"calibration: value {name!r} is not finite on the calibration "
                              "inputs")
         ranges[name] = r if r > 0 else ZERO_RANGE
     return ranges
+
+
+def _peak(value):
+    return float(np.max(np.abs(value))) if value.size else 0.0
+
+
+def _onnxruntime_peaks(graph, feeds, model):
+    """The max-abs of every IR value of ``graph`` in onnxruntime's run of ``model`` on
+    ``feeds``; the inputs' from ``feeds`` themselves. None when onnxruntime is not installed, or
+    the model computes no tensor of some IR value's name or one of another shape."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    import onnx
+
+    proto = model if isinstance(model, onnx.ModelProto) else load_onnx(model)
+    inputs = list(graph.graph["inputs"])
+    computed = {name for node in proto.graph.node for name in node.output}
+    wanted = [name for name, _ in ir.topo_nodes(graph) if name not in inputs]
+    if not computed.issuperset(wanted):
+        return None
+    proto = onnx.ModelProto.FromString(proto.SerializeToString())    # the caller's stays
+    present = {o.name for o in proto.graph.output}
+    proto.graph.output.extend(onnx.helper.make_empty_tensor_value_info(name)
+                              for name in wanted if name not in present)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(proto.SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+    kinds = {i.name: i.type for i in session.get_inputs()}
+    dtype = {"tensor(double)": np.float64, "tensor(float16)": np.float16}
+    peaks = {name: _peak(feeds[name]) for name in inputs}
+    peaks.update(dict.fromkeys(wanted, 0.0))
+    for k in range(len(next(iter(feeds.values())))):
+        sample = {name: feeds[name][k:k + 1].astype(dtype.get(kinds[name], np.float32))
+                  for name in inputs}
+        for name, value in zip(wanted, session.run(wanted, sample)):
+            if value.shape[1:] != tuple(ir.node(graph, name).shape):
+                return None            # the tensor of that name is not the IR value
+            peaks[name] = float(np.maximum(peaks[name], _peak(value)))   # NaN stays
+    return peaks
 
 
 def _weight_rows(op):

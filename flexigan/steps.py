@@ -123,7 +123,7 @@ def _float_pass_step(float_pass):
 def calibrate_step(state):
     path = state.options.calibrate
     feeds = load_inputs(state.graph, path) if path else default_calibration(state.graph)
-    ranges = quant.calibrate(state.graph, feeds)
+    ranges = quant.calibrate(state.graph, feeds, state.options.model)
     _write_json(state.folder / STEPS_FOLDER / "calibrate.json", ranges)
     return dataclasses.replace(state, ranges=ranges)
 

@@ -1,18 +1,23 @@
 """int8 quantization: requantization arithmetic, parameter choice, LUTs, and end-to-end SQNR."""
 
 import math
+import sys
 from fractions import Fraction
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from onnx import numpy_helper
 
-from flexigan.compiler import ir, quant
+from flexigan.compiler import ir, passes, quant
 from flexigan.compiler.evaluate import run_float
+from flexigan.compiler.onnx_import import import_model
 from flexigan.compiler.serialize import load_graph, save_graph
-from flexigan.errors import FitError
+from flexigan.errors import FitError, ModelError
+from flexigan.inputs import default_calibration
 from flexigan.sim import golden
+from tests.helpers import conv_model, convt_model, prelu_conv1d_model, tiny_generator
 
 
 def rq(multiplier, shift, offset=0):
@@ -398,3 +403,47 @@ def test_residual_blocks_reach_their_sqnr(blocks, min_db):
     qgraph = calibrated(graph)
     db = sqnrs(graph, qgraph)
     assert db[f"s{blocks - 1}"] > min_db and db["y"] > min_db - 1
+
+
+# Calibration through onnxruntime (the float model in float32) or numpy (the IR in float64).
+
+def both_calibrations(model, samples=16):
+    """The ranges of ``model``'s IR (after the float passes) by numpy and, given the model, by
+    onnxruntime, on the same generated inputs."""
+    graph = passes.run_passes(import_model(model))
+    feeds = default_calibration(graph, samples=samples, seed=0)
+    return quant.calibrate(graph, feeds), quant.calibrate(graph, feeds, model)
+
+
+@pytest.mark.parametrize("model", [tiny_generator(), conv_model(3, 8, (6, 6), (3, 3)),
+                                   convt_model(4, 6, (3, 3), (4, 4), act="Sigmoid",
+                                               strides=[2, 2], pads=[1, 1, 1, 1])],
+                         ids=["convt_bn_tanh", "conv_leaky", "convt_sigmoid"])
+def test_onnxruntime_calibration_agrees_with_float64_to_float32_precision(model):
+    float64, float32 = both_calibrations(model)
+    assert float32.keys() == float64.keys()
+    for name, r in float64.items():
+        assert float32[name] == pytest.approx(r, rel=1e-5), name
+
+
+def test_calibration_of_values_onnx_does_not_name_runs_in_numpy():
+    # A 1-D convolution is imported as a 2-D one between reshapes the model does not have.
+    float64, fallback = both_calibrations(prelu_conv1d_model())
+    assert any("/" in name for name in float64)
+    assert fallback == float64
+
+
+def test_calibration_without_onnxruntime_runs_in_numpy(monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)     # import fails, as uninstalled
+    float64, fallback = both_calibrations(tiny_generator())
+    assert fallback == float64
+
+
+def test_onnxruntime_calibration_refuses_a_float32_overflow():
+    model = conv_model(2, 2, (4, 4), (1, 1), act="Relu")
+    for init in model.graph.initializer:
+        if init.name == "w":
+            init.CopyFrom(numpy_helper.from_array(np.full((2, 2, 1, 1), 1e38, np.float32), "w"))
+    graph = passes.run_passes(import_model(model))
+    with pytest.raises(ModelError, match="not finite"):
+        quant.calibrate(graph, {"x": np.full((1, 2, 4, 4), 10.0)}, model)
