@@ -1,11 +1,14 @@
 """MAC lane: one int8 x int8 multiplier feeding an int32 accumulator.
 
 A group has ``config.lanes`` lanes that receive the same activation each cycle and each their
-own weight (SIMD). A lane is two pipeline stages: the product is registered (the multiplier's
-output register, so the DSP block runs at full speed), then added to the accumulator.
+own weight (SIMD). A lane is three pipeline stages: its operands are registered (beside its
+multiplier: the activation reaches all of a group's lanes, whose multipliers lie columns
+apart on an FPGA, through that register's long routes and nothing else), the product is
+registered (the multiplier's output register, so the DSP block runs at full speed), then
+added to the accumulator.
 """
 
-from amaranth.hdl import Module, Signal, signed
+from amaranth.hdl import Cat, Module, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -48,7 +51,7 @@ class Lane(wiring.Component):
     """
 
     #: Cycles from a step's presentation on ``i`` to its effect in ``acc``.
-    LATENCY = 2
+    LATENCY = 3
 
     def __init__(self, config):
         self._config = config
@@ -60,18 +63,20 @@ class Lane(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        step = Signal.like(self.i.payload)
         product = Signal(signed(2 * self._config.data_width))
-        valid = Signal()
+        valid = Signal(2)
         accumulate = Signal()
         m.d.sync += [
-            product.eq(self.i.payload.act * self.i.payload.wgt),
-            valid.eq(self.i.valid),
-            accumulate.eq(self.i.payload.accumulate),
+            step.eq(self.i.payload),
+            product.eq(step.act * step.wgt),
+            valid.eq(Cat(self.i.valid, valid[0])),
+            accumulate.eq(step.accumulate),
         ]
-        with m.If(valid):
+        with m.If(valid[1]):
             with m.If(accumulate):
                 m.d.sync += self.acc.eq(self.acc + product)
             with m.Else():
                 m.d.sync += self.acc.eq(product)
-        m.d.comb += self.idle.eq(~valid)
+        m.d.comb += self.idle.eq(~valid.any())
         return m

@@ -26,9 +26,9 @@ SLICE_LATENCY = 1
 #: fetch's three stages: the step, the block RAM read, its output register), paid by a RUN
 #: with MAC that finds the group idle.
 ACCESS_FILL = 2 * SLICE_LATENCY + 9
-#: Cycles from the execute engine to the post-writer (lanes, job queue), paid by a RUN that
-#: finds the group idle.
-EXECUTE_FILL = 6
+#: Cycles from the execute engine to the post-writer (lanes: operands, product, sum; job
+#: queue), paid by a RUN that finds the group idle.
+EXECUTE_FILL = 7
 #: Cycles of the requantizer's pipeline (hw/post.py: the operands registered as the PARAM
 #: memory gives them, bias, multiply, shift, round and saturate, table read, the table's word
 #: registered beside its block RAM).
