@@ -36,43 +36,48 @@ def image_grid(images, columns, zoom, pad=1):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="build/demo", help="output folder (overwritten)")
+    parser.add_argument("--out", default="build/demo",
+                        help="output folder: the demo's files, and the compiled folders in it "
+                             "(overwritten)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the latents")
     parser.add_argument("--no-rtl", action="store_true", help="skip the RTL simulation")
     args = parser.parse_args(argv)
     out = Path(args.out)
     model = HERE / "generator.onnx"
+    # The compiled folders are folders of their own in ``out`` (``--force`` empties only
+    # what flexigan wrote there), so a second demo overwrites the first.
+    sim = out / "sim-16x8"
 
     # The RTL is generated for the small machine below, not for this 16 x 8 one.
-    print(f"$ flexigan compile {model.relative_to(HERE.parent.parent)} -o {out} --force --no-rtl")
-    if cli.main(["compile", str(model), "-o", str(out), "--force", "--no-rtl"]):
+    print(f"$ flexigan compile {model.relative_to(HERE.parent.parent)} -o {sim} --force --no-rtl")
+    if cli.main(["compile", str(model), "-o", str(sim), "--force", "--no-rtl"]):
         return 1
     latents = np.random.default_rng(args.seed).standard_normal((GRID * GRID, 16, 1, 1))
     np.save(out / "latents.npy", latents)
-    print(f"$ flexigan simulate {out} --engine golden --input {out / 'latents.npy'}")
-    if cli.main(["simulate", str(out), "--engine", "golden", "--input",
+    print(f"$ flexigan simulate {sim} --engine golden --input {out / 'latents.npy'}")
+    if cli.main(["simulate", str(sim), "--engine", "golden", "--input",
                  str(out / "latents.npy")]):
         return 1
 
-    golden = np.load(out / "output.npy")
-    reference = flow.float_reference(out / "model.onnx", {"z": latents})["image"]
+    golden = np.load(sim / "output.npy")
+    reference = flow.float_reference(sim / "model.onnx", {"z": latents})["image"]
     left, right = (image_grid(x, GRID, zoom=4) for x in (golden, reference))
     gap = np.full((left.shape[0], 12), 255, dtype=np.uint8)
     Image.fromarray(np.concatenate([left, gap, right], axis=1)).save(out / "digits.png")
 
-    report = json.loads((out / "sim_report.json").read_text())
+    report = json.loads((sim / "sim_report.json").read_text())
     print(f"wrote {out / 'digits.png'}: int8 golden model (left) | onnxruntime float (right)")
     print(f"SQNR of the int8 golden model against float: {report['sqnr_db']:.1f} dB "
           f"over {GRID * GRID} digits")
     for row in report["layers"]:
         print(f"  {row['name']:12} {row['op']:14} {row['sqnr_db']:6.1f} dB")
 
-    print(f"$ flexigan simulate {out} --engine isa --input {out / 'latents.npy'} "
+    print(f"$ flexigan simulate {sim} --engine isa --input {out / 'latents.npy'} "
           f"--output {out / 'isa.npy'}")
-    if cli.main(["simulate", str(out), "--engine", "isa", "--input", str(out / "latents.npy"),
+    if cli.main(["simulate", str(sim), "--engine", "isa", "--input", str(out / "latents.npy"),
                  "--output", str(out / "isa.npy")]):
         return 1
-    isa = json.loads((out / "sim_report.json").read_text())
+    isa = json.loads((sim / "sim_report.json").read_text())
     same = np.array_equal(np.load(out / "isa.npy"), golden)
     print(f"instruction-level simulator: {isa['cycles'] // isa['batch']} cycles per digit "
           f"({isa['cycles'] // isa['batch'] / 1e3 / flow.target_config('sim').clock_mhz:.2f} ms "
