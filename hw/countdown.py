@@ -10,7 +10,7 @@ them.
 
 from amaranth.hdl import Mux, Signal
 
-__all__ = ["Countdown", "step"]
+__all__ = ["Countdown", "step", "below"]
 
 
 def step(inc, dec, value):
@@ -18,6 +18,13 @@ def step(inc, dec, value):
     ``value - 1``, ``value`` and ``value + 1``: the handshakes select, after the carry chains,
     instead of entering one."""
     return Mux(inc, Mux(dec, value, value + 1), Mux(dec, value - 1, value))
+
+
+def below(inc, dec, value, limit, flag):
+    """The next ``value < limit`` as ``value`` moves to ``step(inc, dec, value)``, from
+    ``flag``, this cycle's ``value < limit`` (a register): room for one more after this
+    cycle's handshakes, with no compare after them."""
+    return Mux(inc, Mux(dec, flag, value + 1 < limit), dec | flag)
 
 
 class Countdown:

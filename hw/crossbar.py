@@ -244,8 +244,7 @@ class Crossbar(wiring.Component):
         for i, (p, q) in enumerate(zip(readers, slices)):
             # The bank a port asks, registered whether or not it is granted (it is used only
             # when it is): no path from the arbitration into it.
-            m.d.sync += rd_bank[i].eq(functools.reduce(
-                operator.or_, (Mux(wants[i][b], b, 0) for b in range(banks))))
+            m.d.sync += rd_bank[i].eq(_select(wants[i], list(range(banks))))
             with m.If(q.valid & reads[i].skip):
                 m.d.comb += rd_grant[i].eq(1)
             m.d.comb += q.ready.eq(rd_grant[i])

@@ -5,7 +5,7 @@ from amaranth.lib import fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .arch.timing import SLICE_LATENCY
-from .countdown import step
+from .countdown import below, step
 
 __all__ = ["StreamFIFO", "StreamSlice"]
 
@@ -84,7 +84,7 @@ class StreamFIFO(wiring.Component):
         # without them.
         m.d.sync += [
             level.eq(step(push, pop, level)),
-            ready.eq(Mux(push, Mux(pop, ready, level + 1 < self._depth), pop | ready)),
+            ready.eq(below(push, pop, level, self._depth, ready)),
         ]
         m.d.comb += [self.i.ready.eq(ready), self.level.eq(level)]
         return push

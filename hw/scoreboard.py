@@ -26,7 +26,7 @@ from .agen import LEVELS
 from .arch import isa
 from .arch.config import RUN_SLOTS
 from .arch.timing import RUN_ENTRY, SCAN_DRAIN
-from .countdown import step
+from .countdown import below, step
 from .group.decoder import MicroProgramDecoder
 from .memories import ElementMemory, chunk_layout
 
@@ -205,11 +205,10 @@ class RunScoreboard(wiring.Component):
             m.d.sync += head.eq(_next_slot(head))
         # The issue's push, the group's hand-off and the completions select among sums worked
         # out without them (not sums of them: a carry chain after the issue stage's decision).
-        count, up = self.count, self.count + 1
         m.d.sync += [
             given.eq(step(handed, pop, given)),
-            self.count.eq(step(push, pop, count)),
-            ready.eq(Mux(push, Mux(pop, ready, up < RUN_SLOTS), pop | ready)),
+            self.count.eq(step(push, pop, self.count)),
+            ready.eq(below(push, pop, self.count, RUN_SLOTS, ready)),
         ]
         m.d.comb += self.waiting.eq(self.count - given)
 

@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..arch import isa
 from ..arch.config import RUN_SLOTS
-from ..countdown import step
+from ..countdown import below, step
 from .layouts import slot_layout
 
 __all__ = ["RunQueue"]
@@ -52,10 +52,10 @@ class RunQueue(wiring.Component):
         offered = Signal(range(RUN_SLOTS))
         tail = Signal(range(RUN_SLOTS))
         held = Signal(range(RUN_SLOTS + 1))
-        # ``held == RUN_SLOTS`` and ``held != 0``, registered with ``held``: ``i.ready`` and
+        # ``held < RUN_SLOTS`` and ``held != 0``, registered with ``held``: ``i.ready`` and
         # ``busy`` leave the group for the controller's issue logic, so they come straight
         # from flip-flops rather than through a comparison.
-        full = Signal()
+        room = Signal(init=1)
         any_held = Signal()
         waiting = Signal(range(RUN_SLOTS + 1))       # held and not yet handed out
 
@@ -69,7 +69,7 @@ class RunQueue(wiring.Component):
         pop = self.done
         hand_out = self.o.valid & self.o.ready
         m.d.comb += [
-            self.i.ready.eq(~full),
+            self.i.ready.eq(room),
             self.busy.eq(any_held),
             self.o.valid.eq(waiting != 0),
             write.addr.eq(tail), write.data.eq(self.i.payload), write.en.eq(push),
@@ -78,7 +78,7 @@ class RunQueue(wiring.Component):
         # The controller's push, the decoder's hand-out and the completions select among
         # values worked out from the registers (no carry chain after the handshakes).
         m.d.sync += [held.eq(step(push, pop, held)),
-                     full.eq(Mux(push, Mux(pop, full, held + 1 == RUN_SLOTS), full & ~pop)),
+                     room.eq(below(push, pop, held, RUN_SLOTS, room)),
                      any_held.eq(Mux(push, 1, Mux(pop, held != 1, any_held))),
                      waiting.eq(step(push, hand_out, waiting))]
         for k, slot in enumerate(self.slots):
