@@ -35,22 +35,29 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..errors import FitError, ModelError
-from ..hw.arch.numerics import requantize, round_half_up, rshift_round, sat8
+from ..hw.arch.numerics import (
+    MAX_SHIFT,
+    NORM_BETA_FRAC,
+    NORM_MAX_COUNT,
+    NORM_MAX_EPS,
+    NORM_WEIGHT,
+    norm_params,
+    requantize,
+    round_half_up,
+    rshift_round,
+    sat8,
+)
 from . import ir
 from .evaluate import run_float
 from .onnx_import import load_onnx
 
 __all__ = ["Requant", "Compute", "Lut", "Sum", "Norm", "requant", "sum_params", "calibrate",
-           "quantize", "MAX_SHIFT", "NORM_FRAC", "ZERO_RANGE"]
+           "quantize", "MAX_SHIFT", "ZERO_RANGE"]
 
-#: Largest requantization shift: a 32-bit accumulator times a 16-bit multiplier is 47 bits.
-MAX_SHIFT = 47
 #: Signed 16-bit multipliers; the most negative code is not used, so they are symmetric.
 MULT_LIMIT = 1 << 15
 #: Bias and offset words are int32.
 INT32_LIMIT = 1 << 31
-#: Fractional bits of InstanceNorm's per-channel gain and offset.
-NORM_FRAC = 16
 #: The range given to a value that is identically zero on the calibration data: its scale does
 #: not matter for the data seen, and 1 keeps every ratio that involves it moderate.
 ZERO_RANGE = 1.0
@@ -135,42 +142,40 @@ class Sum:
 
 @dataclass(frozen=True, eq=False)
 class Norm:
-    """Integer instance normalization (see docs/numerics.md).
+    """Integer instance normalization (see docs/numerics.md), as the machine does it.
 
-    Per sample and channel ``c`` over its ``n`` spatial positions, with ``S1 = sum x``,
-    ``S2 = sum x*x`` and ``D = n*S2 - S1*S1`` (``n**2`` times the variance, in int8 steps)::
-
-        R = isqrt((D + eps) << 2*NORM_FRAC)                     # sqrt(D + eps) * 2**NORM_FRAC
-        K = div_round(gain[c] << 2*NORM_FRAC, R << gain_shift[c])  if R else 0
-        y = sat8(rshift_round((n*x - S1) * K + offset[c], NORM_FRAC))
-
-    with ``div_round(a, b) = floor(a / b + 1/2)`` for ``b > 0``. ``gain``/``gain_shift`` are the
-    16-bit fixed-point ``scale[c] / s_out``, ``offset = round(bias[c] / s_out * 2**NORM_FRAC)``
-    and ``eps = round(epsilon * n**2 / s_in**2)``.
+    Per sample and channel ``c``, over its ``n`` spatial positions, the sums ``S1 = sum x``
+    and ``S2 = sum x*x`` give the channel's PARAM entry
+    ``(bias, multiplier, shift) = norm_params(S1, S2, n, eps, gain[c], gain_shift[c],
+    beta[c])`` (:func:`flexigan.hw.arch.numerics.norm_params`), and then
+    ``y = requantize(NORM_WEIGHT * x + bias, multiplier, shift)``. ``gain``/``gain_shift``
+    are the 16-bit fixed-point ``scale[c] / s_out``, ``beta = round(bias[c] / scale[c] *
+    2**NORM_BETA_FRAC)`` and ``eps = round(epsilon * n**2 / s_in**2)``.
     """
 
     gain: np.ndarray
     gain_shift: np.ndarray
-    offset: np.ndarray
+    beta: np.ndarray
     eps: int
+
+    def params(self, x):
+        """``(bias, multiplier, shift)`` arrays of shape ``(N, C)`` for the int8 array ``x``
+        of shape ``(N, C, ...)``."""
+        xs = x.astype(np.int64).reshape(x.shape[0], x.shape[1], -1)
+        n = xs.shape[2]
+        s1, s2 = xs.sum(axis=2), (xs * xs).sum(axis=2)
+        out = np.zeros((3, *s1.shape), dtype=np.int64)
+        for (i, c), total in np.ndenumerate(s1):
+            out[:, i, c] = norm_params(int(total), int(s2[i, c]), n, self.eps,
+                                       int(self.gain[c]), int(self.gain_shift[c]),
+                                       int(self.beta[c]))
+        return out
 
     def apply(self, x):
         """Normalize the int8 array ``x`` of shape ``(N, C, ...)``; returns int8."""
-        xs = x.astype(np.int64).reshape(x.shape[0], x.shape[1], -1)
-        n = xs.shape[2]
-        s1 = xs.sum(axis=2)
-        s2 = (xs * xs).sum(axis=2)
-        k = np.zeros(s1.shape, dtype=np.int64)
-        for (i, c), total in np.ndenumerate(s1):
-            # Python integers: (D + eps) << 32 exceeds 64 bits for large n.
-            r = math.isqrt((n * int(s2[i, c]) - int(total) ** 2 + self.eps) << 2 * NORM_FRAC)
-            if r:
-                a = int(self.gain[c]) << 2 * NORM_FRAC
-                b = r << int(self.gain_shift[c])
-                k[i, c] = (2 * a + b) // (2 * b)
-        centred = n * xs - s1[:, :, None]
-        y = rshift_round(centred * k[:, :, None] + self.offset[None, :, None], NORM_FRAC)
-        return sat8(y).reshape(x.shape)
+        bias, multiplier, shift = (p.reshape(*p.shape, *[1] * (x.ndim - 2))
+                                   for p in self.params(x))
+        return requantize(NORM_WEIGHT * x.astype(np.int64) + bias, multiplier, shift)
 
 
 def _shifts(ratio, offset=None):
@@ -360,13 +365,15 @@ def _add(name, n, ins, s_out):
 def _instance_norm(name, n, ins, s_out):
     s_in = ins[0].scale
     size = math.prod(n.shape[1:])
-    # |n*x - S1| <= 255 n and |K| <= 2**31 keep the per-element product within int64.
-    if size >= 1 << 24:
-        raise FitError(f"{name}: InstanceNorm over {size} positions exceeds the supported 2**24")
+    if size > NORM_MAX_COUNT:
+        raise FitError(f"{name}: InstanceNorm over {size:,} positions; the machine's sums hold "
+                       f"at most {NORM_MAX_COUNT:,}")
     gain = requant(n.op.scale / s_out)
-    offset = round_half_up(np.ldexp(n.op.bias / s_out, NORM_FRAC)).astype(np.int64)
-    eps = int(round_half_up(n.op.epsilon * size ** 2 / s_in ** 2))
-    return Norm(gain.multiplier, gain.shift, offset, eps)
+    gamma = np.where(n.op.scale == 0, np.inf, n.op.scale)
+    beta = np.clip(round_half_up(np.ldexp(n.op.bias / gamma, NORM_BETA_FRAC)),
+                   -INT32_LIMIT, INT32_LIMIT - 1).astype(np.int64)
+    eps = int(min(round_half_up(n.op.epsilon * size ** 2 / s_in ** 2), NORM_MAX_EPS))
+    return Norm(gain.multiplier, gain.shift, beta, eps)
 
 
 def _concat(name, n, ins, s_out):

@@ -21,7 +21,7 @@ from amaranth.hdl import signed, unsigned
 from amaranth.lib import data, enum
 
 __all__ = [
-    "GlobalOp", "Space", "CounterAction", "UopOp", "GlobalInsn", "MicroOp",
+    "GlobalOp", "Space", "CounterAction", "UopOp", "NormStep", "GlobalInsn", "MicroOp",
     "GLOBAL_BYTES", "UOP_BYTES", "GLOBAL_ARGS", "UOP_ARGS", "PARAM_BYTES", "LUT_BYTES",
     "LOOP_LEVELS", "GROUP_MASK_BITS", "MAX_GROUPS", "PARAM_LAYOUT", "PARAM_DTYPE", "COUNTER_NAMES",
     "unit_bytes", "encode_global", "decode_global", "encode_uop", "decode_uop", "fields_of",
@@ -108,6 +108,14 @@ class UopOp(enum.Enum, shape=4):
     MAC = 5
     POST = 6
     WRITE = 7
+    NORM = 8
+
+
+class NormStep(enum.Enum, shape=1):
+    """What a NORM micro-op does with its lanes' sums (docs/isa.md, InstanceNorm)."""
+
+    SAVE = 0    #: ``PARAM[param_offset + l].bias = acc[l]``
+    FINISH = 1  #: the normalization's PARAM entry from the saved sums and the constants
 
 
 class DmaArgs(data.Struct):
@@ -189,6 +197,10 @@ class ClearArgs(data.Struct):
     use_bias: unsigned(1)
 
 
+class MacArgs(data.Struct):
+    square: unsigned(1)
+
+
 class PostArgs(data.Struct):
     use_lut: unsigned(1)
     lut: unsigned(8)
@@ -202,9 +214,16 @@ class WriteArgs(data.Struct):
     lane_stride: unsigned(16)
 
 
+class NormArgs(data.Struct):
+    step: NormStep
+    count: unsigned(24)
+    eps: unsigned(48)
+
+
 UOP_ARGS = {
     UopOp.NOP: None, UopOp.LOOP: LoopArgs, UopOp.ACT: ActArgs, UopOp.WGT: WgtArgs,
-    UopOp.CLEAR: ClearArgs, UopOp.MAC: None, UopOp.POST: PostArgs, UopOp.WRITE: WriteArgs,
+    UopOp.CLEAR: ClearArgs, UopOp.MAC: MacArgs, UopOp.POST: PostArgs, UopOp.WRITE: WriteArgs,
+    UopOp.NORM: NormArgs,
 }
 
 
@@ -213,10 +232,11 @@ class MicroOp(data.Struct):
 
     op: UopOp
     args: data.UnionLayout({"loop": LoopArgs, "act": ActArgs, "wgt": WgtArgs,
-                            "clear": ClearArgs, "post": PostArgs, "write": WriteArgs})
+                            "clear": ClearArgs, "mac": MacArgs, "post": PostArgs,
+                            "write": WriteArgs, "norm": NormArgs})
     pad: unsigned(UOP_BITS - 4 - max(data.Layout.cast(a).size for a in
-                                     (LoopArgs, ActArgs, WgtArgs, ClearArgs, PostArgs,
-                                      WriteArgs)))
+                                     (LoopArgs, ActArgs, WgtArgs, ClearArgs, MacArgs, PostArgs,
+                                      WriteArgs, NormArgs)))
 
 
 _GLOBAL_LAYOUT = data.Layout.cast(GlobalInsn)
@@ -225,7 +245,8 @@ assert _GLOBAL_LAYOUT.size == GLOBAL_BITS and _UOP_LAYOUT.size == UOP_BITS
 
 _UNION_KEY = {DmaArgs: "dma", RouteArgs: "route", RunArgs: "run", BarrierArgs: "barrier",
               CountersArgs: "counters", LoopArgs: "loop", ActArgs: "act", WgtArgs: "wgt",
-              ClearArgs: "clear", PostArgs: "post", WriteArgs: "write"}
+              ClearArgs: "clear", MacArgs: "mac", PostArgs: "post", WriteArgs: "write",
+              NormArgs: "norm"}
 
 
 def fields_of(layout):
@@ -318,7 +339,8 @@ class WgtRegisters(NamedTuple):
 
 
 class ExecuteOp(NamedTuple):
-    """One execute micro-op of a micro-program's per-pixel body (CLEAR, MAC, POST or WRITE)."""
+    """One execute micro-op of a micro-program's per-pixel body (CLEAR, MAC, POST, WRITE or
+    NORM)."""
 
     op: UopOp
     fields: dict
@@ -356,6 +378,11 @@ class MicroProgram:
     def mac_passes(self):
         """How many MAC micro-ops the body holds: each runs the whole tap loop nest."""
         return sum(op == UopOp.MAC for op, _ in self.body)
+
+    @property
+    def norm(self):
+        """The body's NORM micro-op's operands, or None."""
+        return next((fields for op, fields in self.body if op == UopOp.NORM), None)
 
     @property
     def writes(self):

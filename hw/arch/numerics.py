@@ -9,9 +9,30 @@ Host-side rounding (weights, biases, offsets, LUT entries, input quantization) i
 :func:`round_half_up`, ``floor(x + 0.5)``; device-side rounding is :func:`rshift_round`.
 """
 
+import math
+
 import numpy as np
 
-__all__ = ["round_half_up", "sat8", "rshift_round", "requantize"]
+__all__ = ["round_half_up", "sat8", "rshift_round", "requantize", "div_round", "norm_params",
+           "NORM_WEIGHT", "NORM_ROOT_FRAC", "NORM_GAIN_FRAC", "NORM_BETA_FRAC", "NORM_MAX_COUNT",
+           "NORM_MAX_EPS", "MAX_SHIFT"]
+
+#: Largest requantization shift: a 32-bit accumulator times a 16-bit multiplier is 47 bits.
+MAX_SHIFT = 47
+#: The weight of an InstanceNorm's normalizing pass: ``acc = NORM_WEIGHT * x + bias`` holds
+#: the channel's mean to 1/NORM_WEIGHT of a step.
+NORM_WEIGHT = 64
+#: Fractional bits of the square root of the variance term, ``r = isqrt(V << 2*NORM_ROOT_FRAC)``.
+NORM_ROOT_FRAC = 8
+#: Bits the gain quotient is scaled by before it is rounded to a 16-bit multiplier.
+NORM_GAIN_FRAC = 23
+#: Fractional bits of the per-channel ``beta / gamma`` constant.
+NORM_BETA_FRAC = 12
+#: Positions an InstanceNorm may normalize over: the sum of squares of int8 values stays
+#: below 2**31 (the accumulator).
+NORM_MAX_COUNT = (1 << 17) - 1
+#: The largest epsilon term (NORM's 48-bit operand).
+NORM_MAX_EPS = (1 << 48) - 1
 
 
 def round_half_up(x):
@@ -40,3 +61,41 @@ def requantize(acc, multiplier, shift, offset=0):
     shift))`` of integer ``acc`` (|acc| < 2**31), with parameters that broadcast against it."""
     product = np.asarray(acc, dtype=np.int64) * np.asarray(multiplier, dtype=np.int64)
     return sat8(rshift_round(product + np.asarray(offset, dtype=np.int64), shift))
+
+
+def div_round(a, b):
+    """``floor(a / b + 1/2)`` of Python integers, ``b > 0``."""
+    return (2 * a + b) // (2 * b)
+
+
+def norm_params(s1, s2, count, eps, gain, gain_shift, beta):
+    """The PARAM entry ``(bias, multiplier, shift)`` that normalizes one channel of an
+    InstanceNorm (NORM FINISH, docs/numerics.md), from its sums ``s1 = sum(x)`` and ``s2 =
+    sum(x*x)`` over ``count`` positions and its constants: ``eps`` (epsilon in
+    ``count**2`` squared steps), ``gain``/``gain_shift`` (the fixed-point gamma / s_out) and
+    ``beta`` (beta / gamma, NORM_BETA_FRAC fractional bits). The pass then computes
+    ``requantize(NORM_WEIGHT * x + bias, multiplier, shift)``. A constant channel (``count *
+    s2 == s1 * s1``) gives its bias, ``beta * gamma / s_out`` rounded, exactly. Python integers
+    in and out (numpy integers are taken as Python integers: the products exceed 64 bits)."""
+    s1, s2, count, eps, gain, gain_shift, beta = \
+        (int(v) for v in (s1, s2, count, eps, gain, gain_shift, beta))
+    d = max(count * s2 - s1 * s1, 0)
+    if d == 0:
+        level = int(rshift_round(beta * gain, gain_shift + NORM_BETA_FRAC))
+        return level - NORM_WEIGHT * s1 // count, 1, 0
+    root = math.isqrt((d + eps) << 2 * NORM_ROOT_FRAC)
+    quotient = div_round(abs(gain) * count << NORM_GAIN_FRAC, NORM_WEIGHT * root)
+    drop = max(0, quotient.bit_length() - 15)
+    multiplier = int(rshift_round(quotient, drop))
+    if multiplier >> 15:
+        drop += 1
+        multiplier = int(rshift_round(quotient, drop))
+    shift = gain_shift + NORM_GAIN_FRAC - NORM_ROOT_FRAC - drop
+    if shift < 0:
+        multiplier, shift = (1 << 15) - 1, 0
+    elif shift > MAX_SHIFT:
+        multiplier, shift = int(rshift_round(multiplier, shift - MAX_SHIFT)), MAX_SHIFT
+    frac = NORM_ROOT_FRAC + NORM_BETA_FRAC
+    bias = div_round(NORM_WEIGHT * (beta * root - (s1 << frac)), count << frac)
+    bias = min(max(bias, -(1 << 31)), (1 << 31) - 1)
+    return bias, -multiplier if gain < 0 else multiplier, shift

@@ -7,7 +7,7 @@ changes with it, or the hw tests fail.
 """
 
 __all__ = ["DECODE_CYCLES", "ACCESS_BUBBLE", "SLICE_LATENCY", "ACCESS_FILL", "EXECUTE_FILL",
-           "POST_LATENCY", "POST_DRAIN", "ISSUE_CYCLES", "FETCH_DELAY", "LOAD_SETUP",
+           "POST_LATENCY", "POST_DRAIN", "NORM_FINISH_CYCLES", "ISSUE_CYCLES", "FETCH_DELAY", "LOAD_SETUP",
            "LOAD_CLAIM", "STORE_SETUP", "WAIT_DELAY", "RUN_ENTRY", "SCAN_DRAIN", "SCAN_CYCLES",
            "RUN_LATENCY",
            "TESTBENCH_MEM_LATENCY", "ONCHIP_MEM_LATENCY"]
@@ -36,6 +36,9 @@ POST_LATENCY = 8
 #: Cycles from a RUN's last POST to its last byte in ACT (Post's pipeline, the post-writer's
 #: register slice, write, end job).
 POST_DRAIN = POST_LATENCY + SLICE_LATENCY + 2
+#: Post-writer cycles of NORM FINISH per lane: the sequential square root and divisions that
+#: make one channel's PARAM entry (NORM SAVE takes one per lane, as a write).
+NORM_FINISH_CYCLES = 160
 
 # --- the global controller (hw/controller) -----------------------------------------------------
 

@@ -13,7 +13,8 @@ earlier stages:
   byte; otherwise one tap) and a pass takes ``max(1, non-zero taps)`` cycles per bundle
   (:func:`access_cycles`). Between two RUNs it idles ``ACCESS_BUBBLE`` cycles;
 - the **post-writer** requantizes and writes one lane per cycle: a pixel with POST and WRITE
-  takes ``lanes`` cycles of it, overlapped with later pixels' taps (a two-stage flow: the RUN
+  (or NORM SAVE) takes ``lanes`` cycles of it, with NORM FINISH ``NORM_FINISH_CYCLES`` per
+  lane (:func:`post_cycles`), overlapped with later pixels' taps (a two-stage flow: the RUN
   ends after ``max over k`` of the first ``k`` pixels' access plus the last pixels' post;
   :meth:`RunFlow.end`).
 
@@ -40,9 +41,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...hw.arch.timing import ACCESS_FILL, EXECUTE_FILL, POST_DRAIN
+from ...hw.arch import isa
+from ...hw.arch.timing import ACCESS_FILL, EXECUTE_FILL, NORM_FINISH_CYCLES, POST_DRAIN
 
-__all__ = ["RunWork", "RunFlow", "run_work", "access_cycles", "crossbar_reads",
+__all__ = ["RunWork", "RunFlow", "run_work", "post_cycles", "access_cycles", "crossbar_reads",
            "fair_slowdowns"]
 
 
@@ -116,8 +118,17 @@ def run_work(config, sparse, args, record):
     program = record.program
     stream = (args["act_offset"], args["rows"], args["cols"], program.act,
               program.act_taps.tobytes())
-    return RunWork(args["uop_count"], access, max(1, record.lanes) if program.writes else 0,
+    return RunWork(args["uop_count"], access, post_cycles(program, record.lanes),
                    crossbar_reads(config, record, access), stream)
+
+
+def post_cycles(program, lanes):
+    """Post-writer cycles per pixel of a RUN: a lane per cycle for a WRITE or NORM SAVE,
+    NORM_FINISH_CYCLES per lane for NORM FINISH, 0 without either."""
+    norm = program.norm
+    if norm is not None and norm["step"] == isa.NormStep.FINISH:
+        return NORM_FINISH_CYCLES * max(1, lanes)
+    return max(1, lanes) if program.writes or norm is not None else 0
 
 
 def access_cycles(config, sparse, record):

@@ -4,7 +4,7 @@ pseudo-code, on a :class:`~.state.MachineState`.
 Global instructions: :func:`dma_load`, :func:`dma_store`, :func:`uop_load`, :func:`route`,
 :func:`run` (one group's part of a RUN), :func:`barrier`, :func:`counters`, :func:`end`; NOP does
 nothing. The execute micro-ops of a RUN's body: :func:`clear`, :func:`mac`, :func:`post`,
-:func:`write`; the access micro-ops (LOOP, ACT, WGT) only set registers, decoded by
+:func:`write`, :func:`norm`; the access micro-ops (LOOP, ACT, WGT) only set registers, decoded by
 :func:`flexigan.hw.arch.isa.parse_micro_program`.
 
 Each function raises :class:`~.state.ProgramError` where the program does something the ISA does
@@ -29,7 +29,7 @@ from ...hw.arch import isa, numerics
 from .state import MachineState, ProgramError, check_run_addresses
 
 __all__ = ["Transfer", "MacPass", "Footprint", "RunRecord", "micro_program", "dma_load",
-           "dma_store", "uop_load", "route", "run", "clear", "mac", "post", "write", "barrier",
+           "dma_store", "uop_load", "route", "run", "clear", "mac", "post", "write", "norm", "barrier",
            "counters", "end"]
 
 
@@ -267,6 +267,7 @@ class Execution:
     tables: set = field(default_factory=set)
     result: np.ndarray | None = None
     passes: list = field(default_factory=list)
+    params_read: int = 0        # PARAM entries a NORM FINISH reads (0: the lanes')
 
     @property
     def lane(self):
@@ -307,7 +308,8 @@ def run(state, group, args, sparse):
     state.macs_issued += issued
     state.macs_skipped += skipped
     footprint = Footprint(execution.act_read, execution.act_write, execution.weights,
-                          (args["param_offset"], args["param_offset"] + params.size),
+                          (args["param_offset"],
+                           args["param_offset"] + (execution.params_read or params.size)),
                           frozenset(execution.tables), (uop_addr, uop_addr + uop_count))
     return RunRecord(program, pixels, lanes, tuple(execution.passes), issued, skipped, footprint)
 
@@ -323,7 +325,8 @@ def clear(execution, fields):
 def mac(execution, fields):
     """MAC: for every tap ``(i0, i1, i2)`` of the loop nest, ``acc[l] += a * w`` with ``a``
     the activation at the pixel's address plus the tap's and ``w`` lane ``l``'s weight of the
-    tap; a zero ``a`` is skipped (counted) when the sparse core is on."""
+    tap (``a * a`` with ``square``: the weight is fetched, not used); a zero ``a`` is skipped
+    (counted) when the sparse core is on."""
     state, args, program = execution.state, execution.args, execution.program
     addresses = execution.pixels[:, None] + program.act_taps[None, :]
     weight_addresses = args["wgt_offset"] + program.wgt.base \
@@ -338,9 +341,13 @@ def mac(execution, fields):
         execution.weights = (min(low, weight_addresses.min()),
                              max(high, weight_addresses.max() + 1))
     activations = state.act[addresses]
-    weights = state.wgt[execution.group][weight_addresses]
-    execution.acc += (activations.astype(np.float64) @ weights.astype(np.float64)) \
-        .astype(np.int64)
+    if fields.get("square"):
+        products = (activations.astype(np.int64) ** 2).sum(axis=1)
+        execution.acc += products[:, None]
+    else:
+        weights = state.wgt[execution.group][weight_addresses]
+        execution.acc += (activations.astype(np.float64) @ weights.astype(np.float64)) \
+            .astype(np.int64)
     zeros = np.count_nonzero(activations == 0, axis=1) if execution.sparse else 0
     execution.kept_taps += program.act_taps.size - zeros
     execution.passes.append(MacPass(addresses, activations))
@@ -379,6 +386,37 @@ def write(execution, fields):
         execution.act_write = (int(addresses.min()), int(addresses.max()) + 1)
 
 
+def _int32(values):
+    """Integers wrapped to the 32-bit two's complement of an accumulator or a bias word."""
+    return (np.asarray(values, np.int64) + (1 << 31)) % (1 << 32) - (1 << 31)
+
+
+def norm(execution, fields):
+    """NORM (a RUN of one pixel): ``SAVE``: ``PARAM[param_offset + l].bias = acc[l]``;
+    ``FINISH``: ``PARAM[param_offset + l] = norm_params(S1, S2, count, eps, k.multiplier,
+    k.shift, k.bias)`` with ``S1 = PARAM[param_offset + l].bias``, ``S2 = PARAM[param_offset
+    + lanes + l].bias`` and the constants ``k = PARAM[param_offset + 2*lanes + l]``."""
+    state, args = execution.state, execution.args
+    lanes, first = args["lanes"], args["param_offset"]
+    if execution.pixels.size != 1:
+        raise ProgramError(f"NORM in a RUN of {args['rows']} x {args['cols']} pixels (it "
+                           "takes one)")
+    param = state.param[execution.group]
+    if fields["step"] == isa.NormStep.SAVE:
+        param["bias"][first:first + lanes] = _int32(execution.acc[0])
+        return
+    if first + 3 * lanes > len(param):
+        raise ProgramError("NORM FINISH reads PARAM entries beyond the PARAM memory")
+    execution.params_read = 3 * lanes
+    for l in range(lanes):
+        k = param[first + 2 * lanes + l]
+        bias, multiplier, shift = numerics.norm_params(
+            int(param["bias"][first + l]), int(param["bias"][first + lanes + l]),
+            fields["count"], fields["eps"], int(k["multiplier"]), int(k["shift"]),
+            int(k["bias"]))
+        param[first + l] = (bias, multiplier, shift, 0)
+
+
 #: The function of each execute micro-op.
 EXECUTE = {isa.UopOp.CLEAR: clear, isa.UopOp.MAC: mac, isa.UopOp.POST: post,
-           isa.UopOp.WRITE: write}
+           isa.UopOp.WRITE: write, isa.UopOp.NORM: norm}
