@@ -36,7 +36,7 @@ from ..errors import FitError
 from ..hw.arch import isa
 from ..hw.arch.config import RUN_SLOTS
 from ..hw.arch.timing import LOAD_SETUP, RUN_LATENCY
-from . import asm, ir, macs
+from . import asm, ir, macs, norm
 from .memories import Memories, instruction
 from .plan import align, plan
 from .program import ImageBuilder, Program
@@ -247,6 +247,11 @@ class _Lowering:
         """``(stages, stats)``: the layer's :class:`_PreparedStage` s, with the work units of
         each balanced over the groups, and its statistics. A layer that can run as broadcast
         RUNs does so unless running its units on their own is quicker (:meth:`_cycles`)."""
+        if layer.op == "Norm":
+            # Its own code (compiler/norm.py): nothing for the layer before it to preload.
+            steps = norm.mac_steps(layer, self.config.groups, self.batch)
+            return [], _LayerStats(len(layer.stages), False, 1, layer.cout,
+                                   layer.cout * 4 * len(layer.stages), steps)
         row_segments, col_segments = layer.axis_segments(0), layer.axis_segments(1)
         row_phases = {s.phase: s.phase_taps for s in row_segments}
         col_phases = {s.phase: s.phase_taps for s in col_segments}
@@ -907,7 +912,8 @@ def lower(qgraph, config, reorder=True, batch=1, groups=None):
         first = len(lowering.code) if schedule else 0
         stages, stats = prepared[i]
         following = prepared[i + 1][0] if i + 1 < len(p.layers) else None
-        tiles = lowering.emit_layer(stages, following)
+        tiles = norm.emit(lowering, layer) if layer.op == "Norm" else \
+            lowering.emit_layer(stages, following)
         schedule.append({"name": layer.name, "nodes": list(layer.nodes), "op": layer.op,
                          "first": first, "last": len(lowering.code),
                          "macs_useful": _useful_macs(qgraph, layer),

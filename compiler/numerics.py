@@ -16,9 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..hw.arch.isa import PARAM_DTYPE
+from ..hw.arch.numerics import NORM_WEIGHT
 from . import ir
 
-__all__ = ["Post", "post"]
+__all__ = ["Post", "NormPost", "post", "norm_post"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,6 +48,36 @@ class Post:
             return b""
         table = self.lut[:1] if self.lut.shape[0] == 1 else self.lut[channels]
         return np.ascontiguousarray(table, dtype=np.int8).tobytes()
+
+
+@dataclass(frozen=True, eq=False)
+class NormPost(Post):
+    """The constants of an InstanceNorm's normalizing pass (docs/isa.md, InstanceNorm): the
+    weight ``NORM_WEIGHT`` per channel, the LUT, and per channel the PARAM entries its
+    statistics RUNs use: the sums' two entries (zero until NORM SAVE writes them) and the
+    constants of :class:`~flexigan.compiler.quant.Norm` that NORM FINISH reads."""
+
+    norm: object = None
+    count: int = 0
+
+    def param_bytes(self, channels):
+        """Per channel, three PARAM entries: two for its sums, then its constants."""
+        entries = np.zeros((len(channels), 3), PARAM_DTYPE)
+        entries["bias"][:, 2] = self.norm.beta[channels]
+        entries["multiplier"][:, 2] = self.norm.gain[channels]
+        entries["shift"][:, 2] = self.norm.gain_shift[channels]
+        return entries.tobytes()
+
+
+def norm_post(graph, name, activation=None):
+    """The :class:`NormPost` of InstanceNorm node ``name`` with its fused ``activation``."""
+    n = ir.node(graph, name)
+    channels = n.shape[0]
+    zeros = np.zeros(channels, np.int64)
+    lut = None if activation is None else ir.node(graph, activation).q.table
+    weight = np.full((channels, 1, 1, 1), NORM_WEIGHT, np.int8)
+    return NormPost(weight, zeros, zeros, zeros, lut, norm=n.q,
+                    count=int(np.prod(n.shape[1:])))
 
 
 def post(graph, compute, activation=None):

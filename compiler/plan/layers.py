@@ -180,10 +180,13 @@ def _conv_geometry(n, weight, grid, reorder):
 
 
 def _compute_layer(index, job, graph, where, reorder):
-    """The layer of a Conv, ConvTranspose, Gemm or residual Add with its fused activation."""
+    """The layer of a Conv, ConvTranspose, Gemm, residual Add or InstanceNorm with its fused
+    activation (an InstanceNorm: its normalizing pass, a depthwise 1x1 layer, op "Norm",
+    whose statistics the lowering adds)."""
     name = job.node
     n = ir.node(graph, name)
     is_add = isinstance(n.op, ir.Add)
+    is_norm = isinstance(n.op, ir.InstanceNorm)
     operands = where.operands.get(name)
     source = reshape_root(graph, n.inputs[0])
     # An Add reads its operand storage, or the one value it adds to itself twice.
@@ -194,12 +197,17 @@ def _compute_layer(index, job, graph, where, reorder):
     if is_add:
         lut = None if job.activation is None else ir.node(graph, job.activation).q.table
         post = _sum_post(n.q, n.shape[0], lut)
+    elif is_norm:
+        post = numerics.norm_post(graph, name, job.activation)
     else:
         post = numerics.post(graph, name, job.activation)
     if job.output in where.requant:
         post = _requantized(post, where.requant[job.output])
     if is_add:
         fields = _add_geometry(n, post, src_grid, operands)
+    elif is_norm:
+        fields = _add_geometry(n, post, src_grid, None)
+        fields["weight"] = post.weight[:, None]
     else:
         in_shape = src_grid.shape if src == source else \
             (where.stored_shapes[source][0],) + src_grid.shape[1:]
@@ -219,7 +227,7 @@ def _compute_layer(index, job, graph, where, reorder):
     else:
         chan_addr = dst_grid.addresses()[dst_chan:dst_chan + channels].ravel()
     fields["weight"] = np.ascontiguousarray(fields["weight"])
-    op = "Gemm" if isinstance(n.op, ir.Dense) else type(n.op).__name__
+    op = "Gemm" if isinstance(n.op, ir.Dense) else "Norm" if is_norm else type(n.op).__name__
     return Layer(index=index, name=job.output,
                  nodes=(name,) + ((job.activation,) if job.activation else ()), op=op,
                  post=post, src=src, src_grid=src_grid, dst=dst, dst_grid=dst_grid,

@@ -1,7 +1,7 @@
 """Pass 1: which values are stored, where every other value lives, and the jobs in order.
 
 Each *materialized* value gets a :class:`~.types.Storage`: a model input, a layer's output (a
-Conv, ConvTranspose, Gemm or Add, with the activation fused into it), a channel Concat, an
+Conv, ConvTranspose, Gemm, Add or InstanceNorm, with the activation fused into it), a channel Concat, an
 Upsample or DepthToSpace, and the operand storage of an Add of two different values (its two
 operands side by side, as a Concat of 2C channels, which the Add reads as a two-tap depthwise
 convolution, taps C channels apart). The other values are addressing:
@@ -32,8 +32,9 @@ from .types import Addressing, ComputeJob, JoinCopy, SpreadJob, Storage, locate
 
 __all__ = ["assign", "reshape_root", "demand"]
 
-#: The ops that become layers (with a fused activation): the compute ops, and residual Add.
-LAYER_OPS = (*ir.COMPUTE_OPS, ir.Add)
+#: The ops that become layers (with a fused activation): the compute ops, residual Add and
+#: InstanceNorm.
+LAYER_OPS = (*ir.COMPUTE_OPS, ir.Add, ir.InstanceNorm)
 _SPREAD_OPS = (ir.Upsample, ir.DepthToSpace)
 
 
@@ -77,7 +78,8 @@ def _fused_activation(graph, name):
 
 
 def _compute_jobs(graph, order):
-    """``{compute node: ComputeJob}`` of every Conv, ConvTranspose, Gemm and Add, in order."""
+    """``{compute node: ComputeJob}`` of every Conv, ConvTranspose, Gemm, Add and InstanceNorm,
+    in order."""
     return {name: ComputeJob(name, _fused_activation(graph, name))
             for name, n in order if isinstance(n.op, LAYER_OPS)}
 
