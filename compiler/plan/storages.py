@@ -1,10 +1,10 @@
 """Pass 1: which values are stored, where every other value lives, and the jobs in order.
 
 Each *materialized* value gets a :class:`~.types.Storage`: a model input, a layer's output (a
-Conv, ConvTranspose, Gemm, Add or InstanceNorm, with the activation fused into it), a channel Concat, an
-Upsample or DepthToSpace, and the operand storage of an Add of two different values (its two
-operands side by side, as a Concat of 2C channels, which the Add reads as a two-tap depthwise
-convolution, taps C channels apart). The other values are addressing:
+Conv, ConvTranspose, Gemm, Add or InstanceNorm, with the activation fused into it), a channel
+Concat, an Upsample or DepthToSpace, and the operand storage of an Add of two different values
+(its two operands side by side, as a Concat of 2C channels, which the Add reads as a two-tap
+depthwise convolution, taps C channels apart). The other values are addressing:
 
 * a Reshape aliases its operand's storage;
 * an input of a *join* (a Concat, or an Add of two different values) that only its producer
