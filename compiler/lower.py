@@ -858,8 +858,9 @@ def _shared_lut(stage):
 
 
 def _useful_macs(qgraph, layer):
-    """MACs of the model in ``layer`` (none in a copy into a Concat or an upsampling)."""
-    if layer.op == "Copy":
+    """MACs of the model in ``layer`` (none in a copy: into a Concat, an upsampling, a Pad or
+    through a standalone activation's LUT, nor in a Pad's fill)."""
+    if layer.op in ("Copy", "Fill"):
         return 0
     node = ir.node(qgraph, layer.nodes[0])
     return macs.layer_macs(node.op, ir.node(qgraph, node.inputs[0]).shape, node.shape).useful

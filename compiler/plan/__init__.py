@@ -62,7 +62,7 @@ def plan(graph, config, reorder=True, batch=1):
     """
     where = storages.assign(graph, reorder)
     act_bytes = frame_act_bytes(config, batch)
-    p = check(layers.build(graph, where, act_bytes, reorder))
+    p = check(layers.build(graph, where, act_bytes, config.lanes, reorder))
     if reorder:
         p = check(pack.columns(p, config.lanes))
     try:

@@ -1,7 +1,8 @@
 """The plan's records: small frozen dataclasses that the passes take and return.
 
-* the *jobs* (:class:`ComputeJob`, :class:`JoinCopy`, :class:`SpreadJob`): what pass 1 finds
-  to do, in graph order, and :class:`Addressing`, where it finds every value stored;
+* the *jobs* (:class:`ComputeJob`, :class:`JoinCopy`, :class:`SpreadJob`, :class:`PadJob`,
+  :class:`LutJob`): what pass 1 finds to do, in graph order, and :class:`Addressing`, where
+  it finds every value stored;
 * :class:`Layer` (with its :class:`Axis` es): one compute op in normal form, a grouped
   convolution, with its :class:`Stage` s and :class:`Buffer` s once memory is planned;
 * :class:`Storage`: one materialized tensor; :class:`Plan`: all of it.
@@ -22,8 +23,8 @@ import numpy as np
 from .. import numerics, segments
 from ..grid import Grid
 
-__all__ = ["ComputeJob", "JoinCopy", "SpreadJob", "Addressing", "Axis", "Buffer", "Stage",
-           "Layer", "Storage", "Plan"]
+__all__ = ["ComputeJob", "JoinCopy", "SpreadJob", "PadJob", "LutJob", "Addressing", "Axis",
+           "Buffer", "Stage", "Layer", "Storage", "Plan"]
 
 
 # --- jobs: what pass 1 finds to do --------------------------------------------------------
@@ -63,6 +64,22 @@ class SpreadJob:
     node: str
 
 
+@dataclass(frozen=True)
+class PadJob:
+    """Write Pad ``node``: its interior, unless its input's producer writes it in place, and
+    its border (see :func:`flexigan.compiler.plan.layers.pad_copies`)."""
+
+    node: str
+
+
+@dataclass(frozen=True)
+class LutJob:
+    """Apply standalone Activation ``node`` (one not fused into its input's producer): an
+    identity copy of its input whose POST looks the values up in the activation's LUT."""
+
+    node: str
+
+
 @dataclass(frozen=True, eq=False)
 class Addressing:
     """Where pass 1 stores every value a layer reads or writes, and the jobs in order.
@@ -74,7 +91,8 @@ class Addressing:
     ``operands``: Add -> its operand storage (an Add of two different values).
     ``stored_shapes``: the shape each materialized value is stored in.
     ``requant``: value -> the requantization its producer's LUT folds in (into a Concat's
-    scale). ``scattered``: value -> the Upsample or DepthToSpace its producer writes.
+    scale). ``scattered``: value -> the Upsample, DepthToSpace or Pad its producer writes (in
+    place: the spread's blocks, the Pad's interior).
     ``inputs``/``outputs``: model value -> its storage.
     """
 
@@ -86,7 +104,7 @@ class Addressing:
     scattered: dict[str, str]
     inputs: dict[str, str]
     outputs: dict[str, str]
-    jobs: tuple[ComputeJob | JoinCopy | SpreadJob, ...]
+    jobs: tuple[ComputeJob | JoinCopy | SpreadJob | PadJob | LutJob, ...]
 
     def locate(self, value):
         """``(storage, first channel)`` of materialized ``value``."""
@@ -195,8 +213,11 @@ class Layer:
     @property
     def mapped(self):
         """Whether output pixel ``(h, w)`` goes to destination pixel ``(off_h + h*mul_h,
-        off_w + w*mul_w)`` (nearest upsampling, depth-to-space) rather than ``(h, w)``."""
-        return self.out_off != (0, 0) or self.out_mul != (1, 1)
+        off_w + w*mul_w)`` (nearest upsampling, depth-to-space, a strip of a Pad) rather than
+        ``(h, w)``: placed, or fewer pixels than the destination's other than one (a 1x1
+        output written into a reshaped grid, whose ``chan_addr`` places each channel)."""
+        return self.out_off != (0, 0) or self.out_mul != (1, 1) \
+            or self.out_hw not in (self.dst_grid.shape[1:], (1, 1))
 
     def out_pixel(self, h, w):
         """Destination logical pixel of output pixel ``(h, w)``."""

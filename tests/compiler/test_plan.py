@@ -33,7 +33,8 @@ def residual_block():
 
 
 def _built(qgraph, config, reorder=True):
-    return layers.build(qgraph, storages.assign(qgraph, reorder), config.act_bytes, reorder)
+    return layers.build(qgraph, storages.assign(qgraph, reorder), config.act_bytes,
+                        config.lanes, reorder)
 
 
 # --- pass 1: where values live ------------------------------------------------------------
