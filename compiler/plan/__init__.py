@@ -23,7 +23,9 @@ after each that makes a plan:
    packs neighbouring output columns into its lanes;
 3. :func:`.memory.stage`: homes (ACT, or external memory for model inputs, outputs and spills)
    and the stages of each layer, with its window and staging buffers;
-4. :func:`.memory.allocate`: the ACT address of every tensor and buffer.
+4. :func:`.memory.allocate`: the ACT address of every tensor and buffer (when first fit
+   cannot place a layer's, :func:`.memory.spill_at` spills a tensor live there and pass 3
+   runs again).
 
 ``reorder=False`` plans the conventional baseline instead: every Conv and ConvTranspose reads a
 padded (and, for ConvTranspose, zero-inserted) copy of its input, laid out so by its producer or
@@ -66,7 +68,12 @@ def plan(graph, config, reorder=True, batch=1):
     if reorder:
         p = check(pack.columns(p, config.lanes))
     try:
-        return check(memory.allocate(check(memory.stage(p))))
+        while True:
+            staged = check(memory.stage(p))
+            try:
+                return check(memory.allocate(staged))
+            except memory.Fragmented as exc:
+                p = memory.spill_at(staged, exc)
     except FitError as exc:
         if batch == 1:
             raise
