@@ -327,7 +327,9 @@ def lut_model(kind):
     * ``skip``: h = conv x; y = h + conv(Tanh h) (h also read by the skip);
     * ``residual``: s = x + conv x; y = s + conv(ReLU s) (an Add read twice);
     * ``input``: conv(ReLU x) (the model input);
-    * ``prelu``: per-channel PReLU of Concat(conv x, x) -> conv.
+    * ``prelu``: per-channel PReLU of Concat(conv x, x) -> conv;
+    * ``reflect``: h = conv x; y = h + conv(reflect pad 1 (LeakyReLU h)), the conv without
+      pads (a CycleGAN residual block's padding; the LUT pass writes the pad's interior).
     """
     rng = np.random.default_rng(11)
     conv = functools.partial(helper.make_node, "Conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
@@ -357,6 +359,14 @@ def lut_model(kind):
                  node("Add", ["s", "u"], "y")]
     elif kind == "input":
         nodes = [node("Relu", ["x"], "r"), conv(["r", *weights("o", 3, c)], ["y"])]
+    elif kind == "reflect":
+        inits["pads"] = np.array([0, 0, 1, 1, 0, 0, 1, 1])
+        nodes = [conv(["x", *weights("h", c, c)], ["h"]),
+                 node("LeakyRelu", ["h"], "l", alpha=0.2),
+                 node("Pad", ["l", "pads"], "p", mode="reflect"),
+                 helper.make_node("Conv", ["p", *weights("u", c, c)], ["u"],
+                                  kernel_shape=[3, 3]),
+                 node("Add", ["h", "u"], "y")]
     else:
         inits["slope"] = rng.uniform(0, 0.5, (2 * c, 1, 1))
         nodes = [conv(["x", *weights("a", c, c)], ["a"]), node("Concat", ["a", "x"], "cat",

@@ -14,7 +14,7 @@ from flexigan.compiler.lower import lower
 from tests.helpers import SIM, TINY, check_bit_exact, lut_model, pad_model, quantized
 
 PAD_CASES = ["reflect 1", "reflect 3", "edge", "zero", "constant", "input", "zero output"]
-LUT_CASES = ["concat", "skip", "residual", "input", "prelu"]
+LUT_CASES = ["concat", "skip", "residual", "input", "prelu", "reflect"]
 
 
 @pytest.fixture(scope="module", params=PAD_CASES)
@@ -68,6 +68,8 @@ def test_the_producer_writes_a_pads_interior_and_copies_write_its_border(kind, o
     ("skip", ["Conv", "Copy", "Conv", "Add"]),
     ("residual", ["Conv", "Copy", "Add", "Copy", "Conv", "Add"]),
     ("input", ["Copy", "Conv"]),
+    # The LUT pass writes the Pad's interior in place; four copies its border.
+    ("reflect", ["Conv", "Copy", "Copy", "Copy", "Copy", "Copy", "Conv", "Add"]),
 ])
 def test_a_standalone_activation_is_one_lut_pass(kind, ops):
     assert _ops(lut_model(kind)) == ops

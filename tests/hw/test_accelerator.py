@@ -30,6 +30,7 @@ from tests.helpers import (
     conv_model,
     convt_model,
     dense_relu_model,
+    lut_model,
     project_and_reshape_model,
     quantized,
     residual_model,
@@ -72,6 +73,9 @@ CASES = {
     "residual add": lambda: residual_model("block"),
     "resize-conv": lambda: spread_model("resize"),
     "depth-to-space": lambda: spread_model("DCR"),
+    # A LUT pass (LeakyReLU of a value the skip also reads) into a reflect Pad's interior,
+    # the border copies, then the conv without pads.
+    "reflect pad of a standalone activation": lambda: lut_model("reflect"),
 }
 
 
