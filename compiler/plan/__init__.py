@@ -11,7 +11,10 @@ output in place, the other blocks of an upsampling are exact 1x1 identity copies
 layers) from the first, and an input of another producer is copied in the same way. Layout ops
 cost nothing: a Reshape aliases its operand's storage (a Gemm reading a flattened image reads
 the image with its columns permuted at compile time; a Gemm whose output is reshaped to an
-image writes it in HWC order), and a fused activation is a LUT in the producer's POST.
+image writes it in HWC order), and a fused activation is a LUT in the producer's POST. A Pad
+is a storage its input's producer writes the interior of, as a spread's block, and whose border
+copies (reflect, edge) or fills (constant) write; an activation that cannot be fused is a
+LUT pass, a Copy through its table.
 
 The plan is four pure passes over the frozen records of :mod:`.types`, with :func:`check`
 after each that makes a plan:

@@ -97,9 +97,13 @@ def _unlowerable(graph, order, fused):
             continue
         op = type(n.op).__name__
         if isinstance(n.op, _PLACED_OPS):
-            if reshape_root(graph, n.inputs[0]) != n.inputs[0] or \
-                    len(ir.node(graph, n.inputs[0]).shape) != 3:
+            shape = ir.node(graph, n.inputs[0]).shape
+            if reshape_root(graph, n.inputs[0]) != n.inputs[0] or len(shape) != 3:
                 problems.append((name, op, "input is not an image"))
+            elif isinstance(n.op, ir.Pad) and n.op.mode == "reflect" and \
+                    (max(n.op.pads[0::2]) >= shape[1] or max(n.op.pads[1::2]) >= shape[2]):
+                # Each border row mirrors one row of the image, not a reflection of a border.
+                problems.append((name, op, "reflect padding as wide as the image"))
         elif isinstance(n.op, ir.Concat):
             if n.op.axis != 0:
                 problems.append((name, op, "concatenation along a spatial axis"))

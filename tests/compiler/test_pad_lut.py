@@ -73,3 +73,12 @@ def test_the_producer_writes_a_pads_interior_and_copies_write_its_border(kind, o
 ])
 def test_a_standalone_activation_is_one_lut_pass(kind, ops):
     assert _ops(lut_model(kind)) == ops
+
+
+def test_a_copy_reads_only_the_channels_of_its_lane_tile():
+    # The LUT pass of the 8-channel Concat on TINY's 4 lanes: two lane tiles, each reading
+    # its own 4 channels (block-diagonal), 8 MAC steps per pixel in all, where a dense 8x8
+    # identity would take 8 per pixel for each lane tile (16).
+    program = lower(quantized(lut_model("concat"))[0], TINY)
+    copy, = [layer for layer in program.layout["layers"] if layer["op"] == "Copy"]
+    assert sum(copy["mac_steps"]) == 6 * 5 * 8
