@@ -129,7 +129,7 @@ def test_a_failing_step_leaves_the_output_folder_as_it_was(tmp_path, capsys, tin
     status, text, err = run(capsys, "compile", str(tiny), "-o", str(out), "--no-rtl", "--force",
                             "--calibrate", str(tmp_path / "bad.npy"))
     assert_one_line_error(status, err, "input 'z'", "expects (N, 4, 1, 1)")
-    assert "[4/7] calibrate ..." in text
+    assert "[5/8] calibrate ..." in text
     assert snapshot(out) == before
 
 
