@@ -31,6 +31,7 @@ from tests.helpers import (
     convt_model,
     dense_relu_model,
     lut_model,
+    pad_model,
     project_and_reshape_model,
     quantized,
     residual_model,
@@ -76,6 +77,8 @@ CASES = {
     # A LUT pass (LeakyReLU of a value the skip also reads) into a reflect Pad's interior,
     # the border copies, then the conv without pads.
     "reflect pad of a standalone activation": lambda: lut_model("reflect"),
+    # A constant border: RUNs with no MAC, whose POST writes the bias.
+    "constant pad": lambda: pad_model("constant"),
 }
 
 
