@@ -201,6 +201,16 @@ def test_a_tile_larger_than_half_the_weight_buffer_takes_all_of_it(reorder):
                                      2 * 8 * 64 * 16 * 8 * 8)
 
 
+def test_a_1x1_output_whose_lane_tile_fills_the_weight_buffer_is_not_broadcast():
+    # Conventional, the 4x4 kernel over 8 channels is 128 bytes per lane: three lanes take all
+    # of TINY's 384 bytes, more than the half a broadcast layer's scatter load fills.
+    qgraph, inputs = quantized(conv_model(8, 16, (2, 2), [4, 4], act="Relu", strides=[2, 2],
+                                          pads=[1, 1, 1, 1]))
+    program, _ = check_bit_exact(qgraph, inputs, config=TINY, reorder=False)
+    assert (0, TINY.weight_bytes) in _weight_loads(program)
+    assert all(at + length <= TINY.weight_bytes for at, length in _weight_loads(program))
+
+
 def test_unsupported_ops_are_listed_together():
     rng = np.random.default_rng(0)
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[1, 1]),
