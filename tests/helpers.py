@@ -376,6 +376,43 @@ def lut_model(kind):
     return make_model(nodes, [("x", ["N", c, 6, 5])], [("y", ["N", "c", "h", "w"])], inits)
 
 
+def unet_model(levels=3, ngf=4, size=16):
+    """A pix2pix-style U-Net of ``levels`` skip blocks on a 3-channel ``size`` x ``size``
+    image (examples/pix2pix at a toy size, no BatchNorm): down, LeakyReLU(0.2) -> Conv 4x4 s2
+    p1 (the outermost: the Conv alone); up, ReLU -> ConvTranspose 4x4 s2 p1, its result
+    concatenated after the block's input (the outermost: Tanh, no concatenation). The
+    LeakyReLUs of the skips' sources and the ReLUs of the concatenations are standalone."""
+    rng = np.random.default_rng(12)
+    nodes, inits = [], {}
+    channels = [3] + [ngf * 2 ** min(k, 3) for k in range(levels)]
+
+    def layer(op, x, cin, cout, name):
+        shape = (cin, cout, 4, 4) if op == "ConvTranspose" else (cout, cin, 4, 4)
+        inits[f"w{name}"] = rng.normal(0, 0.2, shape)
+        inits[f"b{name}"] = rng.normal(0, 0.1, cout)
+        nodes.append(helper.make_node(op, [x, f"w{name}", f"b{name}"], [name],
+                                      kernel_shape=[4, 4], strides=[2, 2], pads=[1, 1, 1, 1]))
+        return name
+
+    skips, x = [], "x"
+    for k in range(levels):
+        if k:
+            nodes.append(helper.make_node("LeakyRelu", [x], [f"l{k}"], alpha=0.2))
+            x = f"l{k}"
+        x = layer("Conv", x, channels[k], channels[k + 1], f"d{k}")
+        skips.append(x)
+    for k in reversed(range(levels)):
+        nodes.append(helper.make_node("Relu", [x], [f"r{k}"]))
+        inner = channels[k + 1] * (1 if k == levels - 1 else 2)
+        x = layer("ConvTranspose", f"r{k}", inner, channels[k], f"u{k}")
+        if k:
+            nodes.append(helper.make_node("Concat", [skips[k - 1], x], [f"cat{k}"], axis=1))
+            x = f"cat{k}"
+    nodes.append(helper.make_node("Tanh", [x], ["y"]))
+    return make_model(nodes, [("x", ["N", 3, size, size])], [("y", ["N", 3, size, size])],
+                      inits)
+
+
 def spread_model(kind):
     """Nearest upsampling and depth-to-space (the resize-conv and sub-pixel blocks of
     generators), 3x3 convs with pads 1:

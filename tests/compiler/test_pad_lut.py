@@ -11,7 +11,15 @@ on the tiny machine.
 import pytest
 
 from flexigan.compiler.lower import lower
-from tests.helpers import SIM, TINY, check_bit_exact, lut_model, pad_model, quantized
+from tests.helpers import (
+    SIM,
+    TINY,
+    check_bit_exact,
+    lut_model,
+    pad_model,
+    quantized,
+    unet_model,
+)
 
 PAD_CASES = ["reflect 1", "reflect 3", "edge", "zero", "constant", "input", "zero output"]
 LUT_CASES = ["concat", "skip", "residual", "input", "prelu", "reflect"]
@@ -37,6 +45,14 @@ def test_pad_bit_exact_with_golden(pad_case, config, reorder):
 @pytest.mark.parametrize("config", [SIM, TINY], ids=["sim", "tiny"])
 def test_standalone_activation_bit_exact_with_golden(lut_case, config, reorder):
     check_bit_exact(*lut_case, config=config, reorder=reorder)
+
+
+@pytest.mark.parametrize("reorder", [True, False], ids=["zero-free", "conventional"])
+@pytest.mark.parametrize("config", [SIM, TINY], ids=["sim", "tiny"])
+def test_a_pix2pix_style_unet_bit_exact_with_golden(config, reorder):
+    # examples/pix2pix's structure at a toy size: standalone LeakyReLUs of the skips'
+    # sources, standalone ReLUs of the concatenations, a 1x1 innermost level.
+    check_bit_exact(*quantized(unet_model(size=8)), config=config, reorder=reorder)
 
 
 def _ops(model):
