@@ -76,7 +76,7 @@ def _join_copy(index, job, graph, where, lanes):
     first = job.first_channel
     return _identity_copy(index, f"{job.target}[{first}:{first + channels}]", (job.join,),
                           src, src_grid, src_chan, _logical_axes(src_grid), dst, dst_grid,
-                          np.arange(channels) + first + dst_chan, lanes, job.requant)
+                          np.arange(channels) + first + dst_chan, lanes, job.requant, job.lut)
 
 
 def _spread_addr(op, grid, channels, dst_chan):
@@ -274,11 +274,12 @@ def _sum_post(q, channels, lut):
                          np.full(channels, q.shift, np.int64), lut)
 
 
-def _requantized(post, requant):
-    """``post`` followed by the per-tensor ``requant`` (into a Concat's scale), folded into
-    its LUT: exact, the LUT maps every int8 value."""
+def _requantized(post, into):
+    """``post`` followed by ``into`` (a :class:`~.types.Into`: the requantization into a
+    Concat's scale, the LUT of the activation that reads the Concat), folded into its LUT:
+    exact, the LUT maps every int8 value."""
     table = np.arange(-128, 128)[None] if post.lut is None else post.lut
-    return replace(post, lut=requant.apply(table.astype(np.int64), channel_axis=0))
+    return replace(post, lut=np.asarray(into.apply(table), dtype=np.int8))
 
 
 def _normal_weight(op, weight, in_shape):

@@ -14,6 +14,10 @@ as a two-tap depthwise convolution, taps C channels apart). The other values are
   any other input (a model input or output, a value read elsewhere at its own scale, a
   reshape) is copied in by a :class:`~.types.JoinCopy`. An Add's operands are never
   requantized (the Add's weights carry the scales);
+* an activation that is the only reader of a Concat (a U-Net's ReLU of its skip and up
+  path) lives in the Concat's storage: every input's producer or copy folds the activation's
+  LUT into its own (:class:`~.types.Into`), so the storage holds the activated values and no
+  LUT pass runs (``joined``; a per-channel table is not folded);
 * a Conv, ConvTranspose or standalone activation read only by an Upsample, DepthToSpace or Pad
   writes its output in place (``scattered``: into the spread's blocks, the Pad's interior);
   the rest of the upsampling is copies (a :class:`~.types.SpreadJob`), and so is a Pad's
@@ -32,7 +36,17 @@ import math
 from ...errors import UnsupportedError
 from .. import ir
 from ..grid import Grid
-from .types import Addressing, ComputeJob, JoinCopy, LutJob, PadJob, SpreadJob, Storage, locate
+from .types import (
+    Addressing,
+    ComputeJob,
+    Into,
+    JoinCopy,
+    LutJob,
+    PadJob,
+    SpreadJob,
+    Storage,
+    locate,
+)
 
 __all__ = ["assign", "reshape_root", "demand"]
 
@@ -157,15 +171,34 @@ def _stored_shapes(graph, computes, others, operands):
     return shapes
 
 
-def _join_inputs(graph, order, concats, operands, stored_shapes, placed):
+def _joined(graph, concats):
+    """``{Concat: its only reader}`` for each Concat read by one activation with one table,
+    neither a model output: the activation is folded into the Concat's inputs."""
+    outputs = set(graph.graph["outputs"])
+    joined = {}
+    for concat in concats:
+        readers = ir.consumers(graph, concat)
+        if len(readers) != 1 or concat in outputs or readers[0] in outputs:
+            continue
+        reader = ir.node(graph, readers[0])
+        if isinstance(reader.op, ir.Activation) and reader.q.table.shape[0] == 1:
+            joined[concat] = readers[0]
+    return joined
+
+
+def _join_inputs(graph, order, concats, operands, stored_shapes, placed, joined):
     """``(slices, copies, requant)``: where the inputs of each join (a Concat, or an Add of two
-    different values) go (see the module docstring); ``copies`` maps a join to its
-    :class:`~.types.JoinCopy` s."""
+    different values) go, with the activations ``joined`` to Concats (see the module
+    docstring); ``copies`` maps a join to its :class:`~.types.JoinCopy` s."""
     inputs, outputs = set(graph.graph["inputs"]), set(graph.graph["outputs"])
     slices, copies, requant = {}, {}, {}
     for join, join_node in order:
+        lut = None
         if join in concats:
             target, requants = join, join_node.q
+            if join in joined:
+                lut = ir.node(graph, joined[join]).q.table
+                slices[joined[join]] = (join, 0)
         elif join in operands:
             target, requants = operands[join], (None, None)
         else:
@@ -176,16 +209,17 @@ def _join_inputs(graph, order, concats, operands, stored_shapes, placed):
                 and value not in slices and join_node.inputs.count(value) == 1 \
                 and value not in placed \
                 and not isinstance(ir.node(graph, value).op, ir.Reshape)
-            if direct and value_requant is not None:
-                # Requantized: only a layer output that nothing else reads, via its LUT.
+            if direct and (value_requant is not None or lut is not None):
+                # Requantized or activated: only a layer output that nothing else reads, via
+                # its LUT.
                 direct = value not in concats and ir.consumers(graph, value) == [join]
                 if direct:
-                    requant[value] = value_requant
+                    requant[value] = Into(value_requant, lut)
             if direct:
                 slices[value] = (target, channel)
             else:
                 copies.setdefault(join, []).append(
-                    JoinCopy(join, target, value, channel, value_requant))
+                    JoinCopy(join, target, value, channel, value_requant, lut))
             channel += ir.node(graph, value).shape[0]
     return slices, copies, requant
 
@@ -284,15 +318,18 @@ def assign(graph, reorder=True):
     concats = [name for name, n in order if isinstance(n.op, ir.Concat) and n.op.axis == 0]
     operands = _operand_storages(graph, order)
     placed = [name for name, n in order if isinstance(n.op, _PLACED_OPS)]
-    luts = [name for name, n in order if isinstance(n.op, ir.Activation) and name not in fused]
+    joined = _joined(graph, concats)
+    luts = [name for name, n in order if isinstance(n.op, ir.Activation) and name not in fused
+            and name not in joined.values()]
     scattered = _scattered(graph, placed, computes, luts)
     produced = [job.output for job in computes.values()] + luts
     roots = inputs + [value for value in produced if value not in scattered] \
         + concats + list(operands.values()) + placed
-    stored_shapes = _stored_shapes(graph, computes, [*inputs, *concats, *placed, *luts],
+    stored_shapes = _stored_shapes(graph, computes,
+                                   [*inputs, *concats, *placed, *luts, *joined.values()],
                                    operands)
     slices, copies, requant = _join_inputs(graph, order, concats, operands, stored_shapes,
-                                           placed)
+                                           placed, joined)
     stored_shapes, reshape_problems = _reshaped_images(graph, order, stored_shapes, slices,
                                                        concats)
     problems += reshape_problems

@@ -23,7 +23,7 @@ import numpy as np
 from .. import numerics, segments
 from ..grid import Grid
 
-__all__ = ["ComputeJob", "JoinCopy", "SpreadJob", "PadJob", "LutJob", "Addressing", "Axis",
+__all__ = ["ComputeJob", "JoinCopy", "Into", "SpreadJob", "PadJob", "LutJob", "Addressing", "Axis",
            "Buffer", "Stage", "Layer", "Storage", "Plan"]
 
 
@@ -47,13 +47,36 @@ class ComputeJob:
 class JoinCopy:
     """Copy ``value`` into channels ``first_channel...`` of storage ``target``, for Concat or
     Add ``join`` (``target`` is the Concat, or the Add's operand storage), with the Concat's
-    requantization ``requant`` (None: exact)."""
+    requantization ``requant`` (None: exact), then the table ``lut`` of the activation that
+    is the Concat's only reader (None: none; see :class:`Into`)."""
 
     join: str
     target: str
     value: str
     first_channel: int
     requant: Any = None
+    lut: Any = None
+
+
+@dataclass(frozen=True, eq=False)
+class Into:
+    """What the producer of a Concat's input folds into its LUT when it writes the Concat's
+    slice: the Concat's ``requant`` of the input (None: none), then ``lut``, the int8
+    ``(1, 256)`` table of the activation that is the Concat's only reader (None: none). Both
+    map every int8 value, so the fold is exact: the Concat's storage then holds the
+    activation's values, and the activation costs no pass of its own."""
+
+    requant: Any = None
+    lut: Any = None
+
+    def apply(self, table):
+        """The int8 ``table`` (rows of 256, one per channel or one for all) mapped through
+        the requantization and then the activation's table."""
+        if self.requant is not None:
+            table = self.requant.apply(table.astype(np.int64), channel_axis=0)
+        if self.lut is not None:
+            table = self.lut[0][table.astype(np.intp) + 128]
+        return table
 
 
 @dataclass(frozen=True)
@@ -87,12 +110,14 @@ class Addressing:
     ``storages``: name -> :class:`Storage`, one per materialized value, in order, with no
     readers or writers yet.
     ``slices``: value -> ``(value or storage, first channel)`` for a value written straight
-    into a channel slice of a Concat or of an Add's operand storage (possibly nested).
+    into a channel slice of a Concat or of an Add's operand storage (possibly nested), and
+    for the activation that is a Concat's only reader, which lives in the Concat's storage.
     ``operands``: Add -> its operand storage (an Add of two different values).
     ``stored_shapes``: the shape each materialized value is stored in.
-    ``requant``: value -> the requantization its producer's LUT folds in (into a Concat's
-    scale). ``scattered``: value -> the Upsample, DepthToSpace or Pad its producer writes (in
-    place: the spread's blocks, the Pad's interior).
+    ``requant``: value -> the :class:`Into` its producer's LUT folds in (into a Concat's
+    scale and through the activation that reads the Concat). ``scattered``: value -> the
+    Upsample, DepthToSpace or Pad its producer writes (in place: the spread's blocks, the
+    Pad's interior).
     ``inputs``/``outputs``: model value -> its storage.
     """
 

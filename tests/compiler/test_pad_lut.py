@@ -80,7 +80,6 @@ def test_the_producer_writes_a_pads_interior_and_copies_write_its_border(kind, o
 
 
 @pytest.mark.parametrize("kind, ops", [
-    ("concat", ["Conv", "Conv", "Copy", "Conv"]),
     ("skip", ["Conv", "Copy", "Conv", "Add"]),
     ("residual", ["Conv", "Copy", "Add", "Copy", "Conv", "Add"]),
     ("input", ["Copy", "Conv"]),
@@ -91,10 +90,20 @@ def test_a_standalone_activation_is_one_lut_pass(kind, ops):
     assert _ops(lut_model(kind)) == ops
 
 
+def test_the_activation_of_a_concat_is_folded_into_its_producers():
+    # The Concat's only reader: each producer's LUT applies it (after the Concat's
+    # requantization) as it writes its slice; no pass of its own, no storage of its own.
+    program = lower(quantized(lut_model("concat"))[0], SIM)
+    assert [layer["op"] for layer in program.layout["layers"]] == ["Conv"] * 3
+    assert program.layout["act_buffers"].keys() == {"cat"}
+    # A per-channel table (PReLU) is a LUT pass; the model input is copied in.
+    assert _ops(lut_model("prelu")) == ["Conv", "Copy", "Copy", "Conv"]
+
+
 def test_a_copy_reads_only_the_channels_of_its_lane_tile():
-    # The LUT pass of the 8-channel Concat on TINY's 4 lanes: two lane tiles, each reading
-    # its own 4 channels (block-diagonal), 8 MAC steps per pixel in all, where a dense 8x8
-    # identity would take 8 per pixel for each lane tile (16).
-    program = lower(quantized(lut_model("concat"))[0], TINY)
-    copy, = [layer for layer in program.layout["layers"] if layer["op"] == "Copy"]
+    # The PReLU pass of the 8-channel Concat on TINY's 4 lanes: each lane tile reads only its
+    # own channels (block-diagonal), 8 MAC steps per pixel in all, where a dense 8x8 identity
+    # would take 8 per pixel for each of its two lane tiles (16).
+    program = lower(quantized(lut_model("prelu"))[0], TINY)
+    copy, = [layer for layer in program.layout["layers"] if layer["name"] == "p"]
     assert sum(copy["mac_steps"]) == 6 * 5 * 8

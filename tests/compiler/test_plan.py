@@ -173,11 +173,11 @@ def test_check_rejects_two_layers_writing_the_same_bytes():
 
 
 def test_a_fragmented_scratchpad_spills_a_tensor_live_at_the_layer_that_does_not_fit():
-    # A U-Net's skips live from their down layer to their up layer: on 1 KB of ACT the
+    # A U-Net's skips live from their down layer to their up layer: on 320 bytes of ACT the
     # tensors live at each layer fit by size, but first fit leaves no gap large enough for
     # one layer's; a tensor live there is spilled and the stages planned again.
-    config = SMALL.replace(act_banks=1)
-    qgraph, inputs = quantized(unet_model())
+    config = SMALL.replace(act_banks=1, act_bank_bytes=320)
+    qgraph, inputs = quantized(unet_model(size=8))
     built = check(layers.build(qgraph, storages.assign(qgraph), config.act_bytes, config.lanes))
     with pytest.raises(memory.Fragmented):
         memory.allocate(check(memory.stage(built)))

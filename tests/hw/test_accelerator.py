@@ -77,6 +77,8 @@ CASES = {
     # A LUT pass (LeakyReLU of a value the skip also reads) into a reflect Pad's interior,
     # the border copies, then the conv without pads.
     "reflect pad of a standalone activation": lambda: lut_model("reflect"),
+    # The LeakyReLU of a Concat folded into the LUTs of the producers of its slices.
+    "activation of a concat": lambda: lut_model("concat"),
     # A constant border: RUNs with no MAC, whose POST writes the bias.
     "constant pad": lambda: pad_model("constant"),
 }
