@@ -85,10 +85,12 @@ def _transpose(op, x):
 
 
 def pad(op, x, value):
+    """Pad ``op`` of the batched ``x``: ``reflect`` and ``edge`` as numpy (and ONNX) define
+    them, ``constant`` with ``value`` (the float value, or the int8 one of the quantized op)."""
     top, left, bottom, right = op.pads
     widths = ((0, 0), (0, 0), (top, bottom), (left, right))
-    if op.mode == "reflect":
-        return np.pad(x, widths, mode="reflect")
+    if op.mode in ("reflect", "edge"):
+        return np.pad(x, widths, mode=op.mode)
     return np.pad(x, widths, mode="constant", constant_values=value)
 
 

@@ -203,7 +203,8 @@ class Transpose:
 
 @dataclass(frozen=True, eq=False)
 class Pad:
-    """Spatial padding ``(top, left, bottom, right)``; ``mode`` is "constant" or "reflect"."""
+    """Spatial padding ``(top, left, bottom, right)``; ``mode`` is "constant", "reflect" or
+    "edge" (as ONNX Pad)."""
 
     pads: tuple[int, int, int, int]
     mode: str = "constant"

@@ -340,7 +340,8 @@ class _Lowering:
     def _broadcastable(self, layer, lane_tiles, row_segments, col_segments):
         """Whether the lane tiles of ``layer`` (a 1x1 output: a Gemm) run as broadcast RUNs:
         one stage, one segment, one conv group, no per-lane LUT, at least two rounds of a lane
-        tile per group, and lane tile ``j*G + g`` written at a fixed offset ``shift(g)`` from
+        tile per group, a lane tile's weights within half the weight buffer (a scatter load
+        fills one half), and lane tile ``j*G + g`` written at a fixed offset ``shift(g)`` from
         lane tile ``j*G`` (so each group's micro-program holds its offset in WRITE.base)."""
         groups = self.config.groups
         lut = layer.post.lut
@@ -348,6 +349,10 @@ class _Lowering:
                 len(row_segments) != 1 or len(col_segments) != 1 or \
                 len(lane_tiles) < MIN_UNITS_PER_GROUP * groups or \
                 (lut is not None and lut.shape[0] > 1):
+            return False
+        lanes = max(len(channels) for _, channels in lane_tiles)
+        taps = max(1, row_segments[0].ntaps * col_segments[0].ntaps)
+        if taps * layer.cin_g * lanes > self.memories.half_bytes:
             return False
         first = [int(layer.chan_addr[channels[0]]) for _, channels in lane_tiles]
         return all(first[j + g] - first[j] == first[g] - first[0]
@@ -863,8 +868,9 @@ def _shared_lut(stage):
 
 
 def _useful_macs(qgraph, layer):
-    """MACs of the model in ``layer`` (none in a copy into a Concat or an upsampling)."""
-    if layer.op == "Copy":
+    """MACs of the model in ``layer`` (none in a copy: into a Concat, an upsampling, a Pad or
+    through a standalone activation's LUT, nor in a Pad's fill)."""
+    if layer.op in ("Copy", "Fill"):
         return 0
     node = ir.node(qgraph, layer.nodes[0])
     return macs.layer_macs(node.op, ir.node(qgraph, node.inputs[0]).shape, node.shape).useful

@@ -152,9 +152,10 @@ class _Emitter:
         channels of the bands, so a band staged in ACT is read back before it is completed."""
         layer = self.layer
         src, dst, (rows, cols) = layer.src_grid, layer.dst_grid, layer.axes
-        program = _normalize_program((rows.step * src.row_bytes, cols.step * src.channels),
-                                     (dst.step_h * dst.row_bytes, dst.step_w * dst.channels),
-                                     use_lut)
+        mul_h, mul_w = layer.out_mul
+        program = _normalize_program(
+            (rows.step * src.row_bytes, cols.step * src.channels),
+            (mul_h * dst.step_h * dst.row_bytes, mul_w * dst.step_w * dst.channels), use_lut)
         for stage in layer.stages:
             before, after, src_at, dst_at = self.lowering._stage_dma(layer, stage, frame)
             self.code.extend(before)

@@ -790,8 +790,8 @@ def _pad(build, node, x, pads=None, constant_value=None, axes=None, *, mode="con
     x = _tensor(x, "Pad input")
     pads = attrs.get("pads", pads)
     value = attrs.get("value", constant_value)
-    if mode not in ("constant", "reflect"):
-        raise Unsupported(f"mode {mode!r} (constant and reflect are supported)")
+    if mode not in ("constant", "reflect", "edge"):
+        raise Unsupported(f"mode {mode!r} (constant, reflect and edge are supported)")
     rank = len(build.shape(x)) + 1
     pads = [int(p) for p in _const(pads, "pads")]
     if axes is not None:
@@ -896,10 +896,19 @@ def _depth_to_space(build, node, x, *, blocksize, mode="DCR"):
     build.emit(node.output[0], ir.DepthToSpace(int(blocksize), mode), [x])
 
 
+def _flag(value):
+    """Whether an optional boolean operand is given and true."""
+    return isinstance(value, np.ndarray) and value.size > 0 and bool(value.reshape(-1)[0])
+
+
 @_op("Identity", "Dropout")
 def _identity(build, node, x, *rest, **attrs):
-    if rest and rest[0] is not None and isinstance(rest[0], np.ndarray) and rest[0].size \
-            and bool(np.asarray(rest[0]).reshape(-1)[0]) and node.op_type == "Dropout":
+    # Dropout's operands are (data, ratio, training_mode): an identity unless it trains with
+    # a ratio other than 0.
+    ratio, training = (list(rest) + [None, None])[:2]
+    no_drop = isinstance(ratio, np.ndarray) and ratio.size > 0 and \
+        float(ratio.reshape(-1)[0]) == 0
+    if node.op_type == "Dropout" and _flag(training) and not no_drop:
         raise Unsupported("training_mode=True is not inference")
     build.alias[node.output[0]] = _tensor(x, f"{node.op_type} input")
     if node.op_type == "Dropout" and len(node.output) > 1 and node.output[1]:

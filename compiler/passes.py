@@ -8,7 +8,8 @@ import numpy as np
 
 from . import ir
 
-__all__ = ["fold_affine", "fold_upsample", "FLOAT_PASSES", "ZERO_FREE", "run_passes"]
+__all__ = ["fold_affine", "fold_pad", "fold_upsample", "FLOAT_PASSES", "ZERO_FREE",
+           "run_passes"]
 
 
 def _scale_out_channels(op, gain, shift):
@@ -46,6 +47,31 @@ def fold_affine(graph):
         folded = _scale_out_channels(prev.op, gain, shift)
         ir.replace_node(graph, name, ir.Node(folded, prev.inputs, n.shape))
         graph.remove_node(src)
+    return ir.verify(graph)
+
+
+def fold_pad(graph):
+    """Fold each zero constant Pad into the Convs that read it, when they are its only readers
+    and it is not a model output: each Conv's own pads grow by the Pad's, and it reads the
+    Pad's input. Exact: a convolution's padding is zeros, and the zero-free segments skip it
+    by addressing (no copy of the padded image, no MAC on its border).
+    """
+    graph = graph.copy()
+    outputs = set(graph.graph["outputs"])
+    for name, n in ir.topo_nodes(graph):
+        if not isinstance(n.op, ir.Pad) or n.op.mode != "constant" or n.op.value != 0 \
+                or name in outputs:
+            continue
+        readers = ir.consumers(graph, name)
+        if not readers or not all(isinstance(ir.node(graph, r).op, ir.Conv) and
+                                  ir.node(graph, r).inputs == (name,) for r in readers):
+            continue
+        for reader in readers:
+            conv = ir.node(graph, reader)
+            pads = tuple(a + b for a, b in zip(conv.op.pads, n.op.pads))
+            ir.replace_node(graph, reader, dataclasses.replace(
+                conv, op=dataclasses.replace(conv.op, pads=pads), inputs=n.inputs))
+        graph.remove_node(name)
     return ir.verify(graph)
 
 
@@ -102,8 +128,9 @@ def fold_upsample(graph):
 
 #: The float passes run by the flow, in order. ``fold_affine`` first, so that a BatchNorm
 #: after the convolution is already in its weights when the convolution becomes a
-#: ConvTranspose (either order gives the same layer).
-FLOAT_PASSES = (fold_affine, fold_upsample)
+#: ConvTranspose (either order gives the same layer); ``fold_pad`` before ``fold_upsample``,
+#: so that an Upsample, zero Pad, Conv chain becomes one ConvTranspose.
+FLOAT_PASSES = (fold_affine, fold_pad, fold_upsample)
 
 #: The float passes that belong to the zero-free lowering: the conventional baseline
 #: (``reorder=False``) leaves them out, so that it upsamples by copies and runs the dense

@@ -8,8 +8,8 @@ added here shows up in all three. The products, relative to the output folder:
 - ``import``: ``model.onnx`` (a copy of the source, the float reference) and
   ``steps/import.npz`` (the IR as imported);
 - one step per float pass (:data:`~flexigan.compiler.passes.FLOAT_PASSES`: ``fold_affine``,
-  ``fold_upsample``): ``steps/<pass>.npz``, the IR after that pass (the IR unchanged for a
-  pass of the zero-free lowering in a ``--no-reorder`` compile);
+  ``fold_pad``, ``fold_upsample``): ``steps/<pass>.npz``, the IR after that pass (the IR
+  unchanged for a pass of the zero-free lowering in a ``--no-reorder`` compile);
 - ``calibrate``: ``steps/calibrate.json``, the max-abs range of every IR value on the
   calibration inputs;
 - ``quantize``: ``quantized.npz``, the int8 IR that the golden interpreter runs;

@@ -14,10 +14,16 @@ from flexigan.compiler import ir, passes, quant
 from flexigan.compiler.lower import lower
 from flexigan.compiler.onnx_import import import_model
 from flexigan.flow import default_calibration
-from flexigan.hw.arch.config import preset
+from flexigan.hw.arch.config import AcceleratorConfig, preset
 from flexigan.sim import golden, isa_sim
 
 SIM = preset("sim")
+
+#: A machine small enough that small test models need stages, spills, per-segment weight
+#: tiles and fewer lanes per tile; three groups so the work does not divide evenly.
+TINY = AcceleratorConfig(groups=3, lanes=4, act_banks=2, act_bank_bytes=1024, weight_bytes=384,
+                         param_entries=16, uop_depth=24, axi_data_width=32, mem_latency=4,
+                         burst_bytes=64)
 
 
 class RecordingPort:
@@ -270,6 +276,141 @@ def residual_model(kind):
                  node("Concat", ["s", "d"], "cat", axis=1),
                  conv(["cat", *weights("o", 3, 2 * c)], ["y"])]
     return make_model(nodes, [("x", ["N", c, *hw])], [("y", ["N", "c", "h", "w"])], inits)
+
+
+def pad_model(kind):
+    """Pads before a convolution (the reflection padding of CycleGAN's ResNet generators), 3
+    channels of 6 x 5 after a 3x3 conv -> ReLU unless said:
+
+    * ``reflect 1`` / ``reflect 3``: reflect pads 1 on every side, and (3, 2, 1, 3);
+    * ``edge``: edge pads (2, 1, 1, 2);
+    * ``zero``: constant 0 pads (1, 2, 2, 1), before a conv with pads of its own;
+    * ``constant``: constant 0.5 pads (1, 2, 2, 1);
+    * ``input``: reflect 3 of the model input, then a 7x7 conv (CycleGAN's first layer);
+    * ``zero output``: constant 0 pads (1, 1, 0, 2) of the ReLU, the model output.
+    Pads are ``(top, left, bottom, right)``.
+    """
+    rng = np.random.default_rng(10)
+    mode, pads, value, kernel = {
+        "reflect 1": ("reflect", (1, 1, 1, 1), 0.0, 3),
+        "reflect 3": ("reflect", (3, 2, 1, 3), 0.0, 3),
+        "edge": ("edge", (2, 1, 1, 2), 0.0, 3),
+        "zero": ("constant", (1, 2, 2, 1), 0.0, 3),
+        "constant": ("constant", (1, 2, 2, 1), 0.5, 3),
+        "input": ("reflect", (3, 3, 3, 3), 0.0, 7),
+        "zero output": ("constant", (1, 1, 0, 2), 0.0, 3),
+    }[kind]
+    inits = {"w0": rng.normal(0, 0.3, (3, 2, 3, 3)), "b0": rng.normal(0, 0.1, 3),
+             "p": np.array([0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]]),
+             "v": np.array(value, dtype=np.float32),
+             "w": rng.normal(0, 0.3, (4, 2 if kind == "input" else 3, kernel, kernel)),
+             "b": rng.normal(0, 0.1, 4)}
+    head = [helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], kernel_shape=[3, 3],
+                             pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["c0"], ["r0"])]
+    padded = "x" if kind == "input" else "r0"
+    nodes = [*([] if kind == "input" else head),
+             helper.make_node("Pad", [padded, "p", "v"], ["pd" if kind != "zero output" else
+                                                          "y"], mode=mode)]
+    if kind != "zero output":
+        nodes.append(helper.make_node("Conv", ["pd", "w", "b"], ["y"],
+                                      kernel_shape=[kernel, kernel],
+                                      pads=[1, 1, 1, 1] if kind == "zero" else [0, 0, 0, 0]))
+    return make_model(nodes, [("x", ["N", 2, 6, 5])], [("y", ["N", "c", "h", "w"])], inits)
+
+
+def lut_model(kind):
+    """Standalone activations (not the only reader of a Conv, ConvTranspose, Gemm or Add):
+    LUT passes. 3x3 convs with pads 1 on a 4-channel 6 x 5 input:
+
+    * ``concat``: LeakyReLU of Concat(ReLU(conv x), ReLU(conv x)) -> conv (U-Net's down path);
+    * ``skip``: h = conv x; y = h + conv(Tanh h) (h also read by the skip);
+    * ``residual``: s = x + conv x; y = s + conv(ReLU s) (an Add read twice);
+    * ``input``: conv(ReLU x) (the model input);
+    * ``prelu``: per-channel PReLU of Concat(conv x, x) -> conv;
+    * ``reflect``: h = conv x; y = h + conv(reflect pad 1 (LeakyReLU h)), the conv without
+      pads (a CycleGAN residual block's padding; the LUT pass writes the pad's interior).
+    """
+    rng = np.random.default_rng(11)
+    conv = functools.partial(helper.make_node, "Conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    inits = {}
+    c = 4
+
+    def weights(name, cout, cin):
+        inits[f"w{name}"] = rng.normal(0, 0.3, (cout, cin, 3, 3))
+        inits[f"b{name}"] = rng.normal(0, 0.1, cout)
+        return [f"w{name}", f"b{name}"]
+
+    def node(op, inputs, output, **attrs):
+        return helper.make_node(op, inputs, [output], **attrs)
+
+    if kind == "concat":
+        nodes = [conv(["x", *weights("a", 3, c)], ["ca"]), node("Relu", ["ca"], "a"),
+                 conv(["x", *weights("b", 5, c)], ["cb"]), node("Relu", ["cb"], "b"),
+                 node("Concat", ["a", "b"], "cat", axis=1),
+                 node("LeakyRelu", ["cat"], "l", alpha=0.2),
+                 conv(["l", *weights("o", 3, 8)], ["y"])]
+    elif kind == "skip":
+        nodes = [conv(["x", *weights("h", c, c)], ["h"]), node("Tanh", ["h"], "t"),
+                 conv(["t", *weights("u", c, c)], ["u"]), node("Add", ["h", "u"], "y")]
+    elif kind == "residual":
+        nodes = [conv(["x", *weights("h", c, c)], ["h"]), node("Add", ["x", "h"], "s"),
+                 node("Relu", ["s"], "r"), conv(["r", *weights("u", c, c)], ["u"]),
+                 node("Add", ["s", "u"], "y")]
+    elif kind == "input":
+        nodes = [node("Relu", ["x"], "r"), conv(["r", *weights("o", 3, c)], ["y"])]
+    elif kind == "reflect":
+        inits["pads"] = np.array([0, 0, 1, 1, 0, 0, 1, 1])
+        nodes = [conv(["x", *weights("h", c, c)], ["h"]),
+                 node("LeakyRelu", ["h"], "l", alpha=0.2),
+                 node("Pad", ["l", "pads"], "p", mode="reflect"),
+                 helper.make_node("Conv", ["p", *weights("u", c, c)], ["u"],
+                                  kernel_shape=[3, 3]),
+                 node("Add", ["h", "u"], "y")]
+    else:
+        inits["slope"] = rng.uniform(0, 0.5, (2 * c, 1, 1))
+        nodes = [conv(["x", *weights("a", c, c)], ["a"]), node("Concat", ["a", "x"], "cat",
+                                                              axis=1),
+                 node("PRelu", ["cat", "slope"], "p"), conv(["p", *weights("o", 3, 2 * c)],
+                                                            ["y"])]
+    return make_model(nodes, [("x", ["N", c, 6, 5])], [("y", ["N", "c", "h", "w"])], inits)
+
+
+def unet_model(levels=3, ngf=4, size=16):
+    """A pix2pix-style U-Net of ``levels`` skip blocks on a 3-channel ``size`` x ``size``
+    image (examples/pix2pix at a toy size, no BatchNorm): down, LeakyReLU(0.2) -> Conv 4x4 s2
+    p1 (the outermost: the Conv alone); up, ReLU -> ConvTranspose 4x4 s2 p1, its result
+    concatenated after the block's input (the outermost: Tanh, no concatenation). The
+    LeakyReLUs of the skips' sources and the ReLUs of the concatenations are standalone."""
+    rng = np.random.default_rng(12)
+    nodes, inits = [], {}
+    channels = [3] + [ngf * 2 ** min(k, 3) for k in range(levels)]
+
+    def layer(op, x, cin, cout, name):
+        shape = (cin, cout, 4, 4) if op == "ConvTranspose" else (cout, cin, 4, 4)
+        inits[f"w{name}"] = rng.normal(0, 0.2, shape)
+        inits[f"b{name}"] = rng.normal(0, 0.1, cout)
+        nodes.append(helper.make_node(op, [x, f"w{name}", f"b{name}"], [name],
+                                      kernel_shape=[4, 4], strides=[2, 2], pads=[1, 1, 1, 1]))
+        return name
+
+    skips, x = [], "x"
+    for k in range(levels):
+        if k:
+            nodes.append(helper.make_node("LeakyRelu", [x], [f"l{k}"], alpha=0.2))
+            x = f"l{k}"
+        x = layer("Conv", x, channels[k], channels[k + 1], f"d{k}")
+        skips.append(x)
+    for k in reversed(range(levels)):
+        nodes.append(helper.make_node("Relu", [x], [f"r{k}"]))
+        inner = channels[k + 1] * (1 if k == levels - 1 else 2)
+        x = layer("ConvTranspose", f"r{k}", inner, channels[k], f"u{k}")
+        if k:
+            nodes.append(helper.make_node("Concat", [skips[k - 1], x], [f"cat{k}"], axis=1))
+            x = f"cat{k}"
+    nodes.append(helper.make_node("Tanh", [x], ["y"]))
+    return make_model(nodes, [("x", ["N", 3, size, size])], [("y", ["N", 3, size, size])],
+                      inits)
 
 
 def spread_model(kind):

@@ -22,6 +22,7 @@ SMALL = ["--target", "ulx3s", "--groups", "2", "--lanes", "4"]
 PRODUCTS = [
     ("import", {"model.onnx", "steps/import.npz"}),
     ("fold_affine", {"steps/fold_affine.npz"}),
+    ("fold_pad", {"steps/fold_pad.npz"}),
     ("fold_upsample", {"steps/fold_upsample.npz"}),
     ("calibrate", {"steps/calibrate.json"}),
     ("quantize", {"quantized.npz"}),
@@ -106,8 +107,10 @@ def test_golden_runs_a_folder_stopped_after_quantize(tmp_path, capsys, tiny):
 
 
 @pytest.mark.parametrize("options, choices", [
-    ([], "import, fold_affine, fold_upsample, calibrate, quantize, lower, rtl, manifest"),
-    (["--no-rtl"], "import, fold_affine, fold_upsample, calibrate, quantize, lower, manifest"),
+    ([], "import, fold_affine, fold_pad, fold_upsample, calibrate, quantize, lower, rtl, "
+         "manifest"),
+    (["--no-rtl"], "import, fold_affine, fold_pad, fold_upsample, calibrate, quantize, lower, "
+                   "manifest"),
 ])
 def test_an_unknown_step_is_a_one_line_error_naming_the_steps(tmp_path, capsys, tiny, options,
                                                                choices):
@@ -126,7 +129,7 @@ def test_a_failing_step_leaves_the_output_folder_as_it_was(tmp_path, capsys, tin
     status, text, err = run(capsys, "compile", str(tiny), "-o", str(out), "--no-rtl", "--force",
                             "--calibrate", str(tmp_path / "bad.npy"))
     assert_one_line_error(status, err, "input 'z'", "expects (N, 4, 1, 1)")
-    assert "[4/7] calibrate ..." in text
+    assert "[5/8] calibrate ..." in text
     assert snapshot(out) == before
 
 
@@ -140,7 +143,8 @@ def test_a_forced_compile_replaces_every_product_of_the_last_one(tmp_path, capsy
     assert status == 0
     # No program, Verilog, report or output of the earlier compile is left beside the new IR.
     assert files(out) == {"manifest.json", "model.onnx", "steps/import.npz",
-                          "steps/fold_affine.npz", "steps/fold_upsample.npz",
+                          "steps/fold_affine.npz", "steps/fold_pad.npz",
+                          "steps/fold_upsample.npz",
                           "steps/calibrate.json", "quantized.npz"}
 
 

@@ -11,7 +11,10 @@ output in place, the other blocks of an upsampling are exact 1x1 identity copies
 layers) from the first, and an input of another producer is copied in the same way. Layout ops
 cost nothing: a Reshape aliases its operand's storage (a Gemm reading a flattened image reads
 the image with its columns permuted at compile time; a Gemm whose output is reshaped to an
-image writes it in HWC order), and a fused activation is a LUT in the producer's POST.
+image writes it in HWC order), and a fused activation is a LUT in the producer's POST. A Pad
+is a storage its input's producer writes the interior of, as a spread's block, and whose border
+copies (reflect, edge) or fills (constant) write; an activation that cannot be fused is a
+LUT pass, a Copy through its table.
 
 The plan is four pure passes over the frozen records of :mod:`.types`, with :func:`check`
 after each that makes a plan:
@@ -23,7 +26,9 @@ after each that makes a plan:
    packs neighbouring output columns into its lanes;
 3. :func:`.memory.stage`: homes (ACT, or external memory for model inputs, outputs and spills)
    and the stages of each layer, with its window and staging buffers;
-4. :func:`.memory.allocate`: the ACT address of every tensor and buffer.
+4. :func:`.memory.allocate`: the ACT address of every tensor and buffer (when first fit
+   cannot place a layer's, :func:`.memory.spill_at` spills a tensor live there and pass 3
+   runs again).
 
 ``reorder=False`` plans the conventional baseline instead: every Conv and ConvTranspose reads a
 padded (and, for ConvTranspose, zero-inserted) copy of its input, laid out so by its producer or
@@ -62,11 +67,16 @@ def plan(graph, config, reorder=True, batch=1):
     """
     where = storages.assign(graph, reorder)
     act_bytes = frame_act_bytes(config, batch)
-    p = check(layers.build(graph, where, act_bytes, reorder))
+    p = check(layers.build(graph, where, act_bytes, config.lanes, reorder))
     if reorder:
         p = check(pack.columns(p, config.lanes))
     try:
-        return check(memory.allocate(check(memory.stage(p))))
+        while True:
+            staged = check(memory.stage(p))
+            try:
+                return check(memory.allocate(staged))
+            except memory.Fragmented as exc:
+                p = memory.spill_at(staged, exc)
     except FitError as exc:
         if batch == 1:
             raise

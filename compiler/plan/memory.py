@@ -10,7 +10,10 @@ tensors live at it. When none fits, it spills the largest live tensor to externa
 starts over; a layer that does not fit even with nothing else live raises
 :class:`~flexigan.errors.FitError` naming it and the shortfall. Pass 4 (:func:`allocate`) places
 the ACT tensors and buffers, largest first, at the lowest aligned address free for their
-lifetimes (first fit).
+lifetimes (first fit). Pass 3 counts bytes, not addresses: when the gaps that first fit leaves
+cannot take what a layer needs (a :class:`Fragmented` error, naming the layer), the planner
+spills the largest tensor live at that layer (:func:`spill_at`) and runs pass 3 again (a
+U-Net's skips, each live from its down layer to its up layer, fragment the scratchpad).
 """
 
 from __future__ import annotations
@@ -20,11 +23,19 @@ from dataclasses import replace
 from ...errors import FitError
 from .types import Buffer, Stage
 
-__all__ = ["ALIGN", "align", "stage", "allocate"]
+__all__ = ["ALIGN", "align", "stage", "allocate", "Fragmented", "spill_at"]
 
 #: Byte alignment of every buffer, in ACT and in external memory (one AXI burst beat of the
 #: widest preset), so DMA never splits a beat.
 ALIGN = 64
+
+
+class Fragmented(FitError):
+    """First fit found no room for a buffer live at layer ``layer`` (index)."""
+
+    def __init__(self, message, layer):
+        super().__init__(message)
+        self.layer = layer
 
 
 def align(n):
@@ -86,7 +97,8 @@ def _fit_stages(p, homes, layer):
 
 def _homes_and_stages(p):
     """``(homes, rows per stage of each layer)``: spill the largest live tensor until every
-    layer has a stage size that fits."""
+    layer has a stage size that fits (the storages' homes to start with: a model input or
+    output, or a tensor :func:`spill_at` spilled, in external memory)."""
     homes = {s.name: s.home for s in p.storages}
     while True:
         rows_per_stage = []
@@ -143,9 +155,9 @@ def _first_fit(items, act_bytes, layers):
                 break
             addr = max(addr, align(other + other_size))
         if addr + size > act_bytes:
-            raise FitError(f"layer {layers[first].name!r}: needs {addr + size} bytes of "
-                           f"activation memory, the target has {act_bytes} "
-                           f"(short by {addr + size - act_bytes})")
+            raise Fragmented(f"layer {layers[first].name!r}: needs {addr + size} bytes of "
+                             f"activation memory, the target has {act_bytes} "
+                             f"(short by {addr + size - act_bytes})", first)
         placed.append((addr, size, first, last))
         addresses[i] = addr
     return addresses
@@ -157,7 +169,7 @@ def allocate(p):
 
     Raises
     ------
-    FitError
+    Fragmented
         when the buffers live at a layer cannot all be placed.
     """
     in_act = [s for s in p.storages if s.home == "act"]
@@ -173,3 +185,17 @@ def allocate(p):
         layers.append(replace(layer, windows=windows, staging=staging))
     storages = tuple(replace(s, act_addr=act_addr.get(s.name)) for s in p.storages)
     return replace(p, layers=tuple(layers), storages=storages)
+
+
+def spill_at(p, exc):
+    """``p`` (staged) with the largest tensor in ACT live at the layer of :class:`Fragmented`
+    ``exc`` in external memory, its stages to be planned again; ``exc`` itself when none is
+    live there."""
+    homes = {s.name: s.home for s in p.storages}
+    live = _live(p, homes, exc.layer)
+    if not live:
+        raise exc
+    largest = max(live, key=lambda s: s.size).name
+    storages = tuple(replace(s, home="dram") if s.name == largest else s for s in p.storages)
+    layers = tuple(replace(layer, stages=(), windows=(), staging=()) for layer in p.layers)
+    return replace(p, storages=storages, layers=layers)

@@ -1,10 +1,12 @@
 """Pass 1: which values are stored, where every other value lives, and the jobs in order.
 
 Each *materialized* value gets a :class:`~.types.Storage`: a model input, a layer's output (a
-Conv, ConvTranspose, Gemm, Add or InstanceNorm, with the activation fused into it), a channel
-Concat, an Upsample or DepthToSpace, and the operand storage of an Add of two different values
-(its two operands side by side, as a Concat of 2C channels, which the Add reads as a two-tap
-depthwise convolution, taps C channels apart). The other values are addressing:
+Conv, ConvTranspose, Gemm, Add or InstanceNorm, with the activation fused into it), a standalone
+activation (one that is not the only reader of such a layer: a LUT pass,
+:class:`~.types.LutJob`), a channel Concat, an Upsample, DepthToSpace or Pad, and the operand
+storage of an Add of two different values (its two operands side by side, as a Concat of 2C
+channels, which the Add reads as a two-tap depthwise convolution, taps C channels apart). The
+other values are addressing:
 
 * a Reshape aliases its operand's storage;
 * an input of a *join* (a Concat, or an Add of two different values) that only its producer
@@ -13,8 +15,15 @@ depthwise convolution, taps C channels apart). The other values are addressing:
   any other input (a model input or output, a value read elsewhere at its own scale, a
   reshape) is copied in by a :class:`~.types.JoinCopy`. An Add's operands are never
   requantized (the Add's weights carry the scales);
-* a Conv or ConvTranspose read only by an Upsample or DepthToSpace writes its output in place
-  (``scattered``); the rest of the upsampling is copies (a :class:`~.types.SpreadJob`).
+* an activation that is the only reader of a Concat (a U-Net's ReLU of its skip and up
+  path) lives in the Concat's storage: every input's producer or copy folds the activation's
+  LUT into its own (:class:`~.types.Into`), so the storage holds the activated values and no
+  LUT pass runs (``joined``; a per-channel table is not folded);
+* a Conv, ConvTranspose or standalone activation read only by an Upsample, DepthToSpace or Pad
+  writes its output in place (``scattered``: into the spread's blocks, the Pad's interior);
+  the rest of the upsampling is copies (a :class:`~.types.SpreadJob`), and so is a Pad's
+  border (a :class:`~.types.PadJob`). A zero Pad read only by Convs is not here: the float
+  pass :func:`~flexigan.compiler.passes.fold_pad` made it their padding.
 
 ``reorder=False`` (the conventional baseline) gives the input of every Conv and ConvTranspose a
 grid with the padding and inserted zeros its reader needs. Every node that cannot be lowered
@@ -28,7 +37,17 @@ import math
 from ...errors import UnsupportedError
 from .. import ir
 from ..grid import Grid
-from .types import Addressing, ComputeJob, JoinCopy, SpreadJob, Storage, locate
+from .types import (
+    Addressing,
+    ComputeJob,
+    Into,
+    JoinCopy,
+    LutJob,
+    PadJob,
+    SpreadJob,
+    Storage,
+    locate,
+)
 
 __all__ = ["assign", "reshape_root", "demand"]
 
@@ -36,6 +55,8 @@ __all__ = ["assign", "reshape_root", "demand"]
 #: InstanceNorm.
 LAYER_OPS = (*ir.COMPUTE_OPS, ir.Add, ir.InstanceNorm)
 _SPREAD_OPS = (ir.Upsample, ir.DepthToSpace)
+#: The ops whose value a producer may write in place (:func:`_scattered`).
+_PLACED_OPS = (*_SPREAD_OPS, ir.Pad)
 
 
 def reshape_root(graph, name):
@@ -92,16 +113,20 @@ def _unlowerable(graph, order, fused):
         if isinstance(n.op, (ir.Input, *LAYER_OPS, ir.Reshape)) or name in fused:
             continue
         op = type(n.op).__name__
-        if isinstance(n.op, _SPREAD_OPS):
-            if reshape_root(graph, n.inputs[0]) != n.inputs[0] or \
-                    len(ir.node(graph, n.inputs[0]).shape) != 3:
+        if isinstance(n.op, _PLACED_OPS):
+            shape = ir.node(graph, n.inputs[0]).shape
+            if reshape_root(graph, n.inputs[0]) != n.inputs[0] or len(shape) != 3:
                 problems.append((name, op, "input is not an image"))
+            elif isinstance(n.op, ir.Pad) and n.op.mode == "reflect" and \
+                    (max(n.op.pads[0::2]) >= shape[1] or max(n.op.pads[1::2]) >= shape[2]):
+                # Each border row mirrors one row of the image, not a reflection of a border.
+                problems.append((name, op, "reflect padding as wide as the image"))
         elif isinstance(n.op, ir.Concat):
             if n.op.axis != 0:
                 problems.append((name, op, "concatenation along a spatial axis"))
         elif isinstance(n.op, ir.Activation):
-            problems.append((name, op, "standalone activation: not the only consumer of a "
-                                       "Conv, ConvTranspose, Gemm or Add"))
+            if reshape_root(graph, n.inputs[0]) != n.inputs[0]:
+                problems.append((name, op, "standalone activation of a reshape"))
         else:
             problems.append((name, op, "not lowered by the back end yet"))
     return problems
@@ -119,15 +144,18 @@ def _operand_storages(graph, order):
     return operands
 
 
-def _scattered(graph, spreads, computes):
-    """``{value: Upsample or DepthToSpace}`` for each spread whose input is the output of a
-    Conv or ConvTranspose read by nothing else (not a model output): its producer writes the
-    spread's storage directly."""
+def _scattered(graph, placed, computes, luts):
+    """``{value: Upsample, DepthToSpace or Pad}`` for each of ``placed`` whose input is the
+    output of a Conv, ConvTranspose, InstanceNorm or standalone activation (``luts``) read by
+    nothing else (not a model output): its producer writes the spread's (or Pad's) storage
+    directly."""
     outputs = graph.graph["outputs"]
-    by_value = {job.output: name for name, job in computes.items()
-                if isinstance(ir.node(graph, name).op, (ir.Conv, ir.ConvTranspose))}
+    by_value = {job.output for name, job in computes.items()
+                if isinstance(ir.node(graph, name).op,
+                              (ir.Conv, ir.ConvTranspose, ir.InstanceNorm))}
+    by_value.update(luts)
     scattered = {}
-    for spread in spreads:
+    for spread in placed:
         value = ir.node(graph, spread).inputs[0]
         if value in by_value and value not in outputs and \
                 ir.consumers(graph, value) == [spread]:
@@ -138,8 +166,8 @@ def _scattered(graph, spreads, computes):
 def _stored_shapes(graph, computes, others, operands):
     """The shape each materialized value is stored in: a layer's output in its compute op's
     shape (an activation fused through a Reshape is a view of it), the ``others`` (model
-    inputs, Concats, Upsamples and DepthToSpaces) in their own, an Add's operand storage as
-    ``(2C, H, W)``."""
+    inputs, Concats, Upsamples, DepthToSpaces, Pads and standalone activations) in their own,
+    an Add's operand storage as ``(2C, H, W)``."""
     shapes = {name: ir.node(graph, name).shape for name in others}
     shapes.update({job.output: ir.node(graph, name).shape for name, job in computes.items()})
     for add, storage in operands.items():
@@ -148,15 +176,34 @@ def _stored_shapes(graph, computes, others, operands):
     return shapes
 
 
-def _join_inputs(graph, order, concats, operands, stored_shapes, spreads):
+def _joined(graph, concats):
+    """``{Concat: its only reader}`` for each Concat read by one activation with one table,
+    neither a model output: the activation is folded into the Concat's inputs."""
+    outputs = set(graph.graph["outputs"])
+    joined = {}
+    for concat in concats:
+        readers = ir.consumers(graph, concat)
+        if len(readers) != 1 or concat in outputs or readers[0] in outputs:
+            continue
+        reader = ir.node(graph, readers[0])
+        if isinstance(reader.op, ir.Activation) and reader.q.table.shape[0] == 1:
+            joined[concat] = readers[0]
+    return joined
+
+
+def _join_inputs(graph, order, concats, operands, stored_shapes, placed, joined):
     """``(slices, copies, requant)``: where the inputs of each join (a Concat, or an Add of two
-    different values) go (see the module docstring); ``copies`` maps a join to its
-    :class:`~.types.JoinCopy` s."""
+    different values) go, with the activations ``joined`` to Concats (see the module
+    docstring); ``copies`` maps a join to its :class:`~.types.JoinCopy` s."""
     inputs, outputs = set(graph.graph["inputs"]), set(graph.graph["outputs"])
     slices, copies, requant = {}, {}, {}
     for join, join_node in order:
+        lut = None
         if join in concats:
             target, requants = join, join_node.q
+            if join in joined:
+                lut = ir.node(graph, joined[join]).q.table
+                slices[joined[join]] = (join, 0)
         elif join in operands:
             target, requants = operands[join], (None, None)
         else:
@@ -165,18 +212,19 @@ def _join_inputs(graph, order, concats, operands, stored_shapes, spreads):
         for value, value_requant in zip(join_node.inputs, requants):
             direct = value in stored_shapes and value not in inputs and value not in outputs \
                 and value not in slices and join_node.inputs.count(value) == 1 \
-                and value not in spreads \
+                and value not in placed \
                 and not isinstance(ir.node(graph, value).op, ir.Reshape)
-            if direct and value_requant is not None:
-                # Requantized: only a layer output that nothing else reads, via its LUT.
+            if direct and (value_requant is not None or lut is not None):
+                # Requantized or activated: only a layer output that nothing else reads, via
+                # its LUT.
                 direct = value not in concats and ir.consumers(graph, value) == [join]
                 if direct:
-                    requant[value] = value_requant
+                    requant[value] = Into(value_requant, lut)
             if direct:
                 slices[value] = (target, channel)
             else:
                 copies.setdefault(join, []).append(
-                    JoinCopy(join, target, value, channel, value_requant))
+                    JoinCopy(join, target, value, channel, value_requant, lut))
             channel += ir.node(graph, value).shape[0]
     return slices, copies, requant
 
@@ -243,16 +291,19 @@ def _grids(graph, roots, stored_shapes, computes, slices, reorder):
     return grids, problems
 
 
-def _jobs(order, computes, copies, spreads):
+def _jobs(order, computes, copies, placed, luts):
     """The jobs in graph order: the copies into each Concat or Add at its place (before the
-    Add), each layer, and the copies writing each Upsample and DepthToSpace."""
+    Add), each layer, each standalone activation, and the copies writing each Upsample,
+    DepthToSpace and Pad."""
     jobs = []
-    for name, _ in order:
+    for name, n in order:
         jobs += copies.get(name, [])
         if name in computes:
             jobs.append(computes[name])
-        if name in spreads:
-            jobs.append(SpreadJob(name))
+        if name in luts:
+            jobs.append(LutJob(name))
+        if name in placed:
+            jobs.append(PadJob(name) if isinstance(n.op, ir.Pad) else SpreadJob(name))
     return tuple(jobs)
 
 
@@ -271,13 +322,19 @@ def assign(graph, reorder=True):
     problems = _unlowerable(graph, order, fused)
     concats = [name for name, n in order if isinstance(n.op, ir.Concat) and n.op.axis == 0]
     operands = _operand_storages(graph, order)
-    spreads = [name for name, n in order if isinstance(n.op, _SPREAD_OPS)]
-    scattered = _scattered(graph, spreads, computes)
-    roots = inputs + [job.output for job in computes.values() if job.output not in scattered] \
-        + concats + list(operands.values()) + spreads
-    stored_shapes = _stored_shapes(graph, computes, [*inputs, *concats, *spreads], operands)
+    placed = [name for name, n in order if isinstance(n.op, _PLACED_OPS)]
+    joined = _joined(graph, concats)
+    luts = [name for name, n in order if isinstance(n.op, ir.Activation) and name not in fused
+            and name not in joined.values()]
+    scattered = _scattered(graph, placed, computes, luts)
+    produced = [job.output for job in computes.values()] + luts
+    roots = inputs + [value for value in produced if value not in scattered] \
+        + concats + list(operands.values()) + placed
+    stored_shapes = _stored_shapes(graph, computes,
+                                   [*inputs, *concats, *placed, *luts, *joined.values()],
+                                   operands)
     slices, copies, requant = _join_inputs(graph, order, concats, operands, stored_shapes,
-                                           spreads)
+                                           placed, joined)
     stored_shapes, reshape_problems = _reshaped_images(graph, order, stored_shapes, slices,
                                                        concats)
     problems += reshape_problems
@@ -295,4 +352,4 @@ def assign(graph, reorder=True):
         storages[root] = Storage(root, grids[root], output=output, home=home)
     return Addressing(storages, slices, operands, stored_shapes, requant, scattered,
                       {i: i for i in inputs}, output_roots,
-                      _jobs(order, computes, copies, spreads))
+                      _jobs(order, computes, copies, placed, luts))

@@ -1,7 +1,8 @@
 """The plan's records: small frozen dataclasses that the passes take and return.
 
-* the *jobs* (:class:`ComputeJob`, :class:`JoinCopy`, :class:`SpreadJob`): what pass 1 finds
-  to do, in graph order, and :class:`Addressing`, where it finds every value stored;
+* the *jobs* (:class:`ComputeJob`, :class:`JoinCopy`, :class:`SpreadJob`, :class:`PadJob`,
+  :class:`LutJob`): what pass 1 finds to do, in graph order, and :class:`Addressing`, where
+  it finds every value stored;
 * :class:`Layer` (with its :class:`Axis` es): one compute op in normal form, a grouped
   convolution, with its :class:`Stage` s and :class:`Buffer` s once memory is planned;
 * :class:`Storage`: one materialized tensor; :class:`Plan`: all of it.
@@ -22,8 +23,8 @@ import numpy as np
 from .. import numerics, segments
 from ..grid import Grid
 
-__all__ = ["ComputeJob", "JoinCopy", "SpreadJob", "Addressing", "Axis", "Buffer", "Stage",
-           "Layer", "Storage", "Plan"]
+__all__ = ["ComputeJob", "JoinCopy", "Into", "SpreadJob", "PadJob", "LutJob", "Addressing", "Axis",
+           "Buffer", "Stage", "Layer", "Storage", "Plan"]
 
 
 # --- jobs: what pass 1 finds to do --------------------------------------------------------
@@ -46,19 +47,58 @@ class ComputeJob:
 class JoinCopy:
     """Copy ``value`` into channels ``first_channel...`` of storage ``target``, for Concat or
     Add ``join`` (``target`` is the Concat, or the Add's operand storage), with the Concat's
-    requantization ``requant`` (None: exact)."""
+    requantization ``requant`` (None: exact), then the table ``lut`` of the activation that
+    is the Concat's only reader (None: none; see :class:`Into`)."""
 
     join: str
     target: str
     value: str
     first_channel: int
     requant: Any = None
+    lut: Any = None
+
+
+@dataclass(frozen=True, eq=False)
+class Into:
+    """What the producer of a Concat's input folds into its LUT when it writes the Concat's
+    slice: the Concat's ``requant`` of the input (None: none), then ``lut``, the int8
+    ``(1, 256)`` table of the activation that is the Concat's only reader (None: none). Both
+    map every int8 value, so the fold is exact: the Concat's storage then holds the
+    activation's values, and the activation costs no pass of its own."""
+
+    requant: Any = None
+    lut: Any = None
+
+    def apply(self, table):
+        """The int8 ``table`` (rows of 256, one per channel or one for all) mapped through
+        the requantization and then the activation's table."""
+        if self.requant is not None:
+            table = self.requant.apply(table.astype(np.int64), channel_axis=0)
+        if self.lut is not None:
+            table = self.lut[0][table.astype(np.intp) + 128]
+        return table
 
 
 @dataclass(frozen=True)
 class SpreadJob:
     """Write nearest Upsample or DepthToSpace ``node``: the copies its input's producer does
     not write (see :func:`flexigan.compiler.plan.layers.spread_copies`)."""
+
+    node: str
+
+
+@dataclass(frozen=True)
+class PadJob:
+    """Write Pad ``node``: its interior, unless its input's producer writes it in place, and
+    its border (see :func:`flexigan.compiler.plan.layers.pad_copies`)."""
+
+    node: str
+
+
+@dataclass(frozen=True)
+class LutJob:
+    """Apply standalone Activation ``node`` (one not fused into its input's producer): an
+    identity copy of its input whose POST looks the values up in the activation's LUT."""
 
     node: str
 
@@ -70,11 +110,14 @@ class Addressing:
     ``storages``: name -> :class:`Storage`, one per materialized value, in order, with no
     readers or writers yet.
     ``slices``: value -> ``(value or storage, first channel)`` for a value written straight
-    into a channel slice of a Concat or of an Add's operand storage (possibly nested).
+    into a channel slice of a Concat or of an Add's operand storage (possibly nested), and
+    for the activation that is a Concat's only reader, which lives in the Concat's storage.
     ``operands``: Add -> its operand storage (an Add of two different values).
     ``stored_shapes``: the shape each materialized value is stored in.
-    ``requant``: value -> the requantization its producer's LUT folds in (into a Concat's
-    scale). ``scattered``: value -> the Upsample or DepthToSpace its producer writes.
+    ``requant``: value -> the :class:`Into` its producer's LUT folds in (into a Concat's
+    scale and through the activation that reads the Concat). ``scattered``: value -> the
+    Upsample, DepthToSpace or Pad its producer writes (in place: the spread's blocks, the
+    Pad's interior).
     ``inputs``/``outputs``: model value -> its storage.
     """
 
@@ -86,7 +129,7 @@ class Addressing:
     scattered: dict[str, str]
     inputs: dict[str, str]
     outputs: dict[str, str]
-    jobs: tuple[ComputeJob | JoinCopy | SpreadJob, ...]
+    jobs: tuple[ComputeJob | JoinCopy | SpreadJob | PadJob | LutJob, ...]
 
     def locate(self, value):
         """``(storage, first channel)`` of materialized ``value``."""
@@ -195,8 +238,11 @@ class Layer:
     @property
     def mapped(self):
         """Whether output pixel ``(h, w)`` goes to destination pixel ``(off_h + h*mul_h,
-        off_w + w*mul_w)`` (nearest upsampling, depth-to-space) rather than ``(h, w)``."""
-        return self.out_off != (0, 0) or self.out_mul != (1, 1)
+        off_w + w*mul_w)`` (nearest upsampling, depth-to-space, a strip of a Pad) rather than
+        ``(h, w)``: placed, or fewer pixels than the destination's other than one (a 1x1
+        output written into a reshaped grid, whose ``chan_addr`` places each channel)."""
+        return self.out_off != (0, 0) or self.out_mul != (1, 1) \
+            or self.out_hw not in (self.dst_grid.shape[1:], (1, 1))
 
     def out_pixel(self, h, w):
         """Destination logical pixel of output pixel ``(h, w)``."""

@@ -152,3 +152,24 @@ def test_old_opset_is_converted():
     graph = import_model(model)
     assert ops(graph) == ["Input", "Upsample"]
     assert ir.node(graph, "y").op.scales == (2, 2)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "edge", "constant"])
+def test_pad_imports_each_mode_with_its_spatial_pads(mode):
+    # ONNX pads are (begins..., ends...) over N, C, H, W; the IR's (top, left, bottom, right).
+    node = helper.make_node("Pad", ["x", "p"], ["y"], mode=mode)
+    model = make_model([node], [("x", ["N", 2, 4, 5])], [("y", ["N", 2, 7, 8])],
+                       {"p": np.array([0, 0, 1, 2, 0, 0, 2, 1])})
+    pad = ir.node(import_model(model), "y").op
+    assert (pad.pads, pad.mode) == ((1, 2, 2, 1), mode)
+
+
+def test_dropout_at_inference_is_an_alias():
+    # pix2pix's inner up blocks export Dropout in eval mode: identity, no IR node.
+    nodes = [helper.make_node("Dropout", ["x", "ratio"], ["d"]),
+             helper.make_node("Relu", ["d"], ["y"])]
+    model = make_model(nodes, [("x", ["N", 2, 3, 3])], [("y", ["N", 2, 3, 3])],
+                       {"ratio": np.array(0.5, dtype=np.float32)})
+    graph = import_model(model)
+    assert ops(graph) == ["Input", "Activation"]
+    assert ir.node(graph, "y").inputs == ("x",)

@@ -124,3 +124,31 @@ def test_fold_upsample_leaves_an_upsample_read_twice():
     g = upsample_conv(rng, (2, 2), (3, 3), (1, 1, 1, 1), outputs=("y", "r"))
     ir.add_node(g, "r", ir.Activation("relu"), ["u"])
     assert set(passes.fold_upsample(g).nodes) == {"x", "u", "y", "r"}
+
+
+def _pad_then_convs(mode="constant", value=0.0, readers=2):
+    """x -> Pad (1, 2, 0, 1) -> ``readers`` 3x3 convs with pads (1, 0, 1, 0), added."""
+    rng = np.random.default_rng(2)
+    g = ir.new_graph(["x"], ["y"])
+    ir.add_node(g, "x", ir.Input(), shape=(2, 5, 4))
+    ir.add_node(g, "p", ir.Pad((1, 2, 0, 1), mode, value), ["x"])
+    for k in range(readers):
+        ir.add_node(g, f"c{k}", ir.Conv(rng.normal(size=(3, 2, 3, 3)), rng.normal(size=3),
+                                        pads=(1, 0, 1, 0)), ["p"])
+    ir.add_node(g, "y", ir.Add(), ["c0", f"c{readers - 1}"])
+    return g
+
+
+def test_fold_pad_makes_a_zero_pad_the_padding_of_its_convs():
+    g = _pad_then_convs()
+    folded = passes.fold_pad(g)
+    assert "p" not in folded
+    assert [ir.node(folded, c).op.pads for c in ("c0", "c1")] == [(2, 2, 1, 1)] * 2
+    feeds = {"x": np.random.default_rng(3).standard_normal((2, 2, 5, 4))}
+    np.testing.assert_allclose(run_float(folded, feeds)["y"], run_float(g, feeds)["y"],
+                               rtol=1e-12)
+
+
+@pytest.mark.parametrize("mode, value", [("constant", 0.5), ("reflect", 0.0), ("edge", 0.0)])
+def test_fold_pad_leaves_other_pads(mode, value):
+    assert "p" in passes.fold_pad(_pad_then_convs(mode, value))

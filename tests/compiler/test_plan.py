@@ -12,7 +12,15 @@ from flexigan.compiler.plan import check, layers, memory, plan, storages
 from flexigan.compiler.plan.types import JoinCopy
 from flexigan.hw.arch import isa
 from flexigan.hw.arch.config import AcceleratorConfig
-from tests.helpers import SIM, concat_model, convt_model, quantized, residual_model
+from tests.helpers import (
+    SIM,
+    check_bit_exact,
+    concat_model,
+    convt_model,
+    quantized,
+    residual_model,
+    unet_model,
+)
 
 #: A machine whose 2 KB of activation memory forces stages and spills on the models below.
 SMALL = AcceleratorConfig(groups=3, lanes=4, act_banks=2, act_bank_bytes=1024, weight_bytes=384,
@@ -33,7 +41,8 @@ def residual_block():
 
 
 def _built(qgraph, config, reorder=True):
-    return layers.build(qgraph, storages.assign(qgraph, reorder), config.act_bytes, reorder)
+    return layers.build(qgraph, storages.assign(qgraph, reorder), config.act_bytes,
+                        config.lanes, reorder)
 
 
 # --- pass 1: where values live ------------------------------------------------------------
@@ -161,3 +170,17 @@ def test_check_rejects_two_layers_writing_the_same_bytes():
     with pytest.raises(AssertionError, match=r"^storage 'cat': byte 0 of its array is written 2 "
                                              r"times"):
         check(replace(p, layers=(p.layers[0], moved, p.layers[2])))
+
+
+def test_a_fragmented_scratchpad_spills_a_tensor_live_at_the_layer_that_does_not_fit():
+    # A U-Net's skips live from their down layer to their up layer: on 320 bytes of ACT the
+    # tensors live at each layer fit by size, but first fit leaves no gap large enough for
+    # one layer's; a tensor live there is spilled and the stages planned again.
+    config = SMALL.replace(act_banks=1, act_bank_bytes=320)
+    qgraph, inputs = quantized(unet_model(size=8))
+    built = check(layers.build(qgraph, storages.assign(qgraph), config.act_bytes, config.lanes))
+    with pytest.raises(memory.Fragmented):
+        memory.allocate(check(memory.stage(built)))
+    program, _ = check_bit_exact(qgraph, inputs, config=config)
+    staged_only = {s.name for s in memory.stage(built).storages if s.home == "dram"}
+    assert set(program.layout["spilled"]) - staged_only

@@ -30,6 +30,8 @@ from tests.helpers import (
     conv_model,
     convt_model,
     dense_relu_model,
+    lut_model,
+    pad_model,
     project_and_reshape_model,
     quantized,
     residual_model,
@@ -72,6 +74,13 @@ CASES = {
     "residual add": lambda: residual_model("block"),
     "resize-conv": lambda: spread_model("resize"),
     "depth-to-space": lambda: spread_model("DCR"),
+    # A LUT pass (LeakyReLU of a value the skip also reads) into a reflect Pad's interior,
+    # the border copies, then the conv without pads.
+    "reflect pad of a standalone activation": lambda: lut_model("reflect"),
+    # The LeakyReLU of a Concat folded into the LUTs of the producers of its slices.
+    "activation of a concat": lambda: lut_model("concat"),
+    # A constant border: RUNs with no MAC, whose POST writes the bias.
+    "constant pad": lambda: pad_model("constant"),
 }
 
 

@@ -108,6 +108,7 @@ CASES = {
     "gemm": ((7,), gemm_case(7, 5)),
     "pad_reflect": ((2, 4, 5), pad_case((1, 2, 3, 1), "reflect")),
     "pad_constant": ((2, 3, 3), pad_case((2, 0, 1, 1), "constant", 0.5)),
+    "pad_edge": ((2, 4, 5), pad_case((2, 1, 0, 3), "edge")),
     "depth_to_space_dcr": ((8, 2, 3), unary_case(ir.DepthToSpace(2, "DCR"), "DepthToSpace",
                                                  blocksize=2, mode="DCR")),
     "depth_to_space_crd": ((8, 2, 3), unary_case(ir.DepthToSpace(2, "CRD"), "DepthToSpace",
