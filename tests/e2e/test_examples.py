@@ -6,6 +6,9 @@ import pytest
 from flexigan import flow
 from tests.helpers import EXAMPLES
 
+#: ONNX models the tests use that are not examples (made by the examples' scripts).
+MODELS = EXAMPLES.parent / "tests" / "models"
+
 QUIET = dict(log=lambda message: None)
 
 
@@ -55,3 +58,33 @@ def test_pix2pix_unet_runs_bit_exact_on_the_instruction_level_simulator(tmp_path
     report = flow.simulate(out, "isa", tmp_path / "x.npy", **QUIET)
     assert report["bit_exact_vs_golden"]
     assert report["sqnr_db"] >= 25.0
+
+
+def _isa_report(tmp_path, model, size, calibration=4):
+    """Compile ``model`` calibrated on uniform [-1, 1] images (CycleGAN's and pix2pix's input
+    range) and run one image on the instruction-level simulator; return its report."""
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "cal.npy", rng.uniform(-1, 1, (calibration, 3, size, size)))
+    np.save(tmp_path / "x.npy", rng.uniform(-1, 1, (1, 3, size, size)))
+    out = tmp_path / "out"
+    flow.compile_model(model, out, calibrate=tmp_path / "cal.npy", rtl=False, **QUIET)
+    return flow.simulate(out, "isa", tmp_path / "x.npy", **QUIET)
+
+
+@pytest.mark.slow
+def test_cyclegan_runs_bit_exact_on_the_instruction_level_simulator(tmp_path):
+    # Reflection pads, 23 InstanceNorms (statistics and normalizing passes on the machine),
+    # 9 residual blocks, 256 x 256: ~3 min on 2 cores. Its int8 SQNR is ~18 dB: the network
+    # amplifies a perturbation of its input by ~9 dB and its ~60 roundings add up
+    # (docs/user-guide.md, "Image-to-image GANs").
+    report = _isa_report(tmp_path, EXAMPLES / "cyclegan/generator.onnx", 256)
+    assert report["bit_exact_vs_golden"]
+    assert report["sqnr_db"] >= 15.0
+
+
+def test_a_cyclegan_the_examples_did_not_see_runs_bit_exact(tmp_path):
+    # Exported from PyTorch by examples/cyclegan/make_model.py with another width, block
+    # count, size and seed (ngf 8, 3 blocks, 64 x 64).
+    report = _isa_report(tmp_path, MODELS / "cyclegan_ngf8_blocks3_64.onnx", 64)
+    assert report["bit_exact_vs_golden"]
+    assert report["sqnr_db"] >= 20.0
