@@ -22,7 +22,7 @@ Activation    :class:`Lut`
 Add           :class:`Sum`
 InstanceNorm  :class:`Norm`
 Concat        tuple of (:class:`Requant` or None), one per input
-Pad           the int8 pad value (constant mode) or None (reflect)
+Pad           the int8 pad value (constant mode) or None (reflect, edge)
 other layout  None
 ============  =========================================================================
 """

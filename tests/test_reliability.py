@@ -476,7 +476,7 @@ sys.exit(cli.main(sys.argv[2:]))
 #: (where the compile is held, whether an earlier OUT is there): every step over an earlier
 #: folder, and one without.
 INTERRUPTED = [*((held, True) for held in ("import", "fold_affine", "fold_upsample",
-                                           "calibrate", "quantize", "lower", "rtl",
+                                           "fold_pad", "calibrate", "quantize", "lower", "rtl",
                                            "manifest", "rename")),
                ("calibrate", False)]
 
