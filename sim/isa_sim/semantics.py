@@ -29,8 +29,8 @@ from ...hw.arch import isa, numerics
 from .state import MachineState, ProgramError, check_run_addresses
 
 __all__ = ["Transfer", "MacPass", "Footprint", "RunRecord", "micro_program", "dma_load",
-           "dma_store", "uop_load", "route", "run", "clear", "mac", "post", "write", "norm", "barrier",
-           "counters", "end"]
+           "dma_store", "uop_load", "route", "run", "clear", "mac", "post", "write", "norm",
+           "barrier", "counters", "end"]
 
 
 # --- level 1: global instructions ---------------------------------------------------------------
@@ -410,13 +410,13 @@ def norm(execution, fields):
     if fields["count"] == 0:
         raise ProgramError("NORM FINISH with count 0 (it divides by the count)")
     execution.params_read = 3 * lanes
-    for l in range(lanes):
-        k = param[first + 2 * lanes + l]
+    for lane in range(lanes):
+        k = param[first + 2 * lanes + lane]
         bias, multiplier, shift = numerics.norm_params(
-            int(param["bias"][first + l]), int(param["bias"][first + lanes + l]),
+            int(param["bias"][first + lane]), int(param["bias"][first + lanes + lane]),
             fields["count"], fields["eps"], int(k["multiplier"]), int(k["shift"]),
             int(k["bias"]))
-        param[first + l] = (bias, multiplier, shift, 0)
+        param[first + lane] = (bias, multiplier, shift, 0)
 
 
 #: The function of each execute micro-op.
