@@ -9,9 +9,10 @@ whatever its values. In the terms of docs/numerics.md ("InstanceNorm")::
     r = isqrt((D + E) << 16)
     q = (|G| * n * 2**18 + r) // (2 * r)               # div_round(|G| n << 23, 64 r)
     M, t: q to 15 bits (shifts while q >= 2**16, then a rounding shift)
-    a = (P * r + ((n - 128 * S1) << 13)) >> 14         # B = floor(a / n): div_round(64 (P r -
-                                                       #   (S1 << 20)), n << 20) with 2**21 out
-    level = rshift_round(P * G, g + 12)                # constant channel: B = level - 64 S1 // n
+    a = (P * r + ((n - 128 * S1) << 13)) >> 14         # bias = floor(a / n): div_round(64 (P r
+                                                       #   - (S1 << 20)), n << 20), 2**21 out
+    level = rshift_round(P * G, g + 12)                # D == 0: bias = level - 64 S1 // n
+    bias clipped to int32
 
 A floor division of a negative ``x`` by ``n`` is ``~(~x // n)``: the divider sees only
 non-negative dividends. The widths hold every operand the NORM micro-op and a PARAM entry can
@@ -42,7 +43,7 @@ _WEIGHT_BITS = exact_log2(numerics.NORM_WEIGHT)
 _GAIN_SCALE = numerics.NORM_GAIN_FRAC + 1 - _WEIGHT_BITS
 #: Bits of the dividends: (|G| n << 18) + r < 2 ** 58; |a| < 2 ** 54.
 _DIVIDEND_BITS = _GAIN_BITS - 1 + _COUNT_BITS + _GAIN_SCALE + 1
-#: B = floor(a / n), a = (P r + ((n - 128 S1) << 13)) >> 14: div_round(64 (P r - (S1 << 20)),
+#: bias = floor(a / n), a = (P r + ((n - 128 S1) << 13)) >> 14: div_round(64 (P r - (S1 << 20)),
 #: n << 20) with its 2 ** 21 taken out.
 _OFFSET_SHIFT = numerics.NORM_ROOT_FRAC + numerics.NORM_BETA_FRAC - _WEIGHT_BITS
 #: q < 2 ** 49 where D > 0 (then r >= 2 ** 8).
