@@ -81,7 +81,8 @@ class _Timetable:
     def __init__(self):
         self.sums = 0                                 # MUL: n * |S2|
         self.square = self.sums + _COUNT_BITS + 1     # MUL: |S1| ** 2
-        self.spread = self.square + _SUM_BITS + 1     # D; MUL: n * |G|
+        self.difference = self.square + _SUM_BITS + 1     # A - B
+        self.spread = self.difference + 1             # D; MUL: n * |G|
         self.root = self.spread + 1                   # ROOT: (D + eps) << 16
         self.level_product = self.spread + _GAIN_BITS + 1   # MUL: |beta| * |G|
         self.level = self.level_product + _GAIN_BITS + 1    # SHIFT: the level
@@ -93,7 +94,8 @@ class _Timetable:
         self.exponent = self.mantissa + 1
         self.clamp = self.exponent + 1                # SHIFT: the clamped multiplier
         self.fix = self.bias + _DIVIDEND_BITS + 1
-        self.out = self.fix + 1
+        self.total = self.fix + 1
+        self.out = self.total + 1
         # Each unit is free when loaded again, and each result is there when used.
         assert self.gain >= self.level and self.offset <= self.bias
         assert self.level_done <= self.bias and self.clamp + _CLAMP_STEPS + 1 <= self.fix
@@ -140,9 +142,18 @@ class NormFinish(wiring.Component):
             m.d.sync += self.o.valid.eq(0)
         with m.If(busy & (t == _TIME.out)):
             m.d.sync += [busy.eq(0), self.o.valid.eq(1)]
+        accepted = Signal()
+        m.d.sync += accepted.eq(self.i.valid & self.i.ready)
+        strobes = {}
 
         def at(cycle):
-            return busy & (t == cycle)
+            """A flip-flop high in the timetable's ``cycle``: the steps' many multiplexers
+            start at a register, not at a compare of ``t``."""
+            if cycle not in strobes:
+                strobes[cycle] = Signal(name=f"at{cycle}")
+                m.d.sync += strobes[cycle].eq(busy & (t == cycle - 1) if cycle else
+                                              self.i.valid & self.i.ready)
+            return strobes[cycle]
 
         shifter = _Shifter(m)
         zero = self._spread(m, at, x, mul, root)
@@ -169,11 +180,13 @@ class NormFinish(wiring.Component):
         with m.If(at(_TIME.square)):
             m.d.sync += a_product.eq(mul.product(_COUNT_BITS))
             self._multiply(m, mul, abs(x.s1), abs(x.s1), _SUM_BITS)
+        difference = Signal(signed(2 * _SUM_BITS + 1))           # A - B
+        with m.If(at(_TIME.difference)):
+            m.d.sync += difference.eq(a_product - mul.product(_SUM_BITS))
         with m.If(at(_TIME.spread)):
-            b_product = mul.product(_SUM_BITS)
             # n * S2 - S1 * S1 > 0 only for S2 >= 0.
-            positive = (x.s2 >= 0) & (a_product > b_product)
-            m.d.sync += [spread.eq(Mux(positive, a_product - b_product, 0)), zero.eq(~positive)]
+            positive = (x.s2 >= 0) & ~difference[-1] & difference.any()
+            m.d.sync += [spread.eq(Mux(positive, difference, 0)), zero.eq(~positive)]
             self._multiply(m, mul, x.count, abs(x.gain), _GAIN_BITS)
         with m.If(at(_TIME.root)):
             m.d.comb += [root.load.eq(1),
@@ -235,8 +248,9 @@ class NormFinish(wiring.Component):
         exponent = Signal(signed(_PARAM["shift"].width + 2))
         low, high = Signal(), Signal()
         with m.If(at(_TIME.bias)):
-            m.d.sync += [shifter.value.eq(div.quotient[:_QUOTIENT_BITS]),
-                         shifter.normalize.eq(1), shifter.drop.eq(0)]
+            quotient = div.quotient[:_QUOTIENT_BITS]
+            m.d.sync += [shifter.value.eq(quotient), shifter.drop.eq(0),
+                         shifter.normalize.eq(quotient[_MANTISSA + 1:].any())]
         with m.If(at(_TIME.mantissa)):
             top = shifter.value[:_MANTISSA + 1]              # below 2 ** 16 now
             up = top[-1]                                     # 16 bits: one rounding shift
@@ -275,17 +289,22 @@ class NormFinish(wiring.Component):
             # The dividends are below 2 ** 55: the quotient's top bit is 0.
             value = div.quotient.as_signed()
             m.d.sync += quotient.eq(Mux(negative, ~value, value))
+        total = Signal(signed(_DIVIDEND_BITS + 2))
+        with m.If(at(_TIME.total)):
+            m.d.sync += total.eq(Mux(zero, level - quotient, quotient))
         with m.If(at(_TIME.out)):
-            total = Mux(zero, level - quotient, quotient)
+            # Clipped by its high bits (no compare: a second carry chain after the sum's).
+            high = total[_SUM_BITS - 1:]
+            fits = (high == 0) | (high == (1 << len(high)) - 1)
             top, bottom = (1 << _SUM_BITS - 1) - 1, -(1 << _SUM_BITS - 1)
-            m.d.sync += self.o.payload.bias.eq(Mux(total > top, top,
-                                                   Mux(total < bottom, bottom, total)))
+            m.d.sync += self.o.payload.bias.eq(Mux(fits, total, Mux(total[-1], bottom, top)))
 
 
 class _Shifter:
     """NormFinish's shifter: ``value`` shifts right (arithmetic) a step per cycle while
-    ``left`` counts down; with ``normalize``, while ``value >= 2 ** 16``, counted in ``drop``.
-    A step's load in the same cycle takes precedence (statements after these)."""
+    ``left`` counts down, or while ``normalize`` (load it as ``value >= 2 ** 16``: it follows
+    that, a step ahead, so the shift's select is a flip-flop), counted in ``drop``. A step's
+    load in the same cycle takes precedence (statements after these)."""
 
     def __init__(self, m):
         self.value = Signal(signed(_QUOTIENT_BITS + 1), name="shift_value")
@@ -293,7 +312,7 @@ class _Shifter:
         self.normalize = Signal(name="normalize")
         self.drop = Signal(range(_NORMALIZE_STEPS + 3), name="drop")
         with m.If(self.normalize):
-            with m.If(self.value[_MANTISSA + 1:].any()):
-                m.d.sync += [self.value.eq(self.value >> 1), self.drop.eq(self.drop + 1)]
+            m.d.sync += [self.value.eq(self.value >> 1), self.drop.eq(self.drop + 1),
+                         self.normalize.eq(self.value[_MANTISSA + 2:].any())]
         with m.Elif(self.left != 0):
             m.d.sync += [self.value.eq(self.value >> 1), self.left.eq(self.left - 1)]

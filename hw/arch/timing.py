@@ -42,10 +42,10 @@ POST_LATENCY = 8
 #: register slice, write, end job).
 POST_DRAIN = POST_LATENCY + SLICE_LATENCY + 2
 #: Post-writer cycles of NORM FINISH per lane (hw/group/norm_writer.py): three PARAM reads,
-#: the bit-serial unit's 217 cycles (hw/norm.py: products, square root, two divisions, on a
+#: the bit-serial unit's 219 cycles (hw/norm.py: products, square root, two divisions, on a
 #: timetable fixed by the operands' widths) and the entry's write. NORM SAVE takes one per
 #: lane, as a write.
-NORM_FINISH_CYCLES = 221
+NORM_FINISH_CYCLES = 223
 #: Cycles from a NORM RUN's last PARAM write to its end (the post-writer's end job): no
 #: requantizer or ACT write to drain.
 NORM_DRAIN = 2

@@ -506,7 +506,7 @@ def norm_memories(seed, constants):
 def test_instance_norm_four_runs_per_channel():
     # Two channels on group 0 (PARAM entries 0-2 and 3-5), one on group 1: the sums, FINISH
     # and the pass of each, bit-exact. Alone, a channel's RUNs take the model's cycles
-    # exactly (355: NORM_FINISH_CYCLES, NORM_DRAIN, and the next channel's sums held back by
+    # exactly (357: NORM_FINISH_CYCLES, NORM_DRAIN, and the next channel's sums held back by
     # the pass behind FINISH, AHEAD_PIXELS); the two groups share the crossbar: 1.021, 0.995.
     runs = norm_runs(0, 0, 0) + norm_runs(0, 1, 3, out_offset=560) + norm_runs(1, 2, 0)
     check(runs, mem=norm_memories(9, {0: [2, 5], 1: [2]}), within=(0.99, 1.03))
