@@ -628,6 +628,8 @@ POST_WRITE = "POST use_lut=0 lut=0 per_lane=0\nWRITE lane_stride=1"
     ("WGT lane_stride=1\nMAC\nPOST use_lut=0 lut=0 per_lane=0\nNORM step=SAVE", True),
     ("NORM step=SAVE\nNORM step=SAVE", True),
     ("NORM step=SAVE\nCLEAR use_bias=1", True),
+    ("CLEAR use_bias=1\nNORM step=SAVE", True),       # the lanes hold no bias to save
+    ("CLEAR use_bias=1\nNORM step=FINISH count=3", False),
 ])
 def test_the_decoder_flags_micro_programs_the_group_cannot_run(text, error):
     taken, offers, errors = _decode(text, runs=2, rows=1, cols=1)
