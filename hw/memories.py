@@ -16,7 +16,8 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
-__all__ = ["chunk_layout", "sync_read_signature", "ElementMemory", "WeightBuffer"]
+__all__ = ["chunk_layout", "element_write_layout", "sync_read_signature", "ElementMemory",
+           "WeightBuffer"]
 
 
 def _power_of_two(name, value):
@@ -28,6 +29,13 @@ def chunk_layout(addr_width, chunk_bytes):
     """One DMA chunk for a local memory: byte address (aligned), bytes, byte mask."""
     return data.StructLayout({"addr": unsigned(addr_width), "data": unsigned(8 * chunk_bytes),
                               "mask": unsigned(chunk_bytes)})
+
+
+def element_write_layout(depth, element_bytes):
+    """One element for an :class:`ElementMemory`: its index, bytes and byte mask."""
+    return data.StructLayout({"index": unsigned(ceil_log2(depth)),
+                              "data": unsigned(8 * element_bytes),
+                              "mask": unsigned(element_bytes)})
 
 
 def sync_read_signature(addr_width, shape):
@@ -49,19 +57,25 @@ class ElementMemory(wiring.Component):
     :class:`WeightBuffer`'s (an element read in an enabled cycle is on ``r.data`` from the
     cycle after the next enabled cycle).
 
+    With ``element_write``, ``e`` writes the masked bytes of one element (its index, its
+    bytes, a bit per byte) through the same block RAM write port: it is ready in the cycles
+    without a chunk on ``w``, which goes first (the DMA engine does not wait).
+
     Parameters
     ----------
     element_bytes, depth, chunk_bytes : int
         Powers of two.
-    registered : bool
+    registered, element_write : bool
 
     Attributes
     ----------
     w : In(stream.Signature(chunk_layout(...), always_ready=True))
     r : Out(sync_read_signature(ceil_log2(depth), 8 * element_bytes))
+    e : In(stream.Signature(element_write_layout(...))), with ``element_write``
     """
 
-    def __init__(self, *, element_bytes, depth, chunk_bytes, registered=False):
+    def __init__(self, *, element_bytes, depth, chunk_bytes, registered=False,
+                 element_write=False):
         for name, value in (("element_bytes", element_bytes), ("depth", depth),
                             ("chunk_bytes", chunk_bytes)):
             _power_of_two(f"ElementMemory {name}", value)
@@ -71,11 +85,15 @@ class ElementMemory(wiring.Component):
         if depth * element_bytes < self._word:
             raise ValueError(f"ElementMemory of {depth * element_bytes} bytes is smaller than "
                              f"one {self._word}-byte word")
-        super().__init__({
+        self._element_write = element_write
+        ports = {
             "w": In(stream.Signature(chunk_layout(ceil_log2(depth * element_bytes),
                                                   chunk_bytes), always_ready=True)),
             "r": Out(sync_read_signature(ceil_log2(depth), 8 * element_bytes)),
-        })
+        }
+        if element_write:
+            ports["e"] = In(stream.Signature(element_write_layout(depth, element_bytes)))
+        super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
@@ -97,6 +115,8 @@ class ElementMemory(wiring.Component):
             m.d.comb += wp.data.eq(Cat(chunk.data for _ in range(word // c)))
             with m.If(self.w.valid):
                 m.d.comb += wp.en.eq(chunk.mask << (part * c))
+        if self._element_write:
+            self._write_element(m, wp)
 
         per_word = word // e
         m.d.comb += [rp.addr.eq(self.r.addr >> exact_log2(per_word)), rp.en.eq(self.r.en)]
@@ -112,6 +132,19 @@ class ElementMemory(wiring.Component):
             sub = late
         m.d.comb += self.r.data.eq(data if per_word == 1 else data.word_select(sub, 8 * e))
         return m
+
+
+    def _write_element(self, m, wp):
+        """``e`` on the write port in the cycles without a chunk."""
+        e, word = self._e, self._word
+        element = self.e.payload
+        per_word = word // e
+        m.d.comb += self.e.ready.eq(~self.w.valid)
+        with m.If(self.e.valid & ~self.w.valid):
+            place = element.index[:exact_log2(per_word)] if per_word > 1 else 0
+            m.d.comb += [wp.addr.eq(element.index >> exact_log2(per_word)),
+                         wp.data.eq(Cat(element.data for _ in range(per_word))),
+                         wp.en.eq(element.mask << (place * e))]
 
 
 class WeightBuffer(wiring.Component):

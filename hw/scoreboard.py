@@ -8,7 +8,8 @@ read what this DMA overwrites?" with the RUN's exact ranges (docs/isa.md): the m
 PARAM entries from the RUN registers, the weight bytes and activation tables from its
 micro-program, which the scoreboard decodes with the group's decoder
 (:class:`~flexigan.hw.group.decoder.MicroProgramDecoder`) from a copy of the group's micro-op
-memory (written by the same ``UOP_LOAD`` chunks) while the RUN waits or runs.
+memory (written by the same ``UOP_LOAD`` chunks) while the RUN waits or runs; until then a RUN
+counts as reading every weight and table and ``3 x lanes`` PARAM entries (a NORM FINISH's).
 
 DMA order is counted by sequence numbers: the controller numbers DMA instructions as it
 issues them (``1, 2, ...`` modulo ``2 ** SEQ_BITS``); a RUN carries the number of the last DMA
@@ -57,7 +58,8 @@ def _record_layout(config):
         "dispatched": 1,      # handed to the group
         "scanned": 1,         # its micro-program's ranges below are known
         "tag": unsigned(SEQ_BITS),
-        # The micro-ops and PARAM entries it reads, from its registers.
+        # The micro-ops and PARAM entries it reads, from its registers (PARAM: 3 x lanes
+        # entries until its micro-program shows no NORM FINISH).
         "uop_lo": run["uop_addr"], "uop_hi": unsigned(run["uop_addr"].width + 1),
         "param_lo": run["param_offset"], "param_hi": unsigned(run["param_offset"].width + 1),
         # The weight bytes and tables it reads, from its micro-program.
@@ -97,9 +99,9 @@ class RunScoreboard(wiring.Component):
     ``slots`` valid bits: a RUN is complete (and its entry free) once the group no longer
     holds it. ``conflict`` is high while a released RUN may read what ``query`` overwrites
     (any released RUN for ``ACT``; a RUN whose micro-program is not read yet counts as
-    reading every weight and table), for the query of two cycles before and the RUNs of the
-    cycle before (the query registered, then the answer). ``uop_w`` must carry every chunk
-    written to the group's micro-op memory.
+    reading every weight and table and ``3 x lanes`` PARAM entries), for the query of two
+    cycles before and the RUNs of the cycle before (the query registered, then the answer).
+    ``uop_w`` must carry every chunk written to the group's micro-op memory.
 
     Parameters
     ----------
@@ -183,7 +185,7 @@ class RunScoreboard(wiring.Component):
         with m.If(entering):
             update(tail, valid=1, ready=0, dispatched=0, scanned=0, tag=entry.tag,
                    uop_lo=new.uop_addr, uop_hi=new.uop_addr + new.uop_count,
-                   param_lo=new.param_offset, param_hi=new.param_offset + new.lanes)
+                   param_lo=new.param_offset, param_hi=new.param_offset + 3 * new.lanes)
             m.d.sync += tail.eq(_next_slot(tail))
         m.d.comb += [to_group.addr.eq(dispatch),
                      self.run.valid.eq(at(dispatch, "valid") & at(dispatch, "ready") &
@@ -214,11 +216,11 @@ class RunScoreboard(wiring.Component):
 
         m.d.comb += to_scan.addr.eq(scan)
         pending = at(scan, "valid") & at(scan, "ready") & ~at(scan, "scanned")
-        finish, reads_wgt, wgt_lo, wgt_hi, tables = self._scanner(m, pending, to_scan.data,
-                                                                  scanning)
+        finish, reads_wgt, wgt_lo, wgt_hi, tables, param_hi = self._scanner(
+            m, pending, to_scan.data, scanning)
         with m.If(finish):
             update(scan, scanned=1, tables=tables, reads_wgt=reads_wgt, wgt_lo=wgt_lo,
-                   wgt_hi=wgt_hi)
+                   wgt_hi=wgt_hi, param_hi=param_hi)
             m.d.sync += scan.eq(_next_slot(scan))
         self._conflicts(m, records)
         return m
@@ -227,7 +229,8 @@ class RunScoreboard(wiring.Component):
         """Decodes the micro-program of each released RUN, in order, and finds what it reads
         (``pending``: the RUN at ``scan``, registers ``run``, is released and not scanned;
         ``scanning`` is high from the decoder's start until the ranges are recorded). Returns
-        the strobe that records them and ``reads_wgt``, ``wgt_lo``, ``wgt_hi``, ``tables``."""
+        the strobe that records them and ``reads_wgt``, ``wgt_lo``, ``wgt_hi``, ``tables``,
+        ``param_hi``."""
         config = self._config
         # The scanner reads its own copy of the group's micro-op memory, not the group's: it
         # scans a RUN as soon as the RUN is released, while the group's decoder (and its one
@@ -250,7 +253,13 @@ class RunScoreboard(wiring.Component):
                      decoder.start.payload.addr.eq(run.uop_addr),
                      decoder.start.payload.count.eq(run.uop_count),
                      scanning.eq(decoder.busy | draining.any())]
-        return (draining[-1], *self._hazard_scan(m, decoder, run))
+        # A NORM FINISH reads 3 x lanes PARAM entries, any other RUN its lanes' (docs/isa.md).
+        param_hi = Signal(_record_layout(config).members["param_hi"])
+        program = decoder.program
+        finishes = program.norms & (program.norm.step == isa.NormStep.FINISH)
+        with m.If(decoder.done):
+            m.d.sync += param_hi.eq(run.param_offset + Mux(finishes, 3 * run.lanes, run.lanes))
+        return (draining[-1], *self._hazard_scan(m, decoder, run), param_hi)
 
     def _hazard_scan(self, m, decoder, run):
         """What ``run`` reads, from its micro-program as ``decoder`` decodes it: returns

@@ -75,27 +75,38 @@ def norm_params(s1, s2, count, eps, gain, gain_shift, beta):
     ``count**2`` squared steps), ``gain``/``gain_shift`` (the fixed-point gamma / s_out) and
     ``beta`` (beta / gamma, NORM_BETA_FRAC fractional bits). The pass then computes
     ``requantize(NORM_WEIGHT * x + bias, multiplier, shift)``. A constant channel (``count *
-    s2 == s1 * s1``) gives its bias, ``beta * gamma / s_out`` rounded, exactly. Python integers
-    in and out (numpy integers are taken as Python integers: the products exceed 64 bits)."""
+    s2 == s1 * s1``) gives its bias, ``beta * gamma / s_out`` rounded, exactly; the bias is
+    clipped to int32 in both cases. ``count`` is at least 1. Python integers in and out (numpy
+    integers are taken as Python integers: the products exceed 64 bits)."""
     s1, s2, count, eps, gain, gain_shift, beta = \
         (int(v) for v in (s1, s2, count, eps, gain, gain_shift, beta))
     d = max(count * s2 - s1 * s1, 0)
     if d == 0:
-        level = int(rshift_round(beta * gain, gain_shift + NORM_BETA_FRAC))
-        return level - NORM_WEIGHT * s1 // count, 1, 0
+        level = _shift_round(beta * gain, gain_shift + NORM_BETA_FRAC)
+        return _clip32(level - NORM_WEIGHT * s1 // count), 1, 0
     root = math.isqrt((d + eps) << 2 * NORM_ROOT_FRAC)
     quotient = div_round(abs(gain) * count << NORM_GAIN_FRAC, NORM_WEIGHT * root)
     drop = max(0, quotient.bit_length() - 15)
-    multiplier = int(rshift_round(quotient, drop))
+    multiplier = _shift_round(quotient, drop)
     if multiplier >> 15:
         drop += 1
-        multiplier = int(rshift_round(quotient, drop))
+        multiplier = _shift_round(quotient, drop)
     shift = gain_shift + NORM_GAIN_FRAC - NORM_ROOT_FRAC - drop
     if shift < 0:
         multiplier, shift = (1 << 15) - 1, 0
     elif shift > MAX_SHIFT:
-        multiplier, shift = int(rshift_round(multiplier, shift - MAX_SHIFT)), MAX_SHIFT
+        multiplier, shift = _shift_round(multiplier, shift - MAX_SHIFT), MAX_SHIFT
     frac = NORM_ROOT_FRAC + NORM_BETA_FRAC
     bias = div_round(NORM_WEIGHT * (beta * root - (s1 << frac)), count << frac)
-    bias = min(max(bias, -(1 << 31)), (1 << 31) - 1)
-    return bias, -multiplier if gain < 0 else multiplier, shift
+    return _clip32(bias), -multiplier if gain < 0 else multiplier, shift
+
+
+def _shift_round(value, shift):
+    """:func:`rshift_round` of a Python integer, exact for every shift (int64 shifts are not
+    defined from 64 on: ``gain_shift`` may be up to 255)."""
+    return (value + ((1 << shift) >> 1)) >> shift
+
+
+def _clip32(value):
+    """A Python integer clipped to int32 (a PARAM entry's bias)."""
+    return min(max(value, -(1 << 31)), (1 << 31) - 1)

@@ -7,10 +7,9 @@ changes with it, or the hw tests fail.
 """
 
 __all__ = ["DECODE_CYCLES", "ACCESS_BUBBLE", "SLICE_LATENCY", "ACCESS_FILL", "EXECUTE_FILL",
-           "POST_LATENCY", "POST_DRAIN", "NORM_FINISH_CYCLES", "ISSUE_CYCLES", "FETCH_DELAY",
-           "LOAD_SETUP",
-           "LOAD_CLAIM", "STORE_SETUP", "WAIT_DELAY", "RUN_ENTRY", "SCAN_DRAIN", "SCAN_CYCLES",
-           "RUN_LATENCY",
+           "AHEAD_PIXELS", "POST_LATENCY", "POST_DRAIN", "NORM_FINISH_CYCLES", "NORM_DRAIN",
+           "ISSUE_CYCLES", "FETCH_DELAY", "LOAD_SETUP", "LOAD_CLAIM", "STORE_SETUP",
+           "WAIT_DELAY", "RUN_ENTRY", "SCAN_DRAIN", "SCAN_CYCLES", "RUN_LATENCY",
            "TESTBENCH_MEM_LATENCY", "ONCHIP_MEM_LATENCY"]
 
 # --- an engine group (hw/group) ----------------------------------------------------------------
@@ -30,6 +29,11 @@ ACCESS_FILL = 2 * SLICE_LATENCY + 9
 #: Cycles from the execute engine to the post-writer (lanes: operands, product, sum; job
 #: queue), paid by a RUN that finds the group idle.
 EXECUTE_FILL = 7
+#: Pixels (of one tap) the access engine runs ahead of the post-writer, the pipeline between
+#: them included (the steps FIFO, the lanes, the job queue): a RUN whose post-writer is
+#: behind (a pass after NORM FINISH) holds the access engine, and the next RUN's taps, back
+#: until it has only these left. Measured (tests/hw/test_group.py, InstanceNorm).
+AHEAD_PIXELS = 20
 #: Cycles of the requantizer's pipeline (hw/post.py: the operands registered as the PARAM
 #: memory gives them, bias, multiply, shift, round and saturate, table read, the table's word
 #: registered beside its block RAM).
@@ -37,9 +41,14 @@ POST_LATENCY = 8
 #: Cycles from a RUN's last POST to its last byte in ACT (Post's pipeline, the post-writer's
 #: register slice, write, end job).
 POST_DRAIN = POST_LATENCY + SLICE_LATENCY + 2
-#: Post-writer cycles of NORM FINISH per lane: the sequential square root and divisions that
-#: make one channel's PARAM entry (NORM SAVE takes one per lane, as a write).
-NORM_FINISH_CYCLES = 160
+#: Post-writer cycles of NORM FINISH per lane (hw/group/norm_writer.py): three PARAM reads,
+#: the bit-serial unit's 219 cycles (hw/norm.py: products, square root, two divisions, on a
+#: timetable fixed by the operands' widths) and the entry's write. NORM SAVE takes one per
+#: lane, as a write.
+NORM_FINISH_CYCLES = 223
+#: Cycles from a NORM RUN's last PARAM write to its end (the post-writer's end job): no
+#: requantizer or ACT write to drain.
+NORM_DRAIN = 2
 
 # --- the global controller (hw/controller) -----------------------------------------------------
 

@@ -30,15 +30,18 @@ A group runs its RUNs in order. Each RUN flows through a pipeline of blocks join
   of each pixel, snapshots the accumulators into a job for the post-processor, so the next
   pixel's MACs overlap the current pixel's POST and WRITE;
 - the **post-writer** (:mod:`.post_writer`) requantizes one lane per cycle and writes the bytes
-  to ACT.
+  to ACT; a NORM pixel's job goes to its NORM writer (:mod:`.norm_writer`), which saves the
+  lanes' sums to PARAM (SAVE) or makes each lane's normalizing PARAM entry from them with the
+  bit-serial unit of :mod:`flexigan.hw.norm` (FINISH).
 
 :class:`Group` (:mod:`.group`) joins them; :mod:`.layouts` holds the payloads between them.
 
 Consecutive RUNs overlap too: the next RUN is decoded and its addresses generated while the
-current one finishes. The execute body must have the form the compiler emits, ``[CLEAR] MAC*
-[POST [WRITE]]`` (NOPs and access micro-ops anywhere), and a MAC needs ``WGT.lane_stride == 1``;
-anything else sets the sticky ``error`` output (the RUN still completes, its results are
-unspecified).
+current one finishes. The execute body must have the form the compiler emits, ``[CLEAR] MAC* [POST
+[WRITE] | NORM]`` (NOPs and access micro-ops anywhere), its MACs all with ``square`` or all without,
+a MAC needs ``WGT.lane_stride == 1``, a NORM a RUN of one pixel, a NORM FINISH a ``count`` of at
+least 1 and a NORM SAVE a CLEAR without bias (or none); anything else sets the sticky ``error``
+output (the RUN still completes, its results are unspecified).
 """
 
 from .execute import JOB_DEPTH

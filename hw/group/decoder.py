@@ -23,7 +23,9 @@ def program_layout():
 
     Per loop level, the ``count`` and strides of the level's last LOOP (count 1 and strides 0
     for a level no LOOP sets); the last ACT, WGT, CLEAR, POST and WRITE's operands (0 where
-    there is none); ``passes``, the number of MACs; ``writes``, whether there is a WRITE.
+    there is none); ``passes``, the number of MACs, and ``square``, the MACs' ``square``;
+    ``writes``, whether there is a WRITE; ``norm`` and ``norms``, the NORM's operands and
+    whether there is one.
     """
     loop = dict(isa.fields_of(isa.LoopArgs))
     return data.StructLayout({
@@ -34,9 +36,12 @@ def program_layout():
         "wgt": isa.WgtArgs,
         "clear": isa.ClearArgs,
         "passes": unsigned(8),
+        "square": 1,
         "post": isa.PostArgs,
         "write": isa.WriteArgs,
         "writes": 1,
+        "norm": isa.NormArgs,
+        "norms": 1,
     })
 
 
@@ -63,9 +68,10 @@ class MicroProgramDecoder(wiring.Component):
     after ``start``'s transfer; 1 for an empty micro-program), the last cycle with ``busy``:
     ``program`` then holds the whole micro-program, and keeps it until the next ``start``,
     which the decoder takes from the next cycle on. ``error`` pulses for a micro-program the
-    group cannot run: with a decoded micro-op out of the order ``[CLEAR] MAC* [POST [WRITE]]``
-    or a LOOP beyond the last level, and with ``done`` when it has a MAC and
-    ``WGT.lane_stride != 1``.
+    group cannot run: with a decoded micro-op out of the order ``[CLEAR] MAC* (POST [WRITE] |
+    NORM)``, a MAC whose ``square`` differs from the MAC before it, a NORM FINISH of ``count`` 0, a
+    NORM SAVE after ``CLEAR use_bias=1`` or a LOOP beyond the last level, and with ``done`` when it
+    has a MAC and ``WGT.lane_stride != 1``.
 
     Parameters
     ----------
@@ -100,7 +106,8 @@ class MicroProgramDecoder(wiring.Component):
         addr = Signal.like(self.start.payload.addr)
         left = Signal.like(self.start.payload.count)   # micro-ops still to read
         pending = Signal()                             # a micro-op arrives this cycle
-        stage = Signal(range(4))    # 0: before MAC, 1: MACs, 2: after POST, 3: after WRITE
+        # 0: before MAC, 1: MACs, 2: after POST, 3: after WRITE or NORM (nothing may follow)
+        stage = Signal(range(4))
         m.d.comb += self.decoded.payload.eq(self.uop.data)
 
         with m.FSM():
@@ -149,9 +156,12 @@ class MicroProgramDecoder(wiring.Component):
                     m.d.comb += self.error.eq(1)
                 m.d.sync += program.clear.eq(uop.args.clear)
             with m.Case(isa.UopOp.MAC):
-                with m.If(stage > 1):
+                square = uop.args.mac.square
+                # The lanes square every MAC of a RUN or none (a flag per RUN, not per pass).
+                with m.If((stage > 1) | (program.passes != 0) & (square != program.square)):
                     m.d.comb += self.error.eq(1)
-                m.d.sync += [stage.eq(1), program.passes.eq(program.passes + 1)]
+                m.d.sync += [stage.eq(1), program.passes.eq(program.passes + 1),
+                             program.square.eq(square)]
             with m.Case(isa.UopOp.POST):
                 with m.If(stage > 1):
                     m.d.comb += self.error.eq(1)
@@ -161,6 +171,14 @@ class MicroProgramDecoder(wiring.Component):
                     m.d.comb += self.error.eq(1)
                 m.d.sync += [stage.eq(3), program.writes.eq(1),
                              program.write.eq(uop.args.write)]
+            with m.Case(isa.UopOp.NORM):
+                norm = uop.args.norm
+                finish = norm.step == isa.NormStep.FINISH
+                # SAVE writes the lanes' sums: a CLEAR's bias is added by POST, not the lanes.
+                with m.If((stage > 1) | finish & (norm.count == 0) |
+                          ~finish & program.clear.use_bias):
+                    m.d.comb += self.error.eq(1)
+                m.d.sync += [stage.eq(3), program.norms.eq(1), program.norm.eq(norm)]
 
 
 class Decoder(wiring.Component):
@@ -174,7 +192,7 @@ class Decoder(wiring.Component):
     empty micro-program). Access micro-ops
     take effect in program order (the last LOOP of a level wins); unconfigured loop levels
     have count 1. ``error`` pulses for a micro-program the group cannot run (see
-    :class:`MicroProgramDecoder`).
+    :class:`MicroProgramDecoder`) and for a NORM in a RUN of other than one pixel.
     """
 
     def __init__(self, config):
@@ -191,8 +209,10 @@ class Decoder(wiring.Component):
         m = Module()
         m.submodules.program = decoder = MicroProgramDecoder(self._config)
         connect(m, flipped(self.uop), decoder.uop)
-        m.d.comb += self.error.eq(decoder.error)
         run = Signal(isa.RunArgs)
+        one_pixel = (run.rows == 1) & (run.cols == 1)
+        m.d.comb += self.error.eq(decoder.error |
+                                  decoder.done & decoder.program.norms & ~one_pixel)
         # The commands are offered from the cycle after the micro-program is decoded (that
         # cycle is one of DECODE_CYCLES, which the cycle model charges); the decoder takes no
         # RUN while they are.
@@ -241,7 +261,10 @@ class Decoder(wiring.Component):
             body.rows.eq(run.rows), body.cols.eq(run.cols), body.lanes.eq(run.lanes),
             body.passes.eq(program.passes),
             body.use_bias.eq(program.clear.use_bias),
-            body.post.eq(program.writes),
+            body.square.eq(program.square),
+            body.post.eq(program.writes | program.norms),
+            body.norm.eq(program.norms), body.finish.eq(program.norm.step),
+            body.count.eq(program.norm.count), body.eps.eq(program.norm.eps),
             body.use_lut.eq(program.post.use_lut), body.per_lane.eq(program.post.per_lane),
             body.lut.eq(run.lut_offset + program.post.lut),
             body.param_offset.eq(run.param_offset),

@@ -11,9 +11,11 @@ from .layouts import body_layout, job_layout, mac_layout
 __all__ = ["JOB_DEPTH", "Execute"]
 
 #: Snapshots of finished pixels waiting for the post-processor (or reserved for those in the
-#: lanes): a job holds its entry about five cycles, so two entries would bound pixels of few
-#: lanes at ~2.5 cycles.
-JOB_DEPTH = 4
+#: lanes): a job holds its entry about six cycles (reserved, the lanes, the queue, its
+#: registered output and count), so 4 entries bounded pixels of one lane and one tap at 1.5
+#: cycles (InstanceNorm's normalizing pass: 84 cycles for the model's 70 on 30 pixels); 6
+#: let the post-writer take one a cycle (in LUT RAM, 16 entries cost what 4 did).
+JOB_DEPTH = 6
 
 
 class Execute(wiring.Component):
@@ -21,9 +23,10 @@ class Execute(wiring.Component):
 
     Contract: for each RUN body accepted on ``body``, for each of its ``rows x cols`` pixels in
     row-major order, consumes the pixel's steps from ``steps`` (``passes`` groups, each ending
-    with ``last``) and feeds them to the lanes, the pixel's first step restarting the
-    accumulators; then, when the body has POST and WRITE, emits the pixel's job on ``jobs``
-    with the final accumulators (0 when the body has no MAC) and the pixel's output address.
+    with ``last``) and feeds them to the lanes (with ``square``, the activation as every lane's
+    weight too), the pixel's first step restarting the accumulators; then, when the body has
+    POST and WRITE or a NORM, emits the pixel's job on ``jobs`` with the final accumulators (0
+    when the body has no MAC) and the pixel's output address.
     After the last pixel a job with ``end`` set closes the RUN. A pixel with MACs takes one
     cycle per step, a pixel without one cycle; the final step of a pixel waits while the job
     queue is full. ``issued`` counts the multiplies fed to the lanes: the RUN's ``lanes`` for
@@ -132,6 +135,8 @@ class Execute(wiring.Component):
         job = Signal(job_layout(config))
         job_zero = Signal()                   # a body without MAC: the sums are 0
         m.d.comb += [
+            job.norm.eq(body.norm), job.finish.eq(body.finish), job.count.eq(body.count),
+            job.eps.eq(body.eps),
             job.lanes.eq(body.lanes), job.use_bias.eq(body.use_bias),
             job.use_lut.eq(body.use_lut), job.per_lane.eq(body.per_lane),
             job.lut.eq(body.lut), job.param_offset.eq(body.param_offset),
@@ -161,8 +166,10 @@ class Execute(wiring.Component):
         step = self.steps.payload
         taken = self.steps.valid & self.steps.ready
         for k, lane in enumerate(lanes):
+            # MAC square: the select is the body's flip-flop, before the lanes' operand
+            # registers (their routes to the multipliers carry nothing else).
             m.d.comb += [lane.i.valid.eq(taken), lane.i.payload.act.eq(step.act),
-                         lane.i.payload.wgt.eq(step.wgt[k]),
+                         lane.i.payload.wgt.eq(Mux(body.square, step.act, step.wgt[k])),
                          lane.i.payload.accumulate.eq(~first)]
         # ``issued`` a cycle late: the step's test and the 64-bit sum were one path.
         count = Signal()

@@ -119,6 +119,7 @@ class Group(wiring.Component):
                      self.macs_issued.eq(execute.issued)]
         connect(m, execute.jobs, post.jobs)
         connect(m, post.param, params.r)
+        connect(m, post.param_w, params.e)
         connect(m, post.port, flipped(self.act_wr))
 
         with m.If(clear):
@@ -136,7 +137,8 @@ class Group(wiring.Component):
                                                  chunk_bytes=config.axi_bytes)
         m.submodules.params = params = ElementMemory(element_bytes=isa.PARAM_BYTES,
                                                      depth=config.param_entries,
-                                                     chunk_bytes=config.axi_bytes)
+                                                     chunk_bytes=config.axi_bytes,
+                                                     element_write=True)
         m.submodules.weights = weights = WeightBuffer(config)
         targets = {isa.Space.UOP: uops.w, isa.Space.PARAM: params.w,
                    isa.Space.WGT: weights.w, isa.Space.LUT: post.lut_w}

@@ -19,6 +19,12 @@ def _run_fields():
     return dict(isa.fields_of(isa.RunArgs))
 
 
+def _norm_fields():
+    """A NORM's: whether the pixel is one (not POST and WRITE), which step, its operands."""
+    norm = dict(isa.fields_of(isa.NormArgs))
+    return {"norm": 1, "finish": 1, "count": norm["count"], "eps": norm["eps"]}
+
+
 def local_spaces(config):
     """Bytes of each group memory the DMA engine writes, by :class:`isa.Space`."""
     return {space: config.local_units(space) * isa.unit_bytes(space)
@@ -68,7 +74,9 @@ def body_layout(config):
         "rows": run["rows"], "cols": run["cols"], "lanes": run["lanes"],
         "passes": unsigned(8),
         "use_bias": 1,
-        "post": 1,                            # POST then WRITE: the pixel produces bytes
+        "square": 1,                          # the MACs square the activation
+        "post": 1,                            # a job per pixel: POST then WRITE, or NORM
+        **_norm_fields(),
         "use_lut": 1, "per_lane": 1,
         "lut": unsigned(8),                   # lut_offset + POST.lut
         "param_offset": run["param_offset"],
@@ -84,6 +92,7 @@ def job_layout(config):
     run = _run_fields()
     return data.StructLayout({
         "end": 1,
+        **_norm_fields(),
         "acc": data.ArrayLayout(signed(config.acc_width), config.lanes),
         "lanes": run["lanes"],
         "use_bias": 1, "use_lut": 1, "per_lane": 1,

@@ -8,9 +8,10 @@ from amaranth.utils import ceil_log2, exact_log2
 from ..arch import isa
 from ..crossbar import write_port_signature
 from ..fifo import StreamFIFO, StreamSlice
-from ..memories import chunk_layout
+from ..memories import chunk_layout, element_write_layout
 from ..post import Post
 from .layouts import job_layout
+from .norm_writer import NormWriter, param_read_signature
 
 __all__ = ["PostWriter"]
 
@@ -22,6 +23,9 @@ class PostWriter(wiring.Component):
     ``PARAM[param_offset + l]``, computes POST (table ``(lut + (l if per_lane else 0)) mod
     tables``) and writes the byte to ``ACT[out_addr + l * lane_stride]`` through ``port``.
     One lane per cycle; a job takes ``max(1, lanes)`` cycles when the crossbar does not stall.
+    A NORM job goes to a :class:`~.norm_writer.NormWriter`, which writes PARAM through
+    ``param_w``, once the lanes before it have read their entries; the jobs after it read
+    PARAM after its writes.
     A lane's byte is on ``port`` ``Post.LATENCY + 2`` cycles after its PARAM read (the read,
     Post, a register slice). For an ``end`` job, ``done`` pulses once every earlier byte has
     been written (the RUN is complete). Activation tables are written through ``lut_w``.
@@ -35,9 +39,9 @@ class PostWriter(wiring.Component):
         self._tables = config.lut_tables
         super().__init__({
             "jobs": In(stream.Signature(job_layout(config))),
-            "param": Out(wiring.Signature({
-                "en": Out(1), "addr": Out(ceil_log2(config.param_entries)),
-                "data": In(8 * isa.PARAM_BYTES)})),
+            "param": Out(param_read_signature(config)),
+            "param_w": Out(stream.Signature(element_write_layout(config.param_entries,
+                                                                  isa.PARAM_BYTES))),
             "lut_w": In(stream.Signature(chunk_layout(ceil_log2(self._tables * isa.LUT_BYTES),
                                                       config.axi_bytes), always_ready=True)),
             "port": Out(write_port_signature(config.word_addr_width, config.axi_data_width)),
@@ -69,8 +73,17 @@ class PostWriter(wiring.Component):
 
         advance = ~held | post.i.ready
         address = Mux(first, job.out_addr, lane_addr)
+        # A NORM job, once no lane holds the PARAM port's data for the requantizer.
+        m.submodules.norm = norm = NormWriter(config)
+        connect(m, norm.param_w, flipped(self.param_w))
+        norm_job = self.jobs.valid & job.norm & ~job.end
+        m.d.comb += [norm.i.valid.eq(norm_job & ~held), norm.i.payload.eq(job),
+                     self.param.en.eq(norm.param.en), norm.param.data.eq(self.param.data)]
+        with m.If(norm_job):
+            m.d.comb += [self.param.addr.eq(norm.param.addr), self.jobs.ready.eq(norm.i.ready)]
+        with m.Else():
+            m.d.comb += self.param.addr.eq(job.param_offset + lane)
         m.d.comb += [
-            self.param.addr.eq(job.param_offset + lane),
             post.i.valid.eq(held),
             post.i.payload.acc.eq(held_job.acc),
             post.i.payload.bias.eq(Mux(held_job.use_bias, param.bias, 0)),
@@ -85,7 +98,7 @@ class PostWriter(wiring.Component):
             m.d.sync += held.eq(0)
         more = Mux(first, job.lanes != 0, 1)                   # lane < job.lanes
         last = Mux(first, job.lanes <= 1, last_lane)           # lane + 1 >= job.lanes
-        with m.If(self.jobs.valid & ~job.end & advance):
+        with m.If(self.jobs.valid & ~job.end & ~job.norm & advance):
             with m.If(more):
                 # Read the lane's PARAM entry; it meets the lane's sum next cycle.
                 m.d.comb += self.param.en.eq(1)

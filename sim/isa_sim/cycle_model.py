@@ -268,8 +268,7 @@ class CycleModel:
         flow = RunFlow(begin, work, self.group_free[group])
         self.flow[group] = flow
         end = flow.end(work.access * slowdown)
-        self.access_free[group] = begin + int(np.ceil(work.access.sum() * slowdown)) \
-            + ACCESS_BUBBLE
+        self.access_free[group] = flow.access_end(work.access * slowdown, end) + ACCESS_BUBBLE
         self.decoder_free[group] = begin
         self.busy[group] += end - max(start, flow.floor)
         self.stall[group] += int(np.ceil(work.access.sum() * (slowdown - 1)))
@@ -278,6 +277,11 @@ class CycleModel:
         self.slowdown[group] = slowdown
         self.stream[group], self.crossbar[group] = work.stream, work.crossbar
         self._book_reads(group, footprint, end)
+        # Until it is scanned, the scoreboard counts the RUN as a NORM FINISH, which reads
+        # 3 x lanes PARAM entries.
+        first = args["param_offset"]
+        self.group_reads[group][isa.Space.PARAM].add(first, first + 3 * record.lanes,
+                                                     self.scanned[group])
 
     def _ready(self, group):
         """When a RUN may start: after the DMA into its group and every DMA of ACT before it
@@ -311,7 +315,7 @@ class CycleModel:
         taps = np.where(late, flow.work.access * slowdown, taps)
         end = flow.end(taps)
         extra = end - self.group_free[group]
-        access_end = flow.begin + int(np.ceil(taps.sum())) + ACCESS_BUBBLE
+        access_end = flow.access_end(taps, end) + ACCESS_BUBBLE
         self.stall[group] += max(0, access_end - self.access_free[group])
         self.access_free[group] = max(self.access_free[group], access_end)
         if extra > 0:

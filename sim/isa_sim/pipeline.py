@@ -20,8 +20,9 @@ earlier stages:
 
 A RUN that finds the group idle also pays the pipeline's fill and drain:
 ``ACCESS_FILL`` (fetch, sparse core, weight fetch; only with MAC), ``EXECUTE_FILL``
-(lanes, job queue) and, with POST, ``POST_DRAIN``; a RUN queued behind another overlaps
-them, so a chain of RUNs pays them once.
+(lanes, job queue) and, with POST, ``POST_DRAIN`` (with NORM, ``NORM_DRAIN``); a RUN queued
+behind another overlaps them, so a chain of RUNs pays them once. The access engine runs at
+most ``AHEAD_PIXELS`` pixels ahead of the post-writer (:meth:`RunFlow.access_end`).
 
 Crossbar: the access engine keeps the last word it read and reads the crossbar only when a
 tap's word differs (the line is emptied at each RUN start), so a RUN asks each bank for its
@@ -42,7 +43,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...hw.arch import isa
-from ...hw.arch.timing import ACCESS_FILL, EXECUTE_FILL, NORM_FINISH_CYCLES, POST_DRAIN
+from ...hw.arch.timing import (
+    ACCESS_FILL,
+    AHEAD_PIXELS,
+    EXECUTE_FILL,
+    NORM_DRAIN,
+    NORM_FINISH_CYCLES,
+    POST_DRAIN,
+)
 
 __all__ = ["RunWork", "RunFlow", "run_work", "post_cycles", "access_cycles", "crossbar_reads",
            "fair_slowdowns"]
@@ -64,6 +72,8 @@ class RunWork:
         Its reads per bank per access cycle; None for a RUN without MAC (it reads nothing).
     stream : tuple
         Its ACT address pattern: groups reading the same stream share a broadcast read.
+    norm : bool
+        Its pixel ends with NORM (it writes PARAM, not ACT).
     """
 
     decode: int
@@ -71,6 +81,7 @@ class RunWork:
     post: int
     crossbar: np.ndarray | None
     stream: tuple
+    norm: bool = False
 
     @property
     def fill(self):
@@ -81,6 +92,8 @@ class RunWork:
     @property
     def drain(self):
         """Cycles from the last pixel's post to its last byte, paid when the group was idle."""
+        if self.norm:
+            return NORM_DRAIN
         return POST_DRAIN if self.post else 0
 
 
@@ -101,6 +114,15 @@ class RunFlow:
     work: RunWork
     floor: int
 
+    def access_end(self, taps, end):
+        """When its access engine is done with it, for the pixels' access cycles ``taps`` and
+        its ``end``: not before the post-writer has at most AHEAD_PIXELS pixels left (the
+        buffers between them hold no more: a post-bound RUN holds the access engine back)."""
+        access = self.begin + int(np.ceil(taps.sum()))
+        if not self.work.post:
+            return access
+        return max(access, end - self.work.drain - AHEAD_PIXELS * self.work.post)
+
     def end(self, taps):
         """When its last byte is written if its pixels take ``taps`` access cycles each (the
         work's ``access``, slowed down by the crossbar), after the group's earlier RUNs."""
@@ -119,7 +141,7 @@ def run_work(config, sparse, args, record):
     stream = (args["act_offset"], args["rows"], args["cols"], program.act,
               program.act_taps.tobytes())
     return RunWork(args["uop_count"], access, post_cycles(program, record.lanes),
-                   crossbar_reads(config, record, access), stream)
+                   crossbar_reads(config, record, access), stream, program.norm is not None)
 
 
 def post_cycles(program, lanes):

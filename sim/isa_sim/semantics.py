@@ -407,6 +407,8 @@ def norm(execution, fields):
         return
     if first + 3 * lanes > len(param):
         raise ProgramError("NORM FINISH reads PARAM entries beyond the PARAM memory")
+    if fields["count"] == 0:
+        raise ProgramError("NORM FINISH with count 0 (it divides by the count)")
     execution.params_read = 3 * lanes
     for lane in range(lanes):
         k = param[first + 2 * lanes + lane]

@@ -19,7 +19,7 @@ import pytest
 from flexigan.compiler import asm
 from flexigan.compiler.lower import lower
 from flexigan.compiler.program import tensor_addresses
-from flexigan.hw.arch import isa
+from flexigan.hw.arch import isa, numerics
 from flexigan.hw.arch.config import AcceleratorConfig, preset
 from flexigan.hw.arch.timing import TESTBENCH_MEM_LATENCY
 from flexigan.sim import isa_sim
@@ -180,6 +180,87 @@ def test_a_bus_error_stops_the_accelerator_in_one_line(simulator, faulty, resp, 
                        r"\(AXI SLVERR/DECERR\) at fetch address 0x[0-9a-f]+ \(status 0xe\)$"):
         run_programs([image], CONFIG, simulator=simulator, build_dir=build_root / "small",
                      max_cycles=MAX_CYCLES, faults=(first, first + 16, resp))
+
+
+def _norm_image(seed=0, h=8, w=8, channels=2, eps=9):
+    """InstanceNorm on the machine (docs/isa.md): each channel of an ``h x w x channels`` image
+    per group (in ACT bank ``g``) by its four RUNs (sum, sum of squares, NORM FINISH, the
+    normalizing pass), the groups' RUNs interleaved, their outputs in banks 2 and 3 (the cycle
+    model shares a bank's reads among groups by stream, not by word: two groups reading one
+    image would wait for each other in the model only). Returns the memory image, where the
+    outputs are stored and their size."""
+    rng = np.random.default_rng(seed)
+    n, bank, store = h * w, CONFIG.act_bank_bytes, 0x2000
+    images = rng.normal(rng.integers(-30, 30), 25, (CONFIG.groups, h, w, channels)).round()
+    images = images.clip(-128, 127).astype(np.int8)
+    images[rng.random(images.shape) < 0.2] = 0
+    weights = np.zeros(16, np.int8)
+    weights[:CONFIG.lanes], weights[8] = numerics.NORM_WEIGHT, 1
+    params = np.zeros((CONFIG.groups, 3 * channels), isa.PARAM_DTYPE)
+    for g in range(CONFIG.groups):
+        for p in range(2, 3 * channels, 3):
+            params[g, p] = (rng.integers(-3 << 12, 3 << 12),
+                            rng.integers(1 << 14, 1 << 15) * rng.choice([-1, 1]),
+                            rng.integers(8, 14), 0)
+    sums = "LOOP level=0 count={n} act_stride={c}\nWGT lane_stride=1\nMAC square={square}\n" \
+        "NORM step=SAVE\n"
+    uops = asm.assemble(sums.format(n=n, c=channels, square=0) +
+                        sums.format(n=n, c=channels, square=1) +
+                        f"NORM step=FINISH count={n} eps={eps}\n"
+                        f"ACT row_stride={w * channels} col_stride={channels}\n"
+                        "WGT lane_stride=1\nCLEAR use_bias=1\nMAC\n"
+                        "POST use_lut=0 lut=0 per_lane=0\n"
+                        f"WRITE row_stride={w} col_stride=1 lane_stride=1", "uop")
+    memory = bytearray(0x4000)
+    lines = [f"DMA_LOAD space=WGT group_mask=3 ext_addr=0x1400 length={weights.size}",
+             f"UOP_LOAD group_mask=3 ext_addr=0x1600 length={len(uops)}"]
+    for g in range(CONFIG.groups):
+        at = 0x1000 + g * 0x200
+        memory[at:at + images[g].size] = images[g].tobytes()
+        memory[0x1500 + 0x80 * g:0x1500 + 0x80 * g + params[g].nbytes] = params[g].tobytes()
+        lines += [f"DMA_LOAD space=ACT ext_addr={at} local_addr={g * bank} "
+                  f"length={images[g].size}",
+                  f"DMA_LOAD space=PARAM group_mask={1 << g} ext_addr={0x1500 + 0x80 * g} "
+                  f"length={params[g].nbytes}"]
+    runs = {"sums": "uop_addr=0 uop_count=4 wgt_offset=8", "squares": "uop_addr=4 uop_count=4",
+            "finish": "uop_addr=8 uop_count=1", "pass": "uop_addr=9 uop_count=6"}
+    for channel in range(channels):
+        for step, registers in runs.items():
+            for g in range(CONFIG.groups):
+                pixels = f"rows={h} cols={w} out_offset={(2 + g) * bank + n * channel}" \
+                    if step == "pass" else "rows=1 cols=1"
+                lines.append(f"RUN group_mask={1 << g} {registers} lanes=1 "
+                             f"act_offset={g * bank + channel} "
+                             f"param_offset={3 * channel + (step == 'squares')} {pixels}")
+    lines += ["BARRIER group_mask=3",
+              *(f"DMA_STORE space=ACT ext_addr={store + g * n * channels} "
+                f"local_addr={(2 + g) * bank} length={n * channels}"
+                for g in range(CONFIG.groups)),
+              "COUNTERS action=STORE ext_addr=0x3000", "END"]
+    code = asm.assemble("\n".join(lines))
+    memory[0x1400:0x1400 + weights.size] = weights.tobytes()
+    memory[0x1600:0x1600 + len(uops)] = uops
+    assert len(code) <= 0x1000
+    memory[:len(code)] = code
+    return bytes(memory), store, CONFIG.groups * n * channels
+
+
+@pytest.mark.parametrize("simulator", SIMULATORS)
+def test_instance_norm_bit_exact_with_isa_sim(simulator, build_root):
+    """MAC square, NORM SAVE and FINISH and the normalizing pass: the output, the counters
+    and the cycles (within 5 %) of the ISA simulator."""
+    image, store, size = _norm_image()
+    rtl, = run_programs([image], CONFIG, simulator=simulator, build_dir=build_root / "small",
+                        max_cycles=MAX_CYCLES)
+    ref = isa_sim.run(image, CONFIG)
+    np.testing.assert_array_equal(rtl.memory[store:store + size], ref.memory[store:store + size])
+    assert np.count_nonzero(ref.memory[store:store + size])
+    for counter in EXACT:
+        assert rtl.counters[counter] == ref.counters[counter], counter
+    ratio = rtl.counters["cycles"] / ref.cycles
+    print(f"{simulator}: InstanceNorm {rtl.counters['cycles']} RTL cycles, {ref.cycles} "
+          f"modelled ({ratio:.3f})")
+    assert abs(ratio - 1) <= 0.05
 
 
 def _dma_programs():

@@ -18,7 +18,7 @@ from amaranth.lib.wiring import connect
 
 from flexigan.compiler import asm
 from flexigan.compiler.lower import lower
-from flexigan.hw.arch import isa
+from flexigan.hw.arch import isa, numerics
 from flexigan.hw.arch.config import AcceleratorConfig
 from flexigan.hw.arch.isa import PARAM_DTYPE
 from flexigan.hw.arch.timing import DECODE_CYCLES
@@ -285,10 +285,11 @@ def compiled_runs(model):
     return kept
 
 
-def check(runs, seed=0, sparse=True, competitor=0.0, zeros=0.3, within=(0.95, 1.05)):
-    """Run ``runs`` on isa_sim and on the RTL; the same ACT bytes and MAC counters, no error,
-    and each group's RTL cycles over its isa_sim busy cycles within ``within`` (returned)."""
-    mem = Memories.random(seed, zeros)
+def check(runs, seed=0, sparse=True, competitor=0.0, zeros=0.3, within=(0.95, 1.05), mem=None):
+    """Run ``runs`` on isa_sim and on the RTL (over ``mem``, by default random memories); the
+    same ACT bytes and MAC counters, no error, and each group's RTL cycles over its isa_sim busy
+    cycles within ``within`` (returned)."""
+    mem = mem or Memories.random(seed, zeros)
     want, counters, busy = reference(mem, runs, sparse)
     got, hw, cycles = hardware(mem, runs, sparse, competitor, seed)
     written = np.count_nonzero(want != mem.act)
@@ -449,6 +450,76 @@ def test_cycles_of_post_bound_and_decode_bound_chains():
 
 
 
+# InstanceNorm (docs/isa.md): a channel's sum and sum of squares (MAC square) saved to PARAM,
+# NORM FINISH, then the normalizing pass; the channel is every ``channels``-th byte of ACT.
+NORM_SUMS = """
+    LOOP level=0 count={n} act_stride={channels}
+    WGT lane_stride=1
+    MAC square={square}
+    NORM step=SAVE
+"""
+NORM_FINISH = "NORM step=FINISH count={n} eps={eps}"
+NORM_PASS = """
+    ACT row_stride={row} col_stride={channels}
+    WGT lane_stride=1
+    CLEAR use_bias=1
+    MAC
+    POST use_lut=1 lut=0 per_lane=1
+    WRITE row_stride={out_row} col_stride={lanes} lane_stride=1
+"""
+
+
+def norm_runs(group, channel, param, h=6, w=5, channels=3, lanes=1, eps=7, out_offset=512):
+    """The four RUNs that normalize ``channel`` of the ``h x w x channels`` HWC image at ACT 0
+    on ``group`` with PARAM entries from ``param`` (sums, then the constants at ``param + 2 x
+    lanes``), its weights of 1 at WGT 8 and of NORM_WEIGHT at WGT 0 (see :func:`norm_memories`),
+    the output's lanes side by side from ``out_offset``."""
+    n = h * w
+    common = {"lanes": lanes, "act_offset": channel, "rows": 1, "cols": 1}
+    return [
+        Run(group, NORM_SUMS.format(n=n, channels=channels, square=0),
+            {**common, "wgt_offset": 8, "param_offset": param}),
+        Run(group, NORM_SUMS.format(n=n, channels=channels, square=1),
+            {**common, "param_offset": param + lanes}),
+        Run(group, NORM_FINISH.format(n=n, eps=eps), {**common, "param_offset": param}),
+        Run(group, NORM_PASS.format(row=w * channels, channels=channels, out_row=w * lanes,
+                                    lanes=lanes),
+            {**common, "rows": h, "cols": w, "param_offset": param, "out_offset": out_offset}),
+    ]
+
+
+def norm_memories(seed, constants):
+    """Random memories with the weights :func:`norm_runs` reads (WGT 8.. random lanes' weights
+    for lane > 0) and each group's constants at ``constants[g]`` (a list of PARAM indices)."""
+    mem = Memories.random(seed)
+    rng = np.random.default_rng(seed)
+    for g in range(CONFIG.groups):
+        mem.wgt[g][:CONFIG.lanes] = numerics.NORM_WEIGHT
+        mem.wgt[g][8] = 1
+        for entry in constants.get(g, ()):
+            mem.param[g][entry] = (rng.integers(-3 << 12, 3 << 12),
+                                   rng.integers(1 << 14, 1 << 15) * rng.choice([-1, 1]),
+                                   rng.integers(8, 14), 0)
+    return mem
+
+
+def test_instance_norm_four_runs_per_channel():
+    # Two channels on group 0 (PARAM entries 0-2 and 3-5), one on group 1: the sums, FINISH
+    # and the pass of each, bit-exact. Alone, a channel's RUNs take the model's cycles
+    # exactly (357: NORM_FINISH_CYCLES, NORM_DRAIN, and the next channel's sums held back by
+    # the pass behind FINISH, AHEAD_PIXELS); the two groups share the crossbar: 1.021, 0.995.
+    runs = norm_runs(0, 0, 0) + norm_runs(0, 1, 3, out_offset=560) + norm_runs(1, 2, 0)
+    check(runs, mem=norm_memories(9, {0: [2, 5], 1: [2]}), within=(0.99, 1.03))
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_instance_norm_of_four_lanes_at_once(sparse):
+    # Lanes 1-3 of the sums weigh the channel by the WGT's random weights (their sums differ,
+    # some channels come out constant): FINISH reads 12 entries and writes 4, lane after lane.
+    check(norm_runs(0, 1, 0, lanes=4, eps=0), sparse=sparse,
+          mem=norm_memories(10, {0: range(8, 12)}), within=(1.0, 1.0))
+
+
 class DecoderOnMemory(Elaboratable):
     """The group's Decoder on a micro-op memory that holds ``words``."""
 
@@ -549,9 +620,33 @@ POST_WRITE = "POST use_lut=0 lut=0 per_lane=0\nWRITE lane_stride=1"
     ("LOOP level=3 count=2\nWGT lane_stride=1\nMAC", True),
     ("WGT lane_stride=2\nMAC", True),
     ("MAC", True),                                     # WGT.lane_stride 0
+    ("WGT lane_stride=1\nCLEAR use_bias=0\nMAC square=1\nMAC square=1\nNORM step=SAVE", False),
+    ("NORM step=FINISH count=4 eps=1", False),
+    ("WGT lane_stride=1\nMAC\nMAC square=1", True),   # the lanes square all MACs or none
+    ("NORM step=FINISH count=0 eps=1", True),
+    (f"NORM step=SAVE\n{POST_WRITE}", True),
+    ("WGT lane_stride=1\nMAC\nPOST use_lut=0 lut=0 per_lane=0\nNORM step=SAVE", True),
+    ("NORM step=SAVE\nNORM step=SAVE", True),
+    ("NORM step=SAVE\nCLEAR use_bias=1", True),
+    ("CLEAR use_bias=1\nNORM step=SAVE", True),       # the lanes hold no bias to save
+    ("CLEAR use_bias=1\nNORM step=FINISH count=3", False),
 ])
 def test_the_decoder_flags_micro_programs_the_group_cannot_run(text, error):
-    taken, offers, errors = _decode(text, runs=2)
+    taken, offers, errors = _decode(text, runs=2, rows=1, cols=1)
     assert bool(errors) == error
     # The RUN is decoded all the same.
     assert len(offers) == 2
+
+
+@pytest.mark.parametrize("rows, cols", [(2, 1), (1, 3), (0, 1)])
+def test_the_decoder_flags_norm_in_a_run_of_other_than_one_pixel(rows, cols):
+    _, _, errors = _decode("NORM step=SAVE", rows=rows, cols=cols)
+    assert errors
+
+
+def test_the_body_of_a_norm_run():
+    _, offers, _ = _decode("WGT lane_stride=1\nMAC square=1\nNORM step=FINISH count=77 eps=5",
+                           rows=1, cols=1)
+    _, _, body = offers[0]
+    assert (body.square, body.post, body.norm, body.finish, body.count, body.eps) == \
+        (1, 1, 1, 1, 77, 5)

@@ -61,6 +61,48 @@ def test_element_memory(element, depth, chunk, registered):
     simulate(dut, tb)
 
 
+@pytest.mark.parametrize("element,chunk", [(8, 4), (8, 8), (8, 32), (1, 4)])
+def test_element_writes_yield_to_chunks(element, chunk):
+    """Elements written on ``e`` between and beside chunks on ``w``: ``e`` waits while a chunk
+    is there, and each write lands, masked, in its element."""
+    rng = random.Random(element + chunk)
+    depth = 64
+    dut = ElementMemory(element_bytes=element, depth=depth, chunk_bytes=chunk,
+                        element_write=True)
+    model = bytearray(element * depth)
+
+    async def tb(ctx):
+        for _ in range(300):
+            chunk_there = rng.random() < 0.4
+            addr, payload = rng.randrange(0, element * depth, chunk), rng.randbytes(chunk)
+            index, data = rng.randrange(depth), rng.randbytes(element)
+            mask = rng.getrandbits(element)
+            ctx.set(dut.w.valid, chunk_there)
+            ctx.set(dut.w.payload, {"addr": addr, "data": int.from_bytes(payload, "little"),
+                                    "mask": (1 << chunk) - 1})
+            ctx.set(dut.e.valid, 1)
+            ctx.set(dut.e.payload, {"index": index, "data": int.from_bytes(data, "little"),
+                                    "mask": mask})
+            assert ctx.get(dut.e.ready) == (not chunk_there)
+            await ctx.tick()
+            if chunk_there:
+                model[addr:addr + chunk] = payload
+            else:
+                for b in range(element):
+                    if mask >> b & 1:
+                        model[index * element + b] = data[b]
+        ctx.set(dut.w.valid, 0)
+        ctx.set(dut.e.valid, 0)
+        for index in range(depth):
+            ctx.set(dut.r.addr, index)
+            ctx.set(dut.r.en, 1)
+            await ctx.tick()
+            assert ctx.get(dut.r.data) == int.from_bytes(
+                model[index * element:(index + 1) * element], "little")
+
+    simulate(dut, tb)
+
+
 @pytest.mark.parametrize("lanes,chunk", [(4, 4), (4, 32), (8, 4), (1, 8), (2, 1)])
 def test_weight_buffer_reads_lanes_at_any_address(lanes, chunk):
     rng = random.Random(lanes * 10 + chunk)

@@ -308,14 +308,21 @@ def test_a_dma_into_the_activation_tables_waits_for_an_earlier_run_that_reads_th
     simulate(dut, bench)
 
 
-def test_the_micro_ops_and_parameters_a_run_reads_come_from_its_registers():
+@pytest.mark.parametrize("text, params", [("NOP", 2), ("NORM step=SAVE", 2),
+                                           ("NORM step=FINISH count=9", 6)])
+def test_the_micro_ops_and_parameters_a_run_reads_come_from_its_registers(text, params):
+    """The micro-ops and PARAM entries from the RUN's registers: its lanes' entries, 3 x lanes
+    for a NORM FINISH, which it counts as until its micro-program is read."""
     dut = RunScoreboard(CONFIG)
 
     async def bench(ctx):
-        await put(ctx, dut.issue, {"run": run_args(uop_addr=5, uop_count=3, param_offset=9,
-                                                   lanes=2), "tag": 0})
-        await ctx.tick()
-        for space, first, end in ((isa.Space.UOP, 5, 8), (isa.Space.PARAM, 9, 11)):
+        count = await load(ctx, dut, 5, "\n".join([text] * 3))
+        await put(ctx, dut.issue, {"run": run_args(uop_addr=5, uop_count=count,
+                                                   param_offset=9, lanes=2), "tag": 0})
+        await ctx.tick().repeat(RunScoreboard.ENTRY + 1)
+        assert await conflict(ctx, dut, isa.Space.PARAM, 14, 15)      # not read yet
+        await ctx.tick().repeat(count + SCAN_CYCLES + SCAN_DRAIN)
+        for space, first, end in ((isa.Space.UOP, 5, 8), (isa.Space.PARAM, 9, 9 + params)):
             got = {at for at in range(16) if await conflict(ctx, dut, space, at, at + 1)}
             assert got == set(range(first, end))
             assert await conflict(ctx, dut, space, 0, 16)

@@ -32,9 +32,11 @@ def run(state, words, **registers):
 
 def channel_sums(h, w, c, square):
     """The micro-program summing (``square``: the squares of) one channel of an ``h x w x c``
-    HWC image read at ``act_offset``, then NORM SAVE."""
+    HWC image read at ``act_offset``, then NORM SAVE. (``WGT lane_stride=1``: the RTL group
+    runs a MAC only with it, whatever the lanes.)"""
     return program((isa.UopOp.LOOP, {"level": 0, "count": h, "act_stride": w * c}),
                    (isa.UopOp.LOOP, {"level": 1, "count": w, "act_stride": c}),
+                   (isa.UopOp.WGT, {"lane_stride": 1}),
                    (isa.UopOp.CLEAR, {"use_bias": 0}),
                    (isa.UopOp.MAC, {"square": int(square)}),
                    (isa.UopOp.NORM, {"step": isa.NormStep.SAVE}))
@@ -54,6 +56,7 @@ def normalize(state, image, norm, channel):
                                          "eps": norm.eps})), param_offset=0)
     out = image.size
     run(state, program((isa.UopOp.ACT, {"row_stride": w * c, "col_stride": c}),
+                       (isa.UopOp.WGT, {"lane_stride": 1}),
                        (isa.UopOp.CLEAR, {"use_bias": 1}), (isa.UopOp.MAC, {}),
                        (isa.UopOp.POST, {"use_lut": 0}),
                        (isa.UopOp.WRITE, {"row_stride": w, "col_stride": 1})),
