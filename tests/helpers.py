@@ -472,3 +472,33 @@ def spread_model(kind):
         head = [helper.make_node("DepthToSpace", ["x"], ["u"], blocksize=2, mode="CRD")]
     return make_model(head + tail, [("x", ["N", cin, *hw])], [("y", ["N", "c", "h", "w"])],
                       inits)
+
+
+def norm_model(channels=6, hw=(12, 12), act="Relu", affine=True, residual=False, seed=0,
+               conv=True, tail=1):
+    """Conv 3x3 (unless not ``conv``: the model input) -> InstanceNorm -> ``act`` (-> + input)
+    -> Conv ``tail x tail`` to 3 channels: a CycleGAN block's parts."""
+    rng = np.random.default_rng(seed)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[3, 3],
+                              pads=[1, 1, 1, 1]),
+             helper.make_node("InstanceNormalization", ["c", "g", "k"], ["n"], epsilon=1e-5)]
+    if not conv:
+        nodes = [helper.make_node("InstanceNormalization", ["x", "g", "k"], ["n"],
+                                  epsilon=1e-5)]
+    last = "n"
+    if act:
+        nodes.append(helper.make_node(act, ["n"], ["a"]))
+        last = "a"
+    if residual:
+        nodes.append(helper.make_node("Add", [last, "x"], ["s"]))
+        last = "s"
+    nodes.append(helper.make_node("Conv", [last, "w2"], ["y"], kernel_shape=[tail, tail],
+                                  pads=[tail // 2] * 4))
+    gamma = rng.uniform(0.5, 2.0, channels) * rng.choice([-1, 1], channels) if affine \
+        else np.ones(channels)
+    beta = rng.normal(0, 0.5, channels) if affine else np.zeros(channels)
+    weights = {"w": rng.normal(0, 0.3, (channels, channels, 3, 3)),
+               "b": rng.normal(0, 0.5, channels)} if conv else {}
+    return make_model(nodes, [("x", ["N", channels, *hw])], [("y", ["N", 3, *hw])],
+                      {**weights, "g": gamma, "k": beta,
+                       "w2": rng.normal(0, 0.3, (3, channels, tail, tail))})

@@ -39,8 +39,8 @@ A group runs its RUNs in order. Each RUN flows through a pipeline of blocks join
 Consecutive RUNs overlap too: the next RUN is decoded and its addresses generated while the
 current one finishes. The execute body must have the form the compiler emits, ``[CLEAR] MAC* [POST
 [WRITE] | NORM]`` (NOPs and access micro-ops anywhere), its MACs all with ``square`` or all without,
-a MAC needs ``WGT.lane_stride == 1``, a NORM a RUN of one pixel, a NORM FINISH a ``count`` of at
-least 1 and a NORM SAVE a CLEAR without bias (or none); anything else sets the sticky ``error``
+a MAC needs ``WGT.lane_stride == 1``, a NORM a RUN of one pixel and a NORM FINISH a ``count``
+of at least 1; anything else sets the sticky ``error``
 output (the RUN still completes, its results are unspecified).
 """
 

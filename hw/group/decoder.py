@@ -69,8 +69,8 @@ class MicroProgramDecoder(wiring.Component):
     ``program`` then holds the whole micro-program, and keeps it until the next ``start``,
     which the decoder takes from the next cycle on. ``error`` pulses for a micro-program the
     group cannot run: with a decoded micro-op out of the order ``[CLEAR] MAC* (POST [WRITE] |
-    NORM)``, a MAC whose ``square`` differs from the MAC before it, a NORM FINISH of ``count`` 0, a
-    NORM SAVE after ``CLEAR use_bias=1`` or a LOOP beyond the last level, and with ``done`` when it
+    NORM)``, a MAC whose ``square`` differs from the MAC before it, a NORM FINISH of ``count`` 0
+    or a LOOP beyond the last level, and with ``done`` when it
     has a MAC and ``WGT.lane_stride != 1``.
 
     Parameters
@@ -174,9 +174,7 @@ class MicroProgramDecoder(wiring.Component):
             with m.Case(isa.UopOp.NORM):
                 norm = uop.args.norm
                 finish = norm.step == isa.NormStep.FINISH
-                # SAVE writes the lanes' sums: a CLEAR's bias is added by POST, not the lanes.
-                with m.If((stage > 1) | finish & (norm.count == 0) |
-                          ~finish & program.clear.use_bias):
+                with m.If((stage > 1) | finish & (norm.count == 0)):
                     m.d.comb += self.error.eq(1)
                 m.d.sync += [stage.eq(3), program.norms.eq(1), program.norm.eq(norm)]
 

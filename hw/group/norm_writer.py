@@ -1,6 +1,6 @@
 """NORM's pixels: a lane's sum saved to PARAM, or its normalizing entry made from PARAM."""
 
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -29,7 +29,10 @@ class NormWriter(wiring.Component):
 
     Contract: a job on ``i`` (a pixel whose body ends with NORM; not an ``end`` job) is taken
     once its last lane's PARAM entry is written. SAVE writes ``acc[l]`` into the bias of
-    ``PARAM[param_offset + l]``, a lane per cycle of ``param_w``. FINISH reads the lane's
+    ``PARAM[param_offset + l]``, a lane per cycle of ``param_w``; after ``CLEAR use_bias=1``
+    (a sum carried on from the previous row band) the lanes' accumulators do not hold the
+    bias (POST adds it), so SAVE reads it first and writes ``bias + acc[l]``: two cycles a
+    lane. FINISH reads the lane's
     constants, ``S1`` and ``S2`` through ``param`` (``PARAM[param_offset + 2 * lanes + l]``,
     ``[param_offset + l]``, ``[param_offset + lanes + l]``), computes the entry with
     :class:`~flexigan.hw.norm.NormFinish` and writes it to ``PARAM[param_offset + l]``:
@@ -64,14 +67,24 @@ class NormWriter(wiring.Component):
                         m.d.comb += self.i.ready.eq(1)
                     with m.Elif(job.finish):
                         m.next = "CONSTANTS"
+                    with m.Elif(job.use_bias):
+                        m.next = "BIAS"
                     with m.Else():
                         m.next = "SAVE"
+            with m.State("BIAS"):
+                m.d.comb += [self.param.en.eq(1), self.param.addr.eq(job.param_offset + lane)]
+                m.next = "SAVE"
             with m.State("SAVE"):
+                carried = Mux(job.use_bias, entry.bias, 0)
                 m.d.comb += [self.param_w.valid.eq(1),
                              self.param_w.payload.index.eq(job.param_offset + lane),
-                             self.param_w.payload.data.eq(job.acc[lane]),
+                             self.param_w.payload.data.eq((job.acc[lane] + carried)[:32]),
                              self.param_w.payload.mask.eq(0b1111)]     # the bias
-                self._next_lane(m, written, lane, last, "SAVE")
+                with m.If(written & ~last & job.use_bias):
+                    m.d.sync += lane.eq(lane + 1)
+                    m.next = "BIAS"
+                with m.Else():
+                    self._next_lane(m, written, lane, last, "SAVE")
             with m.State("CONSTANTS"):
                 m.d.comb += [self.param.en.eq(1),
                              self.param.addr.eq(job.param_offset + 2 * job.lanes + lane)]

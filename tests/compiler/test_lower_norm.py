@@ -4,39 +4,15 @@ ACT and through external memory in row bands, in rounds when PARAM is short, for
 
 import numpy as np
 import pytest
-from onnx import helper
 
 from flexigan.compiler.lower import lower
 from flexigan.hw.arch.config import AcceleratorConfig
-from tests.helpers import SIM, check_bit_exact, make_model, quantized
+from tests.helpers import SIM, check_bit_exact, norm_model, quantized
 
 #: Two groups of two lanes, small memories: a 6 x 12 x 12 tensor does not fit ACT.
 SMALL = AcceleratorConfig(groups=2, lanes=2, act_banks=2, act_bank_bytes=512, weight_bytes=256,
                           param_entries=8, uop_depth=24, axi_data_width=32, mem_latency=4,
                           burst_bytes=64)
-
-
-def norm_model(channels=6, hw=(12, 12), act="Relu", affine=True, residual=False, seed=0):
-    """Conv 3x3 -> InstanceNorm -> ``act`` (-> + input) -> Conv 1x1: a CycleGAN block's parts."""
-    rng = np.random.default_rng(seed)
-    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[3, 3],
-                              pads=[1, 1, 1, 1]),
-             helper.make_node("InstanceNormalization", ["c", "g", "k"], ["n"], epsilon=1e-5)]
-    last = "n"
-    if act:
-        nodes.append(helper.make_node(act, ["n"], ["a"]))
-        last = "a"
-    if residual:
-        nodes.append(helper.make_node("Add", [last, "x"], ["s"]))
-        last = "s"
-    nodes.append(helper.make_node("Conv", [last, "w2"], ["y"], kernel_shape=[1, 1]))
-    gamma = rng.uniform(0.5, 2.0, channels) * rng.choice([-1, 1], channels) if affine \
-        else np.ones(channels)
-    beta = rng.normal(0, 0.5, channels) if affine else np.zeros(channels)
-    return make_model(nodes, [("x", ["N", channels, *hw])], [("y", ["N", 3, *hw])],
-                      {"w": rng.normal(0, 0.3, (channels, channels, 3, 3)),
-                       "b": rng.normal(0, 0.5, channels), "g": gamma, "k": beta,
-                       "w2": rng.normal(0, 0.3, (3, channels, 1, 1))})
 
 
 CASES = {

@@ -31,6 +31,7 @@ from tests.helpers import (
     convt_model,
     dense_relu_model,
     lut_model,
+    norm_model,
     pad_model,
     project_and_reshape_model,
     quantized,
@@ -81,6 +82,13 @@ CASES = {
     "activation of a concat": lambda: lut_model("concat"),
     # A constant border: RUNs with no MAC, whose POST writes the bias.
     "constant pad": lambda: pad_model("constant"),
+    # InstanceNorm of the model input, read in three row bands from external memory: the sums
+    # carried over the bands (CLEAR use_bias, SAVE of bias + acc), FINISH, the banded pass;
+    # then a 3x3 conv (a 1x1 conv to 3 channels runs 1.2-1.4x the model on this machine: the
+    # post-writer on few lanes, docs/user-guide.md).
+    "instance norm in row bands": lambda: norm_model(4, (24, 24), conv=False, tail=3),
+    # A residual block's end: Conv, InstanceNorm (no activation), the Add of the input.
+    "instance norm, residual": lambda: norm_model(4, (6, 6), act=None, residual=True),
 }
 
 

@@ -512,6 +512,22 @@ def test_instance_norm_four_runs_per_channel():
     check(runs, mem=norm_memories(9, {0: [2, 5], 1: [2]}), within=(0.99, 1.03))
 
 
+def test_instance_norm_sums_carried_over_row_bands():
+    # The sum of a channel in two bands of rows (the compiler's stages through external
+    # memory): the second band's CLEAR use_bias=1 starts from the first's saved sum and its
+    # SAVE writes bias + acc (two cycles a lane); a RUN without MAC then writes each lane's
+    # saved sum requantized (multiplier 1, shift 4), so the sums are compared bit for bit.
+    first = norm_runs(0, 0, 0, lanes=2, h=6)[0]
+    band = NORM_SUMS.format(n=15, channels=3, square=0)
+    carried = band.replace("WGT lane_stride=1", "WGT lane_stride=1\n    CLEAR use_bias=1")
+    show = "CLEAR use_bias=1\nPOST use_lut=0 lut=0 per_lane=0\nWRITE lane_stride=1"
+    mem = norm_memories(11, {})
+    mem.param[0][:2] = [(0, 1, 4, 0)] * 2
+    runs = [Run(0, band, first.args), Run(0, carried, {**first.args, "act_offset": 45}),
+            Run(0, show, {"lanes": 2, "rows": 1, "cols": 1, "out_offset": 512})]
+    check(runs, mem=mem, within=(0.97, 1.03))
+
+
 @pytest.mark.parametrize("sparse", [False, True])
 def test_instance_norm_of_four_lanes_at_once(sparse):
     # Lanes 1-3 of the sums weigh the channel by the WGT's random weights (their sums differ,
@@ -628,7 +644,7 @@ POST_WRITE = "POST use_lut=0 lut=0 per_lane=0\nWRITE lane_stride=1"
     ("WGT lane_stride=1\nMAC\nPOST use_lut=0 lut=0 per_lane=0\nNORM step=SAVE", True),
     ("NORM step=SAVE\nNORM step=SAVE", True),
     ("NORM step=SAVE\nCLEAR use_bias=1", True),
-    ("CLEAR use_bias=1\nNORM step=SAVE", True),       # the lanes hold no bias to save
+    ("CLEAR use_bias=1\nNORM step=SAVE", False),      # a sum carried on: bias + acc
     ("CLEAR use_bias=1\nNORM step=FINISH count=3", False),
 ])
 def test_the_decoder_flags_micro_programs_the_group_cannot_run(text, error):
