@@ -30,9 +30,10 @@ A group runs its RUNs in order. Each RUN flows through a pipeline of blocks join
   of each pixel, snapshots the accumulators into a job for the post-processor, so the next
   pixel's MACs overlap the current pixel's POST and WRITE;
 - the **post-writer** (:mod:`.post_writer`) requantizes one lane per cycle and writes the bytes
-  to ACT; a NORM pixel's job goes to its NORM writer (:mod:`.norm_writer`), which saves the
-  lanes' sums to PARAM (SAVE) or makes each lane's normalizing PARAM entry from them with the
-  bit-serial unit of :mod:`flexigan.hw.norm` (FINISH).
+  to ACT (a pixel's lanes that fall in one word as one write); a NORM pixel's job goes to its
+  NORM writer (:mod:`.norm_writer`), which saves the lanes' sums to PARAM (SAVE) or makes each
+  lane's normalizing PARAM entry from them with the bit-serial unit of :mod:`flexigan.hw.norm`
+  (FINISH).
 
 :class:`Group` (:mod:`.group`) joins them; :mod:`.layouts` holds the payloads between them.
 

@@ -39,7 +39,10 @@ RTL cycles were up to 7 % above a model that followed the bytes).
 Crossbar (see :mod:`.pipeline`): groups reading the same stream
 (address pattern) share a broadcast read; a RUN that joins the streams of the groups still
 reading slows the ones already running for the rest of their access. Write conflicts
-(post-writers writing one bank) are not charged.
+(post-writers writing one bank) are not charged: a post-writer writes a pixel's lanes that fall
+in one word as one write (3 side-by-side lanes of an HWC output: 1.5 writes in the pixel's 3
+cycles on 4-byte words), so groups writing one bank seldom wait for it; a post-bound RUN of one
+lane still writes a byte per cycle.
 """
 
 from __future__ import annotations

@@ -84,11 +84,14 @@ CASES = {
     "constant pad": lambda: pad_model("constant"),
     # InstanceNorm of the model input, read in three row bands from external memory: the sums
     # carried over the bands (CLEAR use_bias, SAVE of bias + acc), FINISH, the banded pass;
-    # then a 3x3 conv (a 1x1 conv to 3 channels runs 1.2-1.4x the model on this machine: the
-    # post-writer on few lanes, docs/user-guide.md).
+    # then a 3x3 conv.
     "instance norm in row bands": lambda: norm_model(4, (24, 24), conv=False, tail=3),
     # A residual block's end: Conv, InstanceNorm (no activation), the Add of the input.
     "instance norm, residual": lambda: norm_model(4, (6, 6), act=None, residual=True),
+    # 1x1 convs to 3 channels: one or a word of taps per pixel, so both groups' post-writers
+    # set the pace, writing one bank (1.19-1.40x the model when each byte was a write).
+    "conv 1x1, 1 -> 3 channels": lambda: conv_model(1, 3, (24, 24), [1, 1]),
+    "conv 1x1, 4 -> 3 channels": lambda: conv_model(4, 3, (12, 12), [1, 1]),
 }
 
 
