@@ -143,6 +143,22 @@ def test_programs_bit_exact_with_isa_sim(simulator, compiled, build_root):
             f"{name}: RTL takes {ratio:.3f}x the ISA simulator's cycles"
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("simulator", SIMULATORS)
+def test_a_small_cyclegan_end_to_end(simulator, build_root):
+    """A CycleGAN exported from PyTorch (examples/cyclegan/make_model.py: ngf 4, one residual
+    block, 16 x 16): reflection pads, InstanceNorms, the residual Add, stride-2 convolutions and
+    ConvTransposes, Tanh, bit-exact with the ISA simulator and within 5 % of its cycles
+    (1.015 under Verilator)."""
+    model = EXAMPLES.parent / "tests" / "models" / "cyclegan_ngf4_blocks1_16.onnx"
+    compiled = _compiled({"cyclegan": lambda: str(model)}, CONFIG)
+    results = run_programs([image for _, _, image in compiled], CONFIG, simulator=simulator,
+                           build_dir=build_root / "small", max_cycles=400_000)
+    ratio = _check(compiled, results, CONFIG, sparse=True)["cyclegan"]
+    print(f"{simulator}: small CycleGAN, RTL / ISA cycles {ratio:.3f}")
+    assert abs(ratio - 1) <= 0.05
+
+
 def test_the_icebreakers_options_bit_exact_and_within_5_percent(build_root):
     """The iCEBreaker's options on CONFIG's machine: the cycle model follows the queues."""
     compiled = _compiled(CASES, SHRUNK)
