@@ -26,12 +26,18 @@ TOO_LONG = {"cyclegan/generator.onnx", "pix2pix/generator.onnx"}
 MODELS = sorted(str(path.relative_to(EXAMPLES)) for path in EXAMPLES.glob("*/*.onnx")
                 if str(path.relative_to(EXAMPLES)) not in TOO_LONG) \
     + ["../tests/models/cyclegan_ngf4_blocks1_16.onnx"]
-#: Networks whose RTL cycles on the 16 x 8 machine exceed the model's by more than 5 %,
-#: bit-exact all the same (measured at 6136914): the 16 x 16 CycleGAN, 1.121 on all 16 groups,
-#: 1.065 on 2 of them, 1.015 on the 2 x 4 test machine (tests/hw/test_accelerator.py): its
-#: layers of a few hundred pixels spread over many groups, whose sharing of the crossbar the
-#: model underestimates.
+#: Networks whose RTL cycles on the 16 x 8 machine exceed the cycle model's estimate by more
+#: than 5%: the small CycleGAN, 1.224 at 08d5c71 and 1.121 since the post-writer writes a
+#: pixel's lanes in one word as one write. 3,984 of its 5,744 RUN pixels are RUNs of one lane
+#: (normalizing passes, Pad copies) on many groups at a byte a cycle each, most likely writing
+#: bytes of the same words (channels side by side; not measured per layer): two such groups on
+#: one bank take 1.6x the model's cycles, which charges no write conflicts (tests/hw/
+#: test_group.py, the expected failure there). On the 2 x 4 test machine it is within 5 %
+#: (1.015, tests/hw/test_accelerator.py), on 2 of the 16 groups 1.065.
+#: Their outputs must still be bit-exact; the cycle bound is reported as an expected failure.
 CYCLES_NOT_YET_MODELLED = {"../tests/models/cyclegan_ngf4_blocks1_16.onnx"}
+
+
 def test_the_examples_are_all_here():
     """The parametrization below finds the shipped networks (not an empty list)."""
     assert {"digits/generator.onnx", "digits/discriminator.onnx", "dcgan32/generator.onnx",

@@ -473,6 +473,18 @@ def test_post_bound_groups_writing_one_bank_keep_their_pace(second_out):
     check([one_tap(0, 0, 256), one_tap(1, 64, second_out)], within=(1.0, 1.01))
 
 
+@pytest.mark.xfail(strict=True, reason="write conflicts of one-lane RUNs are not modelled")
+def test_post_bound_one_lane_groups_writing_one_word_keep_their_pace():
+    # One lane a pixel, the two groups' bytes side by side (a normalizing pass's channels on
+    # two groups): a write each a cycle into one bank, 167 cycles for the model's 104 (alone,
+    # or on two banks, 104). Merging the groups' writes to one word in the crossbar, or the
+    # model charging the bank, would make it pass.
+    def one_lane(group, act, out):
+        return Run(group, ONE_TAP.replace("col_stride=3", "col_stride=2"),
+                   {"rows": 4, "cols": 16, "lanes": 1, "act_offset": act, "out_offset": out})
+    check([one_lane(0, 0, 256), one_lane(1, 64, 257)])
+
+
 
 # InstanceNorm (docs/isa.md): a channel's sum and sum of squares (MAC square) saved to PARAM,
 # NORM FINISH, then the normalizing pass; the channel is every ``channels``-th byte of ACT.
