@@ -188,7 +188,7 @@ class _Lowering:
         return instruction("DMA_LOAD", space=isa.Space.ACT, ext_addr=("zeros", 0),
                             local_addr=addr, length=size)
 
-    def _rows_dma(self, op, storage, addr, rows, frame):
+    def rows_dma(self, op, storage, addr, rows, frame):
         """``op`` (DMA_LOAD or DMA_STORE) of array ``rows = (lo, hi)`` of frame ``frame``'s
         copy of ``storage`` between its external memory and ACT address ``addr``."""
         row_bytes = storage.grid.row_bytes
@@ -198,7 +198,7 @@ class _Lowering:
 
     # --- one layer ---------------------------------------------------------------------------
 
-    def _clears(self, layer):
+    def clears(self, layer):
         """DMA zeroing the gaps of a gapped destination before the layer writes it, in every
         frame's ACT slice: the whole storage in ACT (by its first writer), or each staging
         buffer (a Concat's storage in external memory, with several writers, is read back and
@@ -217,7 +217,7 @@ class _Lowering:
         return [self._clear(frame * self.plan.act_bytes + addr, size)
                 for frame in range(self.batch) for addr, size in spans]
 
-    def _stage_dma(self, layer, stage, frame):
+    def stage_dma(self, layer, stage, frame):
         """``(before, after, src, dst)`` of ``stage`` in frame ``frame`` of the batch: the DMA
         that fills its window (and, for a destination several layers write, loads its staging
         buffer), the DMA that stores its staging buffer, and where it finds its source and
@@ -233,14 +233,14 @@ class _Lowering:
             rows = layer.window_rows(stage.first, stage.stop)
             src_at = _InAct(slice_at + window.addr, rows[0])
             if rows[1] > rows[0]:
-                before.append(self._rows_dma("DMA_LOAD", src, src_at.base, rows, frame))
+                before.append(self.rows_dma("DMA_LOAD", src, src_at.base, rows, frame))
         staging = layer.staging_buffer(stage)
         if staging is not None:
             rows = layer.staging_rows(stage.first, stage.stop)
             dst_at = _InAct(slice_at + staging.addr, rows[0])
             if len(dst.writers) > 1:
-                before.append(self._rows_dma("DMA_LOAD", dst, dst_at.base, rows, frame))
-            after.append(self._rows_dma("DMA_STORE", dst, dst_at.base, rows, frame))
+                before.append(self.rows_dma("DMA_LOAD", dst, dst_at.base, rows, frame))
+            after.append(self.rows_dma("DMA_STORE", dst, dst_at.base, rows, frame))
         return before, after, src_at, dst_at
 
     def prepare(self, layer):
@@ -279,7 +279,7 @@ class _Lowering:
                                  col_phases)
         unit_count = len(tiles) * blocks
         stages = []
-        pending = self._clears(layer)
+        pending = self.clears(layer)
         units_total, runs_total, mac_steps = 0, 0, [0] * groups
         for stage in layer.stages:
             # The frames of a batch spread over the groups as well as the pieces.
@@ -287,7 +287,7 @@ class _Lowering:
                                 unit_count * self.batch, groups)
             before, after, frames = [], [], []
             for frame in range(self.batch):
-                frame_before, frame_after, src_at, dst_at = self._stage_dma(layer, stage, frame)
+                frame_before, frame_after, src_at, dst_at = self.stage_dma(layer, stage, frame)
                 before += frame_before
                 after += frame_after
                 frames.append([unit for r0, r1, c0, c1 in pieces for unit in self._units(
@@ -367,7 +367,7 @@ class _Lowering:
         stage = layer.stages[0]
         before, after, places = [], [], []
         for frame in range(self.batch):
-            frame_before, frame_after, src_at, dst_at = self._stage_dma(layer, stage, frame)
+            frame_before, frame_after, src_at, dst_at = self.stage_dma(layer, stage, frame)
             before += frame_before
             after += frame_after
             places.append((src_at, dst_at))
@@ -395,7 +395,7 @@ class _Lowering:
         mac_steps = [sum(r.steps for u in queue for r in u.runs) for queue in queues]
         stats = _LayerStats(1, False, lanes, sum(map(len, queues)),
                             sum(len(u.runs) for queue in queues for u in queue), mac_steps)
-        pending = self._clears(layer)
+        pending = self.clears(layer)
         return [_PreparedStage(pending + before, queues, after, broadcast=True)], stats
 
     def _broadcast_per_unit(self, rounds, most, block):

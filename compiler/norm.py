@@ -131,7 +131,7 @@ class _Emitter:
         grid, (rows, cols) = layer.src_grid, layer.axes
         strides = (rows.step * grid.row_bytes, cols.step * grid.channels)
         for k, stage in enumerate(layer.stages):
-            before, _, src_at, _ = self.lowering._stage_dma(layer, stage, frame)
+            before, _, src_at, _ = self.lowering.stage_dma(layer, stage, frame)
             self.code.extend(before)
             band = stage.stop - stage.first
             for square in (False, True):
@@ -157,12 +157,12 @@ class _Emitter:
             (rows.step * src.row_bytes, cols.step * src.channels),
             (mul_h * dst.step_h * dst.row_bytes, mul_w * dst.step_w * dst.channels), use_lut)
         for stage in layer.stages:
-            before, after, src_at, dst_at = self.lowering._stage_dma(layer, stage, frame)
+            before, after, src_at, dst_at = self.lowering.stage_dma(layer, stage, frame)
             self.code.extend(before)
             staged = layer.staging_buffer(stage) is not None
             if again and staged and len(self.lowering.plan.storage(layer.dst).writers) == 1:
                 rows = layer.staging_rows(stage.first, stage.stop)
-                self.code.append(self.lowering._rows_dma(
+                self.code.append(self.lowering.rows_dma(
                     "DMA_LOAD", self.lowering.plan.storage(layer.dst), dst_at.base, rows,
                     frame))
             for first in range(stage.first, stage.stop, RUN_ROWS):
@@ -199,7 +199,7 @@ def emit(lowering, layer):
     :class:`~.lower._Lowering`), every frame of its batch; return the constant loads it made
     (one per round and frame)."""
     emitter = _Emitter(lowering, layer)
-    emitter.code.extend(lowering._clears(layer))
+    emitter.code.extend(lowering.clears(layer))
     lut = emitter.constants()
     rounds = emitter.rounds()
     for frame in range(lowering.batch):
