@@ -31,8 +31,8 @@ class NormWriter(wiring.Component):
     once its last lane's PARAM entry is written. SAVE writes ``acc[l]`` into the bias of
     ``PARAM[param_offset + l]``, a lane per cycle of ``param_w``; after ``CLEAR use_bias=1``
     (a sum carried on from the previous row band) the lanes' accumulators do not hold the
-    bias (POST adds it), so SAVE reads it first and writes ``bias + acc[l]``: two cycles a
-    lane. FINISH reads the lane's
+    bias (POST adds it), so SAVE reads it first and writes ``bias + acc[l]``: three cycles a
+    lane (the read, the sum registered, the write). FINISH reads the lane's
     constants, ``S1`` and ``S2`` through ``param`` (``PARAM[param_offset + 2 * lanes + l]``,
     ``[param_offset + l]``, ``[param_offset + lanes + l]``), computes the entry with
     :class:`~flexigan.hw.norm.NormFinish` and writes it to ``PARAM[param_offset + l]``:
@@ -55,6 +55,7 @@ class NormWriter(wiring.Component):
         job = self.i.payload
         lane = Signal.like(job.lanes)
         last = lane + 1 >= job.lanes
+        carried = Signal(32)                    # bias + acc of a SAVE after CLEAR use_bias
         entry = data.View(isa.PARAM_LAYOUT, self.param.data)
         written = self.param_w.valid & self.param_w.ready
         m.d.comb += [unit.i.payload.count.eq(job.count), unit.i.payload.eps.eq(job.eps),
@@ -73,12 +74,17 @@ class NormWriter(wiring.Component):
                         m.next = "SAVE"
             with m.State("BIAS"):
                 m.d.comb += [self.param.en.eq(1), self.param.addr.eq(job.param_offset + lane)]
+                m.next = "ADD"
+            with m.State("ADD"):
+                # The sum in a register: the block RAM's output does not reach its input
+                # through an adder in one cycle.
+                m.d.sync += carried.eq(job.acc[lane] + entry.bias)
                 m.next = "SAVE"
             with m.State("SAVE"):
-                carried = Mux(job.use_bias, entry.bias, 0)
                 m.d.comb += [self.param_w.valid.eq(1),
                              self.param_w.payload.index.eq(job.param_offset + lane),
-                             self.param_w.payload.data.eq((job.acc[lane] + carried)[:32]),
+                             self.param_w.payload.data.eq(Mux(job.use_bias, carried,
+                                                              job.acc[lane])),
                              self.param_w.payload.mask.eq(0b1111)]     # the bias
                 with m.If(written & ~last & job.use_bias):
                     m.d.sync += lane.eq(lane + 1)

@@ -551,7 +551,7 @@ def test_instance_norm_four_runs_per_channel():
 def test_instance_norm_sums_carried_over_row_bands():
     # The sum of a channel in two bands of rows (the compiler's stages through external
     # memory): the second band's CLEAR use_bias=1 starts from the first's saved sum and its
-    # SAVE writes bias + acc (two cycles a lane); a RUN without MAC then writes each lane's
+    # SAVE writes bias + acc (three cycles a lane); a RUN without MAC then writes each lane's
     # saved sum requantized (multiplier 1, shift 4), so the sums are compared bit for bit.
     first = norm_runs(0, 0, 0, lanes=2, h=6)[0]
     band = NORM_SUMS.format(n=15, channels=3, square=0)
