@@ -166,7 +166,7 @@ class Crossbar(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
-        groups, banks = cfg.groups, cfg.act_banks
+        banks = cfg.act_banks
         depth = cfg.act_bank_bytes // cfg.axi_bytes
         row_bits = exact_log2(depth)
         bank_bits = exact_log2(banks)
@@ -260,7 +260,12 @@ class Crossbar(wiring.Component):
         for i, p in enumerate(writers):
             m.d.comb += p.req.ready.eq(wr_grant[i])
 
-        # Routes and the per-group counters.
+        self._routes_and_counters(m, slices, reads, bank_of)
+        return m
+
+    def _routes_and_counters(self, m, slices, reads, bank_of):
+        """Each group's route (its banks), its route faults and its stall counter."""
+        groups, banks = self._config.groups, self._config.act_banks
         first = Signal(data.ArrayLayout(8, groups))
         count = Signal(data.ArrayLayout(9, groups), init=[banks] * groups)
         with m.If(self.route.valid):
@@ -284,4 +289,3 @@ class Crossbar(wiring.Component):
                     m.d.sync += self.stalls[g].eq(self.stalls[g] + 1)
                 with m.If(q.valid & ~read.skip & outside):
                     m.d.sync += self.route_fault[g].eq(1)
-        return m
