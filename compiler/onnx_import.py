@@ -22,7 +22,7 @@ from onnx import numpy_helper, shape_inference, version_converter
 from onnx.reference import ReferenceEvaluator
 
 from ..errors import ModelError, UnsupportedError
-from . import ir, limits
+from . import ir, layout, limits
 
 __all__ = ["import_model", "load_onnx", "SUPPORTED_OPS", "OPSET_RANGE"]
 
@@ -314,7 +314,7 @@ def import_model(path_or_model, batch=None):
         raise UnsupportedError(problems)
     _import_outputs(model, graph, build, consts, shapes)
     _prune(graph)
-    return ir.verify(graph)
+    return layout.fold_transposes(ir.verify(graph))
 
 
 def _import_input(graph, value, shapes, problems, broken):

@@ -49,6 +49,7 @@ from ..hw.arch.numerics import (
 )
 from . import ir
 from .evaluate import run_float
+from .layout import to_onnx
 from .onnx_import import load_onnx
 
 __all__ = ["Requant", "Compute", "Lut", "Sum", "Norm", "requant", "sum_params", "calibrate",
@@ -277,8 +278,8 @@ def _onnxruntime_peaks(graph, feeds, model):
     peaks = {name: _peak(feeds[name]) for name in inputs}
     peaks.update(dict.fromkeys(wanted, 0.0))
     for k in range(len(next(iter(feeds.values())))):
-        sample = {name: feeds[name][k:k + 1].astype(dtype.get(kinds[name], np.float32))
-                  for name in inputs}
+        sample = {name: to_onnx(graph, name, feeds[name][k:k + 1])
+                  .astype(dtype.get(kinds[name], np.float32)) for name in inputs}
         for name, value in zip(wanted, session.run(wanted, sample)):
             if value.shape[1:] != tuple(ir.node(graph, name).shape):
                 return None            # the tensor of that name is not the IR value

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import engines, folder, steps
-from .compiler import ir, passes
+from .compiler import ir, layout, passes
 from .compiler.onnx_import import import_model, load_onnx
 from .errors import UsageError
 from .files import atomic_file, write_json_atomic
@@ -48,8 +48,8 @@ def inspect_model(path):
     graph = passes.run_passes(import_model(path))
     rows = layer_table(graph)
     return {"model": str(path),
-            "inputs": {i: list(ir.node(graph, i).shape) for i in graph.graph["inputs"]},
-            "outputs": {o: list(ir.node(graph, o).shape) for o in graph.graph["outputs"]},
+            "inputs": {i: list(layout.onnx_shape(graph, i)) for i in graph.graph["inputs"]},
+            "outputs": {o: list(layout.onnx_shape(graph, o)) for o in graph.graph["outputs"]},
             "layers": rows, "totals": totals(rows)}
 
 
@@ -196,7 +196,10 @@ def _execute(out, engine, input_path, output_path, options, report_name):
     start = time.perf_counter()
     run = engine.run(model, model.quantize(feeds), options)
     elapsed = time.perf_counter() - start
-    outputs = {o: golden.dequantize(v, ir.node(qgraph, o).scale) for o, v in run.outputs.items()}
+    # The engines run in the IR's layout; the user's files and onnxruntime are in the ONNX
+    # model's (flexigan.compiler.layout).
+    outputs = {o: layout.to_onnx(qgraph, o, golden.dequantize(v, ir.node(qgraph, o).scale))
+               for o, v in run.outputs.items()}
     onnx_names = dict(zip(qgraph.graph["outputs"], qgraph.graph["onnx_outputs"]))
     report = run.report
     report.update({"batch": int(next(iter(feeds.values())).shape[0]),
@@ -205,7 +208,8 @@ def _execute(out, engine, input_path, output_path, options, report_name):
                                for o, v in outputs.items()},
                    "seconds": round(elapsed, 3),
                    "inputs": {name: {"clipped": fraction} for name, fraction in clipped.items()}})
-    _compare_with_float(report, model, feeds, outputs, run.values, options.log)
+    onnx_feeds = {k: layout.to_onnx(qgraph, k, v) for k, v in feeds.items()}
+    _compare_with_float(report, model, onnx_feeds, outputs, run.values, options.log)
     output_path = Path(output_path) if output_path else \
         model.folder / folder.OUTPUTS[len(outputs) > 1]
     _save_outputs(output_path, {onnx_names[o]: v for o, v in outputs.items()})

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .compiler import ir
+from .compiler import ir, layout
 from .compiler.limits import CALIBRATION_SAMPLES
 from .errors import UsageError
 
@@ -37,7 +37,9 @@ def default_calibration(graph, samples=CALIBRATION_SAMPLES, seed=0):
 def load_inputs(graph, path):
     """Read model inputs from ``.npy`` (single-input models) or ``.npz`` (keyed by input name).
 
-    A missing batch axis is added. Raises :class:`UsageError` for a file that cannot be read,
+    The arrays are in the ONNX model's layout; they are returned in the IR's
+    (:mod:`flexigan.compiler.layout`). A missing batch axis is added. Raises
+    :class:`UsageError` for a file that cannot be read,
     arrays not named after the model's inputs, a shape that is not the input's, a batch of
     none, values that are not real numbers or not finite, and inputs of different batch sizes.
     """
@@ -47,7 +49,8 @@ def load_inputs(graph, path):
     if sorted(arrays) != sorted(names):
         raise UsageError(f"{path} holds arrays {sorted(arrays)}; the model's inputs are "
                          f"{sorted(names)}: give one array per input, named after it")
-    feeds = {name: _checked(name, arrays[name], ir.node(graph, name).shape, path)
+    feeds = {name: layout.to_ir(graph, name, _checked(name, arrays[name],
+                                                      layout.onnx_shape(graph, name), path))
              for name in names}
     batches = {name: x.shape[0] for name, x in feeds.items()}
     if len(set(batches.values())) > 1:
