@@ -53,7 +53,7 @@ class Input:
 @dataclass(frozen=True, eq=False)
 class Conv:
     """2-D convolution. ``weight`` is ``(Cout, Cin/group, kH, kW)``; ``pads`` is ONNX order
-    ``(top, left, bottom, right)``."""
+    ``(top, left, bottom, right)``; ``weight_scale`` as :class:`Dense`'s."""
 
     weight: np.ndarray
     bias: np.ndarray
@@ -61,6 +61,7 @@ class Conv:
     pads: tuple[int, int, int, int] = (0, 0, 0, 0)
     dilations: tuple[int, int] = (1, 1)
     group: int = 1
+    weight_scale: np.ndarray | None = None
 
     def shape(self, x):
         c, h, w = x
@@ -73,7 +74,8 @@ class Conv:
 @dataclass(frozen=True, eq=False)
 class ConvTranspose:
     """2-D transposed convolution. ``weight`` is ``(Cin, Cout/group, kH, kW)``; ``pads`` is
-    ``(top, left, bottom, right)`` after ``auto_pad`` and ``output_shape`` have been resolved."""
+    ``(top, left, bottom, right)`` after ``auto_pad`` and ``output_shape`` have been resolved;
+    ``weight_scale`` as :class:`Dense`'s."""
 
     weight: np.ndarray
     bias: np.ndarray
@@ -82,6 +84,7 @@ class ConvTranspose:
     output_padding: tuple[int, int] = (0, 0)
     dilations: tuple[int, int] = (1, 1)
     group: int = 1
+    weight_scale: np.ndarray | None = None
 
     @property
     def out_channels(self):
@@ -99,10 +102,15 @@ class ConvTranspose:
 
 @dataclass(frozen=True, eq=False)
 class Dense:
-    """Fully connected layer on a vector: ``y = weight @ x + bias``, ``weight`` is ``(N, K)``."""
+    """Fully connected layer on a vector: ``y = weight @ x + bias``, ``weight`` is ``(N, K)``.
+
+    ``weight_scale``, of a pre-quantized model, is the real value of one int8 weight step of
+    each output channel, shape ``(N,)``: the weights are integer multiples of it, and
+    quantization keeps them so. None: quantization derives the steps from the weights."""
 
     weight: np.ndarray
     bias: np.ndarray
+    weight_scale: np.ndarray | None = None
 
     def shape(self, x):
         return (self.weight.shape[0],)
@@ -325,6 +333,8 @@ def verify(graph, quantized=False):
         if isinstance(n.op, COMPUTE_OPS):
             out = n.op.out_channels if isinstance(n.op, ConvTranspose) else n.op.weight.shape[0]
             assert n.op.bias.shape == (out,), f"{name}: bias shape {n.op.bias.shape}"
+            assert n.op.weight_scale is None or n.op.weight_scale.shape == (out,), (
+                f"{name}: weight_scale shape {n.op.weight_scale.shape}")
         if quantized:
             assert n.scale is not None and n.scale > 0, f"{name}: no positive scale"
             assert isinstance(n.op, Input) or n.q is not None or isinstance(n.op, LAYOUT_OPS), (

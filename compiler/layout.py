@@ -96,6 +96,9 @@ def _rename(graph, old, new):
             r.op, tuple(new if i == old else i for i in r.inputs), r.shape, r.scale, r.q))
     graph.remove_node(old)
     graph.graph["outputs"] = [new if o == old else o for o in graph.graph["outputs"]]
+    scales = graph.graph.get("scales", {})
+    if old in scales:
+        graph.graph["scales"] = {new if k == old else k: v for k, v in scales.items()}
 
 
 def _bypass(graph, name, source):
@@ -160,7 +163,8 @@ def _dense_rows(graph, name, n):
     for value in chain:
         v = ir.node(graph, value)
         if isinstance(v.op, ir.Dense):
-            op = ir.Dense(v.op.weight[order], v.op.bias[order])
+            op = ir.Dense(v.op.weight[order], v.op.bias[order],
+                          None if v.op.weight_scale is None else v.op.weight_scale[order])
         elif isinstance(v.op, ir.Affine):
             op = ir.Affine(*(np.broadcast_to(p, v.shape)[order]
                              for p in (v.op.scale, v.op.shift)))
@@ -189,8 +193,8 @@ def _dense_columns(graph, name, n):
     columns = np.argsort(_order(source, n.op.perm))
     for dense in readers:
         d = ir.node(graph, dense)
-        graph.nodes[dense]["node"] = ir.Node(ir.Dense(d.op.weight[:, columns], d.op.bias),
-                                             d.inputs, d.shape)
+        op = ir.Dense(d.op.weight[:, columns], d.op.bias, d.op.weight_scale)
+        graph.nodes[dense]["node"] = ir.Node(op, d.inputs, d.shape)
     _bypass(graph, name, n.inputs[0])
     _rename(graph, flat, flat + RENAMED)
     return True

@@ -24,7 +24,7 @@ from onnx.reference import ReferenceEvaluator
 from ..errors import ModelError, UnsupportedError
 from . import ir, layout, limits
 
-__all__ = ["import_model", "load_onnx", "SUPPORTED_OPS", "OPSET_RANGE"]
+__all__ = ["import_model", "load_onnx", "SUPPORTED_OPS", "QUANTIZATION_OPS", "OPSET_RANGE"]
 
 #: Default-domain opsets the op handlers understand; others are converted to ``OPSET_TARGET``.
 OPSET_RANGE = (11, onnx.defs.onnx_opset_version())
@@ -258,10 +258,23 @@ def _evaluate(model, node, values):
 class _Builder:
     """Emits IR nodes for the ONNX nodes being legalized and tracks aliases of tensor names."""
 
-    def __init__(self, graph, batch):
+    def __init__(self, graph, batch, requantize=False):
         self.graph = graph
         self.batch = batch
         self.alias = {}
+        self.requantize = requantize
+        #: IR value -> the step its QuantizeLinear gives it (a pre-quantized model).
+        self.scales = {}
+        #: ONNX name of a dequantized constant -> (steps, axis, rank) of its quantization.
+        self.weight_scales = {}
+        #: (tensor, reason) of each quantization the machine cannot represent.
+        self.unrepresentable = []
+
+    def cannot_represent(self, tensor, reason):
+        """Note a pre-quantized tensor whose quantization the machine cannot represent; with
+        ``requantize`` it is calibrated instead, and nothing is noted."""
+        if not self.requantize:
+            self.unrepresentable.append((tensor, reason))
 
     def name(self, onnx_name):
         return self.alias.get(onnx_name, onnx_name)
@@ -277,7 +290,7 @@ class _Builder:
         return name
 
 
-def import_model(path_or_model, batch=None):
+def import_model(path_or_model, batch=None, requantize=False):
     """Import an ONNX model into the IR.
 
     Parameters
@@ -287,12 +300,25 @@ def import_model(path_or_model, batch=None):
     batch : int, optional
         Batch size to assume for a dynamic batch axis while folding shape computations (the IR
         itself is per sample). Defaults to the model's static batch, or 1.
+    requantize : bool
+        For a pre-quantized model (QuantizeLinear/DequantizeLinear pairs): calibrate the
+        tensors whose quantization the machine cannot represent (a zero point other than 0,
+        another type than int8, steps per channel of an activation) instead of refusing them.
 
     Returns
     -------
     networkx.DiGraph
         The verified IR, with ``graph.graph["onnx_outputs"]`` giving the ONNX name of each
-        output and ``graph.graph["opset"]`` the opset the model was read at.
+        output, ``graph.graph["opset"]`` the opset the model was read at,
+        ``graph.graph["scales"]`` the steps a pre-quantized model gives its values (see
+        :func:`~flexigan.compiler.quant.quantize`) and ``graph.graph["layouts"]`` the layout
+        of its boundary (:mod:`flexigan.compiler.layout`).
+
+    Raises
+    ------
+    ModelError
+        For a pre-quantized model whose quantization the machine cannot represent (without
+        ``requantize``), naming every such tensor.
     """
     model = path_or_model if isinstance(path_or_model, onnx.ModelProto) \
         else load_onnx(path_or_model)
@@ -303,7 +329,7 @@ def import_model(path_or_model, batch=None):
     consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     graph_inputs = [v for v in model.graph.input if v.name not in consts]
     graph = ir.new_graph(inputs=[v.name for v in graph_inputs])
-    build = _Builder(graph, batch)
+    build = _Builder(graph, batch, requantize)
     problems = []
     broken = set()  # tensors that depend on an unsupported node
     for value in graph_inputs:
@@ -312,8 +338,14 @@ def import_model(path_or_model, batch=None):
         _import_node(model, onnx_node, build, consts, shapes, problems, broken)
     if problems:
         raise UnsupportedError(problems)
+    if build.unrepresentable:
+        listed = "; ".join(f"{t} ({why})" for t, why in build.unrepresentable)
+        raise ModelError(f"{len(build.unrepresentable)} pre-quantized tensor(s) the machine "
+                         f"cannot represent (int8, zero point 0, one step per activation): "
+                         f"{listed}; compile with --requantize to calibrate them instead")
     _import_outputs(model, graph, build, consts, shapes)
     _prune(graph)
+    graph.graph["scales"] = {k: v for k, v in build.scales.items() if k in graph}
     return layout.fold_transposes(ir.verify(graph))
 
 
@@ -337,6 +369,11 @@ def _import_node(model, onnx_node, build, consts, shapes, problems, broken):
     """Fold ``onnx_node`` into ``consts`` or build its IR nodes; a node that cannot be
     imported adds its problem and marks its outputs broken."""
     label = onnx_node.name or onnx_node.output[0]
+    if onnx_node.op_type in _FOLD_QUANTIZATION and all(i in consts for i in onnx_node.input
+                                                       if i):
+        consts[onnx_node.output[0]] = _FOLD_QUANTIZATION[onnx_node.op_type](build, onnx_node,
+                                                                            consts)
+        return
     try:
         folded = _fold(model, onnx_node, consts, shapes)
     except Exception as exc:
@@ -371,9 +408,14 @@ def _import_outputs(model, graph, build, consts, shapes):
     """The graph's outputs (IR names, their ONNX names) and opset, checked against ONNX's
     shapes."""
     outputs = []
+    codes = {n.output[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
     for value in model.graph.output:
         if value.name in consts:
             raise ModelError(f"output {value.name!r} is a constant; nothing to accelerate")
+        if value.name in codes:
+            raise ModelError(f"output {value.name!r} is the integer codes of a QuantizeLinear; "
+                             "flexigan's outputs are real values (end the model with its "
+                             "DequantizeLinear)")
         outputs.append(build.name(value.name))
         if value.name in shapes and shapes[value.name][1:] != build.shape(outputs[-1]):
             raise ModelError(f"output {value.name!r}: IR shape {build.shape(outputs[-1])} "
@@ -502,7 +544,8 @@ def _conv(build, node, x, w, b=None, *, auto_pad="NOTSET", dilations=None, group
         raise Unsupported(f"{build.shape(src)[0]} input channels do not match weight "
                           f"{w.shape} with group={group}")
     out = f"{node.output[0]}/2d" if one_d else node.output[0]
-    y = build.emit(out, ir.Conv(w4, bias, strides, pad4, dilations, int(group)), [src])
+    steps = _weight_scale(build, node.input[1], 0, w.shape[0])
+    y = build.emit(out, ir.Conv(w4, bias, strides, pad4, dilations, int(group), steps), [src])
     _finish_1d(build, node, y, one_d)
 
 
@@ -551,7 +594,8 @@ def _conv_transpose(build, node, x, w, b=None, *, auto_pad="NOTSET", dilations=N
         pad4 = (0, 0, 0, 0)
     else:
         pad4 = _pad4(pads or (0,) * (2 * n_sp), one_d)
-    op = ir.ConvTranspose(w4, bias, strides, pad4, outpad, dilations, int(group))
+    steps = _weight_scale(build, node.input[1], 1, w.shape[1] * group, group)
+    op = ir.ConvTranspose(w4, bias, strides, pad4, outpad, dilations, int(group), steps)
     out = f"{node.output[0]}/2d" if one_d else node.output[0]
     y = build.emit(out, op, [src])
     _finish_1d(build, node, y, one_d)
@@ -572,7 +616,9 @@ def _gemm(build, node, a, b, c=None, *, alpha=1.0, beta=1.0, transA=0, transB=0)
         if c.size not in (1, weight.shape[0]) or (c.ndim == 2 and c.shape[0] != 1):
             raise Unsupported(f"C of shape {c.shape} is not a per-output bias")
         bias = beta * np.broadcast_to(c.reshape(-1), (weight.shape[0],))
-    build.emit(node.output[0], ir.Dense(weight, bias.copy()), [a])
+    steps = _weight_scale(build, node.input[1], 0 if transB else 1, weight.shape[0])
+    steps = None if steps is None else steps * abs(alpha)
+    build.emit(node.output[0], ir.Dense(weight, bias.copy(), steps), [a])
 
 
 @_op("MatMul")
@@ -581,7 +627,8 @@ def _matmul(build, node, a, b):
     b = _const(b, "MatMul input B")
     if len(build.shape(a)) != 1 or b.ndim != 2:
         raise Unsupported("only a 2-D activation times a 2-D constant matrix is supported")
-    build.emit(node.output[0], ir.Dense(b.T.copy(), np.zeros(b.shape[1])), [a])
+    steps = _weight_scale(build, node.input[1], 1, b.shape[1])
+    build.emit(node.output[0], ir.Dense(b.T.copy(), np.zeros(b.shape[1]), steps), [a])
 
 
 @_op("BatchNormalization")
@@ -915,4 +962,148 @@ def _identity(build, node, x, *rest, **attrs):
         raise Unsupported("the mask output of Dropout is not supported")
 
 
-SUPPORTED_OPS = tuple(sorted(_HANDLERS))
+# --------------------------------------------------------------------------------------------
+# Pre-quantized models: QuantizeLinear/DequantizeLinear pairs (QDQ)
+#
+# The machine's values are int8 with zero point 0 and one real step per tensor; its weights
+# int8 with one step per output channel (flexigan.compiler.quant). A pair on a run-time tensor
+# whose quantization is that gives the tensor its step (``build.scales``) and is otherwise an
+# identity: the quantized IR computes exactly those int8 values. A dequantized constant (the
+# weights) folds to its real values; its steps (``build.weight_scales``) go with the layer that
+# reads it, whose int8 weights are then the model's own codes.
+
+
+def _quantization_problem(codes_dtype, zero_point, steps, per_tensor):
+    """Why a quantization with codes of ``codes_dtype``, ``zero_point`` and ``steps`` is not the
+    machine's (int8, zero point 0, positive steps, one step per tensor if ``per_tensor``), or
+    None."""
+    if np.dtype(codes_dtype) != np.int8:
+        return f"{np.dtype(codes_dtype).name} codes, not int8"
+    if zero_point is not None and np.any(np.asarray(zero_point) != 0):
+        return "zero point " + ", ".join(str(z) for z in np.unique(zero_point)[:3]) + \
+            (", ..." if np.unique(zero_point).size > 3 else "")
+    if np.any(np.asarray(steps) <= 0):
+        return "steps that are not positive"
+    if per_tensor and np.asarray(steps).size != 1:
+        return f"{np.asarray(steps).size} steps along an axis, not one per tensor"
+    return None
+
+
+def _codes_dtype(zero_point, output_dtype=0):
+    """The type of QuantizeLinear's codes: its zero point's, its ``output_dtype``, or uint8 (the
+    ONNX default)."""
+    if zero_point is not None:
+        return np.asarray(zero_point).dtype
+    if output_dtype:
+        return onnx.helper.tensor_dtype_to_np_dtype(output_dtype)
+    return np.dtype(np.uint8)
+
+
+def _quantization_operands(node, consts):
+    """``(values, steps, zero point or None, axis)`` of a Quantize- or DequantizeLinear of
+    constants, the steps and zero point shaped to broadcast along ``axis`` of the values."""
+    values = consts[node.input[0]]
+    steps = np.asarray(consts[node.input[1]], dtype=np.float64)
+    zero_point = consts[node.input[2]] if len(node.input) > 2 and node.input[2] else None
+    axis = next((a.i for a in node.attribute if a.name == "axis"), 1) % max(values.ndim, 1)
+    shape = [1] * values.ndim
+    if steps.size > 1:
+        shape[axis] = -1
+    return values, steps.reshape(shape), zero_point, axis
+
+
+def _dequantize_constant(build, node, consts):
+    """The real values of a DequantizeLinear of constant codes; the steps of int8 codes (a
+    layer's weights) are recorded. int32 codes (a bias) need none: the bias is requantized
+    exactly from its real values."""
+    codes, steps, zero_point, axis = _quantization_operands(node, consts)
+    if codes.dtype != np.int32:
+        why = _quantization_problem(codes.dtype, zero_point, steps, per_tensor=False)
+        if why is None and codes.size and codes.min() == -128:
+            why = "weight code -128 (the machine's weights are in [-127, 127])"
+        if why is None:
+            build.weight_scales[node.output[0]] = (steps.reshape(-1), axis, codes.ndim)
+        else:
+            build.cannot_represent(node.output[0], why)
+    offset = 0 if zero_point is None else np.asarray(zero_point, np.float64).reshape(
+        steps.shape)
+    return (codes.astype(np.float64) - offset) * steps
+
+
+def _quantize_constant(build, node, consts):
+    """The codes of a QuantizeLinear of constant real values (weights stored in float): ONNX's
+    rounding half to even and saturation to the codes' type."""
+    values, steps, zero_point, _ = _quantization_operands(node, consts)
+    dtype = _codes_dtype(zero_point, next((a.i for a in node.attribute
+                                           if a.name == "output_dtype"), 0))
+    offset = 0 if zero_point is None else np.asarray(zero_point, np.float64).reshape(
+        steps.shape)
+    info = np.iinfo(dtype)
+    return np.clip(np.rint(values / steps) + offset, info.min, info.max).astype(dtype)
+
+
+_FOLD_QUANTIZATION = {"DequantizeLinear": _dequantize_constant,
+                      "QuantizeLinear": _quantize_constant}
+
+
+def _weight_scale(build, tensor, axis, channels, repeat=1):
+    """The steps of weight ``tensor`` (an ONNX name) per output channel, whose axis in the
+    weight is ``axis``: ``channels`` of them (the steps of one group ``repeat`` times), or None
+    when the model gives none or (with --requantize) gives them along another axis."""
+    entry = build.weight_scales.get(tensor)
+    if entry is None:
+        return None
+    steps, steps_axis, rank = entry
+    if steps.size == 1:
+        return np.full(channels, steps[0])
+    if steps_axis != axis or steps.size * repeat != channels:
+        build.cannot_represent(tensor, f"steps along axis {steps_axis} of the weights, not "
+                                       "their output channels")
+        return None
+    return np.tile(steps, repeat)
+
+
+@_op("QuantizeLinear")
+def _quantize_linear(build, node, x, y_scale, y_zero_point=None, *, axis=1, saturate=1,
+                     block_size=0, output_dtype=0):
+    x = _tensor(x, "QuantizeLinear input")
+    steps = _const(y_scale, "QuantizeLinear y_scale")
+    dtype = _codes_dtype(y_zero_point, output_dtype)
+    why = _quantization_problem(dtype, y_zero_point, steps, per_tensor=True)
+    if why is not None:
+        build.cannot_represent(node.output[0], why)
+        # Re-calibrated (--requantize): the value keeps what the quantization does to it but
+        # for rounding. A range from 0 up (unsigned codes from the zero point: an exporter's
+        # ReLU folded into the quantization) clips the negatives; the clipping of a range
+        # around 0 is the calibrated range's.
+        lowest = np.iinfo(dtype).min - (0 if y_zero_point is None else
+                                        float(np.min(y_zero_point)))
+        if lowest >= 0:
+            # Named after no ONNX tensor: onnxruntime's of the QuantizeLinear holds codes.
+            build.alias[node.output[0]] = build.emit(f"{node.output[0]}/relu",
+                                                     ir.Activation("relu"), [x])
+        else:
+            build.alias[node.output[0]] = x
+        return
+    build.alias[node.output[0]] = x
+    step = float(steps.reshape(-1)[0])
+    if build.scales.setdefault(x, step) != step:
+        raise Unsupported(f"{x!r} is quantized with two steps, {build.scales[x]:.6g} and "
+                          f"{step:.6g}")
+
+
+@_op("DequantizeLinear")
+def _dequantize_linear(build, node, x, x_scale, x_zero_point=None, *, axis=1, block_size=0):
+    x = _tensor(x, "DequantizeLinear input")
+    step = _const(x_scale, "DequantizeLinear x_scale").reshape(-1)
+    if x in build.scales and (step.size != 1 or float(step[0]) != build.scales[x]):
+        raise Unsupported(f"dequantizes {x!r} with steps {step[:3]}, not the step "
+                          f"{build.scales[x]:.6g} it was quantized with")
+    build.alias[node.output[0]] = x
+
+
+#: Supported in pairs, as a pre-quantized model has them, not as ops on their own: a lone
+#: QuantizeLinear computes integer codes, which flexigan neither takes in nor gives out.
+QUANTIZATION_OPS = ("DequantizeLinear", "QuantizeLinear")
+#: The ops flexigan runs on their own.
+SUPPORTED_OPS = tuple(sorted(set(_HANDLERS) - set(QUANTIZATION_OPS)))

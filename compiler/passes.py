@@ -21,7 +21,11 @@ def _scale_out_channels(op, gain, shift):
         weight = w.reshape(op.weight.shape)
     else:
         weight = op.weight * gain.reshape(-1, *(1,) * (op.weight.ndim - 1))
-    return dataclasses.replace(op, weight=weight, bias=op.bias * gain + shift)
+    # A pre-quantized layer's weights stay integer multiples of its steps scaled alike.
+    steps = None if op.weight_scale is None or not np.all(gain) else \
+        op.weight_scale * np.abs(gain)
+    return dataclasses.replace(op, weight=weight, bias=op.bias * gain + shift,
+                               weight_scale=steps)
 
 
 def fold_affine(graph):
@@ -104,7 +108,9 @@ def fold_upsample(graph):
 
     Exact in real arithmetic; the padding of the upsampled image is the padding of the input
     (a pixel outside the upsampled image is outside the input). The ConvTranspose takes the
-    Conv's name, as :func:`fold_affine`'s layer takes the Affine's.
+    Conv's name, as :func:`fold_affine`'s layer takes the Affine's. A pre-quantized Conv's
+    weight steps are not kept: each tap of the phase kernel sums up to ``s*s`` of its taps,
+    which may leave the int8 range, so quantization derives the steps anew.
     """
     graph = graph.copy()
     outputs = set(graph.graph["outputs"])

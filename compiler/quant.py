@@ -53,7 +53,7 @@ from .layout import to_onnx
 from .onnx_import import load_onnx
 
 __all__ = ["Requant", "Compute", "Lut", "Sum", "Norm", "requant", "sum_params", "calibrate",
-           "quantize", "MAX_SHIFT", "ZERO_RANGE"]
+           "quantize", "needs_range", "MAX_SHIFT", "ZERO_RANGE"]
 
 #: Signed 16-bit multipliers; the most negative code is not used, so they are symmetric.
 MULT_LIMIT = 1 << 15
@@ -310,7 +310,10 @@ def _compute(name, n, ins, s_out):
     s_in = ins[0].scale
     rows = _weight_rows(n.op)
     peak = np.abs(rows).max(axis=1)
-    w_scale = np.where(peak > 0, peak / 127, 1.0)
+    # A pre-quantized layer's own steps (its weights are multiples of them), or the step
+    # that maps each output channel's largest weight to 127.
+    w_scale = np.where(peak > 0, peak / 127, 1.0) if n.op.weight_scale is None \
+        else n.op.weight_scale
     w_q = np.clip(round_half_up(rows / w_scale[:, None]), -127, 127)
     bias_q = round_half_up(n.op.bias / (s_in * w_scale))
     # Worst case |sum x*w| is fan_in * 128 * 127 (x in [-128, 127], w in [-127, 127]); the
@@ -402,14 +405,32 @@ def _range(ranges, name):
     return r
 
 
-def _scale(name, n, ins, ranges):
+#: The output steps of the activations whose output range is known.
+_FIXED_SCALE = {"tanh": 1.0 / 127, "sigmoid": 1.0 / 127}
+
+
+def _calibrated(name, n, given):
+    """Whether value ``name``'s step comes from its calibrated range: not inherited (layout ops,
+    Concat), not given by a pre-quantized model (``given``), not fixed (Tanh, Sigmoid)."""
+    return not isinstance(n.op, (*_SAME_SCALE, ir.Concat)) and name not in given and \
+        not (isinstance(n.op, ir.Activation) and n.op.kind in _FIXED_SCALE)
+
+
+def needs_range(graph):
+    """The values of ``graph`` whose step comes from a calibrated range (:func:`quantize`); for
+    a pre-quantized model whose QuantizeLinear nodes give every step, none."""
+    given = graph.graph.get("scales", {})
+    return [name for name, n in ir.topo_nodes(graph) if _calibrated(name, n, given)]
+
+
+def _scale(name, n, ins, ranges, given):
     """The output step of value ``name``."""
     if isinstance(n.op, _SAME_SCALE):
         return ins[0].scale
     if isinstance(n.op, ir.Concat):
         return max(i.scale for i in ins)
-    if isinstance(n.op, ir.Activation) and n.op.kind in ("tanh", "sigmoid"):
-        return 1.0 / 127
+    if not _calibrated(name, n, given):
+        return given[name] if name in given else _FIXED_SCALE[n.op.kind]
     return _range(ranges, name) / 127
 
 
@@ -422,7 +443,8 @@ def quantize(graph, ranges):
         A float IR graph (not changed).
     ranges : dict of str to float
         Max-abs range of each value (see :func:`calibrate`); values whose scale is inherited
-        (layout ops, Concat) or known (Tanh, Sigmoid) need none.
+        (layout ops, Concat), known (Tanh, Sigmoid) or given by a pre-quantized model
+        (``graph.graph["scales"]``, see :func:`needs_range`) need none.
 
     Raises
     ------
@@ -430,9 +452,10 @@ def quantize(graph, ranges):
         If a layer's int32 accumulator could overflow.
     """
     out = graph.copy()
+    given = graph.graph.get("scales", {})
     for name, n in ir.topo_nodes(graph):
         ins = [ir.node(out, i) for i in n.inputs]
-        scale = _scale(name, n, ins, ranges)
+        scale = _scale(name, n, ins, ranges, given)
         if isinstance(n.op, ir.Input):
             q = None
         elif isinstance(n.op, ir.Concat):

@@ -68,7 +68,7 @@ def _cmd_compile(args):
                                force=args.force, config=config, target=args.target,
                                reorder=not args.no_reorder, sparse=not args.no_sparse,
                                rtl=not args.no_rtl, stop_after=args.stop_after,
-                               batch=args.batch)
+                               batch=args.batch, requantize=args.requantize)
     if state.manifest is None:
         print(f"stopped after {state.steps[-1].name}: {args.output} holds "
               f"{', '.join(p for s in state.steps for p in s.products)}")
@@ -200,6 +200,10 @@ def _parser():
                    help="accelerator preset (default: sim)")
     p.add_argument("--groups", type=_positive, help="engine groups (default: the target's)")
     p.add_argument("--lanes", type=_positive, help="MAC lanes per group (default: the target's)")
+    p.add_argument("--requantize", action="store_true",
+                   help="pre-quantized model: calibrate the tensors whose quantization the "
+                        "machine cannot represent (asymmetric, not int8) instead of refusing "
+                        "them")
     p.add_argument("--no-reorder", action="store_true",
                    help="lower transposed convolutions by zero insertion (the conventional "
                         "baseline)")

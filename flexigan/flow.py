@@ -64,7 +64,8 @@ def target_config(target="sim", groups=None, lanes=None):
 
 
 def compile_model(model_path, out, calibrate=None, force=False, config=None, target="sim",
-                  reorder=True, sparse=True, rtl=True, stop_after=None, batch=1, log=_log):
+                  reorder=True, sparse=True, rtl=True, stop_after=None, batch=1,
+                  requantize=False, log=_log):
     """Compile ``model_path`` into the folder ``out`` by the steps of :mod:`flexigan.steps`.
 
     Parameters
@@ -91,6 +92,10 @@ def compile_model(model_path, out, calibrate=None, force=False, config=None, tar
     batch : int
         Frames the program runs at once, each weight tile loaded once for all of them
         (``simulate`` then takes a multiple of ``batch`` samples).
+    requantize : bool
+        For a pre-quantized model, calibrate the tensors whose quantization the machine cannot
+        represent instead of refusing the model
+        (:func:`~flexigan.compiler.onnx_import.import_model`).
     stop_after : str, optional
         The name of the last step to run; ``out`` then holds the products of the steps up to
         it and of none after it. Raises :class:`UsageError` for a name not among the steps.
@@ -110,7 +115,7 @@ def compile_model(model_path, out, calibrate=None, force=False, config=None, tar
     config = config or target_config(target)
     plan = steps.until(steps.compile_steps(rtl), stop_after)
     options = steps.Options(model_path, config, target, Path(calibrate) if calibrate else None,
-                            reorder, sparse, batch)
+                            reorder, sparse, batch, requantize)
     products = [p for step in steps.compile_steps(rtl=True) for p in step.products]
     with folder.staged(out, force, products) as staging:
         state = steps.run_steps(plan, steps.State(options, staging, plan, log))

@@ -11,7 +11,7 @@ added here shows up in all three. The products, relative to the output folder:
   ``fold_pad``, ``fold_upsample``): ``steps/<pass>.npz``, the IR after that pass (the IR
   unchanged for a pass of the zero-free lowering in a ``--no-reorder`` compile);
 - ``calibrate``: ``steps/calibrate.json``, the max-abs range of every IR value on the
-  calibration inputs;
+  calibration inputs (empty for a pre-quantized model that gives every step itself);
 - ``quantize``: ``quantized.npz``, the int8 IR that the golden interpreter runs;
 - ``lower``: ``program.bin``, ``program.s``, ``memory.bin`` and ``program.json``;
 - ``rtl`` (unless the RTL is not asked for): ``rtl/``, the accelerator's Verilog;
@@ -66,6 +66,7 @@ class Options:
     reorder: bool
     sparse: bool
     batch: int = 1
+    requantize: bool = False
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,8 @@ def _save_ir(state, name, graph):
 
 
 def import_step(state):
-    graph = import_model(state.options.model)     # a missing or bad model fails in one line
+    # A missing or bad model fails in one line.
+    graph = import_model(state.options.model, requantize=state.options.requantize)
     shutil.copyfile(state.options.model, state.folder / "model.onnx")
     return _save_ir(state, "import", graph)
 
@@ -121,9 +123,14 @@ def _float_pass_step(float_pass):
 
 
 def calibrate_step(state):
-    path = state.options.calibrate
-    feeds = load_inputs(state.graph, path) if path else default_calibration(state.graph)
-    ranges = quant.calibrate(state.graph, feeds, state.options.model)
+    if not quant.needs_range(state.graph):
+        # A pre-quantized model that gives every step: its own quantization, no calibration.
+        state.log("      the model's QuantizeLinear nodes give every step: no calibration")
+        ranges = {}
+    else:
+        path = state.options.calibrate
+        feeds = load_inputs(state.graph, path) if path else default_calibration(state.graph)
+        ranges = quant.calibrate(state.graph, feeds, state.options.model)
     _write_json(state.folder / STEPS_FOLDER / "calibrate.json", ranges)
     return dataclasses.replace(state, ranges=ranges)
 
@@ -168,6 +175,7 @@ def record(state):
         "steps": [step.name for step in state.steps],
         "target": options.target, "config": options.config.to_dict(),
         "reorder": options.reorder, "sparse": options.sparse, "batch": options.batch,
+        "requantize": options.requantize,
     }
 
 
