@@ -21,11 +21,13 @@ from tests.helpers import EXAMPLES, quantized
 #: ~9,000 cycles/s. Their mechanisms (InstanceNorm, Pad, LUT passes) run on the RTL in
 #: tests/hw/test_accelerator.py and, as a whole network, in the small CycleGAN below.
 TOO_LONG = {"cyclegan/generator.onnx", "pix2pix/generator.onnx"}
-#: Every other ONNX model under examples/, and a CycleGAN as small as its structure allows
-#: (examples/cyclegan/make_model.py: ngf 4, one residual block, 16 x 16).
+#: Every other ONNX model under examples/, a CycleGAN as small as its structure allows
+#: (examples/cyclegan/make_model.py: ngf 4, one residual block, 16 x 16) and a Keras generator
+#: the Keras example did not see (examples/keras_dcgan/train.py: RGB, three Conv2DTranspose).
 MODELS = sorted(str(path.relative_to(EXAMPLES)) for path in EXAMPLES.glob("*/*.onnx")
                 if str(path.relative_to(EXAMPLES)) not in TOO_LONG) \
-    + ["../tests/models/cyclegan_ngf4_blocks1_16.onnx"]
+    + ["../tests/models/cyclegan_ngf4_blocks1_16.onnx",
+       "../tests/models/keras_w24_16_8_rgb_generator.onnx"]
 #: Networks whose RTL cycles on the 16 x 8 machine exceed the cycle model's estimate by more
 #: than 5%: the small CycleGAN, 1.224 at 08d5c71 and 1.121 since the post-writer writes a
 #: pixel's lanes in one word as one write. 3,984 of its 5,744 RUN pixels are RUNs of one lane
@@ -41,7 +43,8 @@ CYCLES_NOT_YET_MODELLED = {"../tests/models/cyclegan_ngf4_blocks1_16.onnx"}
 def test_the_examples_are_all_here():
     """The parametrization below finds the shipped networks (not an empty list)."""
     assert {"digits/generator.onnx", "digits/discriminator.onnx", "dcgan32/generator.onnx",
-            "dcgan64/generator.onnx", "dcgan64/discriminator.onnx"} <= set(MODELS)
+            "dcgan64/generator.onnx", "dcgan64/discriminator.onnx",
+            "keras_dcgan/generator.onnx", "keras_dcgan/discriminator.onnx"} <= set(MODELS)
 
 
 @pytest.mark.slow
