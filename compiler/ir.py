@@ -5,7 +5,10 @@ tensor the node produces, so every IR value can be traced back to the ONNX graph
 attribute ``"node"`` holds a frozen :class:`Node`: the operation, its ordered inputs and its
 output shape. Edges mirror ``Node.inputs`` for the graph algorithms; ``Node.inputs`` is the
 authority on operand order. ``graph.graph["inputs"]`` and ``graph.graph["outputs"]`` list the
-model's input and output names.
+model's input and output names; ``graph.graph["layouts"]`` maps an input or output whose IR
+layout is not the ONNX model's to the permutation between them
+(:mod:`flexigan.compiler.layout`), and ``graph.graph["scales"]`` a value to the int8 step a
+pre-quantized model gives it (:func:`flexigan.compiler.quant.quantize`).
 
 Shapes are *per sample*: axis 0 of every tensor is the batch axis and is not stored, so one IR
 serves batch 1 and batch N alike. Activation tensors are ``(C, H, W)`` for images and ``(K,)``

@@ -7,6 +7,11 @@ their ``apply`` methods are the integer semantics that the golden interpreter
 (:mod:`flexigan.sim.golden`) runs and that the hardware matches bit for bit. docs/numerics.md is
 the contract in prose.
 
+A value's step comes from its calibrated range, or, in a pre-quantized model, from the
+model's QuantizeLinear (``graph.graph["scales"]``, :func:`needs_range`); a layer's weight steps
+from its weights, or from the model's own (``weight_scale`` of the op), whose int8 codes are
+then kept.
+
 The integer arithmetic itself (host-side :func:`round_half_up`, device-side
 :func:`rshift_round`, :func:`sat8`, :func:`requantize`) is the machine's, defined once in
 :mod:`flexigan.hw.arch.numerics`.
