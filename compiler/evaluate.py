@@ -84,6 +84,10 @@ def _transpose(op, x):
     return x.transpose((0, *(p + 1 for p in op.perm)))
 
 
+def _tile(op, x):
+    return np.tile(x, (1, *op.repeats))
+
+
 def pad(op, x, value):
     """Pad ``op`` of the batched ``x``: ``reflect`` and ``edge`` as numpy (and ONNX) define
     them, ``constant`` with ``value`` (the float value, or the int8 one of the quantized op)."""
@@ -108,8 +112,8 @@ def _depth_to_space(op, x):
     return y.reshape(n, c // (b * b), h * b, w * b)
 
 
-LAYOUT_KERNELS = {ir.Reshape: _reshape, ir.Transpose: _transpose, ir.Upsample: _upsample,
-           ir.DepthToSpace: _depth_to_space}
+LAYOUT_KERNELS = {ir.Reshape: _reshape, ir.Transpose: _transpose, ir.Tile: _tile,
+                  ir.Upsample: _upsample, ir.DepthToSpace: _depth_to_space}
 
 
 def _float_step(n, xs):

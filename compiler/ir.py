@@ -29,7 +29,7 @@ import numpy as np
 
 __all__ = [
     "Input", "Conv", "ConvTranspose", "Dense", "Affine", "Activation", "InstanceNorm", "Add",
-    "Concat", "Reshape", "Transpose", "Pad", "Upsample", "DepthToSpace",
+    "Concat", "Reshape", "Transpose", "Tile", "Pad", "Upsample", "DepthToSpace",
     "Node", "new_graph", "add_node", "node", "replace_node", "inputs", "topo_nodes",
     "consumers", "verify", "conv_out", "convt_out", "COMPUTE_OPS", "LAYOUT_OPS",
 ]
@@ -213,6 +213,18 @@ class Transpose:
 
 
 @dataclass(frozen=True, eq=False)
+class Tile:
+    """The sample repeated ``repeats[i]`` times along axis ``i`` (ONNX Tile). Keras 3's
+    UpSampling2D exports as Reshapes, Tiles and Transposes; import makes such a chain one
+    :class:`Upsample` (:mod:`flexigan.compiler.layout`), and the back end lowers no other."""
+
+    repeats: tuple[int, ...]
+
+    def shape(self, x):
+        return tuple(d * r for d, r in zip(x, self.repeats))
+
+
+@dataclass(frozen=True, eq=False)
 class Pad:
     """Spatial padding ``(top, left, bottom, right)``; ``mode`` is "constant", "reflect" or
     "edge" (as ONNX Pad)."""
@@ -251,7 +263,7 @@ class DepthToSpace:
 
 
 COMPUTE_OPS = (Conv, ConvTranspose, Dense)
-LAYOUT_OPS = (Reshape, Transpose, Pad, Upsample, DepthToSpace, Concat)
+LAYOUT_OPS = (Reshape, Transpose, Tile, Pad, Upsample, DepthToSpace, Concat)
 
 
 @dataclass(frozen=True, eq=False)

@@ -16,7 +16,10 @@ IR:
   Activations): the Dense computes its rows in the transposed order, and the Reshape goes
   straight to the transposed shape;
 * a Reshape to a vector of a Transpose of an image, read only by Dense layers: each Dense reads
-  its columns in the untransposed order.
+  its columns in the untransposed order;
+* and, first, a run of Reshapes, Tiles and Transposes whose net effect is a nearest upsampling
+  of an image (Keras 3's UpSampling2D, which tf2onnx writes with 5-D Transposes): one Upsample
+  (after a Reshape and a layout Transpose, which the rules above then remove).
 
 The rewritten IR computes the same numbers; the values whose elements are reordered (a Dense
 computing its rows in another order, a vector flattened in another order) are renamed with
@@ -31,9 +34,12 @@ one sample. The flow applies them where arrays enter (``--input``, ``--calibrate
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from . import ir
+from .evaluate import LAYOUT_KERNELS
 
 __all__ = ["fold_transposes", "to_ir", "to_onnx", "onnx_shape", "RENAMED"]
 
@@ -120,7 +126,7 @@ def _input_transpose(graph, name, n):
     """A Transpose of a model input that nothing else reads: the input takes its layout."""
     source = n.inputs[0]
     if source not in graph.graph["inputs"] or ir.consumers(graph, source) != [name] \
-            or source in graph.graph["outputs"] or source in _layouts(graph):
+            or {source, name} & set(graph.graph["outputs"]) or source in _layouts(graph):
         return False
     graph.nodes[source]["node"] = ir.Node(ir.Input(), (), n.shape)
     graph.graph["layouts"][source] = [int(p) for p in np.argsort(n.op.perm)]
@@ -201,6 +207,77 @@ def _dense_columns(graph, name, n):
 
 
 _REWRITES = (_input_transpose, _output_transpose, _dense_rows, _dense_columns)
+#: The ops of a chain that :func:`_collapse_chain` may find to be a nearest upsampling.
+_CHAIN_OPS = (ir.Reshape, ir.Transpose, ir.Tile)
+
+
+def _chain(graph, tile):
+    """``(source, values)``: the longest run of layout ops through ``tile``, each the only
+    reader of the one before (and not a model output, but for the last), and the value the
+    first reads."""
+    values = [tile]
+    while _only_reader(graph, values[-1]) is not None and \
+            isinstance(ir.node(graph, _only_reader(graph, values[-1])).op, _CHAIN_OPS):
+        values.append(_only_reader(graph, values[-1]))
+    while isinstance(ir.node(graph, ir.node(graph, values[0]).inputs[0]).op, _CHAIN_OPS) and \
+            _only_reader(graph, ir.node(graph, values[0]).inputs[0]) == values[0]:
+        values.insert(0, ir.node(graph, values[0]).inputs[0])
+    return ir.node(graph, values[0]).inputs[0], values
+
+
+def _as_upsampling(moved):
+    """``(factors, image)`` when the index array ``moved`` (one sample, 3-D) is a nearest
+    upsampling of ``image`` by ``factors`` > 1, largest first; else None."""
+    _, height, width = moved.shape
+    for up_h in range(height, 0, -1):
+        for up_w in range(width, 0, -1):
+            if height % up_h or width % up_w or up_h * up_w == 1:
+                continue
+            image = moved[:, ::up_h, ::up_w]
+            if np.array_equal(moved, image.repeat(up_h, axis=1).repeat(up_w, axis=2)):
+                return (up_h, up_w), image
+    return None
+
+
+def _as_transposed(image):
+    """``(shape, perm)`` such that the source's elements reshaped to ``shape`` and transposed
+    by ``perm`` are the index array ``image``; else None."""
+    count = image.size
+    for perm in itertools.permutations(range(3)):
+        shape = tuple(image.shape[perm.index(axis)] for axis in range(3))
+        if np.array_equal(np.arange(count).reshape(shape).transpose(perm), image):
+            return shape, perm
+    return None
+
+
+def _collapse_chain(graph, tile):
+    """A run of Reshapes, Tiles and Transposes through ``tile`` whose net effect is a nearest
+    upsampling of the source's elements reshaped to an image and transposed (Keras 3's
+    UpSampling2D as tf2onnx exports it, in NCHW or before the Transpose from NHWC): that
+    Reshape, Transpose (when they move anything; the rewrites below remove a layout Transpose)
+    and one Upsample, named as the run's last value. The net effect is found by moving the
+    source's element indices through the run."""
+    source, values = _chain(graph, tile)
+    last = values[-1]
+    if len(ir.node(graph, last).shape) != 3:
+        return
+    moved = np.arange(int(np.prod(ir.node(graph, source).shape)), dtype=np.float64)
+    moved = moved.reshape(1, *ir.node(graph, source).shape)
+    for value in values:
+        op = ir.node(graph, value).op
+        moved = LAYOUT_KERNELS[type(op)](op, moved)
+    upsampling = _as_upsampling(moved[0].astype(np.int64))
+    found = upsampling and _as_transposed(upsampling[1])
+    if not found:
+        return
+    (shape, perm), end = found, ir.node(graph, last).shape
+    graph.remove_nodes_from(values[:-1])
+    value = source
+    if shape != ir.node(graph, source).shape:
+        value = ir.add_node(graph, f"{last}/reshape", ir.Reshape(shape), [value])
+    if perm != (0, 1, 2):
+        value = ir.add_node(graph, f"{last}/transpose", ir.Transpose(perm), [value])
+    ir.replace_node(graph, last, ir.Node(ir.Upsample(upsampling[0]), (value,), end))
 
 
 def fold_transposes(graph):
@@ -210,6 +287,9 @@ def fold_transposes(graph):
     changed."""
     graph = graph.copy()
     graph.graph["layouts"] = dict(_layouts(graph))
+    for name in [name for name, n in ir.topo_nodes(graph) if isinstance(n.op, ir.Tile)]:
+        if name in graph:      # not in a run collapsed already
+            _collapse_chain(graph, name)
     for name in [name for name, n in ir.topo_nodes(graph) if isinstance(n.op, ir.Transpose)]:
         if name in graph:      # an earlier rewrite may have renamed its operand
             any(rewrite(graph, name, ir.node(graph, name)) for rewrite in _REWRITES)

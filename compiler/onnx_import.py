@@ -831,6 +831,18 @@ def _transpose(build, node, x, *, perm=None):
     build.emit(node.output[0], ir.Transpose(tuple(p - 1 for p in perm[1:])), [x])
 
 
+@_op("Tile")
+def _tile(build, node, x, repeats):
+    x = _tensor(x, "Tile input")
+    repeats = [int(r) for r in _const(repeats, "Tile repeats")]
+    if repeats[0] != 1:
+        raise Unsupported(f"repeats {repeats} repeat the batch axis")
+    if set(repeats) == {1}:
+        build.alias[node.output[0]] = x
+        return
+    build.emit(node.output[0], ir.Tile(tuple(repeats[1:])), [x])
+
+
 @_op("Pad")
 def _pad(build, node, x, pads=None, constant_value=None, axes=None, *, mode="constant",
          **attrs):

@@ -398,7 +398,7 @@ def _pad(name, n, ins, s_out):
 _COMPUTED = {ir.Conv: _compute, ir.ConvTranspose: _compute, ir.Dense: _compute,
              ir.Affine: _affine, ir.Activation: _activation, ir.Add: _add,
              ir.InstanceNorm: _instance_norm}
-_SAME_SCALE = (ir.Reshape, ir.Transpose, ir.Pad, ir.Upsample, ir.DepthToSpace)
+_SAME_SCALE = (ir.Reshape, ir.Transpose, ir.Tile, ir.Pad, ir.Upsample, ir.DepthToSpace)
 
 
 def _range(ranges, name):

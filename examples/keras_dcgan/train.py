@@ -16,7 +16,8 @@ TensorFlow and tf2onnx are only development tools used to make these example mod
 flexigan never imports them.
 
 Other widths, depths, image channels and seeds make other models of the same form
-(``--widths``, ``--channels``, ``--seed``): tests/models holds one the example never saw.
+(``--widths``, ``--channels``, ``--seed``), and ``--upsample`` the generator's other common form
+(UpSampling2D + Conv2D): tests/models holds one the example never saw.
 """
 
 import argparse
@@ -43,11 +44,13 @@ TOLERANCE = 1e-4
 SIZE = 8
 
 
-def make_generator(latent, widths, channels):
+def make_generator(latent, widths, channels, upsample=False):
     """The generator: a latent ``(N, latent)`` to an image ``(N, 8, 8, channels)`` in
     ``[-1, 1]``. ``widths`` are the channels of the Dense's image and of each Conv2DTranspose
     but the last; each stride-2 Conv2DTranspose doubles the size (the first image is
-    ``8 / 2**(len(widths) - 1)`` pixels wide), and a last stride-1 one makes the image."""
+    ``8 / 2**(len(widths) - 1)`` pixels wide), and a last stride-1 one makes the image. With
+    ``upsample``, each doubling is an UpSampling2D and a 3x3 Conv2D instead (the other
+    common form)."""
     layers = keras.layers
     side = SIZE // 2 ** (len(widths) - 1)
     model = [keras.Input((latent,)),
@@ -55,8 +58,10 @@ def make_generator(latent, widths, channels):
              layers.BatchNormalization(), layers.LeakyReLU(0.2),
              layers.Reshape((side, side, widths[0]))]
     for width in widths[1:]:
-        model += [layers.Conv2DTranspose(width, 4, strides=2, padding="same", use_bias=False),
-                  layers.BatchNormalization(), layers.LeakyReLU(0.2)]
+        model += [layers.UpSampling2D(),
+                  layers.Conv2D(width, 3, padding="same", use_bias=False)] if upsample else \
+            [layers.Conv2DTranspose(width, 4, strides=2, padding="same", use_bias=False)]
+        model += [layers.BatchNormalization(), layers.LeakyReLU(0.2)]
     model.append(layers.Conv2DTranspose(channels, 3, strides=1, padding="same",
                                         activation="tanh"))
     return keras.Sequential(model)
@@ -162,6 +167,8 @@ def main():
     parser.add_argument("--widths", default="32,16", help="generator widths, comma-separated "
                         "(the discriminator's are the reverse)")
     parser.add_argument("--channels", type=int, default=1)
+    parser.add_argument("--upsample", action="store_true",
+                        help="UpSampling2D + Conv2D instead of stride-2 Conv2DTranspose")
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=HERE,
@@ -173,7 +180,7 @@ def main():
     keras.utils.set_random_seed(args.seed)
     tf.config.experimental.enable_op_determinism()
     rng = np.random.default_rng(args.seed)
-    gen = make_generator(args.latent, widths, args.channels)
+    gen = make_generator(args.latent, widths, args.channels, args.upsample)
     disc = make_discriminator(widths[::-1], args.channels)
     loss_d, loss_g = train(gen, disc, load_images(args.channels, rng), args.latent,
                            args.epochs, args.seed)

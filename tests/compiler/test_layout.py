@@ -4,7 +4,7 @@ kept in the ONNX layout."""
 import numpy as np
 import onnxruntime as ort
 import pytest
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from flexigan import flow
 from flexigan.compiler import ir, layout
@@ -143,3 +143,58 @@ def test_the_flow_reads_and_writes_arrays_in_the_onnx_layout(tmp_path, name, out
     report = flow.simulate(out, "isa", tmp_path / "x.npy", log=lambda message: None)
     assert report["bit_exact_vs_golden"] and report["sqnr_db"] >= 30
     assert np.load(out / "output.npy").shape == (4, *output_shape)
+
+
+def keras_upsampling(tiles=(1, 1, 1, 2, 1), seed=0):
+    """Keras 3's UpSampling2D of a Conv's output as tf2onnx writes it (Unsqueeze, Tile, a 5-D
+    Transpose, Reshape, then again for the width, and the Transpose back to NCHW), and a
+    Concat with a ConvTranspose of the same input on the channel axis: x (N, 4, 3, 3) ->
+    (N, 10, 6, 6)."""
+    rng = np.random.default_rng(seed)
+    nodes = [
+        helper.make_node("Conv", ["x", "wc"], ["c"], kernel_shape=[1, 1]),
+        helper.make_node("Unsqueeze", ["c", "axis3"], ["u1"]),
+        helper.make_node("Tile", ["u1", "tiles"], ["t1"]),
+        helper.make_node("Transpose", ["t1"], ["p1"], perm=[0, 2, 3, 4, 1]),
+        helper.make_node("Reshape", ["p1", "rows"], ["r1"]),
+        helper.make_node("Unsqueeze", ["r1", "axis3"], ["u2"]),
+        helper.make_node("Tile", ["u2", "tiles"], ["t2"]),
+        helper.make_node("Reshape", ["t2", "image"], ["r2"]),
+        helper.make_node("Transpose", ["r2"], ["up"], perm=[0, 3, 1, 2]),
+        helper.make_node("ConvTranspose", ["x", "wt"], ["ct"], kernel_shape=[4, 4],
+                         strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Concat", ["up", "ct"], ["cat"], axis=1),
+        helper.make_node("Relu", ["cat"], ["y"]),
+    ]
+    inits = {"wc": rng.normal(0, 0.5, (4, 4, 1, 1)), "axis3": np.array([3]),
+             "tiles": np.array(tiles), "rows": np.array([-1, 6, 3, 4]),
+             "image": np.array([-1, 6, 6, 4]), "wt": rng.normal(0, 0.3, (4, 6, 4, 4))}
+    return make_model(nodes, [("x", ["N", 4, 3, 3])], [("y", ["N", 10, 6, 6])], inits)
+
+
+def test_keras_upsampling_becomes_one_upsample_and_runs_bit_exact():
+    graph = import_model(keras_upsampling())
+    assert ops(graph) == ["Input", "Conv", "ConvTranspose", "Upsample", "Concat", "Activation"]
+    assert ir.node(graph, "up").op.scales == (2, 2)
+    x = np.random.default_rng(1).standard_normal((2, 4, 3, 3))
+    np.testing.assert_allclose(run_float(graph, {"x": x})["y"],
+                               onnxruntime(keras_upsampling(), {"x": x})[0], rtol=1e-5,
+                               atol=1e-5)
+    qgraph, inputs = quantized(keras_upsampling())
+    check_bit_exact(qgraph, inputs)
+
+
+def test_a_tile_that_is_not_an_upsampling_stays_and_the_back_end_reports_it():
+    # The whole image repeated 2 x 2 times (np.tile), not each pixel.
+    model = keras_upsampling()
+    nodes = [n for n in model.graph.node if n.output[0] not in
+             ("u1", "t1", "p1", "r1", "u2", "t2", "r2", "up")]
+    nodes.insert(1, helper.make_node("Tile", ["c", "whole"], ["up"]))
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    model.graph.initializer.append(numpy_helper.from_array(np.array([1, 1, 2, 2]), "whole"))
+    graph = import_model(model)
+    assert "Tile" in ops(graph)
+    qgraph, _ = quantized(model)
+    with pytest.raises(UnsupportedError, match="\\(Tile\\): not lowered"):
+        check_bit_exact(qgraph, {})

@@ -133,7 +133,8 @@ def test_the_keras_example_runs_bit_exact_on_the_instruction_level_simulator(tmp
 def test_a_keras_gan_the_example_did_not_see_runs_bit_exact(tmp_path, name, inputs,
                                                             output_shape):
     # Made by examples/keras_dcgan/train.py with other widths and depth (24, 16, 8: from 2 x 2
-    # through two stride-2 Conv2DTranspose, one more than the example's), RGB images and
+    # through two doublings, one more than the example's), each doubling an UpSampling2D and a
+    # Conv2D (Keras 3's Tile/Reshape/Transpose run, in NHWC after the Dense), RGB images and
     # another seed: the generator's output and the discriminator's input are Transposes
     # between NHWC and NCHW, not Reshapes (examples/README.md).
     out = tmp_path / "out"

@@ -23,7 +23,7 @@ from tests.helpers import EXAMPLES, quantized
 TOO_LONG = {"cyclegan/generator.onnx", "pix2pix/generator.onnx"}
 #: Every other ONNX model under examples/, a CycleGAN as small as its structure allows
 #: (examples/cyclegan/make_model.py: ngf 4, one residual block, 16 x 16) and a Keras generator
-#: the Keras example did not see (examples/keras_dcgan/train.py: RGB, three Conv2DTranspose).
+#: the Keras example did not see (examples/keras_dcgan/train.py: RGB, UpSampling2D).
 MODELS = sorted(str(path.relative_to(EXAMPLES)) for path in EXAMPLES.glob("*/*.onnx")
                 if str(path.relative_to(EXAMPLES)) not in TOO_LONG) \
     + ["../tests/models/cyclegan_ngf4_blocks1_16.onnx",
