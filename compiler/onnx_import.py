@@ -24,7 +24,8 @@ from onnx.reference import ReferenceEvaluator
 from ..errors import ModelError, UnsupportedError
 from . import ir, layout, limits
 
-__all__ = ["import_model", "load_onnx", "SUPPORTED_OPS", "QUANTIZATION_OPS", "OPSET_RANGE"]
+__all__ = ["import_model", "load_onnx", "SUPPORTED_OPS", "QUANTIZATION_OPS", "QONNX_DOMAINS",
+           "OPSET_RANGE"]
 
 #: Default-domain opsets the op handlers understand; others are converted to ``OPSET_TARGET``.
 OPSET_RANGE = (11, onnx.defs.onnx_opset_version())
@@ -370,7 +371,8 @@ def _import_node(model, onnx_node, build, consts, shapes, problems, broken):
     imported adds its problem and marks its outputs broken."""
     label = onnx_node.name or onnx_node.output[0]
     if onnx_node.op_type in _FOLD_QUANTIZATION and all(i in consts for i in onnx_node.input
-                                                       if i):
+                                                       if i) and \
+            onnx_node.domain in ("", "ai.onnx", *QONNX_DOMAINS):
         consts[onnx_node.output[0]] = _FOLD_QUANTIZATION[onnx_node.op_type](build, onnx_node,
                                                                             consts)
         return
@@ -384,6 +386,7 @@ def _import_node(model, onnx_node, build, consts, shapes, problems, broken):
         consts.update(zip(onnx_node.output, folded))
         return
     handler = _HANDLERS.get(onnx_node.op_type) if onnx_node.domain in ("", "ai.onnx") \
+        else _QONNX_HANDLERS.get(onnx_node.op_type) if onnx_node.domain in QONNX_DOMAINS \
         else None
     if handler is None:
         problems.append((label, onnx_node.op_type, "operator not supported"))
@@ -1054,8 +1057,7 @@ def _quantize_constant(build, node, consts):
     return np.clip(np.rint(values / steps) + offset, info.min, info.max).astype(dtype)
 
 
-_FOLD_QUANTIZATION = {"DequantizeLinear": _dequantize_constant,
-                      "QuantizeLinear": _quantize_constant}
+
 
 
 def _weight_scale(build, tensor, axis, channels, repeat=1):
@@ -1075,21 +1077,17 @@ def _weight_scale(build, tensor, axis, channels, repeat=1):
     return np.tile(steps, repeat)
 
 
-@_op("QuantizeLinear")
-def _quantize_linear(build, node, x, y_scale, y_zero_point=None, *, axis=1, saturate=1,
-                     block_size=0, output_dtype=0):
-    x = _tensor(x, "QuantizeLinear input")
-    steps = _const(y_scale, "QuantizeLinear y_scale")
-    dtype = _codes_dtype(y_zero_point, output_dtype)
-    why = _quantization_problem(dtype, y_zero_point, steps, per_tensor=True)
+def _give_step(build, node, x, steps, why, lowest):
+    """A quantization of run-time value ``x`` (QuantizeLinear, QONNX Quant): its output is
+    ``x``, whose int8 step is ``steps``; or, when the machine cannot represent it (``why``),
+    noted and, with --requantize, calibrated. ``lowest`` is the lowest code less the zero
+    point."""
     if why is not None:
         build.cannot_represent(node.output[0], why)
         # Re-calibrated (--requantize): the value keeps what the quantization does to it but
         # for rounding. A range from 0 up (unsigned codes from the zero point: an exporter's
         # ReLU folded into the quantization) clips the negatives; the clipping of a range
         # around 0 is the calibrated range's.
-        lowest = np.iinfo(dtype).min - (0 if y_zero_point is None else
-                                        float(np.min(y_zero_point)))
         if lowest >= 0:
             # Named after no ONNX tensor: onnxruntime's of the QuantizeLinear holds codes.
             build.alias[node.output[0]] = build.emit(f"{node.output[0]}/relu",
@@ -1104,6 +1102,17 @@ def _quantize_linear(build, node, x, y_scale, y_zero_point=None, *, axis=1, satu
                           f"{step:.6g}")
 
 
+@_op("QuantizeLinear")
+def _quantize_linear(build, node, x, y_scale, y_zero_point=None, *, axis=1, saturate=1,
+                     block_size=0, output_dtype=0):
+    x = _tensor(x, "QuantizeLinear input")
+    steps = _const(y_scale, "QuantizeLinear y_scale")
+    dtype = _codes_dtype(y_zero_point, output_dtype)
+    lowest = np.iinfo(dtype).min - (0 if y_zero_point is None else float(np.min(y_zero_point)))
+    _give_step(build, node, x, steps,
+               _quantization_problem(dtype, y_zero_point, steps, per_tensor=True), lowest)
+
+
 @_op("DequantizeLinear")
 def _dequantize_linear(build, node, x, x_scale, x_zero_point=None, *, axis=1, block_size=0):
     x = _tensor(x, "DequantizeLinear input")
@@ -1112,6 +1121,77 @@ def _dequantize_linear(build, node, x, x_scale, x_zero_point=None, *, axis=1, bl
         raise Unsupported(f"dequantizes {x!r} with steps {step[:3]}, not the step "
                           f"{build.scales[x]:.6g} it was quantized with")
     build.alias[node.output[0]] = x
+
+
+# QONNX (FINN, Brevitas): ``Quant(x, scale, zeropt, bitwidth)`` quantizes and dequantizes in
+# one node, ``(clip(round(x / scale + zeropt), lo, hi) - zeropt) * scale``, the codes' range
+# ``[lo, hi]`` given by ``bitwidth``, ``signed`` and ``narrow``.
+
+#: The domains of QONNX's ``Quant``.
+QONNX_DOMAINS = ("qonnx.custom_op.general", "finn.custom_op.general")
+
+
+def _qonnx_range(bitwidth, signed, narrow):
+    """The lowest and highest code of a QONNX ``Quant``."""
+    bits = int(np.asarray(bitwidth).reshape(-1)[0])
+    low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    return low + (1 if narrow and signed else 0), high - (1 if narrow and not signed else 0)
+
+
+def _qonnx_problem(bitwidth, signed, narrow, rounding_mode, zero_point, steps, weights):
+    """Why a QONNX quantization is not the machine's, or None (``weights``: of constant
+    weights, where a narrow range [-127, 127] is the machine's own)."""
+    low, high = _qonnx_range(bitwidth, signed, narrow)
+    if (low, high) not in (((-127, 127), (-128, 127)) if weights else ((-128, 127),)):
+        return f"codes in [{low}, {high}], not int8"
+    if rounding_mode != "ROUND":
+        return f"rounding mode {rounding_mode}"
+    return _quantization_problem(np.int8, zero_point, steps, per_tensor=not weights)
+
+
+def _qonnx_attributes(node):
+    attrs = {a.name: _attr(a) for a in node.attribute}
+    return attrs.get("signed", 1), attrs.get("narrow", 0), attrs.get("rounding_mode", "ROUND")
+
+
+def _qonnx_constant(build, node, consts):
+    """The real values of a QONNX ``Quant`` of constant weights; their steps are recorded where
+    the machine can represent them."""
+    values = consts[node.input[0]]
+    steps, zero_point, bitwidth = (np.asarray(consts[i], np.float64) for i in node.input[1:4])
+    signed, narrow, rounding_mode = _qonnx_attributes(node)
+    low, high = _qonnx_range(bitwidth, signed, narrow)
+    codes = np.clip(np.rint(values / steps + zero_point), low, high)
+    why = _qonnx_problem(bitwidth, signed, narrow, rounding_mode, zero_point, steps, True)
+    if why is None and codes.size and codes.min() == -128:
+        why = "weight code -128 (the machine's weights are in [-127, 127])"
+    axes = [values.ndim - steps.ndim + a for a, d in enumerate(steps.shape) if d > 1]
+    if why is None and len(axes) > 1:
+        why = f"steps along axes {axes} of the weights"
+    if why is None:
+        build.weight_scales[node.output[0]] = (steps.reshape(-1), axes[0] if axes else 0,
+                                               values.ndim)
+    else:
+        build.cannot_represent(node.output[0], why)
+    return (codes - zero_point) * steps
+
+
+def _qonnx_quant(build, node, x, scale, zeropt, bitwidth, **attrs):
+    x = _tensor(x, "Quant input")
+    steps = _const(scale, "Quant scale")
+    zero_point = _const(zeropt, "Quant zeropt")
+    signed, narrow, rounding_mode = _qonnx_attributes(node)
+    low, _ = _qonnx_range(_const(bitwidth, "Quant bitwidth"), signed, narrow)
+    why = _qonnx_problem(bitwidth, signed, narrow, rounding_mode, zero_point, steps, False)
+    _give_step(build, node, x, steps, why, low - float(np.min(zero_point)))
+
+
+#: Handlers of QONNX's domains, by op type.
+_QONNX_HANDLERS = {"Quant": _qonnx_quant}
+#: The quantizations of constants that import computes itself (onnx's reference evaluator has
+#: no DequantizeLinear before opset 19, and no QONNX), by op type.
+_FOLD_QUANTIZATION = {"DequantizeLinear": _dequantize_constant,
+                      "QuantizeLinear": _quantize_constant, "Quant": _qonnx_constant}
 
 
 #: Supported in pairs, as a pre-quantized model has them, not as ops on their own: a lone

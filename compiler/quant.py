@@ -256,8 +256,9 @@ def _peak(value):
 
 def _onnxruntime_peaks(graph, feeds, model):
     """The max-abs of every IR value of ``graph`` in onnxruntime's run of ``model`` on
-    ``feeds``; the inputs' from ``feeds`` themselves. None when onnxruntime is not installed, or
-    the model computes no tensor of some IR value's name or one of another shape."""
+    ``feeds``; the inputs' from ``feeds`` themselves. None when onnxruntime is not installed or
+    cannot run the model, or the model computes no tensor of some IR value's name or one of
+    another shape."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -276,8 +277,11 @@ def _onnxruntime_peaks(graph, feeds, model):
                               for name in wanted if name not in present)
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(proto.SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(proto.SerializeToString(), options,
+                                       providers=["CPUExecutionProvider"])
+    except Exception:  # an op onnxruntime has no kernel for (QONNX's Quant): run the IR
+        return None
     kinds = {i.name: i.type for i in session.get_inputs()}
     dtype = {"tensor(double)": np.float64, "tensor(float16)": np.float16}
     peaks = {name: _peak(feeds[name]) for name in inputs}

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import onnx
 import pytest
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 from onnxruntime.quantization import (
     CalibrationDataReader,
     QuantFormat,
@@ -18,6 +18,7 @@ from flexigan import flow
 from flexigan.compiler import ir, passes, quant
 from flexigan.compiler.onnx_import import import_model
 from flexigan.errors import ModelError
+from flexigan.sim import golden
 from tests.helpers import EXAMPLES
 
 QUIET = dict(log=lambda message: None)
@@ -102,3 +103,89 @@ def test_asymmetric_activations_are_refused_per_tensor_or_recalibrated(tmp_path)
     np.save(tmp_path / "z.npy", np.random.default_rng(7).standard_normal((16, 16, 1, 1)))
     report = flow.simulate(out, "isa", tmp_path / "z.npy", **QUIET)
     assert report["bit_exact_vs_golden"] and report["sqnr_db"] >= 30
+
+
+def conv_relu(form, narrow=1, bits=8, seed=0):
+    """x (N, 4, 5, 5) -> Conv 3x3 (6 channels, per-channel weight steps) -> Relu, every value
+    quantized to int8 with the same steps, as QDQ pairs (``form="qdq"``) or as QONNX Quant
+    nodes (``"qonnx"``)."""
+    rng = np.random.default_rng(seed)
+    steps = {"x": 0.02, "c": 0.05}
+    w_steps = rng.uniform(0.005, 0.02, 6)
+    codes = rng.integers(-127, 128, (6, 4, 3, 3))
+    inits = {"w_steps": w_steps, "zero": np.zeros((), np.int8)}
+    if form == "qdq":
+        inits.update(codes=codes.astype(np.int8), w_zero=np.zeros(6, np.int8),
+                     **{f"s_{k}": np.array(v) for k, v in steps.items()})
+        quantize = [helper.make_node("DequantizeLinear", ["codes", "w_steps", "w_zero"], ["w"],
+                                     axis=0)]
+        for src, step, dst in (("x", "s_x", "xq"), ("c", "s_c", "cq"), ("r", "s_c", "y")):
+            quantize += [helper.make_node("QuantizeLinear", [src, step, "zero"], [dst + "8"]),
+                         helper.make_node("DequantizeLinear", [dst + "8", step, "zero"], [dst])]
+        domain = []
+    else:
+        inits.update(w_real=codes * w_steps[:, None, None, None],
+                     w_scale=w_steps.reshape(6, 1, 1, 1), bits=np.array(float(bits)),
+                     zp=np.array(0.0), **{f"s_{k}": np.array(v) for k, v in steps.items()})
+        qonnx = "qonnx.custom_op.general"
+        quantize = [helper.make_node("Quant", ["w_real", "w_scale", "zp", "bits"], ["w"],
+                                     domain=qonnx, narrow=narrow, signed=1,
+                                     rounding_mode="ROUND")]
+        quantize += [helper.make_node("Quant", [src, step, "zp", "bits"], [dst], domain=qonnx,
+                                      narrow=0, signed=1, rounding_mode="ROUND")
+                     for src, step, dst in (("x", "s_x", "xq"), ("c", "s_c", "cq"),
+                                            ("r", "s_c", "y"))]
+        domain = [helper.make_opsetid(qonnx, 1)]
+    # In graph order: the weights' and the input's quantization, Conv, its quantization, Relu,
+    # its quantization.
+    per_value = len(quantize[1:]) // 3
+    nodes = quantize[:1 + per_value] + \
+        [helper.make_node("Conv", ["xq", "w"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])] \
+        + quantize[1 + per_value:1 + 2 * per_value] + [helper.make_node("Relu", ["cq"], ["r"])] \
+        + quantize[1 + 2 * per_value:]
+    graph = helper.make_graph(
+        nodes, "conv_relu",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 4, 5, 5])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 6, 5, 5])],
+        [numpy_helper.from_array(v if v.dtype.kind == "i" else v.astype(np.float32), k)
+         for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), *domain])
+    onnx.checker.check_model(model)
+    return model
+
+
+def test_qonnx_quant_nodes_import_as_the_same_qdq_quantization():
+    quantized = {}
+    for form in ("qdq", "qonnx"):
+        graph = passes.run_passes(import_model(conv_relu(form)))
+        assert quant.needs_range(graph) == []
+        quantized[form] = quant.quantize(graph, {})
+    qdq, qonnx = quantized["qdq"], quantized["qonnx"]
+    for name in ("x", "c", "r"):
+        assert ir.node(qonnx, name).scale == pytest.approx(ir.node(qdq, name).scale, rel=1e-7)
+    np.testing.assert_array_equal(ir.node(qonnx, "c").q.weight, ir.node(qdq, "c").q.weight)
+    x = {"x": golden.quantize_input(np.random.default_rng(1).uniform(-2, 2, (2, 4, 5, 5)),
+                                    ir.node(qdq, "x").scale)}
+    np.testing.assert_array_equal(golden.run_int(qonnx, x)["r"], golden.run_int(qdq, x)["r"])
+
+
+def test_qonnx_quantization_the_machine_cannot_represent_is_named():
+    with pytest.raises(ModelError, match="4 pre-quantized tensor.*: w \\(codes in \\[-7, 7\\], "
+                                         "not int8\\); xq \\(codes in \\[-8, 7\\], not int8\\)"):
+        import_model(conv_relu("qonnx", bits=4))
+    graph = passes.run_passes(import_model(conv_relu("qonnx", bits=4), requantize=True))
+    assert {"x", "c", "r"} <= set(quant.needs_range(graph))
+
+
+def test_a_qonnx_model_compiles_without_calibration_and_runs_bit_exact(tmp_path):
+    # onnxruntime has no kernel for QONNX's Quant: no float reference, no SQNR, said in a line.
+    path = tmp_path / "qonnx.onnx"
+    onnx.save(conv_relu("qonnx"), path)
+    out = tmp_path / "out"
+    flow.compile_model(path, out, rtl=False, **QUIET)
+    assert (out / "steps/calibrate.json").read_text().strip() == "{}"
+    np.save(tmp_path / "x.npy", np.random.default_rng(1).uniform(-2, 2, (2, 4, 5, 5)))
+    lines = []
+    report = flow.simulate(out, "isa", tmp_path / "x.npy", log=lines.append)
+    assert report["bit_exact_vs_golden"] and "sqnr_db" not in report
+    assert any("cannot run the model" in line for line in lines)
