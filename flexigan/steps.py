@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .compiler import ir, passes, quant
+from .compiler import ir, layout, passes, quant
 from .compiler.onnx_import import import_model
 from .compiler.serialize import save_graph
 from .errors import UsageError
@@ -190,7 +190,10 @@ def _manifest(state):
         row["quant"] = quant_summary(n.q)
 
     def boundary(names):
+        # The IR's shape (the accelerator's, channels first) and the ONNX model's (the user's
+        # arrays), which differ for a channels-last model (flexigan.compiler.layout).
         return {name: {"shape": list(ir.node(qgraph, name).shape),
+                       "onnx_shape": list(layout.onnx_shape(qgraph, name)),
                        "scale": ir.node(qgraph, name).scale} for name in names}
 
     manifest = record(state)
