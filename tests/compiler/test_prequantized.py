@@ -1,6 +1,7 @@
 """Pre-quantized models: QuantizeLinear/DequantizeLinear pairs imported with their own steps,
 no calibration; what the machine cannot represent refused per tensor, or re-calibrated."""
 
+import json
 import shutil
 
 import numpy as np
@@ -15,6 +16,7 @@ from onnxruntime.quantization import (
 )
 
 from flexigan import flow
+from flexigan.cli import main
 from flexigan.compiler import ir, passes, quant
 from flexigan.compiler.onnx_import import import_model
 from flexigan.errors import ModelError
@@ -189,3 +191,16 @@ def test_a_qonnx_model_compiles_without_calibration_and_runs_bit_exact(tmp_path)
     report = flow.simulate(out, "isa", tmp_path / "x.npy", log=lines.append)
     assert report["bit_exact_vs_golden"] and "sqnr_db" not in report
     assert any("cannot run the model" in line for line in lines)
+
+
+def test_the_command_line_refuses_in_one_line_and_requantizes_on_request(tmp_path, capsys):
+    path = qdq_digits(tmp_path, symmetric=False)
+    capsys.readouterr()
+    status = main(["compile", str(path), "-o", str(tmp_path / "out"), "--no-rtl"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 1 and len(err) == 1 and err[0].startswith("flexigan: error: ")
+    assert "cannot represent" in err[0] and "--requantize" in err[0]
+    assert main(["compile", str(path), "-o", str(tmp_path / "out"), "--no-rtl",
+                 "--requantize"]) == 0
+    manifest = json.loads((tmp_path / "out/manifest.json").read_text())
+    assert manifest["requantize"] is True
