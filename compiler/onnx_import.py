@@ -22,10 +22,9 @@ from onnx import numpy_helper, shape_inference, version_converter
 from onnx.reference import ReferenceEvaluator
 
 from ..errors import ModelError, UnsupportedError
-from . import ir, layout, limits
+from . import ir, layout, limits, prequant
 
-__all__ = ["import_model", "load_onnx", "SUPPORTED_OPS", "QUANTIZATION_OPS", "QONNX_DOMAINS",
-           "OPSET_RANGE"]
+__all__ = ["import_model", "load_onnx", "SUPPORTED_OPS", "QUANTIZATION_OPS", "OPSET_RANGE"]
 
 #: Default-domain opsets the op handlers understand; others are converted to ``OPSET_TARGET``.
 OPSET_RANGE = (11, onnx.defs.onnx_opset_version())
@@ -372,7 +371,7 @@ def _import_node(model, onnx_node, build, consts, shapes, problems, broken):
     label = onnx_node.name or onnx_node.output[0]
     if onnx_node.op_type in _FOLD_QUANTIZATION and all(i in consts for i in onnx_node.input
                                                        if i) and \
-            onnx_node.domain in ("", "ai.onnx", *QONNX_DOMAINS):
+            onnx_node.domain in ("", "ai.onnx", *prequant.QONNX_DOMAINS):
         consts[onnx_node.output[0]] = _FOLD_QUANTIZATION[onnx_node.op_type](build, onnx_node,
                                                                             consts)
         return
@@ -386,7 +385,7 @@ def _import_node(model, onnx_node, build, consts, shapes, problems, broken):
         consts.update(zip(onnx_node.output, folded))
         return
     handler = _HANDLERS.get(onnx_node.op_type) if onnx_node.domain in ("", "ai.onnx") \
-        else _QONNX_HANDLERS.get(onnx_node.op_type) if onnx_node.domain in QONNX_DOMAINS \
+        else _QONNX_HANDLERS.get(onnx_node.op_type) if onnx_node.domain in prequant.QONNX_DOMAINS \
         else None
     if handler is None:
         problems.append((label, onnx_node.op_type, "operator not supported"))
@@ -978,40 +977,11 @@ def _identity(build, node, x, *rest, **attrs):
 
 
 # --------------------------------------------------------------------------------------------
-# Pre-quantized models: QuantizeLinear/DequantizeLinear pairs (QDQ)
-#
-# The machine's values are int8 with zero point 0 and one real step per tensor; its weights
-# int8 with one step per output channel (flexigan.compiler.quant). A pair on a run-time tensor
-# whose quantization is that gives the tensor its step (``build.scales``) and is otherwise an
-# identity: the quantized IR computes exactly those int8 values. A dequantized constant (the
-# weights) folds to its real values; its steps (``build.weight_scales``) go with the layer that
-# reads it, whose int8 weights are then the model's own codes.
-
-
-def _quantization_problem(codes_dtype, zero_point, steps, per_tensor):
-    """Why a quantization with codes of ``codes_dtype``, ``zero_point`` and ``steps`` is not the
-    machine's (int8, zero point 0, positive steps, one step per tensor if ``per_tensor``), or
-    None."""
-    if np.dtype(codes_dtype) != np.int8:
-        return f"{np.dtype(codes_dtype).name} codes, not int8"
-    if zero_point is not None and np.any(np.asarray(zero_point) != 0):
-        return "zero point " + ", ".join(str(z) for z in np.unique(zero_point)[:3]) + \
-            (", ..." if np.unique(zero_point).size > 3 else "")
-    if np.any(np.asarray(steps) <= 0):
-        return "steps that are not positive"
-    if per_tensor and np.asarray(steps).size != 1:
-        return f"{np.asarray(steps).size} steps along an axis, not one per tensor"
-    return None
-
-
-def _codes_dtype(zero_point, output_dtype=0):
-    """The type of QuantizeLinear's codes: its zero point's, its ``output_dtype``, or uint8 (the
-    ONNX default)."""
-    if zero_point is not None:
-        return np.asarray(zero_point).dtype
-    if output_dtype:
-        return onnx.helper.tensor_dtype_to_np_dtype(output_dtype)
-    return np.dtype(np.uint8)
+# Pre-quantized models (:mod:`flexigan.compiler.prequant`): a quantization of a run-time tensor
+# that the machine represents gives the tensor its step (``build.scales``) and is otherwise an
+# identity, so the quantized IR computes exactly those int8 values; quantized weights fold to
+# their real values, and their steps (``build.weight_scales``) go with the layer that reads
+# them, whose int8 weights are then the model's own codes.
 
 
 def _quantization_operands(node, consts):
@@ -1027,61 +997,62 @@ def _quantization_operands(node, consts):
     return values, steps.reshape(shape), zero_point, axis
 
 
+def _keep_weight_steps(build, node, steps, axis, rank, why):
+    """Record the steps of the quantized weights ``node`` computes, or why they are not the
+    machine's."""
+    if why is None:
+        if steps is not None:
+            build.weight_scales[node.output[0]] = (steps, axis, rank)
+    else:
+        build.cannot_represent(node.output[0], why)
+
+
 def _dequantize_constant(build, node, consts):
-    """The real values of a DequantizeLinear of constant codes; the steps of int8 codes (a
-    layer's weights) are recorded. int32 codes (a bias) need none: the bias is requantized
-    exactly from its real values."""
     codes, steps, zero_point, axis = _quantization_operands(node, consts)
-    if codes.dtype != np.int32:
-        why = _quantization_problem(codes.dtype, zero_point, steps, per_tensor=False)
-        if why is None and codes.size and codes.min() == -128:
-            why = "weight code -128 (the machine's weights are in [-127, 127])"
-        if why is None:
-            build.weight_scales[node.output[0]] = (steps.reshape(-1), axis, codes.ndim)
-        else:
-            build.cannot_represent(node.output[0], why)
-    offset = 0 if zero_point is None else np.asarray(zero_point, np.float64).reshape(
-        steps.shape)
-    return (codes.astype(np.float64) - offset) * steps
+    values, kept, why = prequant.dequantize_weights(codes, steps, zero_point, axis)
+    _keep_weight_steps(build, node, kept, axis, codes.ndim, why)
+    return values
 
 
 def _quantize_constant(build, node, consts):
-    """The codes of a QuantizeLinear of constant real values (weights stored in float): ONNX's
-    rounding half to even and saturation to the codes' type."""
     values, steps, zero_point, _ = _quantization_operands(node, consts)
-    dtype = _codes_dtype(zero_point, next((a.i for a in node.attribute
-                                           if a.name == "output_dtype"), 0))
-    offset = 0 if zero_point is None else np.asarray(zero_point, np.float64).reshape(
-        steps.shape)
-    info = np.iinfo(dtype)
-    return np.clip(np.rint(values / steps) + offset, info.min, info.max).astype(dtype)
+    dtype = prequant.codes_dtype(zero_point, next((a.i for a in node.attribute
+                                                   if a.name == "output_dtype"), 0))
+    return prequant.quantize(values, steps, zero_point, dtype)
 
 
+def _qonnx_attributes(node):
+    attrs = {a.name: _attr(a) for a in node.attribute}
+    return attrs.get("signed", 1), attrs.get("narrow", 0), attrs.get("rounding_mode", "ROUND")
 
+
+def _qonnx_constant(build, node, consts):
+    values = consts[node.input[0]]
+    steps, zero_point, bitwidth = (np.asarray(consts[i], np.float64) for i in node.input[1:4])
+    values, kept, axis, why = prequant.qonnx_weights(values, steps, zero_point, bitwidth,
+                                                     *_qonnx_attributes(node))
+    _keep_weight_steps(build, node, kept, axis, values.ndim, why)
+    return values
 
 
 def _weight_scale(build, tensor, axis, channels, repeat=1):
     """The steps of weight ``tensor`` (an ONNX name) per output channel, whose axis in the
-    weight is ``axis``: ``channels`` of them (the steps of one group ``repeat`` times), or None
-    when the model gives none or (with --requantize) gives them along another axis."""
+    weight is ``axis`` (:func:`~flexigan.compiler.prequant.per_output_channel`), or None when
+    the model gives none or (with --requantize) gives them along another axis."""
     entry = build.weight_scales.get(tensor)
     if entry is None:
         return None
-    steps, steps_axis, rank = entry
-    if steps.size == 1:
-        return np.full(channels, steps[0])
-    if steps_axis != axis or steps.size * repeat != channels:
-        build.cannot_represent(tensor, f"steps along axis {steps_axis} of the weights, not "
-                                       "their output channels")
-        return None
-    return np.tile(steps, repeat)
+    steps, why = prequant.per_output_channel(entry[0], entry[1], axis, channels, repeat)
+    if why is not None:
+        build.cannot_represent(tensor, why)
+    return steps
 
 
 def _give_step(build, node, x, steps, why, lowest):
     """A quantization of run-time value ``x`` (QuantizeLinear, QONNX Quant): its output is
     ``x``, whose int8 step is ``steps``; or, when the machine cannot represent it (``why``),
-    noted and, with --requantize, calibrated. ``lowest`` is the lowest code less the zero
-    point."""
+    noted and, with --requantize, calibrated. ``lowest``: its lowest value in steps
+    (:func:`~flexigan.compiler.prequant.lowest`)."""
     if why is not None:
         build.cannot_represent(node.output[0], why)
         # Re-calibrated (--requantize): the value keeps what the quantization does to it but
@@ -1107,10 +1078,10 @@ def _quantize_linear(build, node, x, y_scale, y_zero_point=None, *, axis=1, satu
                      block_size=0, output_dtype=0):
     x = _tensor(x, "QuantizeLinear input")
     steps = _const(y_scale, "QuantizeLinear y_scale")
-    dtype = _codes_dtype(y_zero_point, output_dtype)
-    lowest = np.iinfo(dtype).min - (0 if y_zero_point is None else float(np.min(y_zero_point)))
+    dtype = prequant.codes_dtype(y_zero_point, output_dtype)
     _give_step(build, node, x, steps,
-               _quantization_problem(dtype, y_zero_point, steps, per_tensor=True), lowest)
+               prequant.problem(dtype, y_zero_point, steps, per_tensor=True),
+               prequant.lowest(np.iinfo(dtype).min, y_zero_point))
 
 
 @_op("DequantizeLinear")
@@ -1123,67 +1094,15 @@ def _dequantize_linear(build, node, x, x_scale, x_zero_point=None, *, axis=1, bl
     build.alias[node.output[0]] = x
 
 
-# QONNX (FINN, Brevitas): ``Quant(x, scale, zeropt, bitwidth)`` quantizes and dequantizes in
-# one node, ``(clip(round(x / scale + zeropt), lo, hi) - zeropt) * scale``, the codes' range
-# ``[lo, hi]`` given by ``bitwidth``, ``signed`` and ``narrow``.
-
-#: The domains of QONNX's ``Quant``.
-QONNX_DOMAINS = ("qonnx.custom_op.general", "finn.custom_op.general")
-
-
-def _qonnx_range(bitwidth, signed, narrow):
-    """The lowest and highest code of a QONNX ``Quant``."""
-    bits = int(np.asarray(bitwidth).reshape(-1)[0])
-    low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
-    return low + (1 if narrow and signed else 0), high - (1 if narrow and not signed else 0)
-
-
-def _qonnx_problem(bitwidth, signed, narrow, rounding_mode, zero_point, steps, weights):
-    """Why a QONNX quantization is not the machine's, or None (``weights``: of constant
-    weights, where a narrow range [-127, 127] is the machine's own)."""
-    low, high = _qonnx_range(bitwidth, signed, narrow)
-    if (low, high) not in (((-127, 127), (-128, 127)) if weights else ((-128, 127),)):
-        return f"codes in [{low}, {high}], not int8"
-    if rounding_mode != "ROUND":
-        return f"rounding mode {rounding_mode}"
-    return _quantization_problem(np.int8, zero_point, steps, per_tensor=not weights)
-
-
-def _qonnx_attributes(node):
-    attrs = {a.name: _attr(a) for a in node.attribute}
-    return attrs.get("signed", 1), attrs.get("narrow", 0), attrs.get("rounding_mode", "ROUND")
-
-
-def _qonnx_constant(build, node, consts):
-    """The real values of a QONNX ``Quant`` of constant weights; their steps are recorded where
-    the machine can represent them."""
-    values = consts[node.input[0]]
-    steps, zero_point, bitwidth = (np.asarray(consts[i], np.float64) for i in node.input[1:4])
-    signed, narrow, rounding_mode = _qonnx_attributes(node)
-    low, high = _qonnx_range(bitwidth, signed, narrow)
-    codes = np.clip(np.rint(values / steps + zero_point), low, high)
-    why = _qonnx_problem(bitwidth, signed, narrow, rounding_mode, zero_point, steps, True)
-    if why is None and codes.size and codes.min() == -128:
-        why = "weight code -128 (the machine's weights are in [-127, 127])"
-    axes = [values.ndim - steps.ndim + a for a, d in enumerate(steps.shape) if d > 1]
-    if why is None and len(axes) > 1:
-        why = f"steps along axes {axes} of the weights"
-    if why is None:
-        build.weight_scales[node.output[0]] = (steps.reshape(-1), axes[0] if axes else 0,
-                                               values.ndim)
-    else:
-        build.cannot_represent(node.output[0], why)
-    return (codes - zero_point) * steps
-
-
 def _qonnx_quant(build, node, x, scale, zeropt, bitwidth, **attrs):
     x = _tensor(x, "Quant input")
     steps = _const(scale, "Quant scale")
     zero_point = _const(zeropt, "Quant zeropt")
     signed, narrow, rounding_mode = _qonnx_attributes(node)
-    low, _ = _qonnx_range(_const(bitwidth, "Quant bitwidth"), signed, narrow)
-    why = _qonnx_problem(bitwidth, signed, narrow, rounding_mode, zero_point, steps, False)
-    _give_step(build, node, x, steps, why, low - float(np.min(zero_point)))
+    low, _ = prequant.qonnx_range(_const(bitwidth, "Quant bitwidth"), signed, narrow)
+    why = prequant.qonnx_problem(bitwidth, signed, narrow, rounding_mode, zero_point, steps,
+                                 False)
+    _give_step(build, node, x, steps, why, prequant.lowest(low, zero_point))
 
 
 #: Handlers of QONNX's domains, by op type.
