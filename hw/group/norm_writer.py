@@ -54,7 +54,9 @@ class NormWriter(wiring.Component):
         m.submodules.finish = unit = NormFinish()
         job = self.i.payload
         lane = Signal.like(job.lanes)
-        last = lane + 1 >= job.lanes
+        # ``lane + 1 >= job.lanes``, registered with ``lane``: the job queue's ready sees a
+        # flip-flop, not a carry chain.
+        last = Signal()
         carried = Signal(32)                    # bias + acc of a SAVE after CLEAR use_bias
         entry = data.View(isa.PARAM_LAYOUT, self.param.data)
         written = self.param_w.valid & self.param_w.ready
@@ -63,7 +65,7 @@ class NormWriter(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.i.valid):
-                    m.d.sync += lane.eq(0)
+                    m.d.sync += [lane.eq(0), last.eq(job.lanes <= 1)]
                     with m.If(job.lanes == 0):
                         m.d.comb += self.i.ready.eq(1)
                     with m.Elif(job.finish):
@@ -87,7 +89,7 @@ class NormWriter(wiring.Component):
                                                               job.acc[lane])),
                              self.param_w.payload.mask.eq(0b1111)]     # the bias
                 with m.If(written & ~last & job.use_bias):
-                    m.d.sync += lane.eq(lane + 1)
+                    self._step(m, lane, last)
                     m.next = "BIAS"
                 with m.Else():
                     self._next_lane(m, written, lane, last, "SAVE")
@@ -123,9 +125,13 @@ class NormWriter(wiring.Component):
     def _next_lane(self, m, written, lane, last, again):
         """After a lane's write: the next lane from state ``again``, or the job taken."""
         with m.If(written):
-            m.d.sync += lane.eq(lane + 1)
+            self._step(m, lane, last)
             with m.If(last):
                 m.d.comb += self.i.ready.eq(1)
                 m.next = "IDLE"
             with m.Else():
                 m.next = again
+
+    def _step(self, m, lane, last):
+        """On to the next lane, its ``last`` flag with it."""
+        m.d.sync += [lane.eq(lane + 1), last.eq(lane + 2 >= self.i.payload.lanes)]
