@@ -155,6 +155,9 @@ def test_crossbar_route_fault():
         assert ctx.get(dut.route_fault) == 0b010
         ctx.set(dut.clear, 1)
         await ctx.tick()
+        ctx.set(dut.clear, 0)
+        assert ctx.get(dut.route_fault) == 0b010       # clear is registered: a cycle later
+        await ctx.tick()
         assert ctx.get(dut.route_fault) == 0
 
     simulate(dut, tb)
