@@ -22,10 +22,10 @@ ACCESS_BUBBLE = 2
 #: Cycles through a register slice (:class:`flexigan.hw.fifo.StreamSlice`).
 SLICE_LATENCY = 1
 #: Cycles from the address generator to the execute engine (its load cycle, register slice,
-#: the crossbar port's slice, read and the bank's output register, FIFO, sparse core, weight
-#: fetch's three stages: the step, the block RAM read, its output register), paid by a RUN
-#: with MAC that finds the group idle.
-ACCESS_FILL = 2 * SLICE_LATENCY + 9
+#: the crossbar port's queue, its registered grant, read and the bank's output register,
+#: FIFO, sparse core, weight fetch's three stages: the step, the block RAM read, its output
+#: register), paid by a RUN with MAC that finds the group idle.
+ACCESS_FILL = 2 * SLICE_LATENCY + 10
 #: Cycles from the execute engine to the post-writer (lanes: operands, product, sum; job
 #: queue), paid by a RUN that finds the group idle.
 EXECUTE_FILL = 7
@@ -66,9 +66,9 @@ LOAD_SETUP = 5
 #: BARRIER releases a UOP_LOAD: 20 cycles on the tiny generator's second layer.)
 LOAD_CLAIM = 2
 #: The same as LOAD_SETUP for a store (decode, registered hazard check, writer command, the
-#: crossbar port's slice and the bank's output register, register slice, last write
-#: response).
-STORE_SETUP = 12
+#: crossbar port's queue, its registered grant and the bank's output register, register
+#: slice, last write response).
+STORE_SETUP = 13
 #: Cycles from the end of the work BARRIER, COUNTERS or END waits for (the last DMA, the
 #: groups' RUNs) to the issue stage seeing it: it sees the DMA engine and the groups through
 #: registers.
