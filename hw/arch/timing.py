@@ -7,7 +7,8 @@ changes with it, or the hw tests fail.
 """
 
 __all__ = ["DECODE_CYCLES", "ACCESS_BUBBLE", "SLICE_LATENCY", "ACCESS_FILL", "EXECUTE_FILL",
-           "AHEAD_PIXELS", "POST_LATENCY", "POST_DRAIN", "NORM_FINISH_CYCLES", "NORM_DRAIN",
+           "AHEAD_PIXELS", "POST_LATENCY", "POST_DRAIN", "NORM_FINISH_CYCLES", "NORM_CARRY_CYCLES",
+           "NORM_DRAIN",
            "ISSUE_CYCLES", "FETCH_DELAY", "LOAD_SETUP", "LOAD_CLAIM", "STORE_SETUP",
            "WAIT_DELAY", "RUN_ENTRY", "SCAN_DRAIN", "SCAN_CYCLES", "RUN_LATENCY",
            "TESTBENCH_MEM_LATENCY", "ONCHIP_MEM_LATENCY"]
@@ -46,6 +47,10 @@ POST_DRAIN = POST_LATENCY + SLICE_LATENCY + 2
 #: timetable fixed by the operands' widths) and the entry's write. NORM SAVE takes one per
 #: lane, as a write.
 NORM_FINISH_CYCLES = 223
+#: Post-writer cycles per lane of a NORM SAVE after ``CLEAR use_bias=1`` (a sum carried on
+#: from an earlier row band, hw/group/norm_writer.py): the bias's PARAM read, the block RAM's
+#: word and the lane's sum registered, their sum registered, the write.
+NORM_CARRY_CYCLES = 4
 #: Cycles from a NORM RUN's last PARAM write to its end (the post-writer's end job): no
 #: requantizer or ACT write to drain.
 NORM_DRAIN = 2
