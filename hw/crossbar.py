@@ -23,6 +23,7 @@ but raises the group's sticky ``route_fault`` bit: a compiler or program error, 
 
 import functools
 import operator
+from types import SimpleNamespace
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
@@ -30,7 +31,6 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
 from .arch import isa
-from .fifo import StreamSlice
 
 __all__ = ["read_port_signature", "write_port_signature", "Crossbar"]
 
@@ -96,23 +96,26 @@ class Crossbar(wiring.Component):
 
     Contract:
 
-    - a read accepted on a ``rd``/``dma_rd`` port waits in the port's register slice until
-      its bank serves its word in a cycle ``g`` after the one it was accepted in (``g = t + 1``
-      when no other port asks the bank for another word), and is answered on its ``resp`` in
-      cycle ``g + 2`` (the bank's word is registered) with the word's value before any write
-      accepted in cycle ``g - 1`` or later; a port's answers are in the order of its requests,
-      a ``skip`` request's two cycles after it leaves the slice; a port takes a request per
-      cycle while its slice moves (``ready`` is a register: no path runs from a requester
-      through the arbitration into another requester or back into itself);
+    - a read accepted on a ``rd``/``dma_rd`` port waits in the port's queue (two requests)
+      until the arbitration grants it in a cycle ``g`` after the one it was accepted in
+      (``g = t + 1`` when no other port asks the bank for another word); the bank reads it in
+      cycle ``g + 1`` (the grant and the row are registered) and it is answered on ``resp``
+      in cycle ``g + 3`` (the bank's word is registered) with the word's value before any
+      write accepted in cycle ``g`` or later; a port's answers are in the order of its
+      requests, a ``skip`` request's three cycles after its grant; a port is granted a request
+      per cycle while its bank serves it, and takes one per cycle while its queue moves
+      (``ready`` comes from registers: no path runs from a requester through the arbitration
+      into another requester or back into itself);
     - all ports asking one bank for the same word in a cycle are accepted together; a bank
       serves one word per cycle: the DMA port's if it asks, else round-robin among the group
       ports asking for different words;
     - a write accepted in cycle ``t`` is written in cycle ``t + 1`` and visible to reads
-      accepted from ``t + 2``; one write per bank per cycle, the DMA port's first, else
-      round-robin among the groups;
+      accepted from ``t`` on (granted from ``t + 1``); one write per bank per cycle, the DMA
+      port's first, else round-robin among the groups;
     - ``stalls[g]`` counts the cycles group port ``g`` had a read waiting for its bank in its
-      slice (each counted a cycle later); ``route_fault[g]`` is
-      set by a group read outside the group's route; ``clear`` zeroes both.
+      queue (each counted a cycle later); ``route_fault[g]`` is
+      set by a group read outside the group's route; ``clear`` zeroes both from the cycle
+      after next (it is registered), as it does the groups' counters.
 
     Parameters
     ----------
@@ -176,20 +179,11 @@ class Crossbar(wiring.Component):
         def bank_of(addr):
             return addr[row_bits:] if bank_bits else Const(0, 1)
 
-        # Each port's requests wait in a register slice with the bank they read decoded
-        # (one-hot, none for a skip): the arbitration sees only registers.
-        slices, wants = [], []
-        for i, p in enumerate(readers):
-            layout = data.StructLayout({"req": p.req.payload.shape(), "want": banks})
-            m.submodules[f"rd_slice{i}"] = held = StreamSlice(layout)
-            m.d.comb += [held.i.valid.eq(p.req.valid), held.i.payload.req.eq(p.req.payload),
-                         held.i.payload.want.eq(Cat(~p.req.payload.skip
-                                                    & (bank_of(p.req.payload.addr) == b)
-                                                    for b in range(banks))),
-                         p.req.ready.eq(held.i.ready)]
-            slices.append(held.o)
-            wants.append(held.o.payload.want)
-        reads = [q.payload.req for q in slices]
+        # Each port's requests wait in a queue of two with the bank they read decoded (one-hot,
+        # none for a skip); the arbitration sees only registers and registers its grant.
+        queues = [self._read_queue(m, p, banks, bank_of, f"rd{i}")
+                  for i, p in enumerate(readers)]
+        reads = [q.req for q in queues]
         rows = [r.addr[:row_bits] for r in reads]
         # Ports asking for the same word are served by one access: which pairs ask the same
         # word is compared beside the arbitration, not after it.
@@ -199,8 +193,6 @@ class Crossbar(wiring.Component):
             m.d.comb += same[i][j].eq(1 if i == j else rows[i] == rows[j])
         rd_grant = [Signal(name=f"rd_grant{i}") for i in range(len(readers))]
         wr_grant = [Signal(name=f"wr_grant{i}") for i in range(len(writers))]
-        rd_bank = [Signal(range(max(banks, 2)), name=f"rd_bank{i}")
-                   for i in range(len(readers))]
         bank_data = []
         for b in range(banks):
             mem = memory.Memory(shape=cfg.axi_data_width, depth=depth, init=[])
@@ -213,11 +205,12 @@ class Crossbar(wiring.Component):
             m.d.sync += word.eq(rport.data)
             bank_data.append(word)
 
-            # Reads: one word per cycle, shared by every port that asks for it.
+            # Reads: one word per cycle, shared by every port that asks for it. The winner's
+            # row is registered: the bank reads it the cycle after the grant.
             asking = Signal(len(readers), name=f"rd_ask{b}")
-            m.d.comb += asking.eq(Cat(q.valid & want[b] for q, want in zip(slices, wants)))
+            m.d.comb += asking.eq(Cat(q.valid & q.want[b] for q in queues))
             winner = _dma_first(m, asking, f"rd{b}")
-            m.d.comb += [rport.addr.eq(_select(winner, rows)), rport.en.eq(asking.any())]
+            m.d.sync += [rport.addr.eq(_select(winner, rows)), rport.en.eq(asking.any())]
             for i in range(len(readers)):
                 with m.If(asking[i] & Cat(winner[j] & same[i][j]
                                           for j in range(len(readers))).any()):
@@ -241,18 +234,19 @@ class Crossbar(wiring.Component):
                 with m.If(wwinner[i]):
                     m.d.comb += wr_grant[i].eq(1)
 
-        for i, (p, q) in enumerate(zip(readers, slices)):
-            # The bank a port asks, registered whether or not it is granted (it is used only
-            # when it is): no path from the arbitration into it.
-            m.d.sync += rd_bank[i].eq(_select(wants[i], list(range(banks))))
-            with m.If(q.valid & reads[i].skip):
+        for i, (p, q) in enumerate(zip(readers, queues)):
+            with m.If(q.valid & q.req.skip):
                 m.d.comb += rd_grant[i].eq(1)
-            m.d.comb += q.ready.eq(rd_grant[i])
-            # The answer follows the bank's output register: a cycle after the read.
-            granted, tag, bank = Signal(name=f"rd_granted{i}"), Signal.like(reads[i].tag), \
-                Signal.like(rd_bank[i], name=f"rd_bank_late{i}")
-            m.d.sync += [granted.eq(rd_grant[i]), tag.eq(reads[i].tag), bank.eq(rd_bank[i]),
-                         p.resp.valid.eq(granted), p.resp.payload.tag.eq(tag)]
+            m.d.sync += q.took.eq(rd_grant[i])
+            # The answer follows the bank's read (the cycle after the grant) and its output
+            # register: the granted request is the queue's head while ``took`` is set.
+            late = [Signal(name=f"rd_granted{i}"), Signal.like(q.head.req.tag),
+                    Signal(range(max(banks, 2)), name=f"rd_bank{i}")]
+            m.d.sync += [late[0].eq(q.took), late[1].eq(q.head.req.tag),
+                         late[2].eq(_select(q.head.want, list(range(banks))))]
+            bank = Signal.like(late[2], name=f"rd_bank_late{i}")
+            m.d.sync += [p.resp.valid.eq(late[0]), p.resp.payload.tag.eq(late[1]),
+                         bank.eq(late[2])]
             m.d.comb += p.resp.payload.data.eq(bank_data[0])
             for b in range(1, banks):
                 with m.If(bank == b):
@@ -260,10 +254,10 @@ class Crossbar(wiring.Component):
         for i, p in enumerate(writers):
             m.d.comb += p.req.ready.eq(wr_grant[i])
 
-        self._routes_and_counters(m, slices, reads, bank_of)
+        self._routes_and_counters(m, queues, rd_grant, bank_of)
         return m
 
-    def _routes_and_counters(self, m, slices, reads, bank_of):
+    def _routes_and_counters(self, m, queues, grants, bank_of):
         """Each group's route (its banks), its route faults and its stall counter."""
         groups, banks = self._config.groups, self._config.act_banks
         first = Signal(data.ArrayLayout(8, groups))
@@ -277,15 +271,57 @@ class Crossbar(wiring.Component):
         # beside the arbiter, not at the counter's adder (nextpnr: the grant routed 7 ns to
         # the stall counters on the 2 x 8 ULX3S cut, 70.9 MHz).
         waited = Signal(groups)
+        # ``clear`` comes from the controller's issue decision: registered here, as the groups
+        # do, it reaches the counters from a flip-flop (nextpnr: the DMA engine's state through
+        # the issue stage routed 4.9 ns into them on the 2 x 8 ULX3S cut, 80.4 MHz).
+        clear = Signal()
+        m.d.sync += clear.eq(self.clear)
         for g in range(groups):
-            q, read = slices[g], reads[g]
+            q, read = queues[g], queues[g].req
             bank = bank_of(read.addr)
             outside = (bank < first[g]) | (bank >= first[g] + count[g])
-            with m.If(self.clear):
+            with m.If(clear):
                 m.d.sync += [self.stalls[g].eq(0), self.route_fault[g].eq(0), waited[g].eq(0)]
             with m.Else():
-                m.d.sync += waited[g].eq(q.valid & ~q.ready)
+                m.d.sync += waited[g].eq(q.valid & ~grants[g])
                 with m.If(waited[g]):
                     m.d.sync += self.stalls[g].eq(self.stalls[g] + 1)
                 with m.If(q.valid & ~read.skip & outside):
                     m.d.sync += self.route_fault[g].eq(1)
+
+    @staticmethod
+    def _read_queue(m, port, banks, bank_of, name):
+        """A read port's queue of two requests, each with the bank it reads (one-hot, none for
+        a skip), and the request that the arbitration sees this cycle.
+
+        The grant is registered (``took``): the cycle after a grant the granted request is the
+        queue's ``head`` and leaves it, while the arbitration already looks at the one behind
+        it (``second``). So a port is granted a read per cycle with no path from the
+        arbitration into the queue's registers or the requester's ``ready``. Returns a
+        namespace with ``valid``, ``req``, ``want`` (the request arbitrated), ``head`` and
+        ``took`` (to be driven by the grant, registered).
+        """
+        layout = data.StructLayout({"req": port.req.payload.shape(), "want": banks})
+        head = Signal(layout, name=f"{name}_head")
+        second = Signal(layout, name=f"{name}_second")
+        head_valid, second_valid = Signal(name=f"{name}_head_valid"), \
+            Signal(name=f"{name}_second_valid")
+        took = Signal(name=f"{name}_took")
+        incoming = Signal(layout, name=f"{name}_in")
+        request = port.req.payload
+        m.d.comb += [incoming.req.eq(request),
+                     incoming.want.eq(Cat(~request.skip & (bank_of(request.addr) == b)
+                                          for b in range(banks))),
+                     port.req.ready.eq(~second_valid | took)]
+        push = port.req.valid & port.req.ready
+        with m.If(took & second_valid):               # the head leaves, the second moves up
+            m.d.sync += [head.eq(second), head_valid.eq(1), second.eq(incoming),
+                         second_valid.eq(push)]
+        with m.Elif(took | ~head_valid):              # the head leaves (or is empty)
+            m.d.sync += [head.eq(incoming), head_valid.eq(push)]
+        with m.Elif(~second_valid):
+            m.d.sync += [second.eq(incoming), second_valid.eq(push)]
+        seen = Signal(layout, name=f"{name}_seen")
+        m.d.comb += seen.eq(Mux(took, second, head))
+        return SimpleNamespace(valid=Mux(took, second_valid, head_valid), req=seen.req,
+                               want=seen.want, head=head, took=took)

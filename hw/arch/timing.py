@@ -7,7 +7,8 @@ changes with it, or the hw tests fail.
 """
 
 __all__ = ["DECODE_CYCLES", "ACCESS_BUBBLE", "SLICE_LATENCY", "ACCESS_FILL", "EXECUTE_FILL",
-           "AHEAD_PIXELS", "POST_LATENCY", "POST_DRAIN", "NORM_FINISH_CYCLES", "NORM_DRAIN",
+           "AHEAD_PIXELS", "POST_LATENCY", "POST_DRAIN", "NORM_FINISH_CYCLES", "NORM_CARRY_CYCLES",
+           "NORM_DRAIN",
            "ISSUE_CYCLES", "FETCH_DELAY", "LOAD_SETUP", "LOAD_CLAIM", "STORE_SETUP",
            "WAIT_DELAY", "RUN_ENTRY", "SCAN_DRAIN", "SCAN_CYCLES", "RUN_LATENCY",
            "TESTBENCH_MEM_LATENCY", "ONCHIP_MEM_LATENCY"]
@@ -22,10 +23,10 @@ ACCESS_BUBBLE = 2
 #: Cycles through a register slice (:class:`flexigan.hw.fifo.StreamSlice`).
 SLICE_LATENCY = 1
 #: Cycles from the address generator to the execute engine (its load cycle, register slice,
-#: the crossbar port's slice, read and the bank's output register, FIFO, sparse core, weight
-#: fetch's three stages: the step, the block RAM read, its output register), paid by a RUN
-#: with MAC that finds the group idle.
-ACCESS_FILL = 2 * SLICE_LATENCY + 9
+#: the crossbar port's queue, its registered grant, read and the bank's output register,
+#: FIFO, sparse core, weight fetch's three stages: the step, the block RAM read, its output
+#: register), paid by a RUN with MAC that finds the group idle.
+ACCESS_FILL = 2 * SLICE_LATENCY + 10
 #: Cycles from the execute engine to the post-writer (lanes: operands, product, sum; job
 #: queue), paid by a RUN that finds the group idle.
 EXECUTE_FILL = 7
@@ -46,6 +47,10 @@ POST_DRAIN = POST_LATENCY + SLICE_LATENCY + 2
 #: timetable fixed by the operands' widths) and the entry's write. NORM SAVE takes one per
 #: lane, as a write.
 NORM_FINISH_CYCLES = 223
+#: Post-writer cycles per lane of a NORM SAVE after ``CLEAR use_bias=1`` (a sum carried on
+#: from an earlier row band, hw/group/norm_writer.py): the bias's PARAM read, the block RAM's
+#: word and the lane's sum registered, their sum registered, the write.
+NORM_CARRY_CYCLES = 4
 #: Cycles from a NORM RUN's last PARAM write to its end (the post-writer's end job): no
 #: requantizer or ACT write to drain.
 NORM_DRAIN = 2
@@ -66,9 +71,9 @@ LOAD_SETUP = 5
 #: BARRIER releases a UOP_LOAD: 20 cycles on the tiny generator's second layer.)
 LOAD_CLAIM = 2
 #: The same as LOAD_SETUP for a store (decode, registered hazard check, writer command, the
-#: crossbar port's slice and the bank's output register, register slice, last write
-#: response).
-STORE_SETUP = 12
+#: crossbar port's queue, its registered grant and the bank's output register, register
+#: slice, last write response).
+STORE_SETUP = 13
 #: Cycles from the end of the work BARRIER, COUNTERS or END waits for (the last DMA, the
 #: groups' RUNs) to the issue stage seeing it: it sees the DMA engine and the groups through
 #: registers.

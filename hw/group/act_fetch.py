@@ -27,8 +27,8 @@ class ActFetch(wiring.Component):
     crossbar's port, the reuse and null steps as ``skip`` requests, so the answers come back
     in order without a queue of their own. A step is taken only when the output queue
     (``depth`` steps) has room for its answer, counting the answers in flight; one per cycle
-    while the port takes them. An answer is on ``o`` three cycles after its step is taken at
-    the earliest (the port's slice, the bank or the skip, the queue).
+    while the port takes them. An answer is on ``o`` the cycle after the crossbar gives it (the
+    queue; the crossbar's contract gives its own cycles).
     """
 
     def __init__(self, config, depth):

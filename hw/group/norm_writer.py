@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from ..arch import isa
-from ..arch.timing import NORM_FINISH_CYCLES
+from ..arch.timing import NORM_CARRY_CYCLES, NORM_FINISH_CYCLES
 from ..memories import element_write_layout
 from ..norm import NormFinish
 from .layouts import job_layout
@@ -16,6 +16,8 @@ __all__ = ["FINISH_LANE_CYCLES", "param_read_signature", "NormWriter"]
 #: Cycles of a lane of NORM FINISH: its three PARAM reads, the unit's channel, the write.
 FINISH_LANE_CYCLES = NORM_FINISH_CYCLES
 assert FINISH_LANE_CYCLES == 3 + NormFinish.LATENCY + 1, "timing.NORM_FINISH_CYCLES is stale"
+#: Cycles of a lane of NORM SAVE after ``CLEAR use_bias``: BIAS, OPERANDS, ADD, SAVE.
+assert NORM_CARRY_CYCLES == 4, "timing.NORM_CARRY_CYCLES is stale"
 
 
 def param_read_signature(config):
@@ -31,8 +33,9 @@ class NormWriter(wiring.Component):
     once its last lane's PARAM entry is written. SAVE writes ``acc[l]`` into the bias of
     ``PARAM[param_offset + l]``, a lane per cycle of ``param_w``; after ``CLEAR use_bias=1``
     (a sum carried on from the previous row band) the lanes' accumulators do not hold the
-    bias (POST adds it), so SAVE reads it first and writes ``bias + acc[l]``: three cycles a
-    lane (the read, the sum registered, the write). FINISH reads the lane's
+    bias (POST adds it), so SAVE reads it first and writes ``bias + acc[l]``: NORM_CARRY_CYCLES
+    a lane (the read, the block RAM's word and the lane's sum registered, their sum
+    registered, the write). FINISH reads the lane's
     constants, ``S1`` and ``S2`` through ``param`` (``PARAM[param_offset + 2 * lanes + l]``,
     ``[param_offset + l]``, ``[param_offset + lanes + l]``), computes the entry with
     :class:`~flexigan.hw.norm.NormFinish` and writes it to ``PARAM[param_offset + l]``:
@@ -54,8 +57,11 @@ class NormWriter(wiring.Component):
         m.submodules.finish = unit = NormFinish()
         job = self.i.payload
         lane = Signal.like(job.lanes)
-        last = lane + 1 >= job.lanes
+        # ``lane + 1 >= job.lanes``, registered with ``lane``: the job queue's ready sees a
+        # flip-flop, not a carry chain.
+        last = Signal()
         carried = Signal(32)                    # bias + acc of a SAVE after CLEAR use_bias
+        addends = [Signal(32), Signal(32)]      # its operands, registered
         entry = data.View(isa.PARAM_LAYOUT, self.param.data)
         written = self.param_w.valid & self.param_w.ready
         m.d.comb += [unit.i.payload.count.eq(job.count), unit.i.payload.eps.eq(job.eps),
@@ -63,7 +69,7 @@ class NormWriter(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.i.valid):
-                    m.d.sync += lane.eq(0)
+                    m.d.sync += [lane.eq(0), last.eq(job.lanes <= 1)]
                     with m.If(job.lanes == 0):
                         m.d.comb += self.i.ready.eq(1)
                     with m.Elif(job.finish):
@@ -74,11 +80,15 @@ class NormWriter(wiring.Component):
                         m.next = "SAVE"
             with m.State("BIAS"):
                 m.d.comb += [self.param.en.eq(1), self.param.addr.eq(job.param_offset + lane)]
+                m.next = "OPERANDS"
+            with m.State("OPERANDS"):
+                # The block RAM's word registered before the adder, the sum after it: its
+                # output (5.6 ns clock to output, no register of its own) reached the adder's
+                # carry chain at 81 MHz on the 2 x 8 ULX3S cut.
+                m.d.sync += [addends[0].eq(job.acc[lane]), addends[1].eq(entry.bias)]
                 m.next = "ADD"
             with m.State("ADD"):
-                # The sum in a register: the block RAM's output does not reach its input
-                # through an adder in one cycle.
-                m.d.sync += carried.eq(job.acc[lane] + entry.bias)
+                m.d.sync += carried.eq(addends[0] + addends[1])
                 m.next = "SAVE"
             with m.State("SAVE"):
                 m.d.comb += [self.param_w.valid.eq(1),
@@ -87,7 +97,7 @@ class NormWriter(wiring.Component):
                                                               job.acc[lane])),
                              self.param_w.payload.mask.eq(0b1111)]     # the bias
                 with m.If(written & ~last & job.use_bias):
-                    m.d.sync += lane.eq(lane + 1)
+                    self._step(m, lane, last)
                     m.next = "BIAS"
                 with m.Else():
                     self._next_lane(m, written, lane, last, "SAVE")
@@ -123,9 +133,13 @@ class NormWriter(wiring.Component):
     def _next_lane(self, m, written, lane, last, again):
         """After a lane's write: the next lane from state ``again``, or the job taken."""
         with m.If(written):
-            m.d.sync += lane.eq(lane + 1)
+            self._step(m, lane, last)
             with m.If(last):
                 m.d.comb += self.i.ready.eq(1)
                 m.next = "IDLE"
             with m.Else():
                 m.next = again
+
+    def _step(self, m, lane, last):
+        """On to the next lane, its ``last`` flag with it."""
+        m.d.sync += [lane.eq(lane + 1), last.eq(lane + 2 >= self.i.payload.lanes)]

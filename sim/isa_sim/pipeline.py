@@ -48,6 +48,7 @@ from ...hw.arch.timing import (
     AHEAD_PIXELS,
     EXECUTE_FILL,
     NORM_DRAIN,
+    NORM_CARRY_CYCLES,
     NORM_FINISH_CYCLES,
     POST_DRAIN,
 )
@@ -145,15 +146,15 @@ def run_work(config, sparse, args, record):
 
 
 def post_cycles(program, lanes):
-    """Post-writer cycles per pixel of a RUN: a lane per cycle for a WRITE or NORM SAVE (three
-    for a SAVE after ``CLEAR use_bias=1``: the bias is read and added first), NORM_FINISH_CYCLES
-    per lane for NORM FINISH, 0 without either."""
+    """Post-writer cycles per pixel of a RUN: a lane per cycle for a WRITE or NORM SAVE
+    (NORM_CARRY_CYCLES for a SAVE after ``CLEAR use_bias=1``: the bias is read and added
+    first), NORM_FINISH_CYCLES per lane for NORM FINISH, 0 without either."""
     norm = program.norm
     if norm is not None and norm["step"] == isa.NormStep.FINISH:
         return NORM_FINISH_CYCLES * max(1, lanes)
     if norm is not None and any(op == isa.UopOp.CLEAR and fields["use_bias"]
                                 for op, fields in program.body):
-        return 3 * max(1, lanes)
+        return NORM_CARRY_CYCLES * max(1, lanes)
     return max(1, lanes) if program.writes or norm is not None else 0
 
 

@@ -81,7 +81,7 @@ def test_crossbar_writes_then_reads_from_every_port(seed):
             asked.append(i)
             while len(asked) < len(readers):
                 await ctx.tick()
-            await ctx.tick().repeat(4)          # slice, bank, its output register, answer
+            await ctx.tick().repeat(5)          # queue, grant, bank, its output register, answer
             assert collectors[i].got == [(n, model[a]) for n, a in enumerate(reads[i])]
         return tb
 
@@ -102,7 +102,7 @@ def test_crossbar_broadcast_costs_one_access():
         return tb
 
     async def check(ctx):
-        await ctx.tick().repeat(len(addrs) + 4)
+        await ctx.tick().repeat(len(addrs) + 5)    # a read per cycle, answered 5 later
         for g in range(CONFIG.groups):
             assert [t for t, _ in collectors[g].got] == list(range(len(addrs)))
             assert ctx.get(dut.stalls[g]) == 0
@@ -126,7 +126,7 @@ def test_crossbar_conflicts_share_a_bank_round_robin():
 
     async def check(ctx):
         groups = CONFIG.groups
-        await ctx.tick().repeat(groups * n + 5)
+        await ctx.tick().repeat(groups * n + 6)
         # One word per cycle, granted in turn 0, 1, 2, 0, ...: port g's last read is granted
         # in cycle groups*(n-1) + g, after waiting (groups-1) cycles per read but its first.
         stalls = [ctx.get(dut.stalls[g]) for g in range(groups)]
@@ -154,6 +154,9 @@ def test_crossbar_route_fault():
         await ctx.tick()
         assert ctx.get(dut.route_fault) == 0b010
         ctx.set(dut.clear, 1)
+        await ctx.tick()
+        ctx.set(dut.clear, 0)
+        assert ctx.get(dut.route_fault) == 0b010       # clear is registered: a cycle later
         await ctx.tick()
         assert ctx.get(dut.route_fault) == 0
 
