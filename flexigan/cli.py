@@ -141,6 +141,17 @@ def _cmd_run(args):
                                              if "sqnr_db" in report else ""))
 
 
+def _cmd_report(args):
+    from .report import write_report
+
+    path = write_report(args.folder, args.compare)
+    print(f"wrote {path}")
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(path.resolve().as_uri())
+
+
 def _cmd_board_sim(args):
     from .boards.simulated import serve
     from .synth import target_of
@@ -227,6 +238,15 @@ def _parser():
     p.add_argument("--input", required=True, help=".npy/.npz model inputs")
     p.add_argument("--output", help="where to write the output (default: FOLDER/output.npy)")
     p.set_defaults(run=_cmd_simulate)
+
+    p = sub.add_parser("report", help="write FOLDER/report.html: the layers, cycles, bounds, "
+                       "timeline and images of a compiled (and simulated) folder")
+    p.add_argument("folder", help="output folder of `flexigan compile`")
+    p.add_argument("--compare", action="append", default=[], metavar="FOLDER",
+                   help="another compile of the model (--no-reorder, --no-sparse) to compare "
+                        "with; may be repeated")
+    p.add_argument("--open", action="store_true", help="open the report in a web browser")
+    p.set_defaults(run=_cmd_report)
     _board_commands(sub)
     return parser
 

@@ -26,8 +26,8 @@ from .errors import FolderError, UsageError
 from .files import umask, write_json_atomic
 
 __all__ = ["MANIFEST", "SIM_REPORT", "RUN_REPORT", "SYNTH_REPORT", "SYNTH_FOLDER",
-           "RTL_SIM_FOLDER", "BOARD_SIM_FOLDER", "OUTPUTS", "WRITTEN_LATER", "digests", "seal",
-           "read_manifest", "verify", "staged"]
+           "RTL_SIM_FOLDER", "BOARD_SIM_FOLDER", "SIM_RUNS", "REPORT_HTML", "OUTPUTS",
+           "WRITTEN_LATER", "sim_run_name", "digests", "seal", "read_manifest", "verify", "staged"]
 
 MANIFEST = "manifest.json"
 #: What the commands read from every manifest (:func:`flexigan.steps.record` writes them).
@@ -36,10 +36,22 @@ _KEYS = ("steps", "target", "config", "sparse")
 SIM_REPORT, RUN_REPORT, SYNTH_REPORT = "sim_report.json", "run_report.json", "synth_report.json"
 SYNTH_FOLDER, RTL_SIM_FOLDER, BOARD_SIM_FOLDER = "synth", "rtl_sim", "board_sim"
 OUTPUTS = ("output.npy", "output.npz")           # for one output, for several
+#: The pictures ``simulate`` draws beside ``output.npy`` of an image output (the engine's,
+#: onnxruntime's).
+OUTPUT_IMAGES = ("output.png", "output-onnxruntime.png")
+#: The last report of each engine and zero-skipping setting (:func:`sim_run_name`), and the
+#: HTML report of the folder (``flexigan report``).
+SIM_RUNS, REPORT_HTML = "sim_runs", "report.html"
 #: The names (top level of the folder) that a forced compile may delete beside the files its
 #: manifest records: everything else is the user's and is never touched.
 WRITTEN_LATER = (SIM_REPORT, RUN_REPORT, SYNTH_REPORT, SYNTH_FOLDER, RTL_SIM_FOLDER,
-                 BOARD_SIM_FOLDER, *OUTPUTS)
+                 BOARD_SIM_FOLDER, SIM_RUNS, REPORT_HTML, *OUTPUTS, *OUTPUT_IMAGES)
+
+
+def sim_run_name(report):
+    """The name in :data:`SIM_RUNS` of a ``flexigan simulate`` report: its engine, and for an
+    engine with zero skipping whether it was on (``isa.json``, ``isa-no-sparse.json``)."""
+    return report["engine"] + ("-no-sparse" if report.get("sparse") is False else "") + ".json"
 
 
 def _sha256(path):

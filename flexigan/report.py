@@ -1,0 +1,284 @@
+"""``flexigan report``: one self-contained HTML page of what a compiled folder holds.
+
+The page is built from the files the other commands leave in the folder, and from nothing
+else: the manifest (model, target, layers, schedule), the last report of each engine and
+zero-skipping setting (``sim_runs/``, see :func:`flexigan.folder.sim_run_name`), the pictures
+``simulate`` drew, ``synth_report.json`` and ``run_report.json``, and the same of the folders
+given to compare with (a ``--no-reorder`` or ``--no-sparse`` compile of the model). Each
+section is drawn from its own files; one whose files are missing says so in a line. The charts
+are inline SVG (:mod:`flexigan.plots`) and the pictures inline PNG, so the page needs no
+network and no file beside it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import plots
+from .errors import UsageError
+from .files import atomic_file
+from .folder import REPORT_HTML, RUN_REPORT, SIM_REPORT, SIM_RUNS, SYNTH_REPORT, verify
+from .hw.arch.config import AcceleratorConfig
+
+__all__ = ["Sources", "read_sources", "layer_rows", "write_report", "CYCLE_RUNS"]
+
+#: The runs whose cycles the page shows, the first one present: the instruction-level
+#: simulator's (it has per-layer figures and the timeline), then the RTL's (which carries them).
+CYCLE_RUNS = ("isa", "rtl", "isa-no-sparse", "rtl-no-sparse")
+
+
+class _Absent(Exception):
+    """A section's data is not in the folder: the message says which and how to get it."""
+
+
+@dataclass(frozen=True)
+class Sources:
+    """What a compiled folder holds for the page: its ``manifest``, its ``runs`` (report by
+    :data:`~flexigan.folder.SIM_RUNS` name without ``.json``), ``synth`` and ``board`` (the
+    synthesis and board-run reports, or None), and the ``compared`` folders' Sources."""
+
+    folder: Path
+    manifest: dict
+    runs: dict
+    synth: dict | None = None
+    board: dict | None = None
+    compared: list = field(default_factory=list)
+
+    @property
+    def cycle_run(self):
+        """The report whose cycles the page shows (see :data:`CYCLE_RUNS`), or None."""
+        return next((self.runs[name] for name in CYCLE_RUNS if name in self.runs), None)
+
+    @property
+    def config(self):
+        """The :class:`~flexigan.hw.arch.config.AcceleratorConfig` compiled for."""
+        return AcceleratorConfig(**self.manifest["config"])
+
+    @property
+    def label(self):
+        """The folder's compile, in words: lowering and zero skipping."""
+        return (("zero-free" if self.manifest["reorder"] else "zero-insertion") + ", sparse "
+                + ("on" if self.manifest["sparse"] else "off"))
+
+
+def _json(path):
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UsageError(f"{path} is damaged ({exc}); run the command that wrote it again") \
+            from None
+
+
+def read_sources(out, compare=()):
+    """The :class:`Sources` of the compiled folder ``out`` and of the folders in ``compare``.
+
+    Raises :class:`~flexigan.errors.FolderError` for a folder that is not a compiled one (or
+    whose compiled files changed), :class:`UsageError` for a report that does not parse.
+    """
+    out = Path(out)
+    manifest = verify(out)
+    runs = {path.stem: _json(path) for path in sorted((out / SIM_RUNS).glob("*.json"))}
+    latest = _json(out / SIM_REPORT)
+    if latest is not None and not runs:                 # simulated by an older flexigan
+        runs[latest["engine"] + ("-no-sparse" if latest.get("sparse") is False else "")] = latest
+    return Sources(out, manifest, runs, _json(out / SYNTH_REPORT), _json(out / RUN_REPORT),
+                   [read_sources(other) for other in compare])
+
+
+def layer_rows(sources):
+    """One row per scheduled layer (a fused op and its activation are one layer): its op,
+    shapes and MAC counts from the manifest and, when a run has them, its cycles, bounds,
+    utilization and the share of MACs the sparse core skipped."""
+    manifest = sources.manifest
+    values = {row["name"]: row for row in manifest["layers"]}
+    run = sources.cycle_run
+    simulated = run["layers"] if run and len(run["layers"]) == len(manifest["schedule"]) \
+        else [None] * len(manifest["schedule"])
+    rows = []
+    for layer, sim in zip(manifest["schedule"], simulated):
+        nodes = [values[n] for n in layer["nodes"] if n in values]
+        row = {"name": layer["name"], "op": layer["op"],
+               "input_shape": nodes[0]["input_shape"] if nodes else None,
+               "output_shape": nodes[-1]["output_shape"] if nodes else None,
+               **{k: sum(n[k] for n in nodes)
+                  for k in ("macs_useful", "macs_phase", "macs_zero_insertion")}}
+        if sim:
+            bound = max(sim["compute_bound_cycles"], sim["memory_bound_cycles"])
+            offered = sim["macs_issued"] + sim["macs_skipped"]
+            row.update({k: sim[k] for k in ("cycles", "utilization", "compute_bound_cycles",
+                                            "memory_bound_cycles", "dram_bytes",
+                                            "macs_issued", "macs_skipped")},
+                       bound="memory" if sim["memory_bound_cycles"] > sim["compute_bound_cycles"]
+                       else "compute",
+                       of_bound=round(sim["cycles"] / bound, 2) if bound else None,
+                       skipped_share=round(sim["macs_skipped"] / offered, 4) if offered else 0.0)
+        rows.append(row)
+    return rows
+
+
+def write_report(out, compare=()):
+    """Write ``out/report.html`` (:mod:`flexigan.report`) atomically; return its path."""
+    sources = read_sources(out, compare)
+    path = sources.folder / REPORT_HTML
+    with atomic_file(path, "w") as f:
+        f.write(render(sources))
+    return path
+
+
+# --- the page ------------------------------------------------------------------------------
+
+_CSS = """
+body { font-family: sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; font-size: 0.85em; }
+th, td { padding: 2px 8px; text-align: right; border-bottom: 1px solid #eee; }
+th:first-child, td:first-child, td.text { text-align: left; }
+figure.chart { margin: 1em 0; } figure.chart svg { max-width: 100%; height: auto; }
+p.absent { color: #777; font-style: italic; }
+.images { display: flex; gap: 2em; flex-wrap: wrap; }
+.images img { image-rendering: pixelated; border: 1px solid #ccc; max-width: 480px; }
+"""
+
+
+def render(sources):
+    """The page of ``sources``, as one HTML document."""
+    title = f"flexigan report: {Path(sources.manifest['model']['source']).name}"
+    body = [f"<h1>{html.escape(title)}</h1>"]
+    for heading, draw in _SECTIONS:
+        try:
+            content = draw(sources)
+        except _Absent as exc:
+            content = f'<p class="absent">{html.escape(str(exc))}</p>'
+        body.append(f"<section><h2>{heading}</h2>\n{content}\n</section>")
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>\n"
+            + "\n".join(body) + "\n</body></html>\n")
+
+
+def _chart(svg):
+    return f'<figure class="chart">{svg}</figure>'
+
+
+def _table(header, rows, table_id=None):
+    ident = f' id="{table_id}"' if table_id else ""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>\n"
+                   for row in rows)
+    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>\n{body}</tbody></table>"
+
+
+def _shape(shape):
+    return "x".join(map(str, shape)) if shape else ""
+
+
+def _mega(count):
+    return f"{count / 1e6:.3f} M"
+
+
+def _summary(sources):
+    m, config = sources.manifest, sources.manifest["config"]
+    totals = m["totals"]
+    facts = [("model", m["model"]["source"]),
+             ("inputs", ", ".join(f"{k} {_shape(v['shape'])}"
+                                  for k, v in m["model"].get("inputs", {}).items())),
+             ("outputs", ", ".join(f"{k} {_shape(v['shape'])}"
+                                   for k, v in m["model"].get("outputs", {}).items())),
+             ("target", f"{m['target']}: {config['groups']} groups x {config['lanes']} lanes"),
+             ("compiled", f"{sources.label}, batch {m['batch']}"),
+             ("useful MACs per frame", _mega(totals["macs_useful"])),
+             ("parameters", f"{totals['params']:,}"),
+             ("instructions", f"{m['program']['instructions']:,}"),
+             ("runs in the folder", ", ".join(sources.runs) or "none (flexigan simulate)")]
+    run = sources.cycle_run
+    if run:
+        facts += [("cycles per frame", f"{run['cycles_per_frame']:,}"),
+                  ("utilization", f"{run['utilization']:.1%}"),
+                  ("compute / memory bound", f"{run['compute_bound_cycles']:,.0f} / "
+                                             f"{run['memory_bound_cycles']:,.0f} cycles")]
+    return _table(("", ""), facts)
+
+
+def _need_cycles(sources):
+    if sources.cycle_run is None:
+        raise _Absent("No cycles: the folder has no instruction-level or RTL run (flexigan "
+                      "simulate OUT --engine isa --input ...).")
+    return sources.cycle_run
+
+
+def _layers(sources):
+    rows = layer_rows(sources)
+    header = ["layer", "op", "input", "output", "MACs useful", "MACs phase",
+              "MACs zero-ins.", "cycles", "utilization", "bound", "cycles / bound",
+              "skipped"]
+    cells = [[r["name"], r["op"], _shape(r["input_shape"]), _shape(r["output_shape"]),
+              f"{r['macs_useful']:,}", f"{r['macs_phase']:,}", f"{r['macs_zero_insertion']:,}",
+              *((f"{r['cycles']:,}", f"{r['utilization']:.1%}", r["bound"], r["of_bound"],
+                 f"{r['skipped_share']:.1%}") if "cycles" in r else ("",) * 5)]
+             for r in rows]
+    note = "" if sources.cycle_run else \
+        '<p class="absent">Not simulated: MAC counts only.</p>'
+    return _table(header, cells, "layers") + note
+
+
+def _bounds(sources):
+    _need_cycles(sources)
+    rows = layer_rows(sources)
+    if "cycles" not in rows[0]:
+        raise _Absent("The run's layers do not match the schedule: simulate again.")
+    return _chart(plots.layer_bars([r["name"] for r in rows], [r["cycles"] for r in rows],
+                                   [r["compute_bound_cycles"] for r in rows],
+                                   [r["memory_bound_cycles"] for r in rows]))
+
+
+def _roofline(sources):
+    run = _need_cycles(sources)
+    config = sources.config
+    lanes, axi = config.total_lanes, config.axi_bytes
+    layers = [(r["name"], r["macs_useful"] / r["dram_bytes"] if r["dram_bytes"] else 0,
+               r["macs_useful"] / r["cycles"] if r["cycles"] else 0)
+              for r in run["layers"]]
+    roof = run["roofline"]
+    per_frame = run["macs_useful"] / run["batch"]
+    batches = [(b["batch"], per_frame / (roof["act_bytes_per_frame"]
+                                         + roof["constant_bytes"] / b["batch"]))
+               for b in roof["batches"]]
+    at = roof["compute_bound_at_batch"]
+    line = (f"At batch 1 the {roof['bound_at_batch_1']} bound dominates; "
+            + (f"weights stop dominating at batch {at}." if at else
+               "activation traffic keeps it memory bound at any batch."))
+    return f"<p>{line}</p>" + _chart(plots.roofline(lanes, axi, layers, batches))
+
+
+def _timeline(sources):
+    run = _need_cycles(sources)
+    if not run.get("timeline"):
+        raise _Absent("The run has no timeline (simulated by an older flexigan): simulate "
+                      "again with --engine isa.")
+    line = run["timeline"]
+    groups = sources.manifest["config"]["groups"]
+    names = [layer["name"] for layer in sources.manifest["schedule"]]
+    busy = [g["busy"] for g in run["groups"]]
+    text = (f"<p>The first run of the batch: {line['cycles']:,} cycles, "
+            f"{len(line['runs']):,} RUNs on {groups} groups, {len(line['dmas']):,} DMA "
+            f"transfers. Busiest group {max(busy):,} cycles, idlest {min(busy):,} "
+            f"(whole batch).</p>")
+    return text + _chart(plots.timeline(groups, line["runs"], line["dmas"], names))
+
+
+_SECTIONS = [
+    ("Model and target", _summary),
+    ("Layers", _layers),
+    ("Cycles against the bounds", _bounds),
+    ("Roofline", _roofline),
+    ("Timeline of the engine groups", _timeline),
+]
+
+
+def _png(path):
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
