@@ -59,7 +59,7 @@ def layer_bars(names, cycles, compute, memory):
     axes.set_xticks(x, names, rotation=30, ha="right")
     axes.set_ylabel("cycles")
     axes.set_yscale("symlog", linthresh=10)
-    axes.legend(frameon=False, ncols=3)
+    axes.legend(frameon=False, ncols=3, loc="lower left", bbox_to_anchor=(0, 1))
     return figure
 
 
@@ -136,7 +136,7 @@ def variants(names, series, ylabel):
                  color=_LAYERS[index % 10])
     axes.set_xticks(x, names, rotation=30, ha="right")
     axes.set_ylabel(ylabel)
-    axes.legend(frameon=False, ncols=len(series))
+    axes.legend(frameon=False, ncols=len(series), loc="lower left", bbox_to_anchor=(0, 1))
     return figure
 
 

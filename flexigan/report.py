@@ -271,14 +271,135 @@ def _timeline(sources):
     return text + _chart(plots.timeline(groups, line["runs"], line["dmas"], names))
 
 
+def _simulated_settings(sources):
+    """``(label, run report)`` of every zero-skipping setting simulated in the folder and of
+    the compared folders' runs."""
+    found = []
+    for origin in (sources, *sources.compared):
+        lowering = "zero-free" if origin.manifest["reorder"] else "zero-insertion"
+        for name in CYCLE_RUNS:
+            run = origin.runs.get(name)
+            label = f"{lowering}, sparse {'on' if run and run['sparse'] else 'off'}"
+            if run and label not in (known for known, _ in found):
+                found.append((label, run))
+    return found
+
+
+def _settings(sources):
+    rows = layer_rows(sources)
+    names = [r["name"] for r in rows]
+    macs = plots.variants(names, {"useful": [r["macs_useful"] for r in rows],
+                                  "zero-free (phases)": [r["macs_phase"] for r in rows],
+                                  "zero-insertion": [r["macs_zero_insertion"] for r in rows]},
+                          "MACs per frame")
+    totals = sources.manifest["totals"]
+    text = (f"<p>A zero-insertion engine spends {_mega(totals['macs_zero_insertion'])} MACs a "
+            f"frame, the zero-free phases {_mega(totals['macs_phase'])}, of which "
+            f"{_mega(totals['macs_useful'])} touch a real input.</p>" + _chart(macs))
+    found = _simulated_settings(sources)
+    if len(found) < 2:
+        return text + ('<p class="absent">One setting simulated: for zero skipping off, '
+                       "simulate again with --no-sparse; for zero insertion, compile with "
+                       "--no-reorder into another folder, simulate it and give it to "
+                       "--compare.</p>")
+    table = _table(("setting", "cycles per frame", "MACs issued", "MACs skipped",
+                    "utilization"),
+                   [(label, f"{run['cycles_per_frame']:,}", f"{run['macs_issued']:,}",
+                     f"{run['macs_skipped']:,}", f"{run['utilization']:.1%}")
+                    for label, run in found])
+    layers = [[row["name"] for row in run["layers"]] for _, run in found]
+    if any(names != layers[0] for names in layers):
+        return text + table + '<p class="absent">The settings schedule different layers: ' \
+            "no per-layer comparison.</p>"
+    per_layer = plots.variants(layers[0], {label: [row["cycles"] for row in run["layers"]]
+                                           for label, run in found}, "cycles")
+    return text + table + _chart(per_layer)
+
+
+def _picture(path, folder, caption):
+    path = Path(path)
+    path = path if path.is_file() else folder / path.name
+    if not path.is_file():
+        return f'<p class="absent">{html.escape(caption)}: {html.escape(str(path))} is gone.</p>'
+    data = base64.b64encode(path.read_bytes()).decode()
+    return (f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _images(sources):
+    shown = []
+    for name, run in sources.runs.items():
+        for output, pictures in run.get("images", {}).items():
+            figures = [_picture(pictures["engine"], sources.folder,
+                                f"{output}: {name} ({run['batch']} samples)")]
+            if "onnxruntime" in pictures:
+                figures.append(_picture(pictures["onnxruntime"], sources.folder,
+                                        f"{output}: onnxruntime float, same inputs"))
+            shown.append(f'<div class="images">{"".join(figures)}</div>')
+    if not shown:
+        raise _Absent("No pictures: no run of the folder drew an image output (simulate draws "
+                      "outputs of shape N x 1 or 3 x H x W).")
+    return "".join(shown)
+
+
+def _sqnr(sources):
+    runs = [(name, run) for name, run in sources.runs.items() if "sqnr_db" in run]
+    if not runs:
+        raise _Absent("No SQNR: no run was compared with onnxruntime (install onnxruntime "
+                      "and simulate).")
+    table = _table(("run", "samples", "output SQNR (dB)"),
+                   [(name, run["batch"], run["sqnr_db"]) for name, run in runs])
+    layers = next((run["layers"] for _, run in runs
+                   if run["layers"] and "sqnr_db" in run["layers"][0]), None)
+    if layers is None:
+        return table + ('<p class="absent">No per-layer SQNR: simulate with --engine golden '
+                        "(it sees inside the model).</p>")
+    return table + _chart(plots.sqnr([r["name"] for r in layers],
+                                     [r["sqnr_db"] or 0 for r in layers]))
+
+
+def _synthesis(sources):
+    synth = sources.synth
+    if synth is None:
+        raise _Absent("No synthesis report: flexigan synth OUT (a folder compiled for a "
+                      "board).")
+    used = {k: v for k, v in synth["resources"].items() if v["available"]}
+    chart = plots.resources(list(used), [v["used"] for v in used.values()],
+                            [v["available"] for v in used.values()])
+    rows = [(f"Fmax {clock}", f"{mhz:.1f} MHz", f"target {synth['clock_mhz']:.1f} MHz",
+             "met" if mhz >= synth["clock_mhz"] else "MISSED")
+            for clock, mhz in synth["fmax_mhz"].items()]
+    rows.append(("frames/s", f"{synth['frames_per_second']:,}",
+                 f"{synth['cycles_per_frame']:,} cycles per frame", ""))
+    return (f"<p>{html.escape(synth['device'])}, {synth['groups']} groups, {synth['lanes']} "
+            f"lanes.</p>" + _table(("", "", "", ""), rows) + _chart(chart))
+
+
+def _board_run(sources):
+    board = sources.board
+    if board is None:
+        raise _Absent("No board run: flexigan run OUT --port ... (on a board, or on flexigan "
+                      "board-sim).")
+    clock = sources.config.clock_mhz
+    per_frame = board["cycles"] / board["batch"]
+    rows = [("cycles (hardware counter)", f"{board['cycles']:,} for {board['batch']} "
+                                          "sample(s)"),
+            ("of the instruction-level estimate", f"{board['cycles_vs_isa']:.3f}"),
+            ("frames/s", f"{clock * 1e6 / per_frame:,.1f} at {clock:.1f} MHz"),
+            ("bit-exact with golden / isa", f"{board['bit_exact_vs_golden']} / "
+                                            f"{board['bit_exact_vs_isa']}")]
+    return _table(("", ""), rows)
+
+
 _SECTIONS = [
     ("Model and target", _summary),
     ("Layers", _layers),
     ("Cycles against the bounds", _bounds),
     ("Roofline", _roofline),
     ("Timeline of the engine groups", _timeline),
+    ("Zero-free against zero-insertion, sparse on against off", _settings),
+    ("Images", _images),
+    ("SQNR against onnxruntime", _sqnr),
+    ("Synthesis", _synthesis),
+    ("Board run", _board_run),
 ]
-
-
-def _png(path):
-    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
