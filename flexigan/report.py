@@ -141,8 +141,9 @@ th, td { padding: 2px 8px; text-align: right; border-bottom: 1px solid #eee; }
 th:first-child, td:first-child, td.text { text-align: left; }
 figure.chart { margin: 1em 0; } figure.chart svg { max-width: 100%; height: auto; }
 p.absent { color: #777; font-style: italic; }
-.images { display: flex; gap: 2em; flex-wrap: wrap; }
-.images img { image-rendering: pixelated; border: 1px solid #ccc; max-width: 480px; }
+.images { display: flex; gap: 2em; }
+.images figure { margin: 0 0 1em 0; flex: 1 1 0; max-width: 480px; }
+.images img { image-rendering: pixelated; border: 1px solid #ccc; width: 100%; }
 """
 
 
