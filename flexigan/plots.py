@@ -66,11 +66,11 @@ def layer_bars(names, cycles, compute, memory):
 @_chart
 def roofline(lanes, axi_bytes, layers, batches):
     """The roofline of the machine: attainable MACs per cycle against arithmetic intensity
-    (useful MACs per external byte), ``min(lanes, intensity * axi_bytes)``.
+    (MACs the lanes issue per external byte), ``min(lanes, intensity * axi_bytes)``.
 
     ``layers`` are ``(name, intensity, achieved MACs per cycle)``; ``batches`` are
-    ``(batch, intensity)`` of a whole frame with its weights loaded once per batch, the first
-    compute-bound batch marked where the roof bends.
+    ``(batch, intensity)`` of a whole frame with its weights loaded once per batch: they reach
+    the flat part of the roof from the batch on which weights stop dominating.
     """
     figure, axes = _figure(3.6)
     intensities = [i for _, i, _ in layers if i > 0] + [i for _, i in batches if i > 0]
@@ -89,8 +89,8 @@ def roofline(lanes, axi_bytes, layers, batches):
                       textcoords="offset points", xytext=(3, -10))
     axes.set_xscale("log")
     axes.set_yscale("log")
-    axes.set_xlabel("arithmetic intensity (useful MACs per external byte)")
-    axes.set_ylabel("MACs per cycle")
+    axes.set_xlabel("arithmetic intensity (MACs issued per external byte)")
+    axes.set_ylabel("MACs issued per cycle")
     axes.legend(frameon=False, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return figure
 

@@ -241,18 +241,20 @@ def _roofline(sources):
     run = _need_cycles(sources)
     config = sources.config
     lanes, axi = config.total_lanes, config.axi_bytes
-    layers = [(r["name"], r["macs_useful"] / r["dram_bytes"] if r["dram_bytes"] else 0,
-               r["macs_useful"] / r["cycles"] if r["cycles"] else 0)
+    # The lanes' work: MACs issued (a MAC the sparse core skipped costs no lane cycle).
+    layers = [(r["name"], r["macs_issued"] / r["dram_bytes"] if r["dram_bytes"] else 0,
+               r["macs_issued"] / r["cycles"] if r["cycles"] else 0)
               for r in run["layers"]]
     roof = run["roofline"]
-    per_frame = run["macs_useful"] / run["batch"]
+    per_frame = run["macs_issued"] / run["batch"]
     batches = [(b["batch"], per_frame / (roof["act_bytes_per_frame"]
                                          + roof["constant_bytes"] / b["batch"]))
                for b in roof["batches"]]
     at = roof["compute_bound_at_batch"]
-    line = (f"At batch 1 the {roof['bound_at_batch_1']} bound dominates; "
-            + (f"weights stop dominating at batch {at}." if at else
-               "activation traffic keeps it memory bound at any batch."))
+    line = ("At batch 1 the compute bound dominates." if roof["bound_at_batch_1"] == "compute"
+            else "At batch 1 the memory bound dominates; "
+            + (f"weights stop dominating at batch {at} (weights loaded once per batch)." if at
+               else "activation traffic keeps it memory bound at any batch."))
     return f"<p>{line}</p>" + _chart(plots.roofline(lanes, axi, layers, batches))
 
 
