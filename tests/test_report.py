@@ -172,3 +172,32 @@ def test_image_grid_tiles_grey_and_rgb_images():
     assert not images.is_image((4, 2, 8, 8)) and not images.is_image((4, 16))
     with pytest.raises(ValueError, match=r"must be of shape \(N, 1 or 3, H, W\), not"):
         images.grid(np.zeros((2, 5, 4, 4)))
+
+
+@pytest.mark.slow
+def test_dcgan64_generator_report_renders_every_element(tmp_path):
+    # The acceptance: DCGAN-64's generator compiled, run by golden and isa (sparse on and off),
+    # beside its zero-insertion compile, reported and rendered offline.
+    dcgan = EXAMPLES / "dcgan64/generator.onnx"
+    latents = tmp_path / "z.npy"
+    np.save(latents, np.random.default_rng(0).standard_normal((2, 100, 1, 1)))
+    folders = {}
+    for name, options in (("zero-free", ()), ("zero-insertion", ("--no-reorder",))):
+        folders[name] = tmp_path / name
+        flexigan("compile", dcgan, "-o", folders[name], "--no-rtl", *options)
+        flexigan("simulate", folders[name], "--engine", "isa", "--input", latents)
+    folder = folders["zero-free"]
+    flexigan("simulate", folder, "--engine", "golden", "--input", latents)
+    flexigan("simulate", folder, "--engine", "isa", "--no-sparse", "--input", latents,
+             "--output", tmp_path / "dense.npy")
+    flexigan("report", folder, "--compare", folders["zero-insertion"])
+    shown = render_in_chromium(folder / "report.html", tmp_path / "report.png")
+    assert shown["messages"] == [] and shown["requests"] == []
+    assert len(shown["charts"]) == 6
+    assert all(c["area"] > 10_000 and c["drawn"] > 10 for c in shown["charts"]), shown
+    assert shown["rows"] == 5                           # 4 ConvTransposes and the image layer
+    assert shown["pictures"] == [True] * 6
+    page = (folder / "report.html").read_text()
+    for fragment in ("zero-insertion, sparse on", "zero-free, sparse off", "RUNs on 16 groups",
+                     "image: onnxruntime float", "image 3x64x64"):
+        assert fragment in page
