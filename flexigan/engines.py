@@ -77,7 +77,7 @@ class RunOptions:
 
     ``sparse`` (isa, rtl) overrides the compiled zero-skipping setting when not None;
     ``simulator`` and ``waves`` (rtl) choose the Verilog simulator and record a waveform;
-    ``log`` receives progress lines.
+    ``log`` receives lines, and shows the runs as tasks (:mod:`flexigan.progress`).
     """
 
     sparse: bool | None = None
