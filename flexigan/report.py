@@ -184,17 +184,18 @@ def _mega(count):
 
 def _summary(sources):
     m, config = sources.manifest, sources.manifest["config"]
-    totals = m["totals"]
     facts = [("model", m["model"]["source"]),
              ("inputs", ", ".join(f"{k} {_shape(v['shape'])}"
                                   for k, v in m["model"].get("inputs", {}).items())),
              ("outputs", ", ".join(f"{k} {_shape(v['shape'])}"
                                    for k, v in m["model"].get("outputs", {}).items())),
              ("target", f"{m['target']}: {config['groups']} groups x {config['lanes']} lanes"),
-             ("compiled", f"{sources.label}, batch {m['batch']}"),
-             ("useful MACs per frame", _mega(totals["macs_useful"])),
-             ("parameters", f"{totals['params']:,}"),
-             ("instructions", f"{m['program']['instructions']:,}"),
+             ("compiled", f"{sources.label}, batch {m['batch']}; steps: "
+                          + ", ".join(m["steps"])),
+             *(() if "program" not in m else
+               (("useful MACs per frame", _mega(m["totals"]["macs_useful"])),
+                ("parameters", f"{m['totals']['params']:,}"),
+                ("instructions", f"{m['program']['instructions']:,}"))),
              ("runs in the folder", ", ".join(sources.runs) or "none (flexigan simulate)")]
     run = sources.cycle_run
     if run:
@@ -212,8 +213,16 @@ def _need_cycles(sources):
     return sources.cycle_run
 
 
+def _need_program(sources):
+    """The :func:`layer_rows`; the compile's program must be there."""
+    if "schedule" not in sources.manifest:
+        raise _Absent(f"No layers: the compile stopped after {sources.manifest['steps'][-1]}, "
+                      "before the program (compile without --stop-after).")
+    return layer_rows(sources)
+
+
 def _layers(sources):
-    rows = layer_rows(sources)
+    rows = _need_program(sources)
     header = ["layer", "op", "input", "output", "MACs useful", "MACs phase",
               "MACs zero-ins.", "cycles", "utilization", "bound", "cycles / bound",
               "skipped"]
@@ -289,7 +298,7 @@ def _simulated_settings(sources):
 
 
 def _settings(sources):
-    rows = layer_rows(sources)
+    rows = _need_program(sources)
     names = [r["name"] for r in rows]
     macs = plots.variants(names, {"useful": [r["macs_useful"] for r in rows],
                                   "zero-free (phases)": [r["macs_phase"] for r in rows],

@@ -133,6 +133,16 @@ def test_report_of_a_folder_never_simulated_says_what_is_missing(digits, tmp_pat
     assert page.count('<tr><td>') >= 3
 
 
+def test_report_of_a_compile_stopped_before_the_program_shows_its_golden_run(tmp_path):
+    folder = simulated(tmp_path / "quantized", 2, "--stop-after", "quantize",
+                       engines=("golden",))
+    flexigan("report", folder)
+    page = (folder / "report.html").read_text()
+    assert page.count("No layers: the compile stopped after quantize, before the program") == 2
+    assert page.count("No cycles") == 3
+    assert "image: golden (2 samples)" in page and "SQNR (dB)" in page
+
+
 def test_report_errors_are_one_line(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
