@@ -21,10 +21,18 @@ from pathlib import Path
 from . import plots
 from .errors import UsageError
 from .files import atomic_file
-from .folder import REPORT_HTML, RUN_REPORT, SIM_REPORT, SIM_RUNS, SYNTH_REPORT, verify
+from .folder import (
+    REPORT_HTML,
+    RUN_REPORT,
+    SIM_REPORT,
+    SIM_RUNS,
+    SYNTH_REPORT,
+    sim_run_name,
+    verify,
+)
 from .hw.arch.config import AcceleratorConfig
 
-__all__ = ["Sources", "read_sources", "layer_rows", "write_report", "CYCLE_RUNS"]
+__all__ = ["Sources", "read_sources", "layer_rows", "render", "write_report", "CYCLE_RUNS"]
 
 #: The runs whose cycles the page shows, the first one present: the instruction-level
 #: simulator's (it has per-layer figures and the timeline), then the RTL's (which carries them).
@@ -86,7 +94,7 @@ def read_sources(out, compare=()):
     runs = {path.stem: _json(path) for path in sorted((out / SIM_RUNS).glob("*.json"))}
     latest = _json(out / SIM_REPORT)
     if latest is not None and not runs:                 # simulated by an older flexigan
-        runs[latest["engine"] + ("-no-sparse" if latest.get("sparse") is False else "")] = latest
+        runs[Path(sim_run_name(latest)).stem] = latest
     return Sources(out, manifest, runs, _json(out / SYNTH_REPORT), _json(out / RUN_REPORT),
                    [read_sources(other) for other in compare])
 
@@ -138,7 +146,7 @@ body { font-family: sans-serif; margin: 2em auto; max-width: 1100px; color: #222
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ccc; }
 table { border-collapse: collapse; font-size: 0.85em; }
 th, td { padding: 2px 8px; text-align: right; border-bottom: 1px solid #eee; }
-th:first-child, td:first-child, td.text { text-align: left; }
+th:first-child, td:first-child { text-align: left; }
 figure.chart { margin: 1em 0; } figure.chart svg { max-width: 100%; height: auto; }
 p.absent { color: #777; font-style: italic; }
 .images { display: flex; gap: 2em; }
