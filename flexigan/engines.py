@@ -158,7 +158,8 @@ class Rtl(Engine):
 
     def run(self, model, inputs, options):
         """Outputs and cycles from the hardware; the report compares them with the ISA
-        engine's run of the same inputs, whose per-layer rows and roofline it carries."""
+        engine's run of the same inputs, whose per-layer rows, roofline and timeline it
+        carries."""
         if options.simulator not in SIMULATORS:
             raise UsageError(f"simulator {options.simulator!r} is not available (choose from: "
                              f"{', '.join(SIMULATORS)})")
@@ -192,8 +193,10 @@ class Rtl(Engine):
             "cycles_per_second": round(counted["cycles"] / seconds) if seconds else None,
             "counters": [r.counters for r in results],
             "roofline": isa.report["roofline"],
-            # The hardware counts the whole program; per-layer figures are the ISA model's.
+            # The hardware counts the whole program; per-layer figures and the timeline are
+            # the ISA model's.
             "layers_from": "isa", "layers": isa.report["layers"],
+            "timeline": isa.report["timeline"],
         }
         if options.waves:
             report["waves"] = [str(p) for p in sorted(build.glob("*.fst")) +

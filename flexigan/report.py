@@ -207,7 +207,7 @@ def _summary(sources):
              ("runs in the folder", ", ".join(sources.runs) or "none (flexigan simulate)")]
     run = sources.cycle_run
     if run:
-        facts += [("cycles per frame", f"{run['cycles_per_frame']:,}"),
+        facts += [("cycles per frame", f"{run['cycles'] / run['batch']:,.1f}"),
                   ("utilization", f"{run['utilization']:.1%}"),
                   ("compute / memory bound", f"{run['compute_bound_cycles']:,.0f} / "
                                              f"{run['memory_bound_cycles']:,.0f} cycles")]
@@ -279,15 +279,18 @@ def _timeline(sources):
     run = _need_cycles(sources)
     if not run.get("timeline"):
         raise _Absent("The run has no timeline (simulated by an older flexigan): simulate "
-                      "again with --engine isa.")
+                      "again.")
     line = run["timeline"]
     groups = sources.manifest["config"]["groups"]
     names = [layer["name"] for layer in sources.manifest["schedule"]]
-    busy = [g["busy"] for g in run["groups"]]
-    text = (f"<p>The first run of the batch: {line['cycles']:,} cycles, "
-            f"{len(line['runs']):,} RUNs on {groups} groups, {len(line['dmas']):,} DMA "
-            f"transfers. Busiest group {max(busy):,} cycles, idlest {min(busy):,} "
-            f"(whole batch).</p>")
+    busy = [0] * groups
+    for group, start, end, *_ in line["runs"]:
+        busy[group] += end - start
+    text = (f"<p>The first run of the batch, as the instruction-level model books it: "
+            f"{line['cycles']:,} cycles, {len(line['runs']):,} RUNs on {groups} groups, "
+            f"{len(line['dmas']):,} DMA transfers. The busiest group is busy "
+            f"{max(busy) / line['cycles']:.0%} of the time, the idlest "
+            f"{min(busy) / line['cycles']:.0%}.</p>")
     return text + _chart(plots.timeline(groups, line["runs"], line["dmas"], names))
 
 
@@ -324,7 +327,7 @@ def _settings(sources):
                        "--compare.</p>")
     table = _table(("setting", "cycles per frame", "MACs issued", "MACs skipped",
                     "utilization"),
-                   [(label, f"{run['cycles_per_frame']:,}", f"{run['macs_issued']:,}",
+                   [(label, f"{run['cycles'] / run['batch']:,.1f}", f"{run['macs_issued']:,}",
                      f"{run['macs_skipped']:,}", f"{run['utilization']:.1%}")
                     for label, run in found])
     layers = [[row["name"] for row in run["layers"]] for _, run in found]
