@@ -174,10 +174,10 @@ def build_board(platform, board, family, out_dir, *, log=print, seed=1, allow_ti
     """
     out_dir = Path(out_dir)
     start = time.monotonic()
-    log("elaborating the board top ...")
-    plan = platform.build(board, name="top", do_build=False, synth_opts=family.synth_opts,
-                          nextpnr_opts=f"--report report.json --timing-allow-fail --seed {seed} "
-                                       f"--router {ROUTER}")
+    with task(log, "elaborating the board top"):
+        plan = platform.build(board, name="top", do_build=False, synth_opts=family.synth_opts,
+                              nextpnr_opts=f"--report report.json --timing-allow-fail "
+                                           f"--seed {seed} --router {ROUTER}")
     yosys, yosys_version = yosys_command()
     tools = {"yosys": yosys_version, "nextpnr": _version(family.package)}
     key = _digest(plan, tools)
