@@ -159,6 +159,16 @@ def test_report_names_a_damaged_run_report(digits, tmp_path, capsys):
     assert len(err) == 1 and "sim_runs/isa.json is damaged" in err[0]
 
 
+def test_a_forced_compile_replaces_the_runs_pictures_and_page(digits, tmp_path):
+    folder = tmp_path / "again"
+    shutil.copytree(digits[0], folder)
+    assert {"sim_runs", "report.html", "output.png", "output-onnxruntime.png"} <= \
+        {p.name for p in folder.iterdir()}
+    flexigan("compile", EXAMPLES / "digits/generator.onnx", "-o", folder, "--no-rtl", "--force",
+             "--stop-after", "import")
+    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "model.onnx", "steps"]
+
+
 def test_simulate_draws_the_images_beside_the_output(digits):
     folder, _ = digits
     report = json.loads((folder / "sim_runs/golden.json").read_text())
