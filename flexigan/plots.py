@@ -21,6 +21,11 @@ __all__ = ["layer_bars", "roofline", "timeline", "variants", "sqnr", "resources"
 _STYLE = {"svg.fonttype": "none", "svg.hashsalt": "flexigan", "font.size": 9,
           "axes.spines.top": False, "axes.spines.right": False}
 _WIDTH = 9.0                                   # inches: the page's width at 100 dpi
+#: Bars of a timeline above which it is drawn as one picture inside the SVG (a RUN as an SVG
+#: element each would make a page of megabytes for a large model).
+VECTOR_BARS = 5000
+#: Legend entries per column.
+_LEGEND_ROWS = 25
 #: Layers in strong colours, the DMA engine's memories in pale ones.
 _LAYERS = matplotlib.colormaps["tab10"].colors
 _SPACES = matplotlib.colormaps["Pastel2"].colors
@@ -35,7 +40,8 @@ def _chart(draw):
         with matplotlib.rc_context(_STYLE):
             figure = draw(*args, **kwargs)
             buffer = io.StringIO()
-            figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
+            figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None},
+                           dpi=150)               # the resolution of a rasterized timeline
         text = buffer.getvalue()
         return text[text.index("<svg"):]
 
@@ -91,7 +97,8 @@ def roofline(lanes, axi_bytes, layers, batches):
     axes.set_yscale("log")
     axes.set_xlabel("arithmetic intensity (MACs issued per external byte)")
     axes.set_ylabel("MACs issued per cycle")
-    axes.legend(frameon=False, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    axes.legend(frameon=False, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0),
+                ncols=1 + len(layers) // _LEGEND_ROWS)
     return figure
 
 
@@ -100,17 +107,19 @@ def timeline(groups, runs, dmas, layer_names):
     """One row per engine group (its RUNs, coloured by layer, the stall cycles of each in
     black at its end) and one for the DMA engine (its transfers, by memory)."""
     figure, axes = _figure(max(2.5, 0.22 * (groups + 1) + 1.2))
+    raster = len(runs) + len(dmas) > VECTOR_BARS
     for group in range(groups):
         mine = [r for r in runs if r[0] == group]
         axes.broken_barh([(start, end - start) for _, start, end, _, _ in mine], (group, 0.8),
-                         facecolors=[_LAYERS[layer % 10] for *_, layer, _ in mine])
+                         facecolors=[_LAYERS[layer % 10] for *_, layer, _ in mine],
+                         rasterized=raster)
         stalls = [(end - stall, stall) for _, _, end, _, stall in mine if stall]
         if stalls:
-            axes.broken_barh(stalls, (group, 0.8), facecolors="black")
+            axes.broken_barh(stalls, (group, 0.8), facecolors="black", rasterized=raster)
     spaces = sorted({space for *_, space, _ in dmas})
     axes.broken_barh([(start, end - start) for start, end, *_ in dmas], (groups, 0.8),
                      facecolors=[_SPACES[spaces.index(space) % 8]
-                                 for *_, space, _ in dmas])
+                                 for *_, space, _ in dmas], rasterized=raster)
     axes.set_yticks(np.arange(groups + 1) + 0.4, [f"group {g}" for g in range(groups)]
                     + ["DMA"])
     axes.invert_yaxis()
@@ -121,7 +130,7 @@ def timeline(groups, runs, dmas, layer_names):
     handles += [Patch(color=_SPACES[i % 8], label=f"DMA {space}")
                 for i, space in enumerate(spaces)]
     axes.legend(handles=handles, frameon=False, fontsize=7, loc="upper left",
-                bbox_to_anchor=(1.0, 1.0))
+                bbox_to_anchor=(1.0, 1.0), ncols=1 + len(handles) // _LEGEND_ROWS)
     return figure
 
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import sync_playwright
 
-from flexigan import images
+from flexigan import images, plots
 from flexigan.cli import main
 from flexigan.report import layer_rows, read_sources
 from tests.helpers import EXAMPLES
@@ -179,6 +179,18 @@ def test_simulate_draws_the_images_beside_the_output(digits):
     np.testing.assert_array_equal(drawn, images.grid(np.load(folder / "output.npy")))
     assert drawn.shape == (2 * 65 + 1, 2 * 65 + 1)      # 2 x 2 digits of 8 x 8 pixels, x 8
     assert Image.open(pictures["onnxruntime"]).size == drawn.shape[::-1]
+
+
+def test_a_large_timeline_is_one_picture_inside_its_svg():
+    # Thousands of RUNs as SVG elements would make a page of megabytes.
+    names = [f"layer {i}" for i in range(4)]
+    small = plots.timeline(2, [[g, 10 * i, 10 * i + 8, i % 4, 1] for i in range(10)
+                               for g in range(2)], [[0, 5, 0, "WGT", False]], names)
+    runs = [[g, 10 * i, 10 * i + 8, i % 4, 0] for i in range(plots.VECTOR_BARS // 2 + 1)
+            for g in range(2)]
+    large = plots.timeline(2, runs, [[0, 5, 0, "WGT", False]], names)
+    assert "<image" not in small and small.count("<path") > 20
+    assert large.count("<image") == 1 and len(large) < 500_000
 
 
 def test_image_grid_tiles_grey_and_rgb_images():
