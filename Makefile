@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint bench bench-zoo bench-rtl bitstreams icarus clean
+.PHONY: demo test test-slow lint bench bench-zoo bench-rtl bitstreams icarus chromium clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,13 +17,19 @@ icarus:
 	  echo "installing Icarus Verilog (apt-get)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog; }
 
+# Headless Chromium renders `flexigan report`'s page in tests/test_report.py.
+chromium:
+	@command -v chromium >/dev/null || { \
+	  echo "installing Chromium (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
 demo: $(STAMP)
 	$(BIN)/python examples/digits/demo.py --out build/demo
 
-test: $(STAMP) icarus
+test: $(STAMP) icarus chromium
 	$(BIN)/pytest -q -m "not slow"
 
-test-slow: $(STAMP) icarus
+test-slow: $(STAMP) icarus chromium
 	$(BIN)/pytest -q -m slow -n 2
 
 lint: $(STAMP)

@@ -34,6 +34,7 @@ from amaranth.lib import io
 
 from ..errors import FitError, FlexiganError
 from ..hw.verilog import cache_dir
+from ..progress import task
 from .top import BoardTop
 
 __all__ = ["BAUD", "BoardDesign", "Family", "Build", "BuildError", "TimingError",
@@ -173,10 +174,10 @@ def build_board(platform, board, family, out_dir, *, log=print, seed=1, allow_ti
     """
     out_dir = Path(out_dir)
     start = time.monotonic()
-    log("elaborating the board top ...")
-    plan = platform.build(board, name="top", do_build=False, synth_opts=family.synth_opts,
-                          nextpnr_opts=f"--report report.json --timing-allow-fail --seed {seed} "
-                                       f"--router {ROUTER}")
+    with task(log, "elaborating the board top"):
+        plan = platform.build(board, name="top", do_build=False, synth_opts=family.synth_opts,
+                              nextpnr_opts=f"--report report.json --timing-allow-fail "
+                                           f"--seed {seed} --router {ROUTER}")
     yosys, yosys_version = yosys_command()
     tools = {"yosys": yosys_version, "nextpnr": _version(family.package)}
     key = _digest(plan, tools)
@@ -242,13 +243,12 @@ def _run_script(out_dir, family, yosys, log):
         if variable not in commands:
             continue                           # the programmer: `flexigan synth --program`
         step = _step_name(variable)
-        log(f"[{number}/{len(lines)}] {step} ...")
         start = time.monotonic()
-        with open(out_dir / f"{step}.log", "w") as transcript:
+        with task(log, f"[{number}/{len(lines)}] {step}"), \
+                open(out_dir / f"{step}.log", "w") as transcript:
             done = subprocess.run(commands[variable] + args, cwd=out_dir, stdout=transcript,
                                   stderr=subprocess.STDOUT)
         seconds[step] = round(time.monotonic() - start, 1)
-        log(f"      {step}: {seconds[step]:.0f} s")
         if done.returncode:
             _fail(out_dir, step, family, done.returncode)
     return seconds

@@ -16,6 +16,7 @@ from . import __version__, engines, flow, steps
 from .errors import FlexiganError, UsageError
 from .folder import BOARD_SIM_FOLDER
 from .hw.arch.config import PRESETS
+from .progress import Progress
 
 __all__ = ["main"]
 
@@ -68,7 +69,8 @@ def _cmd_compile(args):
                                force=args.force, config=config, target=args.target,
                                reorder=not args.no_reorder, sparse=not args.no_sparse,
                                rtl=not args.no_rtl, stop_after=args.stop_after,
-                               batch=args.batch, requantize=args.requantize)
+                               batch=args.batch, requantize=args.requantize,
+                               log=args.progress)
     if state.manifest is None:
         print(f"stopped after {state.steps[-1].name}: {args.output} holds "
               f"{', '.join(p for s in state.steps for p in s.products)}")
@@ -86,7 +88,7 @@ def _cmd_compile(args):
 def _cmd_simulate(args):
     report = flow.simulate(args.folder, args.engine, args.input, args.output,
                            sparse=False if args.no_sparse else None,
-                           simulator=args.simulator, waves=args.waves)
+                           simulator=args.simulator, waves=args.waves, log=args.progress)
     line = f"{report['engine']}: output {tuple(report['output_shape'])} -> {report['output_file']}"
     if "sqnr_db" in report:
         line += f"; SQNR vs onnxruntime float {report['sqnr_db']} dB"
@@ -125,12 +127,12 @@ def _cmd_synth(args):
     from .synth import synth
 
     synth(args.folder, program=args.program, allow_timing_fail=args.allow_timing_fail,
-          seed=args.seed)
+          seed=args.seed, log=args.progress)
 
 
 def _cmd_run(args):
     report = flow.run_on_board(args.folder, args.port, args.input, args.output,
-                               timeout=args.timeout)
+                               timeout=args.timeout, log=args.progress)
     print(f"board: output {tuple(report['output_shape'])} -> {report['output_file']}; "
           f"bit-exact with the golden model: {'yes' if report['bit_exact_vs_golden'] else 'NO'}"
           f", with the instruction-level simulator: "
@@ -139,6 +141,17 @@ def _cmd_run(args):
           f"{report['cycles_vs_isa']:.3f} of the instruction-level estimate; utilization "
           f"{report['utilization']:.1%}" + (f"; SQNR vs onnxruntime float {report['sqnr_db']} dB"
                                              if "sqnr_db" in report else ""))
+
+
+def _cmd_report(args):
+    from .report import write_report
+
+    path = write_report(args.folder, args.compare)
+    print(f"wrote {path}")
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(path.resolve().as_uri())
 
 
 def _cmd_board_sim(args):
@@ -182,6 +195,8 @@ def _parser():
                      "MIMD-SIMD FPGA accelerator on open tools.")
     parser.add_argument("--version", action="version", version=f"flexigan {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress display (results and warnings still print)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("inspect", help="layers, shapes, parameters and MAC counts of a model")
@@ -231,6 +246,15 @@ def _parser():
     p.add_argument("--input", required=True, help=".npy/.npz model inputs")
     p.add_argument("--output", help="where to write the output (default: FOLDER/output.npy)")
     p.set_defaults(run=_cmd_simulate)
+
+    p = sub.add_parser("report", help="write FOLDER/report.html: the layers, cycles, bounds, "
+                       "timeline and images of a compiled (and simulated) folder")
+    p.add_argument("folder", help="output folder of `flexigan compile`")
+    p.add_argument("--compare", action="append", default=[], metavar="FOLDER",
+                   help="another compile of the model (--no-reorder, --no-sparse) to compare "
+                        "with; may be repeated")
+    p.add_argument("--open", action="store_true", help="open the report in a web browser")
+    p.set_defaults(run=_cmd_report)
     _board_commands(sub)
     return parser
 
@@ -274,6 +298,7 @@ def main(argv=None):
     debug = "--debug" in argv
     try:
         args = _parser().parse_args(argv)
+        args.progress = Progress(quiet=args.quiet)
         args.run(args)
     except FlexiganError as exc:
         if debug:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import abc
 import functools
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,14 +23,13 @@ from .compiler.program import load_program
 from .compiler.serialize import load_graph
 from .errors import FlexiganError, FolderError, UsageError
 from .folder import RTL_SIM_FOLDER, verify
+from .progress import task
 from .sim import golden, isa_sim
 from .sim.rtl import SIMULATORS, AcceleratorStopped, RtlTestError, output_to, run_programs
 
 __all__ = ["Compiled", "RunOptions", "Run", "Engine", "Golden", "Isa", "Rtl", "ENGINES",
-           "SIMULATORS", "Progress", "PROGRESS_SECONDS", "GOLDEN_CHUNK"]
+           "SIMULATORS", "GOLDEN_CHUNK"]
 
-#: How often a long run reports its progress, in seconds.
-PROGRESS_SECONDS = 5.0
 #: Samples the golden interpreter runs at once: its memory grows with the batch.
 GOLDEN_CHUNK = 256
 
@@ -79,7 +77,7 @@ class RunOptions:
 
     ``sparse`` (isa, rtl) overrides the compiled zero-skipping setting when not None;
     ``simulator`` and ``waves`` (rtl) choose the Verilog simulator and record a waveform;
-    ``log`` receives progress lines.
+    ``log`` receives lines, and shows the runs as tasks (:mod:`flexigan.progress`).
     """
 
     sparse: bool | None = None
@@ -115,31 +113,6 @@ class Engine(abc.ABC):
         """Run ``model`` on ``inputs`` (int8 ``(N, *shape)`` arrays by input name)."""
 
 
-class Progress:
-    """Logs how far a run of ``total`` samples is, with an estimate of the time left, every
-    :data:`PROGRESS_SECONDS`; a run that ends sooner says nothing."""
-
-    def __init__(self, log, what, total):
-        self.log, self.what, self.total = log, what, total
-        self.start = self.last = time.monotonic()
-
-    def __call__(self, done):
-        now = time.monotonic()
-        if now - self.last < PROGRESS_SECONDS or done >= self.total:
-            return
-        self.last = now
-        left = (now - self.start) / done * (self.total - done)
-        self.log(f"{self.what}: {done:,} of {self.total:,} samples in {now - self.start:.0f} s; "
-                 f"about {_duration(left)} left")
-
-
-def _duration(seconds):
-    minutes, seconds = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min" if hours else \
-        f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
-
-
 class Golden(Engine):
     name = "golden"
     summary = "the fixed-point reference interpreter"
@@ -148,15 +121,15 @@ class Golden(Engine):
         """The batch runs in chunks of :data:`GOLDEN_CHUNK` samples; ``values`` holds every
         layer's values for the first chunk (the per-layer SQNR's samples)."""
         batch = len(next(iter(inputs.values())))
-        progress = Progress(options.log, self.name, batch)
         outputs, values = {o: [] for o in model.qgraph.graph["outputs"]}, {}
-        for start in range(0, batch, GOLDEN_CHUNK):
-            chunk = {k: v[start:start + GOLDEN_CHUNK] for k, v in inputs.items()}
-            result = golden.run_int(model.qgraph, chunk, keep=not start)
-            values = values or result
-            for o in outputs:
-                outputs[o].append(result[o])
-            progress(min(start + GOLDEN_CHUNK, batch))
+        with task(options.log, self.name, batch) as advance:
+            for start in range(0, batch, GOLDEN_CHUNK):
+                chunk = {k: v[start:start + GOLDEN_CHUNK] for k, v in inputs.items()}
+                result = golden.run_int(model.qgraph, chunk, keep=not start)
+                values = values or result
+                for o in outputs:
+                    outputs[o].append(result[o])
+                advance(min(start + GOLDEN_CHUNK, batch))
         return Run({o: np.concatenate(v) for o, v in outputs.items()}, {"engine": self.name},
                    values)
 
@@ -170,8 +143,9 @@ class Isa(Engine):
         program = model.program
         sparse = model.sparse if options.sparse is None else options.sparse
         batch = len(next(iter(inputs.values())))
-        outputs, report = isa_sim.simulate(program, inputs, sparse=sparse,
-                                           progress=Progress(options.log, self.name, batch))
+        with task(options.log, self.name, batch) as advance:
+            outputs, report = isa_sim.simulate(program, inputs, sparse=sparse,
+                                               progress=advance)
         expect = golden.run_int(model.qgraph, inputs)
         report["bit_exact_vs_golden"] = all(np.array_equal(v, expect[o])
                                             for o, v in outputs.items())
@@ -184,7 +158,8 @@ class Rtl(Engine):
 
     def run(self, model, inputs, options):
         """Outputs and cycles from the hardware; the report compares them with the ISA
-        engine's run of the same inputs, whose per-layer rows and roofline it carries."""
+        engine's run of the same inputs, whose per-layer rows, roofline and timeline it
+        carries."""
         if options.simulator not in SIMULATORS:
             raise UsageError(f"simulator {options.simulator!r} is not available (choose from: "
                              f"{', '.join(SIMULATORS)})")
@@ -218,8 +193,10 @@ class Rtl(Engine):
             "cycles_per_second": round(counted["cycles"] / seconds) if seconds else None,
             "counters": [r.counters for r in results],
             "roofline": isa.report["roofline"],
-            # The hardware counts the whole program; per-layer figures are the ISA model's.
+            # The hardware counts the whole program; per-layer figures and the timeline are
+            # the ISA model's.
             "layers_from": "isa", "layers": isa.report["layers"],
+            "timeline": isa.report["timeline"],
         }
         if options.waves:
             report["waves"] = [str(p) for p in sorted(build.glob("*.fst")) +
@@ -236,7 +213,7 @@ def _run_programs(images, config, sparse, build, options):
                 f"first run of a configuration builds it: minutes under Verilator); the "
                 f"simulator's output goes to {transcript} ...")
     try:
-        with output_to(transcript):
+        with task(options.log, f"rtl under {options.simulator}"), output_to(transcript):
             return run_programs(images, config, simulator=options.simulator, build_dir=build,
                                 sparse=sparse, waves=options.waves)
     except AcceleratorStopped as exc:

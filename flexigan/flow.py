@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import engines, folder, steps
+from . import engines, folder, images, steps
 from .compiler import ir, layout, passes
 from .compiler.onnx_import import import_model, load_onnx
 from .errors import UsageError
@@ -172,14 +172,18 @@ def simulate(out, engine, input_path, output_path=None, sparse=None, simulator="
     zero-skipping setting); ``rtl`` the accelerator's Verilog under ``simulator`` (Verilator or
     Icarus, through cocotb), compared with the instruction-level simulator (see
     :mod:`flexigan.engines`). Writes the output (``output_path``, default ``out/output.npy``;
-    ``.npz`` when the model has several outputs) and ``out/sim_report.json``; returns the
-    report.
+    ``.npz`` when the model has several outputs), a PNG grid beside it of every image-shaped
+    output and of onnxruntime's (:func:`_save_images`), and ``out/sim_report.json``, which
+    ``out/sim_runs/`` also keeps, one per engine and zero-skipping setting
+    (:func:`flexigan.folder.sim_run_name`); returns the report.
     """
     if engine not in engines.ENGINES:
         raise UsageError(f"engine {engine!r} is not available (choose from: "
                          f"{', '.join(engines.ENGINES)})")
-    return _execute(out, engines.ENGINES[engine], input_path, output_path,
-                    engines.RunOptions(sparse, simulator, waves, log), folder.SIM_REPORT)
+    report = _execute(out, engines.ENGINES[engine], input_path, output_path,
+                      engines.RunOptions(sparse, simulator, waves, log), folder.SIM_REPORT)
+    write_json_atomic(Path(out) / folder.SIM_RUNS / folder.sim_run_name(report), report)
+    return report
 
 
 def run_on_board(out, port, input_path, output_path=None, timeout=60.0, log=_log):
@@ -217,11 +221,15 @@ def _execute(out, engine, input_path, output_path, options, report_name):
                    "seconds": round(elapsed, 3),
                    "inputs": {name: {"clipped": fraction} for name, fraction in clipped.items()}})
     onnx_feeds = {k: layout.to_onnx(qgraph, k, v) for k, v in feeds.items()}
-    _compare_with_float(report, model, onnx_feeds, outputs, run.values, options.log)
+    reference = _compare_with_float(report, model, onnx_feeds, outputs, run.values, options.log)
     output_path = Path(output_path) if output_path else \
         model.folder / folder.OUTPUTS[len(outputs) > 1]
-    _save_outputs(output_path, {onnx_names[o]: v for o, v in outputs.items()})
+    named = {onnx_names[o]: v for o, v in outputs.items()}
+    _save_outputs(output_path, named)
     report["output_file"] = str(output_path)
+    pictures = _save_images(output_path, named, reference)
+    if pictures:
+        report["images"] = pictures
     write_json_atomic(model.folder / report_name, report)
     return report
 
@@ -243,7 +251,8 @@ def _clipped(model, feeds, log):
 def _compare_with_float(report, model, feeds, outputs, values, log):
     """Add to ``report`` the SQNR against onnxruntime's float model of every output and, as
     ``layers``, of every value in ``values`` that is a tensor of the ONNX model (``values``
-    may hold the first samples only: ``layers_samples`` says how many)."""
+    may hold the first samples only: ``layers_samples`` says how many); return onnxruntime's
+    outputs, by ONNX name (None without onnxruntime)."""
     source, qgraph = model.folder / "model.onnx", model.qgraph
     tensors = onnx_tensors(source) if values else set()
     layers = [n for n, _ in ir.topo_nodes(qgraph) if n in values and n in tensors]
@@ -253,12 +262,13 @@ def _compare_with_float(report, model, feeds, outputs, values, log):
     if reference is None:
         log("onnxruntime is not installed or cannot run the model: no float reference, no "
             "SQNR")
-        return
+        return None
     onnx_names = dict(zip(qgraph.graph["outputs"], qgraph.graph["onnx_outputs"]))
     for o, v in outputs.items():
         report["outputs"][onnx_names[o]]["sqnr_db"] = _db(
             golden.sqnr_db(reference[onnx_names[o]], v))
     report["sqnr_db"] = min(x["sqnr_db"] for x in report["outputs"].values())
+    float_outputs = {name: reference[name] for name in onnx_names.values()}
     if values:
         if sampled < batch:
             reference = float_reference(source, {k: v[:sampled] for k, v in feeds.items()},
@@ -270,10 +280,33 @@ def _compare_with_float(report, model, feeds, outputs, values, log):
             value = golden.dequantize(values[name], node.scale)
             report["layers"].append({"name": name, "op": op_name(node.op),
                                      "sqnr_db": _db(golden.sqnr_db(reference[name], value))})
+    return float_outputs
 
 
 def _db(value):
     return None if not np.isfinite(value) else round(float(value), 2)
+
+
+def _save_images(output_path, outputs, reference):
+    """Write a PNG grid (:mod:`flexigan.images`) of each image-shaped output beside
+    ``output_path`` (``<stem>.png``, ``<stem>-<output>.png`` for one of several outputs) and
+    one of onnxruntime's (``...-onnxruntime.png``) when ``reference`` has it; return
+    ``{output: {"engine": path, "onnxruntime": path}}``."""
+    pictures = {}
+    for name, value in outputs.items():
+        if not images.is_image(value.shape):
+            continue
+        stem = output_path.with_suffix("") if len(outputs) == 1 else \
+            output_path.with_name(f"{output_path.stem}-{name}")
+        drawn = {"engine": value}
+        if reference is not None:
+            drawn["onnxruntime"] = reference[name]
+        pictures[name] = {}
+        for source, value_drawn in drawn.items():
+            path = Path(f"{stem}.png" if source == "engine" else f"{stem}-{source}.png")
+            images.write_grid(path, value_drawn)
+            pictures[name][source] = str(path)
+    return pictures
 
 
 def _save_outputs(path, outputs):

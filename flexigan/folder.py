@@ -14,6 +14,7 @@ and names a file that changed, went missing or no longer parses.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import hashlib
 import json
 import os
@@ -26,8 +27,8 @@ from .errors import FolderError, UsageError
 from .files import umask, write_json_atomic
 
 __all__ = ["MANIFEST", "SIM_REPORT", "RUN_REPORT", "SYNTH_REPORT", "SYNTH_FOLDER",
-           "RTL_SIM_FOLDER", "BOARD_SIM_FOLDER", "OUTPUTS", "WRITTEN_LATER", "digests", "seal",
-           "read_manifest", "verify", "staged"]
+           "RTL_SIM_FOLDER", "BOARD_SIM_FOLDER", "SIM_RUNS", "REPORT_HTML", "OUTPUTS",
+           "WRITTEN_LATER", "sim_run_name", "digests", "seal", "read_manifest", "verify", "staged"]
 
 MANIFEST = "manifest.json"
 #: What the commands read from every manifest (:func:`flexigan.steps.record` writes them).
@@ -36,10 +37,22 @@ _KEYS = ("steps", "target", "config", "sparse")
 SIM_REPORT, RUN_REPORT, SYNTH_REPORT = "sim_report.json", "run_report.json", "synth_report.json"
 SYNTH_FOLDER, RTL_SIM_FOLDER, BOARD_SIM_FOLDER = "synth", "rtl_sim", "board_sim"
 OUTPUTS = ("output.npy", "output.npz")           # for one output, for several
-#: The names (top level of the folder) that a forced compile may delete beside the files its
-#: manifest records: everything else is the user's and is never touched.
+#: The pictures ``simulate`` draws beside ``output.npy`` (or ``output.npz``) of image outputs:
+#: ``output.png`` and ``output-onnxruntime.png``, ``output-<name>...`` for one of several.
+OUTPUT_IMAGES = "output*.png"
+#: The last report of each engine and zero-skipping setting (:func:`sim_run_name`), and the
+#: HTML report of the folder (``flexigan report``).
+SIM_RUNS, REPORT_HTML = "sim_runs", "report.html"
+#: The names (top level of the folder; patterns) that a forced compile may delete beside the
+#: files its manifest records: everything else is the user's and is never touched.
 WRITTEN_LATER = (SIM_REPORT, RUN_REPORT, SYNTH_REPORT, SYNTH_FOLDER, RTL_SIM_FOLDER,
-                 BOARD_SIM_FOLDER, *OUTPUTS)
+                 BOARD_SIM_FOLDER, SIM_RUNS, REPORT_HTML, *OUTPUTS, OUTPUT_IMAGES)
+
+
+def sim_run_name(report):
+    """The name in :data:`SIM_RUNS` of a ``flexigan simulate`` report: its engine, and for an
+    engine with zero skipping whether it was on (``isa.json``, ``isa-no-sparse.json``)."""
+    return report["engine"] + ("-no-sparse" if report.get("sparse") is False else "") + ".json"
 
 
 def _sha256(path):
@@ -135,13 +148,13 @@ def _check_replaceable(out, force, products):
                          f"is not one ({exc}); it is left alone") from None
     # A manifest of an older flexigan records no files: its compile's products are known.
     recorded = manifest.get("files")
-    ours = {MANIFEST, *(recorded if isinstance(recorded, dict) else ()), *products,
-            *WRITTEN_LATER}
+    ours = {MANIFEST, *(recorded if isinstance(recorded, dict) else ()), *products}
     for path in sorted(out.rglob("*")):
         name = path.relative_to(out)
         if path.is_dir() and not path.is_symlink():
             continue
-        if not {name.as_posix(), name.parts[0]} & ours:
+        if not {name.as_posix(), name.parts[0]} & ours and \
+                not any(fnmatch.fnmatchcase(name.parts[0], later) for later in WRITTEN_LATER):
             raise UsageError(f"--force would delete {name.as_posix()} in {out}, which flexigan "
                              "did not write; move it away first")
 

@@ -29,7 +29,6 @@ import dataclasses
 import hashlib
 import json
 import shutil
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +44,7 @@ from .hw.arch.config import AcceleratorConfig
 from .hw.verilog import write_rtl
 from .inputs import CALIBRATION_SAMPLES, default_calibration, load_inputs
 from .layers import layer_table, quant_summary, totals
+from .progress import task
 from .tune import lower_quickest
 
 __all__ = ["Options", "State", "Step", "compile_steps", "until", "run_steps", "record"]
@@ -237,10 +237,9 @@ def until(steps, stop_after):
 
 
 def run_steps(steps, state):
-    """Run ``steps`` in order on ``state``, logging each with its number and time."""
+    """Run ``steps`` in order on ``state``, each a task (:mod:`flexigan.progress`) named with
+    its number."""
     for index, step in enumerate(steps, 1):
-        state.log(f"[{index}/{len(steps)}] {step.name} ...")
-        start = time.perf_counter()
-        state = step.run(state)
-        state.log(f"      {step.name}: {time.perf_counter() - start:.2f} s")
+        with task(state.log, f"[{index}/{len(steps)}] {step.name}"):
+            state = step.run(state)
     return state

@@ -230,7 +230,12 @@ def test_simulate_rtl_is_bit_exact_with_the_instruction_level_simulator(tmp_path
         <= report["cycles"] / max(seconds - 0.0005, 1e-9) + 1
     assert report["build_seconds"] >= 0
     assert f"{report['cycles_per_second']:,} cycles/s" in text
+    assert f"rtl under {simulator} ..." in text.splitlines()
     assert (out / "rtl_sim" / simulator / "simulation.log").is_file()
+    # flexigan report shows the run with the ISA model's rows and timeline, which it carries.
+    assert run(capsys, "report", str(out))[0] == 0
+    page = (out / "report.html").read_text()
+    assert "<td>runs in the folder</td><td>rtl</td>" in page and "RUNs on 2 groups" in page
 
 
 def test_simulate_rtl_rejects_an_unknown_simulator(tmp_path, capsys):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from flexigan import engines, flow
+from flexigan import engines, flow, progress
 from flexigan import folder as compiled_folder
 from flexigan.cli import main
 from tests.helpers import make_model, save, tiny_generator
@@ -300,15 +300,15 @@ def test_simulate_reports_clipped_inputs_and_warns_above_one_percent(root, compi
 
 @pytest.mark.parametrize("engine", ["golden", "isa"])
 def test_a_long_batch_shows_progress_and_the_time_left(root, compiled, monkeypatch, engine):
-    monkeypatch.setattr(engines, "PROGRESS_SECONDS", 0.0)
+    monkeypatch.setattr(progress, "PLAIN_SECONDS", 0.0)
     monkeypatch.setattr(engines, "GOLDEN_CHUNK", 2)
     out = root / "out"
     shutil.copytree(compiled, out)
     np.save(root / "x.npy", np.random.default_rng(0).standard_normal((5, 4, 1, 1)))
     logged = []
     report = flow.simulate(out, engine, root / "x.npy", log=logged.append)
-    progress = [line for line in logged if line.startswith(f"{engine}: ") and "left" in line]
-    assert progress and all(" of 5 samples in " in line for line in progress)
+    shown = [line for line in logged if line.startswith(f"{engine}: ") and "left" in line]
+    assert shown and all(" of 5 samples in " in line for line in shown)
     assert report["batch"] == 5 and np.load(out / "output.npy").shape == (5, 2, 4, 4)
     if engine == "golden":
         assert report["layers_samples"] == 2 and report["layers"]

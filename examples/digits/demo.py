@@ -5,7 +5,8 @@ standard-normal latents, then writes ``OUT/digits.png``: the int8 golden model's
 left, onnxruntime's float digits on the right, and prints the SQNR between them. Then runs the
 compiled program in the instruction-level simulator, and the first digits on the accelerator's
 Verilog under Icarus (a small 2-group x 8-lane machine), and prints their cycles and whether
-their digits equal the golden model's bit for bit.
+their digits equal the golden model's bit for bit. Ends with ``flexigan report``: the path of
+a page with the layers, cycles, timeline and the digits beside onnxruntime's.
 """
 
 import argparse
@@ -16,22 +17,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from flexigan import cli, flow
+from flexigan import cli, flow, images
 
 HERE = Path(__file__).resolve().parent
 GRID = 8  # an 8 x 8 grid of digits
 RTL_DIGITS = 2  # digits run on the RTL (Icarus runs a few thousand cycles per second)
-
-
-def image_grid(images, columns, zoom, pad=1):
-    """Tile grey images ``(N, 1, H, W)`` in [-1, 1] into one uint8 ``(H', W')`` array, each
-    pixel enlarged ``zoom`` times, with ``pad`` black pixels around every image."""
-    pixels = (np.clip((images[:, 0] + 1) / 2, 0, 1) * 255).round().astype(np.uint8)
-    pixels = pixels.repeat(zoom, axis=1).repeat(zoom, axis=2)
-    pixels = np.pad(pixels, ((0, -len(pixels) % columns), (pad, 0), (pad, 0)))
-    n, h, w = pixels.shape
-    grid = pixels.reshape(n // columns, columns, h, w).transpose(0, 2, 1, 3)
-    return np.pad(grid.reshape(n // columns * h, columns * w), ((0, pad), (0, pad)))
 
 
 def main(argv=None):
@@ -61,7 +51,7 @@ def main(argv=None):
 
     golden = np.load(sim / "output.npy")
     reference = flow.float_reference(sim / "model.onnx", {"z": latents})["image"]
-    left, right = (image_grid(x, GRID, zoom=4) for x in (golden, reference))
+    left, right = (images.grid(x, columns=GRID, zoom=4) for x in (golden, reference))
     gap = np.full((left.shape[0], 12), 255, dtype=np.uint8)
     Image.fromarray(np.concatenate([left, gap, right], axis=1)).save(out / "digits.png")
 
@@ -85,7 +75,12 @@ def main(argv=None):
           f"golden model: {'yes' if same else 'NO'}")
     if not same:
         return 1
-    return 0 if args.no_rtl else run_rtl(out, model, latents, golden)
+    status = 0 if args.no_rtl else run_rtl(out, model, latents, golden)
+    print(f"$ flexigan report {sim}")
+    if cli.main(["report", str(sim)]):
+        return 1
+    print(f"the report, the digits beside onnxruntime's: {sim / 'report.html'}")
+    return status
 
 
 def run_rtl(out, model, latents, golden):

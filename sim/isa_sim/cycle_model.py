@@ -137,8 +137,9 @@ def _nonempty(span):
 
 class CycleModel:
     """The time of one run of the machine: the controller's clock (``now``), the AXI read port,
-    the DMA engine, each group's pipeline and the dependency scoreboards, and the counters of
-    time (``busy`` and ``stall`` cycles per group).
+    the DMA engine, each group's pipeline and the dependency scoreboards, the counters of
+    time (``busy`` and ``stall`` cycles per group) and the timeline of what it booked (``runs``
+    and ``dmas``: a group's RUN spans its busy cycles, so a group's spans add up to ``busy``).
 
     The controller calls :meth:`fetch` before an instruction, the method of its kind
     (:meth:`dma`, :meth:`run`, :meth:`barrier`) after the semantics ran it, then :meth:`issue`.
@@ -175,6 +176,11 @@ class CycleModel:
         self.group_reads = [{s: _Board() for s in isa.Space} for _ in range(groups)]
         self.act_dma_end = 0                        # end of the last DMA of ACT
         self.busy, self.stall = [0] * groups, [0] * groups
+        # The timeline, as the model books it: each group's RUNs as
+        # [group, start, end, instruction, stall cycles] and the DMAs as
+        # [start, end, instruction, space, store]; ``last_run`` finds a group's last RUN.
+        self.runs, self.dmas = [], []
+        self.last_run = [None] * groups
         self._prefetch(0)
 
     # --- the controller --------------------------------------------------------------------
@@ -244,6 +250,7 @@ class CycleModel:
         end = start + cycles
         self.dma_free = end
         self.dma_ends.append(end)
+        self.dmas.append([start, end, self.index, transfer.space.name, bool(transfer.store)])
         if transfer.store or transfer.space == isa.Space.ACT:
             self.act_dma_end = end
         else:
@@ -274,7 +281,10 @@ class CycleModel:
         self.access_free[group] = flow.access_end(work.access * slowdown, end) + ACCESS_BUBBLE
         self.decoder_free[group] = begin
         self.busy[group] += end - max(start, flow.floor)
-        self.stall[group] += int(np.ceil(work.access.sum() * (slowdown - 1)))
+        stall = int(np.ceil(work.access.sum() * (slowdown - 1)))
+        self.stall[group] += stall
+        self.last_run[group] = len(self.runs)
+        self.runs.append([group, max(start, flow.floor), end, self.index, stall])
         self.group_free[group] = end
         self.held[group].append(end)
         self.slowdown[group] = slowdown
@@ -319,10 +329,13 @@ class CycleModel:
         end = flow.end(taps)
         extra = end - self.group_free[group]
         access_end = flow.access_end(taps, end) + ACCESS_BUBBLE
-        self.stall[group] += max(0, access_end - self.access_free[group])
+        stall = max(0, access_end - self.access_free[group])
+        self.stall[group] += stall
+        self.runs[self.last_run[group]][4] += stall
         self.access_free[group] = max(self.access_free[group], access_end)
         if extra > 0:
             self.busy[group] += extra
+            self.runs[self.last_run[group]][2] += extra
             self.held[group] = [e + extra if e == self.group_free[group] else e
                                 for e in self.held[group]]
             self.group_free[group] = end

@@ -29,7 +29,9 @@ class Result:
     ``time[i]`` is the controller's clock after instruction ``i`` (for BARRIER its release,
     for END the end of all work); ``macs_issued``, ``macs_skipped`` and ``dram_bytes`` are per
     instruction; ``busy``/``stall`` are per group; ``dram_by_space`` splits the DMA bytes by
-    on-chip memory (``ACT`` traffic is per frame, the rest is the model's constants).
+    on-chip memory (``ACT`` traffic is per frame, the rest is the model's constants);
+    ``timeline`` holds the cycle model's ``runs`` and ``dmas``
+    (:class:`~.cycle_model.CycleModel`).
     """
 
     memory: np.ndarray
@@ -43,6 +45,7 @@ class Result:
     runs: int
     counters: dict
     dram_by_space: dict
+    timeline: dict
 
 
 @functools.cache
@@ -145,4 +148,5 @@ def run(image, config, sparse=True, max_instructions=10_000_000):
     return Result(state.memory, clock.now, np.array(times), np.array(issued), np.array(skipped),
                   np.array(dram), clock.busy, clock.stall, state.runs,
                   _counters(state, clock, len(times)),
-                  {space.name: n for space, n in state.dma_bytes_by_space.items()})
+                  {space.name: n for space, n in state.dma_bytes_by_space.items()},
+                  {"runs": clock.runs, "dmas": clock.dmas})

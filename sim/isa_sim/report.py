@@ -13,7 +13,7 @@ import numpy as np
 
 from .machine import run
 
-__all__ = ["report_fields", "figures", "ROOFLINE_BATCHES", "roofline", "simulate"]
+__all__ = ["report_fields", "figures", "ROOFLINE_BATCHES", "roofline", "timeline", "simulate"]
 
 
 def report_fields():
@@ -78,6 +78,23 @@ def _batch_size(layout, inputs_int8):
     return batch
 
 
+def timeline(layers, result):
+    """The timeline of one run (a :class:`~.machine.Result`) by layer: ``cycles``, ``runs``
+    (each group's RUNs as ``[group, start, end, layer, stall cycles]``) and ``dmas``
+    (``[start, end, layer, space, store]``), a layer being its index in ``layers`` (the
+    program's schedule, whose instruction ranges cover the program)."""
+    lasts = np.array([layer["last"] for layer in layers])
+
+    def layer(instruction):
+        return min(int(np.searchsorted(lasts, instruction, side="right")), len(layers) - 1)
+
+    return {"cycles": int(result.cycles),
+            "runs": [[g, int(a), int(b), layer(i), int(s)]
+                     for g, a, b, i, s in result.timeline["runs"]],
+            "dmas": [[int(a), int(b), layer(i), space, store]
+                     for a, b, i, space, store in result.timeline["dmas"]]}
+
+
 def _add_layer_counts(totals, layers, result):
     """Add each layer's cycles, MACs issued, MACs skipped and DMA bytes in ``result`` (a
     :class:`~.machine.Result`) to its row of ``totals``."""
@@ -116,8 +133,8 @@ def simulate(program, inputs_int8, config=None, sparse=True, progress=None):
         ``engine``, ``batch`` (samples), ``program_batch`` (frames per run),
         ``cycles_per_frame``, ``sparse``, ``output_shape``, the :func:`report_fields` for the
         whole batch, ``groups`` (busy and stall cycles), ``counters`` (the COUNTERS block of the
-        last sample), ``roofline`` (see :func:`roofline`; per frame) and ``layers`` (the same
-        fields per layer).
+        last sample), ``roofline`` (see :func:`roofline`; per frame), ``layers`` (the same
+        fields per layer) and ``timeline`` (:func:`timeline` of the first run).
     """
     config = config or program.config
     if config != program.config:
@@ -129,8 +146,10 @@ def simulate(program, inputs_int8, config=None, sparse=True, progress=None):
     layers = layout["layers"]
     totals = np.zeros((len(layers), 4), np.int64)   # cycles, issued, skipped, dram
     busy, stall = np.zeros(config.groups, np.int64), np.zeros(config.groups, np.int64)
+    first = None
     for n in range(program.runs(batch)):
         result = run(program.frame(inputs_int8, n), config, sparse)
+        first = first or timeline(layers, result)
         for frame in range(frames):
             for name, value in program.outputs(result.memory, frame).items():
                 outputs[name].append(value)
@@ -157,5 +176,5 @@ def simulate(program, inputs_int8, config=None, sparse=True, progress=None):
               "counters": result.counters,
               "roofline": roofline(config, useful // batch, traffic["ACT"] / frames,
                                    sum(n for space, n in traffic.items() if space != "ACT")),
-              "layers": rows}
+              "layers": rows, "timeline": first}
     return outputs, report

@@ -19,6 +19,7 @@ import serial
 from flexigan import cli
 from flexigan.host import BridgeClient
 from flexigan.hw.arch.bridge import CMD_READ, CMD_WRITE
+from flexigan.report import write_report
 from tests.helpers import EXAMPLES, save, tiny_generator
 
 #: Hosts each simulated board serves before it stops (the tests below, in order).
@@ -144,4 +145,6 @@ def test_digits_generator_on_the_simulated_ulx3s(tmp_path, capsys):
     report = json.loads((out / "run_report.json").read_text())
     assert report["bit_exact_vs_golden"] and report["bit_exact_vs_isa"]
     assert abs(report["cycles_vs_isa"] - 1) <= 0.05
+    page = write_report(out).read_text()
+    assert f"{report['cycles']:,} for 2 sample(s)" in page and "frames/s" in page
     print(text)

@@ -11,6 +11,7 @@ from flexigan import flow
 from flexigan.boards import icebreaker, ulx3s
 from flexigan.boards.pll import ecp5_pll, ice40_pll
 from flexigan.hw.arch.config import preset
+from flexigan.report import write_report
 from flexigan.synth import synth
 from tests.helpers import EXAMPLES
 
@@ -104,6 +105,11 @@ def test_flexigan_synth_builds_the_ulx3s_and_reuses_the_build(tmp_path, monkeypa
         assert 0 < report["resources"][name]["used"] <= report["resources"][name]["available"]
     assert report["frames_per_second"] == round(25e6 / report["cycles_per_frame"], 2)
     assert set(report["seconds"]) == {"elaborate", "yosys", "nextpnr", "pack"}
+    # flexigan report shows it: the resources' bars, Fmax against the clock, frames/s.
+    page = write_report(out).read_text()
+    assert page.count('<figure class="chart">') == 2          # the MACs, the resources
+    assert "LFE5U-85F-6BG381C" in page and ">met<" in page
+    assert f"{report['frames_per_second']:,}" in page
     # Another model on the same machine: the same board top, from the cache.
     again = tmp_path / "again"
     flow.compile_model(EXAMPLES / "digits" / "generator.onnx", again, config=config,

@@ -264,6 +264,29 @@ def test_example_models_bit_exact(name):
     check_bit_exact(*quantized(EXAMPLES / f"{name}.onnx", samples=8))
 
 
+def test_timeline_accounts_for_every_busy_and_stall_cycle():
+    # The timeline is the cycle model's own booking: each group's RUN spans add up to its busy
+    # cycles and their stalls to its stall cycles; nothing ends after the run's last cycle.
+    qgraph, inputs = quantized(EXAMPLES / "digits/generator.onnx", samples=8)
+    program = lower(qgraph, SIM)
+    _, report = simulate(program, {k: v[:1] for k, v in inputs.items()})
+    timeline = report["timeline"]
+    assert timeline["cycles"] == report["cycles"]
+    busy, stall = np.zeros(SIM.groups, int), np.zeros(SIM.groups, int)
+    for group, start, end, layer, stalled in timeline["runs"]:
+        assert 0 <= start < end <= timeline["cycles"]
+        assert 0 <= layer < len(report["layers"])
+        busy[group] += end - start
+        stall[group] += stalled
+    assert busy.tolist() == [g["busy"] for g in report["groups"]]
+    assert stall.tolist() == [g["stall"] for g in report["groups"]]
+    assert sum(end - start for start, end, *_ in timeline["dmas"]) > 0
+    assert max(end for _, end, *_ in timeline["dmas"]) <= timeline["cycles"]
+    # Every layer has RUNs, in the order of the schedule.
+    layers = [layer for _, _, _, layer, _ in timeline["runs"]]
+    assert sorted(set(layers)) == list(range(len(report["layers"])))
+
+
 @pytest.fixture(scope="module")
 def dcgan():
     return quantized(EXAMPLES / "dcgan64/generator.onnx", samples=8)
