@@ -69,7 +69,7 @@ class NormWriter(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.i.valid):
-                    m.d.sync += [lane.eq(0), last.eq(job.lanes <= 1)]
+                    m.d.sync += [lane.eq(0), last.eq(job.lanes[1:] == 0)]
                     with m.If(job.lanes == 0):
                         m.d.comb += self.i.ready.eq(1)
                     with m.Elif(job.finish):
