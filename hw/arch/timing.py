@@ -51,9 +51,9 @@ NORM_FINISH_CYCLES = 223
 #: from an earlier row band, hw/group/norm_writer.py): the bias's PARAM read, the block RAM's
 #: word and the lane's sum registered, their sum registered, the write.
 NORM_CARRY_CYCLES = 4
-#: Cycles from a NORM RUN's last PARAM write to its end (the post-writer's end job): no
-#: requantizer or ACT write to drain.
-NORM_DRAIN = 2
+#: Cycles from a NORM RUN's last PARAM write to its end (the NORM writer's job taken the
+#: cycle after it, the post-writer's end job): no requantizer or ACT write to drain.
+NORM_DRAIN = 3
 
 # --- the global controller (hw/controller) -----------------------------------------------------
 

@@ -30,8 +30,8 @@ class NormWriter(wiring.Component):
     """Runs a NORM job (docs/isa.md): SAVE or FINISH, lane after lane.
 
     Contract: a job on ``i`` (a pixel whose body ends with NORM; not an ``end`` job) is taken
-    once its last lane's PARAM entry is written. SAVE writes ``acc[l]`` into the bias of
-    ``PARAM[param_offset + l]``, a lane per cycle of ``param_w``; after ``CLEAR use_bias=1``
+    the cycle after its last lane's PARAM entry is written. SAVE writes ``acc[l]`` into the
+    bias of ``PARAM[param_offset + l]``, a lane per cycle of ``param_w``; after ``CLEAR use_bias=1``
     (a sum carried on from the previous row band) the lanes' accumulators do not hold the
     bias (POST adds it), so SAVE reads it first and writes ``bias + acc[l]``: NORM_CARRY_CYCLES
     a lane (the read, the block RAM's word and the lane's sum registered, their sum
@@ -69,7 +69,7 @@ class NormWriter(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.i.valid):
-                    m.d.sync += [lane.eq(0), last.eq(job.lanes <= 1)]
+                    m.d.sync += [lane.eq(0), last.eq(job.lanes[1:] == 0)]
                     with m.If(job.lanes == 0):
                         m.d.comb += self.i.ready.eq(1)
                     with m.Elif(job.finish):
@@ -119,6 +119,13 @@ class NormWriter(wiring.Component):
             with m.State("START"):
                 m.d.comb += unit.i.valid.eq(1)          # S2 is on param.data: the unit is idle
                 m.next = "COMPUTE"
+            with m.State("TAKEN"):
+                # The job leaves the cycle after its last write: ``i.ready`` is decoded from
+                # the state alone, not from ``param_w.ready`` (a DMA's write into PARAM through
+                # the job queue's read into its output register: 68.3 MHz on the 2 x 8 ULX3S
+                # cut).
+                m.d.comb += self.i.ready.eq(1)
+                m.next = "IDLE"
             with m.State("COMPUTE"):
                 result = unit.o.payload
                 m.d.comb += [self.param_w.valid.eq(unit.o.valid),
@@ -135,8 +142,7 @@ class NormWriter(wiring.Component):
         with m.If(written):
             self._step(m, lane, last)
             with m.If(last):
-                m.d.comb += self.i.ready.eq(1)
-                m.next = "IDLE"
+                m.next = "TAKEN"
             with m.Else():
                 m.next = again
 

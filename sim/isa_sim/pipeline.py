@@ -47,8 +47,8 @@ from ...hw.arch.timing import (
     ACCESS_FILL,
     AHEAD_PIXELS,
     EXECUTE_FILL,
-    NORM_DRAIN,
     NORM_CARRY_CYCLES,
+    NORM_DRAIN,
     NORM_FINISH_CYCLES,
     POST_DRAIN,
 )
