@@ -33,6 +33,20 @@ def keras_images(n, seed=7):
                                 {"z": keras_latents(n, seed)})["image"]
 
 
+def _compiled_and_run(tmp_path, name, inputs, calibration, engine):
+    """Example ``name`` compiled (calibrated on ``calibration()`` if given) and run by
+    ``engine`` on ``inputs()``: the folder, the inputs and the run's report."""
+    out = tmp_path / "out"
+    if calibration:
+        np.save(tmp_path / "cal.npy", calibration())
+    flow.compile_model(EXAMPLES / f"{name}.onnx", out,
+                       calibrate=tmp_path / "cal.npy" if calibration else None, rtl=False,
+                       **QUIET)
+    x = inputs()
+    np.save(tmp_path / "x.npy", x)
+    return out, x, flow.simulate(out, engine, tmp_path / "x.npy", **QUIET)
+
+
 @pytest.mark.parametrize("name, inputs, calibration, min_sqnr_db", [
     # generators: the default calibration (standard-normal latents); the issue's bars
     ("digits/generator", lambda: latents(16, 16), None, 30.0),
@@ -45,15 +59,7 @@ def keras_images(n, seed=7):
     ("keras_dcgan/discriminator", lambda: keras_images(16), lambda: keras_images(64, 1), 25.0),
 ])
 def test_int8_golden_against_float(tmp_path, name, inputs, calibration, min_sqnr_db):
-    out = tmp_path / "out"
-    if calibration:
-        np.save(tmp_path / "cal.npy", calibration())
-    flow.compile_model(EXAMPLES / f"{name}.onnx", out,
-                       calibrate=tmp_path / "cal.npy" if calibration else None, rtl=False,
-                       **QUIET)
-    x = inputs()
-    np.save(tmp_path / "x.npy", x)
-    report = flow.simulate(out, "golden", tmp_path / "x.npy", **QUIET)
+    out, x, report = _compiled_and_run(tmp_path, name, inputs, calibration, "golden")
     assert report["sqnr_db"] >= min_sqnr_db
     assert np.load(out / "output.npy").shape[0] == len(x)
 
@@ -110,15 +116,7 @@ def test_a_cyclegan_the_examples_did_not_see_runs_bit_exact(tmp_path):
 ])
 def test_the_keras_example_runs_bit_exact_on_the_instruction_level_simulator(tmp_path, name,
                                                                             inputs, calibration):
-    out = tmp_path / "out"
-    if calibration:
-        np.save(tmp_path / "cal.npy", calibration())
-    flow.compile_model(EXAMPLES / f"{name}.onnx", out,
-                       calibrate=tmp_path / "cal.npy" if calibration else None, rtl=False,
-                       **QUIET)
-    x = inputs()
-    np.save(tmp_path / "x.npy", x)
-    report = flow.simulate(out, "isa", tmp_path / "x.npy", **QUIET)
+    out, x, report = _compiled_and_run(tmp_path, name, inputs, calibration, "isa")
     assert report["bit_exact_vs_golden"]
     # In the ONNX model's own layout: channels last.
     expected = flow.float_reference(EXAMPLES / f"{name}.onnx", {"z" if "gen" in name else
