@@ -28,8 +28,8 @@ SLICE_LATENCY = 1
 #: register), paid by a RUN with MAC that finds the group idle.
 ACCESS_FILL = 2 * SLICE_LATENCY + 10
 #: Cycles from the execute engine to the post-writer (lanes: operands, product, sum; job
-#: queue), paid by a RUN that finds the group idle.
-EXECUTE_FILL = 7
+#: queue; the post-writer's register slice), paid by a RUN that finds the group idle.
+EXECUTE_FILL = 8
 #: Pixels (of one tap) the access engine runs ahead of the post-writer, the pipeline between
 #: them included (the steps FIFO, the lanes, the job queue): a RUN whose post-writer is
 #: behind (a pass after NORM FINISH) holds the access engine, and the next RUN's taps, back

@@ -14,7 +14,14 @@ from ..sparse import SparseCore
 from .act_fetch import ActFetch
 from .decoder import Decoder
 from .execute import Execute
-from .layouts import act_tag_layout, body_layout, local_write_layout, mac_layout, slot_layout
+from .layouts import (
+    act_tag_layout,
+    body_layout,
+    job_layout,
+    local_write_layout,
+    mac_layout,
+    slot_layout,
+)
 from .post_writer import PostWriter
 from .run_queue import RunQueue
 from .weight_fetch import WeightFetch
@@ -117,7 +124,12 @@ class Group(wiring.Component):
         connect(m, steps.o, execute.steps)
         m.d.comb += [execute.bypass.eq(self.bypass), execute.clear.eq(clear),
                      self.macs_issued.eq(execute.issued)]
-        connect(m, execute.jobs, post.jobs)
+        # A register slice: the post-writer's decision to take the next job (its pipeline's
+        # ready, the job's lanes) ran into the job queue's read logic (81.3 MHz on the 2 x 8
+        # ULX3S cut).
+        m.submodules.jobs_in = jobs_in = StreamSlice(job_layout(config))
+        connect(m, execute.jobs, jobs_in.i)
+        connect(m, jobs_in.o, post.jobs)
         connect(m, post.param, params.r)
         connect(m, post.param_w, params.e)
         connect(m, post.port, flipped(self.act_wr))
