@@ -23,7 +23,6 @@ but raises the group's sticky ``route_fault`` bit: a compiler or program error, 
 
 import functools
 import operator
-from types import SimpleNamespace
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
@@ -31,6 +30,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
 from .arch import isa
+from .fifo import GrantQueue
 
 __all__ = ["read_port_signature", "write_port_signature", "Crossbar"]
 
@@ -181,9 +181,17 @@ class Crossbar(wiring.Component):
 
         # Each port's requests wait in a queue of two with the bank they read decoded (one-hot,
         # none for a skip); the arbitration sees only registers and registers its grant.
-        queues = [self._read_queue(m, p, banks, bank_of, f"rd{i}")
-                  for i, p in enumerate(readers)]
-        reads = [q.req for q in queues]
+        queues = []
+        for i, p in enumerate(readers):
+            layout = data.StructLayout({"req": p.req.payload.shape(), "want": banks})
+            m.submodules[f"rd_queue{i}"] = queue = GrantQueue(layout)
+            m.d.comb += [queue.i.valid.eq(p.req.valid), queue.i.payload.req.eq(p.req.payload),
+                         queue.i.payload.want.eq(Cat(~p.req.payload.skip
+                                                     & (bank_of(p.req.payload.addr) == b)
+                                                     for b in range(banks))),
+                         p.req.ready.eq(queue.i.ready)]
+            queues.append(queue)
+        reads = [q.o.payload.req for q in queues]
         rows = [r.addr[:row_bits] for r in reads]
         # Ports asking for the same word are served by one access: which pairs ask the same
         # word is compared beside the arbitration, not after it.
@@ -208,7 +216,7 @@ class Crossbar(wiring.Component):
             # Reads: one word per cycle, shared by every port that asks for it. The winner's
             # row is registered: the bank reads it the cycle after the grant.
             asking = Signal(len(readers), name=f"rd_ask{b}")
-            m.d.comb += asking.eq(Cat(q.valid & q.want[b] for q in queues))
+            m.d.comb += asking.eq(Cat(q.o.valid & q.o.payload.want[b] for q in queues))
             winner = _dma_first(m, asking, f"rd{b}")
             m.d.sync += [rport.addr.eq(_select(winner, rows)), rport.en.eq(asking.any())]
             for i in range(len(readers)):
@@ -235,29 +243,29 @@ class Crossbar(wiring.Component):
                     m.d.comb += wr_grant[i].eq(1)
 
         for i, (p, q) in enumerate(zip(readers, queues)):
-            with m.If(q.valid & q.req.skip):
+            with m.If(q.o.valid & q.o.payload.req.skip):
                 m.d.comb += rd_grant[i].eq(1)
-            m.d.sync += q.took.eq(rd_grant[i])
+            m.d.comb += q.o.ready.eq(rd_grant[i])
             # The answer follows the bank's read (the cycle after the grant) and its output
-            # register: the granted request is the queue's head while ``took`` is set.
-            late = [Signal(name=f"rd_granted{i}"), Signal.like(q.head.req.tag),
-                    Signal(range(max(banks, 2)), name=f"rd_bank{i}")]
-            m.d.sync += [late[0].eq(q.took), late[1].eq(q.head.req.tag),
-                         late[2].eq(_select(q.head.want, list(range(banks))))]
-            bank = Signal.like(late[2], name=f"rd_bank_late{i}")
-            m.d.sync += [p.resp.valid.eq(late[0]), p.resp.payload.tag.eq(late[1]),
-                         bank.eq(late[2])]
+            # register: the granted request is the queue's head while ``taken`` is set.
+            granted, tag = Signal(name=f"rd_granted{i}"), Signal.like(q.head.req.tag)
+            bank, bank_late = (Signal(range(max(banks, 2)), name=f"rd_bank{i}{when}")
+                               for when in ("", "_late"))
+            m.d.sync += [granted.eq(q.taken), tag.eq(q.head.req.tag),
+                         bank.eq(_select(q.head.want, list(range(banks)))),
+                         p.resp.valid.eq(granted), p.resp.payload.tag.eq(tag),
+                         bank_late.eq(bank)]
             m.d.comb += p.resp.payload.data.eq(bank_data[0])
             for b in range(1, banks):
-                with m.If(bank == b):
+                with m.If(bank_late == b):
                     m.d.comb += p.resp.payload.data.eq(bank_data[b])
         for i, p in enumerate(writers):
             m.d.comb += p.req.ready.eq(wr_grant[i])
 
-        self._routes_and_counters(m, queues, rd_grant, bank_of)
+        self._routes_and_counters(m, [q.o for q in queues], bank_of)
         return m
 
-    def _routes_and_counters(self, m, queues, grants, bank_of):
+    def _routes_and_counters(self, m, arbitrated, bank_of):
         """Each group's route (its banks), its route faults and its stall counter."""
         groups, banks = self._config.groups, self._config.act_banks
         first = Signal(data.ArrayLayout(8, groups))
@@ -277,51 +285,14 @@ class Crossbar(wiring.Component):
         clear = Signal()
         m.d.sync += clear.eq(self.clear)
         for g in range(groups):
-            q, read = queues[g], queues[g].req
+            q, read = arbitrated[g], arbitrated[g].payload.req
             bank = bank_of(read.addr)
             outside = (bank < first[g]) | (bank >= first[g] + count[g])
             with m.If(clear):
                 m.d.sync += [self.stalls[g].eq(0), self.route_fault[g].eq(0), waited[g].eq(0)]
             with m.Else():
-                m.d.sync += waited[g].eq(q.valid & ~grants[g])
+                m.d.sync += waited[g].eq(q.valid & ~q.ready)
                 with m.If(waited[g]):
                     m.d.sync += self.stalls[g].eq(self.stalls[g] + 1)
                 with m.If(q.valid & ~read.skip & outside):
                     m.d.sync += self.route_fault[g].eq(1)
-
-    @staticmethod
-    def _read_queue(m, port, banks, bank_of, name):
-        """A read port's queue of two requests, each with the bank it reads (one-hot, none for
-        a skip), and the request that the arbitration sees this cycle.
-
-        The grant is registered (``took``): the cycle after a grant the granted request is the
-        queue's ``head`` and leaves it, while the arbitration already looks at the one behind
-        it (``second``). So a port is granted a read per cycle with no path from the
-        arbitration into the queue's registers or the requester's ``ready``. Returns a
-        namespace with ``valid``, ``req``, ``want`` (the request arbitrated), ``head`` and
-        ``took`` (to be driven by the grant, registered).
-        """
-        layout = data.StructLayout({"req": port.req.payload.shape(), "want": banks})
-        head = Signal(layout, name=f"{name}_head")
-        second = Signal(layout, name=f"{name}_second")
-        head_valid, second_valid = Signal(name=f"{name}_head_valid"), \
-            Signal(name=f"{name}_second_valid")
-        took = Signal(name=f"{name}_took")
-        incoming = Signal(layout, name=f"{name}_in")
-        request = port.req.payload
-        m.d.comb += [incoming.req.eq(request),
-                     incoming.want.eq(Cat(~request.skip & (bank_of(request.addr) == b)
-                                          for b in range(banks))),
-                     port.req.ready.eq(~second_valid | took)]
-        push = port.req.valid & port.req.ready
-        with m.If(took & second_valid):               # the head leaves, the second moves up
-            m.d.sync += [head.eq(second), head_valid.eq(1), second.eq(incoming),
-                         second_valid.eq(push)]
-        with m.Elif(took | ~head_valid):              # the head leaves (or is empty)
-            m.d.sync += [head.eq(incoming), head_valid.eq(push)]
-        with m.Elif(~second_valid):
-            m.d.sync += [second.eq(incoming), second_valid.eq(push)]
-        seen = Signal(layout, name=f"{name}_seen")
-        m.d.comb += seen.eq(Mux(took, second, head))
-        return SimpleNamespace(valid=Mux(took, second_valid, head_valid), req=seen.req,
-                               want=seen.want, head=head, took=took)

@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 from .arch.timing import SLICE_LATENCY
 from .countdown import below, step
 
-__all__ = ["StreamFIFO", "StreamSlice"]
+__all__ = ["StreamFIFO", "StreamSlice", "GrantQueue"]
 
 
 class StreamFIFO(wiring.Component):
@@ -163,4 +163,45 @@ class StreamSlice(wiring.Component):
                 m.d.sync += [self.o.payload.eq(self.i.payload), self.o.valid.eq(self.i.valid)]
         with m.Elif(self.i.valid):
             m.d.sync += spare_valid.eq(1)
+        return m
+
+
+class GrantQueue(wiring.Component):
+    """A queue of two requests in front of an arbiter whose grant is registered.
+
+    Contract: ``o`` shows the request the arbiter may grant; ``o.ready`` is the grant (a
+    transfer when ``o.valid``). The grant is registered: in the cycle after it, ``taken`` is
+    set and the granted request is on ``head``, where it leaves the queue, while ``o`` already
+    shows the request behind it. So a request can be granted every cycle, and ``i.ready``
+    comes from registers only: no path from the arbiter into the queue's enables or the
+    requester.
+
+    Attributes
+    ----------
+    i : In(stream.Signature(shape))
+    o : Out(stream.Signature(shape))
+    head : Out(shape)
+    taken : Out(1)
+    """
+
+    def __init__(self, shape):
+        super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape)),
+                          "head": Out(shape), "taken": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        second = Signal.like(self.i.payload)
+        head_valid, second_valid = Signal(), Signal()
+        m.d.sync += self.taken.eq(self.o.valid & self.o.ready)
+        m.d.comb += self.i.ready.eq(~second_valid | self.taken)
+        push = self.i.valid & self.i.ready
+        with m.If(self.taken & second_valid):     # the head leaves, the second moves up
+            m.d.sync += [self.head.eq(second), head_valid.eq(1), second.eq(self.i.payload),
+                         second_valid.eq(push)]
+        with m.Elif(self.taken | ~head_valid):    # the head leaves (or is empty)
+            m.d.sync += [self.head.eq(self.i.payload), head_valid.eq(push)]
+        with m.Elif(~second_valid):
+            m.d.sync += [second.eq(self.i.payload), second_valid.eq(push)]
+        m.d.comb += [self.o.valid.eq(Mux(self.taken, second_valid, head_valid)),
+                     self.o.payload.eq(Mux(self.taken, second, self.head))]
         return m
